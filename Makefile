@@ -1,0 +1,34 @@
+# Two commands on a fresh machine:
+#   make run   - the main job: a real retrieval evaluation on the bundled benchmark
+#   make test  - the test suite (CI runs exactly this through .ci/run)
+PYTHON ?= python3
+RUN_VENV := .venv-run
+TEST_VENV := .venv
+
+.PHONY: run test bench clean
+
+$(RUN_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(RUN_VENV)
+	$(RUN_VENV)/bin/pip install --quiet --upgrade pip
+	$(RUN_VENV)/bin/pip install --quiet -e '.[plot]'
+	touch $@
+
+# torch is pinned to the local CPU wheel first, so nothing pulls a CUDA build.
+$(TEST_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TEST_VENV)
+	$(TEST_VENV)/bin/pip install --quiet --upgrade pip
+	$(TEST_VENV)/bin/pip install --quiet torch==2.13.0
+	$(TEST_VENV)/bin/pip install --quiet -e '.[test,faiss,plot,embed]' nnn-retrieval torch==2.13.0
+	touch $@
+
+run: $(RUN_VENV)/.installed
+	$(RUN_VENV)/bin/python examples/quickstart.py
+
+test: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/python -m pytest -q
+
+bench: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/python benchmarks/bench_core.py
+
+clean:
+	rm -rf $(RUN_VENV) $(TEST_VENV) .pytest_cache .hypothesis

@@ -1,0 +1,27 @@
+"""Progress bars for long steps (tqdm on stderr), silent unless asked for."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+__all__ = ["progress_bar"]
+
+
+class _NullBar:
+    def update(self, n: int = 1) -> None:  # noqa: D401 - mimics tqdm
+        pass
+
+    def set_postfix_str(self, s: str) -> None:
+        pass
+
+
+@contextmanager
+def progress_bar(total: int | None, desc: str, enable: bool, unit: str = "it"):
+    """A tqdm bar when ``enable`` is true, otherwise an object that ignores updates."""
+    if not enable:
+        yield _NullBar()
+        return
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True) as bar:
+        yield bar

@@ -1,0 +1,159 @@
+"""Input checks shared by the engine, the methods and the CLI.
+
+Every error names what was expected, what was received and how to fix it. Checks never
+change the caller's data: normalization, when asked for, returns a new array.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import numpy as np
+
+__all__ = [
+    "check_embeddings",
+    "check_same_dim",
+    "check_k",
+    "check_ids",
+    "check_normalization",
+    "NormalizeMode",
+    "UnnormalizedWarning",
+]
+
+NormalizeMode = Literal["warn", "l2", "none", "error"]
+
+_FLOAT_KINDS = (np.float16, np.float32, np.float64)
+_CHUNK_ROWS = 65536  # rows per chunk when scanning large (memory-mapped) inputs
+_NORM_TOL = 1e-2
+
+
+class UnnormalizedWarning(UserWarning):
+    """Embeddings are not unit-norm, so inner products are not cosine similarities."""
+
+
+def _chunks(n: int, step: int = _CHUNK_ROWS):
+    for start in range(0, n, step):
+        yield slice(start, min(start + step, n))
+
+
+def check_embeddings(x, name: str, *, allow_empty: bool = False) -> np.ndarray:
+    """Check a 2-D float embedding matrix; return it as an ndarray (memmaps stay memmaps).
+
+    Accepts float16/32/64 arrays and ``np.memmap``; lists are converted. Scans for NaN/inf
+    in chunks so a memory-mapped input is never copied whole.
+    """
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as exc:  # pragma: no cover - numpy's own message is kept
+            raise TypeError(
+                f"{name} must be a 2-D float array of shape (n, d); received {type(x).__name__}"
+            ) from exc
+    if x.dtype.type not in _FLOAT_KINDS:
+        raise TypeError(
+            f"{name} must hold float16, float32 or float64 values; received dtype {x.dtype}. "
+            f"Convert with {name}.astype(np.float32)."
+        )
+    if x.ndim != 2:
+        hint = " Use x.reshape(1, -1) for a single vector." if x.ndim == 1 else ""
+        raise ValueError(
+            f"{name} must be 2-D with shape (n, d); received ndim={x.ndim}, shape {x.shape}.{hint}"
+        )
+    if x.shape[1] == 0 or (x.shape[0] == 0 and not allow_empty):
+        raise ValueError(
+            f"{name} must be non-empty (at least one row and one column); received shape {x.shape}"
+        )
+    for sl in _chunks(x.shape[0]):
+        block = x[sl]
+        if not np.isfinite(block).all():
+            bad = np.argwhere(~np.isfinite(block))[0]
+            row = sl.start + int(bad[0])
+            raise ValueError(
+                f"{name} contains NaN or infinite values (first at row {row}, column "
+                f"{int(bad[1])}); expected finite floats. Remove or fix those rows."
+            )
+    return x
+
+
+def check_same_dim(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same embedding dimension; received "
+            f"{name_a}.shape[1]={a.shape[1]} and {name_b}.shape[1]={b.shape[1]}. "
+            "Were they produced by the same encoder?"
+        )
+
+
+def check_k(k, n: int, *, name: str = "k", what: str = "reference items") -> int:
+    """Check ``1 <= k <= n`` for an integer k; return it as int."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"{name} must be a positive integer; received {k!r}")
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"{name} must be >= 1; received {name}={k}")
+    if k > n:
+        raise ValueError(
+            f"{name}={k} exceeds the number of {what} ({n}); expected {name} <= {n}. "
+            f"Lower {name} or provide more {what}."
+        )
+    return k
+
+
+def check_ids(ids, n: int, name: str = "ids") -> np.ndarray:
+    """Check a 1-D array of ``n`` unique int64 ids; return it as int64."""
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(
+            f"{name} must be a 1-D array with one id per row ({n}); received shape {arr.shape}"
+        )
+    if arr.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integers; received dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    uniq, counts = np.unique(arr, return_counts=True)
+    if uniq.size != arr.size:
+        dup = uniq[counts > 1]
+        raise ValueError(
+            f"{name} must be unique; {dup.size} ids occur more than once, e.g. "
+            f"{dup[:5].tolist()}. Deduplicate the gallery or assign fresh ids."
+        )
+    return arr
+
+
+def check_normalization(x: np.ndarray, name: str, mode: NormalizeMode = "warn") -> np.ndarray:
+    """Handle rows that are not unit-norm.
+
+    ``"warn"`` (default) warns and leaves the data as given, ``"error"`` raises,
+    ``"l2"`` returns an L2-normalized float32 copy (the input is untouched), ``"none"``
+    skips the check (plain inner-product retrieval).
+    """
+    if mode not in ("warn", "l2", "none", "error"):
+        raise ValueError(
+            f"normalize must be one of 'warn', 'l2', 'none', 'error'; received {mode!r}"
+        )
+    if mode == "none":
+        return x
+    if mode == "l2":
+        out = np.empty(x.shape, dtype=np.float32)
+        for sl in _chunks(x.shape[0]):
+            block = np.asarray(x[sl], dtype=np.float32)
+            norms = np.linalg.norm(block, axis=1, keepdims=True)
+            if np.any(norms == 0):
+                row = sl.start + int(np.flatnonzero(norms.ravel() == 0)[0])
+                raise ValueError(f"{name} row {row} is all zeros and cannot be L2-normalized")
+            np.divide(block, norms, out=out[sl])
+        return out
+    lo, hi = np.inf, -np.inf
+    for sl in _chunks(x.shape[0]):
+        norms = np.linalg.norm(np.asarray(x[sl], dtype=np.float32), axis=1)
+        lo, hi = min(lo, float(norms.min())), max(hi, float(norms.max()))
+    if lo < 1 - _NORM_TOL or hi > 1 + _NORM_TOL:
+        msg = (
+            f"{name} rows are not unit-norm (norms range {lo:.4g}..{hi:.4g}); NNN and its "
+            "family assume cosine similarity. Pass normalize='l2' to normalize a copy, or "
+            "normalize='none' if raw inner products are intended."
+        )
+        if mode == "error":
+            raise ValueError(msg)
+        warnings.warn(msg, UnnormalizedWarning, stacklevel=3)
+    return x

@@ -1,0 +1,168 @@
+"""Exact inner-product top-k search, blocked over both sides under a memory budget.
+
+``exact_search(queries, database, k)`` returns ``(scores, ids)`` of shape
+``(n_queries, k)``: float32 scores best first, int64 database row numbers, ties broken
+by the smaller id, padded with ``-inf``/``-1`` when the database has fewer than ``k``
+rows. An optional per-item ``offset`` is subtracted from every score
+(``q . x_j - offset[j]``), which is how NNN and every additive correction is served.
+
+The scores of a block come from one BLAS GEMM; the top-k selection streams those blocks
+through :class:`~dehub.engine.topk.RunningTopK`, whose threshold filter touches each
+score once with a vectorized comparison instead of sorting or partitioning every block.
+Inputs may be float16/32/64 arrays or ``np.memmap``; only one block of each side is
+converted at a time. float64 inputs are multiplied in float64, others in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._progress import progress_bar
+from .topk import RunningTopK
+
+__all__ = ["exact_search", "BlockPlan", "plan_blocks", "DEFAULT_MEMORY_BUDGET"]
+
+DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes for score blocks, masks and top-k state
+_MAX_DB_BLOCK = 4096  # measured: larger blocks buy nothing, smaller cost GEMM speed
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """How a search is cut into blocks: rows of queries x rows of database at a time."""
+
+    query_block: int
+    database_block: int
+    peak_bytes: int  # estimated working memory of the blocks (excluding the inputs)
+
+
+def _compute_dtype(*arrays: np.ndarray) -> np.dtype:
+    return np.dtype(np.float64) if any(a.dtype == np.float64 for a in arrays) else np.dtype(np.float32)
+
+
+def plan_blocks(
+    n_queries: int,
+    n_database: int,
+    dim: int,
+    k: int,
+    *,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    itemsize: int = 4,
+    query_block: int | None = None,
+    database_block: int | None = None,
+) -> BlockPlan:
+    """Choose block sizes so that the working memory stays within ``memory_budget`` bytes.
+
+    Working memory per block: the score block (``itemsize`` bytes per pair), its boolean
+    mask (1 byte), converted copies of the two input blocks, and the running top-k state
+    (k kept + 2k buffered entries of score and int64 id per query row).
+    """
+    if memory_budget <= 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes; received {memory_budget}")
+    cap = max(2 * k, 64)
+    db = database_block or min(n_database, max(_MAX_DB_BLOCK, k))
+    db = max(1, min(db, n_database))
+    per_query_row = db * (itemsize + 1) + dim * itemsize + (k + cap) * (itemsize + 8)
+    fixed = db * dim * itemsize
+    if query_block is None:
+        qb = (memory_budget - fixed) // per_query_row
+        if qb < 1:
+            raise ValueError(
+                f"memory_budget={memory_budget} bytes is too small for one query row against a "
+                f"database block of {db} rows (needs about {fixed + per_query_row} bytes); "
+                "raise memory_budget or pass a smaller database_block"
+            )
+        qb = int(min(qb, n_queries))
+    else:
+        qb = int(min(query_block, n_queries))
+    if qb < 1 or db < 1:
+        raise ValueError(f"block sizes must be >= 1; received query_block={qb}, database_block={db}")
+    return BlockPlan(qb, db, fixed + qb * per_query_row)
+
+
+def _blocks(n: int, step: int) -> Iterator[slice]:
+    for s in range(0, n, step):
+        yield slice(s, min(s + step, n))
+
+
+def exact_search(
+    queries: np.ndarray,
+    database: np.ndarray,
+    k: int,
+    *,
+    offset: np.ndarray | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    query_block: int | None = None,
+    database_block: int | None = None,
+    progress: bool | str = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of ``queries @ database.T - offset`` per query row.
+
+    Parameters
+    ----------
+    queries : (n_queries, d) float array or memmap
+    database : (n_database, d) float array or memmap
+    k : int
+        Number of results per query; if ``k > n_database`` the tail is padded with
+        ``-inf`` scores and ``-1`` ids.
+    offset : (n_database,) array, optional
+        Subtracted from every score of the matching database row (NNN's bias).
+    memory_budget : int
+        Bytes of working memory for score blocks and top-k state (the inputs themselves
+        are not counted). Defaults to 512 MiB.
+    query_block, database_block : int, optional
+        Force block sizes (mostly for tests); by default derived from the budget.
+    progress : bool or str
+        Show a progress bar (a string is used as its label).
+
+    The inputs are not validated here (the public estimators do that); shapes are.
+    """
+    if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
+        raise ValueError(
+            "queries and database must be 2-D with the same dimension; received shapes "
+            f"{queries.shape} and {database.shape}"
+        )
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer; received {k!r}")
+    k = int(k)
+    nq, d = queries.shape
+    nd = database.shape[0]
+    if offset is not None:
+        offset = np.asarray(offset)
+        if offset.shape != (nd,):
+            raise ValueError(
+                f"offset must have one value per database row, shape ({nd},); received {offset.shape}"
+            )
+    dt = _compute_dtype(queries, database)
+    out_v = np.full((nq, k), -np.inf, dtype=np.float32)
+    out_i = np.full((nq, k), -1, dtype=np.int64)
+    if nq == 0 or nd == 0:
+        return out_v, out_i
+    kk = min(k, nd)
+    plan = plan_blocks(
+        nq, nd, d, kk, memory_budget=memory_budget, itemsize=dt.itemsize,
+        query_block=query_block, database_block=database_block,
+    )
+    off = None if offset is None else offset.astype(dt, copy=False)
+    buf = np.empty(plan.query_block * plan.database_block, dtype=dt)
+    n_qb = -(-nq // plan.query_block)
+    n_db = -(-nd // plan.database_block)
+    label = progress if isinstance(progress, str) else "search"
+    with progress_bar(total=n_qb * n_db, desc=label, enable=bool(progress), unit="block") as bar:
+        for qs in _blocks(nq, plan.query_block):
+            qb = np.asarray(queries[qs], dtype=dt)
+            top = RunningTopK(qb.shape[0], kk, score_dtype=dt)
+            for ds in _blocks(nd, plan.database_block):
+                xb = np.asarray(database[ds], dtype=dt)
+                s = buf[: qb.shape[0] * xb.shape[0]].reshape(qb.shape[0], xb.shape[0])
+                np.matmul(qb, xb.T, out=s)
+                if off is not None:
+                    np.subtract(s, off[ds], out=s)
+                top.push(s, ds.start)
+                bar.update(1)
+            v, i = top.result()
+            out_v[qs, :kk] = v
+            out_i[qs, :kk] = i
+    return out_v, out_i

@@ -1,0 +1,217 @@
+"""A mergeable running top-k over streamed score blocks.
+
+:class:`RunningTopK` keeps, for each of ``m`` rows, the ``k`` best ``(score, id)`` pairs
+seen so far, ordered by score descending and, on equal scores, by id ascending (the
+deterministic tie rule of the whole engine). Blocks of scores are pushed in increasing
+id order; the expensive part of top-k selection is avoided with a per-row threshold:
+
+* a block entry can only enter a row's top-k if it beats the row's current k-th best
+  score, so one vectorized comparison (``block > threshold``) plus ``flatnonzero``
+  finds the few candidates; after the first blocks almost nothing passes;
+* candidates are appended to a per-row buffer and merged into the top-k only when the
+  buffer of that row fills up (or at the end), so merges are rare and batched.
+
+Because blocks arrive in increasing id order, an entry that *equals* the current k-th
+score always has a larger id than the entries kept, so the strict ``>`` comparison
+implements the tie rule exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["RunningTopK", "merge_topk"]
+
+
+_ID_PAD = np.iinfo(np.int64).max  # sorts after every real id
+
+
+def _sort_rows(v: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort every row by score descending, then id ascending (padding ``-1`` ids last)."""
+    order = np.argsort(-v, axis=1, kind="stable")
+    v = np.take_along_axis(v, order, axis=1)
+    i = np.take_along_axis(i, order, axis=1)
+    tied = (v[:, 1:] == v[:, :-1]).any(axis=1) if v.shape[1] > 1 else np.zeros(v.shape[0], bool)
+    if tied.any():
+        rows = np.flatnonzero(tied)
+        key_i = np.where(i[rows] < 0, _ID_PAD, i[rows])
+        o2 = np.lexsort((key_i, -v[rows]), axis=-1)
+        v[rows] = np.take_along_axis(v[rows], o2, axis=1)
+        i[rows] = np.take_along_axis(i[rows], o2, axis=1)
+    return v, i
+
+
+def _select_topk(w_v: np.ndarray, w_i: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best entries per row of a padded candidate matrix (unsorted within the row).
+
+    Padding is ``-inf`` / ``-1``. Exact tie rule: where several entries share the k-th
+    score, the ones with the smallest ids are kept.
+    """
+    n, width = w_v.shape
+    if width <= k:
+        pad = k - width
+        return (
+            np.pad(w_v, ((0, 0), (0, pad)), constant_values=-np.inf),
+            np.pad(w_i, ((0, 0), (0, pad)), constant_values=-1),
+        )
+    part = np.argpartition(w_v, width - k, axis=1)[:, width - k :]
+    v = np.take_along_axis(w_v, part, axis=1)
+    i = np.take_along_axis(w_i, part, axis=1)
+    kth = v.min(axis=1)
+    # Rows where an entry left out equals the k-th score: the choice among the tied
+    # entries must follow the id rule, so those rows are decided by a full lexsort.
+    n_ge = np.count_nonzero(w_v >= kth[:, None], axis=1)
+    amb = (n_ge > k) & np.isfinite(kth)
+    if amb.any():
+        rows = np.flatnonzero(amb)
+        key_i = np.where(w_i[rows] < 0, _ID_PAD, w_i[rows])
+        o = np.lexsort((key_i, -w_v[rows]), axis=-1)[:, :k]
+        v[rows] = np.take_along_axis(w_v[rows], o, axis=1)
+        i[rows] = np.take_along_axis(w_i[rows], o, axis=1)
+    return v, i
+
+
+class RunningTopK:
+    """Running top-k of ``n_rows`` rows fed with blocks of scores.
+
+    Parameters
+    ----------
+    n_rows : int
+        Number of rows (queries) tracked.
+    k : int
+        How many best entries to keep per row.
+    buffer : int, optional
+        Per-row candidate buffer size; a row is merged when its buffer would overflow.
+    score_dtype : numpy dtype
+        Dtype of the kept scores (float32 or float64).
+    """
+
+    def __init__(self, n_rows: int, k: int, buffer: int | None = None, score_dtype=np.float32):
+        self.n_rows = int(n_rows)
+        self.k = int(k)
+        self.cap = int(buffer) if buffer is not None else max(2 * self.k, 64)
+        dt = np.dtype(score_dtype)
+        self.top_v = np.full((self.n_rows, self.k), -np.inf, dtype=dt)
+        self.top_i = np.full((self.n_rows, self.k), -1, dtype=np.int64)
+        self.thr = np.full(self.n_rows, -np.inf, dtype=dt)  # current k-th best per row
+        self.buf_v = np.empty((self.n_rows, self.cap), dtype=dt)
+        self.buf_i = np.empty((self.n_rows, self.cap), dtype=np.int64)
+        self.fill = np.zeros(self.n_rows, dtype=np.int64)
+        self._mask: np.ndarray | None = None
+
+    # ----------------------------------------------------------------- internals
+    def _merge(self, rows: np.ndarray, new_rows=None, new_vals=None, new_ids=None) -> None:
+        """Merge the current top-k, the buffer and optional new candidates of ``rows``.
+
+        ``rows`` are sorted absolute row numbers; ``new_rows`` (sorted, a subset of
+        ``rows``) label the new candidates ``new_vals``/``new_ids``.
+        """
+        if rows.size == 0:
+            return
+        k, fill = self.k, self.fill[rows]
+        n_new = np.zeros(rows.size, dtype=np.int64)
+        if new_rows is not None and new_rows.size:
+            lab = np.searchsorted(rows, new_rows)
+            n_new = np.bincount(lab, minlength=rows.size)
+        width = k + int((fill + n_new).max())
+        w_v = np.full((rows.size, width), -np.inf, dtype=self.top_v.dtype)
+        w_i = np.full((rows.size, width), -1, dtype=np.int64)
+        w_v[:, :k] = self.top_v[rows]
+        w_i[:, :k] = self.top_i[rows]
+        nb = min(self.cap, width - k)
+        if nb > 0:
+            live = np.arange(nb)[None, :] < fill[:, None]
+            w_v[:, k : k + nb] = np.where(live, self.buf_v[rows, :nb], -np.inf)
+            w_i[:, k : k + nb] = np.where(live, self.buf_i[rows, :nb], -1)
+        if n_new.any():
+            starts = np.cumsum(n_new) - n_new
+            col = k + fill[lab] + (np.arange(lab.size) - starts[lab])
+            w_v[lab, col] = new_vals
+            w_i[lab, col] = new_ids
+        v, i = _select_topk(w_v, w_i, k)
+        self.top_v[rows] = v
+        self.top_i[rows] = i
+        self.thr[rows] = v.min(axis=1)
+        self.fill[rows] = 0
+
+    # ----------------------------------------------------------------- public
+    def push(self, scores: np.ndarray, id_offset: int, row_offset: int = 0) -> None:
+        """Offer a block of scores.
+
+        ``scores[a, b]`` is the score of row ``row_offset + a`` against id ``id_offset + b``.
+        Blocks for the same rows must come in increasing ``id_offset`` order.
+        """
+        nr, nb = scores.shape
+        rsl = slice(row_offset, row_offset + nr)
+        thr = self.thr[rsl]
+        notfull = np.isneginf(thr)
+        if nb > self.k and notfull.any():
+            # Rows without k entries yet: only this block's own top-k (ties included) can
+            # matter, so pre-filter with the block's k-th value instead of taking all.
+            sub = scores if notfull.all() else scores[notfull]
+            kth = np.partition(sub, nb - self.k, axis=1)[:, nb - self.k]
+            thr = thr.copy()
+            thr[notfull] = np.nextafter(kth.astype(thr.dtype), thr.dtype.type(-np.inf))
+        if self._mask is None or self._mask.size < scores.size:
+            self._mask = np.empty(scores.size, dtype=bool)
+        mask = self._mask[: scores.size].reshape(nr, nb)
+        np.greater(scores, thr[:, None], out=mask)
+        flat = np.flatnonzero(mask)
+        if flat.size == 0:
+            return
+        rows = flat // nb + row_offset
+        vals = scores.ravel()[flat]
+        ids = flat % nb + id_offset
+        counts = np.bincount(rows - row_offset, minlength=nr)
+        fill = self.fill[rsl]
+        over = (fill + counts) > self.cap
+        if over.any():
+            over_rows = np.flatnonzero(over) + row_offset
+            sel = over[rows - row_offset]
+            self._merge(over_rows, rows[sel], vals[sel], ids[sel])
+            keep = ~sel
+            rows, vals, ids = rows[keep], vals[keep], ids[keep]
+            counts[over] = 0
+        if rows.size:
+            starts = np.cumsum(counts) - counts
+            rel = rows - row_offset
+            pos = self.fill[rows] + (np.arange(rows.size) - starts[rel])
+            self.buf_v[rows, pos] = vals
+            self.buf_i[rows, pos] = ids
+            self.fill[rsl] += counts
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Final ``(scores, ids)``, each of shape (n_rows, k), best first; -inf/-1 padding."""
+        self._merge(np.flatnonzero(self.fill > 0))
+        return _sort_rows(self.top_v.copy(), self.top_i.copy())
+
+
+def merge_topk(
+    results: list[tuple[np.ndarray, np.ndarray]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge several ``(scores, ids)`` top-k results over disjoint id sets (e.g. shards).
+
+    Each result has shape (n_rows, k_i); the merged result keeps the k best per row with
+    the engine's tie rule (score descending, id ascending), padded with -inf/-1.
+    """
+    if not results:
+        raise ValueError("merge_topk needs at least one (scores, ids) result; received none")
+    n = results[0][0].shape[0]
+    for s, i in results:
+        if s.shape != i.shape or s.shape[0] != n:
+            raise ValueError(
+                f"every result must be a pair of (n_rows={n}, k_i) arrays; "
+                f"received shapes {s.shape} and {i.shape}"
+            )
+    v = np.concatenate([np.asarray(s) for s, _ in results], axis=1)
+    ids = np.concatenate([np.asarray(i, dtype=np.int64) for _, i in results], axis=1)
+    key_v = np.where(ids < 0, -np.inf, v)
+    key_i = np.where(ids < 0, np.iinfo(np.int64).max, ids)
+    order = np.lexsort((key_i, -key_v), axis=-1)[:, :k]
+    out_v = np.take_along_axis(key_v, order, axis=1).astype(np.float32)
+    out_i = np.take_along_axis(ids, order, axis=1)
+    if out_v.shape[1] < k:
+        pad = k - out_v.shape[1]
+        out_v = np.pad(out_v, ((0, 0), (0, pad)), constant_values=-np.inf)
+        out_i = np.pad(out_i, ((0, 0), (0, pad)), constant_values=-1)
+    return out_v, out_i

@@ -14,7 +14,9 @@ inner-product search with the bias as an offset, exactly as cheap as a plain sea
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -60,6 +62,29 @@ class BaseCorrector(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ sweeps
+    @classmethod
+    def default_grid(cls) -> dict[str, list]:
+        """The hyperparameter grid swept on a validation split (parameter -> values)."""
+        return {}
+
+    def fit_grid(
+        self, gallery, reference, grid: dict[str, list] | None = None, **fit_kwargs: Any
+    ) -> Iterator[tuple[dict[str, Any], BaseCorrector]]:
+        """Yield ``(params, fitted estimator)`` for every combination of ``grid``.
+
+        The default refits for each combination; methods override it to share work
+        (NNN makes one pass over the reference for the largest k). The yielded
+        estimator may be the same object, re-parameterized, on every step: use it
+        before advancing the iterator.
+        """
+        grid = self.default_grid() if grid is None else grid
+        names = list(grid)
+        for values in itertools.product(*(grid[n] for n in names)):
+            params = dict(zip(names, values))
+            model = type(self)(**{**self.get_params(), **params})
+            yield params, model.fit(gallery, reference, **fit_kwargs)
 
     # ------------------------------------------------------------------ checks
     def _check_fitted(self) -> None:

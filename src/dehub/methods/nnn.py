@@ -93,6 +93,38 @@ class NNN(AdditiveBiasCorrector):
                 f"reference scores serve any k <= {fitted}. Refit with k={self.k} (or larger)."
             )
 
+    @classmethod
+    def default_grid(cls) -> dict[str, list]:
+        """The paper's grid (App. B1): alpha 0.25..1.5 step 0.125, k = 1, 2, 4, ..., 512."""
+        return {
+            "k": [2**i for i in range(10)],
+            "alpha": [0.25 + 0.125 * i for i in range(11)],
+        }
+
+    def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
+        """Yield every (k, alpha) of ``grid`` from ONE pass over the reference set.
+
+        The fit uses the largest k; smaller k come from the cached sorted top-k scores
+        and every alpha from the same means. k values larger than the reference set are
+        skipped. The same estimator is re-parameterized and yielded each time.
+        """
+        grid = self.default_grid() if grid is None else dict(grid)
+        n_ref = reference.shape[0]
+        ks = sorted({int(k) for k in grid.get("k", [self.k]) if int(k) <= n_ref})
+        alphas = list(grid.get("alpha", [self.alpha]))
+        if not ks:
+            raise ValueError(
+                f"every k in the grid exceeds the number of reference items ({n_ref}); "
+                "lower the k values or provide more reference items"
+            )
+        self.set_params(k=ks[-1])
+        self.fitted_k_ = None  # allow refitting with a larger k
+        self.fit(gallery, reference, **fit_kwargs)
+        for k in ks:
+            for alpha in alphas:
+                self.set_params(k=k, alpha=alpha)
+                yield {"k": k, "alpha": alpha}, self
+
     def _min_reference(self) -> tuple[str, int]:
         return ("k", int(self.k))
 

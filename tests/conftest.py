@@ -1,0 +1,47 @@
+"""Shared fixtures: seeded random unit embeddings and a digest to prove inputs unchanged.
+
+The NNN reference implementation and the tie-aware comparison live in
+``tests/reference_nnn.py`` (importable as ``reference_nnn``: pytest puts ``tests/`` on
+``sys.path`` because it holds this conftest and no ``__init__.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+
+def _unit_rows(rng: np.random.Generator, n: int, d: int, dtype=np.float32) -> np.ndarray:
+    x = rng.standard_normal((n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(dtype)
+
+
+def _digest(*arrays) -> str:
+    """SHA-256 over dtype, shape and bytes of every array (memmaps included)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.asarray(a)
+        h.update(str(a.dtype).encode())
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20241031)
+
+
+@pytest.fixture
+def unit():
+    """``unit(rng, n, d, dtype=np.float32)``: ``n`` random L2-normalized rows."""
+    return _unit_rows
+
+
+@pytest.fixture
+def digest():
+    """``digest(*arrays)``: a hash to compare before/after a call (inputs unchanged)."""
+    return _digest

@@ -1,0 +1,323 @@
+"""Retrieval metrics over search results and a multi-positive :class:`~dehub.Relevance`.
+
+Everything is computed per query first (:class:`QueryOutcomes`), then averaged: the
+per-query arrays are what the paired bootstrap (:mod:`dehub.evaluation.statistics`)
+resamples.
+
+Definitions (query ``q`` with relevant set ``P(q)``, ranking by score descending, ties
+broken by the smaller gallery row, exactly as the engine ranks):
+
+* ``rank(q)``: 1-based position of the *first* relevant item in the full ranking.
+* ``R@K`` (Recall@K, the paper's metric): share of queries with ``rank(q) <= K``, i.e.
+  with at least one relevant item in the top K.
+* ``MRR``: mean of ``1 / rank(q)`` (over the full ranking, not truncated).
+* ``median_rank`` / ``mean_rank``: of ``rank(q)``.
+
+Ranks from a top-K result are known only up to K. The first-relevant rank beyond K is
+computed exactly and cheaply from dense scores (:func:`first_relevant_rank_dense`): with
+``p*`` the best-scoring positive (ties: smaller row), ``rank = 1 + #{j: s_j > s_p*} +
+#{j: s_j == s_p*, j < p*}``: one comparison pass over a block of scores, no sort.
+:func:`combine_ranks` merges the two: inside the top K the search result decides (so
+R@K is exactly the R@K of the search), beyond it the dense count.
+
+Queries without any relevant item follow an explicit policy (:data:`NoPositivePolicy`):
+``"exclude"`` (default) leaves them out of every average and counts them
+(``QueryOutcomes.n_without_positives``), ``"miss"`` scores them as misses (rank
+``n_gallery + 1``, reciprocal rank 0), ``"error"`` raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from ..relevance import Relevance
+
+__all__ = [
+    "NoPositivePolicy",
+    "QueryOutcomes",
+    "first_relevant_rank_topk",
+    "first_relevant_rank_dense",
+    "dense_ranks",
+    "combine_ranks",
+    "outcomes_from_ranks",
+    "retrieval_metrics",
+    "evaluate_topk",
+    "check_ks",
+    "paired_metrics",
+]
+
+NoPositivePolicy = Literal["exclude", "miss", "error"]
+_POLICIES = ("exclude", "miss", "error")
+
+
+def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
+    """Validate a list of cut-offs K (positive integers); return them sorted, unique."""
+    if isinstance(ks, (int, np.integer)):
+        ks = (ks,)
+    out = []
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"every K must be a positive integer; received {list(ks)!r}")
+        out.append(int(k))
+    if not out:
+        raise ValueError("ks must hold at least one cut-off K, e.g. (1, 5, 10); received none")
+    return tuple(sorted(set(out)))
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in _POLICIES:
+        raise ValueError(f"no_positive must be one of {_POLICIES}; received {policy!r}")
+
+
+def _check_ids(ids: np.ndarray, relevance: Relevance) -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or ids.shape[0] != relevance.n_queries:
+        raise ValueError(
+            f"ids must have shape (n_queries={relevance.n_queries}, K); received {ids.shape}"
+        )
+    return ids.astype(np.int64, copy=False)
+
+
+def first_relevant_rank_topk(ids: np.ndarray, relevance: Relevance) -> np.ndarray:
+    """1-based rank of the first relevant item within each row of a top-K ``ids`` result.
+
+    Returns int64 of shape (n_queries,); ``K + 1`` where no relevant item is in the
+    top K (the rank is then only known to be larger than K). Padding ids (-1) never count.
+    """
+    ids = _check_ids(ids, relevance)
+    k = ids.shape[1]
+    hit = relevance.is_relevant(np.arange(ids.shape[0]), ids)
+    any_hit = hit.any(axis=1)
+    return np.where(any_hit, hit.argmax(axis=1) + 1, k + 1).astype(np.int64)
+
+
+def first_relevant_rank_dense(scores: np.ndarray, relevance: Relevance, rows=None) -> np.ndarray:
+    """Exact first-relevant rank from a dense score block (engine tie rule).
+
+    Parameters
+    ----------
+    scores : (n_rows, n_gallery) float array
+        Corrected scores of query rows ``rows`` against the whole gallery.
+    relevance : Relevance
+    rows : array of query rows, optional
+        The relevance rows the score rows belong to; default ``0..n_rows-1``.
+
+    Returns int64 (n_rows,); queries without positives get ``n_gallery + 1``.
+    """
+    scores = np.asarray(scores)
+    n_rows, n_gallery = scores.shape
+    if n_gallery != relevance.n_gallery:
+        raise ValueError(
+            f"scores have {n_gallery} columns but the relevance covers "
+            f"{relevance.n_gallery} gallery items"
+        )
+    rows = np.arange(n_rows) if rows is None else np.asarray(rows, dtype=np.int64)
+    sub = relevance.subset(rows)
+    counts = sub.counts()
+    out = np.full(n_rows, n_gallery + 1, dtype=np.int64)
+    has = counts > 0
+    if not has.any():
+        return out
+    qrow = sub.query_rows()
+    pos_scores = scores[qrow, sub.indices]
+    starts = sub.indptr[:-1][has]
+    best = np.full(n_rows, -np.inf, dtype=scores.dtype)
+    best[has] = np.maximum.reduceat(pos_scores, starts)
+    # first positive (smallest row: indices are sorted per query) reaching the max
+    at_max = pos_scores == best[qrow]
+    first = np.full(n_rows, n_gallery, dtype=np.int64)
+    np.minimum.at(first, qrow[at_max], sub.indices[at_max])
+    hr = np.flatnonzero(has)
+    s = scores[hr]
+    b = best[hr, None]
+    higher = np.count_nonzero(s > b, axis=1)
+    tied_before = np.count_nonzero((s == b) & (np.arange(n_gallery)[None, :] < first[hr, None]), axis=1)
+    out[hr] = 1 + higher + tied_before
+    return out
+
+
+def dense_ranks(
+    score_fn: Callable[[np.ndarray], np.ndarray],
+    n_queries: int,
+    relevance: Relevance,
+    *,
+    block_rows: int | None = None,
+    memory_budget: int = 256 * 2**20,
+) -> np.ndarray:
+    """Exact first-relevant ranks of every query, scoring query blocks with ``score_fn``.
+
+    ``score_fn(rows)`` must return the dense corrected scores of query rows ``rows``
+    against the whole gallery (e.g. ``lambda r: model.score(queries[r])``). Blocks are
+    sized so that one score block stays within ``memory_budget`` bytes.
+    """
+    n_gallery = relevance.n_gallery
+    if block_rows is None:
+        block_rows = max(1, int(memory_budget // max(1, 8 * n_gallery)))
+    out = np.empty(n_queries, dtype=np.int64)
+    for start in range(0, n_queries, block_rows):
+        rows = np.arange(start, min(start + block_rows, n_queries))
+        out[rows] = first_relevant_rank_dense(score_fn(rows), relevance, rows)
+    return out
+
+
+def combine_ranks(topk_rank: np.ndarray, dense_rank: np.ndarray, k: int) -> np.ndarray:
+    """Ranks that agree with a top-``k`` search inside the top k and with dense scores beyond.
+
+    Where the search found a relevant item its rank is used; elsewhere the dense rank,
+    raised to at least ``k + 1`` (float rounding of a differently blocked product can put
+    a tie on the other side; the search result is the one the user gets).
+    """
+    topk_rank = np.asarray(topk_rank, dtype=np.int64)
+    dense_rank = np.asarray(dense_rank, dtype=np.int64)
+    return np.where(topk_rank <= k, topk_rank, np.maximum(dense_rank, k + 1))
+
+
+@dataclass(frozen=True)
+class QueryOutcomes:
+    """Per-query results of one method on one task (only queries that are averaged).
+
+    ``values`` maps a metric name (``"R@1"``, ..., ``"MRR"``, ``"mean_rank"``) to a
+    float64 array over the averaged queries; the metric is its mean. ``rank`` holds the
+    first-relevant ranks (``median_rank`` is their median). ``query_rows`` are the task's
+    query rows the arrays refer to (all of them unless queries without positives were
+    excluded); ``rank_exact`` is False when ranks beyond the top K are unknown (then
+    MRR and the rank statistics are truncated versions and are not reported).
+    """
+
+    values: dict[str, np.ndarray]
+    rank: np.ndarray
+    query_rows: np.ndarray
+    n_queries: int
+    n_without_positives: int
+    no_positive: str
+    rank_exact: bool
+    ks: tuple[int, ...] = field(default=())
+
+    def summary(self) -> dict[str, float]:
+        """Mean of every per-query metric, plus ``median_rank`` (if ranks are exact)."""
+        out = {name: float(v.mean()) if v.size else float("nan") for name, v in self.values.items()}
+        if self.rank_exact:
+            out["median_rank"] = float(np.median(self.rank)) if self.rank.size else float("nan")
+        return out
+
+
+def outcomes_from_ranks(
+    rank: np.ndarray,
+    relevance: Relevance,
+    ks: Sequence[int] = (1, 5, 10),
+    *,
+    no_positive: NoPositivePolicy = "exclude",
+    rank_exact: bool = True,
+) -> QueryOutcomes:
+    """Per-query outcomes from first-relevant ranks (see the module docstring)."""
+    _check_policy(no_positive)
+    ks = check_ks(ks)
+    rank = np.asarray(rank, dtype=np.int64)
+    if rank.shape != (relevance.n_queries,):
+        raise ValueError(
+            f"rank must have one entry per query ({relevance.n_queries},); received {rank.shape}"
+        )
+    has = relevance.counts() > 0
+    n_without = int((~has).sum())
+    if n_without and no_positive == "error":
+        first = np.flatnonzero(~has)[:5].tolist()
+        raise ValueError(
+            f"{n_without} of {relevance.n_queries} queries have no relevant gallery item "
+            f"(e.g. query rows {first}); fix the relevance, or pass no_positive='exclude' "
+            "(leave them out, counted) or 'miss' (score them as misses)"
+        )
+    if no_positive == "exclude":
+        rows = np.flatnonzero(has)
+    else:
+        rows = np.arange(relevance.n_queries)
+        rank = np.where(has, rank, relevance.n_gallery + 1)
+    r = rank[rows]
+    values = {f"R@{k}": (r <= k).astype(np.float64) for k in ks}
+    if rank_exact:
+        values["MRR"] = np.where(r <= relevance.n_gallery, 1.0 / r, 0.0)
+        values["mean_rank"] = r.astype(np.float64)
+    return QueryOutcomes(
+        values=values, rank=r, query_rows=rows, n_queries=relevance.n_queries,
+        n_without_positives=n_without, no_positive=no_positive, rank_exact=rank_exact, ks=ks,
+    )
+
+
+def evaluate_topk(
+    ids: np.ndarray,
+    relevance: Relevance,
+    ks: Sequence[int] = (1, 5, 10),
+    *,
+    dense_rank: np.ndarray | None = None,
+    no_positive: NoPositivePolicy = "exclude",
+) -> QueryOutcomes:
+    """Per-query outcomes of a top-K search result ``ids`` (shape (n_queries, K)).
+
+    Every requested K must be ``<= ids.shape[1]``. With ``dense_rank`` (from
+    :func:`dense_ranks`) ranks beyond K are exact and MRR / mean / median rank are
+    reported; without it only R@K is.
+    """
+    ids = _check_ids(ids, relevance)
+    ks = check_ks(ks)
+    width = ids.shape[1]
+    if ks[-1] > width:
+        raise ValueError(
+            f"R@{ks[-1]} needs at least {ks[-1]} results per query; received {width}. "
+            f"Search with k >= {ks[-1]}."
+        )
+    rank = first_relevant_rank_topk(ids, relevance)
+    if dense_rank is not None:
+        rank = combine_ranks(rank, dense_rank, width)
+    return outcomes_from_ranks(
+        rank, relevance, ks, no_positive=no_positive, rank_exact=dense_rank is not None
+    )
+
+
+def retrieval_metrics(
+    results: tuple[np.ndarray, np.ndarray],
+    relevance: Relevance,
+    ks: Sequence[int] = (1, 5, 10),
+    *,
+    dense_rank: np.ndarray | None = None,
+    no_positive: NoPositivePolicy = "exclude",
+) -> dict[str, float]:
+    """Metric means of a ``(scores, ids)`` search result: ``{"R@1": ..., "MRR": ...}``.
+
+    Also reports ``n_queries``, ``n_evaluated`` and ``n_without_positives`` so nothing
+    is dropped silently.
+    """
+    _, ids = results
+    out = evaluate_topk(ids, relevance, ks, dense_rank=dense_rank, no_positive=no_positive)
+    summary = out.summary()
+    summary.update(
+        n_queries=out.n_queries, n_evaluated=int(out.query_rows.size),
+        n_without_positives=out.n_without_positives,
+    )
+    return summary
+
+
+def paired_metrics(
+    split,
+    results: dict[str, tuple[np.ndarray, np.ndarray]],
+    ks: Sequence[int] = (1, 5, 10),
+    *,
+    dense_ranks_by_direction: dict[str, np.ndarray] | None = None,
+    no_positive: NoPositivePolicy = "exclude",
+) -> dict[str, dict[str, float]]:
+    """Metrics of both directions of a :class:`~dehub.datasets.PairedSplit` in one call.
+
+    ``results`` maps ``"a2b"`` (queries = side a, gallery = side b) and/or ``"b2a"`` to
+    that direction's ``(scores, ids)``; the relevance of each direction is derived from
+    ``split.pairs`` (several positives per query where the pairs say so).
+    """
+    if not results:
+        raise ValueError("results must map at least one direction ('a2b'/'b2a') to (scores, ids)")
+    out = {}
+    for direction, res in results.items():
+        task = split.task(direction)
+        dr = None if dense_ranks_by_direction is None else dense_ranks_by_direction.get(direction)
+        out[direction] = retrieval_metrics(res, task.relevance, ks, dense_rank=dr, no_positive=no_positive)
+    return out

@@ -1,0 +1,205 @@
+"""Hyperparameter selection on a validation split (the paper's protocol, App. B1).
+
+:func:`sweep` runs every setting of a method's grid (``default_grid()`` unless given) on
+the *validation* task, through the method's ``fit_grid`` (NNN makes one pass over the
+reference set for the largest k and serves every smaller k and every alpha from that
+cache), and scores each setting with exact first-relevant ranks
+(:func:`~dehub.evaluation.metrics.first_relevant_rank_dense`), so R@K, MRR and the rank
+statistics are all available to choose by.
+
+For methods whose correction is an additive per-item bias
+(:class:`~dehub.methods.AdditiveBiasCorrector`: Plain, NNN, ...) the query-gallery
+product is computed once and every setting only subtracts its bias and counts, instead
+of searching again. Other methods are scored through their dense ``score``.
+
+Selection: the setting with the best value of ``metric`` (higher is better; lower for
+``mean_rank``/``median_rank``). Ties are broken, in order, by the larger R@K at the other
+cut-offs (increasing K), the larger MRR, and finally the earlier setting in grid order
+(for NNN: smaller k, then smaller alpha). The test split is never looked at here:
+:func:`fit_selected` fits the chosen setting for the test gallery.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._progress import progress_bar
+from .._validation import NormalizeMode, check_embeddings
+from ..datasets.base import RetrievalTask
+from ..engine.exact import DEFAULT_MEMORY_BUDGET
+from ..methods import METHODS, AdditiveBiasCorrector, BaseCorrector, get_method
+from .metrics import NoPositivePolicy, check_ks, first_relevant_rank_dense, outcomes_from_ranks
+
+__all__ = ["SweepResult", "sweep", "select_best", "fit_selected", "LOWER_IS_BETTER"]
+
+LOWER_IS_BETTER = frozenset({"mean_rank", "median_rank"})
+
+
+@dataclass
+class SweepResult:
+    """The validation sweep of one method on one task.
+
+    ``table`` has one row per setting (``params`` + every metric); ``best_params`` /
+    ``best_metrics`` are the chosen setting's; ``seconds`` the wall time of the sweep.
+    """
+
+    method: str
+    metric: str
+    grid: dict[str, list]
+    table: list[dict[str, Any]]
+    best_params: dict[str, Any]
+    best_metrics: dict[str, float]
+    best_index: int
+    seconds: float
+    tie_break: str = (
+        "larger R@K at the other cut-offs (increasing K), then larger MRR, then earlier in grid order"
+    )
+    n_without_positives: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method, "metric": self.metric, "grid": self.grid,
+            "n_settings": len(self.table), "table": self.table,
+            "best_params": self.best_params, "best_metrics": self.best_metrics,
+            "best_index": self.best_index, "seconds": self.seconds,
+            "tie_break": self.tie_break, "n_without_positives": self.n_without_positives,
+        }
+
+
+def _resolve(method: str | BaseCorrector) -> BaseCorrector:
+    if isinstance(method, BaseCorrector):
+        return type(method)(**method.get_params())
+    if isinstance(method, str):
+        return get_method(method)
+    raise TypeError(
+        f"method must be a registered name {sorted(METHODS)} or an estimator; received {method!r}"
+    )
+
+
+def select_best(table: Sequence[dict[str, Any]], metric: str, ks: Sequence[int]) -> int:
+    """Index of the chosen row of a sweep table (see the module docstring for ties)."""
+    if not table:
+        raise ValueError("the sweep produced no settings; check the grid")
+    if metric not in table[0]:
+        available = [k for k in table[0] if k.startswith("R@") or k in ("MRR", *LOWER_IS_BETTER)]
+        raise ValueError(f"unknown selection metric {metric!r}; expected one of {available}")
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    others = [f"R@{k}" for k in check_ks(ks) if f"R@{k}" != metric]
+
+    def key(i: int):
+        row = table[i]
+        return (
+            -sign * row[metric],
+            *(-row[m] for m in others),
+            -row.get("MRR", 0.0),
+            i,
+        )
+
+    return min(range(len(table)), key=key)
+
+
+def _grid_size(grid: dict[str, list]) -> int:
+    return int(np.prod([len(v) for v in grid.values()])) if grid else 1
+
+
+def sweep(
+    method: str | BaseCorrector,
+    task: RetrievalTask,
+    reference,
+    *,
+    grid: dict[str, list] | None = None,
+    metric: str = "R@1",
+    ks: Sequence[int] = (1, 5, 10),
+    no_positive: NoPositivePolicy = "exclude",
+    normalize: NormalizeMode = "warn",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: bool = False,
+) -> SweepResult:
+    """Evaluate every setting of ``grid`` on the validation ``task``; choose by ``metric``.
+
+    Parameters
+    ----------
+    method : registered method name (``dehub.methods.METHODS``) or an estimator
+    task : RetrievalTask
+        The *validation* task (queries, gallery, relevance) of one direction.
+    reference : (n_reference, d) array
+        Reference queries for the correction (the same the test fit will use).
+    grid : dict, optional
+        Parameter -> values; default the method's ``default_grid()``.
+    metric : str
+        ``"R@K"`` for a K in ``ks``, ``"MRR"``, ``"mean_rank"`` or ``"median_rank"``.
+    """
+    ks = check_ks(ks)
+    model = _resolve(method)
+    grid = model.default_grid() if grid is None else {k: list(v) for k, v in grid.items()}
+    queries = check_embeddings(task.queries, "validation queries")
+    rel = task.relevance
+    n_q, n_g = rel.n_queries, rel.n_gallery
+    block = max(1, int(memory_budget // max(1, 12 * n_g)))
+    additive = isinstance(model, AdditiveBiasCorrector)
+    dense = None
+    if additive and n_q * n_g * 4 <= memory_budget:
+        gal = check_embeddings(task.gallery, "validation gallery")
+        dt = np.float64 if (queries.dtype == np.float64 or gal.dtype == np.float64) else np.float32
+        dense = np.asarray(queries, dtype=dt) @ np.asarray(gal, dtype=dt).T
+
+    t0 = time.perf_counter()
+    table: list[dict[str, Any]] = []
+    n_without = 0
+    with progress_bar(_grid_size(grid), f"sweep {model.name}", progress, unit="setting") as bar:
+        for params, fitted in model.fit_grid(
+            task.gallery, reference, grid, normalize=normalize, memory_budget=memory_budget
+        ):
+            rank = np.empty(n_q, dtype=np.int64)
+            bias = fitted.bias_ if additive else None
+            for start in range(0, n_q, block):
+                rows = np.arange(start, min(start + block, n_q))
+                if dense is not None:
+                    s = dense[rows] - bias.astype(dense.dtype)
+                else:
+                    s = fitted.score(queries[rows], normalize="none")
+                rank[rows] = first_relevant_rank_dense(s, rel, rows)
+            out = outcomes_from_ranks(rank, rel, ks, no_positive=no_positive)
+            n_without = out.n_without_positives
+            table.append({**{k: _plain(v) for k, v in params.items()}, **out.summary()})
+            bar.update(1)
+    best = select_best(table, metric, ks)
+    row = table[best]
+    best_params = {k: row[k] for k in grid if k in row}
+    return SweepResult(
+        method=model.name, metric=metric, grid={k: [_plain(x) for x in v] for k, v in grid.items()},
+        table=table, best_params=best_params,
+        best_metrics={k: v for k, v in row.items() if k not in grid},
+        best_index=best, seconds=time.perf_counter() - t0, n_without_positives=n_without,
+    )
+
+
+def _plain(v):
+    """numpy scalars -> Python scalars (JSON-able sweep tables)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def fit_selected(
+    method: str | BaseCorrector,
+    params: dict[str, Any],
+    gallery,
+    reference,
+    **fit_kwargs: Any,
+) -> BaseCorrector:
+    """A new estimator of ``method`` with the chosen ``params``, fitted on ``gallery``."""
+    base = _resolve(method)
+    model = type(base)(**{**base.get_params(), **params})
+    return model.fit(gallery, reference, **fit_kwargs)
+
+
+def grid_settings(grid: dict[str, list]) -> list[dict[str, Any]]:
+    """Every setting of a grid, in the order ``fit_grid`` of the base class uses."""
+    names = list(grid)
+    return [dict(zip(names, vals)) for vals in itertools.product(*(grid[n] for n in names))]

@@ -6,7 +6,9 @@ change the caller's data: normalization, when asked for, returns a new array.
 
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -26,6 +28,16 @@ NormalizeMode = Literal["warn", "l2", "none", "error"]
 _FLOAT_KINDS = (np.float16, np.float32, np.float64)
 _CHUNK_ROWS = 65536  # rows per chunk when scanning large (memory-mapped) inputs
 _NORM_TOL = 1e-2
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside dehub."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 class UnnormalizedWarning(UserWarning):
@@ -108,7 +120,10 @@ def check_ids(ids, n: int, name: str = "ids") -> np.ndarray:
             f"{name} must be a 1-D array with one id per row ({n}); received shape {arr.shape}"
         )
     if arr.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be integers; received dtype {arr.dtype}")
+        raise TypeError(
+            f"{name} must be integers; received dtype {arr.dtype}. "
+            f"Convert with {name}.astype(np.int64)."
+        )
     arr = arr.astype(np.int64, copy=False)
     uniq, counts = np.unique(arr, return_counts=True)
     if uniq.size != arr.size:
@@ -124,7 +139,7 @@ def check_normalization(x: np.ndarray, name: str, mode: NormalizeMode = "warn") 
     """Handle rows that are not unit-norm.
 
     ``"warn"`` (default) warns and leaves the data as given, ``"error"`` raises,
-    ``"l2"`` returns an L2-normalized float32 copy (the input is untouched), ``"none"``
+    ``"l2"`` returns an L2-normalized copy (float64 for float64 input, else float32) (the input is untouched), ``"none"``
     skips the check (plain inner-product retrieval).
     """
     if mode not in ("warn", "l2", "none", "error"):
@@ -134,13 +149,17 @@ def check_normalization(x: np.ndarray, name: str, mode: NormalizeMode = "warn") 
     if mode == "none":
         return x
     if mode == "l2":
-        out = np.empty(x.shape, dtype=np.float32)
+        dt = np.float64 if x.dtype == np.float64 else np.float32
+        out = np.empty(x.shape, dtype=dt)
         for sl in _chunks(x.shape[0]):
-            block = np.asarray(x[sl], dtype=np.float32)
+            block = np.asarray(x[sl], dtype=dt)
             norms = np.linalg.norm(block, axis=1, keepdims=True)
             if np.any(norms == 0):
                 row = sl.start + int(np.flatnonzero(norms.ravel() == 0)[0])
-                raise ValueError(f"{name} row {row} is all zeros and cannot be L2-normalized")
+                raise ValueError(
+                    f"{name} row {row} is all zeros and cannot be L2-normalized; expected "
+                    "rows with a non-zero norm. Remove that row (or pass normalize='none')."
+                )
             np.divide(block, norms, out=out[sl])
         return out
     lo, hi = np.inf, -np.inf
@@ -155,5 +174,5 @@ def check_normalization(x: np.ndarray, name: str, mode: NormalizeMode = "warn") 
         )
         if mode == "error":
             raise ValueError(msg)
-        warnings.warn(msg, UnnormalizedWarning, stacklevel=3)
+        warnings.warn(msg, UnnormalizedWarning, stacklevel=_user_stacklevel())
     return x

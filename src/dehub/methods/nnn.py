@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine.exact import exact_search
+from ..engine.faiss_engine import topk_search
 from .base import AdditiveBiasCorrector, NotFittedError
 
 __all__ = ["NNN"]
@@ -49,6 +50,12 @@ class NNN(AdditiveBiasCorrector):
     alpha : float, default 0.75
         Scale of the bias; the paper's in-distribution choice (0.25-0.5 for
         out-of-distribution references). ``alpha = 0`` gives the plain ranking.
+    engine : {'exact', 'ivf', 'ivf-sq8', 'hnsw', 'auto'}, default 'exact'
+        How the top-k reference scores are found (``dehub.engine.faiss_engine``):
+        exactly, or approximately from an index of the reference set (the paper's
+        FAISS IVF, App. C). ``'auto'`` picks from the sizes.
+    engine_params : dict, optional
+        Knobs of the approximate engine (``EngineParams``: nlist, nprobe, rerank, ...).
 
     Attributes
     ----------
@@ -76,11 +83,15 @@ class NNN(AdditiveBiasCorrector):
     """
 
     name = "nnn"
-    _param_names = ("k", "alpha")
+    _param_names = ("k", "alpha", "engine", "engine_params")
 
-    def __init__(self, k: int = 16, alpha: float = 0.75) -> None:
+    def __init__(
+        self, k: int = 16, alpha: float = 0.75, engine: str = "exact", engine_params: dict | None = None
+    ) -> None:
         self.k = k
         self.alpha = alpha
+        self.engine = engine
+        self.engine_params = engine_params
 
     def _check_params(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
@@ -129,9 +140,9 @@ class NNN(AdditiveBiasCorrector):
         return ("k", int(self.k))
 
     def _fit_bias(self, gallery, reference, *, memory_budget: int, progress: bool) -> None:
-        scores, ids = exact_search(
-            gallery, reference, int(self.k), memory_budget=memory_budget,
-            progress="NNN bias" if progress else False,
+        scores, ids = topk_search(
+            gallery, reference, int(self.k), engine=self.engine, engine_params=self.engine_params,
+            memory_budget=memory_budget, progress="NNN bias" if progress else False,
         )
         self.topk_scores_ = scores
         self.topk_ids_ = ids

@@ -19,6 +19,7 @@ from . import __version__
 from ._format import IndexFormatError, read_container, read_header, write_container
 from ._validation import NormalizeMode, check_ids
 from .engine.exact import DEFAULT_MEMORY_BUDGET
+from .incremental import IncrementalMixin
 from .methods import METHODS, BaseCorrector, get_method
 
 __all__ = ["Index", "IndexFormatError"]
@@ -26,7 +27,7 @@ __all__ = ["Index", "IndexFormatError"]
 _KIND = "dehub.index"
 
 
-class Index:
+class Index(IncrementalMixin):
     """A searchable, savable gallery with a fitted correction.
 
     Build one with :meth:`build` (fits the method) or from an already fitted estimator.
@@ -38,14 +39,25 @@ class Index:
         External ids of the gallery rows (unique). Default: ``0..n_gallery-1``.
     metadata : dict, optional
         JSON-serializable notes stored with the index (encoder name, data source...).
+    reference : (n_reference, d) array, optional
+        The reference set, kept (and saved) so that :meth:`add` can compute new items'
+        biases without being passed it (see :mod:`dehub.incremental`).
+    n_reference : int, optional
+        Number of reference rows the model was fitted on (numbers new reference rows in
+        :meth:`add_reference`); defaults to ``reference.shape[0]``.
     """
 
-    def __init__(self, model: BaseCorrector, ids=None, metadata: dict[str, Any] | None = None):
+    def __init__(
+        self, model: BaseCorrector, ids=None, metadata: dict[str, Any] | None = None,
+        reference=None, n_reference: int | None = None,
+    ):
         model._check_fitted()
         n = model.gallery_.shape[0]
         self.model = model
         self.ids = np.arange(n, dtype=np.int64) if ids is None else check_ids(ids, n)
         self.metadata = dict(metadata or {})
+        self.reference = reference
+        self.n_reference = int(reference.shape[0]) if n_reference is None and reference is not None else n_reference
 
     # ------------------------------------------------------------------ build/search
     @classmethod
@@ -60,14 +72,22 @@ class Index:
         normalize: NormalizeMode = "warn",
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         progress: bool = False,
+        keep_reference: bool = False,
         **params,
     ) -> Index:
-        """Fit ``method`` (a registry name, e.g. ``"nnn"``) on gallery/reference and wrap it."""
+        """Fit ``method`` (a registry name, e.g. ``"nnn"``) on gallery/reference and wrap it.
+
+        ``keep_reference=True`` stores the (validated) reference set in the index, so
+        :meth:`add` needs no reference argument; the file grows by the reference size.
+        """
         if ids is not None:
             check_ids(ids, np.asarray(gallery).shape[0] if not hasattr(gallery, "shape") else gallery.shape[0])
         model = get_method(method, **params)
         model.fit(gallery, reference, normalize=normalize, memory_budget=memory_budget, progress=progress)
-        return cls(model, ids=ids, metadata=metadata)
+        kept = None
+        if keep_reference:
+            kept = model._prepare(reference, "reference", "none" if normalize == "warn" else normalize)
+        return cls(model, ids=ids, metadata=metadata, reference=kept, n_reference=int(reference.shape[0]))
 
     @property
     def n_items(self) -> int:
@@ -90,12 +110,15 @@ class Index:
         arrays = {"gallery": np.asarray(self.model.gallery_), "ids": self.ids}
         for name, arr in self.model._fitted_arrays().items():
             arrays[f"model.{name}"] = arr
+        if self.reference is not None:
+            arrays["reference"] = np.asarray(self.reference)
         header = {
             "kind": _KIND,
             "created_by": f"dehub {__version__}",
             "method": self.model.name,
             "params": _jsonable(self.model.get_params()),
             "metadata": _jsonable(self.metadata),
+            "n_reference": self.n_reference,
         }
         write_container(path, header, arrays)
         return path
@@ -134,7 +157,10 @@ class Index:
                 f"{path}: ids shape {arrays['ids'].shape} does not match gallery rows "
                 f"{arrays['gallery'].shape[0]}"
             )
-        return cls(model, ids=np.asarray(arrays["ids"]), metadata=header.get("metadata"))
+        return cls(
+            model, ids=np.asarray(arrays["ids"]), metadata=header.get("metadata"),
+            reference=arrays.get("reference"), n_reference=header.get("n_reference"),
+        )
 
     @staticmethod
     def describe_file(path: str | os.PathLike) -> dict[str, Any]:

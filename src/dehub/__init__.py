@@ -11,6 +11,7 @@ from ._validation import UnnormalizedWarning  # noqa: E402
 from .engine import exact_search, merge_topk  # noqa: E402
 from .index import Index  # noqa: E402
 from .methods import METHODS, NNN, Plain, get_method  # noqa: E402
+from .methods import CSLS, DN, DBNorm, QBNorm, RobustNNN, SoftNNN  # noqa: E402
 from .methods.base import NotFittedError  # noqa: E402
 from .relevance import Relevance  # noqa: E402
 
@@ -18,6 +19,12 @@ __all__ = [
     "__version__",
     "NNN",
     "Plain",
+    "CSLS",
+    "QBNorm",
+    "DBNorm",
+    "DN",
+    "RobustNNN",
+    "SoftNNN",
     "METHODS",
     "get_method",
     "Index",

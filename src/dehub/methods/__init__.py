@@ -1,10 +1,33 @@
-"""Correction methods, one module each, and the registry that runs them by name."""
+"""Correction methods, one module each, and the registry that runs them by name.
+
+========================  ==================  =========================================
+registry name             class               method
+========================  ==================  =========================================
+``plain``                 :class:`Plain`      no correction
+``nnn``                   :class:`NNN`        Nearest Neighbor Normalization
+``robust_nnn``            :class:`RobustNNN`  NNN, trimmed-mean / median statistic
+``soft_nnn``              :class:`SoftNNN`    NNN, log-mean-exp statistic
+``csls``                  :class:`CSLS`       cross-domain similarity local scaling
+``qbnorm``                :class:`QBNorm`     inverted softmax (QB-Norm IS)
+``qbnorm_dis``            :class:`QBNormDIS`  dynamic inverted softmax (QB-Norm DIS)
+``dbnorm``                :class:`DBNorm`     dual inverted softmax (DBNorm DualIS)
+``dbnorm_dis``            :class:`DBNormDIS`  dual dynamic inverted softmax (DualDIS)
+``dn``                    :class:`DN`         distribution normalization
+========================  ==================  =========================================
+
+See ``docs/methods.md`` for formulas, papers, grids and serving costs.
+"""
 
 from __future__ import annotations
 
 from .base import AdditiveBiasCorrector, BaseCorrector, NotFittedError
+from .csls import CSLS
+from .dbnorm import DBNorm, DBNormDIS
+from .dn import DN
 from .nnn import NNN
+from .nnn_variants import RobustNNN, SoftNNN
 from .plain import Plain
+from .qbnorm import QBNorm, QBNormDIS
 
 __all__ = [
     "BaseCorrector",
@@ -12,6 +35,14 @@ __all__ = [
     "NotFittedError",
     "NNN",
     "Plain",
+    "CSLS",
+    "QBNorm",
+    "QBNormDIS",
+    "DBNorm",
+    "DBNormDIS",
+    "DN",
+    "RobustNNN",
+    "SoftNNN",
     "METHODS",
     "get_method",
 ]
@@ -20,7 +51,7 @@ __all__ = [
 #: harness accept and what index files record.
 METHODS: dict[str, type[BaseCorrector]] = {
     cls.name: cls
-    for cls in (Plain, NNN)
+    for cls in (Plain, NNN, RobustNNN, SoftNNN, CSLS, QBNorm, QBNormDIS, DBNorm, DBNormDIS, DN)
 }
 
 

@@ -1,0 +1,325 @@
+"""Shared machinery of the inverted-softmax family (QB-Norm IS/DIS, DBNorm DualIS/DualDIS).
+
+Each method normalizes ``exp(beta_b * s(q, r))`` by the softmax mass that a *bank* ``B_b``
+puts on the gallery item ``r``::
+
+    IS_b(q, r) = exp(beta_b s(q, r)) / sum_{x in B_b} exp(beta_b s(x, r))
+
+and multiplies the factors of its banks (one bank for QB-Norm, two for DBNorm). dehub
+scores with the logarithm, which never overflows::
+
+    score(q, r) = sum_b g_b(q) * [beta_b s(q, r) - L_b(r)] + (1 - g_b(q)) * beta_b s(q, r)
+                = (sum_b beta_b) s(q, r) - sum_b g_b(q) L_b(r),
+    L_b(r)      = logsumexp_{x in B_b}(beta_b s(x, r))          (max-subtracted, streamed)
+
+where the gate ``g_b(q)`` is 1 for the static variants (IS, DualIS) and, for the dynamic
+ones (DIS, DualDIS), 1 only when the query's plain top-1 gallery item belongs to the
+bank's *activation set* (gallery items in the plain top-``k`` of at least one bank item);
+an ungated factor keeps its un-normalized ``exp(beta_b s)``.
+
+Rank equivalence: for a fixed query the gates are fixed, so the score is
+``scale * (s(q, r) - bias(r))`` with ``scale = sum_b beta_b`` and
+``bias = sum_b g_b L_b / scale``: an additive per-item bias. Static variants are served by
+one exact search with offset ``bias_``; dynamic variants by one plain search (which gives
+the gates and the results of fully ungated queries) plus one offset search per gate
+pattern actually present, each over its own queries only. Gating stays exact.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import ClassVar
+
+import numpy as np
+
+from .._validation import NormalizeMode, check_k, check_same_dim
+from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
+from ._affine import check_int, check_real
+from ._stats import activation_ids, activation_mask, compute_dtype, streamed_logsumexp
+from .base import AdditiveBiasCorrector, NotFittedError
+
+__all__ = ["InvertedSoftmaxBase"]
+
+
+class InvertedSoftmaxBase(AdditiveBiasCorrector):
+    """Common fit/search/score/persistence of QB-Norm and DBNorm (see module docstring).
+
+    Subclasses declare ``_beta_names`` (one temperature parameter per bank, in bank
+    order) and have parameters ``k`` and ``dynamic``.
+
+    Fitted attributes: ``lse_`` (n_banks, n_gallery) float64, the ``L_b``;
+    ``activated_`` (n_banks, n_gallery) bool or None (dynamic only); ``fitted_betas_``,
+    ``fitted_k_``.
+    """
+
+    _beta_names: ClassVar[tuple[str, ...]] = ()
+    k: int
+    dynamic: bool
+
+    # ------------------------------------------------------------------ params
+    def _betas(self) -> tuple[float, ...]:
+        return tuple(float(getattr(self, n)) for n in self._beta_names)
+
+    def _check_values(self) -> None:
+        """Validate parameter values (without looking at the fitted state)."""
+        for n in self._beta_names:
+            check_real(getattr(self, n), n, minimum=0.0)
+        if sum(self._betas()) <= 0:
+            raise ValueError(
+                f"at least one of {', '.join(self._beta_names)} must be > 0 (all zero makes "
+                f"every score equal); received {self.get_params()}"
+            )
+        check_int(self.k, "k")
+        if not isinstance(self.dynamic, (bool, np.bool_)):
+            raise TypeError(f"dynamic must be True or False; received {self.dynamic!r}")
+
+    def _check_params(self) -> None:
+        self._check_values()
+        fitted = getattr(self, "fitted_betas_", None)
+        if fitted is None:
+            return
+        if tuple(fitted) != self._betas():
+            raise ValueError(
+                f"{'/'.join(self._beta_names)}={self._betas()} differ from the values "
+                f"{tuple(fitted)} used in fit; the bank normalizers depend on them. Refit "
+                "(fit_grid shares one pass over the banks across a temperature grid)."
+            )
+        if self.dynamic:
+            if getattr(self, "activated_", None) is None:
+                raise ValueError(
+                    "dynamic=True needs the activation sets, which were not computed "
+                    "(fitted with dynamic=False); refit with dynamic=True"
+                )
+            if self.fitted_k_ != int(self.k):
+                raise ValueError(
+                    f"k={self.k} differs from the k={self.fitted_k_} of the fitted activation "
+                    f"sets; refit with k={self.k}"
+                )
+
+    # ------------------------------------------------------------------ fitting
+    def _prepare_fit(self, gallery, banks: list, names: list[str], normalize: NormalizeMode):
+        gallery = self._prepare(gallery, "gallery", normalize)
+        out = []
+        for bank, name in zip(banks, names):
+            bank = self._prepare(bank, name, normalize)
+            check_same_dim(gallery, bank, "gallery", name)
+            out.append(bank)
+        return gallery, out
+
+    def _fit_banks(
+        self,
+        gallery: np.ndarray,
+        banks: list[np.ndarray],
+        beta_values: list[list[float]],
+        ks: list[int] | None,
+        *,
+        memory_budget: int,
+        progress: bool,
+    ) -> None:
+        """One pass per bank: ``L_b`` for every temperature, activation ids for max(ks)."""
+        n = gallery.shape[0]
+        self._lse_cache = []
+        for b, (bank, betas) in enumerate(zip(banks, beta_values)):
+            cache = {}
+            nonzero = sorted({float(x) for x in betas if float(x) > 0})
+            if nonzero:
+                lse = streamed_logsumexp(
+                    gallery, bank, nonzero, memory_budget=memory_budget,
+                    progress=f"{self.name} bank {b + 1} logsumexp" if progress else False,
+                )
+                cache.update({beta: lse[:, t] for t, beta in enumerate(nonzero)})
+            if any(float(x) == 0 for x in betas):
+                cache[0.0] = np.full(n, np.log(bank.shape[0]))
+            self._lse_cache.append(cache)
+        self._act_ids = None
+        if ks:
+            kmax = check_k(max(ks), n, name="k", what="gallery items (activation sets take each bank item's top-k)")
+            self._act_ids = [
+                activation_ids(
+                    bank, gallery, kmax, memory_budget=memory_budget,
+                    progress=f"{self.name} bank {b + 1} activation" if progress else False,
+                )
+                for b, bank in enumerate(banks)
+            ]
+        self.gallery_ = gallery
+
+    def _select(self, betas: tuple[float, ...], k: int | None) -> None:
+        """Set the fitted state for one temperature tuple (and activation k) from the caches."""
+        self.lse_ = np.stack([cache[float(b)] for cache, b in zip(self._lse_cache, betas)])
+        self.fitted_betas_ = tuple(float(b) for b in betas)
+        if k is not None and self._act_ids is not None:
+            n = self.gallery_.shape[0]
+            self.activated_ = np.stack([activation_mask(ids, n, k) for ids in self._act_ids])
+            self.fitted_k_ = int(k)
+        else:
+            self.activated_, self.fitted_k_ = None, None
+
+    def _reset_fit(self) -> None:
+        self.fitted_betas_ = None
+        self.activated_ = None
+        self.fitted_k_ = None
+
+    def _fit_with(self, gallery, banks, names, *, normalize, memory_budget, progress):
+        self._reset_fit()
+        self._check_values()
+        gallery, banks = self._prepare_fit(gallery, banks, names, normalize)
+        self._fit_banks(
+            gallery, banks, [[b] for b in self._betas()], [int(self.k)] if self.dynamic else None,
+            memory_budget=memory_budget, progress=progress,
+        )
+        self._select(self._betas(), int(self.k) if self.dynamic else None)
+        return self
+
+    def _grid_with(self, gallery, banks, names, grid, fit_kwargs):
+        """Shared fit_grid: one pass per bank for all temperatures, one top-k for all k."""
+        grid = self.default_grid() if grid is None else dict(grid)
+        unknown = set(grid) - set(self._param_names)
+        if unknown:
+            raise ValueError(f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}")
+        values = {n: list(grid.get(n, [getattr(self, n)])) for n in self._param_names}
+        for n in self._beta_names:
+            for v in values[n]:
+                check_real(v, n, minimum=0.0)
+        normalize = fit_kwargs.get("normalize", "warn")
+        memory_budget = fit_kwargs.get("memory_budget", DEFAULT_MEMORY_BUDGET)
+        progress = fit_kwargs.get("progress", False)
+        self._reset_fit()
+        gallery, banks = self._prepare_fit(gallery, banks, names, normalize)
+        dynamic_any = any(bool(d) for d in values["dynamic"])
+        ks = sorted({int(k) for k in values["k"]})
+        self._fit_banks(
+            gallery, banks, [values[n] for n in self._beta_names], ks if dynamic_any else None,
+            memory_budget=memory_budget, progress=progress,
+        )
+        names_all = list(self._param_names)
+        for combo in itertools.product(*(values[n] for n in names_all)):
+            params = dict(zip(names_all, combo))
+            betas = tuple(float(params[n]) for n in self._beta_names)
+            if sum(betas) <= 0:
+                continue
+            self._reset_fit()
+            self.set_params(**params)
+            self._check_values()
+            self._select(betas, int(params["k"]) if params["dynamic"] else None)
+            yield params, self
+
+    # ------------------------------------------------------------------ scoring
+    def _scale(self) -> float:
+        return float(sum(self._betas()))
+
+    @property
+    def bias_(self) -> np.ndarray:
+        """``sum_b L_b / sum_b beta_b``: the offset of fully gated (static) queries, float64."""
+        if getattr(self, "lse_", None) is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
+        self._check_params()
+        return self.lse_.sum(axis=0) / self._scale()
+
+    def _gates(self, top1: np.ndarray) -> np.ndarray:
+        """(n_queries, n_banks) bool: which bank normalizers apply to each query."""
+        if not self.dynamic:
+            return np.ones((top1.shape[0], self.lse_.shape[0]), dtype=bool)
+        return self.activated_[:, top1].T
+
+    def search(
+        self,
+        queries,
+        k: int = 10,
+        *,
+        normalize: NormalizeMode = "warn",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` gallery rows per query under the (dual) inverted softmax, exactly.
+
+        Returns float32 log inverted-softmax scores (the values of :meth:`score`) best
+        first and int64 gallery rows (ties -> smaller row; padding ``-inf``/``-1``).
+        """
+        queries = self._prepare_queries(queries, normalize)
+        self._check_params()
+        scale = self._scale()
+        label = "search" if progress else False
+        if not self.dynamic:
+            s, ids = exact_search(queries, self.gallery_, k, offset=self.bias_,
+                                  memory_budget=memory_budget, progress=label)
+            return (s.astype(np.float64) * scale).astype(np.float32), ids
+        # Dynamic: plain search first (gives every query's top-1, hence its gates, and the
+        # final results of queries no normalizer applies to).
+        s, ids = exact_search(queries, self.gallery_, k, memory_budget=memory_budget, progress=label)
+        s = s.astype(np.float64)
+        gates = self._gates(ids[:, 0])
+        code = gates.astype(np.int64) @ (1 << np.arange(gates.shape[1], dtype=np.int64))
+        for c in np.unique(code[code > 0]):
+            rows = np.flatnonzero(code == c)
+            on = gates[rows[0]]
+            offset = self.lse_[on].sum(axis=0) / scale
+            s_c, ids_c = exact_search(queries[rows], self.gallery_, k, offset=offset,
+                                      memory_budget=memory_budget, progress=label)
+            s[rows], ids[rows] = s_c, ids_c
+        return (s * scale).astype(np.float32), ids
+
+    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
+        """Dense log (dual) inverted-softmax scores, shape (n_queries, n_gallery), float32.
+
+        ``sum_b beta_b * s(q, r) - sum_b g_b(q) * L_b(r)``; gates as in :meth:`search`
+        (the dynamic top-1 comes from the same exact engine, so both agree).
+        """
+        queries = self._prepare_queries(queries, normalize)
+        self._check_params()
+        dt = compute_dtype(queries, self.gallery_)
+        s = (np.asarray(queries, dtype=dt) @ np.asarray(self.gallery_, dtype=dt).T).astype(np.float64)
+        s *= self._scale()
+        if self.dynamic:
+            _, top = exact_search(queries, self.gallery_, 1)
+            gates = self._gates(top[:, 0]).astype(np.float64)
+        else:
+            gates = np.ones((s.shape[0], self.lse_.shape[0]))
+        s -= gates @ self.lse_
+        return s.astype(np.float32)
+
+    def export_vectors(self) -> np.ndarray:
+        """Gallery vectors with ``bias_`` appended (static variants only; see the base class).
+
+        The dynamic variants pick a different bias per query, which a single
+        inner-product index cannot express: serve them with :meth:`search`.
+        """
+        if self.dynamic:
+            raise ValueError(
+                f"{type(self).__name__}(dynamic=True) applies its normalizers per query "
+                "(gated on the query's top-1), so no single set of exported vectors is exact; "
+                "use search(), or export with dynamic=False"
+            )
+        return super().export_vectors()
+
+    # ------------------------------------------------------------------ persistence
+    def _fitted_arrays(self) -> dict[str, np.ndarray]:
+        self._check_params()
+        arrays = {"lse": self.lse_, "fitted_betas": np.asarray(self.fitted_betas_, dtype=np.float64)}
+        if self.activated_ is not None:
+            arrays["activated"] = self.activated_
+            arrays["fitted_k"] = np.asarray([self.fitted_k_], dtype=np.int64)
+        return arrays
+
+    def _restore(self, gallery, arrays) -> None:
+        lse = np.asarray(arrays["lse"], dtype=np.float64)
+        nb = len(self._beta_names)
+        if lse.shape != (nb, gallery.shape[0]):
+            raise ValueError(
+                f"stored normalizers have shape {lse.shape}; expected ({nb}, {gallery.shape[0]})"
+            )
+        self.lse_ = lse
+        self.fitted_betas_ = tuple(float(b) for b in arrays["fitted_betas"])
+        if "activated" in arrays:
+            act = np.asarray(arrays["activated"], dtype=bool)
+            if act.shape != lse.shape:
+                raise ValueError(f"stored activation sets have shape {act.shape}; expected {lse.shape}")
+            self.activated_ = act
+            self.fitted_k_ = int(np.asarray(arrays["fitted_k"]).ravel()[0])
+        else:
+            self.activated_, self.fitted_k_ = None, None
+        self.gallery_ = gallery
+        self._check_params()
+
+    # The AdditiveBiasCorrector hook is unused: fit is implemented by the subclasses.
+    def _fit_bias(self, gallery, reference, *, memory_budget: int, progress: bool) -> None:  # pragma: no cover
+        raise NotImplementedError

@@ -1,0 +1,155 @@
+"""Cross-domain similarity local scaling (CSLS).
+
+Conneau, Lample, Ranzato, Denoyer, Jégou. *Word Translation Without Parallel Data*.
+ICLR 2018, arXiv 1710.04087, Eq. 6.
+
+In the paper a mapped source word ``x`` (here: a query ``q``) and a target word ``y``
+(here: a gallery item ``r``) score::
+
+    CSLS(q, r) = 2 s(q, r) - r_T(q) - r_S(r)
+
+* ``r_T(q) = (1/K) sum_{r' in N_T(q)} s(q, r')``: mean similarity of the query to its
+  ``K`` nearest *gallery* items (the target domain);
+* ``r_S(r) = (1/K) sum_{q' in N_S(r)} s(q', r)``: mean similarity of the gallery item to
+  its ``K`` nearest *reference* queries (the source domain: a bank of queries, e.g.
+  training captions, exactly NNN's reference set).
+
+Rank equivalence: for a fixed query, ``r_T(q)`` is a constant, so CSLS ranks the gallery
+like ``s(q, r) - r_S(r) / 2``, i.e. like NNN with ``k = K`` and ``alpha = 0.5``. Search is
+therefore one exact search with offset ``bias_ = r_S / 2`` (as cheap as NNN); the true
+CSLS value is restored afterwards as ``2 * (s - bias_) - r_T(q)``, which costs one more
+plain top-``K`` search of the queries against the gallery (for ``r_T``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import check_k
+from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
+from ._affine import AffineBiasCorrector, check_int
+from .base import NotFittedError
+
+__all__ = ["CSLS"]
+
+
+class CSLS(AffineBiasCorrector):
+    """Cross-domain similarity local scaling (Conneau et al., ICLR 2018).
+
+    Parameters
+    ----------
+    k : int, default 10
+        The paper's ``K``: neighbours averaged in both ``r_T`` (query -> gallery) and
+        ``r_S`` (gallery item -> reference queries). The paper uses K = 10.
+
+    Attributes
+    ----------
+    topk_scores_ : (n_gallery, fitted_k_) float32
+        Largest reference-query similarities of every gallery item, sorted descending;
+        any ``k <= fitted_k_`` is served from this cache (as in NNN).
+    topk_ids_ : (n_gallery, fitted_k_) int64
+    fitted_k_ : int
+    bias_ : (n_gallery,) float64
+        ``r_S(r) / 2``.
+
+    ``score`` and ``search`` return the true CSLS value ``2 s - r_T(q) - r_S(r)``.
+    """
+
+    name = "csls"
+    _param_names = ("k",)
+
+    def __init__(self, k: int = 10) -> None:
+        self.k = k
+
+    @classmethod
+    def default_grid(cls) -> dict[str, list]:
+        """K = 1, 2, 4, ..., 256 plus the paper's 10 (10 values, one reference pass)."""
+        return {"k": sorted({2**i for i in range(9)} | {10})}
+
+    def _check_params(self) -> None:
+        check_int(self.k, "k")
+        fitted = getattr(self, "fitted_k_", None)
+        if fitted is not None and self.k > fitted:
+            raise ValueError(
+                f"k={self.k} exceeds the k={fitted} used in fit; the cached top-{fitted} "
+                f"reference scores serve any k <= {fitted}. Refit with k={self.k}."
+            )
+
+    def _min_reference(self) -> tuple[str, int]:
+        return ("k", int(self.k))
+
+    def fit(self, gallery, reference, **kwargs) -> CSLS:
+        """Learn ``r_S`` (the top-k reference similarities of every gallery item).
+
+        Keyword arguments as :meth:`AdditiveBiasCorrector.fit` (``normalize``,
+        ``memory_budget``, ``progress``). Requires ``k <= `` both set sizes.
+        """
+        self.fitted_k_ = None  # a refit may use a larger k than the cached one
+        return super().fit(gallery, reference, **kwargs)
+
+    def _fit_bias(self, gallery, reference, *, memory_budget: int, progress: bool) -> None:
+        check_k(self.k, gallery.shape[0], name="k", what="gallery items (r_T(q) averages k of them)")
+        self.fitted_k_ = None
+        scores, ids = exact_search(
+            gallery, reference, int(self.k), memory_budget=memory_budget,
+            progress="CSLS r_S" if progress else False,
+        )
+        self.topk_scores_, self.topk_ids_, self.fitted_k_ = scores, ids, int(self.k)
+
+    def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
+        """Every K of ``grid`` from ONE pass over the reference (the largest K's top-K).
+
+        K values larger than the reference set or the gallery are skipped. The same
+        estimator is re-parameterized and yielded each time.
+        """
+        grid = self.default_grid() if grid is None else dict(grid)
+        limit = min(reference.shape[0], gallery.shape[0])
+        ks = sorted({int(k) for k in grid.get("k", [self.k]) if int(k) <= limit})
+        if not ks:
+            raise ValueError(
+                f"every k in the grid exceeds min(#reference, #gallery) = {limit}; lower the k values"
+            )
+        self.fitted_k_ = None
+        self.set_params(k=ks[-1])
+        self.fit(gallery, reference, **fit_kwargs)
+        for k in ks:
+            self.set_params(k=k)
+            yield {"k": k}, self
+
+    def r_S(self) -> np.ndarray:
+        """Mean similarity of every gallery item to its k nearest reference queries (float64)."""
+        if getattr(self, "topk_scores_", None) is None:
+            raise NotFittedError("CSLS is not fitted yet; call fit(gallery, reference) first")
+        self._check_params()
+        return self.topk_scores_[:, : self.k].mean(axis=1, dtype=np.float64)
+
+    def r_T(self, queries, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> np.ndarray:
+        """Mean similarity of every query to its k nearest gallery items (float64)."""
+        self._check_fitted()
+        s, _ = exact_search(queries, self.gallery_, int(self.k), memory_budget=memory_budget)
+        return s.mean(axis=1, dtype=np.float64)
+
+    @property
+    def bias_(self) -> np.ndarray:
+        return 0.5 * self.r_S()
+
+    def _scale(self) -> float:
+        return 2.0
+
+    def _query_term(self, queries, *, memory_budget: int) -> np.ndarray:
+        return -self.r_T(queries, memory_budget=memory_budget)
+
+    # ------------------------------------------------------------------ persistence
+    def _fitted_arrays(self) -> dict[str, np.ndarray]:
+        return {"topk_scores": self.topk_scores_, "topk_ids": self.topk_ids_}
+
+    def _restore(self, gallery, arrays) -> None:
+        scores, ids = arrays["topk_scores"], arrays["topk_ids"]
+        if scores.shape != ids.shape or scores.shape[0] != gallery.shape[0]:
+            raise ValueError(
+                f"stored CSLS statistics do not match the gallery: topk_scores {scores.shape}, "
+                f"topk_ids {ids.shape}, gallery {gallery.shape}"
+            )
+        self.topk_scores_, self.topk_ids_ = scores, ids
+        self.fitted_k_ = int(scores.shape[1])
+        self.gallery_ = gallery

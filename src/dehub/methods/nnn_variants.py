@@ -1,0 +1,160 @@
+"""Generalizations of NNN's bias statistic: robust (trimmed mean, median) and soft (log-mean-exp).
+
+NNN (Chowdhury et al., EMNLP 2024, Eq. 1) sets ``b(r) = alpha * mean(top-k reference
+similarities of r)``. The mean of the top-k is sensitive to a few near-duplicate
+reference queries; these variants replace it with another statistic ``T`` of the same
+sorted top-k scores ``s_(1) >= ... >= s_(k)`` (NNN's cache ``topk_scores_``), so every
+(k, alpha, statistic parameter) of a sweep still costs one pass over the reference::
+
+    b(r) = alpha * T(s_(1), ..., s_(k))
+
+* :class:`RobustNNN` ``statistic="trimmed"``: the symmetric trimmed mean that drops
+  ``floor(trim * k)`` scores at each end (``scipy.stats.trim_mean``'s convention);
+  ``statistic="median"``: the median of the top-k.
+* :class:`SoftNNN`: the log-mean-exp with temperature ``temperature``,
+  ``T = temperature * log((1/k) sum_i exp(s_(i) / temperature))`` (computed with max
+  subtraction), which moves from the mean (temperature -> inf) to the maximum
+  (temperature -> 0). It equals the log-sum-exp minus ``temperature * log k``, a constant
+  that does not change the ranking.
+
+All are additive per-item biases (served and exported exactly like NNN). These are
+dehub's generalizations, not methods of a separate paper.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal
+
+import numpy as np
+
+from ._affine import check_real
+from .base import NotFittedError
+from .nnn import NNN
+
+__all__ = ["RobustNNN", "SoftNNN"]
+
+Statistic = Literal["trimmed", "median"]
+
+
+class _CachedNNNVariant(NNN):
+    """NNN with another statistic of the cached sorted top-k scores."""
+
+    def fit(self, gallery, reference, **kwargs):
+        """As :meth:`dehub.NNN.fit` (a refit may use a larger k than the cached one)."""
+        self.fitted_k_ = None
+        return super().fit(gallery, reference, **kwargs)
+
+    def _statistic(self, top: np.ndarray) -> np.ndarray:  # (n_gallery, k) sorted desc -> (n_gallery,)
+        raise NotImplementedError
+
+    @property
+    def bias_(self) -> np.ndarray:
+        self._check_params()
+        if getattr(self, "topk_scores_", None) is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit(gallery, reference) first")
+        top = self.topk_scores_[:, : int(self.k)].astype(np.float64)
+        return float(self.alpha) * self._statistic(top)
+
+    def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
+        """Every grid combination from ONE pass over the reference (the largest k's top-k).
+
+        k values larger than the reference set are skipped; the same estimator is
+        re-parameterized and yielded each time.
+        """
+        grid = self.default_grid() if grid is None else dict(grid)
+        unknown = set(grid) - set(self._param_names)
+        if unknown:
+            raise ValueError(f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}")
+        n_ref = reference.shape[0]
+        ks = sorted({int(k) for k in grid.get("k", [self.k]) if int(k) <= n_ref})
+        if not ks:
+            raise ValueError(
+                f"every k in the grid exceeds the number of reference items ({n_ref}); "
+                "lower the k values or provide more reference items"
+            )
+        others = [n for n in self._param_names if n != "k"]
+        values = [list(grid.get(n, [getattr(self, n)])) for n in others]
+        self.set_params(k=ks[-1])
+        self.fit(gallery, reference, **fit_kwargs)
+        for k in ks:
+            for combo in itertools.product(*values):
+                params = {"k": k, **dict(zip(others, combo))}
+                self.set_params(**params)
+                self._check_params()
+                yield params, self
+
+
+class RobustNNN(_CachedNNNVariant):
+    """NNN with a robust statistic of the top-k reference similarities.
+
+    Parameters
+    ----------
+    k, alpha : as :class:`dehub.NNN`.
+    statistic : {"trimmed", "median"}, default "trimmed"
+        Trimmed mean (drops ``floor(trim * k)`` scores at each end) or median.
+    trim : float in [0, 0.5), default 0.125
+        Fraction cut at each end by the trimmed mean (ignored by the median);
+        ``trim = 0`` gives NNN exactly.
+    """
+
+    name = "robust_nnn"
+    _param_names = ("k", "alpha", "statistic", "trim")
+
+    def __init__(self, k: int = 16, alpha: float = 0.75, statistic: Statistic = "trimmed", trim: float = 0.125) -> None:
+        super().__init__(k=k, alpha=alpha)
+        self.statistic = statistic
+        self.trim = trim
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if self.statistic not in ("trimmed", "median"):
+            raise ValueError(f"statistic must be 'trimmed' or 'median'; received {self.statistic!r}")
+        trim = check_real(self.trim, "trim", minimum=0.0)
+        if trim >= 0.5:
+            raise ValueError(f"trim must be < 0.5 (it is cut at both ends); received trim={trim}")
+
+    @classmethod
+    def default_grid(cls) -> dict[str, list]:
+        """k in {8, 16, 32, 64, 128}, alpha in {0.5, 0.75, 1.0}, trim in {0.125, 0.25} (30)."""
+        return {"k": [8, 16, 32, 64, 128], "alpha": [0.5, 0.75, 1.0], "trim": [0.125, 0.25]}
+
+    def _statistic(self, top: np.ndarray) -> np.ndarray:
+        k = top.shape[1]
+        if self.statistic == "median":
+            return 0.5 * (top[:, (k - 1) // 2] + top[:, k // 2])
+        cut = int(float(self.trim) * k)
+        return top[:, cut : k - cut].mean(axis=1)
+
+
+class SoftNNN(_CachedNNNVariant):
+    """NNN with a soft maximum (log-mean-exp) of the top-k reference similarities.
+
+    Parameters
+    ----------
+    k, alpha : as :class:`dehub.NNN`.
+    temperature : float > 0, default 0.05
+        Temperature of the log-mean-exp; large values give NNN's mean, small ones the
+        top-1 similarity.
+    """
+
+    name = "soft_nnn"
+    _param_names = ("k", "alpha", "temperature")
+
+    def __init__(self, k: int = 16, alpha: float = 0.75, temperature: float = 0.05) -> None:
+        super().__init__(k=k, alpha=alpha)
+        self.temperature = temperature
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        check_real(self.temperature, "temperature", minimum=0.0, strict=True)
+
+    @classmethod
+    def default_grid(cls) -> dict[str, list]:
+        """k in {8, 16, 32, 64, 128}, alpha in {0.5, 0.75, 1.0}, temperature in {0.02, 0.1} (30)."""
+        return {"k": [8, 16, 32, 64, 128], "alpha": [0.5, 0.75, 1.0], "temperature": [0.02, 0.1]}
+
+    def _statistic(self, top: np.ndarray) -> np.ndarray:
+        t = float(self.temperature)
+        m = top[:, 0]  # sorted descending: the row maximum
+        return m + t * np.log(np.exp((top - m[:, None]) / t).mean(axis=1))

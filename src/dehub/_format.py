@@ -148,6 +148,28 @@ def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dic
         pass
 
 
+def _check_header_schema(path: Path, header: Any, *, data_start: int) -> None:
+    """The header's structure (it is checksummed, but may come from a foreign writer)."""
+
+    def bad(what: str) -> IndexFormatError:
+        return IndexFormatError(f"{path}: malformed header: {what}")
+
+    if not isinstance(header, dict) or not isinstance(header.get("arrays"), list):
+        raise bad("expected a JSON object with an 'arrays' list")
+    keys = {"name", "dtype", "shape", "offset", "nbytes", "sha256"}
+    for meta in header["arrays"]:
+        if not isinstance(meta, dict) or not keys <= set(meta):
+            raise bad(f"expected every array entry to have the keys {sorted(keys)}; received {meta!r}")
+        name, shape, offset, nbytes = meta["name"], meta["shape"], meta["offset"], meta["nbytes"]
+        if not isinstance(meta["dtype"], str) or meta["dtype"] not in _ALLOWED:
+            raise bad(f"array {name!r} has unsupported dtype {meta['dtype']!r}; expected one of {sorted(_ALLOWED)}")
+        ints = [offset, nbytes, *shape] if isinstance(shape, list) else None
+        if ints is None or not all(type(v) is int and v >= 0 for v in ints):
+            raise bad(f"array {name!r} has invalid shape/offset/nbytes {shape!r}/{offset!r}/{nbytes!r}")
+        if offset < data_start:
+            raise bad(f"array {name!r} starts at byte {offset}, inside the header (which ends at {data_start})")
+
+
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check the header only (magic, version, header checksum, file length)."""
     path = Path(path)
@@ -155,20 +177,26 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         size = path.stat().st_size
         with open(path, "rb") as f:
             raw = f.read(_PREFIX.size)
+            if raw[: len(MAGIC)] != MAGIC[: len(raw)]:
+                raise IndexFormatError(
+                    f"{path}: not a dehub index file (expected magic {MAGIC!r}, found "
+                    f"{raw[: len(MAGIC)]!r})"
+                )
             if len(raw) < _PREFIX.size:
                 raise IndexFormatError(
                     f"{path}: truncated: {size} bytes is shorter than the {_PREFIX.size}-byte "
                     "dehub prefix"
                 )
             magic, version, hlen, hsha = _PREFIX.unpack(raw)
-            if magic != MAGIC:
-                raise IndexFormatError(
-                    f"{path}: not a dehub index file (expected magic {MAGIC!r}, found {magic!r})"
-                )
             if version > FORMAT_VERSION or version < 1:
                 raise IndexFormatError(
                     f"{path}: format version {version} is not supported; this dehub reads "
                     f"version {FORMAT_VERSION}. Upgrade dehub or rebuild the index."
+                )
+            if hlen > size - _PREFIX.size:  # checked before reading: hlen may be garbage
+                raise IndexFormatError(
+                    f"{path}: truncated: header needs {hlen} bytes after the prefix, file has "
+                    f"{size - _PREFIX.size}"
                 )
             hbytes = f.read(hlen)
     except FileNotFoundError:
@@ -184,6 +212,7 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         header = json.loads(hbytes.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # pragma: no cover - hash guards
         raise IndexFormatError(f"{path}: header is not valid JSON: {exc}") from None
+    _check_header_schema(path, header, data_start=_PREFIX.size + hlen)
     need = max((a["offset"] + a["nbytes"] for a in header["arrays"]), default=0)
     if size < need:
         raise IndexFormatError(
@@ -203,9 +232,7 @@ def read_container(
     header = read_header(path)
     arrays: dict[str, np.ndarray] = {}
     for meta in header["arrays"]:
-        dt = np.dtype(meta["dtype"])
-        if meta["dtype"] not in _ALLOWED:
-            raise IndexFormatError(f"{path}: array {meta['name']!r} has unsupported dtype {dt}")
+        dt = np.dtype(meta["dtype"])  # one of _ALLOWED: checked by read_header
         shape = tuple(int(s) for s in meta["shape"])
         count = int(np.prod(shape)) if shape else 1
         if count * dt.itemsize != meta["nbytes"]:

@@ -146,7 +146,13 @@ class Index(IncrementalMixin):
         for need in ("gallery", "ids"):
             if need not in arrays:
                 raise IndexFormatError(f"{path}: missing array {need!r}")
-        model = get_method(method, **header.get("params", {}))
+        params = header.get("params", {})
+        try:
+            model = get_method(method, **params)
+        except TypeError as exc:
+            raise IndexFormatError(
+                f"{path}: stored parameters {params!r} do not fit method {method!r}: {exc}"
+            ) from None
         fitted = {n.split(".", 1)[1]: a for n, a in arrays.items() if n.startswith("model.")}
         try:
             model._restore(arrays["gallery"], fitted)

@@ -28,6 +28,13 @@ def _load_npy(path: str, what: str, mmap: bool = True) -> np.ndarray:
     p = Path(path)
     if not p.exists():
         raise SystemExit(f"dehub: {what} file not found: {p}")
+    if p.is_dir():  # clip-retrieval layout: DIR/img_emb_0.npy, img_emb_1.npy, ...
+        from .datasets.shards import ShardedArray
+
+        try:
+            return ShardedArray(p)
+        except (FileNotFoundError, ValueError) as exc:
+            raise SystemExit(f"dehub: {what} directory {p}: {exc}") from None
     try:
         return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:
@@ -35,8 +42,10 @@ def _load_npy(path: str, what: str, mmap: bool = True) -> np.ndarray:
 
 
 def _setup_build(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gallery", required=True, help=".npy of gallery embeddings (n, d); memory-mapped")
-    p.add_argument("--reference", required=True, help=".npy of reference queries (m, d), e.g. training captions")
+    p.add_argument("--gallery", required=True,
+                   help=".npy of gallery embeddings (n, d), memory-mapped, or a directory of .npy shards")
+    p.add_argument("--reference", required=True,
+                   help=".npy of reference queries (m, d), e.g. training captions, or a directory of .npy shards")
     p.add_argument("--ids", help=".npy of int gallery ids (n,); default 0..n-1")
     p.add_argument("-o", "--output", required=True, help="index file to write (atomically)")
     p.add_argument("--method", default="nnn", help="correction method (default: nnn)")
@@ -45,6 +54,12 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalize", choices=["warn", "l2", "none", "error"], default="warn",
                    help="rows that are not unit-norm: warn (default), l2-normalize, accept, or fail")
     p.add_argument("--memory-budget-mb", type=int, default=512, help="working memory for the engine (MiB)")
+    p.add_argument("--engine", choices=["exact", "ivf", "ivf-sq8", "hnsw", "auto"],
+                   help="NNN: top-k engine for the bias (default exact; see docs/scale.md)")
+    p.add_argument("--engine-params", type=json.loads, metavar="JSON",
+                   help='NNN: approximate engine knobs, e.g. \'{"nprobe": 16, "rerank": 64}\'')
+    p.add_argument("--keep-reference", action="store_true",
+                   help="store the reference set in the index so 'add' needs no reference")
 
 
 def _method_params(args: argparse.Namespace) -> dict:
@@ -70,6 +85,7 @@ def _run_build(args: argparse.Namespace) -> int:
         gallery, reference, method=args.method, ids=ids, normalize=args.normalize,
         memory_budget=args.memory_budget_mb * 2**20, progress=True,
         metadata={"gallery_file": str(args.gallery), "reference_file": str(args.reference)},
+        keep_reference=args.keep_reference,
         **_method_params(args),
     )
     index.save(args.output)

@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 from ._format import IndexFormatError  # noqa: E402
 from ._validation import UnnormalizedWarning  # noqa: E402
-from .engine import exact_search, merge_topk  # noqa: E402
+from .engine import evaluate_engine, exact_search, merge_topk, topk_search  # noqa: E402
 from .index import Index  # noqa: E402
 from .methods import METHODS, NNN, Plain, get_method  # noqa: E402
 from .methods import CSLS, DN, DBNorm, QBNorm, RobustNNN, SoftNNN  # noqa: E402
@@ -34,4 +34,6 @@ __all__ = [
     "Relevance",
     "exact_search",
     "merge_topk",
+    "topk_search",
+    "evaluate_engine",
 ]

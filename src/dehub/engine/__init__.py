@@ -2,6 +2,7 @@
 
 from .exact import DEFAULT_MEMORY_BUDGET, BlockPlan, exact_search, plan_blocks
 from .topk import RunningTopK, merge_topk
+from .faiss_engine import ApproxReport, EngineParams, build_reference_index, evaluate_engine, topk_search
 
 __all__ = [
     "exact_search",
@@ -10,4 +11,9 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "RunningTopK",
     "merge_topk",
+    "topk_search",
+    "EngineParams",
+    "build_reference_index",
+    "evaluate_engine",
+    "ApproxReport",
 ]

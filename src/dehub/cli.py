@@ -36,9 +36,16 @@ def _load_npy(path: str, what: str, mmap: bool = True) -> np.ndarray:
         except (FileNotFoundError, ValueError) as exc:
             raise SystemExit(f"dehub: {what} directory {p}: {exc}") from None
     try:
-        return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except ValueError as exc:
+        arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
         raise SystemExit(f"dehub: {what} file {p} is not a plain numeric .npy array: {exc}") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        arr.close()
+        raise SystemExit(
+            f"dehub: {what} file {p} is an .npz archive; expected a single .npy array "
+            "(save it with np.save)"
+        )
+    return arr
 
 
 def _setup_build(p: argparse.ArgumentParser) -> None:
@@ -193,8 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (IndexFormatError, ValueError, TypeError, FileNotFoundError) as exc:
+    except (IndexFormatError, ValueError, TypeError, EOFError, OSError) as exc:
         print(f"dehub: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        # A "dehub: ..." message about a bad input file: the same exit code as any
+        # other usage error, and main() returns instead of exiting the caller.
+        print(exc.code, file=sys.stderr)
         return 2
 
 

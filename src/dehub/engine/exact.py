@@ -87,6 +87,22 @@ def _blocks(n: int, step: int) -> Iterator[slice]:
         yield slice(s, min(s + step, n))
 
 
+def _database_blocks(n: int, step: int, k: int) -> list[slice]:
+    """Database blocks: geometrically growing up to ``step``, then ``step`` wide.
+
+    The first block's top-k needs a full partition (the expensive path), so it is kept
+    small (``max(4k, 512)`` columns); each later block is filtered by the running k-th
+    best score, and doubling the width keeps the share of candidates per block about
+    constant until the threshold has settled.
+    """
+    out, s, w = [], 0, min(step, max(4 * k, 512))
+    while s < n:
+        out.append(slice(s, min(s + w, n)))
+        s += w
+        w = min(step, 2 * w)
+    return out
+
+
 def exact_search(
     queries: np.ndarray,
     database: np.ndarray,
@@ -148,13 +164,14 @@ def exact_search(
     off = None if offset is None else offset.astype(dt, copy=False)
     buf = np.empty(plan.query_block * plan.database_block, dtype=dt)
     n_qb = -(-nq // plan.query_block)
-    n_db = -(-nd // plan.database_block)
+    db_blocks = _database_blocks(nd, plan.database_block, kk)
+    n_db = len(db_blocks)
     label = progress if isinstance(progress, str) else "search"
     with progress_bar(total=n_qb * n_db, desc=label, enable=bool(progress), unit="block") as bar:
         for qs in _blocks(nq, plan.query_block):
             qb = np.asarray(queries[qs], dtype=dt)
             top = RunningTopK(qb.shape[0], kk, score_dtype=dt)
-            for ds in _blocks(nd, plan.database_block):
+            for ds in db_blocks:
                 xb = np.asarray(database[ds], dtype=dt)
                 s = buf[: qb.shape[0] * xb.shape[0]].reshape(qb.shape[0], xb.shape[0])
                 np.matmul(qb, xb.T, out=s)

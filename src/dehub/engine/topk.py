@@ -179,6 +179,10 @@ class RunningTopK:
             self.buf_v[rows, pos] = vals
             self.buf_i[rows, pos] = ids
             self.fill[rsl] += counts
+        if notfull.any():
+            # Give the rows that just received their first candidates a real threshold
+            # now, so the next blocks are filtered by it.
+            self._merge(np.flatnonzero(notfull & (self.fill[rsl] > 0)) + row_offset)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """Final ``(scores, ids)``, each of shape (n_rows, k), best first; -inf/-1 padding."""

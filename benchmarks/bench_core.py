@@ -1,0 +1,214 @@
+"""Core benchmark: NNN bias and corrected search against the bare GEMM and nnn-retrieval.
+
+Every measurement runs in its own subprocess so that its peak memory (VmHWM) is its
+own; inputs are written once to .npy files in a temporary directory. Each timed step is
+repeated (--repeats) and the best time is kept, all in one run so the ratios compare
+like with like.
+
+    python benchmarks/bench_core.py                  # COCO scale: 5,000 x 118,000 x 512, 25,000 queries
+    python benchmarks/bench_core.py --small          # quick smoke run
+    python benchmarks/bench_core.py --gallery 50000 --reference 500000 --queries 0 --skip-nnn-retrieval
+
+Measured steps:
+  gemm-bias     bare float32 GEMM of gallery x reference in the same blocks (no selection)
+  dehub-bias    dehub.NNN(k).fit(gallery, reference): checks + blocked GEMM + streamed top-k
+  nnn-bias      nnn-retrieval: NNNRanker(...) construction (torch einsum + topk per batch)
+  gemm-search   bare GEMM of queries x gallery
+  dehub-search  fitted NNN .search(queries, top)
+  nnn-search    nnn-retrieval NNNRanker.search(queries, top)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_data(n: int, d: int, rng: np.random.Generator, centers: np.ndarray, common: np.ndarray) -> np.ndarray:
+    """Clustered unit vectors with a shared direction (embeddings are never isotropic)."""
+    out = np.empty((n, d), dtype=np.float32)
+    step = 20000
+    for s in range(0, n, step):
+        m = min(step, n - s)
+        c = centers[rng.integers(0, centers.shape[0], m)]
+        x = 0.6 * common + c + 0.8 * rng.standard_normal((m, d), dtype=np.float32) / np.sqrt(d)
+        out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def peak_mb() -> float:
+    """Peak resident memory of this process (VmHWM; unlike ru_maxrss it is not inherited
+    from the parent across fork/exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def best_of(fn, repeats: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def child(step: str, data: Path, k: int, top: int, alpha: float, repeats: int, budget_mb: int) -> dict:
+    g = np.load(data / "gallery.npy")
+    r = np.load(data / "reference.npy", mmap_mode="r") if step.endswith("bias") else None
+    q = np.load(data / "queries.npy") if step.endswith("search") else None
+    if r is not None:
+        r = np.array(r)  # load into RAM like every contender
+    base_mb = peak_mb()
+    res: dict = {"step": step}
+    if step == "gemm-bias" or step == "gemm-search":
+        a, b = (g, r) if step == "gemm-bias" else (q, g)
+        qb, db = 4096, 4096
+        buf = np.empty(qb * db, dtype=np.float32)
+
+        def run():
+            for i in range(0, a.shape[0], qb):
+                x = a[i : i + qb]
+                for j in range(0, b.shape[0], db):
+                    y = b[j : j + db]
+                    np.matmul(x, y.T, out=buf[: x.shape[0] * y.shape[0]].reshape(x.shape[0], y.shape[0]))
+
+        res["seconds"], _ = best_of(run, repeats)
+    elif step == "dehub-bias":
+        import dehub
+
+        res["seconds"], model = best_of(
+            lambda: dehub.NNN(k=k, alpha=alpha).fit(g, r, memory_budget=budget_mb << 20), repeats
+        )
+        np.save(data / "dehub_means.npy", model.mean_topk())
+    elif step == "dehub-search":
+        import dehub
+
+        model = dehub.NNN(k=k, alpha=alpha)
+        # search cost alone: restore the cached statistics computed by dehub-bias
+        means = np.load(data / "dehub_means.npy")
+        model.topk_scores_ = np.repeat(means[:, None], k, axis=1)  # same mean, same bias
+        model.topk_ids_ = np.zeros((g.shape[0], k), dtype=np.int64)
+        model.fitted_k_ = k
+        model.gallery_ = g
+        res["seconds"], (s, i) = best_of(
+            lambda: model.search(q, top, memory_budget=budget_mb << 20), repeats
+        )
+        np.save(data / "dehub_ids.npy", i)
+    elif step in ("nnn-bias", "nnn-search"):
+        import torch
+        from nnn import NNNRanker, NNNRetriever
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        batch = 1024
+        if step == "nnn-bias":
+            res["seconds"], ranker = best_of(
+                lambda: NNNRanker(NNNRetriever(g.shape[1]), g, r, alternate_ks=k,
+                                  batch_size=batch, alternate_weight=alpha), repeats
+            )
+            np.save(data / "nnn_means.npy", ranker.alignment_means.numpy().ravel())
+        else:
+            ranker = NNNRanker.__new__(NNNRanker)
+            ranker.retriever = NNNRetriever(g.shape[1])
+            ranker.alternate_weight, ranker.batch_size, ranker.alternate_ks = alpha, batch, k
+            ranker.device = "cpu"
+            ranker.torch_retrieval_embeds = torch.tensor(g)
+            ranker.alignment_means = torch.tensor(np.load(data / "nnn_means.npy")[:, None])
+            res["seconds"], (s, i) = best_of(lambda: ranker.search(q, top), repeats)
+            np.save(data / "nnn_ids.npy", i)
+        res["batch_size"] = batch
+    else:
+        raise SystemExit(f"unknown step {step}")
+    res["peak_mb"] = peak_mb()
+    res["inputs_mb"] = base_mb
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gallery", type=int, default=5000)
+    ap.add_argument("--reference", type=int, default=118000)
+    ap.add_argument("--queries", type=int, default=25000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--k", type=int, default=128, help="NNN k (reference neighbours)")
+    ap.add_argument("--top", type=int, default=10, help="results per query in search")
+    ap.add_argument("--alpha", type=float, default=0.75)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--budget-mb", type=int, default=512, help="dehub memory budget")
+    ap.add_argument("--small", action="store_true", help="gallery 1000, reference 20000, queries 5000")
+    ap.add_argument("--skip-nnn-retrieval", action="store_true")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(a.child, a.data, a.k, a.top, a.alpha, a.repeats, a.budget_mb)))
+        return
+    if a.small:
+        a.gallery, a.reference, a.queries = 1000, 20000, 5000
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((2000, a.dim), dtype=np.float32) / np.sqrt(a.dim)
+    common = rng.standard_normal(a.dim).astype(np.float32)
+    common /= np.linalg.norm(common)
+    steps = ["gemm-bias", "dehub-bias"] + ([] if a.skip_nnn_retrieval else ["nnn-bias"])
+    if a.queries:
+        steps += ["gemm-search", "dehub-search"] + ([] if a.skip_nnn_retrieval else ["nnn-search"])
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        print(f"generating data: gallery {a.gallery}, reference {a.reference}, queries {a.queries}, d={a.dim}", flush=True)
+        np.save(data / "gallery.npy", make_data(a.gallery, a.dim, rng, centers, common))
+        np.save(data / "reference.npy", make_data(a.reference, a.dim, rng, centers, common))
+        np.save(data / "queries.npy", make_data(max(a.queries, 1), a.dim, rng, centers, common))
+        for step in steps:
+            cmd = [sys.executable, __file__, "--child", step, "--data", str(data), "--k", str(a.k),
+                   "--top", str(a.top), "--alpha", str(a.alpha), "--repeats", str(a.repeats),
+                   "--budget-mb", str(a.budget_mb)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            results[step] = json.loads(out.strip().splitlines()[-1])
+            r = results[step]
+            print(f"  {step:<13} {r['seconds']:8.3f} s   peak RSS {r['peak_mb']:8.0f} MB "
+                  f"(inputs loaded: {r['inputs_mb']:.0f} MB)", flush=True)
+        checks = {}
+        if "nnn-bias" in results:
+            dm, nm = np.load(data / "dehub_means.npy"), np.load(data / "nnn_means.npy")
+            checks["bias_max_abs_diff_vs_nnn_retrieval"] = float(np.abs(dm - nm).max())
+        if "nnn-search" in results:
+            di, ni = np.load(data / "dehub_ids.npy"), np.load(data / "nnn_ids.npy")
+            checks["search_top1_agreement_vs_nnn_retrieval"] = float(np.mean(di[:, 0] == ni[:, 0]))
+    sec = {s: r["seconds"] for s, r in results.items()}
+    print()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}")
+    print(f"sizes: gallery {a.gallery}, reference {a.reference}, queries {a.queries}, d={a.dim}, k={a.k}, top={a.top}")
+    print(f"bias:   dehub / bare GEMM = {sec['dehub-bias'] / sec['gemm-bias']:.3f}   (target <= 1.10)")
+    if "nnn-bias" in sec:
+        print(f"        dehub / nnn-retrieval = {sec['dehub-bias'] / sec['nnn-bias']:.3f}   (target <= 1.00); "
+              f"nnn-retrieval / GEMM = {sec['nnn-bias'] / sec['gemm-bias']:.3f}")
+        print(f"        peak RSS dehub {results['dehub-bias']['peak_mb']:.0f} MB vs nnn-retrieval "
+              f"{results['nnn-bias']['peak_mb']:.0f} MB (inputs {results['dehub-bias']['inputs_mb']:.0f} MB, "
+              f"budget {a.budget_mb} MB)")
+    if "dehub-search" in sec:
+        print(f"search: dehub / bare GEMM = {sec['dehub-search'] / sec['gemm-search']:.3f}   (target <= 1.30)")
+        if "nnn-search" in sec:
+            print(f"        dehub / nnn-retrieval = {sec['dehub-search'] / sec['nnn-search']:.3f}; "
+                  f"peak RSS dehub {results['dehub-search']['peak_mb']:.0f} MB vs nnn-retrieval "
+                  f"{results['nnn-search']['peak_mb']:.0f} MB")
+    for name, v in checks.items():
+        print(f"check: {name} = {v:.3g}")
+    if a.json:
+        a.json.write_text(json.dumps({"args": vars(a) | {"json": str(a.json)}, "results": results, "checks": checks}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

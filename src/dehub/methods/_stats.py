@@ -42,6 +42,7 @@ def streamed_logsumexp(
     *,
     memory_budget: int,
     progress: bool | str = False,
+    bank_block: int | None = None,
 ) -> np.ndarray:
     """``out[i, t] = log sum_j exp(betas[t] * gallery[i] . bank[j])``, float64.
 
@@ -49,6 +50,8 @@ def streamed_logsumexp(
     exponential (online log-sum-exp), partial sums are accumulated in float64, and one
     GEMM block is shared by all ``betas`` (so a temperature grid costs one pass over
     the bank). ``betas`` must be finite and >= 0 (``beta = 0`` gives ``log |bank|``).
+    ``bank_block`` forces the number of bank rows per block (tests); by default the
+    engine's planner chooses it.
     """
     betas = np.asarray(betas, dtype=np.float64).reshape(-1)
     ng, d = gallery.shape
@@ -57,7 +60,10 @@ def streamed_logsumexp(
         raise ValueError("the bank is empty; expected at least one row")
     dt = compute_dtype(gallery, bank)
     # Two score-sized buffers (scores and their scaled/exponentiated copy): half budget each.
-    plan = plan_blocks(ng, nb, d, 1, memory_budget=max(memory_budget // 2, 1), itemsize=dt.itemsize)
+    plan = plan_blocks(
+        ng, nb, d, 1, memory_budget=max(memory_budget // 2, 1), itemsize=dt.itemsize,
+        database_block=bank_block,
+    )
     out = np.empty((ng, betas.size), dtype=np.float64)
     cap = plan.query_block * plan.database_block
     buf_s = np.empty(cap, dtype=dt)

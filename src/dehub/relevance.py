@@ -52,6 +52,15 @@ class Relevance:
                 f"{bad[:5].tolist()}{' ...' if bad.size > 5 else ''} "
                 f"({bad.size} in all). Check that the relevance ids match the gallery ids."
             )
+        if indices.size > 1:
+            rows = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
+            keys = rows * (n_gallery + 1) + indices
+            if np.any(keys[1:] <= keys[:-1]):
+                raise ValueError(
+                    "indices must be sorted and unique within each query (CSR order); "
+                    "received unsorted or repeated gallery rows. Build with "
+                    "Relevance.from_pairs or Relevance.from_dict, which sort and deduplicate."
+                )
         self.indptr = indptr
         self.indices = indices
         self.n_gallery = n_gallery
@@ -155,7 +164,10 @@ class Relevance:
         pos = np.searchsorted(keys, probe)
         pos = np.minimum(pos, max(keys.size - 1, 0))
         hit = keys[pos] == probe if keys.size else np.zeros(probe.shape, dtype=bool)
-        return hit & (gallery_rows >= 0)
+        # Out-of-range rows could alias another query's key: they are never relevant.
+        in_range = (gallery_rows >= 0) & (gallery_rows < self.n_gallery)
+        in_range &= ((query_rows >= 0) & (query_rows < self.n_queries))[:, None]
+        return hit & in_range
 
     def __eq__(self, other: object) -> bool:
         return (

@@ -55,9 +55,7 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
                    help=".npy of reference queries (m, d), e.g. training captions, or a directory of .npy shards")
     p.add_argument("--ids", help=".npy of int gallery ids (n,); default 0..n-1")
     p.add_argument("-o", "--output", required=True, help="index file to write (atomically)")
-    p.add_argument("--method", default="nnn", help="correction method (default: nnn)")
-    p.add_argument("--k", type=int, default=16, help="NNN: reference neighbours per item (default 16)")
-    p.add_argument("--alpha", type=float, default=0.75, help="NNN: bias scale (default 0.75)")
+    p.add_argument("--method", default="nnn", help="correction method, a dehub.METHODS name (default: nnn)")
     p.add_argument("--normalize", choices=["warn", "l2", "none", "error"], default="warn",
                    help="rows that are not unit-norm: warn (default), l2-normalize, accept, or fail")
     p.add_argument("--memory-budget-mb", type=int, default=512, help="working memory for the engine (MiB)")
@@ -67,6 +65,9 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
                    help='NNN: approximate engine knobs, e.g. \'{"nprobe": 16, "rerank": 64}\'')
     p.add_argument("--keep-reference", action="store_true",
                    help="store the reference set in the index so 'add' needs no reference")
+    from .methods._cli import add_method_param_options
+
+    add_method_param_options(p)  # --k, --alpha, --beta, --lambda, ... of every registered method
 
 
 def _method_params(args: argparse.Namespace) -> dict:

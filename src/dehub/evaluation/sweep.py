@@ -97,7 +97,7 @@ def select_best(table: Sequence[dict[str, Any]], metric: str, ks: Sequence[int])
         row = table[i]
         return (
             -sign * row[metric],
-            *(-row[m] for m in others),
+            *(-row.get(m, 0.0) for m in others),
             -row.get("MRR", 0.0),
             i,
         )

@@ -334,3 +334,13 @@ def test_crash_before_rename_leaves_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert read_header(path)["v"] == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["c.dehub"]
+
+
+def test_written_file_gets_the_usual_permissions(tmp_path):
+    """Like any file the user writes (mode 0o666 minus the umask), not mkstemp's 0o600."""
+    old = os.umask(0o022)
+    try:
+        write_container(tmp_path / "c.dehub", {}, {"a": np.zeros(2)})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "c.dehub").stat().st_mode & 0o777 == 0o644

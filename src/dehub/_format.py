@@ -26,8 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,22 @@ def _sha256_chunks(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _create_temp(path: Path) -> tuple[int, str]:
+    """An exclusive new temporary file next to ``path``: ``(fd, name)``.
+
+    Created with mode 0o666 minus the umask, like any file the user writes (``mkstemp``
+    would make it 0o600 and the renamed index unreadable to other users).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file next to {path}")  # pragma: no cover
+
+
 def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` and a JSON-serializable ``header`` to ``path`` atomically."""
     path = Path(path)
@@ -114,7 +130,7 @@ def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dic
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(hbytes), hashlib.sha256(hbytes).digest())
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(prefix)

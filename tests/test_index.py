@@ -72,9 +72,12 @@ def test_build_leaves_inputs_unchanged(data, digest):
 
 
 # --------------------------------------------------------------------------- round trip
-def test_save_load_round_trip(tmp_path, index, data):
+def test_save_load_round_trip(tmp_path, index, data, digest):
     _, _, queries = data
+    held = (index.model.gallery_, index.ids, index.model.topk_scores_, index.model.topk_ids_)
+    before = digest(*held)
     path = index.save(tmp_path / "i.dehub")
+    assert digest(*held) == before, "saving must not change the index's arrays"
     assert path == tmp_path / "i.dehub"
     back = Index.load(path)
     np.testing.assert_array_equal(back.model.gallery_, index.model.gallery_)

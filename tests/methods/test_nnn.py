@@ -379,3 +379,28 @@ def test_cross_check_with_nnn_retrieval(k, alpha):
     assert_topk_match(our_s, our_i, np.asarray(their_s, np.float64), np.asarray(their_i), dense, atol=1e-5)
     ref_s, ref_i = ref_topk(dense, top)
     assert_topk_match(our_s, our_i, ref_s, ref_i, dense, atol=1e-5)
+
+
+@PROPS
+@given(
+    shape=shapes,
+    ks=st.lists(st.integers(1, 40), min_size=1, max_size=4, unique=True),
+    alphas=st.lists(st.sampled_from([0.0, 0.25, 0.75, 1.5]), min_size=1, max_size=3, unique=True),
+)
+def test_fit_grid_yields_the_same_as_separate_fits(shape, ks, alphas):
+    gallery, reference, queries = _data(**shape)
+    valid = sorted(k for k in ks if k <= shape["n_reference"])
+    grid = {"k": ks, "alpha": alphas}
+    if not valid:
+        with pytest.raises(ValueError, match="every k in the grid exceeds"):
+            next(NNN().fit_grid(gallery, reference, grid))
+        return
+    seen = []
+    for params, fitted in NNN().fit_grid(gallery, reference, grid):
+        seen.append((params["k"], params["alpha"]))
+        fresh = NNN(**params).fit(gallery, reference)
+        np.testing.assert_allclose(fitted.bias_, fresh.bias_, atol=1e-6)
+        fs, fi = fresh.search(queries, 3)
+        dense = ref_corrected_scores(queries, gallery, reference, params["k"], params["alpha"])
+        assert_topk_match(*fitted.search(queries, 3), fs.astype(np.float64), fi, dense, atol=1e-5)
+    assert seen == [(k, a) for k in valid for a in alphas]

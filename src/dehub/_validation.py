@@ -6,6 +6,7 @@ change the caller's data: normalization, when asked for, returns a new array.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -28,7 +29,7 @@ NormalizeMode = Literal["warn", "l2", "none", "error"]
 _FLOAT_KINDS = (np.float16, np.float32, np.float64)
 _CHUNK_ROWS = 65536  # rows per chunk when scanning large (memory-mapped) inputs
 _NORM_TOL = 1e-2
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
 
 
 def _user_stacklevel() -> int:

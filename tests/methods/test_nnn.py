@@ -198,11 +198,6 @@ def test_k_above_fitted_k_is_a_clear_error():
         model.search(queries, 3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug in NNN._check_params: fit() rejects a k above the previous fit's "
-    "fitted_k_ although fit recomputes the cache (reported; remove this mark once fixed)",
-)
 def test_refit_with_a_larger_k():
     gallery, reference, _ = _data(8, 10, 20, 2, 4)
     model = NNN(k=4).fit(gallery, reference)

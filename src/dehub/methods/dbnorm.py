@@ -135,5 +135,10 @@ class DBNormDIS(DBNorm):
 
     name = "dbnorm_dis"
 
+    @classmethod
+    def default_grid(cls) -> dict[str, list]:
+        """beta1 in {10, 20, 40}, beta2 in {0, 10, 20} (9 pairs): DualDIS searches twice per point."""
+        return {"beta1": [10.0, 20.0, 40.0], "beta2": [0.0, 10.0, 20.0]}
+
     def __init__(self, beta1: float = 20.0, beta2: float = 20.0, k: int = 1, dynamic: bool = True) -> None:
         super().__init__(beta1=beta1, beta2=beta2, k=k, dynamic=dynamic)

@@ -139,6 +139,14 @@ class NNN(AdditiveBiasCorrector):
     def _min_reference(self) -> tuple[str, int]:
         return ("k", int(self.k))
 
+    def fit(self, gallery, reference, **kwargs) -> NNN:
+        """Learn the cached top-k reference scores (see :meth:`AdditiveBiasCorrector.fit`).
+
+        A refit recomputes the cache, so it may use a larger ``k`` than the previous fit.
+        """
+        self.fitted_k_ = None
+        return super().fit(gallery, reference, **kwargs)
+
     def _fit_bias(self, gallery, reference, *, memory_budget: int, progress: bool) -> None:
         scores, ids = topk_search(
             gallery, reference, int(self.k), engine=self.engine, engine_params=self.engine_params,

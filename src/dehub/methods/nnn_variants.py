@@ -40,11 +40,6 @@ Statistic = Literal["trimmed", "median"]
 class _CachedNNNVariant(NNN):
     """NNN with another statistic of the cached sorted top-k scores."""
 
-    def fit(self, gallery, reference, **kwargs):
-        """As :meth:`dehub.NNN.fit` (a refit may use a larger k than the cached one)."""
-        self.fitted_k_ = None
-        return super().fit(gallery, reference, **kwargs)
-
     def _statistic(self, top: np.ndarray) -> np.ndarray:  # (n_gallery, k) sorted desc -> (n_gallery,)
         raise NotImplementedError
 
@@ -116,8 +111,8 @@ class RobustNNN(_CachedNNNVariant):
 
     @classmethod
     def default_grid(cls) -> dict[str, list]:
-        """k in {8, 16, 32, 64, 128}, alpha in {0.5, 0.75, 1.0}, trim in {0.125, 0.25} (30)."""
-        return {"k": [8, 16, 32, 64, 128], "alpha": [0.5, 0.75, 1.0], "trim": [0.125, 0.25]}
+        """k in {8, 16, 32, 64}, alpha in {0.5, 0.75, 1.0}, trim in {0.125, 0.25} (24 points)."""
+        return {"k": [8, 16, 32, 64], "alpha": [0.5, 0.75, 1.0], "trim": [0.125, 0.25]}
 
     def _statistic(self, top: np.ndarray) -> np.ndarray:
         k = top.shape[1]
@@ -151,8 +146,8 @@ class SoftNNN(_CachedNNNVariant):
 
     @classmethod
     def default_grid(cls) -> dict[str, list]:
-        """k in {8, 16, 32, 64, 128}, alpha in {0.5, 0.75, 1.0}, temperature in {0.02, 0.1} (30)."""
-        return {"k": [8, 16, 32, 64, 128], "alpha": [0.5, 0.75, 1.0], "temperature": [0.02, 0.1]}
+        """k in {8, 16, 32, 64}, alpha in {0.5, 0.75, 1.0}, temperature in {0.02, 0.1} (24 points)."""
+        return {"k": [8, 16, 32, 64], "alpha": [0.5, 0.75, 1.0], "temperature": [0.02, 0.1]}
 
     def _statistic(self, top: np.ndarray) -> np.ndarray:
         t = float(self.temperature)

@@ -1,0 +1,108 @@
+"""Fit and search time of every registered method, and its validation sweep time.
+
+Part 1 (synthetic, moderate scale): for each method, the best of ``--repeats`` timings of
+``fit(gallery, reference)`` and of ``search(queries, 10)`` on clustered unit vectors.
+Part 2 (``--sweep``, the bundled WordNet benchmark): the wall time of a full validation
+sweep per method and direction, i.e. ``fit_grid`` over ``default_grid()`` plus one
+``search(validation queries, 10)`` per grid point (what the evaluation harness does).
+
+    python benchmarks/bench_methods.py                     # 5,000 x 100,000 x 384, 5,000 queries
+    python benchmarks/bench_methods.py --sweep             # plus the WordNet sweeps
+    python benchmarks/bench_methods.py --small --sweep     # quick smoke run
+    python benchmarks/bench_methods.py --sweep-only --methods qbnorm dbnorm
+
+All numbers are printed as measured on this machine (threads: numpy's BLAS default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import numpy as np
+
+from dehub.methods import METHODS
+
+
+def clustered_unit(n: int, d: int, rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
+    """Unit vectors around a few shared centers (real embeddings are far from isotropic)."""
+    x = centers[rng.integers(0, centers.shape[0], size=n)] + 0.35 * rng.standard_normal((n, d), dtype=np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def best_time(fn, repeats: int) -> float:
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def bench_fit(args) -> None:
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((64, args.dim), dtype=np.float32) / np.sqrt(args.dim) * 3
+    gallery = clustered_unit(args.gallery, args.dim, rng, centers)
+    reference = clustered_unit(args.reference, args.dim, rng, centers)
+    queries = clustered_unit(args.queries, args.dim, rng, centers)
+    print(f"## fit / search: gallery {args.gallery:,} x reference {args.reference:,} x d={args.dim}, "
+          f"{args.queries:,} queries, top-10, best of {args.repeats}")
+    print(f"{'method':<12} {'params':<44} {'fit s':>8} {'search s':>9}")
+    for name in args.methods:
+        cls = METHODS[name]
+        model = cls()
+        fit_s = best_time(lambda: model.fit(gallery, reference), args.repeats)
+        search_s = best_time(lambda: model.search(queries, 10), args.repeats)
+        params = ", ".join(f"{k}={v}" for k, v in model.get_params().items() if k not in ("engine", "engine_params"))
+        print(f"{name:<12} {params:<44} {fit_s:>8.3f} {search_s:>9.3f}")
+
+
+def bench_sweep(args) -> None:
+    from dehub.datasets import load_wordnet_benchmark
+
+    bench = load_wordnet_benchmark()
+    print(f"\n## validation sweep on {bench.name}: fit_grid(default_grid) + one search per grid point")
+    print(f"{'method':<12} {'direction':<22} {'points':>6} {'sweep s':>8}")
+    for direction in ("a2b", "b2a"):
+        val = bench.validation
+        queries, gallery = (val.a, val.b) if direction == "a2b" else (val.b, val.a)
+        queries = np.asarray(queries, dtype=np.float32)
+        gallery = np.asarray(gallery, dtype=np.float32)
+        reference = np.asarray(bench.reference_for(direction), dtype=np.float32)
+        if args.small:
+            reference = reference[:4000]
+        for name in args.methods:
+            t = time.perf_counter()
+            n = 0
+            for _params, model in METHODS[name]().fit_grid(gallery, reference, normalize="none"):
+                model.search(queries, 10, normalize="none")
+                n += 1
+            dt = time.perf_counter() - t
+            label = f"{bench.direction_name(direction)} ({queries.shape[0]}x{gallery.shape[0]}, ref {reference.shape[0]})"
+            print(f"{name:<12} {label:<22} {n:>6} {dt:>8.2f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gallery", type=int, default=5000)
+    p.add_argument("--reference", type=int, default=100_000)
+    p.add_argument("--queries", type=int, default=5000)
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--methods", nargs="+", default=sorted(METHODS), choices=sorted(METHODS))
+    p.add_argument("--sweep", action="store_true", help="also time the validation sweeps on the WordNet benchmark")
+    p.add_argument("--sweep-only", action="store_true", help="only the WordNet sweeps (implies --sweep)")
+    p.add_argument("--small", action="store_true", help="smoke run: 1,000 x 10,000, 1,000 queries, 1 repeat")
+    args = p.parse_args()
+    if args.small:
+        args.gallery, args.reference, args.queries, args.repeats = 1000, 10_000, 1000, 1
+    print(f"# dehub method benchmark ({platform.processor() or platform.machine()}, numpy {np.__version__})")
+    if not args.sweep_only:
+        bench_fit(args)
+    if args.sweep or args.sweep_only:
+        bench_sweep(args)
+
+
+if __name__ == "__main__":
+    main()

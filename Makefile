@@ -22,7 +22,7 @@ $(TEST_VENV)/.installed: pyproject.toml
 	touch $@
 
 run: $(RUN_VENV)/.installed
-	$(RUN_VENV)/bin/python examples/quickstart.py
+	$(RUN_VENV)/bin/dehub eval
 
 test: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python -m pytest -q

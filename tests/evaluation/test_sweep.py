@@ -7,7 +7,7 @@ import pytest
 
 from dehub import NNN, Relevance
 from dehub.datasets import RetrievalTask
-from dehub.evaluation.metrics import evaluate_topk
+from dehub.evaluation.metrics import dense_ranks, evaluate_topk
 from dehub.evaluation.sweep import fit_selected, select_best, sweep
 from dehub.methods import AdditiveBiasCorrector, BaseCorrector
 
@@ -91,8 +91,9 @@ def test_nnn_sweep_on_hub_data_matches_refit_and_search(bench):
     for row in res.table:
         model = NNN(k=row["k"], alpha=row["alpha"]).fit(task.gallery, ref)
         _, ids = model.search(task.queries, 10)
-        out = evaluate_topk(ids, task.relevance, (1, 5, 10)).summary()
-        for m in ("R@1", "R@5", "R@10"):
+        dr = dense_ranks(lambda r: model.score(task.queries[r]), task.relevance.n_queries, task.relevance)
+        out = evaluate_topk(ids, task.relevance, (1, 5, 10), dense_rank=dr).summary()
+        for m in ("R@1", "R@5", "R@10", "MRR", "mean_rank", "median_rank"):
             assert row[m] == pytest.approx(out[m])
     plain = [row["R@1"] for row in res.table if row["alpha"] == 0.0][0]
     assert res.best_params["alpha"] > 0 and res.best_metrics["R@1"] > plain

@@ -48,6 +48,7 @@ __all__ = [
     "evaluate_topk",
     "check_ks",
     "paired_metrics",
+    "count_ahead",
 ]
 
 NoPositivePolicy = Literal["exclude", "miss", "error"]
@@ -132,12 +133,27 @@ def first_relevant_rank_dense(scores: np.ndarray, relevance: Relevance, rows=Non
     first = np.full(n_rows, n_gallery, dtype=np.int64)
     np.minimum.at(first, qrow[at_max], sub.indices[at_max])
     hr = np.flatnonzero(has)
-    s = scores[hr]
-    b = best[hr, None]
-    higher = np.count_nonzero(s > b, axis=1)
-    tied_before = np.count_nonzero((s == b) & (np.arange(n_gallery)[None, :] < first[hr, None]), axis=1)
-    out[hr] = 1 + higher + tied_before
+    out[hr] = count_ahead(scores[hr], best[hr], first[hr])
     return out
+
+
+def count_ahead(scores: np.ndarray, best: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """``1 + #{j: s_j > best} + #{j: s_j == best, j < first}`` per row (the engine's tie rule).
+
+    Two vectorized passes (``>`` and ``==``); the id-aware tie count runs only on the
+    rare rows where an item other than ``first`` ties with ``best``.
+    """
+    b = best[:, None]
+    higher = np.count_nonzero(scores > b, axis=1)
+    equal = np.count_nonzero(scores == b, axis=1)
+    rank = 1 + higher
+    tied = np.flatnonzero(equal > 1)
+    if tied.size:
+        cols = np.arange(scores.shape[1])[None, :]
+        rank[tied] += np.count_nonzero(
+            (scores[tied] == b[tied]) & (cols < first[tied, None]), axis=1
+        )
+    return rank
 
 
 def dense_ranks(

@@ -97,6 +97,7 @@ class RunningTopK:
         self.buf_v = np.empty((self.n_rows, self.cap), dtype=dt)
         self.buf_i = np.empty((self.n_rows, self.cap), dtype=np.int64)
         self.fill = np.zeros(self.n_rows, dtype=np.int64)
+        self.floor: np.ndarray | None = None  # optional: entries below it are ignored
         self._mask: np.ndarray | None = None
 
     # ----------------------------------------------------------------- internals
@@ -145,7 +146,9 @@ class RunningTopK:
         rsl = slice(row_offset, row_offset + nr)
         thr = self.thr[rsl]
         notfull = np.isneginf(thr)
-        if nb > self.k and notfull.any():
+        if self.floor is not None:
+            thr = np.maximum(thr, self.floor[rsl])
+        elif nb > self.k and notfull.any():
             # Rows without k entries yet: only this block's own top-k (ties included) can
             # matter, so pre-filter with the block's k-th value instead of taking all.
             sub = scores if notfull.all() else scores[notfull]
@@ -179,10 +182,29 @@ class RunningTopK:
             self.buf_v[rows, pos] = vals
             self.buf_i[rows, pos] = ids
             self.fill[rsl] += counts
-        if notfull.any():
+        if self.floor is None and notfull.any():
             # Give the rows that just received their first candidates a real threshold
             # now, so the next blocks are filtered by it.
             self._merge(np.flatnonzero(notfull & (self.fill[rsl] > 0)) + row_offset)
+
+    def set_floor(self, floor: np.ndarray) -> None:
+        """From now on ignore entries scoring below ``floor`` (per row).
+
+        This is a *bet*: if, at the end, a row holds k entries scoring ``>= floor``, its
+        result is exact (every entry of the true top-k scores at least the true k-th
+        score, which is then ``>= floor``); otherwise :meth:`floor_failed` reports the row
+        and the caller must recompute it without a floor.
+        """
+        floor = np.asarray(floor, dtype=self.thr.dtype)
+        # strict '>' comparison in push: step just below the floor to keep entries == floor
+        self.floor = np.nextafter(floor, self.thr.dtype.type(-np.inf))
+
+    def floor_failed(self) -> np.ndarray:
+        """Rows whose result may be inexact because the floor was set too high."""
+        if self.floor is None:
+            return np.zeros(self.n_rows, dtype=bool)
+        self._merge(np.flatnonzero(self.fill > 0))
+        return ~(self.top_v.min(axis=1) > self.floor)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """Final ``(scores, ids)``, each of shape (n_rows, k), best first; -inf/-1 padding."""

@@ -129,23 +129,24 @@ class NNN(AdditiveBiasCorrector):
                 "lower the k values or provide more reference items"
             )
         self.set_params(k=ks[-1])
-        self.fitted_k_ = None  # allow refitting with a larger k
         self.fit(gallery, reference, **fit_kwargs)
         for k in ks:
             for alpha in alphas:
                 self.set_params(k=k, alpha=alpha)
                 yield {"k": k, "alpha": alpha}, self
 
-    def _min_reference(self) -> tuple[str, int]:
-        return ("k", int(self.k))
-
     def fit(self, gallery, reference, **kwargs) -> NNN:
-        """Learn the cached top-k reference scores (see :meth:`AdditiveBiasCorrector.fit`).
+        """Compute and cache the top-k reference scores of every gallery item.
 
-        A refit recomputes the cache, so it may use a larger ``k`` than the previous fit.
+        Takes the keyword arguments of :meth:`AdditiveBiasCorrector.fit`
+        (``normalize``, ``memory_budget``, ``progress``). Refitting replaces the cache,
+        so a larger ``k`` than before is fine here.
         """
         self.fitted_k_ = None
         return super().fit(gallery, reference, **kwargs)
+
+    def _min_reference(self) -> tuple[str, int]:
+        return ("k", int(self.k))
 
     def _fit_bias(self, gallery, reference, *, memory_budget: int, progress: bool) -> None:
         scores, ids = topk_search(

@@ -1,0 +1,83 @@
+"""The floor bet of the exact engine (large databases): exact for any database order.
+
+For databases of at least 4 blocks, ``exact_search`` estimates a per-row floor from the
+first block and ignores scores below it; rows that end with fewer than k entries above
+the floor are recomputed without it. These tests make the bet both win and lose and
+check the results against a dense float64 full sort.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dehub.engine import exact as exact_mod
+from dehub.engine import exact_search
+from dehub.engine.topk import RunningTopK
+
+
+def _dense_topk(queries, database, k, offset=None):
+    s = queries.astype(np.float64) @ database.astype(np.float64).T
+    if offset is not None:
+        s -= offset
+    ids = np.broadcast_to(np.arange(database.shape[0]), s.shape)
+    order = np.lexsort((ids, -s), axis=-1)[:, :k]
+    return np.take_along_axis(s, order, axis=1), order
+
+
+def _count_lost_rows(monkeypatch):
+    lost = []
+    orig = RunningTopK.floor_failed
+
+    def spy(self):
+        out = orig(self)
+        lost.append(int(out.sum()))
+        return out
+
+    monkeypatch.setattr(RunningTopK, "floor_failed", spy)
+    return lost
+
+
+@pytest.fixture
+def big(rng):
+    q = rng.standard_normal((40, 16)).astype(np.float32)
+    x = rng.standard_normal((4 * 8192 + 777, 16)).astype(np.float32)
+    return q, x
+
+
+def test_floor_is_used_on_large_databases(big):
+    q, x = big
+    plan = exact_mod.plan_blocks(q.shape[0], x.shape[0], x.shape[1], 20)
+    assert exact_mod._floor_rank(20, plan.database_block, x.shape[0]) is not None
+
+
+def test_random_order_matches_full_sort(big, monkeypatch):
+    q, x = big
+    lost = _count_lost_rows(monkeypatch)
+    off = np.linspace(0, 0.5, x.shape[0]).astype(np.float32)
+    v, i = exact_search(q, x, 20, offset=off)
+    dv, di = _dense_topk(q, x, 20, off)
+    np.testing.assert_array_equal(i, di)
+    np.testing.assert_allclose(v, dv, atol=1e-5)
+    assert lost and lost[0] == 0  # random order: the bet wins for every row
+
+
+def test_adversarial_order_loses_the_bet_and_stays_exact(big, monkeypatch):
+    q, x = big
+    # Put query 0's best items first: its floor is set far too high and the row is redone.
+    x = x[np.argsort(-(x @ q[0]), kind="stable")]
+    lost = _count_lost_rows(monkeypatch)
+    v, i = exact_search(q, x, 20)
+    dv, di = _dense_topk(q, x, 20)
+    np.testing.assert_array_equal(i, di)
+    np.testing.assert_allclose(v, dv, atol=1e-5)
+    assert lost[0] >= 1
+
+
+def test_ties_follow_the_id_rule_with_a_floor(big):
+    q, x = big
+    q, x = np.round(q * 2), np.round(x * 2)  # many exactly equal scores
+    v, i = exact_search(q, x, 20)
+    dv, di = _dense_topk(q, x, 20)
+    np.testing.assert_array_equal(i, di)
+    np.testing.assert_array_equal(v, dv.astype(np.float32))

@@ -5,6 +5,13 @@ own texts) imports torch/sentence-transformers lazily, on first use.
 """
 
 from .base import Direction, PairedBenchmark, PairedSplit, RetrievalTask
+from .loaders import (
+    load_embeddings,
+    load_file_benchmark,
+    load_karpathy_benchmark,
+    load_paired_split,
+    load_relevance,
+)
 from .wordnet import DatasetIntegrityError, load_wordnet_benchmark, wordnet_manifest
 
 __all__ = [
@@ -15,4 +22,9 @@ __all__ = [
     "DatasetIntegrityError",
     "load_wordnet_benchmark",
     "wordnet_manifest",
+    "load_embeddings",
+    "load_relevance",
+    "load_paired_split",
+    "load_file_benchmark",
+    "load_karpathy_benchmark",
 ]

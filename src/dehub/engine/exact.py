@@ -97,11 +97,11 @@ def _database_blocks(n: int, step: int, k: int) -> list[slice]:
     """Database blocks: geometrically growing up to ``step``, then ``step`` wide.
 
     The first block's top-k needs a full partition (the expensive path), so it is kept
-    small (``max(4k, 512)`` columns); each later block is filtered by the running k-th
+    small (``max(8k, 128)`` columns); each later block is filtered by the running k-th
     best score, and doubling the width keeps the share of candidates per block about
     constant until the threshold has settled.
     """
-    out, s, w = [], 0, min(step, max(4 * k, 512))
+    out, s, w = [], 0, min(step, max(8 * k, 128))
     while s < n:
         out.append(slice(s, min(s + w, n)))
         s += w

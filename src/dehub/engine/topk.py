@@ -89,7 +89,7 @@ class RunningTopK:
     def __init__(self, n_rows: int, k: int, buffer: int | None = None, score_dtype=np.float32):
         self.n_rows = int(n_rows)
         self.k = int(k)
-        self.cap = int(buffer) if buffer is not None else max(2 * self.k, 64)
+        self.cap = int(buffer) if buffer is not None else max(2 * self.k, 128)
         dt = np.dtype(score_dtype)
         self.top_v = np.full((self.n_rows, self.k), -np.inf, dtype=dt)
         self.top_i = np.full((self.n_rows, self.k), -1, dtype=np.int64)
@@ -110,26 +110,32 @@ class RunningTopK:
         if rows.size == 0:
             return
         k, fill = self.k, self.fill[rows]
-        n_new = np.zeros(rows.size, dtype=np.int64)
+        n_new = None
         if new_rows is not None and new_rows.size:
-            lab = np.searchsorted(rows, new_rows)
+            lookup = np.empty(self.n_rows, dtype=np.int64)
+            lookup[rows] = np.arange(rows.size)
+            lab = lookup[new_rows]
             n_new = np.bincount(lab, minlength=rows.size)
-        width = k + int((fill + n_new).max())
+            width = k + int((fill + n_new).max())
+        else:
+            width = k + int(fill.max())
+        # Padding holds -inf scores; its ids are left unset and become -1 after selection.
         w_v = np.full((rows.size, width), -np.inf, dtype=self.top_v.dtype)
-        w_i = np.full((rows.size, width), -1, dtype=np.int64)
+        w_i = np.empty((rows.size, width), dtype=np.int64)
         w_v[:, :k] = self.top_v[rows]
         w_i[:, :k] = self.top_i[rows]
         nb = min(self.cap, width - k)
         if nb > 0:
             live = np.arange(nb)[None, :] < fill[:, None]
-            w_v[:, k : k + nb] = np.where(live, self.buf_v[rows, :nb], -np.inf)
-            w_i[:, k : k + nb] = np.where(live, self.buf_i[rows, :nb], -1)
-        if n_new.any():
+            np.copyto(w_v[:, k : k + nb], self.buf_v[rows, :nb], where=live)
+            w_i[:, k : k + nb] = self.buf_i[rows, :nb]
+        if n_new is not None:
             starts = np.cumsum(n_new) - n_new
             col = k + fill[lab] + (np.arange(lab.size) - starts[lab])
             w_v[lab, col] = new_vals
             w_i[lab, col] = new_ids
         v, i = _select_topk(w_v, w_i, k)
+        i[np.isneginf(v)] = -1
         self.top_v[rows] = v
         self.top_i[rows] = i
         self.thr[rows] = v.min(axis=1)
@@ -182,10 +188,14 @@ class RunningTopK:
             self.buf_v[rows, pos] = vals
             self.buf_i[rows, pos] = ids
             self.fill[rsl] += counts
-        if self.floor is None and notfull.any():
-            # Give the rows that just received their first candidates a real threshold
-            # now, so the next blocks are filtered by it.
-            self._merge(np.flatnonzero(notfull & (self.fill[rsl] > 0)) + row_offset)
+        # Refresh the threshold of rows that buffered at least k candidates (a merge then
+        # raises it noticeably and costs about two entries per candidate), and of rows
+        # that just received their first entries, so later blocks are filtered by it.
+        due = self.fill[rsl] >= self.k
+        if self.floor is None:
+            due |= notfull & (self.fill[rsl] > 0)
+        if due.any():
+            self._merge(np.flatnonzero(due) + row_offset)
 
     def set_floor(self, floor: np.ndarray) -> None:
         """From now on ignore entries scoring below ``floor`` (per row).

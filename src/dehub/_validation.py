@@ -79,6 +79,10 @@ def check_embeddings(x, name: str, *, allow_empty: bool = False) -> np.ndarray:
         )
     for sl in _chunks(x.shape[0]):
         block = x[sl]
+        # One fused pass: NaN/inf in a row make its sum of squares non-finite; only then
+        # is the block scanned element by element to name the first offending entry.
+        if np.isfinite(_row_sq_norms(block)).all():
+            continue
         if not np.isfinite(block).all():
             bad = np.argwhere(~np.isfinite(block))[0]
             row = sl.start + int(bad[0])
@@ -86,7 +90,20 @@ def check_embeddings(x, name: str, *, allow_empty: bool = False) -> np.ndarray:
                 f"{name} contains NaN or infinite values (first at row {row}, column "
                 f"{int(bad[1])}); expected finite floats. Remove or fix those rows."
             )
+        row = sl.start + int(np.flatnonzero(~np.isfinite(_row_sq_norms(block)))[0])
+        raise ValueError(
+            f"{name} row {row} has values so large that its squared norm overflows "
+            f"(max |value| {float(np.abs(block).max()):.3g}); expected embedding-scale "
+            "values. Rescale or L2-normalize the rows."
+        )
     return x
+
+
+def _row_sq_norms(block: np.ndarray) -> np.ndarray:
+    """Squared L2 norm of every row, accumulated in at least float32."""
+    if block.dtype == np.float16:
+        block = block.astype(np.float32)
+    return np.einsum("ij,ij->i", block, block)
 
 
 def check_same_dim(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
@@ -165,7 +182,7 @@ def check_normalization(x: np.ndarray, name: str, mode: NormalizeMode = "warn") 
         return out
     lo, hi = np.inf, -np.inf
     for sl in _chunks(x.shape[0]):
-        norms = np.linalg.norm(np.asarray(x[sl], dtype=np.float32), axis=1)
+        norms = np.sqrt(_row_sq_norms(x[sl]))
         lo, hi = min(lo, float(norms.min())), max(hi, float(norms.max()))
     if lo < 1 - _NORM_TOL or hi > 1 + _NORM_TOL:
         msg = (

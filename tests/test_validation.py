@@ -234,3 +234,9 @@ def test_public_errors_are_exported():
     assert issubclass(dehub.IndexFormatError, ValueError)
     assert issubclass(dehub.UnnormalizedWarning, UserWarning)
     assert issubclass(dehub.NotFittedError, RuntimeError)
+
+
+def test_values_whose_squares_overflow_are_named():
+    x = np.full((3, 4), 1e20, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"g row 0 has values so large.*max \|value\| 1e\+20"):
+        check_embeddings(x, "g")

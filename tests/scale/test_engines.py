@@ -142,7 +142,7 @@ def test_choose_engine_and_params_errors():
     assert choose_engine(1000, 10_000, 512) == "exact"
     assert choose_engine(1_000_000, 1_000_000, 512) == "ivf"
     assert choose_engine(1_000_000, 10_000_000, 512) == "ivf-sq8"
-    assert EngineParams().resolved_nlist(1_000_000) == 4096
+    assert EngineParams().resolved_nlist(1_000_000) == 2048
     with pytest.raises(ValueError, match="unknown engine_params"):
         EngineParams.coerce({"nprob": 3})
     with pytest.raises(ValueError, match="engine must be one of"):

@@ -84,7 +84,7 @@ def import_faiss():
 class EngineParams:
     """Knobs of the approximate engines (``None`` = derived from the sizes).
 
-    nlist : number of inverted lists (IVF); default ``4 * sqrt(n_database)`` rounded to a
+    nlist : number of inverted lists (IVF); default ``2 * sqrt(n_database)`` rounded to a
         power of two, at most ``n_database // 39``.
     nprobe : lists scanned per query (IVF); default 8.
     niter : k-means iterations; default 10.
@@ -136,7 +136,7 @@ class EngineParams:
                     f"nlist must be in 1..n_database={n_database}; received nlist={self.nlist}"
                 )
             return int(self.nlist)
-        target = 4 * np.sqrt(n_database)
+        target = 2 * np.sqrt(n_database)
         nlist = 1 << int(np.round(np.log2(max(target, 1))))
         return int(max(1, min(nlist, n_database // 39 or 1)))
 

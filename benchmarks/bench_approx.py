@@ -1,0 +1,189 @@
+"""Approximate vs exact NNN bias at COCO scale, on synthetic data with planted hubs.
+
+Data (``make_paired``): ``n_topics`` clustered "topics"; each image has a latent point
+near a topic centre; its image embedding and its captions are noisy views of that latent
+point, shifted by modality-specific directions (the modality gap) and normalized. A
+fraction of the images are planted hubs: pulled toward the mean caption direction, so
+they are close to many captions and win top-1 for queries that are not theirs. The
+reference set holds captions of other (training) images from the same topics.
+
+Reports, in one run: exact bias time, approximate build and search time, speed-ups,
+recall of the true top-k over the whole gallery, bias error, and text-to-image R@1 of
+plain / NNN exact / NNN approximate.
+
+Full COCO scale (gallery 5,000, reference 118,000, d=512)::
+
+    python benchmarks/bench_approx.py
+
+Quick smoke run::
+
+    python benchmarks/bench_approx.py --small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+import dehub
+from dehub.engine import exact_search
+from dehub.engine.faiss_engine import build_reference_index
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_paired(
+    n_gallery: int,
+    n_reference: int,
+    d: int = 512,
+    *,
+    captions_per_image: int = 5,
+    n_topics: int = 300,
+    rank: int = 32,
+    sub_scale: float = 0.6,
+    view_scale: float = 0.8,
+    iso_noise: float = 0.6,
+    gap: float = 0.3,
+    hub_fraction: float = 0.03,
+    hub_strength: float = 0.8,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Synthetic paired image/caption embeddings with planted hub images (float32, unit rows).
+
+    latent = topic centre (unit) + ``sub_scale`` x low-rank variation (rank ``rank``);
+    each view (image or caption) = latent + ``view_scale`` x low-rank noise +
+    ``iso_noise`` x isotropic noise, normalized, plus a modality direction and a
+    direction shared by both modalities (``gap``), normalized again. Hubs: a fraction
+    of the images pulled toward the mean caption by ``hub_strength``.
+    """
+    rng = np.random.default_rng(seed)
+    topics = _unit(rng.standard_normal((n_topics, d)))
+    basis = (rng.standard_normal((rank, d)) / np.sqrt(d * rank)).astype(np.float32)
+    gap_img, gap_txt, shared = _unit(rng.standard_normal((3, d)))
+
+    def latents(n):
+        low = rng.standard_normal((n, rank)).astype(np.float32) @ basis
+        return topics[rng.integers(0, n_topics, n)] + sub_scale * low
+
+    def view(z, direction):
+        n = z.shape[0]
+        low = rng.standard_normal((n, rank)).astype(np.float32) @ basis
+        iso = rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(d)
+        return _unit(_unit(z + view_scale * low + iso_noise * iso) + gap * direction + gap * shared)
+
+    z_test = latents(n_gallery)
+    images = view(z_test, gap_img)
+    n_train = -(-n_reference // captions_per_image)
+    reference = np.empty((n_reference, d), dtype=np.float32)
+    z_train = latents(n_train)
+    for s in range(0, n_reference, 65536):  # chunked to bound memory
+        rows = np.arange(s, min(s + 65536, n_reference)) // captions_per_image
+        reference[s : s + rows.size] = view(z_train[rows], gap_txt)
+    caption_mean = _unit(reference[: min(n_reference, 20000)].mean(axis=0, keepdims=True))[0]
+    hubs = rng.choice(n_gallery, size=max(1, int(hub_fraction * n_gallery)), replace=False)
+    images[hubs] = _unit(images[hubs] + hub_strength * caption_mean)
+    queries = view(np.repeat(z_test, captions_per_image, axis=0), gap_txt)
+    return {
+        "gallery": images,
+        "reference": reference,
+        "queries": queries,
+        "query_item": np.repeat(np.arange(n_gallery), captions_per_image),
+        "hubs": np.sort(hubs),
+    }
+
+
+def recall_at_1(queries, gallery, query_item, bias=None) -> float:
+    _, ids = exact_search(queries, gallery, 1, offset=bias)
+    return float(np.mean(ids[:, 0] == query_item) * 100)
+
+
+def topk_recall(ids, true_ids) -> float:
+    """Mean fraction of the true top-k ids found (vectorized per row)."""
+    hits = (ids[:, :, None] == true_ids[:, None, :]).any(axis=1)
+    return float(hits.mean())
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--gallery", type=int, default=5000)
+    p.add_argument("--reference", type=int, default=118_000)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--k", type=int, default=16)
+    p.add_argument("--alpha", type=float, default=0.75)
+    p.add_argument("--engines", default="ivf,ivf-sq8", help="comma list of ivf, ivf-sq8, hnsw")
+    p.add_argument("--nprobe", type=int, default=4)
+    p.add_argument("--nlist", type=int, default=None)
+    p.add_argument("--rerank", type=int, default=None, help="exact re-rank shortlist size (ivf-sq8/hnsw)")
+    p.add_argument("--repeat", type=int, default=3, help="timed repetitions of the approximate search (best kept)")
+    p.add_argument("--small", action="store_true", help="smoke run: gallery 500, reference 10,000, d=128")
+    p.add_argument("--json", help="write the figures to this JSON file")
+    args = p.parse_args(argv)
+    if args.small:
+        args.gallery, args.reference, args.dim = 500, 10_000, 128
+
+    t = time.perf_counter()
+    data = make_paired(args.gallery, args.reference, args.dim)
+    g, r, q, item = data["gallery"], data["reference"], data["queries"], data["query_item"]
+    print(f"machine: {machine()}; numpy {np.__version__}; dehub {dehub.__version__}")
+    print(f"data: gallery {g.shape}, reference {r.shape}, queries {q.shape}, "
+          f"{data['hubs'].size} planted hubs ({time.perf_counter() - t:.1f} s to generate)")
+
+    t = time.perf_counter()
+    ev, ei = exact_search(g, r, args.k)
+    t_exact = time.perf_counter() - t
+    b_exact = args.alpha * ev.mean(axis=1, dtype=np.float64)
+    r1_plain = recall_at_1(q, g, item)
+    r1_exact = recall_at_1(q, g, item, b_exact.astype(np.float32))
+    print(f"exact bias: {t_exact:.2f} s   R@1 plain {r1_plain:.2f}  NNN exact {r1_exact:.2f}")
+    results = {"machine": machine(), "sizes": vars(args), "exact_seconds": t_exact,
+               "r1_plain": r1_plain, "r1_nnn_exact": r1_exact, "engines": {}}
+
+    for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
+        params = {"nprobe": args.nprobe, "nlist": args.nlist, "rerank": args.rerank}
+        index = build_reference_index(r, engine=engine, engine_params=params)
+        best = np.inf
+        for _ in range(max(1, args.repeat)):
+            t = time.perf_counter()
+            av, ai = index.search(g, args.k)
+            best = min(best, time.perf_counter() - t)
+        b_approx = args.alpha * av.mean(axis=1, dtype=np.float64)
+        r1_approx = recall_at_1(q, g, item, b_approx.astype(np.float32))
+        row = {
+            "build_seconds": index.build_seconds,
+            "search_seconds": best,
+            "speedup_search": t_exact / best,
+            "speedup_build_and_search": t_exact / (best + index.build_seconds),
+            "topk_recall": topk_recall(ai, ei),
+            "bias_mae": float(np.abs(b_approx - b_exact).mean()),
+            "bias_max_error": float(np.abs(b_approx - b_exact).max()),
+            "r1_nnn_approx": r1_approx,
+            "r1_delta_points": r1_approx - r1_exact,
+            "index_mb": index.nbytes / 2**20,
+        }
+        results["engines"][engine] = row
+        print(
+            f"{engine:8s} build {row['build_seconds']:.2f} s, search {best:.3f} s -> "
+            f"speed-up {row['speedup_search']:.0f}x (search), {row['speedup_build_and_search']:.1f}x "
+            f"(build+search); top-{args.k} recall {row['topk_recall']:.3f}; bias MAE "
+            f"{row['bias_mae']:.2e} (max {row['bias_max_error']:.2e}); R@1 {r1_approx:.2f} "
+            f"(delta {row['r1_delta_points']:+.2f} points); index {row['index_mb']:.0f} MiB"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

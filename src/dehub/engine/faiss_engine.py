@@ -40,7 +40,7 @@ it.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -481,7 +481,6 @@ def build_reference_index(
             quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
         )
         fi.train(np.ascontiguousarray(sample[: min(train_n, 65536)]))  # quantizer kept; trains SQ
-        fi.quantizer_trains_alone = 0
         with progress_bar(total=n_blocks, desc=f"{label}: add", enable=bool(progress), unit="block") as bar:
             for sl in _blocks(n, _BLOCK_ROWS):
                 xb = np.ascontiguousarray(_rows(database, sl))
@@ -489,8 +488,7 @@ def build_reference_index(
                 a = np.ascontiguousarray(assign[sl])
                 fi.add_core(xb.shape[0], faiss.swig_ptr(xb), faiss.swig_ptr(ids), faiss.swig_ptr(a))
                 bar.update(1)
-        fi.quantizer = quantizer
-        idx._quantizer = quantizer  # keep the SWIG owner alive
+        idx._quantizer = quantizer  # keep the SWIG owner alive with the index
         idx.faiss_index = fi
     idx.build_seconds = time.perf_counter() - t0
     return idx
@@ -590,7 +588,7 @@ def evaluate_engine(
     err = np.abs(b_approx - b_exact)
     return ApproxReport(
         engine=index.engine,
-        params={key: v for key, v in asdict(replace(p)).items()},
+        params=asdict(p),
         k=int(k),
         n_sample=int(rows.size),
         recall=recall,

@@ -53,10 +53,13 @@ def _chunks(n: int, step: int = _CHUNK_ROWS):
 def check_embeddings(x, name: str, *, allow_empty: bool = False) -> np.ndarray:
     """Check a 2-D float embedding matrix; return it as an ndarray (memmaps stay memmaps).
 
-    Accepts float16/32/64 arrays and ``np.memmap``; lists are converted. Scans for NaN/inf
-    in chunks so a memory-mapped input is never copied whole.
+    Accepts float16/32/64 arrays, ``np.memmap`` and 2-D row-sliceable array-likes such as
+    :class:`dehub.datasets.ShardedArray` (kept as they are); lists are converted. Scans
+    for NaN/inf in chunks so a memory-mapped or sharded input is never copied whole.
     """
-    if not isinstance(x, np.ndarray):
+    if _is_row_sliceable(x):
+        pass  # e.g. dehub.datasets.ShardedArray: read in chunks below, never loaded whole
+    elif not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
         except Exception as exc:  # pragma: no cover - numpy's own message is kept
@@ -97,6 +100,17 @@ def check_embeddings(x, name: str, *, allow_empty: bool = False) -> np.ndarray:
             "values. Rescale or L2-normalize the rows."
         )
     return x
+
+
+def _is_row_sliceable(x) -> bool:
+    """A 2-D array-like that is not an ndarray but reads row slices as arrays."""
+    return (
+        not isinstance(x, np.ndarray)
+        and hasattr(x, "__getitem__")
+        and isinstance(getattr(x, "dtype", None), np.dtype)
+        and isinstance(getattr(x, "shape", None), tuple)
+        and getattr(x, "ndim", None) == 2
+    )
 
 
 def _row_sq_norms(block: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from .loaders import (
     load_paired_split,
     load_relevance,
 )
+from .shards import ShardedArray, open_embeddings
 from .wordnet import DatasetIntegrityError, load_wordnet_benchmark, wordnet_manifest
 
 __all__ = [
@@ -27,4 +28,6 @@ __all__ = [
     "load_paired_split",
     "load_file_benchmark",
     "load_karpathy_benchmark",
+    "ShardedArray",
+    "open_embeddings",
 ]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._progress import progress_bar
-from .topk import RunningTopK
+from .topk import RunningTopK, lane_lower_bound
 
 __all__ = ["exact_search", "BlockPlan", "plan_blocks", "DEFAULT_MEMORY_BUDGET"]
 
@@ -93,23 +93,8 @@ def _blocks(n: int, step: int) -> Iterator[slice]:
         yield slice(s, min(s + step, n))
 
 
-def _database_blocks(n: int, step: int, k: int) -> list[slice]:
-    """Database blocks: geometrically growing up to ``step``, then ``step`` wide.
-
-    The first block's top-k needs a full partition (the expensive path), so it is kept
-    small (``max(8k, 128)`` columns); each later block is filtered by the running k-th
-    best score, and doubling the width keeps the share of candidates per block about
-    constant until the threshold has settled.
-    """
-    out, s, w = [], 0, min(step, max(8 * k, 128))
-    while s < n:
-        out.append(slice(s, min(s + w, n)))
-        s += w
-        w = min(step, 2 * w)
-    return out
-
-
-_FLOOR_CHUNKS = 512  # chunk maxima per row used to estimate the floor
+_TILE_BYTES = 16 * 2**20  # score tile per GEMM call: small enough to stay in cache
+_FLOOR_CHUNKS = 512  # lanes whose maxima estimate the floor (see lane_lower_bound)
 
 
 def _floor_rank(k: int, n_first: int, n_total: int) -> int | None:
@@ -128,20 +113,6 @@ def _floor_rank(k: int, n_first: int, n_total: int) -> int | None:
     e = k * n_first / n_total
     j = int(np.ceil(e + 4.0 * np.sqrt(e) + 4.0))
     return j if j < min(k, _FLOOR_CHUNKS) else None
-
-
-def _chunk_floor(scores: np.ndarray, j: int) -> np.ndarray:
-    """A lower bound of every row's j-th largest score, from strided chunk maxima.
-
-    The maxima of ``_FLOOR_CHUNKS`` column chunks are actual scores of the row, so their
-    j-th largest is at most the row's j-th largest; it costs one max pass plus a
-    partition of ``_FLOOR_CHUNKS`` values per row instead of a partition of the block.
-    """
-    c = _FLOOR_CHUNKS
-    m = scores[:, :c].copy()
-    for s in range(c, scores.shape[1], c):  # contiguous slabs: fast elementwise maxima
-        np.maximum(m, scores[:, s : s + c], out=m)
-    return np.partition(m, _FLOOR_CHUNKS - j, axis=1)[:, _FLOOR_CHUNKS - j]
 
 
 def exact_search(
@@ -204,13 +175,11 @@ def exact_search(
         query_block=query_block, database_block=database_block,
     )
     off = None if offset is None else offset.astype(dt, copy=False)
-    buf = np.empty(plan.query_block * plan.database_block, dtype=dt)
+    tile_bytes = max(_TILE_BYTES, plan.database_block * dt.itemsize)
+    buf = np.empty(min(plan.query_block * plan.database_block, tile_bytes // dt.itemsize), dtype=dt)
     n_qb = -(-nq // plan.query_block)
     floor_j = _floor_rank(kk, plan.database_block, nd) if _floor else None
-    if floor_j is not None:  # the floor replaces the small exact first blocks
-        db_blocks = list(_blocks(nd, plan.database_block))
-    else:
-        db_blocks = _database_blocks(nd, plan.database_block, kk)
+    db_blocks = list(_blocks(nd, plan.database_block))
     n_db = len(db_blocks)
     label = progress if isinstance(progress, str) else "search"
     with progress_bar(total=n_qb * n_db, desc=label, enable=bool(progress), unit="block") as bar:
@@ -219,13 +188,18 @@ def exact_search(
             top = RunningTopK(qb.shape[0], kk, score_dtype=dt)
             for ds in db_blocks:
                 xb = np.asarray(database[ds], dtype=dt)
-                s = buf[: qb.shape[0] * xb.shape[0]].reshape(qb.shape[0], xb.shape[0])
-                np.matmul(qb, xb.T, out=s)
-                if off is not None:
-                    np.subtract(s, off[ds], out=s)
-                if floor_j is not None and ds.start == 0:
-                    top.set_floor(_chunk_floor(s, floor_j))
-                top.push(s, ds.start)
+                # Score the block tile by tile so each tile stays in cache for the
+                # threshold pass that follows its GEMM.
+                tile = max(1, min(qb.shape[0], tile_bytes // (xb.shape[0] * dt.itemsize)))
+                for r0 in range(0, qb.shape[0], tile):
+                    q = qb[r0 : r0 + tile]
+                    s = buf[: q.shape[0] * xb.shape[0]].reshape(q.shape[0], xb.shape[0])
+                    np.matmul(q, xb.T, out=s)
+                    if off is not None:
+                        np.subtract(s, off[ds], out=s)
+                    if floor_j is not None and ds.start == 0:
+                        top.set_floor(lane_lower_bound(s, floor_j, _FLOOR_CHUNKS), r0)
+                    top.push(s, ds.start, r0)
                 bar.update(1)
             failed = np.flatnonzero(top.floor_failed())
             v, i = top.result()

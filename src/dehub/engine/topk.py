@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RunningTopK", "merge_topk"]
+__all__ = ["RunningTopK", "merge_topk", "lane_lower_bound"]
 
 
 _ID_PAD = np.iinfo(np.int64).max  # sorts after every real id
@@ -69,6 +69,26 @@ def _select_topk(w_v: np.ndarray, w_i: np.ndarray, k: int) -> tuple[np.ndarray, 
         v[rows] = np.take_along_axis(w_v[rows], o, axis=1)
         i[rows] = np.take_along_axis(w_i[rows], o, axis=1)
     return v, i
+
+
+def lane_lower_bound(scores: np.ndarray, j: int, lanes: int) -> np.ndarray:
+    """A lower bound of every row's j-th largest score, from ``lanes`` column maxima.
+
+    Column ``c`` of a block belongs to lane ``c % lanes``; the maximum of each lane is an
+    actual, distinct entry of the row, so the j-th largest of the ``lanes`` maxima is at
+    most the row's j-th largest score (``j <= lanes <= n_columns``). It costs one
+    elementwise-max pass over contiguous slabs plus a partition of ``lanes`` values per
+    row, instead of a partition of the whole row. When the j best entries of a row fall
+    in distinct lanes (likely when ``lanes >> j``), the bound is the j-th largest itself.
+    """
+    nr, nb = scores.shape
+    if not 1 <= j <= lanes <= nb:
+        raise ValueError(f"need 1 <= j <= lanes <= n_columns; received j={j}, lanes={lanes}, n={nb}")
+    m = scores[:, :lanes].copy()
+    for c in range(lanes, nb, lanes):
+        w = min(lanes, nb - c)
+        np.maximum(m[:, :w], scores[:, c : c + w], out=m[:, :w])
+    return np.partition(m, lanes - j, axis=1)[:, lanes - j]
 
 
 class RunningTopK:
@@ -155,12 +175,14 @@ class RunningTopK:
         if self.floor is not None:
             thr = np.maximum(thr, self.floor[rsl])
         elif nb > self.k and notfull.any():
-            # Rows without k entries yet: only this block's own top-k (ties included) can
-            # matter, so pre-filter with the block's k-th value instead of taking all.
+            # Rows without k entries yet: an entry below this block's own k-th score can
+            # never make the top-k, so filter with a cheap lower bound of that k-th score
+            # (>= keeps ties at the bound; the merge applies the id rule).
             sub = scores if notfull.all() else scores[notfull]
-            kth = np.partition(sub, nb - self.k, axis=1)[:, nb - self.k]
+            lanes = min(nb, max(4 * self.k, 256))
+            bound = lane_lower_bound(sub, self.k, lanes).astype(thr.dtype)
             thr = thr.copy()
-            thr[notfull] = np.nextafter(kth.astype(thr.dtype), thr.dtype.type(-np.inf))
+            thr[notfull] = np.nextafter(bound, thr.dtype.type(-np.inf))
         if self._mask is None or self._mask.size < scores.size:
             self._mask = np.empty(scores.size, dtype=bool)
         mask = self._mask[: scores.size].reshape(nr, nb)
@@ -197,24 +219,28 @@ class RunningTopK:
         if due.any():
             self._merge(np.flatnonzero(due) + row_offset)
 
-    def set_floor(self, floor: np.ndarray) -> None:
-        """From now on ignore entries scoring below ``floor`` (per row).
+    def set_floor(self, floor: np.ndarray, row_offset: int = 0) -> None:
+        """From now on ignore entries scoring below ``floor`` in rows ``row_offset ...``.
 
         This is a *bet*: if, at the end, a row holds k entries scoring ``>= floor``, its
         result is exact (every entry of the true top-k scores at least the true k-th
         score, which is then ``>= floor``); otherwise :meth:`floor_failed` reports the row
         and the caller must recompute it without a floor.
         """
+        if self.floor is None:
+            self.floor = np.full(self.n_rows, -np.inf, dtype=self.thr.dtype)
         floor = np.asarray(floor, dtype=self.thr.dtype)
         # strict '>' comparison in push: step just below the floor to keep entries == floor
-        self.floor = np.nextafter(floor, self.thr.dtype.type(-np.inf))
+        self.floor[row_offset : row_offset + floor.shape[0]] = np.nextafter(
+            floor, self.thr.dtype.type(-np.inf)
+        )
 
     def floor_failed(self) -> np.ndarray:
         """Rows whose result may be inexact because the floor was set too high."""
         if self.floor is None:
             return np.zeros(self.n_rows, dtype=bool)
         self._merge(np.flatnonzero(self.fill > 0))
-        return ~(self.top_v.min(axis=1) > self.floor)
+        return np.isfinite(self.floor) & ~(self.top_v.min(axis=1) > self.floor)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """Final ``(scores, ids)``, each of shape (n_rows, k), best first; -inf/-1 padding."""

@@ -81,3 +81,23 @@ def test_ties_follow_the_id_rule_with_a_floor(big):
     dv, di = _dense_topk(q, x, 20)
     np.testing.assert_array_equal(i, di)
     np.testing.assert_array_equal(v, dv.astype(np.float32))
+
+
+@pytest.mark.parametrize("lanes", [10, 64, 100])
+def test_lane_lower_bound_is_a_lower_bound(rng, lanes):
+    from dehub.engine.topk import lane_lower_bound
+
+    s = rng.standard_normal((30, 250)).astype(np.float32)
+    j = 10
+    bound = lane_lower_bound(s, j, lanes)
+    jth = -np.sort(-s, axis=1)[:, j - 1]
+    assert np.all(bound <= jth)
+    if lanes == 100:  # many lanes: usually the j-th itself
+        assert np.mean(bound == jth) > 0.3
+
+
+def test_lane_lower_bound_rejects_impossible_requests(rng):
+    from dehub.engine.topk import lane_lower_bound
+
+    with pytest.raises(ValueError, match="j <= lanes <= n_columns"):
+        lane_lower_bound(rng.standard_normal((2, 5)), 3, 8)

@@ -161,17 +161,29 @@ def sweep(
     table: list[dict[str, Any]] = []
     n_without = 0
     with progress_bar(_grid_size(grid), f"sweep {model.name}", progress, unit="setting") as bar:
-        for params, fitted in model.fit_grid(
+        settings = model.fit_grid(
             task.gallery, reference, grid, normalize=normalize, memory_budget=memory_budget
-        ):
-            if dense is not None:
-                rank = fast.ranks(fitted.bias_)
-            else:
-                rank = np.empty(n_q, dtype=np.int64)
-                for start in range(0, n_q, block):
-                    rows = np.arange(start, min(start + block, n_q))
-                    s = fitted.score(queries[rows], normalize="none")
-                    rank[rows] = first_relevant_rank_dense(s, rel, rows)
+        )
+
+        def dense_ranks_of(fitted) -> np.ndarray:
+            rank = np.empty(n_q, dtype=np.int64)
+            for start in range(0, n_q, block):
+                rows = np.arange(start, min(start + block, n_q))
+                s = fitted.score(queries[rows], normalize="none")
+                rank[rows] = first_relevant_rank_dense(s, rel, rows)
+            return rank
+
+        if dense is not None:
+            # Additive methods: collect every setting's bias, then rank them all in one
+            # pass over the cached validation scores.
+            params_list, biases = [], []
+            for params, fitted in settings:
+                params_list.append(params)
+                biases.append(fitted.bias_)
+            ranked = zip(params_list, fast.ranks_many(np.stack(biases)))
+        else:
+            ranked = ((params, dense_ranks_of(fitted)) for params, fitted in settings)
+        for params, rank in ranked:
             out = outcomes_from_ranks(rank, rel, ks, no_positive=no_positive)
             n_without = out.n_without_positives
             table.append({**{k: _plain(v) for k, v in params.items()}, **out.summary()})
@@ -210,26 +222,38 @@ class _AdditiveRanker:
         self.buf = np.empty((min(self.block, dense.shape[0]), n_g), dtype=dense.dtype)
 
     def ranks(self, bias: np.ndarray) -> np.ndarray:
+        return self.ranks_many(bias[None, :])[0]
+
+    def ranks_many(self, biases: np.ndarray) -> np.ndarray:
+        """Ranks for several biases at once, shape (n_biases, n_queries).
+
+        Row blocks are the outer loop and biases the inner one, so every block of the
+        dense matrix is read from memory once for all settings.
+        """
         rel, dense = self.rel, self.dense
         n_q, n_g = dense.shape
-        bias = bias.astype(dense.dtype, copy=False)
-        rank = np.full(n_q, n_g + 1, dtype=np.int64)
+        biases = np.asarray(biases, dtype=dense.dtype)
+        n_b = biases.shape[0]
+        rank = np.full((n_b, n_q), n_g + 1, dtype=np.int64)
         if self.has.size == 0:
             return rank
-        pos = self.pos_raw - bias[rel.indices]
-        best = np.full(n_q, -np.inf, dtype=dense.dtype)
-        best[self.has] = np.maximum.reduceat(pos, self.starts)
-        at_max = pos == best[self.qrow]
-        first = np.full(n_q, n_g, dtype=np.int64)
-        np.minimum.at(first, self.qrow[at_max], rel.indices[at_max])
+        best = np.full((n_b, n_q), -np.inf, dtype=dense.dtype)
+        first = np.full((n_b, n_q), n_g, dtype=np.int64)
+        for b in range(n_b):
+            pos = self.pos_raw - biases[b, rel.indices]
+            best[b, self.has] = np.maximum.reduceat(pos, self.starts)
+            at_max = pos == best[b, self.qrow]
+            np.minimum.at(first[b], self.qrow[at_max], rel.indices[at_max])
         for start in range(0, n_q, self.block):
             stop = min(start + self.block, n_q)
             s = self.buf[: stop - start]
-            np.subtract(dense[start:stop], bias, out=s)
-            rank[start:stop] = count_ahead(s, best[start:stop], first[start:stop])
+            block = dense[start:stop]
+            for b in range(n_b):
+                np.subtract(block, biases[b], out=s)
+                rank[b, start:stop] = count_ahead(s, best[b, start:stop], first[b, start:stop])
         no_pos = np.ones(n_q, dtype=bool)
         no_pos[self.has] = False
-        rank[no_pos] = n_g + 1
+        rank[:, no_pos] = n_g + 1
         return rank
 
 

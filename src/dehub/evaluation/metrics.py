@@ -138,8 +138,13 @@ def first_relevant_rank_dense(scores: np.ndarray, relevance: Relevance, rows=Non
 
 
 def _count_rows(mask: np.ndarray) -> np.ndarray:
-    """Number of True entries per row (a uint8 sum: ~2.5x faster than count_nonzero)."""
-    return mask.view(np.uint8).sum(axis=1, dtype=np.int64)
+    """Number of True entries per row.
+
+    A sum of the uint8 view in the narrowest exact accumulator (uint16 for rows shorter
+    than 65,536): about 4x faster than ``np.count_nonzero(mask, axis=1)``.
+    """
+    acc = np.uint16 if mask.shape[1] < 2**16 else np.int64
+    return mask.view(np.uint8).sum(axis=1, dtype=acc).astype(np.int64)
 
 
 def count_ahead(scores: np.ndarray, best: np.ndarray, first: np.ndarray) -> np.ndarray:

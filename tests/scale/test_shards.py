@@ -92,3 +92,14 @@ def test_cli_build_accepts_shard_directory(sharded, clustered_data, tmp_path):
     a, b = dehub.Index.load(tmp_path / "a.dehub"), dehub.Index.load(tmp_path / "b.dehub")
     np.testing.assert_array_equal(a.model.topk_scores_, b.model.topk_scores_)
     np.testing.assert_array_equal(np.asarray(a.model.gallery_), g)
+
+
+def test_nnn_fit_keeps_a_sharded_reference_unloaded(sharded, clustered_data, monkeypatch):
+    """The input checks read shards in chunks: the whole array is never materialized."""
+    d, g = sharded
+    calls = []
+    monkeypatch.setattr(ShardedArray, "__array__", lambda self, *a, **k: calls.append(1))
+    model = dehub.NNN(k=8).fit(g, ShardedArray(d))
+    assert calls == []
+    ref = dehub.NNN(k=8).fit(g, g)
+    np.testing.assert_array_equal(model.topk_ids_, ref.topk_ids_)

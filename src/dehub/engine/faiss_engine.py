@@ -380,10 +380,12 @@ class ReferenceIndex:
         return cand_v, cand_i
 
     def _ivf_rows_per_batch(self) -> int:
-        # pass 2 holds one list's score block at a time; the per-query state is the
-        # first list's top-k plus the survivors (typically a few k): budget for 8 k.
+        # Per query row: the coarse probe (nlist scores + argpartition's int64 indices),
+        # the row itself, and in pass 2 one list's score block at a time plus the
+        # survivors (typically a few k): budget for 8 k per probed list.
         longest = int(np.diff(self.list_bounds).max())
-        per_row = 8 * self.params.nprobe * max(1, min(longest, 64)) * 12
+        nlist = self.centroids.shape[0]
+        per_row = 8 * self.params.nprobe * max(1, min(longest, 64)) * 12 + nlist * 12 + self.d * 4
         return max(1, min(self.params.batch_size, self.params.memory_budget // max(per_row, 1)))
 
     def _search_faiss(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -454,10 +456,13 @@ def build_reference_index(
     sample_rows = np.sort(rng.choice(n, size=train_n, replace=False))
     sample = _take(database, sample_rows)
     idx.centroids = spherical_kmeans(sample, nlist, p.niter, p.seed)
-    # assign every database row to its nearest centroid, blockwise
+    sq_train = np.ascontiguousarray(sample[: min(train_n, 65536)]) if engine == "ivf-sq8" else None
+    del sample  # not needed past training: keep it out of the index's peak memory
+    # assign every database row to its nearest centroid, in blocks within the budget
     assign = np.empty(n, dtype=np.int64)
-    with progress_bar(total=n_blocks, desc=f"{label}: assign", enable=bool(progress), unit="block") as bar:
-        for sl in _blocks(n, _BLOCK_ROWS):
+    step = max(1024, min(_BLOCK_ROWS, p.memory_budget // (4 * (nlist + d))))
+    with progress_bar(total=-(-n // step), desc=f"{label}: assign", enable=bool(progress), unit="block") as bar:
+        for sl in _blocks(n, step):
             assign[sl] = (_rows(database, sl) @ idx.centroids.T).argmax(axis=1)
             bar.update(1)
     if engine == "ivf":
@@ -480,7 +485,7 @@ def build_reference_index(
         fi = faiss.IndexIVFScalarQuantizer(
             quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
         )
-        fi.train(np.ascontiguousarray(sample[: min(train_n, 65536)]))  # quantizer kept; trains SQ
+        fi.train(sq_train)  # quantizer kept; trains the scalar quantizer
         with progress_bar(total=n_blocks, desc=f"{label}: add", enable=bool(progress), unit="block") as bar:
             for sl in _blocks(n, _BLOCK_ROWS):
                 xb = np.ascontiguousarray(_rows(database, sl))

@@ -71,6 +71,23 @@ def test_padding_when_k_exceeds_candidates(clustered_data):
     assert np.all(np.sort(i[:, :100], axis=1) == np.arange(100))
 
 
+def test_rows_short_of_k_are_completed_exactly(clustered_data):
+    # nprobe=1 over many tiny lists: most probed lists hold fewer than k rows, which
+    # would pad the top-k with -inf and give NNN an infinite bias.
+    g, r = clustered_data["queries"], clustered_data["reference"]
+    from dehub.engine.faiss_engine import build_reference_index
+
+    index = build_reference_index(r, engine="ivf", engine_params={"nlist": 64, "nprobe": 1})
+    v, i = index.search(g, 40)
+    assert index.n_exact_fallback > 0
+    assert np.all(i >= 0) and np.all(np.isfinite(v))
+    ev, ei = exact_search(g, r, 40)
+    short = np.flatnonzero((v == ev).all(axis=1))
+    assert short.size >= index.n_exact_fallback
+    model = dehub.NNN(k=40, engine="ivf", engine_params={"nlist": 64, "nprobe": 1}).fit(g, r)
+    assert np.all(np.isfinite(model.bias_))
+
+
 @pytest.mark.parametrize(
     ("engine", "params", "floor"),
     [

@@ -262,6 +262,7 @@ class ReferenceIndex:
     faiss_index: Any = None
     database: Any = field(default=None, repr=False)  # for exact re-ranking
     build_seconds: float = 0.0
+    n_exact_fallback: int = 0  # queries of the last search completed by the exact engine
 
     @property
     def nbytes(self) -> int:
@@ -307,6 +308,27 @@ class ReferenceIndex:
                     v, i = _topk_rows(v, i, k)
                 out_v[sl], out_i[sl] = v[:, :k], i[:, :k]
                 bar.update(1)
+        return self._complete_short_rows(queries, out_v, out_i)
+
+    def _complete_short_rows(self, queries, out_v, out_i):
+        """Rows that found fewer than k entries although the database holds k or more
+        (the probed lists were too small, or HNSW stopped early) are searched exactly:
+        a padded top-k would give NNN a ``-inf`` mean and an infinite bias."""
+        k = out_i.shape[1]
+        short = np.flatnonzero((out_i < 0).any(axis=1)) if self.n >= k else np.empty(0, int)
+        if short.size == 0:
+            return out_v, out_i
+        if self.database is None:
+            raise ValueError(
+                f"{short.size} queries found fewer than k={k} neighbours with engine "
+                f"{self.engine!r} and the database was not kept for an exact fallback; "
+                "raise nprobe (or ef_search) or keep the database"
+            )
+        q = np.asarray(_take(queries, short), dtype=np.float32)
+        out_v[short], out_i[short] = exact_search(
+            q, self.database, k, memory_budget=self.params.memory_budget
+        )
+        self.n_exact_fallback = int(short.size)
         return out_v, out_i
 
     # ----------------------------------------------------------------- engines

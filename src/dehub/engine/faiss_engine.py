@@ -176,6 +176,9 @@ def _take(x, rows: np.ndarray) -> np.ndarray:
 def _top_nprobe(scores: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``nprobe`` columns per row, sorted best first (scores, ids)."""
     n = scores.shape[1]
+    if nprobe == 1:  # the common fast setting: a plain argmax
+        best = scores.argmax(axis=1)[:, None]
+        return np.take_along_axis(scores, best, axis=1), best.astype(np.int64)
     if nprobe < n:
         part = np.argpartition(scores, n - nprobe, axis=1)[:, n - nprobe :]
     else:

@@ -70,18 +70,23 @@ class EvaluationResult:
         """A compact fixed-width table (what ``dehub eval`` prints)."""
         ks = self.data["settings"]["ks"]
         hk = self.data["settings"]["hub_ks"][0]
-        head = f"{'direction':<22} {'method':<8} " + " ".join(
+        rows = self.summary_rows()
+        mw = max([8, *(len(r["method"]) for r in rows)])  # column widths fit the names
+        dw = max(
+            [14, *(len(n) for d in self.data["directions"].values() for n in d["bootstrap"]["differences"])]
+        )
+        head = f"{'direction':<22} {'method':<{mw}} " + " ".join(
             f"{'R@' + str(k):>21}" for k in ks
         ) + f" {'MRR':>7} {'maxN' + str(hk):>6}  params"
         lines = [head, "-" * len(head)]
-        for r in self.summary_rows():
+        for r in rows:
             cells = " ".join(
                 f"{100 * r[f'R@{k}']['value']:6.2f} [{100 * r[f'R@{k}']['ci_low']:5.2f},{100 * r[f'R@{k}']['ci_high']:6.2f}]"
                 for k in ks
             )
             params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
             lines.append(
-                f"{r['direction']:<22} {r['method']:<8} {cells} {r['MRR']['value']:7.4f} "
+                f"{r['direction']:<22} {r['method']:<{mw}} {cells} {r['MRR']['value']:7.4f} "
                 f"{r[f'max N_{hk}']:>6}  {params}"
             )
         diffs = []
@@ -90,7 +95,7 @@ class EvaluationResult:
                 for k in ks:
                     x = metrics[f"R@{k}"]
                     diffs.append(
-                        f"{d['name']:<22} {name:<14} R@{k:<3} {100 * x['delta']:+6.2f} "
+                        f"{d['name']:<22} {name:<{dw}} R@{k:<3} {100 * x['delta']:+6.2f} "
                         f"[{100 * x['ci_low']:+6.2f}, {100 * x['ci_high']:+6.2f}]"
                     )
         conf = self.data["settings"]["confidence"]

@@ -179,7 +179,7 @@ def test_alpha_change_after_fit_needs_no_recompute(monkeypatch):
 
     import dehub.methods.nnn as nnn_module
 
-    monkeypatch.setattr(nnn_module, "exact_search", forbidden)
+    monkeypatch.setattr(nnn_module, "topk_search", forbidden)  # the only path to the reference
     model.alpha = 0.25
     assert model.topk_scores_ is cache
     np.testing.assert_allclose(model.bias_, ref_bias(gallery, reference, 5, 0.25), atol=1e-6)

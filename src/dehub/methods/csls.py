@@ -28,12 +28,13 @@ import numpy as np
 from .._validation import check_k
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
 from ._affine import AffineBiasCorrector, check_int
+from ._topk_cache import ReferenceTopKCache
 from .base import NotFittedError
 
 __all__ = ["CSLS"]
 
 
-class CSLS(AffineBiasCorrector):
+class CSLS(ReferenceTopKCache, AffineBiasCorrector):
     """Cross-domain similarity local scaling (Conneau et al., ICLR 2018).
 
     Parameters
@@ -138,18 +139,3 @@ class CSLS(AffineBiasCorrector):
 
     def _query_term(self, queries, *, memory_budget: int) -> np.ndarray:
         return -self.r_T(queries, memory_budget=memory_budget)
-
-    # ------------------------------------------------------------------ persistence
-    def _fitted_arrays(self) -> dict[str, np.ndarray]:
-        return {"topk_scores": self.topk_scores_, "topk_ids": self.topk_ids_}
-
-    def _restore(self, gallery, arrays) -> None:
-        scores, ids = arrays["topk_scores"], arrays["topk_ids"]
-        if scores.shape != ids.shape or scores.shape[0] != gallery.shape[0]:
-            raise ValueError(
-                f"stored CSLS statistics do not match the gallery: topk_scores {scores.shape}, "
-                f"topk_ids {ids.shape}, gallery {gallery.shape}"
-            )
-        self.topk_scores_, self.topk_ids_ = scores, ids
-        self.fitted_k_ = int(scores.shape[1])
-        self.gallery_ = gallery

@@ -20,25 +20,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.exact import exact_search
 from ..engine.faiss_engine import topk_search
+from ._affine import check_real
+from ._topk_cache import ReferenceTopKCache
 from .base import AdditiveBiasCorrector, NotFittedError
 
 __all__ = ["NNN"]
 
 
-def _check_number(value, name: str, *, minimum: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number; received {value!r}")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite; received {value}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; received {name}={value}")
-    return value
-
-
-class NNN(AdditiveBiasCorrector):
+class NNN(ReferenceTopKCache, AdditiveBiasCorrector):
     """Nearest Neighbor Normalization.
 
     Parameters
@@ -96,7 +86,7 @@ class NNN(AdditiveBiasCorrector):
     def _check_params(self) -> None:
         if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
             raise ValueError(f"k must be a positive integer; received k={self.k!r}")
-        _check_number(self.alpha, "alpha", minimum=0.0)
+        check_real(self.alpha, "alpha", minimum=0.0)
         fitted = getattr(self, "fitted_k_", None)
         if fitted is not None and self.k > fitted:
             raise ValueError(
@@ -184,19 +174,3 @@ class NNN(AdditiveBiasCorrector):
     def bias_(self) -> np.ndarray:
         self._check_params()
         return (np.float32(self.alpha) * self.mean_topk()).astype(np.float32)
-
-    # ------------------------------------------------------------------ persistence
-    def _fitted_arrays(self) -> dict[str, np.ndarray]:
-        return {"topk_scores": self.topk_scores_, "topk_ids": self.topk_ids_}
-
-    def _restore(self, gallery, arrays) -> None:
-        scores, ids = arrays["topk_scores"], arrays["topk_ids"]
-        if scores.shape != ids.shape or scores.shape[0] != gallery.shape[0]:
-            raise ValueError(
-                f"stored NNN statistics do not match the gallery: topk_scores {scores.shape}, "
-                f"topk_ids {ids.shape}, gallery {gallery.shape}"
-            )
-        self.topk_scores_ = scores
-        self.topk_ids_ = ids
-        self.fitted_k_ = int(scores.shape[1])
-        self.gallery_ = gallery

@@ -28,7 +28,7 @@ _ID_PAD = np.iinfo(np.int64).max  # sorts after every real id
 
 def _sort_rows(v: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sort every row by score descending, then id ascending (padding ``-1`` ids last)."""
-    order = np.argsort(-v, axis=1, kind="stable")
+    order = np.argsort(-v, axis=1)  # ties are re-ordered by id below
     v = np.take_along_axis(v, order, axis=1)
     i = np.take_along_axis(i, order, axis=1)
     tied = (v[:, 1:] == v[:, :-1]).any(axis=1) if v.shape[1] > 1 else np.zeros(v.shape[0], bool)
@@ -60,7 +60,7 @@ def _select_topk(w_v: np.ndarray, w_i: np.ndarray, k: int) -> tuple[np.ndarray, 
     kth = v.min(axis=1)
     # Rows where an entry left out equals the k-th score: the choice among the tied
     # entries must follow the id rule, so those rows are decided by a full lexsort.
-    n_ge = np.count_nonzero(w_v >= kth[:, None], axis=1)
+    n_ge = (w_v >= kth[:, None]).view(np.uint8).sum(axis=1, dtype=np.int64)
     amb = (n_ge > k) & np.isfinite(kth)
     if amb.any():
         rows = np.flatnonzero(amb)

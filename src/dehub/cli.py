@@ -21,6 +21,9 @@ _EPILOG = """examples:
   dehub build --gallery images.npy --reference train_captions.npy -o coco.dehub --k 16 --alpha 0.75
   dehub search coco.dehub --queries test_captions.npy --top 10 -o results.npz
   dehub info coco.dehub
+  dehub eval                                   # the bundled WordNet benchmark, report in reports/
+  dehub eval --methods plain,nnn,qbnorm,dbnorm --n-bootstrap 2000
+  dehub eval --karpathy dataset_coco.json --image-embeddings img.npy --caption-embeddings cap.npy
 """
 
 

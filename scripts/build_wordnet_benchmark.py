@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import io
 import json
 import re
@@ -36,6 +35,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from dehub._io import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "src" / "dehub" / "datasets" / "data" / "wordnet"
@@ -166,14 +167,6 @@ def split_payload(units) -> dict:
         "lemma": lemmas,
         "pairs": pairs,
     }
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_text(path: Path, payload: dict) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import builtins
 import os
 import struct
 
@@ -308,8 +309,10 @@ def test_crash_mid_write_leaves_old_file(tmp_path, monkeypatch, rng, limit, exc)
     old = {"a": np.arange(10.0)}
     write_container(path, {"v": "old"}, old)
     before = path.read_bytes()
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(fmt.os, "fdopen", lambda fd, mode: _CrashingFile(real_fdopen(fd, mode), limit, exc))
+    # write_container opens its temporary file with the builtin open(): wrap that file
+    monkeypatch.setattr(
+        fmt, "open", lambda f, mode: _CrashingFile(builtins.open(f, mode), limit, exc), raising=False
+    )
     with pytest.raises(type(exc)):
         write_container(path, {"v": "new"}, {"a": rng.standard_normal(5000)})
     monkeypatch.undo()

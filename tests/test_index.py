@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
+
 import json
-import os
 
 import numpy as np
 import pytest
@@ -254,8 +255,6 @@ def test_crash_mid_save_leaves_old_index_loadable(tmp_path, monkeypatch, index, 
     old_bytes = path.read_bytes()
     bigger = Index.build(np.vstack([gallery, gallery[:5]]), reference, k=3)
 
-    real_fdopen = os.fdopen
-
     class HalfWrite:
         """A file whose writes fail once ~2 KB have gone to disk (disk full / power loss)."""
 
@@ -279,7 +278,8 @@ def test_crash_mid_save_leaves_old_index_loadable(tmp_path, monkeypatch, index, 
         def __exit__(self, *exc):
             return self.f.__exit__(*exc)
 
-    monkeypatch.setattr(fmt.os, "fdopen", lambda fd, mode: HalfWrite(real_fdopen(fd, mode)))
+    # write_container opens its temporary file with the builtin open(): wrap that file
+    monkeypatch.setattr(fmt, "open", lambda f, mode: HalfWrite(builtins.open(f, mode)), raising=False)
     with pytest.raises(OSError, match="No space left"):
         bigger.save(path)
     monkeypatch.undo()

@@ -26,12 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._io import atomic_path
 
 __all__ = [
     "FORMAT_VERSION",
@@ -77,22 +78,6 @@ def _sha256_chunks(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _create_temp(path: Path) -> tuple[int, str]:
-    """An exclusive new temporary file next to ``path``: ``(fd, name)``.
-
-    Created with mode 0o666 minus the umask, like any file the user writes (``mkstemp``
-    would make it 0o600 and the renamed index unreadable to other users).
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            return os.open(tmp, flags, 0o666), str(tmp)
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary file next to {path}")  # pragma: no cover
-
-
 def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` and a JSON-serializable ``header`` to ``path`` atomically."""
     path = Path(path)
@@ -129,39 +114,19 @@ def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dic
         base = new_base
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(hbytes), hashlib.sha256(hbytes).digest())
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temp(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(prefix)
-            f.write(hbytes)
-            f.write(b"\0" * (base - _PREFIX.size - len(hbytes)))
-            pos = base
-            for meta, arr in zip(metas, prepared):
-                start = base + meta["offset"]
-                f.write(b"\0" * (start - pos))
-                flat = arr.reshape(-1)
-                step = max(1, (16 << 20) // max(arr.itemsize, 1))
-                for s in range(0, flat.size, step):
-                    f.write(np.ascontiguousarray(flat[s : s + step]).tobytes())
-                pos = start + arr.nbytes
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # pragma: no cover - some file systems refuse directory fsync
-        pass
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(prefix)
+        f.write(hbytes)
+        f.write(b"\0" * (base - _PREFIX.size - len(hbytes)))
+        pos = base
+        for meta, arr in zip(metas, prepared):
+            start = base + meta["offset"]
+            f.write(b"\0" * (start - pos))
+            flat = arr.reshape(-1)
+            step = max(1, (16 << 20) // max(arr.itemsize, 1))
+            for s in range(0, flat.size, step):
+                f.write(np.ascontiguousarray(flat[s : s + step]).tobytes())
+            pos = start + arr.nbytes
 
 
 def _check_header_schema(path: Path, header: Any, *, data_start: int) -> None:

@@ -27,15 +27,14 @@ Pitfalls (see ``docs/scale.md``):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from ._io import atomic_path, atomic_write_text, sha256_file
 from .engine.faiss_engine import import_faiss
 
 __all__ = ["export_faiss", "load_sidecar", "ExportType", "build_faiss_index"]
@@ -93,29 +92,6 @@ def build_faiss_index(
     return index
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_faiss(
     source,
     path: str | os.PathLike,
@@ -155,7 +131,8 @@ def export_faiss(
         raise ValueError(f"ids must have one id per gallery row, shape ({n},); received {ids.shape}")
     index = build_faiss_index(vectors, ids, index_type=index_type, **index_params)
     path = Path(path)
-    _atomic_write(path, lambda tmp: faiss.write_index(index, tmp))
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, tmp)
     from . import __version__
 
     search_params = {}
@@ -170,7 +147,7 @@ def export_faiss(
         "method": model.name,
         "params": {k: _plain(v) for k, v in model.get_params().items()},
         "index_file": path.name,
-        "index_sha256": _sha256(path),
+        "index_sha256": sha256_file(path),
         "index_type": index_type,
         "metric": "inner_product",
         "d": int(d1 - 1),
@@ -182,7 +159,7 @@ def export_faiss(
         "ids": ids.tolist(),
     }
     text = json.dumps(sidecar, indent=1, sort_keys=True)
-    _atomic_write(Path(str(path) + ".json"), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write_text(Path(str(path) + ".json"), text)
     return path
 
 
@@ -192,7 +169,7 @@ def load_sidecar(path: str | os.PathLike, *, verify: bool = True) -> dict[str, A
     side = json.loads(Path(str(path) + ".json").read_text(encoding="utf-8"))
     if side.get("kind") != _SIDECAR_KIND:
         raise ValueError(f"{path}.json is not a dehub FAISS export sidecar (kind={side.get('kind')!r})")
-    if verify and _sha256(path) != side["index_sha256"]:
+    if verify and sha256_file(path) != side["index_sha256"]:
         raise ValueError(
             f"{path} does not match its sidecar (SHA-256 differs): the index file was replaced "
             "or modified after export; export again"

@@ -18,12 +18,12 @@ needs only numpy. Every file is checked against the sha256 in ``manifest.json``.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
+from .._io import sha256_file
 from .base import PairedBenchmark, PairedSplit
 
 __all__ = [
@@ -48,14 +48,6 @@ _REBUILD = (
 
 class DatasetIntegrityError(RuntimeError):
     """A bundled data file is missing, corrupt, or of an unknown format version."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def wordnet_manifest(data_dir: str | Path | None = None) -> dict:
@@ -92,7 +84,7 @@ def _check_file(data_dir: Path, name: str, manifest: dict, verify: bool) -> Path
             f"{_REBUILD}"
         )
     if verify:
-        received = _sha256(path)
+        received = sha256_file(path)
         if received != entry["sha256"]:
             raise DatasetIntegrityError(
                 f"WordNet benchmark file corrupt: {path}\n"

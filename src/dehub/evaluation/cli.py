@@ -85,7 +85,7 @@ def _load(args: argparse.Namespace):
         if missing:
             raise ValueError(
                 "embedding-file evaluation needs all of --queries --gallery --pairs --reference "
-                f"--val-queries --val-gallery --val-pairs; missing: "
+                "--val-queries --val-gallery --val-pairs; missing: "
                 + " ".join("--" + m.replace("_", "-") for m in missing)
             )
         bench = loaders.load_file_benchmark(

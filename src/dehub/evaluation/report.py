@@ -18,12 +18,12 @@ import html
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._io import atomic_write_text
 from .protocol import EvaluationResult
 
 __all__ = ["write_report", "to_json", "markdown_summary", "html_report"]
@@ -232,12 +232,6 @@ def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, b
     return "\n".join(parts), drawn
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_report(result: EvaluationResult, out_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
     """Write report.json, report.md and report.html into ``out_dir`` (created if needed).
 
@@ -248,7 +242,7 @@ def write_report(result: EvaluationResult, out_dir: str | Path, *, plots: bool =
     page, drawn = html_report(result, plots=plots)
     result.data.setdefault("report", {})["plots"] = "drawn" if drawn else "skipped"
     paths = {"json": out / "report.json", "markdown": out / "report.md", "html": out / "report.html"}
-    _atomic_write(paths["json"], to_json(result))
-    _atomic_write(paths["markdown"], markdown_summary(result))
-    _atomic_write(paths["html"], page)
+    atomic_write_text(paths["json"], to_json(result))
+    atomic_write_text(paths["markdown"], markdown_summary(result))
+    atomic_write_text(paths["html"], page)
     return {**{k: str(v) for k, v in paths.items()}, "plots": drawn}

@@ -5,7 +5,7 @@ PYTHON ?= python3
 RUN_VENV := .venv-run
 TEST_VENV := .venv
 
-.PHONY: run test bench clean
+.PHONY: run test lint chromium bench clean
 
 $(RUN_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(RUN_VENV)
@@ -18,13 +18,26 @@ $(TEST_VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(TEST_VENV)
 	$(TEST_VENV)/bin/pip install --quiet --upgrade pip
 	$(TEST_VENV)/bin/pip install --quiet torch==2.13.0
-	$(TEST_VENV)/bin/pip install --quiet -e '.[test,faiss,plot,embed]' nnn-retrieval torch==2.13.0
+	$(TEST_VENV)/bin/pip install --quiet -e '.[test,faiss,plot,embed,serve,ray,io,stores,ot,onnx,browser,dev]' \
+		nnn-retrieval ranx schemathesis torch==2.13.0
 	touch $@
+
+# The browser tests drive Debian's chromium through Playwright (no browser download).
+# Installed here when missing and we may (root with apt-get); otherwise those tests skip
+# with the reason.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium not installed: browser tests will skip"; }
+
+lint: $(TEST_VENV)/.installed
+	$(TEST_VENV)/bin/ruff check src tests benchmarks examples scripts
+	$(TEST_VENV)/bin/ruff format --check src tests benchmarks examples scripts
 
 run: $(RUN_VENV)/.installed
 	$(RUN_VENV)/bin/dehub eval
 
-test: $(TEST_VENV)/.installed
+test: $(TEST_VENV)/.installed chromium
 	$(TEST_VENV)/bin/python -m pytest -q
 
 bench: $(TEST_VENV)/.installed

@@ -125,7 +125,9 @@ def main(argv=None) -> int:
     p.add_argument("--nprobe", type=int, default=4)
     p.add_argument("--nlist", type=int, default=None)
     p.add_argument("--rerank", type=int, default=None, help="exact re-rank shortlist size (ivf-sq8/hnsw)")
-    p.add_argument("--repeat", type=int, default=3, help="timed repetitions of the approximate search (best kept)")
+    p.add_argument(
+        "--repeat", type=int, default=3, help="timed repetitions of the approximate search (best kept)"
+    )
     p.add_argument("--small", action="store_true", help="smoke run: gallery 500, reference 10,000, d=128")
     p.add_argument("--json", help="write the figures to this JSON file")
     args = p.parse_args(argv)
@@ -136,8 +138,10 @@ def main(argv=None) -> int:
     data = make_paired(args.gallery, args.reference, args.dim)
     g, r, q, item = data["gallery"], data["reference"], data["queries"], data["query_item"]
     print(f"machine: {machine()}; numpy {np.__version__}; dehub {dehub.__version__}")
-    print(f"data: gallery {g.shape}, reference {r.shape}, queries {q.shape}, "
-          f"{data['hubs'].size} planted hubs ({time.perf_counter() - t:.1f} s to generate)")
+    print(
+        f"data: gallery {g.shape}, reference {r.shape}, queries {q.shape}, "
+        f"{data['hubs'].size} planted hubs ({time.perf_counter() - t:.1f} s to generate)"
+    )
 
     t = time.perf_counter()
     ev, ei = exact_search(g, r, args.k)
@@ -146,8 +150,14 @@ def main(argv=None) -> int:
     r1_plain = recall_at_1(q, g, item)
     r1_exact = recall_at_1(q, g, item, b_exact.astype(np.float32))
     print(f"exact bias: {t_exact:.2f} s   R@1 plain {r1_plain:.2f}  NNN exact {r1_exact:.2f}")
-    results = {"machine": machine(), "sizes": vars(args), "exact_seconds": t_exact,
-               "r1_plain": r1_plain, "r1_nnn_exact": r1_exact, "engines": {}}
+    results = {
+        "machine": machine(),
+        "sizes": vars(args),
+        "exact_seconds": t_exact,
+        "r1_plain": r1_plain,
+        "r1_nnn_exact": r1_exact,
+        "engines": {},
+    }
 
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         params = {"nprobe": args.nprobe, "nlist": args.nlist, "rerank": args.rerank}

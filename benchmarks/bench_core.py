@@ -34,7 +34,9 @@ from pathlib import Path
 import numpy as np
 
 
-def make_data(n: int, d: int, rng: np.random.Generator, centers: np.ndarray, common: np.ndarray) -> np.ndarray:
+def make_data(
+    n: int, d: int, rng: np.random.Generator, centers: np.ndarray, common: np.ndarray
+) -> np.ndarray:
     """Clustered unit vectors with a shared direction (embeddings are never isotropic)."""
     out = np.empty((n, d), dtype=np.float32)
     step = 20000
@@ -102,9 +104,7 @@ def child(step: str, data: Path, k: int, top: int, alpha: float, repeats: int, b
         model.topk_ids_ = np.zeros((g.shape[0], k), dtype=np.int64)
         model.fitted_k_ = k
         model.gallery_ = g
-        res["seconds"], (s, i) = best_of(
-            lambda: model.search(q, top, memory_budget=budget_mb << 20), repeats
-        )
+        res["seconds"], (s, i) = best_of(lambda: model.search(q, top, memory_budget=budget_mb << 20), repeats)
         np.save(data / "dehub_ids.npy", i)
     elif step in ("nnn-bias", "nnn-search"):
         import torch
@@ -114,8 +114,10 @@ def child(step: str, data: Path, k: int, top: int, alpha: float, repeats: int, b
         batch = 1024
         if step == "nnn-bias":
             res["seconds"], ranker = best_of(
-                lambda: NNNRanker(NNNRetriever(g.shape[1]), g, r, alternate_ks=k,
-                                  batch_size=batch, alternate_weight=alpha), repeats
+                lambda: NNNRanker(
+                    NNNRetriever(g.shape[1]), g, r, alternate_ks=k, batch_size=batch, alternate_weight=alpha
+                ),
+                repeats,
             )
             np.save(data / "nnn_means.npy", ranker.alignment_means.numpy().ravel())
         else:
@@ -167,19 +169,40 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        print(f"generating data: gallery {a.gallery}, reference {a.reference}, queries {a.queries}, d={a.dim}", flush=True)
+        print(
+            f"generating data: gallery {a.gallery}, reference {a.reference}, queries {a.queries}, d={a.dim}",
+            flush=True,
+        )
         np.save(data / "gallery.npy", make_data(a.gallery, a.dim, rng, centers, common))
         np.save(data / "reference.npy", make_data(a.reference, a.dim, rng, centers, common))
         np.save(data / "queries.npy", make_data(max(a.queries, 1), a.dim, rng, centers, common))
         for step in steps:
-            cmd = [sys.executable, __file__, "--child", step, "--data", str(data), "--k", str(a.k),
-                   "--top", str(a.top), "--alpha", str(a.alpha), "--repeats", str(a.repeats),
-                   "--budget-mb", str(a.budget_mb)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                step,
+                "--data",
+                str(data),
+                "--k",
+                str(a.k),
+                "--top",
+                str(a.top),
+                "--alpha",
+                str(a.alpha),
+                "--repeats",
+                str(a.repeats),
+                "--budget-mb",
+                str(a.budget_mb),
+            ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             results[step] = json.loads(out.strip().splitlines()[-1])
             r = results[step]
-            print(f"  {step:<13} {r['seconds']:8.3f} s   peak RSS {r['peak_mb']:8.0f} MB "
-                  f"(inputs loaded: {r['inputs_mb']:.0f} MB)", flush=True)
+            print(
+                f"  {step:<13} {r['seconds']:8.3f} s   peak RSS {r['peak_mb']:8.0f} MB "
+                f"(inputs loaded: {r['inputs_mb']:.0f} MB)",
+                flush=True,
+            )
         checks = {}
         if "nnn-bias" in results:
             dm, nm = np.load(data / "dehub_means.npy"), np.load(data / "nnn_means.npy")
@@ -189,25 +212,43 @@ def main() -> None:
             checks["search_top1_agreement_vs_nnn_retrieval"] = float(np.mean(di[:, 0] == ni[:, 0]))
     sec = {s: r["seconds"] for s, r in results.items()}
     print()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}")
-    print(f"sizes: gallery {a.gallery}, reference {a.reference}, queries {a.queries}, d={a.dim}, k={a.k}, top={a.top}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
+    )
+    print(
+        f"sizes: gallery {a.gallery}, reference {a.reference}, queries {a.queries}, d={a.dim}, k={a.k}, top={a.top}"
+    )
     print(f"bias:   dehub / bare GEMM = {sec['dehub-bias'] / sec['gemm-bias']:.3f}   (target <= 1.10)")
     if "nnn-bias" in sec:
-        print(f"        dehub / nnn-retrieval = {sec['dehub-bias'] / sec['nnn-bias']:.3f}   (target <= 1.00); "
-              f"nnn-retrieval / GEMM = {sec['nnn-bias'] / sec['gemm-bias']:.3f}")
-        print(f"        peak RSS dehub {results['dehub-bias']['peak_mb']:.0f} MB vs nnn-retrieval "
-              f"{results['nnn-bias']['peak_mb']:.0f} MB (inputs {results['dehub-bias']['inputs_mb']:.0f} MB, "
-              f"budget {a.budget_mb} MB)")
+        print(
+            f"        dehub / nnn-retrieval = {sec['dehub-bias'] / sec['nnn-bias']:.3f}   (target <= 1.00); "
+            f"nnn-retrieval / GEMM = {sec['nnn-bias'] / sec['gemm-bias']:.3f}"
+        )
+        print(
+            f"        peak RSS dehub {results['dehub-bias']['peak_mb']:.0f} MB vs nnn-retrieval "
+            f"{results['nnn-bias']['peak_mb']:.0f} MB (inputs {results['dehub-bias']['inputs_mb']:.0f} MB, "
+            f"budget {a.budget_mb} MB)"
+        )
     if "dehub-search" in sec:
-        print(f"search: dehub / bare GEMM = {sec['dehub-search'] / sec['gemm-search']:.3f}   (target <= 1.30)")
+        print(
+            f"search: dehub / bare GEMM = {sec['dehub-search'] / sec['gemm-search']:.3f}   (target <= 1.30)"
+        )
         if "nnn-search" in sec:
-            print(f"        dehub / nnn-retrieval = {sec['dehub-search'] / sec['nnn-search']:.3f}; "
-                  f"peak RSS dehub {results['dehub-search']['peak_mb']:.0f} MB vs nnn-retrieval "
-                  f"{results['nnn-search']['peak_mb']:.0f} MB")
+            print(
+                f"        dehub / nnn-retrieval = {sec['dehub-search'] / sec['nnn-search']:.3f}; "
+                f"peak RSS dehub {results['dehub-search']['peak_mb']:.0f} MB vs nnn-retrieval "
+                f"{results['nnn-search']['peak_mb']:.0f} MB"
+            )
     for name, v in checks.items():
         print(f"check: {name} = {v:.3g}")
     if a.json:
-        a.json.write_text(json.dumps({"args": vars(a) | {"json": str(a.json)}, "results": results, "checks": checks}, indent=2, default=str))
+        a.json.write_text(
+            json.dumps(
+                {"args": vars(a) | {"json": str(a.json)}, "results": results, "checks": checks},
+                indent=2,
+                default=str,
+            )
+        )
 
 
 if __name__ == "__main__":

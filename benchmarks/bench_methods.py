@@ -27,7 +27,9 @@ from dehub.methods import METHODS
 
 def clustered_unit(n: int, d: int, rng: np.random.Generator, centers: np.ndarray) -> np.ndarray:
     """Unit vectors around a few shared centers (real embeddings are far from isotropic)."""
-    x = centers[rng.integers(0, centers.shape[0], size=n)] + 0.35 * rng.standard_normal((n, d), dtype=np.float32)
+    x = centers[rng.integers(0, centers.shape[0], size=n)] + 0.35 * rng.standard_normal(
+        (n, d), dtype=np.float32
+    )
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -46,15 +48,19 @@ def bench_fit(args) -> None:
     gallery = clustered_unit(args.gallery, args.dim, rng, centers)
     reference = clustered_unit(args.reference, args.dim, rng, centers)
     queries = clustered_unit(args.queries, args.dim, rng, centers)
-    print(f"## fit / search: gallery {args.gallery:,} x reference {args.reference:,} x d={args.dim}, "
-          f"{args.queries:,} queries, top-10, best of {args.repeats}")
+    print(
+        f"## fit / search: gallery {args.gallery:,} x reference {args.reference:,} x d={args.dim}, "
+        f"{args.queries:,} queries, top-10, best of {args.repeats}"
+    )
     print(f"{'method':<12} {'params':<44} {'fit s':>8} {'search s':>9}")
     for name in args.methods:
         cls = METHODS[name]
         model = cls()
         fit_s = best_time(lambda: model.fit(gallery, reference), args.repeats)
         search_s = best_time(lambda: model.search(queries, 10), args.repeats)
-        params = ", ".join(f"{k}={v}" for k, v in model.get_params().items() if k not in ("engine", "engine_params"))
+        params = ", ".join(
+            f"{k}={v}" for k, v in model.get_params().items() if k not in ("engine", "engine_params")
+        )
         print(f"{name:<12} {params:<44} {fit_s:>8.3f} {search_s:>9.3f}")
 
 
@@ -91,7 +97,9 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--methods", nargs="+", default=sorted(METHODS), choices=sorted(METHODS))
-    p.add_argument("--sweep", action="store_true", help="also time the validation sweeps on the WordNet benchmark")
+    p.add_argument(
+        "--sweep", action="store_true", help="also time the validation sweeps on the WordNet benchmark"
+    )
     p.add_argument("--sweep-only", action="store_true", help="only the WordNet sweeps (implies --sweep)")
     p.add_argument("--small", action="store_true", help="smoke run: 1,000 x 10,000, 1,000 queries, 1 repeat")
     args = p.parse_args()

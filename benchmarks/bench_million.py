@@ -39,11 +39,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_approx import _unit, machine  # noqa: E402
-
-import dehub  # noqa: E402
-from dehub.datasets.shards import open_embeddings  # noqa: E402
-from dehub.engine.faiss_engine import build_reference_index, evaluate_engine  # noqa: E402
+import dehub
+from bench_approx import _unit, machine
+from dehub.datasets.shards import open_embeddings
+from dehub.engine.faiss_engine import build_reference_index, evaluate_engine
 
 _CHUNK = 50_000
 
@@ -57,7 +56,9 @@ def generate(directory: Path, n_gallery: int, n_reference: int, d: int, seed: in
     gap_img, gap_txt, shared, hub_dir = _unit(rng.standard_normal((4, d)))
 
     def view(n, direction):
-        z = topics[rng.integers(0, n_topics, n)] + 0.6 * (rng.standard_normal((n, rank)).astype(np.float32) @ basis)
+        z = topics[rng.integers(0, n_topics, n)] + 0.6 * (
+            rng.standard_normal((n, rank)).astype(np.float32) @ basis
+        )
         low = rng.standard_normal((n, rank)).astype(np.float32) @ basis
         iso = rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(d)
         return _unit(_unit(z + 0.8 * low + 0.6 * iso) + 0.3 * direction + 0.3 * shared)
@@ -104,12 +105,18 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         gpath, rpath = generate(tmp, args.gallery, args.reference, args.dim)
         print(f"machine: {machine()}; dehub {dehub.__version__}")
-        print(f"generated {args.gallery:,} x {args.reference:,} x {args.dim} float32 in "
-              f"{time.perf_counter() - t:.0f} s at {tmp} (memory-mapped from here on)")
+        print(
+            f"generated {args.gallery:,} x {args.reference:,} x {args.dim} float32 in "
+            f"{time.perf_counter() - t:.0f} s at {tmp} (memory-mapped from here on)"
+        )
         gallery, reference = open_embeddings(gpath), open_embeddings(rpath)
 
-        params = {"nprobe": args.nprobe, "nlist": args.nlist, "rerank": args.rerank,
-                  "memory_budget": args.memory_budget_mb * 2**20}
+        params = {
+            "nprobe": args.nprobe,
+            "nlist": args.nlist,
+            "rerank": args.rerank,
+            "memory_budget": args.memory_budget_mb * 2**20,
+        }
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         tracemalloc.start()
         t0 = time.perf_counter()
@@ -125,26 +132,43 @@ def main(argv=None) -> int:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out_mb = (scores.nbytes + ids.nbytes + bias.nbytes) / 2**20
         index_mb = index.nbytes / 2**20
-        print(f"{args.engine}: build {t_build:.0f} s + search {t_search:.0f} s = {total:.0f} s "
-              f"({total / 60:.1f} min; target < 10 min: {'met' if total < 600 else 'NOT met'})")
-        print(f"memory: index {index_mb:.0f} MiB, working budget {args.memory_budget_mb} MiB, output "
-              f"{out_mb:.0f} MiB; numpy heap peak (tracemalloc) {heap_peak / 2**20:.0f} MiB "
-              f"(bound index+budget+output = {index_mb + args.memory_budget_mb + out_mb:.0f} MiB: "
-              f"{'within' if heap_peak / 2**20 <= index_mb + args.memory_budget_mb + out_mb else 'EXCEEDED'}); "
-              f"peak RSS {rss:.0f} MiB (before: {rss0:.0f} MiB; includes mapped file pages)")
+        print(
+            f"{args.engine}: build {t_build:.0f} s + search {t_search:.0f} s = {total:.0f} s "
+            f"({total / 60:.1f} min; target < 10 min: {'met' if total < 600 else 'NOT met'})"
+        )
+        print(
+            f"memory: index {index_mb:.0f} MiB, working budget {args.memory_budget_mb} MiB, output "
+            f"{out_mb:.0f} MiB; numpy heap peak (tracemalloc) {heap_peak / 2**20:.0f} MiB "
+            f"(bound index+budget+output = {index_mb + args.memory_budget_mb + out_mb:.0f} MiB: "
+            f"{'within' if heap_peak / 2**20 <= index_mb + args.memory_budget_mb + out_mb else 'EXCEEDED'}); "
+            f"peak RSS {rss:.0f} MiB (before: {rss0:.0f} MiB; includes mapped file pages)"
+        )
 
         rep = evaluate_engine(gallery, reference, args.k, alpha=args.alpha, sample=args.sample, index=index)
         exact_full = rep.exact_seconds * args.gallery / rep.n_sample
-        print(f"top-{args.k} recall on {rep.n_sample} sampled items: {rep.recall:.4f}; bias MAE "
-              f"{rep.bias_mae:.2e} (max {rep.bias_max_error:.2e}, relative {rep.bias_rel_error:.2e}); "
-              f"exact engine extrapolated from the sample: {exact_full / 60:.0f} min "
-              f"({exact_full / total:.0f}x the approximate total)")
+        print(
+            f"top-{args.k} recall on {rep.n_sample} sampled items: {rep.recall:.4f}; bias MAE "
+            f"{rep.bias_mae:.2e} (max {rep.bias_max_error:.2e}, relative {rep.bias_rel_error:.2e}); "
+            f"exact engine extrapolated from the sample: {exact_full / 60:.0f} min "
+            f"({exact_full / total:.0f}x the approximate total)"
+        )
         if args.json:
-            Path(args.json).write_text(json.dumps({
-                "machine": machine(), "args": vars(args), "build_seconds": t_build,
-                "search_seconds": t_search, "index_mib": index_mb, "heap_peak_mib": heap_peak / 2**20,
-                "peak_rss_mib": rss, "report": rep.as_dict(), "exact_extrapolated_seconds": exact_full,
-            }, indent=2))
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "machine": machine(),
+                        "args": vars(args),
+                        "build_seconds": t_build,
+                        "search_seconds": t_search,
+                        "index_mib": index_mb,
+                        "heap_peak_mib": heap_peak / 2**20,
+                        "peak_rss_mib": rss,
+                        "report": rep.as_dict(),
+                        "exact_extrapolated_seconds": exact_full,
+                    },
+                    indent=2,
+                )
+            )
     finally:
         if not args.workdir:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_approx import machine, make_paired  # noqa: E402
-
-import dehub  # noqa: E402
-from dehub.export import build_faiss_index  # noqa: E402
+import dehub
+from bench_approx import machine, make_paired
+from dehub.export import build_faiss_index
 
 
 def qps(index, queries: np.ndarray, k: int, repeat: int) -> tuple[float, np.ndarray]:
@@ -78,11 +77,17 @@ def main(argv=None) -> int:
         qps_plain, _ = qps(plain_index, q, args.top, args.repeat)
         qps_corr, ids = qps(corrected_index, q_aug, args.top, args.repeat)
         overlap = float(np.mean((ids[:, :, None] == exact_ids[:, None, :]).any(axis=1)))
-        row = {"qps_plain_d": qps_plain, "qps_exported_d_plus_1": qps_corr,
-               "ratio": qps_corr / qps_plain, "top_overlap_with_exact_corrected": overlap}
+        row = {
+            "qps_plain_d": qps_plain,
+            "qps_exported_d_plus_1": qps_corr,
+            "ratio": qps_corr / qps_plain,
+            "top_overlap_with_exact_corrected": overlap,
+        }
         out["types"][kind] = row
-        print(f"{kind:5s} plain d: {qps_plain:9.0f} q/s   exported d+1: {qps_corr:9.0f} q/s   "
-              f"ratio {row['ratio']:.3f}   top-{args.top} overlap with dehub exact {overlap:.3f}")
+        print(
+            f"{kind:5s} plain d: {qps_plain:9.0f} q/s   exported d+1: {qps_corr:9.0f} q/s   "
+            f"ratio {row['ratio']:.3f}   top-{args.top} overlap with dehub exact {overlap:.3f}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0

@@ -67,8 +67,14 @@ def run_nnn_retrieval(task, reference, grid, batch_size: int):
     gallery, queries = np.ascontiguousarray(task.gallery), np.ascontiguousarray(task.queries)
     for k in grid["k"]:
         retriever = NNNRetriever(gallery.shape[1])
-        ranker = NNNRanker(retriever, gallery, reference, alternate_ks=k, batch_size=batch_size,
-                           alternate_weight=grid["alpha"][0])
+        ranker = NNNRanker(
+            retriever,
+            gallery,
+            reference,
+            alternate_ks=k,
+            batch_size=batch_size,
+            alternate_weight=grid["alpha"][0],
+        )
         for alpha in grid["alpha"]:
             ranker.alternate_weight = alpha
             _, ids = ranker.search(queries, 10)
@@ -92,18 +98,26 @@ def main() -> None:
     dim = args.dim or (256 if args.small else 512)
     grid = NNN.default_grid()
     task, reference = make_data(n_g, args.per_item, n_r, dim, args.seed)
-    print(f"data: gallery {n_g}, queries {task.queries.shape[0]}, reference {n_r}, d={dim}; "
-          f"grid {len(grid['k'])} k x {len(grid['alpha'])} alpha = {len(grid['k']) * len(grid['alpha'])} settings")
+    print(
+        f"data: gallery {n_g}, queries {task.queries.shape[0]}, reference {n_r}, d={dim}; "
+        f"grid {len(grid['k'])} k x {len(grid['alpha'])} alpha = {len(grid['k']) * len(grid['alpha'])} settings"
+    )
     t_dehub, tab_dehub, res = run_dehub(task, reference, grid)
-    print(f"dehub sweep:          {t_dehub:8.2f} s  (chosen {res.best_params}, validation R@1 "
-          f"{res.best_metrics['R@1']:.4f})")
+    print(
+        f"dehub sweep:          {t_dehub:8.2f} s  (chosen {res.best_params}, validation R@1 "
+        f"{res.best_metrics['R@1']:.4f})"
+    )
     t_ref, tab_ref = run_nnn_retrieval(task, reference, grid, args.batch_size)
     best_ref = max(tab_ref, key=lambda key: tab_ref[key])
-    print(f"nnn-retrieval per k:  {t_ref:8.2f} s  (best k={best_ref[0]}, alpha={best_ref[1]}, "
-          f"R@1 {tab_ref[best_ref]:.4f})")
+    print(
+        f"nnn-retrieval per k:  {t_ref:8.2f} s  (best k={best_ref[0]}, alpha={best_ref[1]}, "
+        f"R@1 {tab_ref[best_ref]:.4f})"
+    )
     diff = max(abs(tab_dehub[key] - tab_ref[key]) for key in tab_ref)
-    print(f"speed-up: {t_ref / t_dehub:.1f}x (target >= 8x); largest R@1 difference between the "
-          f"two tables: {diff:.2e}")
+    print(
+        f"speed-up: {t_ref / t_dehub:.1f}x (target >= 8x); largest R@1 difference between the "
+        f"two tables: {diff:.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,13 +41,22 @@ def main() -> None:
     if core is not None:
         ax = next(ax_iter)
         s = {k: v["seconds"] for k, v in core["results"].items()}
-        groups = [("bias", "gemm-bias", "dehub-bias", "nnn-bias"), ("search", "gemm-search", "dehub-search", "nnn-search")]
+        groups = [
+            ("bias", "gemm-bias", "dehub-bias", "nnn-bias"),
+            ("search", "gemm-search", "dehub-search", "nnn-search"),
+        ]
         for j, (label, gemm, dehub, nnn) in enumerate(groups):
             if gemm not in s:
                 continue
             ax.bar(j - 0.2, s[dehub] / s[gemm], 0.4, color="tab:blue", label="dehub" if j == 0 else None)
             if nnn in s:
-                ax.bar(j + 0.2, s[nnn] / s[gemm], 0.4, color="tab:orange", label="nnn-retrieval" if j == 0 else None)
+                ax.bar(
+                    j + 0.2,
+                    s[nnn] / s[gemm],
+                    0.4,
+                    color="tab:orange",
+                    label="nnn-retrieval" if j == 0 else None,
+                )
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks([0, 1], ["bias (5k x 118k)", "search (25k x 5k)"])
         ax.set_ylabel("time / bare GEMM time")
@@ -62,8 +71,9 @@ def main() -> None:
                 label = f"{name}, nprobe {data['sizes']['nprobe']}" if name.startswith("ivf") else name
                 delta = e["r1_delta_points"]
                 ax.scatter(e["speedup_search"], delta, s=40)
-                ax.annotate(label, (e["speedup_search"], delta), textcoords="offset points",
-                            xytext=(4, 4), fontsize=8)
+                ax.annotate(
+                    label, (e["speedup_search"], delta), textcoords="offset points", xytext=(4, 4), fontsize=8
+                )
         ax.axvline(50, color="grey", ls="--", lw=0.8)
         ax.axhline(-0.2, color="grey", ls=":", lw=0.8)
         ax.set_xlabel("speed-up of the bias search over exact")
@@ -76,7 +86,13 @@ def main() -> None:
         for j, t in enumerate(types):
             e = serving["types"][t]
             ax.bar(j - 0.2, e["qps_plain_d"], 0.4, color="tab:gray", label="plain d" if j == 0 else None)
-            ax.bar(j + 0.2, e["qps_exported_d_plus_1"], 0.4, color="tab:blue", label="exported d+1" if j == 0 else None)
+            ax.bar(
+                j + 0.2,
+                e["qps_exported_d_plus_1"],
+                0.4,
+                color="tab:blue",
+                label="exported d+1" if j == 0 else None,
+            )
         ax.set_xticks(range(len(types)), types)
         ax.set_yscale("log")
         ax.set_ylabel("queries / s")

@@ -33,7 +33,9 @@ def serve(index_path: str, queries: np.ndarray, top: int = 10):
     if meta["search_params"].get("nprobe"):
         faiss.extract_index_ivf(index).nprobe = meta["search_params"]["nprobe"]
     if meta["search_params"].get("efSearch"):
-        faiss.downcast_index(faiss.downcast_index(index).index).hnsw.efSearch = meta["search_params"]["efSearch"]
+        faiss.downcast_index(faiss.downcast_index(index).index).hnsw.efSearch = meta["search_params"][
+            "efSearch"
+        ]
     q = np.asarray(queries, dtype=np.float32)
     if q.shape[1] != meta["d"]:
         raise ValueError(f"queries must have d={meta['d']} columns; received {q.shape[1]}")
@@ -51,7 +53,11 @@ def _demo() -> None:
 
     rng = np.random.default_rng(0)
     unit = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
-    gallery, reference, queries = unit(rng.normal(size=(1000, 64))), unit(rng.normal(size=(5000, 64))), unit(rng.normal(size=(5, 64)))
+    gallery, reference, queries = (
+        unit(rng.normal(size=(1000, 64))),
+        unit(rng.normal(size=(5000, 64))),
+        unit(rng.normal(size=(5, 64))),
+    )
     model = dehub.NNN(k=16, alpha=0.75).fit(gallery, reference)
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "gallery.faiss")
@@ -60,8 +66,12 @@ def _demo() -> None:
     ref_scores, ref_rows = model.search(queries, k=5)
     print("plain FAISS ids:", ids[0].tolist())
     print("dehub ids:      ", (ref_rows[0] + 10_000).tolist())
-    print("same top-5:", bool(np.array_equal(ids, ref_rows + 10_000)),
-          "max score diff:", float(np.abs(scores - ref_scores).max()))
+    print(
+        "same top-5:",
+        bool(np.array_equal(ids, ref_rows + 10_000)),
+        "max score diff:",
+        float(np.abs(scores - ref_scores).max()),
+    )
 
 
 def main(argv=None) -> int:

@@ -195,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         epilog="See docs/datasets.md for the construction rules.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--wordnet-dir", type=Path, default=DEFAULT_WORDNET,
-                   help="directory holding WordNet 3.0 data.noun")
+    p.add_argument(
+        "--wordnet-dir", type=Path, default=DEFAULT_WORDNET, help="directory holding WordNet 3.0 data.noun"
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     p.add_argument("--seed", type=int, default=0, help="seed of the split permutation")
     p.add_argument("--n-test", type=int, default=5000, help="test synsets")
@@ -204,11 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-reference", type=int, default=20000, help="reference synsets")
     p.add_argument("--batch-size", type=int, default=128, help="encoder batch size")
     p.add_argument("--device", default="cpu", help="torch device for the encoder")
-    p.add_argument("--max-file-mb", type=float, default=20.0,
-                   help="largest embedding part, in MiB")
+    p.add_argument("--max-file-mb", type=float, default=20.0, help="largest embedding part, in MiB")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the counts only; no embedding, nothing written")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the counts only; no embedding, nothing written"
+    )
     args = p.parse_args(argv)
 
     data_noun = args.wordnet_dir / "data.noun"
@@ -219,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     records = parse_data_noun(data_noun)
     units, skipped = build_units(records)
-    sizes = {"test": args.n_test, "validation": args.n_validation,
-             "reference": args.n_reference}
+    sizes = {"test": args.n_test, "validation": args.n_validation, "reference": args.n_reference}
     splits = {name: split_payload(u) for name, u in draw_splits(units, sizes, args.seed).items()}
 
     counts = {
@@ -232,11 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         for name, s in splits.items()
     }
-    print(f"{len(records)} noun synsets, {skipped} skipped (empty gloss after cleaning), "
-          f"{len(units)} eligible")
+    print(
+        f"{len(records)} noun synsets, {skipped} skipped (empty gloss after cleaning), {len(units)} eligible"
+    )
     for name, c in counts.items():
-        print(f"  {name:<10} synsets={c['synsets']:>6} lemmas={c['lemma']:>6} "
-              f"pairs={c['pairs']:>6}")
+        print(f"  {name:<10} synsets={c['synsets']:>6} lemmas={c['lemma']:>6} pairs={c['pairs']:>6}")
     if args.dry_run:
         return 0
 
@@ -245,8 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO / "src"))
     from dehub.datasets.encoder import ENCODER_NAME, ENCODER_PACKAGE, embed_texts
 
-    emb = embed_texts(texts, batch_size=args.batch_size, progress=not args.no_progress,
-                      device=args.device)
+    emb = embed_texts(texts, batch_size=args.batch_size, progress=not args.no_progress, device=args.device)
     row_of = {t: i for i, t in enumerate(texts)}
 
     out = args.out
@@ -258,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in splits.items():
         layout[name] = {}
         for side in SIDES:
-            rows = np.fromiter((row_of[t] for t in s[side]), dtype=np.int64,
-                               count=len(s[side]))
+            rows = np.fromiter((row_of[t] for t in s[side]), dtype=np.int64, count=len(s[side]))
             layout[name][side] = write_parts(out, f"emb_{name}_{side}", emb[rows], max_bytes)
 
     write_text(out / "text.json.gz", {"format_version": FORMAT_VERSION, "splits": splits})
@@ -272,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         from importlib.metadata import version
+
         encoder_version = version(ENCODER_PACKAGE)
     except Exception:  # pragma: no cover
         encoder_version = None
@@ -280,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "format_version": FORMAT_VERSION,
         "name": "wordnet-reverse-dictionary",
         "description": "WordNet 3.0 noun synsets: masked gloss (definition) <-> lemma "
-                       "strings, multi-positive both directions.",
+        "strings, multi-positive both directions.",
         "wordnet_version": "3.0",
         "wordnet_source_sha256": sha256_file(data_noun),
         "license_file": "LICENSE-WordNet.txt",
@@ -291,17 +290,19 @@ def main(argv: list[str] | None = None) -> int:
         "mask_token": MASK_TOKEN,
         "sides": {"a": "definition", "b": "lemma"},
         "counts": counts,
-        "encoder": {"name": ENCODER_NAME, "package": ENCODER_PACKAGE,
-                    "package_version": encoder_version, "dim": int(emb.shape[1]),
-                    "normalized": True},
+        "encoder": {
+            "name": ENCODER_NAME,
+            "package": ENCODER_PACKAGE,
+            "package_version": encoder_version,
+            "dim": int(emb.shape[1]),
+            "normalized": True,
+        },
         "embedding_dtype": "float16",
         "text_file": "text.json.gz",
         "embeddings": layout,
-        "files": {f: {"sha256": sha256_file(out / f), "bytes": (out / f).stat().st_size}
-                  for f in files},
+        "files": {f: {"sha256": sha256_file(out / f), "bytes": (out / f).stat().st_size} for f in files},
         "build_command": "PYTHONPATH=src python scripts/build_wordnet_benchmark.py "
-                         + " ".join(shlex.quote(a) for a in (argv if argv is not None
-                                                            else sys.argv[1:])),
+        + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     total = sum(v["bytes"] for v in manifest["files"].values())

@@ -108,7 +108,10 @@ def assert_topk_match(
     np.testing.assert_array_equal(ids < 0, pad, err_msg="padding (-1 ids) at different places")
     assert np.all(np.isneginf(scores[pad])), "padded positions must score -inf"
     np.testing.assert_allclose(
-        scores[~pad].astype(np.float64), ref_scores_[~pad], rtol=0, atol=atol,
+        scores[~pad].astype(np.float64),
+        ref_scores_[~pad],
+        rtol=0,
+        atol=atol,
         err_msg="scores differ from the reference",
     )
     for row in ids:
@@ -124,6 +127,9 @@ def assert_topk_match(
         got = dense[rows, ids[rows, cols]]
         want = ref_scores_[rows, cols]
         np.testing.assert_allclose(
-            got, want, rtol=0, atol=atol,
+            got,
+            want,
+            rtol=0,
+            atol=atol,
             err_msg="rankings differ by more than a reordering of tied scores",
         )

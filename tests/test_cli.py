@@ -24,10 +24,24 @@ def files(tmp_path, rng, unit):
 
 
 def _build(paths, *extra):
-    return main([
-        "build", "--gallery", str(paths["gallery"]), "--reference", str(paths["reference"]),
-        "--ids", str(paths["ids"]), "-o", str(paths["index"]), "--k", "5", "--alpha", "0.6", *extra,
-    ])
+    return main(
+        [
+            "build",
+            "--gallery",
+            str(paths["gallery"]),
+            "--reference",
+            str(paths["reference"]),
+            "--ids",
+            str(paths["ids"]),
+            "-o",
+            str(paths["index"]),
+            "--k",
+            "5",
+            "--alpha",
+            "0.6",
+            *extra,
+        ]
+    )
 
 
 def test_build_search_info_end_to_end(files, tmp_path, capsys, digest):
@@ -43,7 +57,21 @@ def test_build_search_info_end_to_end(files, tmp_path, capsys, digest):
     assert index.metadata["gallery_file"] == str(paths["gallery"])
 
     result = tmp_path / "res.npz"
-    assert main(["search", str(paths["index"]), "--queries", str(paths["queries"]), "--top", "7", "-o", str(result)]) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(paths["index"]),
+                "--queries",
+                str(paths["queries"]),
+                "--top",
+                "7",
+                "-o",
+                str(result),
+            ]
+        )
+        == 0
+    )
     assert "scores and ids of shape (6, 7)" in capsys.readouterr().out
     with np.load(result) as got:
         scores, ids = got["scores"], got["ids"]
@@ -74,10 +102,24 @@ def test_search_alpha_override_and_mmap(files, tmp_path, capsys):
     paths, (gallery, reference, queries) = files
     assert _build(paths) == 0
     result = tmp_path / "res.npz"
-    assert main([
-        "search", str(paths["index"]), "--queries", str(paths["queries"]), "--top", "40",
-        "--alpha", "0", "--mmap", "-o", str(result),
-    ]) == 0
+    assert (
+        main(
+            [
+                "search",
+                str(paths["index"]),
+                "--queries",
+                str(paths["queries"]),
+                "--top",
+                "40",
+                "--alpha",
+                "0",
+                "--mmap",
+                "-o",
+                str(result),
+            ]
+        )
+        == 0
+    )
     with np.load(result) as got:
         scores, ids = got["scores"], got["ids"]
     assert np.all(ids[:, 30:] == -1)  # 40 > 30 items: padded
@@ -101,7 +143,17 @@ def test_help_has_examples(capsys):
 
 def test_missing_input_file(files, capsys):
     paths, _ = files
-    code = main(["build", "--gallery", "/nonexistent/g.npy", "--reference", str(paths["reference"]), "-o", str(paths["index"])])
+    code = main(
+        [
+            "build",
+            "--gallery",
+            "/nonexistent/g.npy",
+            "--reference",
+            str(paths["reference"]),
+            "-o",
+            str(paths["index"]),
+        ]
+    )
     assert code == 2
     assert "dehub: gallery file not found: /nonexistent/g.npy" in capsys.readouterr().err
     assert not paths["index"].exists()
@@ -137,7 +189,9 @@ def test_bad_gallery_file_exits_2_with_a_clear_message(files, capsys, content, m
         np.save(bad, gallery[0])
     else:
         bad.write_bytes(content)
-    code = main(["build", "--gallery", str(bad), "--reference", str(paths["reference"]), "-o", str(paths["index"])])
+    code = main(
+        ["build", "--gallery", str(bad), "--reference", str(paths["reference"]), "-o", str(paths["index"])]
+    )
     err = capsys.readouterr().err
     assert code == 2, err
     assert match in err
@@ -197,6 +251,8 @@ def test_unnormalized_input_warns_and_l2_option(files, tmp_path, capsys):
     with pytest.warns(UserWarning, match="not unit-norm.*normalize='l2'"):
         assert _build(paths) == 0
     assert _build(paths, "--normalize", "l2") == 0
-    np.testing.assert_allclose(np.linalg.norm(Index.load(paths["index"]).model.gallery_, axis=1), 1, atol=1e-6)
+    np.testing.assert_allclose(
+        np.linalg.norm(Index.load(paths["index"]).model.gallery_, axis=1), 1, atol=1e-6
+    )
     assert _build(paths, "--normalize", "error") == 2
     assert "not unit-norm" in capsys.readouterr().err

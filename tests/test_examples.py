@@ -12,9 +12,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def _run(name: str) -> str:
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=120
-    )
+    out = subprocess.run([sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -22,7 +20,11 @@ def _run(name: str) -> str:
 def test_quickstart_fits_searches_and_round_trips():
     text = _run("quickstart.py")
     assert "identical results: True" in text
-    r1 = {line.split(":")[0].strip(): float(line.split("R@1")[1].split()[0]) for line in text.splitlines() if "R@1" in line}
+    r1 = {
+        line.split(":")[0].strip(): float(line.split("R@1")[1].split()[0])
+        for line in text.splitlines()
+        if "R@1" in line
+    }
     assert r1["NNN"] > r1["plain"]  # planted hubs: the correction must help
 
 

@@ -5,9 +5,9 @@ The byte layout checked here is the one documented in docs/index-format.md.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
-import builtins
 import os
 import struct
 
@@ -149,7 +149,9 @@ def test_overwrite_and_parent_creation(tmp_path):
 def test_not_a_dehub_file(tmp_path):
     npy = tmp_path / "x.npy"
     np.save(npy, np.zeros((20, 20)))
-    with pytest.raises(IndexFormatError, match=r"not a dehub index file \(expected magic b'DEHUBIX\\x00', found b'\\x93NUMPY"):
+    with pytest.raises(
+        IndexFormatError, match=r"not a dehub index file \(expected magic b'DEHUBIX\\x00', found b'\\x93NUMPY"
+    ):
         read_container(npy)
     short = tmp_path / "short.txt"
     short.write_text("hello")
@@ -215,7 +217,9 @@ def test_flipped_byte_in_header_length_does_not_allocate(saved):
         data = bytearray(raw)
         data[byte] ^= 0x80
         saved.write_bytes(bytes(data))
-        with pytest.raises(IndexFormatError, match=r"truncated: header needs \d+ bytes|header checksum mismatch"):
+        with pytest.raises(
+            IndexFormatError, match=r"truncated: header needs \d+ bytes|header checksum mismatch"
+        ):
             read_container(saved)
 
 
@@ -242,11 +246,23 @@ def test_flipped_byte_in_array_data(saved):
     "mutate, match",
     [
         (lambda h: h.pop("arrays"), r"malformed header: expected a JSON object with an 'arrays' list"),
-        (lambda h: h["arrays"][0].pop("sha256"), r"malformed header: expected every array entry to have the keys"),
-        (lambda h: h["arrays"][0].update(dtype="|O"), r"malformed header: array 'f32' has unsupported dtype '\|O'"),
+        (
+            lambda h: h["arrays"][0].pop("sha256"),
+            r"malformed header: expected every array entry to have the keys",
+        ),
+        (
+            lambda h: h["arrays"][0].update(dtype="|O"),
+            r"malformed header: array 'f32' has unsupported dtype '\|O'",
+        ),
         (lambda h: h["arrays"][0].update(shape=[-1, 3]), r"malformed header: array 'f32' has invalid shape"),
-        (lambda h: h["arrays"][0].update(offset=0), r"malformed header: array 'f32' starts at byte 0, inside the header"),
-        (lambda h: h["arrays"][0].update(nbytes=4), r"array 'f32': shape \(7, 3\) of float32 needs 84 bytes, header says 4"),
+        (
+            lambda h: h["arrays"][0].update(offset=0),
+            r"malformed header: array 'f32' starts at byte 0, inside the header",
+        ),
+        (
+            lambda h: h["arrays"][0].update(nbytes=4),
+            r"array 'f32': shape \(7, 3\) of float32 needs 84 bytes, header says 4",
+        ),
     ],
 )
 def test_malformed_header_with_valid_checksum(saved, mutate, match):

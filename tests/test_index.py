@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-
 import json
 
 import numpy as np
@@ -223,16 +222,26 @@ def _container(path, header, arrays):
 def test_valid_container_but_not_an_index(tmp_path, index):
     base = {"kind": "dehub.index", "method": "nnn", "params": {"k": 6, "alpha": 0.75}}
     good = {
-        "gallery": np.asarray(index.model.gallery_), "ids": index.ids,
-        "model.topk_scores": index.model.topk_scores_, "model.topk_ids": index.model.topk_ids_,
+        "gallery": np.asarray(index.model.gallery_),
+        "ids": index.ids,
+        "model.topk_scores": index.model.topk_scores_,
+        "model.topk_ids": index.model.topk_ids_,
     }
     cases = [
         ({**base, "kind": "something.else"}, good, r"holds 'something.else', expected a 'dehub.index' file"),
-        ({**base, "method": "magic"}, good, r"method 'magic' is unknown to this dehub; expected one of \[.*'nnn'"),
+        (
+            {**base, "method": "magic"},
+            good,
+            r"method 'magic' is unknown to this dehub; expected one of \[.*'nnn'",
+        ),
         ({**base, "params": {"k": 6, "beta": 1}}, good, r"stored parameters .* do not fit method 'nnn'"),
         (base, {n: a for n, a in good.items() if n != "ids"}, r"missing array 'ids'"),
         (base, {**good, "model.topk_ids": good["model.topk_ids"][:5]}, r"stored statistics are inconsistent"),
-        (base, {n: a for n, a in good.items() if n != "model.topk_scores"}, r"stored statistics are inconsistent"),
+        (
+            base,
+            {n: a for n, a in good.items() if n != "model.topk_scores"},
+            r"stored statistics are inconsistent",
+        ),
         (base, {**good, "ids": good["ids"][:10]}, r"ids shape \(10,\) does not match gallery rows 40"),
     ]
     for i, (header, arrays, match) in enumerate(cases):

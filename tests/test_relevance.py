@@ -47,7 +47,9 @@ def test_is_relevant_with_padding_and_out_of_range_rows():
     np.testing.assert_array_equal(got, [[True, False, False], [False, True, False]])
     # Row 4 of query 0 would alias (query 1, row 0) in a naive key: never relevant.
     np.testing.assert_array_equal(rel.is_relevant(np.array([0]), np.array([[3, 4, 7]])), [[False] * 3])
-    np.testing.assert_array_equal(rel.is_relevant(np.array([-1, 2]), np.array([[3], [0]])), [[False], [False]])
+    np.testing.assert_array_equal(
+        rel.is_relevant(np.array([-1, 2]), np.array([[3], [0]])), [[False], [False]]
+    )
     empty = Relevance.from_pairs([], [], n_queries=2, n_gallery=3)
     assert not empty.is_relevant(np.array([0, 1]), np.array([[0], [1]])).any()
 

@@ -53,7 +53,10 @@ def test_nan_found_in_a_later_chunk_of_a_memmap(tmp_path, monkeypatch, rng, unit
 @pytest.mark.parametrize(
     "shape, match",
     [
-        ((6,), r"gallery must be 2-D with shape \(n, d\); received ndim=1, shape \(6,\)\. Use x\.reshape\(1, -1\)"),
+        (
+            (6,),
+            r"gallery must be 2-D with shape \(n, d\); received ndim=1, shape \(6,\)\. Use x\.reshape\(1, -1\)",
+        ),
         ((2, 3, 6), r"gallery must be 2-D with shape \(n, d\); received ndim=3, shape \(2, 3, 6\)"),
         ((), r"received ndim=0"),
     ],
@@ -151,7 +154,9 @@ def test_lists_are_accepted_and_ragged_lists_are_not(data):
     gallery, reference, _ = data
     model = NNN(k=3).fit(gallery.astype(np.float64).tolist(), reference.tolist())
     np.testing.assert_allclose(model.bias_, NNN(k=3).fit(gallery, reference).bias_, atol=1e-6)
-    with pytest.raises(TypeError, match=r"gallery must be a 2-D float array of shape \(n, d\); received list"):
+    with pytest.raises(
+        TypeError, match=r"gallery must be a 2-D float array of shape \(n, d\); received list"
+    ):
         NNN(k=3).fit([[0.6, 0.8], [1.0]], reference)
 
 
@@ -201,7 +206,9 @@ def test_normalize_error_and_none(data):
         warnings.simplefilter("error")
         NNN(k=3).fit(gallery * 2, reference, normalize="none")
         NNN(k=3).fit(gallery, reference, normalize="error")  # unit-norm passes
-    with pytest.raises(ValueError, match=r"normalize must be one of 'warn', 'l2', 'none', 'error'; received 'L2'"):
+    with pytest.raises(
+        ValueError, match=r"normalize must be one of 'warn', 'l2', 'none', 'error'; received 'L2'"
+    ):
         NNN(k=3).fit(gallery, reference, normalize="L2")
 
 

@@ -6,14 +6,13 @@ family, with an exact GEMM-speed engine, saved indexes, and an evaluation harnes
 
 __version__ = "0.1.0"
 
-from ._format import IndexFormatError  # noqa: E402
-from ._validation import UnnormalizedWarning  # noqa: E402
-from .engine import evaluate_engine, exact_search, merge_topk, topk_search  # noqa: E402
-from .index import Index  # noqa: E402
-from .methods import METHODS, NNN, Plain, get_method  # noqa: E402
-from .methods import CSLS, DN, DBNorm, QBNorm, RobustNNN, SoftNNN  # noqa: E402
-from .methods.base import NotFittedError  # noqa: E402
-from .relevance import Relevance  # noqa: E402
+from ._format import IndexFormatError
+from ._validation import UnnormalizedWarning
+from .engine import evaluate_engine, exact_search, merge_topk, topk_search
+from .index import Index
+from .methods import CSLS, DN, METHODS, NNN, DBNorm, Plain, QBNorm, RobustNNN, SoftNNN, get_method
+from .methods.base import NotFittedError
+from .relevance import Relevance
 
 __all__ = [
     "__version__",

@@ -104,9 +104,9 @@ def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dic
     base = 0
     for _ in range(4):
         full = dict(header)
-        full.update({"format_version": FORMAT_VERSION, "arrays": [
-            {**m, "offset": m["offset"] + base} for m in metas
-        ]})
+        full.update(
+            {"format_version": FORMAT_VERSION, "arrays": [{**m, "offset": m["offset"] + base} for m in metas]}
+        )
         hbytes = json.dumps(full, sort_keys=True, separators=(",", ":")).encode("utf-8")
         new_base = _align(_PREFIX.size + len(hbytes))
         if new_base == base:
@@ -143,12 +143,16 @@ def _check_header_schema(path: Path, header: Any, *, data_start: int) -> None:
             raise bad(f"expected every array entry to have the keys {sorted(keys)}; received {meta!r}")
         name, shape, offset, nbytes = meta["name"], meta["shape"], meta["offset"], meta["nbytes"]
         if not isinstance(meta["dtype"], str) or meta["dtype"] not in _ALLOWED:
-            raise bad(f"array {name!r} has unsupported dtype {meta['dtype']!r}; expected one of {sorted(_ALLOWED)}")
+            raise bad(
+                f"array {name!r} has unsupported dtype {meta['dtype']!r}; expected one of {sorted(_ALLOWED)}"
+            )
         ints = [offset, nbytes, *shape] if isinstance(shape, list) else None
         if ints is None or not all(type(v) is int and v >= 0 for v in ints):
             raise bad(f"array {name!r} has invalid shape/offset/nbytes {shape!r}/{offset!r}/{nbytes!r}")
         if offset < data_start:
-            raise bad(f"array {name!r} starts at byte {offset}, inside the header (which ends at {data_start})")
+            raise bad(
+                f"array {name!r} starts at byte {offset}, inside the header (which ends at {data_start})"
+            )
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -160,13 +164,11 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
             raw = f.read(_PREFIX.size)
             if raw[: len(MAGIC)] != MAGIC[: len(raw)]:
                 raise IndexFormatError(
-                    f"{path}: not a dehub index file (expected magic {MAGIC!r}, found "
-                    f"{raw[: len(MAGIC)]!r})"
+                    f"{path}: not a dehub index file (expected magic {MAGIC!r}, found {raw[: len(MAGIC)]!r})"
                 )
             if len(raw) < _PREFIX.size:
                 raise IndexFormatError(
-                    f"{path}: truncated: {size} bytes is shorter than the {_PREFIX.size}-byte "
-                    "dehub prefix"
+                    f"{path}: truncated: {size} bytes is shorter than the {_PREFIX.size}-byte dehub prefix"
                 )
             magic, version, hlen, hsha = _PREFIX.unpack(raw)
             if version > FORMAT_VERSION or version < 1:
@@ -184,8 +186,7 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"no index file at {path}") from None
     if len(hbytes) < hlen:
         raise IndexFormatError(
-            f"{path}: truncated: header needs {hlen} bytes after the prefix, file has "
-            f"{len(hbytes)}"
+            f"{path}: truncated: header needs {hlen} bytes after the prefix, file has {len(hbytes)}"
         )
     if hashlib.sha256(hbytes).digest() != hsha:
         raise IndexFormatError(f"{path}: header checksum mismatch: the file is corrupt")

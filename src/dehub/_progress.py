@@ -8,7 +8,7 @@ __all__ = ["progress_bar"]
 
 
 class _NullBar:
-    def update(self, n: int = 1) -> None:  # noqa: D401 - mimics tqdm
+    def update(self, n: int = 1) -> None:
         pass
 
     def set_postfix_str(self, s: str) -> None:

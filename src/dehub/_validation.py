@@ -148,13 +148,10 @@ def check_ids(ids, n: int, name: str = "ids") -> np.ndarray:
     """Check a 1-D array of ``n`` unique int64 ids; return it as int64."""
     arr = np.asarray(ids)
     if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(
-            f"{name} must be a 1-D array with one id per row ({n}); received shape {arr.shape}"
-        )
+        raise ValueError(f"{name} must be a 1-D array with one id per row ({n}); received shape {arr.shape}")
     if arr.dtype.kind not in "iu":
         raise TypeError(
-            f"{name} must be integers; received dtype {arr.dtype}. "
-            f"Convert with {name}.astype(np.int64)."
+            f"{name} must be integers; received dtype {arr.dtype}. Convert with {name}.astype(np.int64)."
         )
     arr = arr.astype(np.int64, copy=False)
     uniq, counts = np.unique(arr, return_counts=True)
@@ -175,9 +172,7 @@ def check_normalization(x: np.ndarray, name: str, mode: NormalizeMode = "warn") 
     skips the check (plain inner-product retrieval).
     """
     if mode not in ("warn", "l2", "none", "error"):
-        raise ValueError(
-            f"normalize must be one of 'warn', 'l2', 'none', 'error'; received {mode!r}"
-        )
+        raise ValueError(f"normalize must be one of 'warn', 'l2', 'none', 'error'; received {mode!r}")
     if mode == "none":
         return x
     if mode == "l2":

@@ -45,29 +45,48 @@ def _load_npy(path: str, what: str, mmap: bool = True) -> np.ndarray:
     if not isinstance(arr, np.ndarray):  # an .npz archive
         arr.close()
         raise SystemExit(
-            f"dehub: {what} file {p} is an .npz archive; expected a single .npy array "
-            "(save it with np.save)"
+            f"dehub: {what} file {p} is an .npz archive; expected a single .npy array (save it with np.save)"
         )
     return arr
 
 
 def _setup_build(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--gallery", required=True,
-                   help=".npy of gallery embeddings (n, d), memory-mapped, or a directory of .npy shards")
-    p.add_argument("--reference", required=True,
-                   help=".npy of reference queries (m, d), e.g. training captions, or a directory of .npy shards")
+    p.add_argument(
+        "--gallery",
+        required=True,
+        help=".npy of gallery embeddings (n, d), memory-mapped, or a directory of .npy shards",
+    )
+    p.add_argument(
+        "--reference",
+        required=True,
+        help=".npy of reference queries (m, d), e.g. training captions, or a directory of .npy shards",
+    )
     p.add_argument("--ids", help=".npy of int gallery ids (n,); default 0..n-1")
     p.add_argument("-o", "--output", required=True, help="index file to write (atomically)")
     p.add_argument("--method", default="nnn", help="correction method, a dehub.METHODS name (default: nnn)")
-    p.add_argument("--normalize", choices=["warn", "l2", "none", "error"], default="warn",
-                   help="rows that are not unit-norm: warn (default), l2-normalize, accept, or fail")
+    p.add_argument(
+        "--normalize",
+        choices=["warn", "l2", "none", "error"],
+        default="warn",
+        help="rows that are not unit-norm: warn (default), l2-normalize, accept, or fail",
+    )
     p.add_argument("--memory-budget-mb", type=int, default=512, help="working memory for the engine (MiB)")
-    p.add_argument("--engine", choices=["exact", "ivf", "ivf-sq8", "hnsw", "auto"],
-                   help="NNN: top-k engine for the bias (default exact; see docs/scale.md)")
-    p.add_argument("--engine-params", type=json.loads, metavar="JSON",
-                   help='NNN: approximate engine knobs, e.g. \'{"nprobe": 16, "rerank": 64}\'')
-    p.add_argument("--keep-reference", action="store_true",
-                   help="store the reference set in the index so 'add' needs no reference")
+    p.add_argument(
+        "--engine",
+        choices=["exact", "ivf", "ivf-sq8", "hnsw", "auto"],
+        help="NNN: top-k engine for the bias (default exact; see docs/scale.md)",
+    )
+    p.add_argument(
+        "--engine-params",
+        type=json.loads,
+        metavar="JSON",
+        help='NNN: approximate engine knobs, e.g. \'{"nprobe": 16, "rerank": 64}\'',
+    )
+    p.add_argument(
+        "--keep-reference",
+        action="store_true",
+        help="store the reference set in the index so 'add' needs no reference",
+    )
     from .methods._cli import add_method_param_options
 
     add_method_param_options(p)  # --k, --alpha, --beta, --lambda, ... of every registered method
@@ -93,8 +112,13 @@ def _run_build(args: argparse.Namespace) -> int:
     reference = _load_npy(args.reference, "reference")
     ids = _load_npy(args.ids, "ids", mmap=False) if args.ids else None
     index = Index.build(
-        gallery, reference, method=args.method, ids=ids, normalize=args.normalize,
-        memory_budget=args.memory_budget_mb * 2**20, progress=True,
+        gallery,
+        reference,
+        method=args.method,
+        ids=ids,
+        normalize=args.normalize,
+        memory_budget=args.memory_budget_mb * 2**20,
+        progress=True,
         metadata={"gallery_file": str(args.gallery), "reference_file": str(args.reference)},
         keep_reference=args.keep_reference,
         **_method_params(args),
@@ -191,8 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dehub {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_, setup, run) in subcommands().items():
-        p = sub.add_parser(name, help=help_, description=help_, epilog=_EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         setup(p)
         p.set_defaults(_run=run)
     return parser

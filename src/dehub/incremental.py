@@ -67,8 +67,12 @@ class IncrementalMixin:
 
     def _state(self) -> dict:
         m = self.model
-        st = {"gallery_": m.gallery_, "ids": self.ids, "reference": self.reference,
-              "n_reference": self.n_reference}
+        st = {
+            "gallery_": m.gallery_,
+            "ids": self.ids,
+            "reference": self.reference,
+            "n_reference": self.n_reference,
+        }
         if hasattr(m, "topk_scores_"):
             st["topk_scores_"] = m.topk_scores_
             st["topk_ids_"] = m.topk_ids_
@@ -92,7 +96,9 @@ class IncrementalMixin:
             self._apply(old)  # the file still holds the previous version
             raise
 
-    def _prepare_rows(self, x, name: str, normalize: NormalizeMode, *, allow_empty: bool = False) -> np.ndarray:
+    def _prepare_rows(
+        self, x, name: str, normalize: NormalizeMode, *, allow_empty: bool = False
+    ) -> np.ndarray:
         x = check_embeddings(x, name, allow_empty=allow_empty)
         x = check_normalization(x, name, normalize)
         check_same_dim(x, self.model.gallery_, name, "gallery")
@@ -141,8 +147,14 @@ class IncrementalMixin:
         if kind == "topk":
             ref = self._reference_for_add(reference, normalize)
             k = int(self.model.fitted_k_)
-            s, i = topk_search(vectors, ref, k, memory_budget=memory_budget,
-                               progress="add" if progress else False, **self._engine_kwargs())
+            s, i = topk_search(
+                vectors,
+                ref,
+                k,
+                memory_budget=memory_budget,
+                progress="add" if progress else False,
+                **self._engine_kwargs(),
+            )
             new["topk_scores_"] = np.concatenate([self.model.topk_scores_, s])
             new["topk_ids_"] = np.concatenate([self.model.topk_ids_, i])
         self._commit(new, save_to)
@@ -208,12 +220,21 @@ class IncrementalMixin:
                 "reference rows cannot be numbered; build it with Index.build (which records it)"
             )
         k = int(self.model.fitted_k_)
-        s, i = topk_search(self.model.gallery_, new_reference, k, memory_budget=memory_budget,
-                           progress="add_reference" if progress else False, **self._engine_kwargs())
+        s, i = topk_search(
+            self.model.gallery_,
+            new_reference,
+            k,
+            memory_budget=memory_budget,
+            progress="add_reference" if progress else False,
+            **self._engine_kwargs(),
+        )
         i = np.where(i >= 0, i + self.n_reference, -1)
         scores, rows = merge_topk([(self.model.topk_scores_, self.model.topk_ids_), (s, i)], k)
-        new = {"topk_scores_": scores, "topk_ids_": rows,
-               "n_reference": self.n_reference + new_reference.shape[0]}
+        new = {
+            "topk_scores_": scores,
+            "topk_ids_": rows,
+            "n_reference": self.n_reference + new_reference.shape[0],
+        }
         if self.reference is not None:
             new["reference"] = np.concatenate([np.asarray(self.reference), new_reference])
         self._commit(new, save_to)

@@ -48,8 +48,12 @@ class Index(IncrementalMixin):
     """
 
     def __init__(
-        self, model: BaseCorrector, ids=None, metadata: dict[str, Any] | None = None,
-        reference=None, n_reference: int | None = None,
+        self,
+        model: BaseCorrector,
+        ids=None,
+        metadata: dict[str, Any] | None = None,
+        reference=None,
+        n_reference: int | None = None,
     ):
         model._check_fitted()
         n = model.gallery_.shape[0]
@@ -57,7 +61,9 @@ class Index(IncrementalMixin):
         self.ids = np.arange(n, dtype=np.int64) if ids is None else check_ids(ids, n)
         self.metadata = dict(metadata or {})
         self.reference = reference
-        self.n_reference = int(reference.shape[0]) if n_reference is None and reference is not None else n_reference
+        self.n_reference = (
+            int(reference.shape[0]) if n_reference is None and reference is not None else n_reference
+        )
 
     # ------------------------------------------------------------------ build/search
     @classmethod
@@ -81,7 +87,9 @@ class Index(IncrementalMixin):
         :meth:`add` needs no reference argument; the file grows by the reference size.
         """
         if ids is not None:
-            check_ids(ids, np.asarray(gallery).shape[0] if not hasattr(gallery, "shape") else gallery.shape[0])
+            check_ids(
+                ids, np.asarray(gallery).shape[0] if not hasattr(gallery, "shape") else gallery.shape[0]
+            )
         model = get_method(method, **params)
         model.fit(gallery, reference, normalize=normalize, memory_budget=memory_budget, progress=progress)
         kept = None
@@ -134,9 +142,7 @@ class Index(IncrementalMixin):
         """
         header, arrays = read_container(path, mmap=mmap, verify=verify)
         if header.get("kind") != _KIND:
-            raise IndexFormatError(
-                f"{path}: holds {header.get('kind')!r}, expected a {_KIND!r} file"
-            )
+            raise IndexFormatError(f"{path}: holds {header.get('kind')!r}, expected a {_KIND!r} file")
         method = header.get("method")
         if method not in METHODS:
             raise IndexFormatError(
@@ -164,8 +170,11 @@ class Index(IncrementalMixin):
                 f"{arrays['gallery'].shape[0]}"
             )
         return cls(
-            model, ids=np.asarray(arrays["ids"]), metadata=header.get("metadata"),
-            reference=arrays.get("reference"), n_reference=header.get("n_reference"),
+            model,
+            ids=np.asarray(arrays["ids"]),
+            metadata=header.get("metadata"),
+            reference=arrays.get("reference"),
+            n_reference=header.get("n_reference"),
         )
 
     @staticmethod

@@ -36,9 +36,7 @@ class Relevance:
         indptr = np.asarray(indptr, dtype=np.int64)
         indices = np.asarray(indices, dtype=np.int64)
         if indptr.ndim != 1 or indptr.size < 1 or indptr[0] != 0:
-            raise ValueError(
-                f"indptr must be a 1-D array starting at 0; received shape {indptr.shape}"
-            )
+            raise ValueError(f"indptr must be a 1-D array starting at 0; received shape {indptr.shape}")
         if np.any(np.diff(indptr) < 0) or indptr[-1] != indices.size:
             raise ValueError(
                 "indptr must be non-decreasing and end at len(indices) "
@@ -79,14 +77,11 @@ class Relevance:
         g = np.asarray(gallery_rows, dtype=np.int64).ravel()
         if q.shape != g.shape:
             raise ValueError(
-                f"query_rows and gallery_rows must have the same length; "
-                f"received {q.size} and {g.size}"
+                f"query_rows and gallery_rows must have the same length; received {q.size} and {g.size}"
             )
         if q.size and (q.min() < 0 or q.max() >= n_queries):
             bad = q[(q < 0) | (q >= n_queries)]
-            raise ValueError(
-                f"pairs refer to query rows outside 0..{n_queries - 1}: {bad[:5].tolist()}"
-            )
+            raise ValueError(f"pairs refer to query rows outside 0..{n_queries - 1}: {bad[:5].tolist()}")
         # Sort by (query, gallery) and drop duplicate pairs.
         order = np.lexsort((g, q))
         q, g = q[order], g[order]
@@ -100,9 +95,7 @@ class Relevance:
         return cls(indptr, g, n_gallery)
 
     @classmethod
-    def from_dict(
-        cls, mapping: Mapping[int, Iterable[int]], n_queries: int, n_gallery: int
-    ) -> Relevance:
+    def from_dict(cls, mapping: Mapping[int, Iterable[int]], n_queries: int, n_gallery: int) -> Relevance:
         """Build from ``{query row: iterable of gallery rows}``; missing queries get no positives."""
         qs: list[int] = []
         gs: list[int] = []
@@ -178,7 +171,4 @@ class Relevance:
         )
 
     def __repr__(self) -> str:
-        return (
-            f"Relevance(n_queries={self.n_queries}, n_gallery={self.n_gallery}, "
-            f"n_pairs={self.n_pairs})"
-        )
+        return f"Relevance(n_queries={self.n_queries}, n_gallery={self.n_gallery}, n_pairs={self.n_pairs})"

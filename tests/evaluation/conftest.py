@@ -21,14 +21,23 @@ def make_split(rng, n_items: int, per_item: int, dim: int, hub_dir: np.ndarray, 
     base = rng.normal(size=(n_items, dim)) / np.sqrt(dim)
     lean = rng.uniform(0, 2.0, size=(n_items, 1))
     b = unit(base + lean * hub_dir)
-    a_raw = np.repeat(base, per_item, axis=0) + noise * rng.normal(size=(n_items * per_item, dim)) / np.sqrt(dim)
+    a_raw = np.repeat(base, per_item, axis=0) + noise * rng.normal(size=(n_items * per_item, dim)) / np.sqrt(
+        dim
+    )
     a = unit(a_raw + 0.8 * hub_dir)
     pairs = np.stack([np.arange(n_items * per_item), np.repeat(np.arange(n_items), per_item)], axis=1)
     return PairedSplit(a=a, b=b, pairs=pairs)
 
 
-def make_benchmark(seed: int = 0, n_test: int = 150, n_val: int = 150, n_ref: int = 600,
-                   per_item: int = 2, dim: int = 24, noise: float = 1.2) -> PairedBenchmark:
+def make_benchmark(
+    seed: int = 0,
+    n_test: int = 150,
+    n_val: int = 150,
+    n_ref: int = 600,
+    per_item: int = 2,
+    dim: int = 24,
+    noise: float = 1.2,
+) -> PairedBenchmark:
     rng = np.random.default_rng(seed)
     hub_dir = rng.normal(size=dim)
     hub_dir /= np.linalg.norm(hub_dir)
@@ -37,7 +46,8 @@ def make_benchmark(seed: int = 0, n_test: int = 150, n_val: int = 150, n_ref: in
         test=make_split(rng, n_test, per_item, dim, hub_dir, noise),
         validation=make_split(rng, n_val, per_item, dim, hub_dir, noise),
         reference=make_split(rng, n_ref, per_item, dim, hub_dir, noise),
-        a_name="query", b_name="item",
+        a_name="query",
+        b_name="item",
     )
 
 

@@ -19,8 +19,14 @@ def _karpathy(tmp_path, splits, n_caps=5):
     images, sid = [], 0
     for i, s in enumerate(splits):
         caps = n_caps + (i % 2)  # some images have 6 captions, as in COCO
-        images.append({"split": s, "filename": f"{i}.jpg", "sentids": list(range(sid, sid + caps)),
-                       "sentences": [{"raw": f"c{j}"} for j in range(sid, sid + caps)]})
+        images.append(
+            {
+                "split": s,
+                "filename": f"{i}.jpg",
+                "sentids": list(range(sid, sid + caps)),
+                "sentences": [{"raw": f"c{j}"} for j in range(sid, sid + caps)],
+            }
+        )
         sid += caps
     path = tmp_path / "dataset_toy.json"
     path.write_text(json.dumps({"images": images, "dataset": "toy"}))

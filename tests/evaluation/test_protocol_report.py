@@ -88,9 +88,14 @@ def test_report_without_matplotlib(result, tmp_path, monkeypatch):
 
 
 def test_bad_benchmarks(bench):
-    empty = PairedBenchmark("e", bench.test, bench.test.__class__(
-        a=bench.validation.a[:0], b=bench.validation.b, pairs=np.zeros((0, 2), dtype=np.int64)),
-        bench.reference)
+    empty = PairedBenchmark(
+        "e",
+        bench.test,
+        bench.test.__class__(
+            a=bench.validation.a[:0], b=bench.validation.b, pairs=np.zeros((0, 2), dtype=np.int64)
+        ),
+        bench.reference,
+    )
     with pytest.raises(ValueError, match="validation split has no 'a'"):
         run_evaluation(empty, progress=False)
     same = PairedBenchmark("s", bench.test, bench.test, bench.reference)
@@ -110,17 +115,38 @@ def test_cli_on_user_files(bench, tmp_path, capsys):
     # string ids; pairs as CSV for test and JSONL (gallery lists) for validation
     (tmp_path / "qid.txt").write_text("\n".join(f"q{i}" for i in range(t.a.shape[0])))
     (tmp_path / "gid.txt").write_text("\n".join(f"g{i}" for i in range(t.b.shape[0])))
-    (tmp_path / "pairs.csv").write_text(
-        "query_id,gallery_id\n" + "".join(f"q{a},g{b}\n" for a, b in t.pairs))
+    (tmp_path / "pairs.csv").write_text("query_id,gallery_id\n" + "".join(f"q{a},g{b}\n" for a, b in t.pairs))
     (tmp_path / "vpairs.jsonl").write_text(
-        "".join(json.dumps({"query_id": int(a), "gallery_id": [int(b)]}) + "\n" for a, b in v.pairs))
+        "".join(json.dumps({"query_id": int(a), "gallery_id": [int(b)]}) + "\n" for a, b in v.pairs)
+    )
     out = tmp_path / "out"
-    args = ["eval", "--queries", str(tmp_path / "q.npy"), "--gallery", str(tmp_path / "g.npy"),
-            "--pairs", str(tmp_path / "pairs.csv"), "--query-ids", str(tmp_path / "qid.txt"),
-            "--gallery-ids", str(tmp_path / "gid.txt"), "--reference", str(tmp_path / "r.npy"),
-            "--val-queries", str(tmp_path / "vq.npy"), "--val-gallery", str(tmp_path / "vg.npy"),
-            "--val-pairs", str(tmp_path / "vpairs.jsonl"), "--n-bootstrap", "50", "--quiet",
-            "-o", str(out), "--no-plots"]
+    args = [
+        "eval",
+        "--queries",
+        str(tmp_path / "q.npy"),
+        "--gallery",
+        str(tmp_path / "g.npy"),
+        "--pairs",
+        str(tmp_path / "pairs.csv"),
+        "--query-ids",
+        str(tmp_path / "qid.txt"),
+        "--gallery-ids",
+        str(tmp_path / "gid.txt"),
+        "--reference",
+        str(tmp_path / "r.npy"),
+        "--val-queries",
+        str(tmp_path / "vq.npy"),
+        "--val-gallery",
+        str(tmp_path / "vg.npy"),
+        "--val-pairs",
+        str(tmp_path / "vpairs.jsonl"),
+        "--n-bootstrap",
+        "50",
+        "--quiet",
+        "-o",
+        str(out),
+        "--no-plots",
+    ]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "query->gallery" in text and "nnn - plain" in text

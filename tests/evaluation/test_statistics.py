@@ -16,8 +16,10 @@ def test_bit_for_bit_reproducible_and_recorded():
     r2 = paired_bootstrap(a, b, n_resamples=300, seed=7)
     r3 = paired_bootstrap(a, b, n_resamples=300, seed=8)
     assert r1 == r2
-    assert r1["metrics"]["R@1"]["ci_low"] != r3["metrics"]["R@1"]["ci_low"] or \
-        r1["metrics"]["R@1"]["ci_high"] != r3["metrics"]["R@1"]["ci_high"]
+    assert (
+        r1["metrics"]["R@1"]["ci_low"] != r3["metrics"]["R@1"]["ci_low"]
+        or r1["metrics"]["R@1"]["ci_high"] != r3["metrics"]["R@1"]["ci_high"]
+    )
     assert r1["n_resamples"] == 300 and r1["seed"] == 7
     assert r1["metrics"]["R@1"]["delta"] == pytest.approx(b["R@1"].mean() - a["R@1"].mean())
 

@@ -28,8 +28,15 @@ def _top_ids(row: np.ndarray, k: int) -> list[int]:
 
 
 # ---------------------------------------------------------------- NNN and variants
-def nnn_bias(gallery, reference, k: int, alpha: float, statistic: str = "mean", trim: float = 0.0,
-             temperature: float = 1.0) -> np.ndarray:
+def nnn_bias(
+    gallery,
+    reference,
+    k: int,
+    alpha: float,
+    statistic: str = "mean",
+    trim: float = 0.0,
+    temperature: float = 1.0,
+) -> np.ndarray:
     """b(r) = alpha * T(k largest s(q_j, r)) (NNN Eq. 1 with T = mean, and the variants)."""
     s = _sim(gallery, reference)
     out = np.empty(s.shape[0])
@@ -90,8 +97,9 @@ def dual_is_log_scores(queries, gallery, banks, betas, *, dynamic: bool = False,
     acts = []
     for bank, beta in zip(banks, betas):
         s_bg = _sim(bank, gallery)
-        logs_norm.append([_log_sum_exp([beta * s_bg[j, r] for j in range(s_bg.shape[0])])
-                          for r in range(s_bg.shape[1])])
+        logs_norm.append(
+            [_log_sum_exp([beta * s_bg[j, r] for j in range(s_bg.shape[0])]) for r in range(s_bg.shape[1])]
+        )
         acts.append(_activation_set(bank, gallery, k) if dynamic else None)
     out = np.empty_like(s_qg)
     for i in range(s_qg.shape[0]):

@@ -55,7 +55,20 @@ def test_bad_value_is_a_clear_cli_error(data, tmp_path, capsys):
     g, r = tmp_path / "g.npy", tmp_path / "r.npy"
     np.save(g, data["gallery"])
     np.save(r, data["reference"])
-    rc = main(["build", "--gallery", str(g), "--reference", str(r), "-o", str(tmp_path / "x.dehub"),
-               "--method", "qbnorm", "--beta", "-3"])
+    rc = main(
+        [
+            "build",
+            "--gallery",
+            str(g),
+            "--reference",
+            str(r),
+            "-o",
+            str(tmp_path / "x.dehub"),
+            "--method",
+            "qbnorm",
+            "--beta",
+            "-3",
+        ]
+    )
     assert rc == 2
     assert "beta must be > 0" in capsys.readouterr().err

@@ -68,7 +68,9 @@ def test_additive_bias_methods_serve_exactly_from_exported_vectors(data, name):
     model = METHODS[name]().fit(g, r)
     vecs = model.export_vectors()
     aug = model.augment_queries(q)
-    ids_export = np.argsort(-(aug.astype(np.float64) @ vecs.T.astype(np.float64)), axis=1, kind="stable")[:, :10]
+    ids_export = np.argsort(-(aug.astype(np.float64) @ vecs.T.astype(np.float64)), axis=1, kind="stable")[
+        :, :10
+    ]
     np.testing.assert_array_equal(ids_export, _ids(model, q))
 
 
@@ -220,4 +222,6 @@ def test_cached_k_refits_larger(data):
 
 def test_gallery_bank_dimension_mismatch(data):
     with pytest.raises(ValueError, match="same embedding dimension"):
-        dehub.DBNorm().fit(data["gallery"], data["reference"], gallery_bank=data["gallery_bank"][:, :8], normalize="none")
+        dehub.DBNorm().fit(
+            data["gallery"], data["reference"], gallery_bank=data["gallery_bank"][:, :8], normalize="none"
+        )

@@ -99,9 +99,7 @@ def test_fit_matches_reference(dtype, k):
     np.testing.assert_allclose(
         model.topk_scores_, np.take_along_axis(s_ref, model.topk_ids_, axis=1), atol=1e-6
     )
-    np.testing.assert_allclose(
-        model.topk_scores_, -np.sort(-s_ref, axis=1)[:, :k], atol=1e-6
-    )
+    np.testing.assert_allclose(model.topk_scores_, -np.sort(-s_ref, axis=1)[:, :k], atol=1e-6)
     assert model.fitted_k_ == k
 
 
@@ -358,7 +356,11 @@ def test_cross_check_with_nnn_retrieval(k, alpha):
     )
     gallery, reference, queries = _data(13, 150, 400, 60, 32)
     ranker = nnn.NNNRanker(
-        nnn.NNNRetriever(32), gallery, reference, alternate_ks=k, batch_size=64,
+        nnn.NNNRetriever(32),
+        gallery,
+        reference,
+        alternate_ks=k,
+        batch_size=64,
         alternate_weight=alpha,
     )
     theirs_mean = np.asarray(ranker.alignment_means).reshape(-1)

@@ -75,7 +75,9 @@ def test_dual_dynamic_inverted_softmax_matches_paper_formula(data):
 
 
 def test_dbnorm_default_gallery_bank_is_the_gallery(data):
-    want = ref.dual_is_log_scores(data["queries"], data["gallery"], [data["reference"], data["gallery"]], [20.0, 5.0])
+    want = ref.dual_is_log_scores(
+        data["queries"], data["gallery"], [data["reference"], data["gallery"]], [20.0, 5.0]
+    )
     model = dehub.DBNorm(beta1=20.0, beta2=5.0).fit(data["gallery"], data["reference"])
     np.testing.assert_allclose(model.score(data["queries"]), want, rtol=1e-6, atol=1e-4)
 
@@ -101,7 +103,9 @@ def test_dn_matches_paper_formula(data, lam):
     ],
 )
 def test_robust_nnn_matches_formula(data, params, kw):
-    want = ref.nnn_scores(data["queries"], data["gallery"], data["reference"], k=params["k"], alpha=0.75, **kw)
+    want = ref.nnn_scores(
+        data["queries"], data["gallery"], data["reference"], k=params["k"], alpha=0.75, **kw
+    )
     model = dehub.RobustNNN(alpha=0.75, **params).fit(data["gallery"], data["reference"])
     np.testing.assert_allclose(model.score(data["queries"]), want, atol=1e-5)
     _check_search(model, data["queries"], want)
@@ -110,14 +114,23 @@ def test_robust_nnn_matches_formula(data, params, kw):
 def test_trimmed_mean_follows_scipy_convention(data):
     stats = pytest.importorskip("scipy.stats")
     model = dehub.RobustNNN(k=20, alpha=1.0, trim=0.2).fit(data["gallery"], data["reference"])
-    top = np.sort(data["gallery"].astype(np.float64) @ data["reference"].T.astype(np.float64), axis=1)[:, ::-1][:, :20]
+    top = np.sort(data["gallery"].astype(np.float64) @ data["reference"].T.astype(np.float64), axis=1)[
+        :, ::-1
+    ][:, :20]
     np.testing.assert_allclose(model.bias_, stats.trim_mean(top, 0.2, axis=1), atol=1e-6)
 
 
 @pytest.mark.parametrize("temperature", [0.01, 0.1, 1.0])
 def test_soft_nnn_matches_formula(data, temperature):
-    want = ref.nnn_scores(data["queries"], data["gallery"], data["reference"], k=16, alpha=0.75,
-                          statistic="soft", temperature=temperature)
+    want = ref.nnn_scores(
+        data["queries"],
+        data["gallery"],
+        data["reference"],
+        k=16,
+        alpha=0.75,
+        statistic="soft",
+        temperature=temperature,
+    )
     model = dehub.SoftNNN(k=16, alpha=0.75, temperature=temperature).fit(data["gallery"], data["reference"])
     np.testing.assert_allclose(model.score(data["queries"]), want, atol=1e-5)
     _check_search(model, data["queries"], want)
@@ -143,13 +156,15 @@ def test_large_scores_where_naive_exponential_overflows(data):
 
     banks = [big["reference"], big["gallery_bank"]]
     want2 = ref.dual_is_log_scores(big["queries"], big["gallery"], banks, [beta, 40.0])
-    m2 = dehub.DBNorm(beta1=beta, beta2=40.0).fit(big["gallery"], big["reference"],
-                                                  gallery_bank=big["gallery_bank"], normalize="none")
+    m2 = dehub.DBNorm(beta1=beta, beta2=40.0).fit(
+        big["gallery"], big["reference"], gallery_bank=big["gallery_bank"], normalize="none"
+    )
     np.testing.assert_allclose(m2.score(big["queries"], normalize="none"), want2, rtol=1e-5, atol=1e-2)
 
     soft = dehub.SoftNNN(k=16, temperature=0.01).fit(big["gallery"], big["reference"], normalize="none")
-    want3 = ref.nnn_scores(big["queries"], big["gallery"], big["reference"], k=16, alpha=0.75,
-                           statistic="soft", temperature=0.01)
+    want3 = ref.nnn_scores(
+        big["queries"], big["gallery"], big["reference"], k=16, alpha=0.75, statistic="soft", temperature=0.01
+    )
     np.testing.assert_allclose(soft.score(big["queries"], normalize="none"), want3, rtol=1e-5, atol=1e-3)
 
 

@@ -65,7 +65,9 @@ def test_ivf_probing_every_list_is_exact(clustered_data):
 
 def test_padding_when_k_exceeds_candidates(clustered_data):
     r = clustered_data["reference"][:100]
-    v, i = topk_search(clustered_data["queries"], r, 150, engine="ivf", engine_params={"nlist": 2, "nprobe": 2})
+    v, i = topk_search(
+        clustered_data["queries"], r, 150, engine="ivf", engine_params={"nlist": 2, "nprobe": 2}
+    )
     _check_contract(v, i, 50, 150)
     assert np.all(i[:, 100:] == -1) and np.all(np.isneginf(v[:, 100:]))
     assert np.all(np.sort(i[:, :100], axis=1) == np.arange(100))

@@ -85,7 +85,10 @@ def test_export_rejects_non_additive(tmp_path):
 def test_plain_faiss_example_runs_without_dehub_at_serving(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "serve_with_plain_faiss.py")],
-        capture_output=True, text=True, timeout=120, check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     assert "same top-5: True" in out.stdout
     src = (ROOT / "examples" / "serve_with_plain_faiss.py").read_text()

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 import dehub
-from dehub import Index, IndexFormatError
-from dehub import _format
+from dehub import Index, IndexFormatError, _format
 
 
 @pytest.fixture
@@ -44,8 +43,9 @@ def test_add_equals_refit(data):
     new_ids = 5000 + np.arange(30)
     inc = Index.build(data["gallery"], data["reference"], ids=ids, k=8, keep_reference=True)
     inc.add(data["new"], new_ids)
-    full = Index.build(np.vstack([data["gallery"], data["new"]]), data["reference"],
-                       ids=np.concatenate([ids, new_ids]), k=8)
+    full = Index.build(
+        np.vstack([data["gallery"], data["new"]]), data["reference"], ids=np.concatenate([ids, new_ids]), k=8
+    )
     _same(inc, full)
     qs = data["queries"]
     for a, b in zip(inc.search(qs, 10), full.search(qs, 10)):
@@ -88,8 +88,9 @@ def test_add_reference_equals_refit(data):
     inc = Index.build(data["gallery"], data["reference"], k=16, alpha=0.6)
     inc.add_reference(data["more_reference"])
     assert inc.n_reference == 550
-    full = Index.build(data["gallery"], np.vstack([data["reference"], data["more_reference"]]),
-                       k=16, alpha=0.6)
+    full = Index.build(
+        data["gallery"], np.vstack([data["reference"], data["more_reference"]]), k=16, alpha=0.6
+    )
     _same(inc, full)
     for a, b in zip(inc.search(data["queries"], 5), full.search(data["queries"], 5)):
         np.testing.assert_array_equal(a, b)

@@ -33,7 +33,14 @@ def test_sharded_view_indexing(sharded):
     d, g = sharded
     x = ShardedArray(d)
     assert x.shape == g.shape and x.dtype == g.dtype and len(x) == 600 and x.ndim == 2
-    for sl in (slice(0, 600), slice(90, 120), slice(100, 101), slice(599, 700), slice(5, 5), slice(0, 600, 7)):
+    for sl in (
+        slice(0, 600),
+        slice(90, 120),
+        slice(100, 101),
+        slice(599, 700),
+        slice(5, 5),
+        slice(0, 600, 7),
+    ):
         np.testing.assert_array_equal(x[sl], g[sl])
     rows = np.array([599, 0, 100, 100, 350, 349])
     np.testing.assert_array_equal(x[rows], g[rows])
@@ -85,10 +92,38 @@ def test_cli_build_accepts_shard_directory(sharded, clustered_data, tmp_path):
     r = clustered_data["reference"]
     np.save(tmp_path / "ref.npy", r)
     np.save(tmp_path / "gallery.npy", g)
-    assert cli_main(["build", "--gallery", str(d), "--reference", str(tmp_path / "ref.npy"),
-                     "-o", str(tmp_path / "a.dehub"), "--k", "8"]) == 0
-    assert cli_main(["build", "--gallery", str(tmp_path / "gallery.npy"), "--reference",
-                     str(tmp_path / "ref.npy"), "-o", str(tmp_path / "b.dehub"), "--k", "8"]) == 0
+    assert (
+        cli_main(
+            [
+                "build",
+                "--gallery",
+                str(d),
+                "--reference",
+                str(tmp_path / "ref.npy"),
+                "-o",
+                str(tmp_path / "a.dehub"),
+                "--k",
+                "8",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli_main(
+            [
+                "build",
+                "--gallery",
+                str(tmp_path / "gallery.npy"),
+                "--reference",
+                str(tmp_path / "ref.npy"),
+                "-o",
+                str(tmp_path / "b.dehub"),
+                "--k",
+                "8",
+            ]
+        )
+        == 0
+    )
     a, b = dehub.Index.load(tmp_path / "a.dehub"), dehub.Index.load(tmp_path / "b.dehub")
     np.testing.assert_array_equal(a.model.topk_scores_, b.model.topk_scores_)
     np.testing.assert_array_equal(np.asarray(a.model.gallery_), g)

@@ -66,9 +66,7 @@ class PairedSplit:
     def __post_init__(self) -> None:
         pairs = np.asarray(self.pairs)
         if pairs.ndim != 2 or pairs.shape[1] != 2:
-            raise ValueError(
-                f"pairs must have shape (n_pairs, 2); received {pairs.shape}"
-            )
+            raise ValueError(f"pairs must have shape (n_pairs, 2); received {pairs.shape}")
         for side, col in (("a", 0), ("b", 1)):
             n = getattr(self, side).shape[0]
             if pairs.size and (pairs[:, col].min() < 0 or pairs[:, col].max() >= n):
@@ -80,9 +78,7 @@ class PairedSplit:
             text = getattr(self, f"{side}_text")
             n = getattr(self, side).shape[0]
             if text is not None and len(text) != n:
-                raise ValueError(
-                    f"{side}_text has {len(text)} entries but side '{side}' has {n} embeddings"
-                )
+                raise ValueError(f"{side}_text has {len(text)} entries but side '{side}' has {n} embeddings")
 
     def task(self, direction: Direction, name: str | None = None) -> RetrievalTask:
         """The retrieval task of one direction of this split."""
@@ -113,9 +109,7 @@ class PairedBenchmark:
     metadata: dict = field(default_factory=dict)
 
     def direction_name(self, direction: Direction) -> str:
-        return (
-            f"{self.a_name}->{self.b_name}" if direction == "a2b" else f"{self.b_name}->{self.a_name}"
-        )
+        return f"{self.a_name}->{self.b_name}" if direction == "a2b" else f"{self.b_name}->{self.a_name}"
 
     def reference_for(self, direction: Direction) -> np.ndarray:
         """Reference queries for a direction: the query side of the reference split."""

@@ -91,8 +91,7 @@ def embed_texts(
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise TypeError(
-            f"texts must all be strings; items {bad[:5]} are "
-            f"{sorted({type(texts[i]).__name__ for i in bad})}"
+            f"texts must all be strings; items {bad[:5]} are {sorted({type(texts[i]).__name__ for i in bad})}"
         )
     out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)
     if not texts:

@@ -83,9 +83,7 @@ def load_ids(path: str | Path, n: int, *, name: str = "ids") -> np.ndarray:
 
 def _check_unique(ids: np.ndarray, n: int, name: str) -> np.ndarray:
     if ids.shape[0] != n:
-        raise ValueError(
-            f"{name}: {ids.shape[0]} ids for {n} embedding rows; expected one id per row"
-        )
+        raise ValueError(f"{name}: {ids.shape[0]} ids for {n} embedding rows; expected one id per row")
     uniq, counts = np.unique(ids.astype(str), return_counts=True)
     if uniq.size != ids.size:
         dup = uniq[counts > 1][:5].tolist()
@@ -234,9 +232,19 @@ def load_file_benchmark(
     empty_b = np.zeros((0, ref.shape[1]), dtype=np.float32)
     ref_split = PairedSplit(a=ref, b=empty_b, pairs=np.zeros((0, 2), dtype=np.int64))
     return PairedBenchmark(
-        name=name, test=test, validation=val, reference=ref_split, a_name="query", b_name="gallery",
-        metadata={"source": "files", "queries": str(queries), "gallery": str(gallery), "pairs": str(pairs),
-                  "reference": str(reference)},
+        name=name,
+        test=test,
+        validation=val,
+        reference=ref_split,
+        a_name="query",
+        b_name="gallery",
+        metadata={
+            "source": "files",
+            "queries": str(queries),
+            "gallery": str(gallery),
+            "pairs": str(pairs),
+            "reference": str(reference),
+        },
     )
 
 
@@ -277,10 +285,16 @@ def load_karpathy_benchmark(
         raise ValueError(f"{p}: expected a JSON object with a non-empty 'images' list")
     if not 0 < reference_fraction <= 1:
         raise ValueError(f"reference_fraction must be in (0, 1]; received {reference_fraction}")
-    img = image_embeddings if isinstance(image_embeddings, np.ndarray) else load_embeddings(
-        image_embeddings, name="image embeddings")
-    cap = caption_embeddings if isinstance(caption_embeddings, np.ndarray) else load_embeddings(
-        caption_embeddings, name="caption embeddings")
+    img = (
+        image_embeddings
+        if isinstance(image_embeddings, np.ndarray)
+        else load_embeddings(image_embeddings, name="image embeddings")
+    )
+    cap = (
+        caption_embeddings
+        if isinstance(caption_embeddings, np.ndarray)
+        else load_embeddings(caption_embeddings, name="caption embeddings")
+    )
     if img.shape[0] != len(images):
         raise ValueError(
             f"{p} lists {len(images)} images but the image embeddings have {img.shape[0]} rows; "
@@ -300,9 +314,7 @@ def load_karpathy_benchmark(
         cap_rows = [np.asarray(im["sentids"], dtype=np.int64) for im in images]
         mx = max((int(r.max()) for r in cap_rows if r.size), default=-1)
         if mx >= cap.shape[0]:
-            raise ValueError(
-                f"{p} has sentid {mx} but the caption embeddings have only {cap.shape[0]} rows"
-            )
+            raise ValueError(f"{p} has sentid {mx} but the caption embeddings have only {cap.shape[0]} rows")
     else:
         raise ValueError(f"caption_order must be 'file' or 'sentid'; received {caption_order!r}")
     split_of = np.array([im.get("split", "") for im in images])
@@ -315,10 +327,14 @@ def load_karpathy_benchmark(
             )
         counts = np.array([cap_rows[i].size for i in image_rows], dtype=np.int64)
         crow = np.concatenate([cap_rows[i] for i in image_rows])
-        pairs = np.stack([np.arange(crow.size, dtype=np.int64),
-                          np.repeat(np.arange(image_rows.size, dtype=np.int64), counts)], axis=1)
-        return PairedSplit(a=np.asarray(cap[crow]),
-                           b=np.asarray(img[image_rows]), pairs=pairs)
+        pairs = np.stack(
+            [
+                np.arange(crow.size, dtype=np.int64),
+                np.repeat(np.arange(image_rows.size, dtype=np.int64), counts),
+            ],
+            axis=1,
+        )
+        return PairedSplit(a=np.asarray(cap[crow]), b=np.asarray(img[image_rows]), pairs=pairs)
 
     test_rows = np.flatnonzero(split_of == test_split)
     val_rows = np.flatnonzero(split_of == validation_split)
@@ -337,6 +353,10 @@ def load_karpathy_benchmark(
         reference=make(ref_rows, "reference"),
         a_name="caption",
         b_name="image",
-        metadata={"source": str(p), "reference_fraction": reference_fraction, "seed": seed,
-                  "caption_order": caption_order},
+        metadata={
+            "source": str(p),
+            "reference_fraction": reference_fraction,
+            "seed": seed,
+            "caption_order": caption_order,
+        },
     )

@@ -126,7 +126,11 @@ class ShardedArray:
     def __getitem__(self, key):
         if isinstance(key, tuple):
             rows, cols = key[0], key[1:]
-            return self[rows][(slice(None), *cols)] if not isinstance(rows, (int, np.integer)) else self[rows][cols]
+            return (
+                self[rows][(slice(None), *cols)]
+                if not isinstance(rows, (int, np.integer))
+                else self[rows][cols]
+            )
         if isinstance(key, slice):
             start, stop, step = key.indices(self.shape[0])
             if step != 1:
@@ -146,7 +150,9 @@ class ShardedArray:
         out = self._slice(0, self.shape[0])
         return out if dtype is None else out.astype(dtype, copy=False)
 
-    def iter_blocks(self, block_rows: int = 65536, *, progress: bool | str = False) -> Iterator[tuple[slice, np.ndarray]]:
+    def iter_blocks(
+        self, block_rows: int = 65536, *, progress: bool | str = False
+    ) -> Iterator[tuple[slice, np.ndarray]]:
         """Yield ``(row slice, rows)`` blocks in order, with an optional progress bar."""
         n = self.shape[0]
         label = progress if isinstance(progress, str) else "read"

@@ -75,13 +75,11 @@ def _check_file(data_dir: Path, name: str, manifest: dict, verify: bool) -> Path
     entry = manifest["files"].get(name)
     if entry is None:
         raise DatasetIntegrityError(
-            f"WordNet benchmark: {name} is not listed in {data_dir / 'manifest.json'}. "
-            f"{_REBUILD}"
+            f"WordNet benchmark: {name} is not listed in {data_dir / 'manifest.json'}. {_REBUILD}"
         )
     if not path.is_file():
         raise DatasetIntegrityError(
-            f"WordNet benchmark file missing: {path} (expected sha256 {entry['sha256']}). "
-            f"{_REBUILD}"
+            f"WordNet benchmark file missing: {path} (expected sha256 {entry['sha256']}). {_REBUILD}"
         )
     if verify:
         received = sha256_file(path)
@@ -103,8 +101,7 @@ def _load_embeddings(data_dir: Path, names: list[str], manifest: dict, verify: b
             arr = np.load(path, allow_pickle=False)
         except ValueError as exc:  # unreadable header, or an object array
             raise DatasetIntegrityError(
-                f"WordNet benchmark file {path} is not a readable .npy array ({exc}). "
-                f"{_REBUILD}"
+                f"WordNet benchmark file {path} is not a readable .npy array ({exc}). {_REBUILD}"
             ) from exc
         parts.append(arr)
     emb = np.concatenate(parts, axis=0).astype(np.float32)
@@ -113,9 +110,7 @@ def _load_embeddings(data_dir: Path, names: list[str], manifest: dict, verify: b
     return emb
 
 
-def load_wordnet_benchmark(
-    *, verify: bool = True, data_dir: str | Path | None = None
-) -> PairedBenchmark:
+def load_wordnet_benchmark(*, verify: bool = True, data_dir: str | Path | None = None) -> PairedBenchmark:
     """Load the bundled WordNet reverse-dictionary benchmark.
 
     Parameters
@@ -158,8 +153,7 @@ def load_wordnet_benchmark(
     splits = {}
     for split in SPLITS:
         t = text["splits"][split]
-        a = _load_embeddings(data_dir, manifest["embeddings"][split]["definition"], manifest,
-                             verify)
+        a = _load_embeddings(data_dir, manifest["embeddings"][split]["definition"], manifest, verify)
         b = _load_embeddings(data_dir, manifest["embeddings"][split]["lemma"], manifest, verify)
         for side, emb in (("definition", a), ("lemma", b)):
             if emb.shape[0] != len(t[side]):

@@ -171,8 +171,14 @@ def exact_search(
         return out_v, out_i
     kk = min(k, nd)
     plan = plan_blocks(
-        nq, nd, d, kk, memory_budget=memory_budget, itemsize=dt.itemsize,
-        query_block=query_block, database_block=database_block,
+        nq,
+        nd,
+        d,
+        kk,
+        memory_budget=memory_budget,
+        itemsize=dt.itemsize,
+        query_block=query_block,
+        database_block=database_block,
     )
     off = None if offset is None else offset.astype(dt, copy=False)
     tile_bytes = max(_TILE_BYTES, plan.database_block * dt.itemsize)
@@ -205,8 +211,13 @@ def exact_search(
             v, i = top.result()
             if failed.size:  # the floor bet lost for these rows: redo them without it
                 v[failed], i[failed] = exact_search(
-                    qb[failed], database, kk, offset=offset, memory_budget=memory_budget,
-                    database_block=plan.database_block, _floor=False,
+                    qb[failed],
+                    database,
+                    kk,
+                    offset=offset,
+                    memory_budget=memory_budget,
+                    database_block=plan.database_block,
+                    _floor=False,
                 )
             out_v[qs, :kk] = v
             out_i[qs, :kk] = i

@@ -70,7 +70,7 @@ _BLOCK_ROWS = 32768  # rows of the database read at a time while building
 def import_faiss():
     """Import FAISS or explain how to install it."""
     try:
-        import faiss  # noqa: PLC0415 - optional dependency, imported lazily
+        import faiss
     except ImportError as exc:
         raise ImportError(
             "this engine needs FAISS, which is not installed; install it with "
@@ -120,9 +120,7 @@ class EngineParams:
         if isinstance(params, EngineParams):
             return params
         if not isinstance(params, dict):
-            raise TypeError(
-                f"engine_params must be a dict or EngineParams; received {type(params).__name__}"
-            )
+            raise TypeError(f"engine_params must be a dict or EngineParams; received {type(params).__name__}")
         known = set(cls.__dataclass_fields__)
         bad = sorted(set(params) - known)
         if bad:
@@ -132,9 +130,7 @@ class EngineParams:
     def resolved_nlist(self, n_database: int) -> int:
         if self.nlist is not None:
             if self.nlist < 1 or self.nlist > n_database:
-                raise ValueError(
-                    f"nlist must be in 1..n_database={n_database}; received nlist={self.nlist}"
-                )
+                raise ValueError(f"nlist must be in 1..n_database={n_database}; received nlist={self.nlist}")
             return int(self.nlist)
         target = 2 * np.sqrt(n_database)
         nlist = 1 << int(np.round(np.log2(max(target, 1))))
@@ -286,9 +282,7 @@ class ReferenceIndex:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer; received {k!r}")
         if queries.ndim != 2 or queries.shape[1] != self.d:
-            raise ValueError(
-                f"queries must be 2-D with dimension {self.d}; received shape {queries.shape}"
-            )
+            raise ValueError(f"queries must be 2-D with dimension {self.d}; received shape {queries.shape}")
         k = int(k)
         p = self.params
         kk = k if p.rerank is None else max(int(p.rerank), k)
@@ -486,7 +480,9 @@ def build_reference_index(
     # assign every database row to its nearest centroid, in blocks within the budget
     assign = np.empty(n, dtype=np.int64)
     step = max(1024, min(_BLOCK_ROWS, p.memory_budget // (4 * (nlist + d))))
-    with progress_bar(total=-(-n // step), desc=f"{label}: assign", enable=bool(progress), unit="block") as bar:
+    with progress_bar(
+        total=-(-n // step), desc=f"{label}: assign", enable=bool(progress), unit="block"
+    ) as bar:
         for sl in _blocks(n, step):
             assign[sl] = (_rows(database, sl) @ idx.centroids.T).argmax(axis=1)
             bar.update(1)

@@ -248,9 +248,7 @@ class RunningTopK:
         return _sort_rows(self.top_v.copy(), self.top_i.copy())
 
 
-def merge_topk(
-    results: list[tuple[np.ndarray, np.ndarray]], k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def merge_topk(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Merge several ``(scores, ids)`` top-k results over disjoint id sets (e.g. shards).
 
     Each result has shape (n_rows, k_i); the merged result keeps the k best per row with

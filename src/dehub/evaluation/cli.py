@@ -28,20 +28,34 @@ def _int_list(text: str) -> list[int]:
     try:
         return [int(t) for t in _csv_list(text)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 1,5,10; received {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, e.g. 1,5,10; received {text!r}"
+        ) from None
 
 
 def _setup(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--methods", type=_csv_list, default=["plain", "nnn"],
-                   help="comma-separated registered methods (default: plain,nnn)")
-    p.add_argument("--directions", type=_csv_list, default=None,
-                   help="a2b and/or b2a (default: both; a2b only for --queries/--gallery data)")
+    p.add_argument(
+        "--methods",
+        type=_csv_list,
+        default=["plain", "nnn"],
+        help="comma-separated registered methods (default: plain,nnn)",
+    )
+    p.add_argument(
+        "--directions",
+        type=_csv_list,
+        default=None,
+        help="a2b and/or b2a (default: both; a2b only for --queries/--gallery data)",
+    )
     p.add_argument("--ks", type=_int_list, default=[1, 5, 10], help="Recall cut-offs (default 1,5,10)")
     p.add_argument("--metric", default="R@1", help="validation metric choosing each setting (default R@1)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    p.add_argument("--no-positive", choices=["exclude", "miss", "error"], default="exclude",
-                   help="queries without a relevant item: leave out and count (default), count as misses, or fail")
+    p.add_argument(
+        "--no-positive",
+        choices=["exclude", "miss", "error"],
+        default="exclude",
+        help="queries without a relevant item: leave out and count (default), count as misses, or fail",
+    )
     p.add_argument("-o", "--output", help="report directory (default reports/<benchmark name>/)")
     p.add_argument("--no-plots", action="store_true", help="skip the HTML plots")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -50,8 +64,12 @@ def _setup(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-embeddings", help=".npy, one row per image in the JSON's order")
     g.add_argument("--caption-embeddings", help=".npy, one row per caption (image by image)")
     g.add_argument("--caption-order", choices=["file", "sentid"], default="file")
-    g.add_argument("--reference-fraction", type=float, default=0.2,
-                   help="share of train+restval images used as reference (default 0.2, as the paper)")
+    g.add_argument(
+        "--reference-fraction",
+        type=float,
+        default=0.2,
+        help="share of train+restval images used as reference (default 0.2, as the paper)",
+    )
     f = p.add_argument_group("embedding files (one direction: queries -> gallery)")
     f.add_argument("--queries", help="test query embeddings .npy")
     f.add_argument("--gallery", help="test gallery embeddings .npy")
@@ -76,8 +94,11 @@ def _load(args: argparse.Namespace):
         if not (args.image_embeddings and args.caption_embeddings):
             raise ValueError("--karpathy needs --image-embeddings and --caption-embeddings")
         bench = loaders.load_karpathy_benchmark(
-            args.karpathy, args.image_embeddings, args.caption_embeddings,
-            reference_fraction=args.reference_fraction, caption_order=args.caption_order,
+            args.karpathy,
+            args.image_embeddings,
+            args.caption_embeddings,
+            reference_fraction=args.reference_fraction,
+            caption_order=args.caption_order,
         )
         return bench, ["a2b", "b2a"]
     if given:
@@ -89,10 +110,17 @@ def _load(args: argparse.Namespace):
                 + " ".join("--" + m.replace("_", "-") for m in missing)
             )
         bench = loaders.load_file_benchmark(
-            queries=args.queries, gallery=args.gallery, pairs=args.pairs, reference=args.reference,
-            val_queries=args.val_queries, val_gallery=args.val_gallery, val_pairs=args.val_pairs,
-            query_ids=args.query_ids, gallery_ids=args.gallery_ids,
-            val_query_ids=args.val_query_ids, val_gallery_ids=args.val_gallery_ids,
+            queries=args.queries,
+            gallery=args.gallery,
+            pairs=args.pairs,
+            reference=args.reference,
+            val_queries=args.val_queries,
+            val_gallery=args.val_gallery,
+            val_pairs=args.val_pairs,
+            query_ids=args.query_ids,
+            gallery_ids=args.gallery_ids,
+            val_query_ids=args.val_query_ids,
+            val_gallery_ids=args.val_gallery_ids,
             name=Path(args.queries).stem,
         )
         return bench, ["a2b"]
@@ -107,16 +135,24 @@ def _run(args: argparse.Namespace) -> int:
 
     bench, directions = _load(args)
     result = run_evaluation(
-        bench, methods=args.methods, directions=args.directions or directions, ks=args.ks,
-        n_bootstrap=args.n_bootstrap, seed=args.seed, metric=args.metric,
-        no_positive=args.no_positive, progress=not args.quiet,
+        bench,
+        methods=args.methods,
+        directions=args.directions or directions,
+        ks=args.ks,
+        n_bootstrap=args.n_bootstrap,
+        seed=args.seed,
+        metric=args.metric,
+        no_positive=args.no_positive,
+        progress=not args.quiet,
     )
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", bench.name).strip("-") or "benchmark"
     out_dir = Path(args.output) if args.output else Path("reports") / slug
     paths = write_report(result, out_dir, plots=not args.no_plots)
     print(result.summary_text())
-    print(f"\nreport: {paths['json']}, {paths['markdown']}, {paths['html']}"
-          + ("" if paths["plots"] else " (plots skipped: matplotlib not installed)"))
+    print(
+        f"\nreport: {paths['json']}, {paths['markdown']}, {paths['html']}"
+        + ("" if paths["plots"] else " (plots skipped: matplotlib not installed)")
+    )
     sys.stdout.flush()
     return 0
 

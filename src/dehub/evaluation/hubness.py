@@ -103,9 +103,5 @@ def compare_hubness(
     """
     before = hubness_stats(before_ids, n_gallery, k)
     after = hubness_stats(after_ids, n_gallery, k)
-    change = {
-        key: after[key] - before[key]
-        for key in before
-        if key not in ("k", "n_gallery", "argmax")
-    }
+    change = {key: after[key] - before[key] for key in before if key not in ("k", "n_gallery", "argmax")}
     return {"before": before, "after": after, "change": change}

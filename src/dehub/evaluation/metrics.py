@@ -77,9 +77,7 @@ def _check_policy(policy: str) -> None:
 def _check_ids(ids: np.ndarray, relevance: Relevance) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.ndim != 2 or ids.shape[0] != relevance.n_queries:
-        raise ValueError(
-            f"ids must have shape (n_queries={relevance.n_queries}, K); received {ids.shape}"
-        )
+        raise ValueError(f"ids must have shape (n_queries={relevance.n_queries}, K); received {ids.shape}")
     return ids.astype(np.int64, copy=False)
 
 
@@ -113,8 +111,7 @@ def first_relevant_rank_dense(scores: np.ndarray, relevance: Relevance, rows=Non
     n_rows, n_gallery = scores.shape
     if n_gallery != relevance.n_gallery:
         raise ValueError(
-            f"scores have {n_gallery} columns but the relevance covers "
-            f"{relevance.n_gallery} gallery items"
+            f"scores have {n_gallery} columns but the relevance covers {relevance.n_gallery} gallery items"
         )
     rows = np.arange(n_rows) if rows is None else np.asarray(rows, dtype=np.int64)
     sub = relevance.subset(rows)
@@ -160,9 +157,7 @@ def count_ahead(scores: np.ndarray, best: np.ndarray, first: np.ndarray) -> np.n
     tied = np.flatnonzero(equal > 1)
     if tied.size:
         cols = np.arange(scores.shape[1])[None, :]
-        rank[tied] += np.count_nonzero(
-            (scores[tied] == b[tied]) & (cols < first[tied, None]), axis=1
-        )
+        rank[tied] += np.count_nonzero((scores[tied] == b[tied]) & (cols < first[tied, None]), axis=1)
     return rank
 
 
@@ -267,8 +262,14 @@ def outcomes_from_ranks(
         values["MRR"] = np.where(r <= relevance.n_gallery, 1.0 / r, 0.0)
         values["mean_rank"] = r.astype(np.float64)
     return QueryOutcomes(
-        values=values, rank=r, query_rows=rows, n_queries=relevance.n_queries,
-        n_without_positives=n_without, no_positive=no_positive, rank_exact=rank_exact, ks=ks,
+        values=values,
+        rank=r,
+        query_rows=rows,
+        n_queries=relevance.n_queries,
+        n_without_positives=n_without,
+        no_positive=no_positive,
+        rank_exact=rank_exact,
+        ks=ks,
     )
 
 
@@ -319,7 +320,8 @@ def retrieval_metrics(
     out = evaluate_topk(ids, relevance, ks, dense_rank=dense_rank, no_positive=no_positive)
     summary = out.summary()
     summary.update(
-        n_queries=out.n_queries, n_evaluated=int(out.query_rows.size),
+        n_queries=out.n_queries,
+        n_evaluated=int(out.query_rows.size),
         n_without_positives=out.n_without_positives,
     )
     return summary

@@ -75,9 +75,11 @@ class EvaluationResult:
         dw = max(
             [14, *(len(n) for d in self.data["directions"].values() for n in d["bootstrap"]["differences"])]
         )
-        head = f"{'direction':<22} {'method':<{mw}} " + " ".join(
-            f"{'R@' + str(k):>21}" for k in ks
-        ) + f" {'MRR':>7} {'maxN' + str(hk):>6}  params"
+        head = (
+            f"{'direction':<22} {'method':<{mw}} "
+            + " ".join(f"{'R@' + str(k):>21}" for k in ks)
+            + f" {'MRR':>7} {'maxN' + str(hk):>6}  params"
+        )
         lines = [head, "-" * len(head)]
         for r in rows:
             cells = " ".join(
@@ -127,7 +129,8 @@ def check_benchmark(benchmark: PairedBenchmark, directions: Sequence[str]) -> No
     _check_split(benchmark.validation, "validation")
     dims = {
         f"{s}.{side}": getattr(getattr(benchmark, s), side).shape[1]
-        for s in ("test", "validation", "reference") for side in ("a", "b")
+        for s in ("test", "validation", "reference")
+        for side in ("a", "b")
         if getattr(getattr(benchmark, s), side).shape[0] > 0
     }
     if len(set(dims.values())) != 1:
@@ -237,12 +240,22 @@ def run_evaluation(
             _log(progress, f"[{dname}] {method}: validation sweep")
             t0 = time.perf_counter()
             sw = sweep(
-                method, val_task, reference, grid=grids.get(method), metric=metric, ks=ks,
-                no_positive=no_positive, memory_budget=memory_budget, progress=progress,
+                method,
+                val_task,
+                reference,
+                grid=grids.get(method),
+                metric=metric,
+                ks=ks,
+                no_positive=no_positive,
+                memory_budget=memory_budget,
+                progress=progress,
             )
             tm["sweep"] = time.perf_counter() - t0
-            _log(progress, f"[{dname}] {method}: chose {sw.best_params or '(no parameters)'} "
-                           f"({len(sw.table)} settings, {tm['sweep']:.1f} s); fitting on the test gallery")
+            _log(
+                progress,
+                f"[{dname}] {method}: chose {sw.best_params or '(no parameters)'} "
+                f"({len(sw.table)} settings, {tm['sweep']:.1f} s); fitting on the test gallery",
+            )
             t0 = time.perf_counter()
             model = fit_selected(method, sw.best_params, test_task.gallery, reference, **fit_kwargs)
             tm["fit"] = time.perf_counter() - t0
@@ -252,7 +265,9 @@ def run_evaluation(
             t0 = time.perf_counter()
             queries = test_task.queries
             ranks = dense_ranks(
-                lambda rows: model.score(queries[rows]), rel.n_queries, rel,
+                lambda rows: model.score(queries[rows]),
+                rel.n_queries,
+                rel,
                 memory_budget=min(memory_budget, 256 * 2**20),
             )
             out = evaluate_topk(ids, rel, ks, dense_rank=ranks, no_positive=no_positive)
@@ -298,25 +313,38 @@ def run_evaluation(
     timings["total_seconds"] = time.perf_counter() - t_start
     result.data = {
         "benchmark": {
-            "name": benchmark.name, "a_name": benchmark.a_name, "b_name": benchmark.b_name,
+            "name": benchmark.name,
+            "a_name": benchmark.a_name,
+            "b_name": benchmark.b_name,
             "sizes": {
-                s: {"a": int(getattr(benchmark, s).a.shape[0]), "b": int(getattr(benchmark, s).b.shape[0]),
-                    "pairs": int(np.asarray(getattr(benchmark, s).pairs).shape[0])}
+                s: {
+                    "a": int(getattr(benchmark, s).a.shape[0]),
+                    "b": int(getattr(benchmark, s).b.shape[0]),
+                    "pairs": int(np.asarray(getattr(benchmark, s).pairs).shape[0]),
+                }
                 for s in ("test", "validation", "reference")
             },
             "dim": int(benchmark.test.a.shape[1]),
         },
         "settings": {
-            "methods": methods, "directions": directions, "ks": list(ks), "hub_ks": list(hub_ks),
-            "metric": metric, "n_bootstrap": int(n_bootstrap), "seed": int(seed),
-            "confidence": float(confidence), "no_positive": no_positive,
+            "methods": methods,
+            "directions": directions,
+            "ks": list(ks),
+            "hub_ks": list(hub_ks),
+            "metric": metric,
+            "n_bootstrap": int(n_bootstrap),
+            "seed": int(seed),
+            "confidence": float(confidence),
+            "no_positive": no_positive,
             "grids": {m: (grids.get(m) or METHODS[m].default_grid()) for m in methods},
             "memory_budget": int(memory_budget),
             "comparisons": [f"{o} - {b}" for b, o in _comparisons(methods)],
         },
         "versions": {
-            "dehub": __version__, "numpy": np.__version__,
-            "python": platform.python_version(), "platform": platform.platform(),
+            "dehub": __version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
         },
         "directions": dir_data,
         "timings": timings,

@@ -69,37 +69,91 @@ def _tables(result: EvaluationResult) -> list[tuple[str, list[str], list[list[st
         per = dd["bootstrap"]["per_method"]
         for m, md in dd["methods"].items():
             params = ", ".join(f"{k}={v}" for k, v in md["chosen_params"].items()) or "-"
-            rows.append([dd["name"], m, *[_pct(per[m][f"R@{k}"]) for k in ks],
-                         f"{per[m]['MRR']['value']:.4f}", _fmt(md["test"].get("median_rank")), params])
+            rows.append(
+                [
+                    dd["name"],
+                    m,
+                    *[_pct(per[m][f"R@{k}"]) for k in ks],
+                    f"{per[m]['MRR']['value']:.4f}",
+                    _fmt(md["test"].get("median_rank")),
+                    params,
+                ]
+            )
     tables.append((f"Test results ({conf}% bootstrap CI)", head, rows))
     rows = []
     for dd in d["directions"].values():
         for name, metrics in dd["bootstrap"]["differences"].items():
             for metric, x in metrics.items():
                 scale = 100 if metric.startswith("R@") else 1
-                rows.append([dd["name"], name, metric, f"{scale * x['delta']:+.4g}",
-                             f"[{scale * x['ci_low']:+.4g}, {scale * x['ci_high']:+.4g}]", f"{x['p_boot']:.3g}"])
-    tables.append((
-        f"Paired differences ({d['settings']['n_bootstrap']} resamples, seed {d['settings']['seed']}; "
-        "R@K in points)", ["direction", "comparison", "metric", "delta", f"{conf}% CI", "p_boot"], rows,
-    ))
+                rows.append(
+                    [
+                        dd["name"],
+                        name,
+                        metric,
+                        f"{scale * x['delta']:+.4g}",
+                        f"[{scale * x['ci_low']:+.4g}, {scale * x['ci_high']:+.4g}]",
+                        f"{x['p_boot']:.3g}",
+                    ]
+                )
+    tables.append(
+        (
+            f"Paired differences ({d['settings']['n_bootstrap']} resamples, seed {d['settings']['seed']}; "
+            "R@K in points)",
+            ["direction", "comparison", "metric", "delta", f"{conf}% CI", "p_boot"],
+            rows,
+        )
+    )
     rows = []
     for dd in d["directions"].values():
         for m, md in dd["methods"].items():
             for hk, h in md["hubness"].items():
-                rows.append([dd["name"], m, hk, str(h["max"]), _fmt(h["skewness"]), _fmt(h["kurtosis"]),
-                             f"{100 * h['anti_hub_share']:.1f}%", _fmt(h["robin_hood"])])
-    tables.append(("Hubness of the test ranking (k-occurrence N_k; kurtosis is excess kurtosis)",
-                   ["direction", "method", "k", "max N_k", "skewness", "kurtosis", "never retrieved", "Robin Hood"],
-                   rows))
+                rows.append(
+                    [
+                        dd["name"],
+                        m,
+                        hk,
+                        str(h["max"]),
+                        _fmt(h["skewness"]),
+                        _fmt(h["kurtosis"]),
+                        f"{100 * h['anti_hub_share']:.1f}%",
+                        _fmt(h["robin_hood"]),
+                    ]
+                )
+    tables.append(
+        (
+            "Hubness of the test ranking (k-occurrence N_k; kurtosis is excess kurtosis)",
+            ["direction", "method", "k", "max N_k", "skewness", "kurtosis", "never retrieved", "Robin Hood"],
+            rows,
+        )
+    )
     rows = []
     for dd in d["directions"].values():
-        rows.append([dd["name"], str(dd["n_test_queries"]), str(dd["n_test_gallery"]),
-                     str(dd["n_evaluated_queries"]), str(dd["n_queries_without_positives"]),
-                     f"{dd['mean_positives_per_query']:.2f}", str(dd["n_reference"])])
-    tables.append((f"Data (queries without positives: policy '{d['settings']['no_positive']}')",
-                   ["direction", "test queries", "test gallery", "evaluated", "without positives",
-                    "positives/query", "reference"], rows))
+        rows.append(
+            [
+                dd["name"],
+                str(dd["n_test_queries"]),
+                str(dd["n_test_gallery"]),
+                str(dd["n_evaluated_queries"]),
+                str(dd["n_queries_without_positives"]),
+                f"{dd['mean_positives_per_query']:.2f}",
+                str(dd["n_reference"]),
+            ]
+        )
+    tables.append(
+        (
+            f"Data (queries without positives: policy '{d['settings']['no_positive']}')",
+            [
+                "direction",
+                "test queries",
+                "test gallery",
+                "evaluated",
+                "without positives",
+                "positives/query",
+                "reference",
+            ],
+            rows,
+        )
+    )
     return tables
 
 
@@ -143,7 +197,9 @@ def _plots(result: EvaluationResult) -> list[tuple[str, str]]:
             hi = max(int(v[hk].max()) for v in occ.values())
             bins = np.arange(0, hi + 2) - 0.5
             for m, v in occ.items():
-                ax.hist(v[hk], bins=bins, histtype="step", linewidth=1.5, label=f"{m} (max {int(v[hk].max())})")
+                ax.hist(
+                    v[hk], bins=bins, histtype="step", linewidth=1.5, label=f"{m} (max {int(v[hk].max())})"
+                )
             ax.set_yscale("log")
             ax.set_xlabel(f"N_{hk}: queries retrieving the item in their top {hk}")
             ax.set_ylabel("gallery items")
@@ -198,12 +254,16 @@ def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, b
     d = result.data
     esc = html.escape
     parts = [
-        "<!DOCTYPE html>", "<html lang=\"en\">", "<head>", "<meta charset=\"utf-8\">",
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
         f"<title>dehub evaluation: {esc(d['benchmark']['name'])}</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
         "table{border-collapse:collapse;margin:1em 0;}td,th{border:1px solid #ccc;padding:3px 8px;}"
         "th{background:#eee;}img{max-width:100%;}</style>",
-        "</head>", "<body>",
+        "</head>",
+        "<body>",
         f"<h1>dehub evaluation: {esc(d['benchmark']['name'])}</h1>",
         f"<p>dehub {esc(d['versions']['dehub'])}, numpy {esc(d['versions']['numpy'])}; "
         f"seed {d['settings']['seed']}, {d['settings']['n_bootstrap']} bootstrap resamples; "
@@ -211,7 +271,9 @@ def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, b
     ]
     for title, head, rows in _tables(result):
         parts.append(f"<h2>{esc(title)}</h2>")
-        parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>")
+        parts.append(
+            "<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
+        )
         for r in rows:
             parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
         parts.append("</tbody></table>")
@@ -226,8 +288,10 @@ def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, b
         if not drawn:
             parts.append("<p>Plots skipped: matplotlib is not installed (pip install 'dehub[plot]').</p>")
         for caption, png in images:
-            parts.append(f"<figure><img alt=\"{esc(caption)}\" src=\"data:image/png;base64,{png}\">"
-                         f"<figcaption>{esc(caption)}</figcaption></figure>")
+            parts.append(
+                f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{png}">'
+                f"<figcaption>{esc(caption)}</figcaption></figure>"
+            )
     parts += ["</body>", "</html>", ""]
     return "\n".join(parts), drawn
 

@@ -146,7 +146,9 @@ def paired_bootstrap(
         {"base": base, "other": other}, [("base", "other")], n_resamples, seed, confidence
     )
     return {
-        "n_resamples": res["n_resamples"], "seed": res["seed"], "confidence": res["confidence"],
+        "n_resamples": res["n_resamples"],
+        "seed": res["seed"],
+        "confidence": res["confidence"],
         "metrics": res["differences"]["other - base"],
     }
 
@@ -186,13 +188,19 @@ def bootstrap_comparisons(
             lo, hi = _interval(d, confidence)
             p = min(1.0, 2 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
             entry[m] = {
-                "base": points[base][m], "other": points[other][m],
+                "base": points[base][m],
+                "other": points[other][m],
                 "delta": points[other][m] - points[base][m],
-                "ci_low": lo, "ci_high": hi, "p_boot": p,
+                "ci_low": lo,
+                "ci_high": hi,
+                "p_boot": p,
             }
         diffs[f"{other} - {base}"] = entry
     return {
         "method": "paired percentile bootstrap over queries",
-        "n_resamples": int(n_resamples), "seed": int(seed), "confidence": float(confidence),
-        "per_method": per_method, "differences": diffs,
+        "n_resamples": int(n_resamples),
+        "seed": int(seed),
+        "confidence": float(confidence),
+        "per_method": per_method,
+        "differences": diffs,
     }

@@ -71,11 +71,17 @@ class SweepResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "method": self.method, "metric": self.metric, "grid": self.grid,
-            "n_settings": len(self.table), "table": self.table,
-            "best_params": self.best_params, "best_metrics": self.best_metrics,
-            "best_index": self.best_index, "seconds": self.seconds,
-            "tie_break": self.tie_break, "n_without_positives": self.n_without_positives,
+            "method": self.method,
+            "metric": self.metric,
+            "grid": self.grid,
+            "n_settings": len(self.table),
+            "table": self.table,
+            "best_params": self.best_params,
+            "best_metrics": self.best_metrics,
+            "best_index": self.best_index,
+            "seconds": self.seconds,
+            "tie_break": self.tie_break,
+            "n_without_positives": self.n_without_positives,
         }
 
 
@@ -192,10 +198,15 @@ def sweep(
     row = table[best]
     best_params = {k: row[k] for k in grid if k in row}
     return SweepResult(
-        method=model.name, metric=metric, grid={k: [_plain(x) for x in v] for k, v in grid.items()},
-        table=table, best_params=best_params,
+        method=model.name,
+        metric=metric,
+        grid={k: [_plain(x) for x in v] for k, v in grid.items()},
+        table=table,
+        best_params=best_params,
         best_metrics={k: v for k, v in row.items() if k not in grid},
-        best_index=best, seconds=time.perf_counter() - t0, n_without_positives=n_without,
+        best_index=best,
+        seconds=time.perf_counter() - t0,
+        n_without_positives=n_without,
     )
 
 

@@ -50,8 +50,7 @@ __all__ = [
 #: Registry: method name -> estimator class. Names are what the CLI and the evaluation
 #: harness accept and what index files record.
 METHODS: dict[str, type[BaseCorrector]] = {
-    cls.name: cls
-    for cls in (Plain, NNN, RobustNNN, SoftNNN, CSLS, QBNorm, QBNormDIS, DBNorm, DBNormDIS, DN)
+    cls.name: cls for cls in (Plain, NNN, RobustNNN, SoftNNN, CSLS, QBNorm, QBNormDIS, DBNorm, DBNormDIS, DN)
 }
 
 
@@ -60,7 +59,5 @@ def get_method(name: str, **params) -> BaseCorrector:
     try:
         cls = METHODS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown method {name!r}; expected one of {sorted(METHODS)}"
-        ) from None
+        raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}") from None
     return cls(**params)

@@ -85,7 +85,11 @@ class AffineBiasCorrector(AdditiveBiasCorrector):
         queries = self._prepare_queries(queries, normalize)
         self._check_params()
         s, ids = exact_search(
-            queries, self.gallery_, k, offset=self.bias_, memory_budget=memory_budget,
+            queries,
+            self.gallery_,
+            k,
+            offset=self.bias_,
+            memory_budget=memory_budget,
             progress="search" if progress else False,
         )
         return self._finish(s, queries, memory_budget), ids

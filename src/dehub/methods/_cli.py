@@ -58,6 +58,9 @@ def add_method_param_options(parser: argparse.ArgumentParser) -> None:
         if option_name(param) in parser._option_string_actions:
             continue  # declared by the core CLI (e.g. --engine) with its own help
         parser.add_argument(
-            option_name(param), dest=param, type=conv, default=None,
+            option_name(param),
+            dest=param,
+            type=conv,
+            default=None,
             help="parameter of " + ", ".join(users) + " (default: the method's own)",
         )

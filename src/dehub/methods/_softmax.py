@@ -124,7 +124,10 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
             nonzero = sorted({float(x) for x in betas if float(x) > 0})
             if nonzero:
                 lse = streamed_logsumexp(
-                    gallery, bank, nonzero, memory_budget=memory_budget,
+                    gallery,
+                    bank,
+                    nonzero,
+                    memory_budget=memory_budget,
                     progress=f"{self.name} bank {b + 1} logsumexp" if progress else False,
                 )
                 cache.update({beta: lse[:, t] for t, beta in enumerate(nonzero)})
@@ -133,10 +136,15 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
             self._lse_cache.append(cache)
         self._act_ids = None
         if ks:
-            kmax = check_k(max(ks), n, name="k", what="gallery items (activation sets take each bank item's top-k)")
+            kmax = check_k(
+                max(ks), n, name="k", what="gallery items (activation sets take each bank item's top-k)"
+            )
             self._act_ids = [
                 activation_ids(
-                    bank, gallery, kmax, memory_budget=memory_budget,
+                    bank,
+                    gallery,
+                    kmax,
+                    memory_budget=memory_budget,
                     progress=f"{self.name} bank {b + 1} activation" if progress else False,
                 )
                 for b, bank in enumerate(banks)
@@ -164,8 +172,12 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         self._check_values()
         gallery, banks = self._prepare_fit(gallery, banks, names, normalize)
         self._fit_banks(
-            gallery, banks, [[b] for b in self._betas()], [int(self.k)] if self.dynamic else None,
-            memory_budget=memory_budget, progress=progress,
+            gallery,
+            banks,
+            [[b] for b in self._betas()],
+            [int(self.k)] if self.dynamic else None,
+            memory_budget=memory_budget,
+            progress=progress,
         )
         self._select(self._betas(), int(self.k) if self.dynamic else None)
         return self
@@ -175,7 +187,9 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         grid = self.default_grid() if grid is None else dict(grid)
         unknown = set(grid) - set(self._param_names)
         if unknown:
-            raise ValueError(f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}")
+            raise ValueError(
+                f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}"
+            )
         values = {n: list(grid.get(n, [getattr(self, n)])) for n in self._param_names}
         for n in self._beta_names:
             for v in values[n]:
@@ -188,8 +202,12 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         dynamic_any = any(bool(d) for d in values["dynamic"])
         ks = sorted({int(k) for k in values["k"]})
         self._fit_banks(
-            gallery, banks, [values[n] for n in self._beta_names], ks if dynamic_any else None,
-            memory_budget=memory_budget, progress=progress,
+            gallery,
+            banks,
+            [values[n] for n in self._beta_names],
+            ks if dynamic_any else None,
+            memory_budget=memory_budget,
+            progress=progress,
         )
         names_all = list(self._param_names)
         for combo in itertools.product(*(values[n] for n in names_all)):
@@ -240,8 +258,9 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         scale = self._scale()
         label = "search" if progress else False
         if not self.dynamic:
-            s, ids = exact_search(queries, self.gallery_, k, offset=self.bias_,
-                                  memory_budget=memory_budget, progress=label)
+            s, ids = exact_search(
+                queries, self.gallery_, k, offset=self.bias_, memory_budget=memory_budget, progress=label
+            )
             return (s.astype(np.float64) * scale).astype(np.float32), ids
         # Dynamic: plain search first (gives every query's top-1, hence its gates, and the
         # final results of queries no normalizer applies to).
@@ -253,8 +272,9 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
             rows = np.flatnonzero(code == c)
             on = gates[rows[0]]
             offset = self.lse_[on].sum(axis=0) / scale
-            s_c, ids_c = exact_search(queries[rows], self.gallery_, k, offset=offset,
-                                      memory_budget=memory_budget, progress=label)
+            s_c, ids_c = exact_search(
+                queries[rows], self.gallery_, k, offset=offset, memory_budget=memory_budget, progress=label
+            )
             s[rows], ids[rows] = s_c, ids_c
         return (s * scale).astype(np.float32), ids
 
@@ -321,5 +341,7 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         self._check_params()
 
     # The AdditiveBiasCorrector hook is unused: fit is implemented by the subclasses.
-    def _fit_bias(self, gallery, reference, *, memory_budget: int, progress: bool) -> None:  # pragma: no cover
+    def _fit_bias(
+        self, gallery, reference, *, memory_budget: int, progress: bool
+    ) -> None:  # pragma: no cover
         raise NotImplementedError

@@ -61,7 +61,12 @@ def streamed_logsumexp(
     dt = compute_dtype(gallery, bank)
     # Two score-sized buffers (scores and their scaled/exponentiated copy): half budget each.
     plan = plan_blocks(
-        ng, nb, d, 1, memory_budget=max(memory_budget // 2, 1), itemsize=dt.itemsize,
+        ng,
+        nb,
+        d,
+        1,
+        memory_budget=max(memory_budget // 2, 1),
+        itemsize=dt.itemsize,
         database_block=bank_block,
     )
     out = np.empty((ng, betas.size), dtype=np.float64)

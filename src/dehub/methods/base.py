@@ -140,7 +140,9 @@ class AdditiveBiasCorrector(BaseCorrector):
     def bias_(self) -> np.ndarray: ...
 
     @abstractmethod
-    def _fit_bias(self, gallery: np.ndarray, reference: np.ndarray, *, memory_budget: int, progress: bool) -> None: ...
+    def _fit_bias(
+        self, gallery: np.ndarray, reference: np.ndarray, *, memory_budget: int, progress: bool
+    ) -> None: ...
 
     def _min_reference(self) -> tuple[str, int]:
         """(parameter name, smallest reference size it allows) for the k-vs-size check."""
@@ -201,7 +203,11 @@ class AdditiveBiasCorrector(BaseCorrector):
         queries = self._prepare_queries(queries, normalize)
         self._check_params()
         return exact_search(
-            queries, self.gallery_, k, offset=self.bias_, memory_budget=memory_budget,
+            queries,
+            self.gallery_,
+            k,
+            offset=self.bias_,
+            memory_budget=memory_budget,
             progress="search" if progress else False,
         )
 

@@ -92,7 +92,10 @@ class CSLS(ReferenceTopKCache, AffineBiasCorrector):
         check_k(self.k, gallery.shape[0], name="k", what="gallery items (r_T(q) averages k of them)")
         self.fitted_k_ = None
         scores, ids = exact_search(
-            gallery, reference, int(self.k), memory_budget=memory_budget,
+            gallery,
+            reference,
+            int(self.k),
+            memory_budget=memory_budget,
             progress="CSLS r_S" if progress else False,
         )
         self.topk_scores_, self.topk_ids_, self.fitted_k_ = scores, ids, int(self.k)

@@ -121,8 +121,9 @@ class DBNorm(InvertedSoftmaxBase):
         normalize, memory_budget, progress : as :meth:`dehub.NNN.fit`.
         """
         banks, names = self._banks(gallery, reference, gallery_bank)
-        return self._fit_with(gallery, banks, names, normalize=normalize,
-                              memory_budget=memory_budget, progress=progress)
+        return self._fit_with(
+            gallery, banks, names, normalize=normalize, memory_budget=memory_budget, progress=progress
+        )
 
     def fit_grid(self, gallery, reference, grid=None, *, gallery_bank=None, **fit_kwargs):
         """Every (beta1, beta2, k, dynamic) of ``grid`` from one pass per bank."""

@@ -112,7 +112,9 @@ class DN(AffineBiasCorrector):
             self.set_params(lambda_=lam)
             yield {"lambda_": lam}, self
 
-    def _fit_bias(self, gallery, reference, *, memory_budget: int, progress: bool) -> None:  # pragma: no cover
+    def _fit_bias(
+        self, gallery, reference, *, memory_budget: int, progress: bool
+    ) -> None:  # pragma: no cover
         raise NotImplementedError  # fit is implemented directly (it takes a gallery bank)
 
     @property

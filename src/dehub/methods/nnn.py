@@ -140,8 +140,13 @@ class NNN(ReferenceTopKCache, AdditiveBiasCorrector):
 
     def _fit_bias(self, gallery, reference, *, memory_budget: int, progress: bool) -> None:
         scores, ids = topk_search(
-            gallery, reference, int(self.k), engine=self.engine, engine_params=self.engine_params,
-            memory_budget=memory_budget, progress="NNN bias" if progress else False,
+            gallery,
+            reference,
+            int(self.k),
+            engine=self.engine,
+            engine_params=self.engine_params,
+            memory_budget=memory_budget,
+            progress="NNN bias" if progress else False,
         )
         self.topk_scores_ = scores
         self.topk_ids_ = ids
@@ -154,9 +159,7 @@ class NNN(ReferenceTopKCache, AdditiveBiasCorrector):
             raise NotFittedError("NNN is not fitted yet; call fit(gallery, reference) first")
         k = self.k if k is None else k
         if k > self.fitted_k_:
-            raise ValueError(
-                f"k={k} exceeds the fitted k={self.fitted_k_}; refit with a larger k"
-            )
+            raise ValueError(f"k={k} exceeds the fitted k={self.fitted_k_}; refit with a larger k")
         return self.topk_scores_[:, :k].mean(axis=1, dtype=np.float64).astype(np.float32)
 
     def mean_topk_all(self) -> np.ndarray:

@@ -47,7 +47,9 @@ class _CachedNNNVariant(NNN):
     def bias_(self) -> np.ndarray:
         self._check_params()
         if getattr(self, "topk_scores_", None) is None:
-            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit(gallery, reference) first")
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted yet; call fit(gallery, reference) first"
+            )
         top = self.topk_scores_[:, : int(self.k)].astype(np.float64)
         return float(self.alpha) * self._statistic(top)
 
@@ -60,7 +62,9 @@ class _CachedNNNVariant(NNN):
         grid = self.default_grid() if grid is None else dict(grid)
         unknown = set(grid) - set(self._param_names)
         if unknown:
-            raise ValueError(f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}")
+            raise ValueError(
+                f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}"
+            )
         n_ref = reference.shape[0]
         ks = sorted({int(k) for k in grid.get("k", [self.k]) if int(k) <= n_ref})
         if not ks:
@@ -96,7 +100,9 @@ class RobustNNN(_CachedNNNVariant):
     name = "robust_nnn"
     _param_names = ("k", "alpha", "statistic", "trim")
 
-    def __init__(self, k: int = 16, alpha: float = 0.75, statistic: Statistic = "trimmed", trim: float = 0.125) -> None:
+    def __init__(
+        self, k: int = 16, alpha: float = 0.75, statistic: Statistic = "trimmed", trim: float = 0.125
+    ) -> None:
         super().__init__(k=k, alpha=alpha)
         self.statistic = statistic
         self.trim = trim

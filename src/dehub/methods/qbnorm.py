@@ -30,8 +30,8 @@ and, at fit, one top-k search of the bank against the gallery.
 
 from __future__ import annotations
 
-from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from .._validation import NormalizeMode
+from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._affine import check_real
 from ._softmax import InvertedSoftmaxBase
 
@@ -93,8 +93,14 @@ class QBNorm(InvertedSoftmaxBase):
         ``reference`` is the query bank (queries of the query modality, e.g. training
         captions for text-to-image); other arguments as :meth:`dehub.NNN.fit`.
         """
-        return self._fit_with(gallery, [reference], ["reference"], normalize=normalize,
-                              memory_budget=memory_budget, progress=progress)
+        return self._fit_with(
+            gallery,
+            [reference],
+            ["reference"],
+            normalize=normalize,
+            memory_budget=memory_budget,
+            progress=progress,
+        )
 
     def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
         """Every (beta, k, dynamic) of ``grid`` from one pass over the bank.

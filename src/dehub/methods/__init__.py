@@ -20,6 +20,7 @@ See ``docs/methods.md`` for formulas, papers, grids and serving costs.
 
 from __future__ import annotations
 
+from ._tags import MethodTags, get_tags
 from .base import AdditiveBiasCorrector, BaseCorrector, NotFittedError
 from .csls import CSLS
 from .dbnorm import DBNorm, DBNormDIS
@@ -45,6 +46,8 @@ __all__ = [
     "SoftNNN",
     "METHODS",
     "get_method",
+    "MethodTags",
+    "get_tags",
 ]
 
 #: Registry: method name -> estimator class. Names are what the CLI and the evaluation

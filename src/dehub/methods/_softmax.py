@@ -36,6 +36,7 @@ from .._validation import NormalizeMode, check_k, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
 from ._affine import check_int, check_real
 from ._stats import activation_ids, activation_mask, compute_dtype, streamed_logsumexp
+from ._tags import MethodTags
 from .base import AdditiveBiasCorrector, NotFittedError
 
 __all__ = ["InvertedSoftmaxBase"]
@@ -55,6 +56,11 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
     _beta_names: ClassVar[tuple[str, ...]] = ()
     k: int
     dynamic: bool
+
+    def __dehub_tags__(self) -> MethodTags:
+        # Static IS/DualIS: one per-item offset (scale sum(beta) > 0). Dynamic variants
+        # gate the normalizers on each query's own top-1: per-query offsets, not offset.
+        return MethodTags(offset=not bool(self.dynamic))
 
     # ------------------------------------------------------------------ params
     def _betas(self) -> tuple[float, ...]:

@@ -29,6 +29,7 @@ from .._validation import (
     check_same_dim,
 )
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
+from ._tags import MethodTags
 
 __all__ = ["BaseCorrector", "AdditiveBiasCorrector", "NotFittedError"]
 
@@ -44,6 +45,11 @@ class BaseCorrector(ABC):
     name: ClassVar[str] = ""
     #: Names of the constructor parameters, in order.
     _param_names: ClassVar[tuple[str, ...]] = ()
+
+    # ------------------------------------------------------------------ tags
+    def __dehub_tags__(self) -> MethodTags:
+        """What this estimator can do (:func:`dehub.methods.get_tags`); no claims by default."""
+        return MethodTags()
 
     # ------------------------------------------------------------------ params
     def get_params(self) -> dict[str, Any]:
@@ -134,6 +140,9 @@ class AdditiveBiasCorrector(BaseCorrector):
     """
 
     memory_budget: int = DEFAULT_MEMORY_BUDGET
+
+    def __dehub_tags__(self) -> MethodTags:
+        return MethodTags(offset=True)
 
     @property
     @abstractmethod

@@ -28,6 +28,7 @@ import numpy as np
 from .._validation import check_k
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
 from ._affine import AffineBiasCorrector, check_int
+from ._tags import MethodTags
 from ._topk_cache import ReferenceTopKCache
 from .base import NotFittedError
 
@@ -58,6 +59,13 @@ class CSLS(ReferenceTopKCache, AffineBiasCorrector):
 
     name = "csls"
     _param_names = ("k",)
+
+    def __dehub_tags__(self) -> MethodTags:
+        # Offset: for a fixed query r_T(q) shifts every item equally and the factor 2 is
+        # positive, so the ranking is that of s - r_S/2 (see dehub.methods._tags). r_S(r)
+        # depends only on r and the reference; r_T is computed at search time from the
+        # current gallery, so gallery growth needs nothing more.
+        return MethodTags(offset=True, incremental=True)
 
     def __init__(self, k: int = 10) -> None:
         self.k = k

@@ -33,6 +33,7 @@ from .._validation import NormalizeMode, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._affine import AffineBiasCorrector, check_real
 from ._stats import column_mean, matvec
+from ._tags import MethodTags
 from .base import NotFittedError
 
 __all__ = ["DN"]
@@ -61,6 +62,10 @@ class DN(AffineBiasCorrector):
 
     name = "dn"
     _param_names = ("lambda_",)
+
+    def __dehub_tags__(self) -> MethodTags:
+        # Offset: the query-only bracket of the expansion never changes a ranking.
+        return MethodTags(offset=True)
 
     def __init__(self, lambda_: float = 0.5) -> None:
         self.lambda_ = lambda_

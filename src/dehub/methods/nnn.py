@@ -22,6 +22,7 @@ import numpy as np
 
 from ..engine.faiss_engine import topk_search
 from ._affine import check_real
+from ._tags import MethodTags
 from ._topk_cache import ReferenceTopKCache
 from .base import AdditiveBiasCorrector, NotFittedError
 
@@ -74,6 +75,11 @@ class NNN(ReferenceTopKCache, AdditiveBiasCorrector):
 
     name = "nnn"
     _param_names = ("k", "alpha", "engine", "engine_params")
+
+    def __dehub_tags__(self) -> MethodTags:
+        # b(r) depends only on r's top-k scores over the reference (Eq. 1): offset,
+        # incremental (new rows, removals, merged reference top-k) and per-row.
+        return MethodTags(offset=True, incremental=True)
 
     def __init__(
         self, k: int = 16, alpha: float = 0.75, engine: str = "exact", engine_params: dict | None = None

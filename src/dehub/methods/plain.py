@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._tags import MethodTags
 from .base import AdditiveBiasCorrector
 
 __all__ = ["Plain"]
@@ -18,6 +19,10 @@ class Plain(AdditiveBiasCorrector):
 
     name = "plain"
     _param_names = ()
+
+    def __dehub_tags__(self) -> MethodTags:
+        # No fitted statistics: every update and every shard split is trivially exact.
+        return MethodTags(offset=True, incremental=True)
 
     def _fit_bias(self, gallery, reference, *, memory_budget: int, progress: bool) -> None:
         self.n_gallery_ = gallery.shape[0]

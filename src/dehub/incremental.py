@@ -176,24 +176,25 @@ class IncrementalMixin:
         progress: bool = False,
         save_to: str | os.PathLike | None = None,
     ):
-        """Grow the reference set: merge the new rows' top-k into every item's top-k.
+        """Grow the reference set: the model extends its statistics (``add_reference_rows``).
 
         New reference rows are numbered after the old ones (``n_reference + j``), as if
         the refit had used ``concatenate([old_reference, new_reference])``. Returns ``self``.
         """
         self._check_incremental()
         new_reference = self._prepare_rows(new_reference, "new_reference", normalize)
-        if not self.model.growth_needs_reference():
-            return self  # no statistics over the reference: nothing to extend
         if self.n_reference is None:
-            raise ValueError(
-                "the index does not record how many reference rows it was fitted on, so new "
-                "reference rows cannot be numbered; build it with Index.build (which records it)"
+            if self.model.growth_needs_reference():
+                raise ValueError(
+                    "the index does not record how many reference rows it was fitted on, so new "
+                    "reference rows cannot be numbered; build it with Index.build (which records it)"
+                )
+            new: dict[str, Any] = {}  # no statistics over the reference: nothing to extend
+        else:
+            model = self.model.add_reference_rows(
+                new_reference, n_reference=self.n_reference, memory_budget=memory_budget, progress=progress
             )
-        model = self.model.add_reference_rows(
-            new_reference, n_reference=self.n_reference, memory_budget=memory_budget, progress=progress
-        )
-        new = {"model": model, "n_reference": self.n_reference + new_reference.shape[0]}
+            new = {"model": model, "n_reference": self.n_reference + new_reference.shape[0]}
         if self.reference is not None:
             new["reference"] = np.concatenate([np.asarray(self.reference), new_reference])
         self._commit(new, save_to)

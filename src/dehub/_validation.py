@@ -10,6 +10,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from types import FrameType
 from typing import Literal
 
 import numpy as np
@@ -34,7 +35,8 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
 
 def _user_stacklevel() -> int:
     """The ``stacklevel`` that points a warning at the first caller outside dehub."""
-    level, frame = 1, sys._getframe(1)
+    level = 1
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE_DIR):
         frame = frame.f_back
         level += 1

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from ._validation import NormalizeMode, check_embeddings, check_normalization, check_same_dim
+from .engine import topk_search
 from .engine.exact import DEFAULT_MEMORY_BUDGET
-from .engine.faiss_engine import topk_search
 from .engine.topk import merge_topk
 
 __all__ = ["IncrementalMixin"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RunningTopK", "merge_topk", "lane_lower_bound"]
+__all__ = ["RunningTopK", "merge_topk", "lane_lower_bound", "select_topk"]
 
 
 _ID_PAD = np.iinfo(np.int64).max  # sorts after every real id
@@ -69,6 +69,41 @@ def _select_topk(w_v: np.ndarray, w_i: np.ndarray, k: int) -> tuple[np.ndarray, 
         v[rows] = np.take_along_axis(w_v[rows], o, axis=1)
         i[rows] = np.take_along_axis(w_i[rows], o, axis=1)
     return v, i
+
+
+def select_topk(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best entries of every row of a score matrix, sorted (the one-shot selection).
+
+    ``scores`` (n, width); ``ids`` (n, width) int64 with ``-1`` for padding, or ``None``
+    for the column numbers (a dense score matrix). Returns ``(scores, ids)`` of shape
+    (n, k), best first, ties -> smaller id, padded ``-inf``/``-1`` when a row has fewer
+    than ``k`` entries.
+
+    ``k == 1`` over columns is an ``argmax`` (the first maximum is the smallest id). For a
+    wide matrix, ``np.partition`` of the float scores (about 3x cheaper than
+    ``argpartition``) finds each row's k-th value; the few entries at or above it are
+    gathered and ordered exactly, so ties at the k-th value follow the id rule.
+    """
+    n, width = scores.shape
+    if ids is None and k == 1 and width >= 1:
+        best = scores.argmax(axis=1)[:, None]
+        return np.take_along_axis(scores, best, axis=1), best.astype(np.int64)
+    cols = np.broadcast_to(np.arange(width, dtype=np.int64), scores.shape) if ids is None else ids
+    if width <= 2 * k:
+        return _sort_rows(*_select_topk(scores, cols, k))
+    kth = np.partition(scores, width - k, axis=1)[:, width - k]
+    mask = scores >= kth[:, None]
+    if ids is not None:
+        mask &= ids >= 0
+    counts = mask.sum(axis=1)
+    rows, c = np.nonzero(mask)
+    m = max(int(counts.max()), 1)
+    pos = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    sv = np.full((n, m), -np.inf, dtype=scores.dtype)
+    si = np.full((n, m), -1, dtype=np.int64)
+    sv[rows, pos] = scores[rows, c]
+    si[rows, pos] = c if ids is None else ids[rows, c]
+    return _sort_rows(*_select_topk(sv, si, k))
 
 
 def lane_lower_bound(scores: np.ndarray, j: int, lanes: int) -> np.ndarray:

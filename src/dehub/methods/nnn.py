@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..engine.faiss_engine import topk_search
+from ..engine import topk_search
 from ._affine import check_real
 from ._topk_cache import ReferenceTopKCache
 from .base import AdditiveBiasCorrector, NotFittedError

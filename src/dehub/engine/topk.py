@@ -19,6 +19,7 @@ implements the tie rule exactly.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 __all__ = ["RunningTopK", "merge_topk", "lane_lower_bound", "select_topk"]
 
@@ -119,10 +120,19 @@ def lane_lower_bound(scores: np.ndarray, j: int, lanes: int) -> np.ndarray:
     nr, nb = scores.shape
     if not 1 <= j <= lanes <= nb:
         raise ValueError(f"need 1 <= j <= lanes <= n_columns; received j={j}, lanes={lanes}, n={nb}")
-    m = scores[:, :lanes].copy()
-    for c in range(lanes, nb, lanes):
-        w = min(lanes, nb - c)
-        np.maximum(m[:, :w], scores[:, c : c + w], out=m[:, :w])
+    full = nb // lanes
+    if scores.flags.c_contiguous or scores.strides[1] == scores.itemsize:
+        # one reduction over the middle axis of a (rows, full, lanes) view: the lane
+        # maxima of a row stay in L1 while its columns stream by (about 3x faster than
+        # one np.maximum call per slab)
+        m = scores[:, : full * lanes].reshape(nr, full, lanes).max(axis=1)
+    else:
+        m = scores[:, :lanes].copy()
+        for c in range(lanes, full * lanes, lanes):
+            np.maximum(m, scores[:, c : c + lanes], out=m)
+    rest = nb - full * lanes
+    if rest:
+        np.maximum(m[:, :rest], scores[:, full * lanes :], out=m[:, :rest])
     return np.partition(m, lanes - j, axis=1)[:, lanes - j]
 
 
@@ -139,9 +149,24 @@ class RunningTopK:
         Per-row candidate buffer size; a row is merged when its buffer would overflow.
     score_dtype : numpy dtype
         Dtype of the kept scores (float32 or float64).
+    floor : bool
+        Allocate the floor now (see :meth:`set_floor`), so that threads may then set the
+        floors of disjoint rows concurrently.
+
+    Pushes of *disjoint* rows may run in concurrent threads when each passes its own
+    ``mask`` scratch buffer (and the floor, if used, was allocated up front): every other
+    write of :meth:`push` touches only the pushed rows.
     """
 
-    def __init__(self, n_rows: int, k: int, buffer: int | None = None, score_dtype=np.float32):
+    def __init__(
+        self,
+        n_rows: int,
+        k: int,
+        buffer: int | None = None,
+        score_dtype: DTypeLike = np.float32,
+        *,
+        floor: bool = False,
+    ) -> None:
         self.n_rows = int(n_rows)
         self.k = int(k)
         self.cap = int(buffer) if buffer is not None else max(2 * self.k, 128)
@@ -152,7 +177,8 @@ class RunningTopK:
         self.buf_v = np.empty((self.n_rows, self.cap), dtype=dt)
         self.buf_i = np.empty((self.n_rows, self.cap), dtype=np.int64)
         self.fill = np.zeros(self.n_rows, dtype=np.int64)
-        self.floor: np.ndarray | None = None  # optional: entries below it are ignored
+        # optional: entries below it are ignored
+        self.floor: np.ndarray | None = np.full(self.n_rows, -np.inf, dtype=dt) if floor else None
         self._mask: np.ndarray | None = None
 
     # ----------------------------------------------------------------- internals
@@ -197,11 +223,14 @@ class RunningTopK:
         self.fill[rows] = 0
 
     # ----------------------------------------------------------------- public
-    def push(self, scores: np.ndarray, id_offset: int, row_offset: int = 0) -> None:
+    def push(
+        self, scores: np.ndarray, id_offset: int, row_offset: int = 0, *, mask: np.ndarray | None = None
+    ) -> None:
         """Offer a block of scores.
 
         ``scores[a, b]`` is the score of row ``row_offset + a`` against id ``id_offset + b``.
-        Blocks for the same rows must come in increasing ``id_offset`` order.
+        Blocks for the same rows must come in increasing ``id_offset`` order. ``mask``: a
+        flat bool scratch buffer of at least ``scores.size`` entries (else one is kept).
         """
         nr, nb = scores.shape
         rsl = slice(row_offset, row_offset + nr)
@@ -218,9 +247,11 @@ class RunningTopK:
             bound = lane_lower_bound(sub, self.k, lanes).astype(thr.dtype)
             thr = thr.copy()
             thr[notfull] = np.nextafter(bound, thr.dtype.type(-np.inf))
-        if self._mask is None or self._mask.size < scores.size:
-            self._mask = np.empty(scores.size, dtype=bool)
-        mask = self._mask[: scores.size].reshape(nr, nb)
+        if mask is None:
+            if self._mask is None or self._mask.size < scores.size:
+                self._mask = np.empty(scores.size, dtype=bool)
+            mask = self._mask
+        mask = mask[: scores.size].reshape(nr, nb)
         np.greater(scores, thr[:, None], out=mask)
         flat = np.flatnonzero(mask)
         if flat.size == 0:

@@ -115,3 +115,15 @@ def test_machine_answers_are_sane():
     assert 2 * 2**20 <= hardware.score_tile_bytes() <= 16 * 2**20
     assert hardware.database_block_rows() % 512 == 0
     assert hardware.selection_workers() >= 1
+
+
+@pytest.mark.parametrize("k", [1, 10, 128])
+def test_select_topk_wide_rows_use_the_lane_bound_and_stay_exact(rng, k):
+    s = rng.integers(-30, 31, size=(7, 3000)).astype(np.float32)  # ties at the k-th value
+    s[2] = 0  # a row of equal scores
+    s[3, 100:] = -np.inf  # a row with fewer finite entries than some k
+    v, i = select_topk(s, k)
+    for r in range(7):
+        order = np.lexsort((np.arange(3000), -s[r].astype(np.float64)))[:k]
+        np.testing.assert_array_equal(v[r], s[r, order])
+        np.testing.assert_array_equal(i[r], np.where(np.isneginf(s[r, order]), -1, order))

@@ -25,6 +25,7 @@ __all__ = ["RunningTopK", "merge_topk", "lane_lower_bound", "select_topk"]
 
 
 _ID_PAD = np.iinfo(np.int64).max  # sorts after every real id
+_SELECT_LANES = 256  # lanes of the k-th value bound in select_topk (at least 4k)
 
 
 def _sort_rows(v: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,12 +79,13 @@ def select_topk(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> tu
     ``scores`` (n, width); ``ids`` (n, width) int64 with ``-1`` for padding, or ``None``
     for the column numbers (a dense score matrix). Returns ``(scores, ids)`` of shape
     (n, k), best first, ties -> smaller id, padded ``-inf``/``-1`` when a row has fewer
-    than ``k`` entries.
+    than ``k`` entries (a ``-inf`` score counts as padding: its id is ``-1``).
 
     ``k == 1`` over columns is an ``argmax`` (the first maximum is the smallest id). For a
-    wide matrix, ``np.partition`` of the float scores (about 3x cheaper than
-    ``argpartition``) finds each row's k-th value; the few entries at or above it are
-    gathered and ordered exactly, so ties at the k-th value follow the id rule.
+    wide matrix, a lower bound of each row's k-th value (:func:`lane_lower_bound` on wide
+    rows, else ``np.partition`` of the float scores, about 3x cheaper than
+    ``argpartition``) filters the entries; the few at or above it are gathered and
+    ordered exactly, so ties at the k-th value follow the id rule.
     """
     n, width = scores.shape
     if ids is None and k == 1 and width >= 1:
@@ -91,8 +93,16 @@ def select_topk(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> tu
         return np.take_along_axis(scores, best, axis=1), best.astype(np.int64)
     cols = np.broadcast_to(np.arange(width, dtype=np.int64), scores.shape) if ids is None else ids
     if width <= 2 * k:
-        return _sort_rows(*_select_topk(scores, cols, k))
-    kth = np.partition(scores, width - k, axis=1)[:, width - k]
+        v, i = _sort_rows(*_select_topk(scores, cols, k))
+        i[np.isneginf(v)] = -1  # -inf is padding, as in RunningTopK
+        return v, i
+    lanes = max(4 * k, _SELECT_LANES)
+    if width >= 2 * lanes and scores.strides[1] == scores.itemsize:
+        # a lower bound of each row's k-th value from lane maxima: one streaming pass
+        # instead of a partition of every row (about 5x cheaper on wide rows)
+        kth = lane_lower_bound(scores, k, lanes)
+    else:
+        kth = np.partition(scores, width - k, axis=1)[:, width - k]
     mask = scores >= kth[:, None]
     if ids is not None:
         mask &= ids >= 0
@@ -104,7 +114,9 @@ def select_topk(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> tu
     si = np.full((n, m), -1, dtype=np.int64)
     sv[rows, pos] = scores[rows, c]
     si[rows, pos] = c if ids is None else ids[rows, c]
-    return _sort_rows(*_select_topk(sv, si, k))
+    v, i = _sort_rows(*_select_topk(sv, si, k))
+    i[np.isneginf(v)] = -1  # -inf is padding, as in RunningTopK
+    return v, i
 
 
 def lane_lower_bound(scores: np.ndarray, j: int, lanes: int) -> np.ndarray:

@@ -31,8 +31,7 @@ import time
 import numpy as np
 
 import dehub
-from dehub.engine import exact_search
-from dehub.engine.faiss_engine import build_reference_index
+from dehub.engine import build_reference_index, exact_search
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -137,6 +137,33 @@ def child(step: str, data: Path, k: int, top: int, alpha: float, repeats: int, b
     return res
 
 
+def machine() -> dict:
+    """CPU model and the cache sizes dehub derives its block sizes from."""
+    from dehub.engine.hardware import cache_sizes, database_block_rows, score_tile_bytes, selection_workers
+
+    model = ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next(
+            (ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), ""
+        )
+    except OSError:
+        pass
+    c = cache_sizes()
+    return {
+        "cpu_model": model or platform.processor(),
+        "cpus": os.cpu_count(),
+        "l1d_bytes": c.l1d,
+        "l2_bytes": c.l2,
+        "llc_bytes": c.llc,
+        "score_tile_bytes": score_tile_bytes(),
+        "database_block_rows": database_block_rows(),
+        "selection_workers": selection_workers(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gallery", type=int, default=5000)
@@ -163,6 +190,7 @@ def main() -> None:
     centers = rng.standard_normal((2000, a.dim), dtype=np.float32) / np.sqrt(a.dim)
     common = rng.standard_normal(a.dim).astype(np.float32)
     common /= np.linalg.norm(common)
+    load_before = os.getloadavg()
     steps = ["gemm-bias", "dehub-bias"] + ([] if a.skip_nnn_retrieval else ["nnn-bias"])
     if a.queries:
         steps += ["gemm-search", "dehub-search"] + ([] if a.skip_nnn_retrieval else ["nnn-search"])
@@ -211,9 +239,13 @@ def main() -> None:
             di, ni = np.load(data / "dehub_ids.npy"), np.load(data / "nnn_ids.npy")
             checks["search_top1_agreement_vs_nnn_retrieval"] = float(np.mean(di[:, 0] == ni[:, 0]))
     sec = {s: r["seconds"] for s, r in results.items()}
+    load_after = os.getloadavg()
+    info = machine()
     print()
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, numpy {np.__version__}"
+        f"machine: {info['cpu_model']} ({platform.machine()}), {os.cpu_count()} cores, L2 {info['l2_bytes'] >> 10} KiB, "
+        f"LLC {info['llc_bytes'] >> 20} MiB, Python {platform.python_version()}, numpy {np.__version__}; "
+        f"load {load_before[0]:.2f} -> {load_after[0]:.2f}"
     )
     print(
         f"sizes: gallery {a.gallery}, reference {a.reference}, queries {a.queries}, d={a.dim}, k={a.k}, top={a.top}"
@@ -244,7 +276,27 @@ def main() -> None:
     if a.json:
         a.json.write_text(
             json.dumps(
-                {"args": vars(a) | {"json": str(a.json)}, "results": results, "checks": checks},
+                {
+                    "args": vars(a) | {"json": str(a.json)},
+                    "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "machine": info,
+                    "load_1min_before_after": [load_before[0], load_after[0]],
+                    "ratios": {
+                        "bias_vs_gemm": sec["dehub-bias"] / sec["gemm-bias"],
+                        **(
+                            {"search_vs_gemm": sec["dehub-search"] / sec["gemm-search"]}
+                            if "dehub-search" in sec
+                            else {}
+                        ),
+                        **(
+                            {"search_vs_nnn_retrieval": sec["dehub-search"] / sec["nnn-search"]}
+                            if "nnn-search" in sec
+                            else {}
+                        ),
+                    },
+                    "results": results,
+                    "checks": checks,
+                },
                 indent=2,
                 default=str,
             )

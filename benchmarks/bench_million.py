@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dehub
 from bench_approx import _unit, machine
 from dehub.datasets.shards import open_embeddings
-from dehub.engine.faiss_engine import build_reference_index, evaluate_engine
+from dehub.engine import build_reference_index
+from dehub.evaluation.engine_eval import evaluate_engine
 
 _CHUNK = 50_000
 

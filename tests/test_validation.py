@@ -9,7 +9,7 @@ import pytest
 
 import dehub
 from dehub import NNN, Index, UnnormalizedWarning
-from dehub._validation import check_embeddings, check_ids, check_k, check_normalization
+from dehub._validation import check_embeddings, check_ids, check_k, check_normalization, validate_embeddings
 
 
 @pytest.fixture
@@ -247,3 +247,44 @@ def test_values_whose_squares_overflow_are_named():
     x = np.full((3, 4), 1e20, dtype=np.float32)
     with pytest.raises(ValueError, match=r"g row 0 has values so large.*max \|value\| 1e\+20"):
         check_embeddings(x, "g")
+
+
+class _CountingRows:
+    """A row-sliceable array that counts the rows read (a stand-in for a memmap)."""
+
+    def __init__(self, x):
+        self.x, self.rows_read = x, 0
+        self.dtype, self.shape, self.ndim = x.dtype, x.shape, x.ndim
+
+    def __getitem__(self, sl):
+        out = self.x[sl]
+        self.rows_read += out.shape[0]
+        return out
+
+
+@pytest.mark.parametrize("mode", ["warn", "error", "none"])
+def test_validate_embeddings_reads_each_row_once(rng, unit, mode):
+    x = _CountingRows(unit(rng, 70_000, 4))  # more than one chunk
+    assert validate_embeddings(x, "gallery", mode) is x
+    assert x.rows_read == 70_000
+    two = _CountingRows(x.x)
+    check_normalization(check_embeddings(two, "gallery"), "gallery", mode)
+    assert two.rows_read == (70_000 if mode == "none" else 140_000)
+
+
+def test_validate_embeddings_equals_the_two_checks(rng):
+    x = (2 * rng.standard_normal((30, 5))).astype(np.float32)
+    with pytest.warns(UnnormalizedWarning, match="norms range") as one:
+        validate_embeddings(x, "queries", "warn")
+    with pytest.warns(UnnormalizedWarning) as two:
+        check_normalization(check_embeddings(x, "queries"), "queries", "warn")
+    assert str(one[0].message) == str(two[0].message)
+    np.testing.assert_array_equal(validate_embeddings(x, "q", "l2"), check_normalization(x, "q", "l2"))
+    with pytest.raises(ValueError, match="not unit-norm"):
+        validate_embeddings(x, "q", "error")
+    bad = x.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match=r"row 3, column 2"):
+        validate_embeddings(bad, "q")
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        validate_embeddings(x, "q", "L2")

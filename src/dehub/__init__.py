@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 from ._format import IndexFormatError
 from ._validation import UnnormalizedWarning
-from .engine import evaluate_engine, exact_search, merge_topk, topk_search
+from .engine import exact_search, merge_topk, topk_search
+from .evaluation.engine_eval import evaluate_engine
 from .index import Index
 from .methods import (
     CSLS,

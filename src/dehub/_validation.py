@@ -10,6 +10,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from types import FrameType
 from typing import Literal
 
 import numpy as np
@@ -20,12 +21,14 @@ __all__ = [
     "check_k",
     "check_ids",
     "check_normalization",
+    "validate_embeddings",
     "NormalizeMode",
     "UnnormalizedWarning",
 ]
 
 NormalizeMode = Literal["warn", "l2", "none", "error"]
 
+_MODES = ("warn", "l2", "none", "error")
 _FLOAT_KINDS = (np.float16, np.float32, np.float64)
 _CHUNK_ROWS = 65536  # rows per chunk when scanning large (memory-mapped) inputs
 _NORM_TOL = 1e-2
@@ -34,7 +37,8 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
 
 def _user_stacklevel() -> int:
     """The ``stacklevel`` that points a warning at the first caller outside dehub."""
-    level, frame = 1, sys._getframe(1)
+    level = 1
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_PACKAGE_DIR):
         frame = frame.f_back
         level += 1
@@ -56,7 +60,35 @@ def check_embeddings(x, name: str, *, allow_empty: bool = False) -> np.ndarray:
     Accepts float16/32/64 arrays, ``np.memmap`` and 2-D row-sliceable array-likes such as
     :class:`dehub.datasets.ShardedArray` (kept as they are); lists are converted. Scans
     for NaN/inf in chunks so a memory-mapped or sharded input is never copied whole.
+    To also check unit norms, use :func:`validate_embeddings` (one pass instead of two).
     """
+    x = _check_structure(x, name, allow_empty)
+    _scan_rows(x, name)
+    return x
+
+
+def validate_embeddings(
+    x, name: str, normalize: NormalizeMode = "warn", *, allow_empty: bool = False
+) -> np.ndarray:
+    """:func:`check_embeddings` and :func:`check_normalization` in one pass over the rows.
+
+    The row norms that prove the values finite also give the norm range, so a
+    memory-mapped input is read once (twice only for ``normalize="l2"``, which writes a
+    normalized copy).
+    """
+    if normalize not in _MODES:
+        raise ValueError(f"normalize must be one of 'warn', 'l2', 'none', 'error'; received {normalize!r}")
+    x = _check_structure(x, name, allow_empty)
+    lo, hi = _scan_rows(x, name)
+    if normalize == "l2":
+        return _l2_copy(x, name)
+    if normalize != "none":
+        _report_norms(lo, hi, name, normalize)
+    return x
+
+
+def _check_structure(x, name: str, allow_empty: bool) -> np.ndarray:
+    """Type, dtype, ndim and emptiness; lists become arrays, row-sliceables stay."""
     if _is_row_sliceable(x):
         pass  # e.g. dehub.datasets.ShardedArray: read in chunks below, never loaded whole
     elif not isinstance(x, np.ndarray):
@@ -80,26 +112,38 @@ def check_embeddings(x, name: str, *, allow_empty: bool = False) -> np.ndarray:
         raise ValueError(
             f"{name} must be non-empty (at least one row and one column); received shape {x.shape}"
         )
+    return x
+
+
+def _scan_rows(x, name: str) -> tuple[float, float]:
+    """One chunked pass: raise on NaN/inf or overflowing rows; return the row-norm range."""
+    lo, hi = np.inf, -np.inf
     for sl in _chunks(x.shape[0]):
         block = x[sl]
         # One fused pass: NaN/inf in a row make its sum of squares non-finite; only then
         # is the block scanned element by element to name the first offending entry.
-        if np.isfinite(_row_sq_norms(block)).all():
-            continue
-        if not np.isfinite(block).all():
-            bad = np.argwhere(~np.isfinite(block))[0]
-            row = sl.start + int(bad[0])
-            raise ValueError(
-                f"{name} contains NaN or infinite values (first at row {row}, column "
-                f"{int(bad[1])}); expected finite floats. Remove or fix those rows."
-            )
-        row = sl.start + int(np.flatnonzero(~np.isfinite(_row_sq_norms(block)))[0])
+        sq = _row_sq_norms(block)
+        if not np.isfinite(sq).all():
+            _raise_non_finite(block, sq, sl.start, name)
+        if sq.size:
+            lo, hi = min(lo, float(np.sqrt(sq.min()))), max(hi, float(np.sqrt(sq.max())))
+    return lo, hi
+
+
+def _raise_non_finite(block: np.ndarray, sq: np.ndarray, start: int, name: str) -> None:
+    if not np.isfinite(block).all():
+        bad = np.argwhere(~np.isfinite(block))[0]
+        row = start + int(bad[0])
         raise ValueError(
-            f"{name} row {row} has values so large that its squared norm overflows "
-            f"(max |value| {float(np.abs(block).max()):.3g}); expected embedding-scale "
-            "values. Rescale or L2-normalize the rows."
+            f"{name} contains NaN or infinite values (first at row {row}, column "
+            f"{int(bad[1])}); expected finite floats. Remove or fix those rows."
         )
-    return x
+    row = start + int(np.flatnonzero(~np.isfinite(sq))[0])
+    raise ValueError(
+        f"{name} row {row} has values so large that its squared norm overflows "
+        f"(max |value| {float(np.abs(block).max()):.3g}); expected embedding-scale "
+        "values. Rescale or L2-normalize the rows."
+    )
 
 
 def _is_row_sliceable(x) -> bool:
@@ -168,31 +212,42 @@ def check_normalization(x: np.ndarray, name: str, mode: NormalizeMode = "warn") 
     """Handle rows that are not unit-norm.
 
     ``"warn"`` (default) warns and leaves the data as given, ``"error"`` raises,
-    ``"l2"`` returns an L2-normalized copy (float64 for float64 input, else float32) (the input is untouched), ``"none"``
-    skips the check (plain inner-product retrieval).
+    ``"l2"`` returns an L2-normalized copy (float64 for float64 input, else float32; the
+    input is untouched), ``"none"`` skips the check (plain inner-product retrieval).
+    After :func:`check_embeddings` this is a second pass over the rows:
+    :func:`validate_embeddings` does both in one.
     """
-    if mode not in ("warn", "l2", "none", "error"):
+    if mode not in _MODES:
         raise ValueError(f"normalize must be one of 'warn', 'l2', 'none', 'error'; received {mode!r}")
     if mode == "none":
         return x
     if mode == "l2":
-        dt = np.float64 if x.dtype == np.float64 else np.float32
-        out = np.empty(x.shape, dtype=dt)
-        for sl in _chunks(x.shape[0]):
-            block = np.asarray(x[sl], dtype=dt)
-            norms = np.linalg.norm(block, axis=1, keepdims=True)
-            if np.any(norms == 0):
-                row = sl.start + int(np.flatnonzero(norms.ravel() == 0)[0])
-                raise ValueError(
-                    f"{name} row {row} is all zeros and cannot be L2-normalized; expected "
-                    "rows with a non-zero norm. Remove that row (or pass normalize='none')."
-                )
-            np.divide(block, norms, out=out[sl])
-        return out
+        return _l2_copy(x, name)
     lo, hi = np.inf, -np.inf
     for sl in _chunks(x.shape[0]):
         norms = np.sqrt(_row_sq_norms(x[sl]))
         lo, hi = min(lo, float(norms.min())), max(hi, float(norms.max()))
+    _report_norms(lo, hi, name, mode)
+    return x
+
+
+def _l2_copy(x, name: str) -> np.ndarray:
+    dt = np.float64 if x.dtype == np.float64 else np.float32
+    out = np.empty(x.shape, dtype=dt)
+    for sl in _chunks(x.shape[0]):
+        block = np.asarray(x[sl], dtype=dt)
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        if np.any(norms == 0):
+            row = sl.start + int(np.flatnonzero(norms.ravel() == 0)[0])
+            raise ValueError(
+                f"{name} row {row} is all zeros and cannot be L2-normalized; expected "
+                "rows with a non-zero norm. Remove that row (or pass normalize='none')."
+            )
+        np.divide(block, norms, out=out[sl])
+    return out
+
+
+def _report_norms(lo: float, hi: float, name: str, mode: str) -> None:
     if lo < 1 - _NORM_TOL or hi > 1 + _NORM_TOL:
         msg = (
             f"{name} rows are not unit-norm (norms range {lo:.4g}..{hi:.4g}); NNN and its "
@@ -202,4 +257,3 @@ def check_normalization(x: np.ndarray, name: str, mode: NormalizeMode = "warn") 
         if mode == "error":
             raise ValueError(msg)
         warnings.warn(msg, UnnormalizedWarning, stacklevel=_user_stacklevel())
-    return x

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ._io import atomic_path, atomic_write_text, sha256_file
-from .engine.faiss_engine import import_faiss
+from .engine import import_faiss
 
 __all__ = ["export_faiss", "load_sidecar", "ExportType", "build_faiss_index"]
 

@@ -16,6 +16,9 @@ from dehub.engine import exact_search
 from dehub.engine.topk import RunningTopK
 from reference_nnn import assert_topk_match
 
+# Small batches take the dense path (no blocks, no floor): force the blocked path here.
+BLOCKED = {"database_block": 8192}
+
 
 def _dense_topk(queries, database, k, offset=None):
     s = queries.astype(np.float64) @ database.astype(np.float64).T
@@ -56,7 +59,7 @@ def test_random_order_matches_full_sort(big, monkeypatch):
     q, x = big
     lost = _count_lost_rows(monkeypatch)
     off = np.linspace(0, 0.5, x.shape[0]).astype(np.float32)
-    v, i = exact_search(q, x, 20, offset=off)
+    v, i = exact_search(q, x, 20, offset=off, **BLOCKED)
     dv, di = _dense_topk(q, x, 20, off)
     np.testing.assert_array_equal(i, di)
     np.testing.assert_allclose(v, dv, atol=1e-5)
@@ -71,13 +74,13 @@ def test_adversarial_order_loses_the_bet_and_stays_exact(rng, n_queries, monkeyp
     # and those rows are redone without a floor.
     x = x[np.argsort(-(x @ q[0]) - (x @ q[min(1000, n_queries - 1)]), kind="stable")]
     lost = _count_lost_rows(monkeypatch)
-    v, i = exact_search(q, x, 20)
+    v, i = exact_search(q, x, 20, **BLOCKED)
     assert sum(lost) >= 1
     # Rows that lost the bet are recomputed in other GEMM shapes, so their float32
     # scores may differ in the last bit (BLAS rounding depends on the block shape); the
     # comparisons allow that and near-ties (adjacent swaps of almost equal scores).
     dense = q.astype(np.float64) @ x.astype(np.float64).T
-    nv, ni = exact_search(q, x, 20, _floor=False)
+    nv, ni = exact_search(q, x, 20, _floor=False, **BLOCKED)
     assert_topk_match(v, i, nv.astype(np.float64), ni, dense, atol=1e-5)
     dv, di = _dense_topk(q, x, 20)
     assert_topk_match(v, i, dv, di, dense, atol=1e-5)
@@ -86,7 +89,7 @@ def test_adversarial_order_loses_the_bet_and_stays_exact(rng, n_queries, monkeyp
 def test_ties_follow_the_id_rule_with_a_floor(big):
     q, x = big
     q, x = np.round(q * 2), np.round(x * 2)  # many exactly equal scores
-    v, i = exact_search(q, x, 20)
+    v, i = exact_search(q, x, 20, **BLOCKED)
     dv, di = _dense_topk(q, x, 20)
     np.testing.assert_array_equal(i, di)
     np.testing.assert_array_equal(v, dv.astype(np.float32))

@@ -9,15 +9,15 @@ import pytest
 from scale_helpers import needs_faiss
 
 import dehub
-from dehub.engine import exact_search
-from dehub.engine.faiss_engine import (
+from dehub.engine import (
     EngineParams,
     build_reference_index,
     choose_engine,
-    evaluate_engine,
+    exact_search,
     import_faiss,
     topk_search,
 )
+from dehub.evaluation.engine_eval import evaluate_engine
 
 
 def _recall(ids, true_ids) -> float:
@@ -77,15 +77,14 @@ def test_rows_short_of_k_are_completed_exactly(clustered_data):
     # nprobe=1 over many tiny lists: most probed lists hold fewer than k rows, which
     # would pad the top-k with -inf and give NNN an infinite bias.
     g, r = clustered_data["queries"], clustered_data["reference"]
-    from dehub.engine.faiss_engine import build_reference_index
-
     index = build_reference_index(r, engine="ivf", engine_params={"nlist": 64, "nprobe": 1})
-    v, i = index.search(g, 40)
-    assert index.n_exact_fallback > 0
+    res = index.search_detailed(g, 40)
+    v, i = res.scores, res.ids
+    assert res.n_exact_fallback > 0
     assert np.all(i >= 0) and np.all(np.isfinite(v))
     ev, ei = exact_search(g, r, 40)
     short = np.flatnonzero((v == ev).all(axis=1))
-    assert short.size >= index.n_exact_fallback
+    assert short.size >= res.n_exact_fallback
     model = dehub.NNN(k=40, engine="ivf", engine_params={"nlist": 64, "nprobe": 1}).fit(g, r)
     assert np.all(np.isfinite(model.bias_))
 
@@ -174,3 +173,41 @@ def test_missing_faiss_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ImportError, match=r"pip install dehub\[faiss\]"):
         import_faiss()
+
+
+@pytest.mark.parametrize(
+    ("engine", "built", "override"),
+    [
+        ("ivf", {"nprobe": 2}, {"nprobe": 8}),
+        pytest.param("ivf-sq8", {"nprobe": 2}, {"nprobe": 8}, marks=needs_faiss),
+        pytest.param("hnsw", {"M": 16, "ef_search": 16}, {"ef_search": 96}, marks=needs_faiss),
+    ],
+)
+def test_search_is_stateless_and_takes_settings_per_call(clustered_data, engine, built, override):
+    g, r = clustered_data["gallery"][:200], clustered_data["reference"]
+    idx = build_reference_index(r, engine=engine, engine_params=built)
+    other = build_reference_index(r, engine=engine, engine_params=built | override)
+    before = idx.search(g, 10)
+    state = (idx.params, getattr(getattr(idx, "faiss_index", None), "nprobe", None))
+    with_override = idx.search(g, 10, **override)
+    assert (idx.params, getattr(getattr(idx, "faiss_index", None), "nprobe", None)) == state
+    if engine != "hnsw":  # same centroids and lists: the override equals building with it
+        np.testing.assert_array_equal(with_override[1], other.search(g, 10)[1])
+    again = idx.search(g, 10)
+    np.testing.assert_array_equal(before[1], again[1])
+    np.testing.assert_array_equal(before[0], again[0])
+
+
+def test_evaluate_engine_public_names():
+    from dehub.engine import evaluate_engine as from_engine
+
+    assert dehub.evaluate_engine is evaluate_engine is from_engine
+    assert "evaluate_engine" in dehub.__all__
+
+
+def test_one_nlist_nprobe_default():
+    from dehub.engine import DEFAULT_NPROBE, default_nlist
+
+    assert EngineParams().nprobe == DEFAULT_NPROBE
+    for n in (1, 50, 1000, 10**6):
+        assert EngineParams().resolved_nlist(n) == default_nlist(n)

@@ -8,8 +8,7 @@ import pytest
 import dehub
 from dehub.cli import main as cli_main
 from dehub.datasets.shards import ShardedArray, open_embeddings, shard_paths
-from dehub.engine import exact_search
-from dehub.engine.faiss_engine import topk_search
+from dehub.engine import exact_search, topk_search
 
 
 @pytest.fixture

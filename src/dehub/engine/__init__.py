@@ -1,8 +1,24 @@
-"""Top-k engines: exact (BLAS GEMM + streamed selection) and, optionally, FAISS."""
+"""Top-k engines: exact (BLAS GEMM + streamed selection) and approximate (IVF, FAISS).
 
+Modules, one job each: :mod:`~dehub.engine.exact` (the exact engine),
+:mod:`~dehub.engine.topk` (every top-k selection), :mod:`~dehub.engine.dispatch`
+(``topk_search``, engine choice), :mod:`~dehub.engine.settings` (``EngineParams``, the
+nlist/nprobe default), :mod:`~dehub.engine.ivf` (numpy IVF), :mod:`~dehub.engine.faiss_indexes`
+(FAISS SQ8 and HNSW), :mod:`~dehub.engine.reference` (the approximate search contract).
+``evaluate_engine`` lives in :mod:`dehub.evaluation.engine_eval` (re-exported here lazily).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .dispatch import ENGINES, EngineName, build_reference_index, choose_engine, topk_search
 from .exact import DEFAULT_MEMORY_BUDGET, BlockPlan, exact_search, plan_blocks
-from .faiss_engine import ApproxReport, EngineParams, build_reference_index, evaluate_engine, topk_search
-from .topk import RunningTopK, merge_topk
+from .faiss_indexes import HNSWIndex, SQ8Index, import_faiss
+from .ivf import IVFIndex, spherical_kmeans
+from .reference import IndexSearch, ReferenceIndex
+from .settings import DEFAULT_NPROBE, EngineParams, default_nlist
+from .topk import RunningTopK, merge_topk, select_topk
 
 __all__ = [
     "exact_search",
@@ -11,9 +27,31 @@ __all__ = [
     "DEFAULT_MEMORY_BUDGET",
     "RunningTopK",
     "merge_topk",
+    "select_topk",
     "topk_search",
+    "choose_engine",
+    "ENGINES",
+    "EngineName",
     "EngineParams",
+    "DEFAULT_NPROBE",
+    "default_nlist",
     "build_reference_index",
+    "ReferenceIndex",
+    "IndexSearch",
+    "IVFIndex",
+    "SQ8Index",
+    "HNSWIndex",
+    "spherical_kmeans",
+    "import_faiss",
     "evaluate_engine",
     "ApproxReport",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # evaluate_engine is evaluation, which imports the engine: resolve it on first use
+    if name in ("evaluate_engine", "ApproxReport"):
+        from ..evaluation import engine_eval
+
+        return getattr(engine_eval, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,22 +11,38 @@ through :class:`~dehub.engine.topk.RunningTopK`, whose threshold filter touches 
 score once with a vectorized comparison instead of sorting or partitioning every block.
 Inputs may be float16/32/64 arrays or ``np.memmap``; only one block of each side is
 converted at a time. float64 inputs are multiplied in float64, others in float32.
+
+Sizes come from the machine (:mod:`dehub.engine.hardware`): the score tile is half the
+last-level cache (2..16 MiB), the database block holds about 512 query rows per tile, and
+the selection passes of a tile run in one thread per CPU (numpy releases the GIL in its
+loops; each thread owns disjoint rows of the running top-k).
+
+Small batches (at most :data:`SMALL_BATCH_ROWS` queries whose dense score matrix fits the
+memory budget) take the dense path: one GEMM of all the queries against the whole
+database, the offset subtracted, and :func:`~dehub.engine.topk.select_topk` (partition +
+exact ordering of the top-k, ties -> smaller id). Its GEMM is bandwidth-bound (the
+database is read once), so the blocked path's per-block work is pure overhead there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .._progress import progress_bar
-from .topk import RunningTopK, lane_lower_bound
+from ._rows import row_blocks
+from .hardware import database_block_rows, score_tile_bytes, selection_workers
+from .topk import RunningTopK, lane_lower_bound, select_topk
 
-__all__ = ["exact_search", "BlockPlan", "plan_blocks", "DEFAULT_MEMORY_BUDGET"]
+__all__ = ["exact_search", "BlockPlan", "plan_blocks", "DEFAULT_MEMORY_BUDGET", "SMALL_BATCH_ROWS"]
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes for score blocks, masks and top-k state
-_MAX_DB_BLOCK = 8192  # database rows per block (GEMM speed is flat from 2048 up)
+SMALL_BATCH_ROWS = 64  # up to this many queries the GEMM is bound by reading the database
+_MIN_PART_ROWS = 8  # rows of a tile below which its selection is not split across threads
 
 
 @dataclass(frozen=True)
@@ -62,7 +78,7 @@ def plan_blocks(
     if memory_budget <= 0:
         raise ValueError(f"memory_budget must be a positive number of bytes; received {memory_budget}")
     cap = max(2 * k, 64)
-    db = database_block or min(n_database, max(_MAX_DB_BLOCK, k))
+    db = database_block or min(n_database, max(database_block_rows(), k))
     db = max(1, min(db, n_database))
     topk_row = dim * itemsize + (k + cap) * (itemsize + 8)
     if database_block is None and query_block is None:
@@ -88,12 +104,6 @@ def plan_blocks(
     return BlockPlan(qb, db, fixed + qb * per_query_row)
 
 
-def _blocks(n: int, step: int) -> Iterator[slice]:
-    for s in range(0, n, step):
-        yield slice(s, min(s + step, n))
-
-
-_TILE_BYTES = 16 * 2**20  # score tile per GEMM call: small enough to stay in cache
 _FLOOR_CHUNKS = 512  # lanes whose maxima estimate the floor (see lane_lower_bound)
 
 
@@ -170,6 +180,13 @@ def exact_search(
     if nq == 0 or nd == 0:
         return out_v, out_i
     kk = min(k, nd)
+    off = None if offset is None else offset.astype(dt, copy=False)
+    workers = selection_workers()
+    if query_block is None and database_block is None and _dense_fits(nq, database, dt, memory_budget):
+        with ThreadPoolExecutor(workers) if workers > 1 and nq > 1 else nullcontext() as pool:
+            v, i = _dense_search(queries, database, kk, off, dt, pool, workers)
+        out_v[:, :kk], out_i[:, :kk] = v, i
+        return out_v, out_i
     plan = plan_blocks(
         nq,
         nd,
@@ -180,32 +197,43 @@ def exact_search(
         query_block=query_block,
         database_block=database_block,
     )
-    off = None if offset is None else offset.astype(dt, copy=False)
-    tile_bytes = max(_TILE_BYTES, plan.database_block * dt.itemsize)
+    tile_bytes = max(score_tile_bytes(), plan.database_block * dt.itemsize)
     buf = np.empty(min(plan.query_block * plan.database_block, tile_bytes // dt.itemsize), dtype=dt)
+    part_elems = -(-buf.size // workers) + plan.database_block * workers
+    masks = [np.empty(part_elems, dtype=bool) for _ in range(workers)] if workers > 1 else [None]
     n_qb = -(-nq // plan.query_block)
     floor_j = _floor_rank(kk, plan.database_block, nd) if _floor else None
-    db_blocks = list(_blocks(nd, plan.database_block))
+    db_blocks = list(row_blocks(nd, plan.database_block))
     n_db = len(db_blocks)
     label = progress if isinstance(progress, str) else "search"
-    with progress_bar(total=n_qb * n_db, desc=label, enable=bool(progress), unit="block") as bar:
-        for qs in _blocks(nq, plan.query_block):
+    with (
+        progress_bar(total=n_qb * n_db, desc=label, enable=bool(progress), unit="block") as bar,
+        ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool,
+    ):
+        for qs in row_blocks(nq, plan.query_block):
             qb = np.asarray(queries[qs], dtype=dt)
-            top = RunningTopK(qb.shape[0], kk, score_dtype=dt)
+            top = RunningTopK(qb.shape[0], kk, score_dtype=dt, floor=floor_j is not None)
             for ds in db_blocks:
                 xb = np.asarray(database[ds], dtype=dt)
+                off_b = None if off is None else off[ds]
+                first = floor_j if ds.start == 0 else None
                 # Score the block tile by tile so each tile stays in cache for the
-                # threshold pass that follows its GEMM.
+                # selection passes that follow its GEMM.
                 tile = max(1, min(qb.shape[0], tile_bytes // (xb.shape[0] * dt.itemsize)))
                 for r0 in range(0, qb.shape[0], tile):
                     q = qb[r0 : r0 + tile]
                     s = buf[: q.shape[0] * xb.shape[0]].reshape(q.shape[0], xb.shape[0])
                     np.matmul(q, xb.T, out=s)
-                    if off is not None:
-                        np.subtract(s, off[ds], out=s)
-                    if floor_j is not None and ds.start == 0:
-                        top.set_floor(lane_lower_bound(s, floor_j, _FLOOR_CHUNKS), r0)
-                    top.push(s, ds.start, r0)
+                    parts = _row_parts(s.shape[0], workers if pool is not None else 1)
+                    if pool is None or len(parts) == 1:
+                        _select_part(top, s, off_b, first, ds.start, r0, None)
+                    else:
+                        jobs = [
+                            pool.submit(_select_part, top, s[a:b], off_b, first, ds.start, r0 + a, masks[w])
+                            for w, (a, b) in enumerate(parts)
+                        ]
+                        for job in jobs:
+                            job.result()
                 bar.update(1)
             failed = np.flatnonzero(top.floor_failed())
             v, i = top.result()
@@ -222,3 +250,65 @@ def exact_search(
             out_v[qs, :kk] = v
             out_i[qs, :kk] = i
     return out_v, out_i
+
+
+def _row_parts(n_rows: int, workers: int) -> list[tuple[int, int]]:
+    """Split ``n_rows`` tile rows into at most ``workers`` contiguous parts."""
+    n_parts = max(1, min(workers, n_rows // _MIN_PART_ROWS))
+    step = -(-n_rows // n_parts)
+    return [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
+
+
+def _select_part(
+    top: RunningTopK,
+    s: np.ndarray,
+    off: np.ndarray | None,
+    floor_j: int | None,
+    id_offset: int,
+    row_offset: int,
+    mask: np.ndarray | None,
+) -> None:
+    """The selection passes of some rows of a score tile (may run in a worker thread)."""
+    if off is not None:
+        np.subtract(s, off, out=s)
+    if floor_j is not None:
+        top.set_floor(lane_lower_bound(s, floor_j, _FLOOR_CHUNKS), row_offset)
+    top.push(s, id_offset, row_offset, mask=mask)
+
+
+def _dense_fits(n_queries: int, database: Any, dt: np.dtype, memory_budget: int) -> bool:
+    """Small batch whose dense score matrix (scores, the partition's copy, its mask) and
+    any converted copy of the database fit the memory budget."""
+    if n_queries > SMALL_BATCH_ROWS:
+        return False
+    nd, d = database.shape
+    need = n_queries * nd * (2 * dt.itemsize + 1)
+    if not (isinstance(database, np.ndarray) and database.dtype == dt):
+        need += nd * d * dt.itemsize
+    return need <= memory_budget
+
+
+def _dense_search(
+    queries: Any, database: Any, k: int, off: np.ndarray | None, dt: np.dtype, pool: Any, workers: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One GEMM of all the queries against the whole database, then the top-k per row."""
+    q = np.asarray(queries[:], dtype=dt)
+    x = np.asarray(database[:], dtype=dt)
+    s = q @ x.T
+    n_parts = min(workers, s.shape[0]) if pool is not None else 1
+    step = -(-s.shape[0] // n_parts)
+    parts = [(a, min(a + step, s.shape[0])) for a in range(0, s.shape[0], step)]
+
+    def select(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        part = s[a:b]
+        if off is not None:
+            np.subtract(part, off, out=part)
+        return select_topk(part, k)
+
+    if pool is None or len(parts) == 1:
+        v, i = select(0, s.shape[0])
+    else:
+        done = list(pool.map(lambda ab: select(*ab), parts))
+        v = np.concatenate([r[0] for r in done])
+        i = np.concatenate([r[1] for r in done])
+    return v.astype(np.float32, copy=False), i

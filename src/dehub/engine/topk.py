@@ -19,11 +19,13 @@ implements the tie rule exactly.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-__all__ = ["RunningTopK", "merge_topk", "lane_lower_bound"]
+__all__ = ["RunningTopK", "merge_topk", "lane_lower_bound", "select_topk"]
 
 
 _ID_PAD = np.iinfo(np.int64).max  # sorts after every real id
+_SELECT_LANES = 256  # lanes of the k-th value bound in select_topk (at least 4k)
 
 
 def _sort_rows(v: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +73,52 @@ def _select_topk(w_v: np.ndarray, w_i: np.ndarray, k: int) -> tuple[np.ndarray, 
     return v, i
 
 
+def select_topk(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best entries of every row of a score matrix, sorted (the one-shot selection).
+
+    ``scores`` (n, width); ``ids`` (n, width) int64 with ``-1`` for padding, or ``None``
+    for the column numbers (a dense score matrix). Returns ``(scores, ids)`` of shape
+    (n, k), best first, ties -> smaller id, padded ``-inf``/``-1`` when a row has fewer
+    than ``k`` entries (a ``-inf`` score counts as padding: its id is ``-1``).
+
+    ``k == 1`` over columns is an ``argmax`` (the first maximum is the smallest id). For a
+    wide matrix, a lower bound of each row's k-th value (:func:`lane_lower_bound` on wide
+    rows, else ``np.partition`` of the float scores, about 3x cheaper than
+    ``argpartition``) filters the entries; the few at or above it are gathered and
+    ordered exactly, so ties at the k-th value follow the id rule.
+    """
+    n, width = scores.shape
+    if ids is None and k == 1 and width >= 1:
+        best = scores.argmax(axis=1)[:, None]
+        return np.take_along_axis(scores, best, axis=1), best.astype(np.int64)
+    cols = np.broadcast_to(np.arange(width, dtype=np.int64), scores.shape) if ids is None else ids
+    if width <= 2 * k:
+        v, i = _sort_rows(*_select_topk(scores, cols, k))
+        i[np.isneginf(v)] = -1  # -inf is padding, as in RunningTopK
+        return v, i
+    lanes = max(4 * k, _SELECT_LANES)
+    if width >= 2 * lanes and scores.strides[1] == scores.itemsize:
+        # a lower bound of each row's k-th value from lane maxima: one streaming pass
+        # instead of a partition of every row (about 5x cheaper on wide rows)
+        kth = lane_lower_bound(scores, k, lanes)
+    else:
+        kth = np.partition(scores, width - k, axis=1)[:, width - k]
+    mask = scores >= kth[:, None]
+    if ids is not None:
+        mask &= ids >= 0
+    counts = mask.sum(axis=1)
+    rows, c = np.nonzero(mask)
+    m = max(int(counts.max()), 1)
+    pos = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    sv = np.full((n, m), -np.inf, dtype=scores.dtype)
+    si = np.full((n, m), -1, dtype=np.int64)
+    sv[rows, pos] = scores[rows, c]
+    si[rows, pos] = c if ids is None else ids[rows, c]
+    v, i = _sort_rows(*_select_topk(sv, si, k))
+    i[np.isneginf(v)] = -1  # -inf is padding, as in RunningTopK
+    return v, i
+
+
 def lane_lower_bound(scores: np.ndarray, j: int, lanes: int) -> np.ndarray:
     """A lower bound of every row's j-th largest score, from ``lanes`` column maxima.
 
@@ -84,10 +132,19 @@ def lane_lower_bound(scores: np.ndarray, j: int, lanes: int) -> np.ndarray:
     nr, nb = scores.shape
     if not 1 <= j <= lanes <= nb:
         raise ValueError(f"need 1 <= j <= lanes <= n_columns; received j={j}, lanes={lanes}, n={nb}")
-    m = scores[:, :lanes].copy()
-    for c in range(lanes, nb, lanes):
-        w = min(lanes, nb - c)
-        np.maximum(m[:, :w], scores[:, c : c + w], out=m[:, :w])
+    full = nb // lanes
+    if scores.flags.c_contiguous or scores.strides[1] == scores.itemsize:
+        # one reduction over the middle axis of a (rows, full, lanes) view: the lane
+        # maxima of a row stay in L1 while its columns stream by (about 3x faster than
+        # one np.maximum call per slab)
+        m = scores[:, : full * lanes].reshape(nr, full, lanes).max(axis=1)
+    else:
+        m = scores[:, :lanes].copy()
+        for c in range(lanes, full * lanes, lanes):
+            np.maximum(m, scores[:, c : c + lanes], out=m)
+    rest = nb - full * lanes
+    if rest:
+        np.maximum(m[:, :rest], scores[:, full * lanes :], out=m[:, :rest])
     return np.partition(m, lanes - j, axis=1)[:, lanes - j]
 
 
@@ -104,9 +161,24 @@ class RunningTopK:
         Per-row candidate buffer size; a row is merged when its buffer would overflow.
     score_dtype : numpy dtype
         Dtype of the kept scores (float32 or float64).
+    floor : bool
+        Allocate the floor now (see :meth:`set_floor`), so that threads may then set the
+        floors of disjoint rows concurrently.
+
+    Pushes of *disjoint* rows may run in concurrent threads when each passes its own
+    ``mask`` scratch buffer (and the floor, if used, was allocated up front): every other
+    write of :meth:`push` touches only the pushed rows.
     """
 
-    def __init__(self, n_rows: int, k: int, buffer: int | None = None, score_dtype=np.float32):
+    def __init__(
+        self,
+        n_rows: int,
+        k: int,
+        buffer: int | None = None,
+        score_dtype: DTypeLike = np.float32,
+        *,
+        floor: bool = False,
+    ) -> None:
         self.n_rows = int(n_rows)
         self.k = int(k)
         self.cap = int(buffer) if buffer is not None else max(2 * self.k, 128)
@@ -117,7 +189,8 @@ class RunningTopK:
         self.buf_v = np.empty((self.n_rows, self.cap), dtype=dt)
         self.buf_i = np.empty((self.n_rows, self.cap), dtype=np.int64)
         self.fill = np.zeros(self.n_rows, dtype=np.int64)
-        self.floor: np.ndarray | None = None  # optional: entries below it are ignored
+        # optional: entries below it are ignored
+        self.floor: np.ndarray | None = np.full(self.n_rows, -np.inf, dtype=dt) if floor else None
         self._mask: np.ndarray | None = None
 
     # ----------------------------------------------------------------- internals
@@ -162,11 +235,14 @@ class RunningTopK:
         self.fill[rows] = 0
 
     # ----------------------------------------------------------------- public
-    def push(self, scores: np.ndarray, id_offset: int, row_offset: int = 0) -> None:
+    def push(
+        self, scores: np.ndarray, id_offset: int, row_offset: int = 0, *, mask: np.ndarray | None = None
+    ) -> None:
         """Offer a block of scores.
 
         ``scores[a, b]`` is the score of row ``row_offset + a`` against id ``id_offset + b``.
-        Blocks for the same rows must come in increasing ``id_offset`` order.
+        Blocks for the same rows must come in increasing ``id_offset`` order. ``mask``: a
+        flat bool scratch buffer of at least ``scores.size`` entries (else one is kept).
         """
         nr, nb = scores.shape
         rsl = slice(row_offset, row_offset + nr)
@@ -183,9 +259,11 @@ class RunningTopK:
             bound = lane_lower_bound(sub, self.k, lanes).astype(thr.dtype)
             thr = thr.copy()
             thr[notfull] = np.nextafter(bound, thr.dtype.type(-np.inf))
-        if self._mask is None or self._mask.size < scores.size:
-            self._mask = np.empty(scores.size, dtype=bool)
-        mask = self._mask[: scores.size].reshape(nr, nb)
+        if mask is None:
+            if self._mask is None or self._mask.size < scores.size:
+                self._mask = np.empty(scores.size, dtype=bool)
+            mask = self._mask
+        mask = mask[: scores.size].reshape(nr, nb)
         np.greater(scores, thr[:, None], out=mask)
         flat = np.flatnonzero(mask)
         if flat.size == 0:

@@ -1,0 +1,32 @@
+"""Reading rows of arrays, memmaps and sharded views, block by block (shared helpers)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+__all__ = ["row_blocks", "read_rows", "take_rows"]
+
+
+def row_blocks(n: int, step: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``step`` rows covering ``0..n``."""
+    for s in range(0, n, step):
+        yield slice(s, min(s + step, n))
+
+
+def read_rows(x: Any, sl: slice, dtype: DTypeLike = np.float32) -> np.ndarray:
+    """Rows ``sl`` of ``x`` as an ndarray of ``dtype`` (a view when no conversion is needed)."""
+    return np.asarray(x[sl], dtype=dtype)
+
+
+def take_rows(x: Any, rows: np.ndarray) -> np.ndarray:
+    """Rows of an array, memmap or sharded view in the given order, float32 (reads sorted)."""
+    uniq, inv = np.unique(rows, return_inverse=True)
+    if hasattr(x, "take_rows"):
+        block = x.take_rows(uniq)
+    else:
+        block = np.asarray(x[uniq], dtype=np.float32)
+    return np.asarray(block, dtype=np.float32)[inv.reshape(-1)]

@@ -1,0 +1,124 @@
+"""Block and tile sizes derived from the machine the engine runs on.
+
+Cache sizes are read once per process from ``/sys/devices/system/cpu/cpu0/cache`` (Linux),
+else from ``os.sysconf`` (``SC_LEVEL2_CACHE_SIZE``, ...), else a conservative fallback
+(1 MiB L2, 16 MiB last level). Nothing is timed and nothing is written: the answers are
+pure functions of the machine, memoized with :func:`functools.cache`.
+
+The sizes that follow from them:
+
+* :func:`score_tile_bytes` — bytes of one GEMM output tile. The tile is written by the
+  GEMM and then read by the selection passes (offset, threshold compare, nonzero), so it
+  must stay in the last-level cache: half of it (the other half holds the database block
+  and the query rows), at least 2 MiB and at most 16 MiB (beyond, the passes measured
+  slower on the 260 MiB-L3 Xeon and the GEMM gains nothing).
+* :func:`database_block_rows` — database rows per block: the block's tile should hold
+  about 512 query rows (the GEMM's efficiency is flat from there: 133-142 GFLOP/s per core
+  from 512 to 2048 rows on the Xeon), a multiple of 512 (the floor's lanes) within
+  2048..16384.
+* :func:`selection_workers` — threads that run the selection passes of one tile in
+  parallel (numpy releases the GIL in its loops); the CPUs this process may use.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CacheSizes", "cache_sizes", "score_tile_bytes", "database_block_rows", "selection_workers"]
+
+_SYSFS = Path("/sys/devices/system/cpu/cpu0/cache")
+_KIB, _MIB = 2**10, 2**20
+_TILE_MIN, _TILE_MAX = 2 * _MIB, 16 * _MIB
+_TARGET_TILE_ROWS = 512
+_BLOCK_MIN, _BLOCK_MAX, _BLOCK_MULTIPLE = 2048, 16384, 512
+
+
+@dataclass(frozen=True)
+class CacheSizes:
+    """Data cache sizes in bytes: ``l1d`` and ``l2`` of one core, ``llc`` the last level
+    (shared), and where they were read from (``"sysfs"``, ``"sysconf"``, ``"fallback"``)."""
+
+    l1d: int
+    l2: int
+    llc: int
+    source: str
+
+
+_FALLBACK = CacheSizes(l1d=32 * _KIB, l2=1 * _MIB, llc=16 * _MIB, source="fallback")
+
+
+def _parse_size(text: str) -> int:
+    text = text.strip().upper()
+    scale = {"K": _KIB, "M": _MIB, "G": 2**30}.get(text[-1:], 1)
+    digits = text[:-1] if text[-1:] in "KMG" else text
+    return int(digits) * scale
+
+
+def _from_sysfs(root: Path = _SYSFS) -> CacheSizes | None:
+    levels: dict[int, int] = {}
+    try:
+        for entry in sorted(root.glob("index*")):
+            kind = (entry / "type").read_text().strip()
+            if kind not in ("Data", "Unified"):
+                continue
+            level = int((entry / "level").read_text())
+            levels[level] = _parse_size((entry / "size").read_text())
+    except (OSError, ValueError):
+        return None
+    if 1 not in levels or 2 not in levels:
+        return None
+    return CacheSizes(l1d=levels[1], l2=levels[2], llc=levels[max(levels)], source="sysfs")
+
+
+def _from_sysconf() -> CacheSizes | None:
+    def get(name: str) -> int:
+        try:
+            return int(os.sysconf(name))
+        except (ValueError, OSError, AttributeError):
+            return 0
+
+    l1, l2, l3 = get("SC_LEVEL1_DCACHE_SIZE"), get("SC_LEVEL2_CACHE_SIZE"), get("SC_LEVEL3_CACHE_SIZE")
+    if l1 <= 0 or l2 <= 0:
+        return None
+    return CacheSizes(l1d=l1, l2=l2, llc=l3 if l3 > 0 else l2, source="sysconf")
+
+
+@functools.cache
+def cache_sizes() -> CacheSizes:
+    """The machine's data cache sizes (read once per process)."""
+    return _from_sysfs() or _from_sysconf() or _FALLBACK
+
+
+def _tile_bytes(sizes: CacheSizes) -> int:
+    return int(min(_TILE_MAX, max(_TILE_MIN, sizes.llc // 2)))
+
+
+@functools.cache
+def score_tile_bytes() -> int:
+    """Bytes of one GEMM score tile: half the last-level cache, within 2..16 MiB."""
+    return _tile_bytes(cache_sizes())
+
+
+def _block_rows(tile_bytes: int, itemsize: int) -> int:
+    rows = tile_bytes // (itemsize * _TARGET_TILE_ROWS)
+    rows = (rows // _BLOCK_MULTIPLE) * _BLOCK_MULTIPLE
+    return int(min(_BLOCK_MAX, max(_BLOCK_MIN, rows)))
+
+
+@functools.cache
+def database_block_rows() -> int:
+    """Database rows per block (8192 for a 16 MiB tile). Counted in float32 scores for
+    float64 inputs too, so both cut the database at the same rows."""
+    return _block_rows(score_tile_bytes(), 4)
+
+
+@functools.cache
+def selection_workers() -> int:
+    """Threads for the selection passes: the CPUs this process may run on (at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)

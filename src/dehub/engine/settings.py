@@ -1,0 +1,88 @@
+"""Settings of the approximate engines, and the one nlist/nprobe default of the project.
+
+:func:`default_nlist` and :data:`DEFAULT_NPROBE` are shared by the bias engines
+(:mod:`dehub.engine.ivf`, :mod:`dehub.engine.faiss_indexes`) and the FAISS export, so an
+exported index and the engine that computed its biases probe the same way by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EngineParams", "DEFAULT_NPROBE", "default_nlist"]
+
+DEFAULT_NPROBE = 8  # inverted lists scanned per query unless told otherwise
+_MIN_ROWS_PER_LIST = 39  # FAISS's k-means warns below 39 training points per centroid
+
+
+def default_nlist(n_database: int) -> int:
+    """Number of inverted lists for ``n_database`` rows: ``2 sqrt(n)`` rounded to a power
+    of two, at most ``n // 39`` (so k-means has 39 points per centroid), at least 1."""
+    n = int(n_database)
+    if n < 1:
+        raise ValueError(f"n_database must be >= 1; received {n}")
+    target = 2 * np.sqrt(n)
+    nlist = 1 << int(np.round(np.log2(max(target, 1.0))))
+    return int(max(1, min(nlist, n // _MIN_ROWS_PER_LIST or 1)))
+
+
+@dataclass(frozen=True)
+class EngineParams:
+    """Knobs of the approximate engines (``None`` = derived from the sizes).
+
+    nlist : number of inverted lists (IVF); default :func:`default_nlist`.
+    nprobe : lists scanned per query (IVF); default :data:`DEFAULT_NPROBE` (8).
+    niter : k-means iterations; default 10.
+    train_size : rows sampled to train the centroids; default ``min(n, 32 * nlist)``.
+    M, ef_construction, ef_search : HNSW graph degree and beam widths (32, 80, 2k..64).
+    rerank : search this many candidates approximately and re-score them exactly with
+        the stored vectors (``rerank >= k``); ``None`` = no re-ranking. Useful for
+        ``ivf-sq8`` (quantized scores); ``ivf`` scores are already exact.
+    batch_size : queries searched at a time (bounds memory); default 16384.
+    memory_budget : bytes for the candidate buffers of one ``ivf`` batch (the batch
+        shrinks to fit); default 512 MiB.
+    index_budget : bytes the ``auto`` choice allows for a float32 reference copy.
+    seed : sampling seed for k-means.
+
+    The search-time knobs (``nprobe``, ``ef_search``, ``rerank``) can also be passed to
+    each ``search`` call; an index never changes them itself.
+    """
+
+    nlist: int | None = None
+    nprobe: int = DEFAULT_NPROBE
+    niter: int = 10
+    train_size: int | None = None
+    M: int = 32
+    ef_construction: int = 80
+    ef_search: int | None = None
+    rerank: int | None = None
+    batch_size: int = 16384
+    memory_budget: int = 512 * 2**20
+    index_budget: int = 8 * 2**30
+    seed: int = 0
+
+    @classmethod
+    def coerce(cls, params: EngineParams | dict[str, Any] | None) -> EngineParams:
+        """``None`` -> defaults, a dict -> checked keys, an ``EngineParams`` -> itself."""
+        if params is None:
+            return cls()
+        if isinstance(params, EngineParams):
+            return params
+        if not isinstance(params, dict):
+            raise TypeError(f"engine_params must be a dict or EngineParams; received {type(params).__name__}")
+        known = {f.name for f in fields(cls)}
+        bad = sorted(set(params) - known)
+        if bad:
+            raise ValueError(f"unknown engine_params {bad}; expected a subset of {sorted(known)}")
+        return cls(**params)
+
+    def resolved_nlist(self, n_database: int) -> int:
+        """``nlist`` if set (checked against the database size), else :func:`default_nlist`."""
+        if self.nlist is not None:
+            if self.nlist < 1 or self.nlist > n_database:
+                raise ValueError(f"nlist must be in 1..n_database={n_database}; received nlist={self.nlist}")
+            return int(self.nlist)
+        return default_nlist(n_database)

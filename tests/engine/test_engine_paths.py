@@ -1,0 +1,129 @@
+"""The exact engine's paths agree bit for bit: dense small batch, blocked, threaded selection;
+the one-shot selection matches a full sort; sizes derived from the machine are sane."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dehub.engine import exact as exact_mod
+from dehub.engine import exact_search, hardware, select_topk
+from reference_nnn import assert_topk_match, ref_topk
+
+
+@pytest.mark.parametrize(("nq", "nd", "k"), [(1, 5000, 10), (16, 3000, 7), (64, 700, 50), (5, 30, 40)])
+def test_dense_small_batch_equals_blocked_bit_for_bit(rng, nq, nd, k):
+    q = rng.standard_normal((nq, 24)).astype(np.float32)
+    x = rng.standard_normal((nd, 24)).astype(np.float32)
+    off = rng.random(nd).astype(np.float32)
+    assert exact_mod._dense_fits(nq, x, np.dtype(np.float32), exact_mod.DEFAULT_MEMORY_BUDGET)
+    for o in (None, off):
+        v, i = exact_search(q, x, k, offset=o)  # dense path
+        bv, bi = exact_search(q, x, k, offset=o, database_block=512)  # blocked path
+        np.testing.assert_array_equal(i, bi)
+        np.testing.assert_array_equal(v, bv)
+        s = q.astype(np.float64) @ x.astype(np.float64).T - (0 if o is None else o)
+        rv, ri = ref_topk(s, k)
+        assert_topk_match(v, i, rv, ri, s, atol=1e-5)
+
+
+def test_dense_path_ties_go_to_the_smaller_id(rng):
+    q = np.round(rng.standard_normal((9, 8)) * 2).astype(np.float32)
+    x = np.round(rng.standard_normal((4000, 8)) * 2).astype(np.float32)  # many equal scores
+    v, i = exact_search(q, x, 25)
+    s = q.astype(np.float64) @ x.astype(np.float64).T
+    rv, ri = ref_topk(s, 25)
+    np.testing.assert_array_equal(i, ri)
+    np.testing.assert_array_equal(v, rv.astype(np.float32))
+
+
+def test_dense_path_is_skipped_outside_the_budget(rng):
+    x = np.zeros((1000, 4), np.float32)
+    assert not exact_mod._dense_fits(10, x, np.dtype(np.float32), 1000 * 10 * 9 - 1)
+    assert not exact_mod._dense_fits(exact_mod.SMALL_BATCH_ROWS + 1, x, np.dtype(np.float32), 2**40)
+    assert not exact_mod._dense_fits(10, x.astype(np.float16), np.dtype(np.float32), 1000 * 10 * 9)
+
+
+def test_threaded_selection_equals_one_thread(rng, monkeypatch):
+    q = rng.standard_normal((500, 16)).astype(np.float32)
+    x = rng.standard_normal((4 * 2048 + 55, 16)).astype(np.float32)
+    off = rng.random(x.shape[0]).astype(np.float32)
+    kw = {"offset": off, "database_block": 2048, "query_block": 300}
+    monkeypatch.setattr(exact_mod, "selection_workers", lambda: 3)
+    v3, i3 = exact_search(q, x, 30, **kw)
+    monkeypatch.setattr(exact_mod, "selection_workers", lambda: 1)
+    v1, i1 = exact_search(q, x, 30, **kw)
+    np.testing.assert_array_equal(i3, i1)
+    np.testing.assert_array_equal(v3, v1)
+
+
+@pytest.mark.parametrize("k", [1, 3, 20, 60])
+@pytest.mark.parametrize("with_ids", [False, True])
+def test_select_topk_matches_a_full_sort(rng, k, with_ids):
+    s = rng.integers(-4, 5, size=(13, 50)).astype(np.float32)  # many ties
+    ids = None
+    if with_ids:
+        ids = np.stack([rng.permutation(200)[:50] for _ in range(13)]).astype(np.int64)
+        ids[:, -5:] = -1  # padding
+        s[:, -5:] = -np.inf
+    v, i = select_topk(s, k, ids)
+    assert v.shape == i.shape == (13, k) and i.dtype == np.int64
+    for r in range(13):
+        cols = np.arange(50) if ids is None else ids[r]
+        keep = cols >= 0
+        order = np.lexsort((cols[keep], -s[r, keep].astype(np.float64)))[:k]
+        want_i = np.full(k, -1)
+        want_i[: order.size] = cols[keep][order]
+        np.testing.assert_array_equal(i[r], want_i)
+        np.testing.assert_array_equal(v[r][: order.size], s[r, keep][order])
+        assert np.all(np.isneginf(v[r][order.size :]))
+
+
+def test_cache_sizes_from_sysfs_layout(tmp_path):
+    for idx, (level, kind, size) in enumerate(
+        [(1, "Data", "48K"), (1, "Instruction", "32K"), (2, "Unified", "2048K"), (3, "Unified", "260M")]
+    ):
+        d = tmp_path / f"index{idx}"
+        d.mkdir()
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+    sizes = hardware._from_sysfs(tmp_path)
+    assert sizes == hardware.CacheSizes(48 * 2**10, 2 * 2**20, 260 * 2**20, "sysfs")
+    assert hardware._from_sysfs(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize(
+    ("llc", "tile", "block"),
+    [
+        (32 * 2**20, 16 * 2**20, 8192),
+        (260 * 2**20, 16 * 2**20, 8192),
+        (6 * 2**20, 3 * 2**20, 2048),
+        (2**20, 2 * 2**20, 2048),
+    ],
+)
+def test_derived_sizes(llc, tile, block):
+    sizes = hardware.CacheSizes(32 * 2**10, 2**20, llc, "test")
+    assert hardware._tile_bytes(sizes) == tile
+    assert hardware._block_rows(tile, 4) == block
+    assert block % 512 == 0
+
+
+def test_machine_answers_are_sane():
+    sizes = hardware.cache_sizes()
+    assert 0 < sizes.l1d <= sizes.l2 <= max(sizes.llc, sizes.l2)
+    assert 2 * 2**20 <= hardware.score_tile_bytes() <= 16 * 2**20
+    assert hardware.database_block_rows() % 512 == 0
+    assert hardware.selection_workers() >= 1
+
+
+@pytest.mark.parametrize("k", [1, 10, 128])
+def test_select_topk_wide_rows_use_the_lane_bound_and_stay_exact(rng, k):
+    s = rng.integers(-30, 31, size=(7, 3000)).astype(np.float32)  # ties at the k-th value
+    s[2] = 0  # a row of equal scores
+    s[3, 100:] = -np.inf  # a row with fewer finite entries than some k
+    v, i = select_topk(s, k)
+    for r in range(7):
+        order = np.lexsort((np.arange(3000), -s[r].astype(np.float64)))[:k]
+        np.testing.assert_array_equal(v[r], s[r, order])
+        np.testing.assert_array_equal(i[r], np.where(np.isneginf(s[r, order]), -1, order))

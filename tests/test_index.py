@@ -10,6 +10,7 @@ import pytest
 
 from dehub import NNN, Index, IndexFormatError, NotFittedError, Plain
 from dehub._format import read_container, write_container
+from dehub.index import KClampedWarning
 from reference_nnn import assert_topk_match, ref_nnn_search
 
 
@@ -40,10 +41,11 @@ def _same_search(a: Index, b: Index, queries, k=10):
 # --------------------------------------------------------------------------- build/search
 def test_search_returns_external_ids_and_matches_reference(index, data):
     gallery, reference, queries = data
-    s, ids = index.search(queries, 45)  # more than the gallery: padding
-    assert np.all(ids[:, 40:] == -1) and np.all(np.isneginf(s[:, 40:]))
+    with pytest.warns(KClampedWarning, match=r"k=45 exceeds the 40 items in the index; returning 40"):
+        s, ids = index.search(queries, 45)  # more than the gallery: clamped, no padding
+    assert ids.shape == s.shape == (15, 40) and np.all(ids >= 100)
     rows = np.where(ids >= 0, (ids - 100) // 7, -1)
-    rs, ri, dense = ref_nnn_search(queries, gallery, reference, 6, 0.75, 45)
+    rs, ri, dense = ref_nnn_search(queries, gallery, reference, 6, 0.75, 40)
     assert_topk_match(s, rows, rs, ri, dense, atol=1e-5)
 
 

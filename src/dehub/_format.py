@@ -459,7 +459,7 @@ def read_container(
                     raise _checksum_error(p, e.name)
                 try:
                     arr: np.ndarray = np.memmap(f, dtype=e.dtype, mode="r", offset=e.offset, shape=e.shape)
-                except (ValueError, OSError) as exc:  # the file shrank since it was checked
+                except ValueError as exc:  # the file shrank since it was checked
                     raise IndexFormatError(f"{p}: cannot map array {e.name!r}: {exc}") from None
             else:
                 arr = np.empty(e.shape, dtype=e.dtype)

@@ -39,7 +39,7 @@ __all__ = ["Index", "IndexFormatError", "KClampedWarning"]
 
 _KIND = "dehub.index"
 _GALLERY_DTYPES = ("<f2", "<f4", "<f8")
-_MAP_CHUNK = 1 << 20  # ids mapped per step in search (8 MiB of int64 scratch)
+_MAP_CHUNK = 1 << 18  # ids mapped per step in search (2 MiB of int64 scratch)
 
 
 class KClampedWarning(UserWarning):
@@ -362,7 +362,7 @@ def _check_gallery(path: Path, header: dict[str, Any], gallery: np.ndarray) -> n
     dt = _entry(header, "gallery")["dtype"]
     if dt not in _GALLERY_DTYPES:
         raise IndexFormatError(
-            f"{path}: the gallery must be float16, float32 or float64 ({_GALLERY_DTYPES}); found dtype {dt}"
+            f"{path}: the gallery must be float16, float32 or float64 ('<f2', '<f4' or '<f8'); found dtype {dt}"
         )
     if gallery.ndim != 2 or gallery.shape[0] < 1 or gallery.shape[1] < 1:
         raise IndexFormatError(

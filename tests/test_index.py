@@ -400,6 +400,16 @@ def _nnn_arrays(index):
         ),
         (lambda a: None, {"params": {"k": "6"}}, r"stored statistics are inconsistent|do not fit"),
         (lambda a: None, {"params": [1]}, r"stored parameters must be a JSON object; found \[1\]"),
+        (
+            lambda a: a.update({"model.topk_scores": a["model.topk_scores"].astype(np.float64)}),
+            {},
+            r"'model.topk_scores' must be stored as '<f4'; found dtype <f8",
+        ),
+        (
+            lambda a: a.update({"model.topk_ids": a["model.topk_ids"].astype(np.uint64)}),
+            {},
+            r"'model.topk_ids' must be stored as '<i8'; found dtype <u8",
+        ),
         (lambda a: None, {"metadata": [1]}, r"metadata must be a JSON object or null; found list"),
         (
             lambda a: None,
@@ -650,3 +660,9 @@ def test_verify_file(tmp_path, index):
         Index.verify_file(path)
     with pytest.raises(IndexFormatError, match=r"checksum mismatch in array 'model.topk_ids'"):
         Index.describe_file(path, verify=True)
+
+
+def test_mmap_maps_the_gallery_but_copies_the_ids(tmp_path, index):
+    back = Index.load(index.save(tmp_path / "i.dehub"), mmap=True)
+    assert isinstance(back.model.gallery_, np.memmap) and not isinstance(back.ids, np.memmap)
+    assert back.ids.flags.owndata

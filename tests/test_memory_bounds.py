@@ -116,3 +116,14 @@ def test_load_needs_about_the_file_size(tmp_path, mmap):
     if not mmap:  # and the bound is tight: without room for the copy it fails cleanly
         out = _run({"op": "load", "path": str(path), "allow_mb": size_mb // 2})
         assert out.get("MemoryError") is True, out
+
+
+def test_escape_heavy_header_is_scanned_in_bounded_memory(tmp_path):
+    """6 MiB of JSON escapes: the depth scan keeps no per-character state (a regex did)."""
+    path = crafted.plain_index(
+        tmp_path / "esc.dehub",
+        np.eye(4, dtype=np.float32),
+        mutate=lambda h: h.update(metadata={"note": "\\" * (3 << 20)}),
+    )
+    out = _run({"op": "load", "path": str(path), "allow_mb": 96})
+    assert out.get("loaded") == [4, 4], out

@@ -76,7 +76,6 @@ _MAX_ARRAYS = 4096
 _MAX_ELEMENTS_BYTES = 2**62  # prod(max(dim, 1)) * itemsize must stay below this (numpy's intp)
 _CHUNK = 16 << 20  # bytes per read / hash step
 _SHA_HEX = re.compile(r"[0-9a-f]{64}")
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 class IndexFormatError(ValueError):
@@ -217,14 +216,35 @@ def _bad(path: Path, what: str) -> IndexFormatError:
     return IndexFormatError(f"{path}: malformed header: {what}")
 
 
-def _json_depth(raw: bytes) -> int:
-    """Deepest ``[``/``{`` nesting outside JSON strings, without recursion."""
-    stripped = _JSON_STRING.sub(b"", raw)
-    b = np.frombuffer(stripped, dtype=np.uint8)
-    steps = np.zeros(b.shape, dtype=np.int8)
-    steps[(b == ord("[")) | (b == ord("{"))] = 1
-    steps[(b == ord("]")) | (b == ord("}"))] = -1
-    return int(np.cumsum(steps, dtype=np.int64).max(initial=0))
+def _json_depth(raw: bytes, chunk: int = 1 << 18) -> int:
+    """Deepest ``[``/``{`` nesting outside JSON strings: vectorized, no recursion.
+
+    A quote opens or closes a string unless an odd number of backslashes precedes it;
+    brackets count only outside strings. Works in ``chunk``-byte steps (bounded scratch),
+    carrying the string state and the run of trailing backslashes across steps.
+    """
+    data = np.frombuffer(raw, dtype=np.uint8)
+    depth = deepest = 0
+    in_string = 0
+    backslashes = 0  # consecutive backslashes at the end of the previous chunk
+    for s in range(0, data.size, chunk):
+        b = data[s : s + chunk]
+        idx = np.arange(b.size, dtype=np.int64)
+        last_other = np.maximum.accumulate(np.where(b != 92, idx, -1))  # last non-backslash <= i
+        before = np.empty_like(last_other)
+        before[0], before[1:] = -1, last_other[:-1]  # last non-backslash < i
+        run = idx - 1 - before + np.where(before < 0, backslashes, 0)
+        quote = (b == 34) & (run % 2 == 0)
+        outside = (np.cumsum(quote, dtype=np.int64) + in_string) % 2 == 0
+        steps = (((b == 91) | (b == 123)) & outside).astype(np.int64)
+        steps -= ((b == 93) | (b == 125)) & outside
+        levels = np.cumsum(steps) + depth
+        deepest = max(deepest, int(levels.max()))
+        depth = int(levels[-1])
+        in_string = 0 if outside[-1] else 1
+        tail = b.size - 1 - int(last_other[-1])
+        backslashes = tail + (backslashes if last_other[-1] < 0 else 0)
+    return deepest
 
 
 def _no_constants(name: str) -> Any:

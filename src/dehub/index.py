@@ -39,6 +39,8 @@ __all__ = ["Index", "IndexFormatError", "KClampedWarning"]
 
 _KIND = "dehub.index"
 _GALLERY_DTYPES = ("<f2", "<f4", "<f8")
+#: dtypes docs/index-format.md documents for the shared top-k statistics (NNN, CSLS)
+_STATISTIC_DTYPES = {"topk_scores": "<f4", "topk_ids": "<i8"}
 _MAP_CHUNK = 1 << 18  # ids mapped per step in search (2 MiB of int64 scratch)
 
 
@@ -222,7 +224,7 @@ class Index(IncrementalMixin):
             "n_reference": self.n_reference,
         }
         write_container(path, header, arrays)
-        if self._mapped is not None and os.path.samefile(resolve_target(path), self._mapped.path):
+        if self._mapped is not None and _same_file(resolve_target(path), self._mapped.path):
             # The mapping holds the old, now unlinked file: nobody can truncate it by
             # name any more, and the new file is not what this object reads.
             self._mapped = None
@@ -257,7 +259,7 @@ class Index(IncrementalMixin):
         n = gallery.shape[0]
         if arrays["ids"].shape != (n,):
             raise IndexFormatError(f"{path}: ids shape {arrays['ids'].shape} does not match gallery rows {n}")
-        ids = _check_stored_ids(path, header, arrays["ids"])
+        ids = _check_stored_ids(path, header, np.array(arrays["ids"]))  # always a private copy
         n_reference = header.get("n_reference")
         reference = arrays.get("reference")
         if reference is not None:
@@ -407,6 +409,11 @@ def _check_reference(
 
 def _check_statistics(path: Path, fitted: dict[str, np.ndarray], n_reference: int | None) -> None:
     """Method statistics: finite floats; reference row numbers within the reference."""
+    for name, want in _STATISTIC_DTYPES.items():
+        if name in fitted and fitted[name].dtype != np.dtype(want):
+            raise IndexFormatError(
+                f"{path}: 'model.{name}' must be stored as {want!r}; found dtype {fitted[name].dtype.str}"
+            )
     for name, arr in fitted.items():
         flat = arr.reshape(-1)
         step = max(1, (16 << 20) // max(arr.itemsize, 1))
@@ -427,6 +434,13 @@ def _check_statistics(path: Path, fitted: dict[str, np.ndarray], n_reference: in
                         f"{path}: 'model.topk_ids' must be reference rows in [0, {hi}); found values in "
                         f"[{int(blk.min())}, {int(blk.max())}]"
                     )
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _jsonable(obj: Any) -> Any:

@@ -146,6 +146,7 @@ def test_json_constants_and_duplicate_keys(tmp_path, gallery):
     for raw, match in (
         (b'{"arrays": [], "x": NaN}', r"header is not valid JSON: non-standard JSON constant NaN"),
         (b'{"arrays": [], "arrays": []}', r"header is not valid JSON: duplicate key 'arrays'"),
+        (b'{"arrays": [], "alpha": 1e400}', r"header is not valid JSON: number '1e400' overflows a float"),
         (b'{"arrays": [], "n": 1' + b"1" * 5000 + b"}", r"header is not valid JSON"),
         (b"\xff\xfe", r"header is not valid JSON"),
     ):

@@ -251,6 +251,13 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]!r} overflows a float")
+    return value
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
@@ -266,7 +273,10 @@ def _parse_json(path: Path, hbytes: bytes) -> Any:
         raise _bad(path, f"JSON nested {depth} levels deep; expected at most {MAX_JSON_DEPTH}")
     try:
         return json.loads(
-            hbytes.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=_no_duplicates
+            hbytes.decode("utf-8"),
+            parse_constant=_no_constants,
+            parse_float=_finite_float,
+            object_pairs_hook=_no_duplicates,
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise IndexFormatError(f"{path}: header is not valid JSON: {exc}") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import struct
 import tempfile
 from pathlib import Path
@@ -321,3 +322,27 @@ def test_foreign_headers_with_valid_checksums(tmp_path_factory, data):
         + raw[52 + hlen :]
     )
     _outcome(path)
+
+
+# --------------------------------------------------------------------------- the CLI on hostile files
+@pytest.mark.parametrize("make", [crafted.memory_bomb, crafted.deep_json, crafted.shape_overflow])
+def test_cli_gives_one_line_and_exit_2(tmp_path, capsys, make):
+    """Before: the memory bomb and the nested header printed tracebacks (MemoryError, RecursionError)."""
+    from dehub.cli import main
+
+    path = make(tmp_path / "evil.dehub")
+    q = tmp_path / "q.npy"
+    np.save(q, np.eye(4, dtype=np.float32))
+    for argv in (["search", str(path), "--queries", str(q)], ["info", str(path)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"dehub: error: {path}:") and "\n" not in err, err
+
+
+def test_a_fifo_or_device_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.dehub"
+    os.mkfifo(fifo)
+    with pytest.raises(IndexFormatError, match=r"is not a regular file \(a pipe or device\?\)"):
+        Index.load(fifo)  # before: open() waited forever for a writer
+    with pytest.raises(IndexFormatError, match="is not a regular file"):
+        Index.describe_file("/dev/zero")

@@ -38,6 +38,7 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -398,17 +399,31 @@ def _read_prefix_and_header(path: Path, f: BufferedReader, size: int) -> tuple[d
 
 
 def _open(path: str | os.PathLike) -> tuple[Path, BufferedReader, os.stat_result]:
+    """Open a regular file for reading; ``(path, file, fstat)``.
+
+    Opened non-blocking and checked with ``fstat`` before any read, so a FIFO or a
+    device given as an index is refused instead of hanging or streaming forever.
+    """
     path = Path(path)
     try:
-        f = open(path, "rb")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise FileNotFoundError(f"no index file at {path}") from None
-    except IsADirectoryError:
+    except IsADirectoryError:  # pragma: no cover - Linux opens directories read-only
         raise IndexFormatError(f"{path}: is a directory; expected a dehub index file") from None
     try:
-        st = os.fstat(f.fileno())
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IndexFormatError(f"{path}: is a directory; expected a dehub index file")
+        if not stat.S_ISREG(st.st_mode):
+            raise IndexFormatError(
+                f"{path}: is not a regular file (a pipe or device?); expected a dehub index file"
+            )
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
     except BaseException:
-        f.close()
+        os.close(fd)
         raise
     return path, f, st
 

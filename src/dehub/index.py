@@ -259,7 +259,10 @@ class Index(IncrementalMixin):
         n = gallery.shape[0]
         if arrays["ids"].shape != (n,):
             raise IndexFormatError(f"{path}: ids shape {arrays['ids'].shape} does not match gallery rows {n}")
-        ids = _check_stored_ids(path, header, np.array(arrays["ids"]))  # always a private copy
+        raw_ids = arrays["ids"]  # always a private copy in the end
+        ids = _check_stored_ids(
+            path, header, np.array(raw_ids) if isinstance(raw_ids, np.memmap) else raw_ids
+        )
         n_reference = header.get("n_reference")
         reference = arrays.get("reference")
         if reference is not None:
@@ -280,9 +283,8 @@ class Index(IncrementalMixin):
                 check()
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise IndexFormatError(f"{path}: stored statistics are inconsistent: {exc}") from None
-        index = cls(
-            model, ids=ids, metadata=header.get("metadata"), reference=reference, n_reference=n_reference
-        )
+        index = cls(model, metadata=header.get("metadata"), reference=reference, n_reference=n_reference)
+        index.ids = ids  # validated above (checking again would sort them a second time)
         if mmap:
             index._mapped = identity[0]
         return index

@@ -142,3 +142,29 @@ def test_index_save_through_symlink_keeps_mode(tmp_path, rng, unit):
     Index.build(g, r, k=5).save(link)
     assert link.is_symlink() and stat.S_IMODE(real.stat().st_mode) == 0o600
     assert Index.load(real).model.k == 5
+
+
+def test_concurrent_writers_never_delete_each_others_temp_files(tmp_path):
+    """Each save cleans stale temps; two live writers must not take each other's for stale."""
+    pytest.importorskip("fcntl")
+    target = tmp_path / "shared.txt"
+    code = (
+        "import sys\n"
+        "from dehub._io import atomic_write_text\n"
+        "for i in range(60):\n"
+        f"    atomic_write_text({str(target)!r}, sys.argv[1] * 50000)\n"
+    )
+    writers = [
+        subprocess.Popen([sys.executable, "-c", code, c], stderr=subprocess.PIPE, text=True) for c in "ab"
+    ]
+    seen = set()
+    while any(w.poll() is None for w in writers):
+        try:
+            text = target.read_text()
+        except FileNotFoundError:
+            continue
+        seen.add(text[:1])
+        assert text in ("a" * 50000, "b" * 50000), "a reader saw a mixed or partial file"
+    for w in writers:
+        assert w.wait(timeout=60) == 0, w.stderr.read()[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.txt"]

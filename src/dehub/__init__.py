@@ -4,10 +4,9 @@ Nearest Neighbor Normalization (Chowdhury et al., EMNLP 2024) and the methods of
 family, with an exact GEMM-speed engine, saved indexes, and an evaluation harness.
 """
 
-__version__ = "0.1.0"
-
 from ._format import IndexFormatError
 from ._validation import UnnormalizedWarning
+from ._version import __version__
 from .engine import exact_search, merge_topk, topk_search
 from .evaluation.engine_eval import evaluate_engine
 from .index import Index

@@ -16,17 +16,33 @@ The header holds ``{"format_version", "created_by", "kind", "arrays": [{"name", 
 parameters, metadata). Offsets are absolute. Only plain numeric dtypes are allowed, so
 loading never runs code. Arrays can be memory-mapped on load.
 
+The reader trusts nothing in the file, checksummed or not (a foreign writer can produce
+a consistent checksum over any content): the header length is capped
+(:data:`MAX_HEADER_BYTES`) and checked against the file size before it is read, the
+JSON nesting depth is capped (:data:`MAX_JSON_DEPTH`) before it is parsed, every array
+lies inside the file, after the header, in header order and without overlap (so the
+declared sizes sum to at most the file size), and shapes are multiplied in exact
+integer arithmetic. Only the arrays a caller names are read, so reading allocates at
+most the file size plus a constant. Every failure is an :class:`IndexFormatError`
+naming the file, what was expected and what was found.
+
 Writes are atomic: the file is written under a temporary name in the same directory,
 flushed and fsynced, then renamed over the target (``os.replace``), so a crash at any
-point leaves either the old file or the new one, never a mix.
+point leaves either the old file or the new one, never a mix (see :mod:`dehub._io`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
+import stat
 import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +53,14 @@ from ._io import atomic_path
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
+    "MAX_HEADER_BYTES",
+    "MAX_JSON_DEPTH",
     "IndexFormatError",
+    "FileIdentity",
     "write_container",
     "read_container",
     "read_header",
+    "verify_container",
 ]
 
 MAGIC = b"DEHUBIX\x00"
@@ -48,6 +68,15 @@ FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sIQ32s")  # magic, version, header length, header sha256
 _ALIGN = 64
 _ALLOWED = {"<f2", "<f4", "<f8", "<i4", "<i8", "<u1", "|u1", "|b1", "<u4", "<u8"}
+#: Largest header the reader accepts (an index header is a few kB; metadata included).
+MAX_HEADER_BYTES = 16 << 20
+#: Deepest JSON nesting the reader accepts (an index header nests 4 levels).
+MAX_JSON_DEPTH = 64
+_MAX_NDIM = 32
+_MAX_ARRAYS = 4096
+_MAX_ELEMENTS_BYTES = 2**62  # prod(max(dim, 1)) * itemsize must stay below this (numpy's intp)
+_CHUNK = 16 << 20  # bytes per read / hash step
+_SHA_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class IndexFormatError(ValueError):
@@ -72,7 +101,7 @@ def _dtype_str(a: np.ndarray) -> str:
 def _sha256_chunks(arr: np.ndarray) -> str:
     h = hashlib.sha256()
     flat = arr.reshape(-1)
-    step = max(1, (16 << 20) // max(arr.itemsize, 1))
+    step = max(1, _CHUNK // max(arr.itemsize, 1))
     for s in range(0, flat.size, step):
         h.update(np.ascontiguousarray(flat[s : s + step]).view(np.uint8).tobytes())
     return h.hexdigest()
@@ -81,7 +110,7 @@ def _sha256_chunks(arr: np.ndarray) -> str:
 def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` and a JSON-serializable ``header`` to ``path`` atomically."""
     path = Path(path)
-    metas = []
+    metas: list[dict[str, Any]] = []
     prepared = []
     offset_data = 0
     for name, arr in arrays.items():
@@ -107,11 +136,16 @@ def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dic
         full.update(
             {"format_version": FORMAT_VERSION, "arrays": [{**m, "offset": m["offset"] + base} for m in metas]}
         )
-        hbytes = json.dumps(full, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        hbytes = json.dumps(full, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
         new_base = _align(_PREFIX.size + len(hbytes))
         if new_base == base:
             break
         base = new_base
+    if len(hbytes) > MAX_HEADER_BYTES:
+        raise ValueError(
+            f"the header of {path} would take {len(hbytes)} bytes; dehub files allow at most "
+            f"{MAX_HEADER_BYTES} (keep large metadata in a file beside the index)"
+        )
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(hbytes), hashlib.sha256(hbytes).digest())
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -123,115 +157,384 @@ def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dic
             start = base + meta["offset"]
             f.write(b"\0" * (start - pos))
             flat = arr.reshape(-1)
-            step = max(1, (16 << 20) // max(arr.itemsize, 1))
+            step = max(1, _CHUNK // max(arr.itemsize, 1))
             for s in range(0, flat.size, step):
                 f.write(np.ascontiguousarray(flat[s : s + step]).tobytes())
             pos = start + arr.nbytes
 
 
-def _check_header_schema(path: Path, header: Any, *, data_start: int) -> None:
-    """The header's structure (it is checksummed, but may come from a foreign writer)."""
+# --------------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class FileIdentity:
+    """What identifies the bytes of a file: device, inode, size and modification time."""
 
-    def bad(what: str) -> IndexFormatError:
-        return IndexFormatError(f"{path}: malformed header: {what}")
+    path: str
+    st_dev: int
+    st_ino: int
+    st_size: int
+    st_mtime_ns: int
 
+    @classmethod
+    def of(cls, path: str | os.PathLike, st: os.stat_result) -> FileIdentity:
+        return cls(str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def check(self) -> None:
+        """Raise :class:`IndexFormatError` if the file is gone, replaced, resized or rewritten."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise IndexFormatError(
+                f"{self.path}: the memory-mapped index file is no longer readable ({exc.strerror}); "
+                "reload the index"
+            ) from None
+        now = FileIdentity.of(self.path, st)
+        if now == self:
+            return
+        if (now.st_dev, now.st_ino) != (self.st_dev, self.st_ino):
+            what = "was replaced by another file"
+        elif now.st_size != self.st_size:
+            what = f"changed size from {self.st_size} to {now.st_size} bytes"
+        else:
+            what = "was modified"
+        raise IndexFormatError(
+            f"{self.path}: the memory-mapped index file {what} after it was loaded; reading it "
+            "now could crash the process (SIGBUS) or return other data. Reload the index "
+            "(Index.load), or load without mmap=True to keep a private copy."
+        )
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+    sha256: str
+
+
+def _bad(path: Path, what: str) -> IndexFormatError:
+    return IndexFormatError(f"{path}: malformed header: {what}")
+
+
+def _json_depth(raw: bytes, chunk: int = 1 << 18) -> int:
+    """Deepest ``[``/``{`` nesting outside JSON strings: vectorized, no recursion.
+
+    A quote opens or closes a string unless an odd number of backslashes precedes it;
+    brackets count only outside strings. Works in ``chunk``-byte steps (bounded scratch),
+    carrying the string state and the run of trailing backslashes across steps.
+    """
+    data = np.frombuffer(raw, dtype=np.uint8)
+    depth = deepest = 0
+    in_string = 0
+    backslashes = 0  # consecutive backslashes at the end of the previous chunk
+    for s in range(0, data.size, chunk):
+        b = data[s : s + chunk]
+        idx = np.arange(b.size, dtype=np.int64)
+        last_other = np.maximum.accumulate(np.where(b != 92, idx, -1))  # last non-backslash <= i
+        before = np.empty_like(last_other)
+        before[0], before[1:] = -1, last_other[:-1]  # last non-backslash < i
+        run = idx - 1 - before + np.where(before < 0, backslashes, 0)
+        quote = (b == 34) & (run % 2 == 0)
+        outside = (np.cumsum(quote, dtype=np.int64) + in_string) % 2 == 0
+        steps = (((b == 91) | (b == 123)) & outside).astype(np.int64)
+        steps -= ((b == 93) | (b == 125)) & outside
+        levels = np.cumsum(steps) + depth
+        deepest = max(deepest, int(levels.max()))
+        depth = int(levels[-1])
+        in_string = 0 if outside[-1] else 1
+        tail = b.size - 1 - int(last_other[-1])
+        backslashes = tail + (backslashes if last_other[-1] < 0 else 0)
+    return deepest
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]!r} overflows a float")
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _parse_json(path: Path, hbytes: bytes) -> Any:
+    depth = _json_depth(hbytes)
+    if depth > MAX_JSON_DEPTH:
+        raise _bad(path, f"JSON nested {depth} levels deep; expected at most {MAX_JSON_DEPTH}")
+    try:
+        return json.loads(
+            hbytes.decode("utf-8"),
+            parse_constant=_no_constants,
+            parse_float=_finite_float,
+            object_pairs_hook=_no_duplicates,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise IndexFormatError(f"{path}: header is not valid JSON: {exc}") from None
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _entries(path: Path, header: Any, *, version: int, data_start: int, size: int) -> list[_Entry]:
+    """The header's structure and every array's place in the file (see the module doc)."""
     if not isinstance(header, dict) or not isinstance(header.get("arrays"), list):
-        raise bad("expected a JSON object with an 'arrays' list")
+        raise _bad(path, "expected a JSON object with an 'arrays' list")
+    fv = header.get("format_version", version)
+    if fv != version or not _is_int(fv):
+        raise _bad(path, f"format_version {fv!r} differs from the version {version} in the file's prefix")
+    if len(header["arrays"]) > _MAX_ARRAYS:
+        raise _bad(path, f"{len(header['arrays'])} arrays listed; expected at most {_MAX_ARRAYS}")
     keys = {"name", "dtype", "shape", "offset", "nbytes", "sha256"}
+    out: list[_Entry] = []
+    seen: set[str] = set()
+    prev_end, prev_name = data_start, None
     for meta in header["arrays"]:
         if not isinstance(meta, dict) or not keys <= set(meta):
-            raise bad(f"expected every array entry to have the keys {sorted(keys)}; received {meta!r}")
+            raise _bad(path, f"expected every array entry to have the keys {sorted(keys)}; received {meta!r}")
         name, shape, offset, nbytes = meta["name"], meta["shape"], meta["offset"], meta["nbytes"]
+        if not isinstance(name, str) or not name or name in seen:
+            raise _bad(path, f"expected unique non-empty string array names; received {name!r}")
+        seen.add(name)
         if not isinstance(meta["dtype"], str) or meta["dtype"] not in _ALLOWED:
-            raise bad(
-                f"array {name!r} has unsupported dtype {meta['dtype']!r}; expected one of {sorted(_ALLOWED)}"
+            raise _bad(
+                path,
+                f"array {name!r} has unsupported dtype {meta['dtype']!r}; expected one of {sorted(_ALLOWED)}",
             )
         ints = [offset, nbytes, *shape] if isinstance(shape, list) else None
-        if ints is None or not all(type(v) is int and v >= 0 for v in ints):
-            raise bad(f"array {name!r} has invalid shape/offset/nbytes {shape!r}/{offset!r}/{nbytes!r}")
-        if offset < data_start:
-            raise bad(
-                f"array {name!r} starts at byte {offset}, inside the header (which ends at {data_start})"
+        if ints is None or not all(_is_int(v) and v >= 0 for v in ints):
+            raise _bad(
+                path, f"array {name!r} has invalid shape/offset/nbytes {shape!r}/{offset!r}/{nbytes!r}"
             )
+        if len(shape) > _MAX_NDIM:
+            raise _bad(path, f"array {name!r} has {len(shape)} dimensions; expected at most {_MAX_NDIM}")
+        if not isinstance(meta["sha256"], str) or not _SHA_HEX.fullmatch(meta["sha256"]):
+            raise _bad(path, f"array {name!r}: expected a 64-digit hex sha256; received {meta['sha256']!r}")
+        dt = np.dtype(meta["dtype"])
+        # exact integer arithmetic: a shape whose product overflows int64 cannot pass
+        if math.prod(max(s, 1) for s in shape) * dt.itemsize >= _MAX_ELEMENTS_BYTES:
+            raise IndexFormatError(
+                f"{path}: array {name!r}: shape {tuple(shape)} of {dt} is impossibly large"
+            )
+        need = math.prod(shape) * dt.itemsize
+        if need != nbytes:
+            raise IndexFormatError(
+                f"{path}: array {name!r}: shape {tuple(shape)} of {dt} needs {need} bytes, header says {nbytes}"
+            )
+        if offset < data_start:
+            raise _bad(
+                path,
+                f"array {name!r} starts at byte {offset}, inside the header (which ends at {data_start})",
+            )
+        if offset % _ALIGN:
+            raise _bad(path, f"array {name!r} starts at byte {offset}; expected a multiple of {_ALIGN}")
+        if offset < prev_end:
+            raise _bad(
+                path,
+                f"array {name!r} starts at byte {offset}, before the end of the previous array "
+                f"{prev_name!r} (byte {prev_end}); expected arrays in file order without overlap",
+            )
+        if nbytes:
+            prev_end, prev_name = offset + nbytes, name
+        out.append(_Entry(name, dt, tuple(shape), offset, nbytes, meta["sha256"]))
+    need_size = max((e.offset + e.nbytes for e in out if e.nbytes), default=0)
+    if size < need_size:
+        raise IndexFormatError(
+            f"{path}: truncated: expected at least {need_size} bytes, found {size}. The file was "
+            "cut short (interrupted copy?); restore it or rebuild the index."
+        )
+    total = sum(e.nbytes for e in out)
+    if total > size:  # implied by the checks above; kept as the stated guarantee
+        raise _bad(path, f"arrays declare {total} bytes in a file of {size}")
+    return out
 
 
-def read_header(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check the header only (magic, version, header checksum, file length)."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            raw = f.read(_PREFIX.size)
-            if raw[: len(MAGIC)] != MAGIC[: len(raw)]:
-                raise IndexFormatError(
-                    f"{path}: not a dehub index file (expected magic {MAGIC!r}, found {raw[: len(MAGIC)]!r})"
-                )
-            if len(raw) < _PREFIX.size:
-                raise IndexFormatError(
-                    f"{path}: truncated: {size} bytes is shorter than the {_PREFIX.size}-byte dehub prefix"
-                )
-            magic, version, hlen, hsha = _PREFIX.unpack(raw)
-            if version > FORMAT_VERSION or version < 1:
-                raise IndexFormatError(
-                    f"{path}: format version {version} is not supported; this dehub reads "
-                    f"version {FORMAT_VERSION}. Upgrade dehub or rebuild the index."
-                )
-            if hlen > size - _PREFIX.size:  # checked before reading: hlen may be garbage
-                raise IndexFormatError(
-                    f"{path}: truncated: header needs {hlen} bytes after the prefix, file has "
-                    f"{size - _PREFIX.size}"
-                )
-            hbytes = f.read(hlen)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no index file at {path}") from None
+def _read_prefix_and_header(path: Path, f: BufferedReader, size: int) -> tuple[dict[str, Any], list[_Entry]]:
+    raw = f.read(_PREFIX.size)
+    if raw[: len(MAGIC)] != MAGIC[: len(raw)]:
+        raise IndexFormatError(
+            f"{path}: not a dehub index file (expected magic {MAGIC!r}, found {raw[: len(MAGIC)]!r})"
+        )
+    if len(raw) < _PREFIX.size:
+        raise IndexFormatError(
+            f"{path}: truncated: {len(raw)} bytes is shorter than the {_PREFIX.size}-byte dehub prefix"
+        )
+    _magic, version, hlen, hsha = _PREFIX.unpack(raw)
+    if version > FORMAT_VERSION or version < 1:
+        raise IndexFormatError(
+            f"{path}: format version {version} is not supported; this dehub reads "
+            f"version {FORMAT_VERSION}. Upgrade dehub or rebuild the index."
+        )
+    if hlen > size - _PREFIX.size:  # checked before reading: hlen may be garbage
+        raise IndexFormatError(
+            f"{path}: truncated: header needs {hlen} bytes after the prefix, file has {size - _PREFIX.size}"
+        )
+    if hlen > MAX_HEADER_BYTES:
+        raise IndexFormatError(
+            f"{path}: header of {hlen} bytes exceeds the limit of {MAX_HEADER_BYTES} bytes (a dehub "
+            "index header takes a few kB); the file is corrupt or not from dehub"
+        )
+    hbytes = f.read(hlen)
     if len(hbytes) < hlen:
         raise IndexFormatError(
             f"{path}: truncated: header needs {hlen} bytes after the prefix, file has {len(hbytes)}"
         )
     if hashlib.sha256(hbytes).digest() != hsha:
         raise IndexFormatError(f"{path}: header checksum mismatch: the file is corrupt")
+    header = _parse_json(path, hbytes)
+    entries = _entries(path, header, version=version, data_start=_PREFIX.size + hlen, size=size)
+    header.setdefault("format_version", version)
+    return header, entries
+
+
+def _open(path: str | os.PathLike) -> tuple[Path, BufferedReader, os.stat_result]:
+    """Open a regular file for reading; ``(path, file, fstat)``.
+
+    Opened non-blocking and checked with ``fstat`` before any read, so a FIFO or a
+    device given as an index is refused instead of hanging or streaming forever.
+    """
+    path = Path(path)
     try:
-        header = json.loads(hbytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # pragma: no cover - hash guards
-        raise IndexFormatError(f"{path}: header is not valid JSON: {exc}") from None
-    _check_header_schema(path, header, data_start=_PREFIX.size + hlen)
-    need = max((a["offset"] + a["nbytes"] for a in header["arrays"]), default=0)
-    if size < need:
-        raise IndexFormatError(
-            f"{path}: truncated: expected at least {need} bytes, found {size}. The file was "
-            "cut short (interrupted copy?); restore it or rebuild the index."
-        )
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no index file at {path}") from None
+    except IsADirectoryError:  # pragma: no cover - Linux opens directories read-only
+        raise IndexFormatError(f"{path}: is a directory; expected a dehub index file") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IndexFormatError(f"{path}: is a directory; expected a dehub index file")
+        if not stat.S_ISREG(st.st_mode):
+            raise IndexFormatError(
+                f"{path}: is not a regular file (a pipe or device?); expected a dehub index file"
+            )
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    return path, f, st
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check the header only (magic, version, header checksum, array layout).
+
+    ``format_version`` is always present in the result (from the prefix, if the header
+    itself omits it).
+    """
+    p, f, st = _open(path)
+    with f:
+        header, _ = _read_prefix_and_header(p, f, st.st_size)
     return header
 
 
+def _hash_range(path: Path, f: BufferedReader, e: _Entry, into: np.ndarray | None) -> str:
+    """Read ``e``'s bytes in chunks (into ``into`` if given) and return their SHA-256."""
+    h = hashlib.sha256()
+    f.seek(e.offset)
+    if into is not None:
+        dest = into.reshape(-1).view(np.uint8).data
+    else:
+        scratch = bytearray(min(_CHUNK, e.nbytes))
+    pos = 0
+    while pos < e.nbytes:
+        n = min(_CHUNK, e.nbytes - pos)
+        view = dest[pos : pos + n] if into is not None else memoryview(scratch)[:n]
+        got = f.readinto(view)
+        if not got:
+            raise IndexFormatError(
+                f"{path}: truncated while reading array {e.name!r}: expected {e.nbytes} bytes at "
+                f"offset {e.offset}, the file ended after {pos}. The file changed while it was read."
+            )
+        h.update(view[:got])
+        pos += got
+    return h.hexdigest()
+
+
+def _checksum_error(path: Path, name: str) -> IndexFormatError:
+    return IndexFormatError(
+        f"{path}: checksum mismatch in array {name!r}: the file is corrupt "
+        "(changed after it was written). Restore it or rebuild the index."
+    )
+
+
+def _check_bool(path: Path, e: _Entry, arr: np.ndarray) -> None:
+    if e.dtype == np.bool_ and arr.size and int(np.asarray(arr).view(np.uint8).max()) > 1:
+        raise IndexFormatError(f"{path}: array {e.name!r}: bool values must be bytes 0 or 1")
+
+
 def read_container(
-    path: str | os.PathLike, *, mmap: bool = False, verify: bool = True
+    path: str | os.PathLike,
+    *,
+    mmap: bool = False,
+    verify: bool = True,
+    names: Iterable[str] | None = None,
+    identity: list[FileIdentity] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read a container: ``(header, arrays)``; arrays are memory-mapped if ``mmap``.
 
-    With ``verify`` (default) every array's SHA-256 is checked against the header.
+    With ``verify`` (default) every array read is checked against its SHA-256. ``names``
+    selects the arrays to read (default all; names not in the file are skipped). Without
+    ``mmap`` every array is read into memory (at most the file's size in all). With
+    ``mmap`` the checksums are computed by reading the file (not through the mapping),
+    and ``identity`` (a list) receives the :class:`FileIdentity` of the mapped file.
     """
-    header = read_header(path)
-    arrays: dict[str, np.ndarray] = {}
-    for meta in header["arrays"]:
-        dt = np.dtype(meta["dtype"])  # one of _ALLOWED: checked by read_header
-        shape = tuple(int(s) for s in meta["shape"])
-        count = int(np.prod(shape)) if shape else 1
-        if count * dt.itemsize != meta["nbytes"]:
-            raise IndexFormatError(
-                f"{path}: array {meta['name']!r}: shape {shape} of {dt} needs "
-                f"{count * dt.itemsize} bytes, header says {meta['nbytes']}"
-            )
-        if mmap and count:
-            arr = np.memmap(path, dtype=dt, mode="r", offset=meta["offset"], shape=shape)
-        else:
-            with open(path, "rb") as f:
-                f.seek(meta["offset"])
-                arr = np.fromfile(f, dtype=dt, count=count).reshape(shape)
-        if verify and _sha256_chunks(arr) != meta["sha256"]:
-            raise IndexFormatError(
-                f"{path}: checksum mismatch in array {meta['name']!r}: the file is corrupt "
-                "(changed after it was written). Restore it or rebuild the index."
-            )
-        arrays[meta["name"]] = arr
+    p, f, st = _open(path)
+    with f:
+        header, entries = _read_prefix_and_header(p, f, st.st_size)
+        wanted = None if names is None else set(names)
+        arrays: dict[str, np.ndarray] = {}
+        for e in entries:
+            if wanted is not None and e.name not in wanted:
+                continue
+            if mmap and e.nbytes:
+                if verify and _hash_range(p, f, e, None) != e.sha256:
+                    raise _checksum_error(p, e.name)
+                try:
+                    arr: np.ndarray = np.memmap(f, dtype=e.dtype, mode="r", offset=e.offset, shape=e.shape)
+                except ValueError as exc:  # the file shrank since it was checked
+                    raise IndexFormatError(f"{p}: cannot map array {e.name!r}: {exc}") from None
+            else:
+                arr = np.empty(e.shape, dtype=e.dtype)
+                digest = _hash_range(p, f, e, arr)
+                if verify and digest != e.sha256:
+                    raise _checksum_error(p, e.name)
+            _check_bool(p, e, arr)
+            arrays[e.name] = arr
+        if identity is not None:
+            identity.append(FileIdentity.of(p, st))
     return header, arrays
+
+
+def verify_container(path: str | os.PathLike) -> dict[str, Any]:
+    """Check the whole file, every array's SHA-256 included, reading it in 16 MiB chunks.
+
+    Returns ``{"path", "format_version", "file_bytes", "arrays": {name: sha256},
+    "verified_bytes"}``; raises :class:`IndexFormatError` at the first problem. Memory
+    stays at one chunk whatever the file size.
+    """
+    p, f, st = _open(path)
+    with f:
+        header, entries = _read_prefix_and_header(p, f, st.st_size)
+        for e in entries:
+            if _hash_range(p, f, e, None) != e.sha256:
+                raise _checksum_error(p, e.name)
+    return {
+        "path": str(p),
+        "format_version": header["format_version"],
+        "file_bytes": st.st_size,
+        "arrays": {e.name: e.sha256 for e in entries},
+        "verified_bytes": sum(e.nbytes for e in entries),
+    }

@@ -4,27 +4,48 @@ An :class:`Index` wraps a fitted correction method (NNN by default) together wit
 gallery's external ids, so that ``search`` returns *your* ids, and saves everything in
 the pickle-free container format of :mod:`dehub._format` (documented in
 ``docs/index-format.md``): atomic writes, a format version, and SHA-256 checksums that
-turn truncated or tampered files into clear errors.
+turn truncated or tampered files into clear errors. Loading treats the file as user
+input: after the checksums, the content is validated (float, 2-D, finite gallery; unique
+ids in the id space of :mod:`dehub._ids`; statistics that fit the gallery).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__
-from ._format import IndexFormatError, read_container, read_header, write_container
-from ._validation import NormalizeMode, check_ids
+from ._format import (
+    FileIdentity,
+    IndexFormatError,
+    read_container,
+    read_header,
+    verify_container,
+    write_container,
+)
+from ._ids import check_ids, check_new_ids, check_remove_ids, next_ids
+from ._io import resolve_target
+from ._validation import NormalizeMode, check_embeddings
+from ._version import __version__
 from .engine.exact import DEFAULT_MEMORY_BUDGET
 from .incremental import IncrementalMixin
 from .methods import METHODS, BaseCorrector, get_method
 
-__all__ = ["Index", "IndexFormatError"]
+__all__ = ["Index", "IndexFormatError", "KClampedWarning"]
 
 _KIND = "dehub.index"
+_GALLERY_DTYPES = ("<f2", "<f4", "<f8")
+#: dtypes docs/index-format.md documents for the shared top-k statistics (NNN, CSLS)
+_STATISTIC_DTYPES = {"topk_scores": "<f4", "topk_ids": "<i8"}
+_MAP_CHUNK = 1 << 18  # ids mapped per step in search (2 MiB of int64 scratch)
+
+
+class KClampedWarning(UserWarning):
+    """``k`` exceeded the number of indexed items and was lowered to it."""
 
 
 class Index(IncrementalMixin):
@@ -36,7 +57,9 @@ class Index(IncrementalMixin):
     ----------
     model : a fitted estimator (``dehub.NNN``, ...)
     ids : (n_gallery,) int array, optional
-        External ids of the gallery rows (unique). Default: ``0..n_gallery-1``.
+        External ids of the gallery rows: unique integers with ``0 <= id <= 2**63 - 1``
+        (``-1`` is the padding of search results; see :mod:`dehub._ids`). Default:
+        ``0..n_gallery-1``.
     metadata : dict, optional
         JSON-serializable notes stored with the index (encoder name, data source...).
     reference : (n_reference, d) array, optional
@@ -64,6 +87,8 @@ class Index(IncrementalMixin):
         self.n_reference = (
             int(reference.shape[0]) if n_reference is None and reference is not None else n_reference
         )
+        #: identity of the memory-mapped file this index reads from (``load(mmap=True)``)
+        self._mapped: FileIdentity | None = None
 
     # ------------------------------------------------------------------ build/search
     @classmethod
@@ -87,9 +112,7 @@ class Index(IncrementalMixin):
         :meth:`add` needs no reference argument; the file grows by the reference size.
         """
         if ids is not None:
-            check_ids(
-                ids, np.asarray(gallery).shape[0] if not hasattr(gallery, "shape") else gallery.shape[0]
-            )
+            check_ids(ids, np.shape(gallery)[0] if not hasattr(gallery, "shape") else gallery.shape[0])
         model = get_method(method, **params)
         model.fit(gallery, reference, normalize=normalize, memory_budget=memory_budget, progress=progress)
         kept = None
@@ -105,15 +128,87 @@ class Index(IncrementalMixin):
     def dim(self) -> int:
         return int(self.model.gallery_.shape[1])
 
+    def _check_file(self) -> None:
+        """A memory-mapped index: the file must still be the one that was loaded."""
+        if self._mapped is not None:
+            self._mapped.check()
+
+    def _clamp_k(self, k) -> int:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k must be a positive integer; received {k!r}")
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1; received k={k}")
+        if k > self.n_items:
+            warnings.warn(
+                f"k={k} exceeds the {self.n_items} items in the index; returning {self.n_items} "
+                "results per query",
+                KClampedWarning,
+                stacklevel=3,
+            )
+            k = self.n_items
+        return k
+
+    def _map_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Gallery rows -> external ids in place (``-1`` stays), in bounded chunks."""
+        if rows.dtype != np.int64 or not rows.flags.c_contiguous or not rows.flags.writeable:
+            rows = np.array(rows, dtype=np.int64, order="C")
+        flat = rows.reshape(-1)
+        n = self.ids.shape[0]
+        for s in range(0, flat.size, _MAP_CHUNK):
+            blk = flat[s : s + _MAP_CHUNK]
+            pad = blk < 0
+            if (blk >= n).any():  # pragma: no cover - an engine bug, never silently wrong ids
+                raise RuntimeError(f"the search returned a row beyond the {n} gallery rows")
+            np.maximum(blk, 0, out=blk)
+            blk[...] = self.ids[blk]
+            blk[pad] = -1
+        return rows
+
     def search(self, queries, k: int = 10, **kwargs) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k under the corrected score; ids are the index's external ids (-1 = padding)."""
+        """Top-k under the corrected score; ids are the index's external ids (-1 = padding).
+
+        ``k`` above the number of items is lowered to it with a :class:`KClampedWarning`
+        (before anything is allocated): results have ``min(k, n_items)`` columns.
+        """
+        self._check_file()
+        k = self._clamp_k(k)
         scores, rows = self.model.search(queries, k, **kwargs)
-        ids = np.where(rows >= 0, self.ids[np.maximum(rows, 0)], -1)
-        return scores, ids
+        return scores, self._map_rows(rows)
+
+    # ------------------------------------------------------------------ updates (ids)
+    def add(self, vectors, ids=None, **kwargs):
+        """Add gallery items (see :meth:`IncrementalMixin.add`); ids as in the class doc.
+
+        Default ids continue after the largest one (``max(ids) + 1, ...``); numbering past
+        ``2**63 - 1`` is refused with a ``ValueError``.
+        """
+        self._check_file()
+        shape = getattr(vectors, "shape", None)
+        if shape is None:
+            shape = np.shape(vectors)
+        if len(shape) == 2:  # otherwise the vectors are refused by the update itself
+            ids = next_ids(self.ids, int(shape[0])) if ids is None else check_new_ids(ids, int(shape[0]))
+        return super().add(vectors, ids, **kwargs)
+
+    def remove(self, ids, **kwargs):
+        """Remove the items with these exact integer ids (see :meth:`IncrementalMixin.remove`)."""
+        self._check_file()
+        return super().remove(check_remove_ids(ids), **kwargs)
+
+    def add_reference(self, new_reference, **kwargs):
+        """Grow the reference set (see :meth:`IncrementalMixin.add_reference`)."""
+        self._check_file()
+        return super().add_reference(new_reference, **kwargs)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the index to ``path`` atomically (old file intact if interrupted)."""
+        """Write the index to ``path`` atomically (old file intact if interrupted).
+
+        A symlink is written through (its target is replaced), an existing file's
+        permission bits are kept; see :mod:`dehub._io` (one writer per file).
+        """
+        self._check_file()
         path = Path(path)
         arrays = {"gallery": np.asarray(self.model.gallery_), "ids": self.ids}
         for name, arr in self.model._fitted_arrays().items():
@@ -129,58 +224,99 @@ class Index(IncrementalMixin):
             "n_reference": self.n_reference,
         }
         write_container(path, header, arrays)
+        if self._mapped is not None and _same_file(resolve_target(path), self._mapped.path):
+            # The mapping holds the old, now unlinked file: nobody can truncate it by
+            # name any more, and the new file is not what this object reads.
+            self._mapped = None
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> Index:
-        """Load an index saved by :meth:`save`.
+        """Load an index saved by :meth:`save`; the file is validated like user input.
 
-        ``mmap=True`` maps the gallery instead of reading it (for galleries larger than
-        RAM); ``verify`` checks every array's SHA-256 (reads the whole file once).
-        Raises :class:`IndexFormatError` for files that are not dehub indexes, of an
-        unsupported version, truncated, or corrupt.
+        By default every array is copied into memory, so later changes to the file do
+        not matter. ``mmap=True`` maps the gallery (and statistics) instead of reading
+        them (for galleries larger than RAM); the index then checks, before each search
+        or update, that the file is still the one loaded (device, inode, size,
+        modification time) and raises :class:`IndexFormatError` otherwise (a truncated
+        mapped file would kill the process with SIGBUS). ``verify`` checks every array's
+        SHA-256 (reads the whole file once). Raises :class:`IndexFormatError` for files
+        that are not dehub indexes, of an unsupported version, truncated, corrupt, or
+        whose content is not a valid index; see ``docs/index-format.md``.
         """
-        header, arrays = read_container(path, mmap=mmap, verify=verify)
-        if header.get("kind") != _KIND:
-            raise IndexFormatError(f"{path}: holds {header.get('kind')!r}, expected a {_KIND!r} file")
-        method = header.get("method")
-        if method not in METHODS:
-            raise IndexFormatError(
-                f"{path}: method {method!r} is unknown to this dehub; expected one of "
-                f"{sorted(METHODS)}. Upgrade dehub."
-            )
+        path = Path(path)
+        header = read_header(path)
+        _check_index_header(path, header)
+        present = {a["name"] for a in header["arrays"]}
+        wanted = {"gallery", "ids", "reference"} | {n for n in present if n.startswith("model.")}
+        identity: list[FileIdentity] = []
+        header, arrays = read_container(path, mmap=mmap, verify=verify, names=wanted, identity=identity)
+        _check_index_header(path, header)  # the file may have changed between the reads
         for need in ("gallery", "ids"):
             if need not in arrays:
                 raise IndexFormatError(f"{path}: missing array {need!r}")
-        params = header.get("params", {})
+        gallery = _check_gallery(path, header, arrays["gallery"])
+        n = gallery.shape[0]
+        if arrays["ids"].shape != (n,):
+            raise IndexFormatError(f"{path}: ids shape {arrays['ids'].shape} does not match gallery rows {n}")
+        raw_ids = arrays["ids"]  # always a private copy in the end
+        ids = _check_stored_ids(
+            path, header, np.array(raw_ids) if isinstance(raw_ids, np.memmap) else raw_ids
+        )
+        n_reference = header.get("n_reference")
+        reference = arrays.get("reference")
+        if reference is not None:
+            reference = _check_reference(path, header, reference, gallery, n_reference)
+        fitted = {n.split(".", 1)[1]: a for n, a in arrays.items() if n.startswith("model.")}
+        _check_statistics(path, fitted, n_reference)
+        method, params = header["method"], header.get("params", {})
         try:
             model = get_method(method, **params)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise IndexFormatError(
                 f"{path}: stored parameters {params!r} do not fit method {method!r}: {exc}"
             ) from None
-        fitted = {n.split(".", 1)[1]: a for n, a in arrays.items() if n.startswith("model.")}
         try:
-            model._restore(arrays["gallery"], fitted)
-        except (KeyError, ValueError) as exc:
+            model._restore(gallery, fitted)
+            check = getattr(model, "_check_params", None)
+            if check is not None:
+                check()
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise IndexFormatError(f"{path}: stored statistics are inconsistent: {exc}") from None
-        if arrays["ids"].shape != (arrays["gallery"].shape[0],):
-            raise IndexFormatError(
-                f"{path}: ids shape {arrays['ids'].shape} does not match gallery rows "
-                f"{arrays['gallery'].shape[0]}"
-            )
-        return cls(
-            model,
-            ids=np.asarray(arrays["ids"]),
-            metadata=header.get("metadata"),
-            reference=arrays.get("reference"),
-            n_reference=header.get("n_reference"),
-        )
+        index = cls(model, metadata=header.get("metadata"), reference=reference, n_reference=n_reference)
+        index.ids = ids  # validated above (checking again would sort them a second time)
+        if mmap:
+            index._mapped = identity[0]
+        return index
 
     @staticmethod
-    def describe_file(path: str | os.PathLike) -> dict[str, Any]:
-        """The header of an index file (method, parameters, arrays), without loading it."""
-        return read_header(path)
+    def describe_file(path: str | os.PathLike, *, verify: bool = False) -> dict[str, Any]:
+        """The header of an index file (method, parameters, arrays), without loading it.
+
+        ``format_version`` is always present (from the file's prefix when the header
+        omits it). ``verify=True`` also runs :meth:`verify_file` and adds its result
+        under ``"verified"``.
+        """
+        header = read_header(path)
+        if verify:
+            header["verified"] = Index.verify_file(path)
+        return header
+
+    @staticmethod
+    def verify_file(path: str | os.PathLike) -> dict[str, Any]:
+        """Verify an index file completely; raise :class:`IndexFormatError` at the first problem.
+
+        Checks every array's SHA-256 (all arrays listed, also those an index does not
+        read) by streaming the file in 16 MiB chunks, then validates the content as
+        :meth:`load` does (through a memory map: memory stays bounded whatever the file
+        size). Returns ``{"path", "format_version", "file_bytes", "verified_bytes",
+        "arrays": {name: sha256}, "method", "n_items", "dim", "ok": True}``. This is
+        what ``dehub info --verify`` runs.
+        """
+        report = verify_container(path)
+        index = Index.load(path, mmap=True, verify=False)
+        report.update(method=index.model.name, n_items=index.n_items, dim=index.dim, ok=True)
+        return report
 
     def info(self) -> dict[str, Any]:
         return {
@@ -194,6 +330,119 @@ class Index(IncrementalMixin):
 
     def __repr__(self) -> str:
         return f"Index({self.model!r}, n_items={self.n_items}, dim={self.dim})"
+
+
+# --------------------------------------------------------------------------- load checks
+def _entry(header: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(a for a in header["arrays"] if a["name"] == name)
+
+
+def _check_index_header(path: Path, header: dict[str, Any]) -> None:
+    """The index-level header keys, typed as :meth:`Index.save` writes them."""
+    if header.get("kind") != _KIND:
+        raise IndexFormatError(f"{path}: holds {header.get('kind')!r}, expected a {_KIND!r} file")
+    method = header.get("method")
+    if not isinstance(method, str) or method not in METHODS:
+        raise IndexFormatError(
+            f"{path}: method {method!r} is unknown to this dehub; expected one of "
+            f"{sorted(METHODS)}. Upgrade dehub."
+        )
+    params = header.get("params", {})
+    if not isinstance(params, dict):
+        raise IndexFormatError(f"{path}: stored parameters must be a JSON object; found {params!r}")
+    metadata = header.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise IndexFormatError(
+            f"{path}: metadata must be a JSON object or null; found {type(metadata).__name__}"
+        )
+    n_reference = header.get("n_reference")
+    if n_reference is not None and not (type(n_reference) is int and n_reference >= 1):
+        raise IndexFormatError(
+            f"{path}: n_reference must be a positive integer or null; found {n_reference!r}"
+        )
+
+
+def _check_gallery(path: Path, header: dict[str, Any], gallery: np.ndarray) -> np.ndarray:
+    dt = _entry(header, "gallery")["dtype"]
+    if dt not in _GALLERY_DTYPES:
+        raise IndexFormatError(
+            f"{path}: the gallery must be float16, float32 or float64 ('<f2', '<f4' or '<f8'); found dtype {dt}"
+        )
+    if gallery.ndim != 2 or gallery.shape[0] < 1 or gallery.shape[1] < 1:
+        raise IndexFormatError(
+            f"{path}: the gallery must be a non-empty 2-D array (n_items, dim); found shape {gallery.shape}"
+        )
+    try:
+        return check_embeddings(gallery, "the stored gallery")
+    except (TypeError, ValueError) as exc:
+        raise IndexFormatError(f"{path}: {exc}") from None
+
+
+def _check_stored_ids(path: Path, header: dict[str, Any], ids: np.ndarray) -> np.ndarray:
+    dt = _entry(header, "ids")["dtype"]
+    if dt != "<i8":
+        raise IndexFormatError(f"{path}: ids must be stored as int64 ('<i8'); found dtype {dt}")
+    try:
+        return check_ids(ids, ids.shape[0], "stored ids")
+    except (TypeError, ValueError) as exc:
+        raise IndexFormatError(f"{path}: {exc}") from None
+
+
+def _check_reference(
+    path: Path, header: dict[str, Any], reference: np.ndarray, gallery: np.ndarray, n_reference: int | None
+) -> np.ndarray:
+    dt = _entry(header, "reference")["dtype"]
+    if dt not in _GALLERY_DTYPES:
+        raise IndexFormatError(f"{path}: the stored reference must be float16/32/64; found dtype {dt}")
+    if reference.ndim != 2 or reference.shape[1] != gallery.shape[1] or reference.shape[0] < 1:
+        raise IndexFormatError(
+            f"{path}: the stored reference must be 2-D with the gallery's {gallery.shape[1]} columns; "
+            f"found shape {reference.shape}"
+        )
+    if n_reference is not None and reference.shape[0] != n_reference:
+        raise IndexFormatError(
+            f"{path}: the stored reference has {reference.shape[0]} rows, the header says n_reference={n_reference}"
+        )
+    try:
+        return check_embeddings(reference, "the stored reference")
+    except (TypeError, ValueError) as exc:
+        raise IndexFormatError(f"{path}: {exc}") from None
+
+
+def _check_statistics(path: Path, fitted: dict[str, np.ndarray], n_reference: int | None) -> None:
+    """Method statistics: finite floats; reference row numbers within the reference."""
+    for name, want in _STATISTIC_DTYPES.items():
+        if name in fitted and fitted[name].dtype != np.dtype(want):
+            raise IndexFormatError(
+                f"{path}: 'model.{name}' must be stored as {want!r}; found dtype {fitted[name].dtype.str}"
+            )
+    for name, arr in fitted.items():
+        flat = arr.reshape(-1)
+        step = max(1, (16 << 20) // max(arr.itemsize, 1))
+        if arr.dtype.kind == "f":
+            for s in range(0, flat.size, step):
+                if not np.isfinite(flat[s : s + step]).all():
+                    raise IndexFormatError(
+                        f"{path}: stored statistic 'model.{name}' holds NaN or infinite values; expected finite floats"
+                    )
+        if name == "topk_ids":
+            if arr.dtype.kind not in "iu":
+                raise IndexFormatError(f"{path}: 'model.topk_ids' must be integers; found dtype {arr.dtype}")
+            hi = n_reference if n_reference is not None else math.inf
+            for s in range(0, flat.size, step):
+                blk = flat[s : s + step]
+                if blk.size and (int(blk.min()) < 0 or int(blk.max()) >= hi):
+                    raise IndexFormatError(
+                        f"{path}: 'model.topk_ids' must be reference rows in [0, {hi}); found values in "
+                        f"[{int(blk.min())}, {int(blk.max())}]"
+                    )
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _jsonable(obj: Any) -> Any:

@@ -137,3 +137,84 @@ def test_nnn_fit_keeps_a_sharded_reference_unloaded(sharded, clustered_data, mon
     assert calls == []
     ref = dehub.NNN(k=8).fit(g, g)
     np.testing.assert_array_equal(model.topk_ids_, ref.topk_ids_)
+
+
+# --------------------------------------------------------------------------- issue 9: many shards
+@pytest.mark.slow
+def test_5000_shards_under_a_low_descriptor_limit(tmp_path):
+    """Before: every shard held a descriptor, so > ~1,020 shards failed with EMFILE.
+
+    The child lowers RLIMIT_NOFILE to 128 and reads 5,000 shards (slices, blocks, random
+    rows, and an NNN fit over them) through the LRU of at most 64 open maps.
+    """
+    import subprocess
+    import sys
+
+    pytest.importorskip("resource")
+    d = tmp_path / "img_emb"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    full = rng.standard_normal((5000 * 2, 4)).astype(np.float32)
+    full /= np.linalg.norm(full, axis=1, keepdims=True)
+    for j in range(5000):
+        np.save(d / f"img_emb_{j}.npy", full[2 * j : 2 * j + 2])
+    np.save(tmp_path / "full.npy", full)
+    code = f"""
+import resource, numpy as np
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+from dehub.datasets.shards import ShardedArray
+import dehub
+full = np.load({str(tmp_path / "full.npy")!r})
+x = ShardedArray({str(d)!r})
+assert x.shape == (10000, 4) and len(x.paths) == 5000
+assert np.array_equal(np.asarray(x), full)
+assert np.array_equal(np.vstack([b for _, b in x.iter_blocks(333)]), full)
+rows = np.random.default_rng(0).integers(0, 10000, 3000)
+assert np.array_equal(x[rows], full[rows])
+assert np.array_equal(x[1234:5678], full[1234:5678])
+assert len(x._open) <= x.max_open == 64
+m = dehub.NNN(k=4).fit(x, full[:50])
+ref = dehub.NNN(k=4).fit(full, full[:50])
+assert np.allclose(m.bias_, ref.bias_, atol=1e-6)
+try:
+    [open({str(tmp_path / "full.npy")!r}) for _ in range(200)]
+except OSError as exc:
+    print("limit active:", exc.errno)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "limit active: 24" in out.stdout and out.stdout.strip().endswith("ok")
+
+
+def test_lru_bounds_open_maps_and_reopens(tmp_path):
+    for j in range(10):
+        np.save(tmp_path / f"s_{j}.npy", np.full((3, 2), j, np.float32))
+    x = ShardedArray(tmp_path, max_open=3)
+    for j in (0, 5, 9, 2, 0, 7):
+        np.testing.assert_array_equal(x[3 * j], [j, j])
+        assert len(x._open) <= 3
+    assert list(x._open) == [2, 0, 7], "least recently used first out"
+    x.close()
+    assert not x._open and x[29].tolist() == [9, 9]
+    with pytest.raises(ValueError, match="max_open must be a positive integer"):
+        ShardedArray(tmp_path, max_open=0)
+
+
+def test_shard_replaced_after_opening_is_detected(tmp_path):
+    for j in range(3):
+        np.save(tmp_path / f"s_{j}.npy", np.zeros((3, 2), np.float32))
+    x = ShardedArray(tmp_path, max_open=1)
+    np.save(tmp_path / "s_2.npy", np.zeros((4, 2), np.float32))
+    with pytest.raises(ValueError, match=r"s_2.npy changed since it was opened: shape \(4, 2\)"):
+        x[8]
+
+
+def test_object_and_broken_shards_are_refused(tmp_path):
+    np.save(tmp_path / "a_0.npy", np.zeros((2, 2), np.float32))
+    np.save(tmp_path / "a_1.npy", np.array([[None, 1]], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="same columns and dtype"):
+        ShardedArray(tmp_path)
+    (tmp_path / "a_1.npy").write_bytes(b"not numpy")
+    with pytest.raises(ValueError, match=r"a_1.npy is not a readable .npy shard"):
+        ShardedArray(tmp_path)

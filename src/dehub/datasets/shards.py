@@ -3,8 +3,12 @@
 clip-retrieval writes embeddings as numbered shards, ``img_emb/img_emb_0.npy,
 img_emb_1.npy, ...`` (and ``text_emb/text_emb_0.npy, ...``). :class:`ShardedArray` is a
 read-only view of such shards as one ``(n, d)`` matrix: ``shape``, ``dtype``, ``ndim``,
-``len``, and row slicing / row selection across shard boundaries. Each shard is
-memory-mapped, so only the rows read are loaded. The engines read it blockwise
+``len``, and row slicing / row selection across shard boundaries. Shards are opened
+lazily: on construction only each file's ``.npy`` header is read (and the file closed);
+a shard is memory-mapped when rows of it are read, and at most ``max_open`` shards stay
+mapped at a time (least recently used first out), so a folder of thousands of shards
+needs a bounded number of file descriptors (a memory map holds one), whatever the
+``ulimit -n``. Only the rows read are loaded. The engines read it blockwise
 (:func:`dehub.exact_search`, :func:`dehub.engine.faiss_engine.topk_search`), so memory
 stays bounded by the block size and the index.
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,38 +57,94 @@ def shard_paths(directory: str | os.PathLike) -> list[Path]:
     return files
 
 
+#: Default number of shards kept memory-mapped at once (each holds a file descriptor).
+DEFAULT_MAX_OPEN = 64
+
+
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """``(shape, dtype, fortran_order, data offset)`` from a ``.npy`` header; closes the file."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            return tuple(shape), np.dtype(dtype), bool(fortran), f.tell()
+    except (ValueError, OSError, SyntaxError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path} is not a readable .npy shard: {exc}") from None
+
+
 class ShardedArray:
     """Read-only ``(n, d)`` view over row shards (memory-mapped ``.npy`` files).
 
     Parameters
     ----------
     paths : directory or list of ``.npy`` files, concatenated along rows in this order.
+    max_open : int
+        How many shards may be memory-mapped at once (least recently used are closed).
 
     Supports ``x[a:b]`` (rows, step 1), ``x[i]`` (one row), ``x[int_array]`` /
     :meth:`take_rows` (any rows, returned in the given order), ``len(x)``, ``x.shape``,
     ``x.dtype``, ``x.ndim``, ``x.nbytes``. Results are ordinary in-memory arrays.
     """
 
-    def __init__(self, paths) -> None:
+    def __init__(self, paths, *, max_open: int = DEFAULT_MAX_OPEN) -> None:
         if isinstance(paths, (str, os.PathLike)):
             paths = shard_paths(paths)
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise ValueError("ShardedArray needs at least one shard; received none")
-        self._shards = [np.load(p, mmap_mode="r", allow_pickle=False) for p in self.paths]
-        first = self._shards[0]
-        for p, s in zip(self.paths, self._shards):
-            if s.ndim != 2 or s.shape[1] != first.shape[1] or s.dtype != first.dtype:
+        if isinstance(max_open, bool) or not isinstance(max_open, int) or max_open < 1:
+            raise ValueError(f"max_open must be a positive integer; received {max_open!r}")
+        self.max_open = max_open
+        self._open: OrderedDict[int, np.ndarray] = OrderedDict()
+        heads = [_npy_header(p) for p in self.paths]
+        self._shapes = [h[0] for h in heads]
+        first_shape, first_dtype = heads[0][0], heads[0][1]
+        cols = first_shape[1] if len(first_shape) == 2 else None
+        for p, (shape, dtype, _, _) in zip(self.paths, heads):
+            if len(shape) != 2 or shape[1] != cols or dtype != first_dtype or dtype.hasobject:
                 raise ValueError(
                     f"every shard must be 2-D with the same columns and dtype as {self.paths[0].name} "
-                    f"({first.shape[1]} columns, {first.dtype}); {p.name} has shape {s.shape}, "
-                    f"dtype {s.dtype}"
+                    f"({cols} columns, {first_dtype}); {p.name} has shape {shape}, dtype {dtype}"
                 )
-        sizes = np.array([s.shape[0] for s in self._shards], dtype=np.int64)
+        sizes = np.array([s[0] for s in self._shapes], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)])
-        self.shape = (int(self._starts[-1]), int(first.shape[1]))
-        self.dtype = first.dtype
+        self.shape = (int(self._starts[-1]), int(first_shape[1]))
+        self.dtype = first_dtype
         self.ndim = 2
+
+    def _shard(self, s: int) -> np.ndarray:
+        """Shard ``s`` memory-mapped, from the LRU of open shards."""
+        m = self._open.get(s)
+        if m is not None:
+            self._open.move_to_end(s)
+            return m
+        while len(self._open) >= self.max_open:
+            _, old = self._open.popitem(last=False)
+            mm = getattr(old, "_mmap", None)
+            del old
+            if mm is not None:  # release the descriptor now (no view of it escapes)
+                try:
+                    mm.close()
+                except (BufferError, ValueError):  # pragma: no cover - still referenced
+                    pass
+        m = np.load(self.paths[s], mmap_mode="r", allow_pickle=False)
+        if m.shape != self._shapes[s] or m.dtype != self.dtype:
+            raise ValueError(
+                f"shard {self.paths[s]} changed since it was opened: shape {m.shape}, dtype {m.dtype}; "
+                f"expected {self._shapes[s]}, {self.dtype}"
+            )
+        self._open[s] = m
+        return m
+
+    def close(self) -> None:
+        """Unmap every open shard (they are reopened on the next read)."""
+        while self._open:
+            self._open.popitem(last=False)
 
     @property
     def nbytes(self) -> int:
@@ -101,12 +162,12 @@ class ShardedArray:
             return out
         first = int(np.searchsorted(self._starts, start, side="right")) - 1
         pos = start
-        for s in range(first, len(self._shards)):
+        for s in range(first, len(self.paths)):
             lo, hi = self._starts[s], self._starts[s + 1]
             if lo >= stop:
                 break
             a, b = max(pos, lo), min(stop, hi)
-            out[a - start : b - start] = self._shards[s][a - lo : b - lo]
+            out[a - start : b - start] = self._shard(s)[a - lo : b - lo]
             pos = b
         return out
 
@@ -120,7 +181,7 @@ class ShardedArray:
         shard = np.searchsorted(self._starts, rows, side="right") - 1
         for s in np.unique(shard):  # one fancy read per shard touched
             sel = np.flatnonzero(shard == s)
-            out[sel] = self._shards[s][rows[sel] - self._starts[s]]
+            out[sel] = self._shard(int(s))[rows[sel] - self._starts[s]]
         return out
 
     def __getitem__(self, key):

@@ -47,7 +47,7 @@ def test_protocol_contents(result, bench):
     assert a2b["n_test_queries"] == bench.test.a.shape[0]
     assert a2b["methods"]["nnn"]["sweep"]["n_settings"] == 6
     assert a2b["methods"]["nnn"]["chosen_params"]["k"] in (1, 4, 16)
-    diff = a2b["bootstrap"]["differences"]["nnn - plain"]["R@1"]
+    diff = a2b["bootstrap"]["differences"]["nnn - plain"]["success@1"]
     assert diff["ci_low"] <= diff["delta"] <= diff["ci_high"]
     assert d["settings"]["seed"] == 3 and d["settings"]["n_bootstrap"] == 200
     assert d["versions"]["numpy"] == np.__version__
@@ -56,7 +56,7 @@ def test_protocol_contents(result, bench):
     b2a = d["directions"]["b2a"]
     hub = b2a["methods"]
     assert hub["nnn"]["hubness"]["1"]["max"] < hub["plain"]["hubness"]["1"]["max"]
-    assert b2a["bootstrap"]["differences"]["nnn - plain"]["R@1"]["ci_low"] > 0
+    assert b2a["bootstrap"]["differences"]["nnn - plain"]["success@1"]["ci_low"] > 0
     # reproducible from the seed
     again = run_evaluation(bench, n_bootstrap=200, seed=3, grids=GRID, progress=False)
     assert again.data["directions"]["a2b"]["bootstrap"] == a2b["bootstrap"]
@@ -74,8 +74,8 @@ def test_report_files_and_html_parses(result, tmp_path):
     checker.feed((tmp_path / "rep" / "report.html").read_text())
     checker.close()
     assert not checker.errors and checker.stack == []
-    # 2 histograms + 2 heatmaps + 1 recall chart
-    assert checker.images == 5
+    # 2 directions x N_1/N_10 small multiples + 2 heatmaps + success@K + paired differences
+    assert checker.images == 8
 
 
 def test_report_without_matplotlib(result, tmp_path, monkeypatch):

@@ -16,7 +16,9 @@ Method (percentile bootstrap over queries, paired):
    quantiles of the resampled values (numpy's default linear interpolation).
 
 Also reported: ``p_boot``, twice the smaller share of resampled differences on either
-side of zero (a rough two-sided bootstrap p-value, capped at 1).
+side of zero (a rough two-sided bootstrap p-value, capped at 1), and ``n_crossing``, the
+number of resamples on the smaller side. With ``n_crossing == 0`` the bootstrap can only
+say ``p < 1/(B+1)`` (``p_floor``, B resamples): reports print that, never ``p = 0``.
 
 Vectorized: a chunk of resamples is one ``(chunk, n)`` index matrix gathered from the
 ``(n_metrics, n)`` outcome matrix; there is no Python loop over single resamples.
@@ -186,7 +188,8 @@ def bootstrap_comparisons(
         for m in shared:
             d = dist[other][m] - dist[base][m]
             lo, hi = _interval(d, confidence)
-            p = min(1.0, 2 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
+            crossing = int(min(np.count_nonzero(d <= 0), np.count_nonzero(d >= 0)))
+            p = min(1.0, 2 * crossing / d.size)
             entry[m] = {
                 "base": points[base][m],
                 "other": points[other][m],
@@ -194,6 +197,8 @@ def bootstrap_comparisons(
                 "ci_low": lo,
                 "ci_high": hi,
                 "p_boot": p,
+                "n_crossing": crossing,
+                "p_floor": 1.0 / (d.size + 1),
             }
         diffs[f"{other} - {base}"] = entry
     return {

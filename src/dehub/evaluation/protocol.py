@@ -25,11 +25,12 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from .._validation import NormalizeMode, check_normalization
 from ..datasets.base import Direction, PairedBenchmark, PairedSplit
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ..methods import METHODS
@@ -199,6 +200,24 @@ def check_benchmark(benchmark: PairedBenchmark, directions: Sequence[str]) -> No
             )
 
 
+def _normalized(benchmark: PairedBenchmark, mode: NormalizeMode) -> PairedBenchmark:
+    """The benchmark with the unit-norm policy applied once to every split and side."""
+    check_normalization(np.zeros((1, 1), dtype=np.float32) + 1, "check", mode)  # validates mode
+    if mode == "none":
+        return benchmark
+    splits = {}
+    for s in ("test", "validation", "reference"):
+        split = getattr(benchmark, s)
+        sides = {}
+        for side, label in (("a", benchmark.a_name), ("b", benchmark.b_name)):
+            x = getattr(split, side)
+            sides[side] = (
+                x if x.shape[0] == 0 else check_normalization(x, f"the {s} {label} embeddings", mode)
+            )
+        splits[s] = replace(split, **sides)
+    return replace(benchmark, **splits)
+
+
 def _top_hubs(
     occ: dict[str, dict[int, np.ndarray]],
     hub_ks: Sequence[int],
@@ -308,6 +327,7 @@ def run_evaluation(
     no_positive: NoPositivePolicy = "exclude",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool = True,
+    normalize: NormalizeMode = "warn",
 ) -> EvaluationResult:
     """Run the paper's protocol on ``benchmark`` (see the module docstring).
 
@@ -321,7 +341,11 @@ def run_evaluation(
     grids : optional ``{method: grid}`` overriding ``default_grid()``
     hub_ks : k of the k-occurrence statistics (the first is the headline one)
     no_positive : policy for queries without a relevant item (counted in the result)
-    progress : step messages and progress bars on stderr
+    progress : step messages and progress bars on stderr (warnings are not progress:
+        they are shown either way)
+    normalize : rows that are not unit-norm, checked once per split and side before
+        anything runs: ``"warn"`` (default), ``"l2"`` (normalize copies), ``"none"``,
+        ``"error"``
     """
     from .. import __version__
 
@@ -352,8 +376,9 @@ def run_evaluation(
         raise ValueError(f"unknown validation metric {metric!r}; expected one of {selectable}")
     directions = list(dict.fromkeys(directions))
     check_benchmark(benchmark, directions)
+    benchmark = _normalized(benchmark, normalize)
     search_k = max(ks[-1], hub_ks[-1])
-    fit_kwargs = {"normalize": "warn", "memory_budget": memory_budget}
+    fit_kwargs = {"normalize": "none", "memory_budget": memory_budget}
 
     result = EvaluationResult(data={})
     dir_data: dict[str, Any] = {}
@@ -387,6 +412,7 @@ def run_evaluation(
                 metric=metric,
                 ks=ks,
                 no_positive=no_positive,
+                normalize="none",
                 memory_budget=memory_budget,
                 progress=progress,
             )
@@ -400,12 +426,14 @@ def run_evaluation(
             model = fit_selected(method, sw.best_params, test_task.gallery, reference, **fit_kwargs)
             tm["fit"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            scores, ids = model.search(test_task.queries, search_k, memory_budget=memory_budget)
+            scores, ids = model.search(
+                test_task.queries, search_k, memory_budget=memory_budget, normalize="none"
+            )
             tm["search"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             queries = test_task.queries
             pos_ranks = dense_positive_ranks(
-                lambda rows: model.score(queries[rows]),
+                lambda rows: model.score(queries[rows], normalize="none"),
                 rel.n_queries,
                 rel,
                 memory_budget=min(memory_budget, 256 * 2**20),
@@ -437,6 +465,12 @@ def run_evaluation(
         tdir["bootstrap"] = time.perf_counter() - t0
         any_out = next(iter(result.outcomes[direction].values()))
         dups = duplicate_groups(test_task.gallery)
+        from ..datasets.loaders import count_shared_rows
+
+        shared = {
+            "validation_queries": count_shared_rows(test_task.queries, val_task.queries)[0],
+            "reference": count_shared_rows(test_task.queries, reference)[0],
+        }
         hubs = _top_hubs(result.k_occurrence[direction], hub_ks, test_task.gallery_text, dups)
         same = _identical(rankings, mdata)
         dir_data[direction] = {
@@ -459,7 +493,17 @@ def run_evaluation(
             },
             "top_hubs": hubs,
             "identical_rankings": same,
-            "notes": _notes(same, dups, hubs),
+            "test_queries_shared_with": shared,
+            "notes": _notes(same, dups, hubs)
+            + [
+                f"{n} of the {rel.n_queries} test queries also occur verbatim (identical "
+                f"embeddings) in the {what}"
+                for what, n in (
+                    ("validation queries", shared["validation_queries"]),
+                    ("reference set", shared["reference"]),
+                )
+                if n
+            ],
         }
         timings[direction] = tdir
 
@@ -491,6 +535,7 @@ def run_evaluation(
             "seed": int(seed),
             "confidence": float(confidence),
             "no_positive": no_positive,
+            "normalize": normalize,
             "grids": {m: (grids.get(m) or METHODS[m].default_grid()) for m in methods},
             "memory_budget": int(memory_budget),
             "comparisons": [f"{o} - {b}" for b, o in _comparisons(methods)],

@@ -72,7 +72,7 @@ _NORMALIZE_CHOICES = ["warn", "l2", "none", "error"]
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``dehub build: error: ... (see dehub build --help)``."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {cli_words(message)} (see '{self.prog} --help')\n")
 
 

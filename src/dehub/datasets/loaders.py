@@ -34,7 +34,7 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -134,7 +134,7 @@ def content_fingerprint(x, *, n_sample: int = 256) -> str:
     import hashlib
 
     n = int(x.shape[0])
-    rows = np.unique(np.linspace(0, n - 1, num=min(n, n_sample)).astype(np.int64)) if n else []
+    rows = np.unique(np.linspace(0, max(n - 1, 0), num=min(n, n_sample)).astype(np.int64))
     h = hashlib.sha256(repr(tuple(int(s) for s in x.shape)).encode())
     h.update(row_hashes(np.asarray(x[rows]) if n else np.zeros((0, x.shape[1]))).tobytes())
     return h.hexdigest()[:16]
@@ -175,7 +175,7 @@ def check_content_disjoint(
     counts = {}
     for a, b, why in pairs:
         x, y = sets[a], sets[b]
-        n, examples = count_shared_rows(x, y)  # type: ignore[arg-type]
+        n, examples = count_shared_rows(x, y)
         counts[f"{a} ~ {b}"] = n
         if n == 0:
             continue
@@ -197,6 +197,7 @@ def load_embeddings(path: str | Path, *, mmap: bool = True, name: str = "embeddi
     one :class:`~dehub.datasets.ShardedArray` (rows in natural file-name order).
     """
     p = Path(path)
+    arr: Any
     if p.is_dir():
         from .shards import ShardedArray
 

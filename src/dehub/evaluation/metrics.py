@@ -76,7 +76,7 @@ _POLICIES = ("exclude", "miss", "error")
 def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
     """Validate a list of cut-offs K (positive integers); return them sorted, unique."""
     if isinstance(ks, (int, np.integer)):
-        ks = (ks,)
+        ks = (int(ks),)
     out = []
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:

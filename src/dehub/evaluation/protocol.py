@@ -188,9 +188,10 @@ def check_benchmark(benchmark: PairedBenchmark, directions: Sequence[str]) -> No
                 f"the validation split's '{side}' side is the test split's: hyperparameters "
                 "would be chosen on test. Provide a disjoint validation split."
             )
-    for direction in directions:
-        if direction not in ("a2b", "b2a"):
-            raise ValueError(f"directions must be 'a2b' and/or 'b2a'; received {direction!r}")
+    for d in directions:
+        if d not in ("a2b", "b2a"):
+            raise ValueError(f"directions must be 'a2b' and/or 'b2a'; received {d!r}")
+        direction: Direction = "a2b" if d == "a2b" else "b2a"
         ref = benchmark.reference_for(direction)
         if ref.shape[0] == 0:
             raise ValueError(
@@ -240,7 +241,7 @@ def _top_hubs(
             for r in top.tolist():
                 if n_k[r] > 0:
                     chosen.setdefault(int(r), []).append(m)
-        entries = []
+        entries: list[dict[str, Any]] = []
         for r, where in chosen.items():
             entries.append(
                 {

@@ -267,7 +267,7 @@ def markdown_summary(result: EvaluationResult) -> str:
 # ---------------------------------------------------------------------- plots
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=90)  # constrained layout: no second "tight" pass
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -307,8 +307,8 @@ def _plots(result: EvaluationResult) -> list[tuple[str, str]]:
                 sharex=True,
                 sharey=True,
             )
-            hi = max(int(v[hk].max()) for v in occ.values())
-            bins, logx = _hist_bins(hi)
+            top_n = max(int(v[hk].max()) for v in occ.values())
+            bins, logx = _hist_bins(top_n)
             base = methods[0]
             shift = 1 if logx else 0
             width = np.diff(bins)
@@ -367,10 +367,12 @@ def _plots(result: EvaluationResult) -> list[tuple[str, str]]:
         y = np.arange(len(methods))
         for j, k in enumerate(ks):
             vals = np.array([per[m][f"success@{k}"]["value"] for m in methods]) * 100
-            lo = np.array([per[m][f"success@{k}"]["ci_low"] for m in methods]) * 100
-            hi = np.array([per[m][f"success@{k}"]["ci_high"] for m in methods]) * 100
+            lows = np.array([per[m][f"success@{k}"]["ci_low"] for m in methods]) * 100
+            highs = np.array([per[m][f"success@{k}"]["ci_high"] for m in methods]) * 100
             off = (j - (len(ks) - 1) / 2) * 0.22
-            ax.errorbar(vals, y + off, xerr=[vals - lo, hi - vals], fmt="o", capsize=3, label=f"success@{k}")
+            ax.errorbar(
+                vals, y + off, xerr=[vals - lows, highs - vals], fmt="o", capsize=3, label=f"success@{k}"
+            )
         ax.set_yticks(y, methods)
         ax.invert_yaxis()
         ax.set_xlabel("% of queries")
@@ -394,11 +396,11 @@ def _plots(result: EvaluationResult) -> list[tuple[str, str]]:
             for ax, metric in zip(row, metrics):
                 xs = [diffs[n].get(metric) for n in names]
                 delta = np.array([x["delta"] if x else np.nan for x in xs]) * 100
-                lo = np.array([x["ci_low"] if x else np.nan for x in xs]) * 100
-                hi = np.array([x["ci_high"] if x else np.nan for x in xs]) * 100
-                colors = ["C2" if a > 0 else ("C3" if b < 0 else "0.4") for a, b in zip(lo, hi)]
+                lows = np.array([x["ci_low"] if x else np.nan for x in xs]) * 100
+                highs = np.array([x["ci_high"] if x else np.nan for x in xs]) * 100
+                colors = ["C2" if a > 0 else ("C3" if b < 0 else "0.4") for a, b in zip(lows, highs)]
                 ax.axvline(0, color="0.5", linewidth=1)
-                for yi, dv, a, b, c in zip(y, delta, lo, hi, colors):
+                for yi, dv, a, b, c in zip(y, delta, lows, highs, colors):
                     ax.errorbar([dv], [yi], xerr=[[dv - a], [b - dv]], fmt="o", color=c, capsize=3)
                 ax.set_yticks(y, names if ax is row[0] else [""] * len(names))
                 ax.invert_yaxis()

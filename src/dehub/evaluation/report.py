@@ -425,8 +425,9 @@ def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, b
         "<head>",
         '<meta charset="utf-8">',
         f"<title>dehub evaluation: {esc(d['benchmark']['name'])}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
+        "<style>body{font-family:sans-serif;max-width:1360px;margin:2em auto;}"
         "table{border-collapse:collapse;margin:1em 0;}td,th{border:1px solid #ccc;padding:3px 8px;}"
+        "td{white-space:nowrap;}td.text{white-space:normal;}"
         "th{background:#eee;}img{max-width:100%;}</style>",
         "</head>",
         "<body>",
@@ -443,8 +444,16 @@ def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, b
         parts.append(
             "<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
         )
+        wrap = {i for i, h in enumerate(head) if h in ("text", "setting", "chosen setting")}
         for r in rows:
-            parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
+            parts.append(
+                "<tr>"
+                + "".join(
+                    f'<td class="text">{esc(c)}</td>' if i in wrap else f"<td>{esc(c)}</td>"
+                    for i, c in enumerate(r)
+                )
+                + "</tr>"
+            )
         parts.append("</tbody></table>")
     drawn = False
     if plots:

@@ -330,6 +330,7 @@ def _eval_files(t, **over):
     return [x for kv in spec.items() for x in kv]
 
 
+@pytest.mark.slow  # ~30 subprocesses
 def test_bad_invocations_exit_2_with_one_line_and_no_traceback(world):
     paths, t, nofaiss = world
     idx, g, r, q = paths["index"], paths["gallery"], paths["reference"], paths["queries"]

@@ -53,6 +53,7 @@ def _brute(scores, rel, ks):
     return {k: np.array(v) for k, v in out.items()}
 
 
+@pytest.mark.slow  # ranx compiles its metrics with numba on first use (~10 s)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_against_ranx(seed):
     ranx = pytest.importorskip("ranx")

@@ -250,7 +250,7 @@ def test_usage_errors_exit_2(capsys):
 def test_unknown_method_exits_2(files, capsys):
     paths, _ = files
     assert _build(paths, "--method", "magic") == 2
-    assert "unknown --method 'magic'" in capsys.readouterr().err
+    assert "unknown method 'magic'" in capsys.readouterr().err
 
 
 def test_unnormalized_input_warns_and_l2_option(files, tmp_path, capsys):
@@ -342,10 +342,10 @@ def test_bad_invocations_exit_2_with_one_line_and_no_traceback(world):
     cases = [
         (
             [*build, "--method", "csls", "--alpha", "0.5"],
-            "--alpha does not apply to --method csls; its parameters are: --k",
+            "--alpha does not apply to method 'csls'; its options are: --k",
         ),
-        ([*build, "--method", "nnn", "--beta", "3"], "--beta does not apply to --method nnn"),
-        ([*build, "--method", "csls", "--engine", "ivf"], "--engine does not apply to --method csls"),
+        ([*build, "--method", "nnn", "--beta", "3"], "--beta does not apply to method 'nnn'"),
+        ([*build, "--method", "csls", "--engine", "ivf"], "--engine does not apply to method 'csls'"),
         (["build", "--gallery", t / "emb.txt", "--reference", r, "-o", t / "x"], "is not a .npy array"),
         (["build", "--gallery", g, "--reference", r, "-o", t / "adir"], "is a directory"),
         (["build", "--gallery", g, "--reference", r], "the following arguments are required: -o/--output"),

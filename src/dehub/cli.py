@@ -227,37 +227,15 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
     add_method_param_options(p)  # --k, --alpha, --beta, --lambda, ... of every registered method
 
 
-def _method_option_dests() -> dict[str, str]:
-    """dest -> option string of every method-parameter option the build parser declares."""
-    from .evaluation.protocol import method_parameters
-    from .methods import METHODS
-    from .methods._cli import option_name
-
-    return {p: option_name(p) for m in METHODS for p in method_parameters(m)}
-
-
 def _method_params(args: argparse.Namespace) -> dict:
-    """The method parameters given on the command line; inapplicable ones are errors.
+    """The method parameters given on the command line; options of other methods are errors.
 
-    Which parameters a method has is asked of the method (its ``get_params()``), so a new
-    method or parameter needs no change here.
+    Which parameters a method has is asked of the method (``methods._cli``, from its
+    declared parameters), so a new method or parameter needs no change here.
     """
-    from .evaluation.protocol import method_parameters
-    from .methods import METHODS
-    from .methods._cli import option_name
+    from .methods._cli import method_params_from_args
 
-    if args.method not in METHODS:
-        raise ValueError(f"unknown --method {args.method!r}; expected one of {sorted(METHODS)}")
-    own = method_parameters(args.method)
-    given = {d: getattr(args, d) for d in _method_option_dests() if getattr(args, d, None) is not None}
-    bad = [d for d in given if d not in own]
-    if bad:
-        real = " ".join(option_name(p) for p in own) or "none"
-        raise ValueError(
-            f"{', '.join(option_name(d) for d in bad)} does not apply to --method {args.method}; "
-            f"its parameters are: {real}"
-        )
-    return given
+    return method_params_from_args(args, args.method)  # inapplicable options are errors
 
 
 def _run_build(args: argparse.Namespace) -> int:

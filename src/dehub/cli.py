@@ -8,8 +8,12 @@ feature's CLI lives next to it and this module stays small.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,34 +24,160 @@ __all__ = ["main", "build_parser"]
 _EPILOG = """examples:
   dehub build --gallery images.npy --reference train_captions.npy -o coco.dehub --k 16 --alpha 0.75
   dehub search coco.dehub --queries test_captions.npy --top 10 -o results.npz
-  dehub info coco.dehub
+  dehub add coco.dehub --vectors new_images.npy --ids new_ids.npy --reference train_captions.npy
+  dehub remove coco.dehub --ids 17,42
+  dehub info coco.dehub --verify
   dehub eval                                   # the bundled WordNet benchmark, report in reports/
   dehub eval --methods plain,nnn,qbnorm,dbnorm --n-bootstrap 2000
   dehub eval --karpathy dataset_coco.json --image-embeddings img.npy --caption-embeddings cap.npy
+
+every subcommand has its own examples: dehub SUBCOMMAND --help
 """
 
+#: Examples shown by each core subcommand's --help (feature subcommands set p.epilog).
+_EXAMPLES = {
+    "build": """examples:
+  dehub build --gallery images.npy --reference train_captions.npy -o coco.dehub
+  dehub build --gallery images.npy --reference train_captions.npy -o coco.dehub --k 16 --alpha 0.75
+  dehub build --gallery img_emb/ --reference text_emb/ -o laion.dehub --engine ivf   # shard directories
+  dehub build --gallery g.npy --reference r.npy -o g.dehub --method qbnorm --beta 20
+  dehub build --gallery g.npy --reference r.npy -o g.dehub --normalize l2 --keep-reference
+""",
+    "search": """examples:
+  dehub search coco.dehub --queries test_captions.npy --top 10              # print id:score
+  dehub search coco.dehub --queries test_captions.npy --top 10 -o results.npz
+  dehub search coco.dehub --queries q.npy --query-ids q_ids.txt --top 5 | head
+  dehub search coco.dehub --queries q.npy --alpha 0.5 --mmap
+""",
+    "info": """examples:
+  dehub info coco.dehub
+  dehub info coco.dehub --verify        # full checksum and content verification
+  dehub info coco.dehub --json
+""",
+    "add": """examples:
+  dehub add coco.dehub --vectors new_images.npy --reference train_captions.npy
+  dehub add coco.dehub --vectors new.npy --ids new_ids.npy      # index built with --keep-reference
+  dehub add coco.dehub --vectors new.npy --reference r.npy -o coco-v2.dehub
+""",
+    "remove": """examples:
+  dehub remove coco.dehub --ids 17,42,99
+  dehub remove coco.dehub --ids stale_ids.npy -o coco-v2.dehub
+  dehub remove coco.dehub --ids stale_ids.txt                  # one integer id per line
+""",
+}
 
-def _load_npy(path: str, what: str, mmap: bool = True) -> np.ndarray:
-    p = Path(path)
-    if not p.exists():
-        raise SystemExit(f"dehub: {what} file not found: {p}")
-    if p.is_dir():  # clip-retrieval layout: DIR/img_emb_0.npy, img_emb_1.npy, ...
-        from .datasets.shards import ShardedArray
+_NORMALIZE_CHOICES = ["warn", "l2", "none", "error"]
 
-        try:
-            return ShardedArray(p)
-        except (FileNotFoundError, ValueError) as exc:
-            raise SystemExit(f"dehub: {what} directory {p}: {exc}") from None
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``dehub build: error: ... (see dehub build --help)``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {cli_words(message)} (see '{self.prog} --help')\n")
+
+
+#: Python keyword -> command-line flag, for messages the library writes in Python terms.
+_FLAG_OF = {
+    "normalize": "--normalize",
+    "no_positive": "--no-positive",
+    "allow_overlap": "--allow-overlap",
+    "keep_reference": "--keep-reference",
+    "engine": "--engine",
+    "engine_params": "--engine-params",
+}
+
+
+def cli_words(message: str) -> str:
+    """Rewrite Python spellings in a message as the CLI's: ``normalize='l2'`` -> ``--normalize l2``."""
+
+    def flag(m: re.Match) -> str:
+        name, value = m.group(1), m.group(3)
+        if value == "True":
+            return _FLAG_OF[name]
+        return f"{_FLAG_OF[name]} {value}"
+
+    names = "|".join(_FLAG_OF)
+    message = re.sub(rf"\b({names})=(['\"]?)([\w.-]+)\2", flag, message)
+    message = re.sub(r"`?pip install dehub\[(\w+)\]`?", r"pip install -e '.[\1]' in a dehub clone", message)
+    return message
+
+
+def positive_int(text: str) -> int:
     try:
-        arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, EOFError, OSError) as exc:
-        raise SystemExit(f"dehub: {what} file {p} is not a plain numeric .npy array: {exc}") from None
-    if not isinstance(arr, np.ndarray):  # an .npz archive
-        arr.close()
-        raise SystemExit(
-            f"dehub: {what} file {p} is an .npz archive; expected a single .npy array (save it with np.save)"
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer; received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer (0, 1, 2, ...); received {value}")
+    return value
+
+
+def json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object; received {text!r} ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"k\": 16}}'; received {text!r}")
+    return value
+
+
+def _load_npy(path: str, what: str, mmap: bool = True):
+    """Embeddings from a .npy file (memory-mapped) or a directory of .npy shards."""
+    from .datasets.loaders import load_embeddings
+
+    return load_embeddings(path, mmap=mmap, name=what)
+
+
+def _load_int_ids(path_or_list: str, what: str) -> np.ndarray:
+    """Integer ids from a .npy file, a text file (one per line) or a comma-separated list."""
+    from .datasets.loaders import read_npy
+
+    p = Path(path_or_list)
+    if p.is_file():
+        if p.suffix == ".npy":
+            raw = np.asarray(read_npy(p, what, mmap=False))
+            if raw.ndim != 1:
+                raise ValueError(f"{what} file {p} must hold a 1-D array of ids; received shape {raw.shape}")
+            if raw.dtype.kind not in "iu":
+                raise ValueError(
+                    f"{what} file {p} must hold integers; received dtype {raw.dtype}. "
+                    "Save them with np.save(path, ids.astype(np.int64))"
+                )
+            if raw.dtype.kind == "u" and raw.size and int(raw.max()) > np.iinfo(np.int64).max:
+                raise ValueError(
+                    f"{what} file {p} holds ids above 2**63-1 (max {int(raw.max())}); dehub ids are int64"
+                )
+            return raw.astype(np.int64)
+        tokens = [t.strip() for t in p.read_text(encoding="utf-8").split()]
+        source = f"{what} file {p}"
+    else:
+        if p.suffix in (".npy", ".txt") or "/" in path_or_list:
+            raise FileNotFoundError(f"{what} file not found: {p}")
+        tokens = [t.strip() for t in path_or_list.split(",")]
+        source = what
+    bad = [t for t in tokens if not re.fullmatch(r"[+-]?\d+", t)]
+    if bad or not tokens:
+        raise ValueError(
+            f"{source}: expected exact integer ids (e.g. 17,42 or a file with one per line); "
+            f"received {bad[:5] if bad else 'nothing'}"
         )
-    return arr
+    values = [int(t) for t in tokens]
+    info = np.iinfo(np.int64)
+    out_of_range = [v for v in values if not info.min <= v <= info.max]
+    if out_of_range:
+        raise ValueError(f"{source}: ids must fit in int64; received {out_of_range[:5]}")
+    return np.array(values, dtype=np.int64)
 
 
 def _setup_build(p: argparse.ArgumentParser) -> None:
@@ -61,7 +191,9 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
         required=True,
         help=".npy of reference queries (m, d), e.g. training captions, or a directory of .npy shards",
     )
-    p.add_argument("--ids", help=".npy of int gallery ids (n,); default 0..n-1")
+    p.add_argument(
+        "--ids", help="gallery ids (n,): .npy of integers or a text file, one per line; default 0..n-1"
+    )
     p.add_argument("-o", "--output", required=True, help="index file to write (atomically)")
     p.add_argument("--method", default="nnn", help="correction method, a dehub.METHODS name (default: nnn)")
     p.add_argument(
@@ -70,7 +202,10 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
         default="warn",
         help="rows that are not unit-norm: warn (default), l2-normalize, accept, or fail",
     )
-    p.add_argument("--memory-budget-mb", type=int, default=512, help="working memory for the engine (MiB)")
+    p.add_argument(
+        "--memory-budget-mb", type=positive_int, default=512, help="working memory for the engine (MiB)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars (warnings are still shown)")
     p.add_argument(
         "--engine",
         choices=["exact", "ivf", "ivf-sq8", "hnsw", "auto"],
@@ -78,7 +213,7 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--engine-params",
-        type=json.loads,
+        type=json_object,
         metavar="JSON",
         help='NNN: approximate engine knobs, e.g. \'{"nprobe": 16, "rerank": 64}\'',
     )
@@ -93,6 +228,11 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
 
 
 def _method_params(args: argparse.Namespace) -> dict:
+    """The method parameters given on the command line; options of other methods are errors.
+
+    Which parameters a method has is asked of the method (``methods._cli``, from its
+    declared parameters), so a new method or parameter needs no change here.
+    """
     from .methods._cli import method_params_from_args
 
     return method_params_from_args(args, args.method)  # inapplicable options are errors
@@ -101,9 +241,11 @@ def _method_params(args: argparse.Namespace) -> dict:
 def _run_build(args: argparse.Namespace) -> int:
     from .index import Index
 
+    params = _method_params(args)
     gallery = _load_npy(args.gallery, "gallery")
     reference = _load_npy(args.reference, "reference")
-    ids = _load_npy(args.ids, "ids", mmap=False) if args.ids else None
+    ids = _load_int_ids(args.ids, "--ids") if args.ids else None
+    _check_output_file(args.output)
     index = Index.build(
         gallery,
         reference,
@@ -111,67 +253,207 @@ def _run_build(args: argparse.Namespace) -> int:
         ids=ids,
         normalize=args.normalize,
         memory_budget=args.memory_budget_mb * 2**20,
-        progress=True,
+        progress=not args.quiet,
         metadata={"gallery_file": str(args.gallery), "reference_file": str(args.reference)},
         keep_reference=args.keep_reference,
-        **_method_params(args),
+        **params,
     )
     index.save(args.output)
     print(f"wrote {args.output}: {index.n_items} items, d={index.dim}, {index.model!r}")
     return 0
 
 
+def _check_output_file(path: str) -> None:
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"-o {p} is a directory; expected the path of a file to write")
+    if not p.parent.exists():
+        raise ValueError(f"-o {p}: the directory {p.parent} does not exist")
+
+
 def _setup_search(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file written by 'dehub build'")
-    p.add_argument("--queries", required=True, help=".npy of query embeddings (q, d)")
-    p.add_argument("--top", type=int, default=10, help="results per query (default 10)")
-    p.add_argument("-o", "--output", help=".npz to write with arrays 'scores' and 'ids'; default: print")
+    p.add_argument(
+        "--queries", required=True, help=".npy of query embeddings (q, d), or a directory of .npy shards"
+    )
+    p.add_argument(
+        "--query-ids", help="ids of the queries (.npy or one per line) for the output; default row numbers"
+    )
+    p.add_argument("--top", type=positive_int, default=10, help="results per query (default 10)")
+    p.add_argument(
+        "-o", "--output", help=".npz to write with arrays 'query_ids', 'scores' and 'ids'; default: print"
+    )
     p.add_argument("--alpha", type=float, help="override NNN's alpha for this search")
-    p.add_argument("--normalize", choices=["warn", "l2", "none", "error"], default="warn")
+    p.add_argument("--normalize", choices=_NORMALIZE_CHOICES, default="warn")
     p.add_argument("--mmap", action="store_true", help="memory-map the gallery instead of reading it")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (warnings are still shown)")
+
+
+def _query_ids(args: argparse.Namespace, n: int) -> np.ndarray:
+    if not args.query_ids:
+        return np.arange(n, dtype=np.int64)
+    from .datasets.loaders import load_ids
+
+    ids = load_ids(args.query_ids, n, name="--query-ids")
+    try:
+        return np.array([int(x) for x in ids], dtype=np.int64)
+    except ValueError:
+        return np.asarray(ids, dtype=str)
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from .index import Index
 
-    index = Index.load(args.index, mmap=args.mmap)
+    index = _load_index(args.index, mmap=args.mmap)
     if args.alpha is not None:
-        if "alpha" not in index.model.get_params():
-            raise SystemExit(f"dehub: method {index.model.name!r} has no alpha parameter")
+        from .evaluation.protocol import method_parameters
+
+        if "alpha" not in method_parameters(index.model.name):
+            raise ValueError(
+                f"--alpha does not apply to this index's method {index.model.name!r}; its "
+                f"parameters are {method_parameters(index.model.name) or 'none'}"
+            )
         index.model.alpha = args.alpha
     queries = _load_npy(args.queries, "queries")
-    scores, ids = index.search(queries, args.top, normalize=args.normalize, progress=True)
+    qids = _query_ids(args, queries.shape[0])
+    top = args.top
+    if top > index.n_items:
+        warnings.warn(
+            f"--top {top} exceeds the {index.n_items} items of the index; returning {index.n_items} per query",
+            UserWarning,
+            stacklevel=2,
+        )
+        top = index.n_items
+    if args.output:
+        _check_output_file(args.output)
+    scores, ids = index.search(queries, top, normalize=args.normalize, progress=not args.quiet)
     if args.output:
         out = Path(args.output)
         with open(out, "wb") as f:
-            np.savez(f, scores=scores, ids=ids)
-        print(f"wrote {out}: scores and ids of shape {ids.shape}")
+            np.savez(f, query_ids=qids, scores=scores, ids=ids)
+        print(f"wrote {out}: query_ids, and scores and ids of shape {ids.shape}")
     else:
         for qi in range(ids.shape[0]):
             row = " ".join(f"{i}:{s:.4f}" for i, s in zip(ids[qi], scores[qi]) if i >= 0)
-            print(f"{qi}\t{row}")
+            print(f"{qids[qi]}\t{row}")
     return 0
+
+
+def _load_index(path: str, *, mmap: bool = False):
+    """Load (and verify) an index file: the one place the CLI opens indexes.
+
+    ``Index.load`` checks every array's checksum and the content; when the index module
+    grows a dedicated verification function, this is the line that switches to it.
+    """
+    from .index import Index
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"index file not found: {p}")
+    if p.is_dir():
+        raise ValueError(f"{p} is a directory; expected an index file written by 'dehub build'")
+    return Index.load(p, mmap=mmap)
+
+
+def _verify_index(path: str):
+    """Full checksum + content verification of an index file (see :func:`_load_index`)."""
+    return _load_index(path)
 
 
 def _setup_info(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file")
     p.add_argument("--json", action="store_true", help="print the raw header as JSON")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="verify every checksum and the content (reads the whole file)",
+    )
 
 
 def _run_info(args: argparse.Namespace) -> int:
     from .index import Index
 
+    p = Path(args.index)
+    if not p.exists():
+        raise FileNotFoundError(f"index file not found: {p}")
     header = Index.describe_file(args.index)
+    if not isinstance(header, dict):
+        raise ValueError(f"{p}: the header is not a JSON object; not a dehub index")
+    verified = _verify_index(args.index) if args.verify else None
     if args.json:
         print(json.dumps(header, indent=2, sort_keys=True))
-        return 0
-    print(f"file:     {args.index}")
-    print(f"format:   version {header['format_version']}, written by {header.get('created_by')}")
-    print(f"method:   {header.get('method')} {json.dumps(header.get('params', {}))}")
-    for a in header["arrays"]:
-        print(f"array:    {a['name']:<20} {a['dtype']:>4} {tuple(a['shape'])}")
-    if header.get("metadata"):
-        print(f"metadata: {json.dumps(header['metadata'])}")
+    else:
+        print(f"file:     {args.index}")
+        print(
+            f"format:   version {header.get('format_version', 'missing')}, written by {header.get('created_by')}"
+        )
+        print(f"method:   {header.get('method')} {json.dumps(header.get('params', {}))}")
+        for a in header.get("arrays", []):
+            print(f"array:    {a.get('name', '?'):<20} {a.get('dtype', '?'):>4} {tuple(a.get('shape', ()))}")
+        if header.get("metadata"):
+            print(f"metadata: {json.dumps(header['metadata'])}")
+    if verified is not None:
+        print(
+            f"verified: every checksum and the content are valid ({verified.n_items} items, d={verified.dim})",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+    return 0
+
+
+def _setup_add(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index", help="index file to update (rewritten atomically unless -o is given)")
+    p.add_argument(
+        "--vectors", required=True, help=".npy of the new gallery embeddings (n, d), or a shard directory"
+    )
+    p.add_argument("--ids", help="ids of the new items (.npy ints or one per line); default max id + 1, ...")
+    p.add_argument(
+        "--reference",
+        help="the reference set the index was built with (not needed if it was built with --keep-reference)",
+    )
+    p.add_argument("-o", "--output", help="write the updated index here instead of in place")
+    p.add_argument("--normalize", choices=_NORMALIZE_CHOICES, default="warn")
+    p.add_argument("--memory-budget-mb", type=positive_int, default=512, help="working memory (MiB)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (warnings are still shown)")
+
+
+def _run_add(args: argparse.Namespace) -> int:
+    index = _load_index(args.index)
+    vectors = _load_npy(args.vectors, "--vectors")
+    ids = _load_int_ids(args.ids, "--ids") if args.ids else None
+    reference = _load_npy(args.reference, "--reference") if args.reference else None
+    out = args.output or args.index
+    _check_output_file(out)
+    before = index.n_items
+    index.add(
+        vectors,
+        ids,
+        reference=reference,
+        normalize=args.normalize,
+        memory_budget=args.memory_budget_mb * 2**20,
+        progress=not args.quiet,
+        save_to=out,
+    )
+    print(f"wrote {out}: added {index.n_items - before} items, {index.n_items} in all")
+    return 0
+
+
+def _setup_remove(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index", help="index file to update (rewritten atomically unless -o is given)")
+    p.add_argument(
+        "--ids",
+        required=True,
+        help="exact integer ids to remove: a comma-separated list (17,42), a .npy file or a text file",
+    )
+    p.add_argument("-o", "--output", help="write the updated index here instead of in place")
+
+
+def _run_remove(args: argparse.Namespace) -> int:
+    index = _load_index(args.index)
+    ids = _load_int_ids(args.ids, "--ids")
+    out = args.output or args.index
+    _check_output_file(out)
+    before = index.n_items
+    index.remove(ids, save_to=out)
+    print(f"wrote {out}: removed {before - index.n_items} items, {index.n_items} left")
     return 0
 
 
@@ -181,7 +463,9 @@ Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[arg
 _CORE: dict[str, Subcommand] = {
     "build": ("fit a correction on gallery/reference .npy files and save an index", _setup_build, _run_build),
     "search": ("search an index with query embeddings", _setup_search, _run_search),
-    "info": ("show what an index file holds", _setup_info, _run_info),
+    "add": ("add gallery items to an index (their biases from the reference set)", _setup_add, _run_add),
+    "remove": ("remove gallery items from an index by id", _setup_remove, _run_remove),
+    "info": ("show what an index file holds; --verify checks it in full", _setup_info, _run_info),
 }
 
 
@@ -199,35 +483,93 @@ def subcommands() -> dict[str, Subcommand]:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dehub",
         description="Training-free hubness correction (Nearest Neighbor Normalization and family).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dehub {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, (help_, setup, run) in subcommands().items():
         p = sub.add_parser(
             name,
             help=help_,
             description=help_,
-            epilog=_EPILOG,
+            epilog=_EXAMPLES.get(name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        setup(p)
+        setup(p)  # a feature's setup may set p.epilog to its own examples
         p.set_defaults(_run=run)
     return parser
+
+
+def _os_error_text(exc: OSError) -> str:
+    """One readable line for an OS error: what, which file, and what to do."""
+    name = exc.filename if exc.filename is not None else ""
+    if exc.errno == errno.EISDIR:
+        return f"{name} is a directory; expected a file path"
+    if exc.errno == errno.EEXIST:
+        return f"{name} already exists and is not a directory; choose another -o path or remove it"
+    if exc.errno == errno.ENOENT:
+        return f"no such file or directory: {name}" if name else (exc.strerror or str(exc))
+    if exc.errno == errno.EACCES:
+        return f"permission denied: {name}"
+    if exc.errno == errno.ENOSPC:
+        return f"no space left on the device while writing {name}"
+    if exc.errno == errno.ENOTDIR:
+        return f"a parent of {name} is a file, not a directory"
+    if exc.strerror and not exc.args[1:]:
+        return str(exc)
+    return f"{exc.strerror or exc}{': ' + str(name) if name else ''}"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, in the CLI's words (never hidden by --quiet)."""
+    print(f"dehub: warning: {cli_words(str(message))}", file=sys.stderr, flush=True)
+
+
+def _quiet_pipe() -> None:
+    """stdout's reader went away (``dehub search ... | head``): stop writing, quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - no real stdout
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
     from ._format import IndexFormatError
 
     args = build_parser().parse_args(argv)
+    old_show = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
-        return int(args._run(args) or 0)
-    except (IndexFormatError, ValueError, TypeError, EOFError, OSError) as exc:
-        print(f"dehub: error: {exc}", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            code = int(args._run(args) or 0)
+            sys.stdout.flush()
+            return code
+    except BrokenPipeError:
+        _quiet_pipe()
+        return 0
+    except KeyboardInterrupt:
+        print("dehub: interrupted", file=sys.stderr)
+        return 130
+    except ImportError as exc:
+        print(f"dehub: error: {cli_words(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"dehub: error: {cli_words(_os_error_text(exc))}", file=sys.stderr)
+        return 2
+    except KeyError as exc:  # e.g. remove() of unknown ids: the message is the argument
+        msg = exc.args[0] if exc.args else str(exc)
+        print(f"dehub: error: {cli_words(str(msg))}", file=sys.stderr)
+        return 2
+    except (IndexFormatError, ValueError, TypeError, EOFError, OverflowError, MemoryError) as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"dehub: error: {cli_words(text)}", file=sys.stderr)
         return 2
     except SystemExit as exc:
         if not isinstance(exc.code, str):
@@ -236,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
         # other usage error, and main() returns instead of exiting the caller.
         print(exc.code, file=sys.stderr)
         return 2
+    finally:
+        warnings.showwarning = old_show
 
 
 if __name__ == "__main__":  # pragma: no cover

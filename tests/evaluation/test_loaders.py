@@ -89,3 +89,54 @@ def test_ids_and_relevance_errors(tmp_path):
         load_embeddings(tmp_path / "i.npy")
     with pytest.raises(FileNotFoundError):
         load_embeddings(tmp_path / "missing.npy")
+
+
+def test_content_overlap_text_files_and_shard_dirs(tmp_path):
+    import warnings
+
+    from dehub.datasets import ShardedArray
+    from dehub.datasets.loaders import (
+        check_content_disjoint,
+        content_fingerprint,
+        count_shared_rows,
+        load_embeddings,
+        row_hashes,
+    )
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 7)).astype(np.float32)
+    y = np.concatenate([rng.normal(size=(30, 7)).astype(np.float32), x[[4, 9]]])
+    # float64 copies and -0.0 hash like the float32 values they hold
+    assert np.array_equal(row_hashes(x), row_hashes(x.astype(np.float64)))
+    pos, neg = x.copy(), x.copy()
+    pos[0, 0], neg[0, 0] = 0.0, -0.0
+    assert row_hashes(pos)[0] == row_hashes(neg)[0]
+    assert count_shared_rows(x, y)[0] == 2 and count_shared_rows(x, y)[1].tolist() == [4, 9]
+    assert count_shared_rows(x, rng.normal(size=(20, 7)))[0] == 0
+    assert content_fingerprint(x) == content_fingerprint(x.copy()) != content_fingerprint(y)
+    with pytest.raises(ValueError, match="'a' and 'b' share 50 identical rows.*allow_overlap=True"):
+        check_content_disjoint({"'a'": x, "'b'": x.copy()}, [("'a'", "'b'", "why")])
+    with pytest.warns(UserWarning, match="share 50 identical rows"):
+        check_content_disjoint({"a": x, "b": x}, [("a", "b", "why")], allow_overlap=True)
+    # 2 shared rows of 32: above 1% -> error; one shared row in 200 -> a warning only
+    with pytest.raises(ValueError, match="share 2 identical rows"):
+        check_content_disjoint({"a": x, "b": y}, [("a", "b", "why")])
+    big = rng.normal(size=(200, 7)).astype(np.float32)
+    big2 = np.concatenate([rng.normal(size=(199, 7)).astype(np.float32), big[:1]])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert check_content_disjoint({"a": big, "b": big2}, [("a", "b", "why")]) == {"a ~ b": 1}
+    assert len(caught) == 1
+    # text given as an array: a clear message, not numpy's allow_pickle advice
+    (tmp_path / "e.npy").write_text("1 2 3\n4 5 6\n")
+    with pytest.raises(ValueError, match="is not a .npy array .*text or CSV files") as info:
+        load_embeddings(tmp_path / "e.npy")
+    assert "allow_pickle" not in str(info.value)
+    # a shard directory is one array
+    d = tmp_path / "shards"
+    d.mkdir()
+    np.save(d / "emb_0.npy", x[:20])
+    np.save(d / "emb_1.npy", x[20:])
+    arr = load_embeddings(d)
+    assert isinstance(arr, ShardedArray) and arr.shape == (50, 7)
+    assert count_shared_rows(arr, x)[0] == 50

@@ -47,7 +47,7 @@ def test_protocol_contents(result, bench):
     assert a2b["n_test_queries"] == bench.test.a.shape[0]
     assert a2b["methods"]["nnn"]["sweep"]["n_settings"] == 6
     assert a2b["methods"]["nnn"]["chosen_params"]["k"] in (1, 4, 16)
-    diff = a2b["bootstrap"]["differences"]["nnn - plain"]["R@1"]
+    diff = a2b["bootstrap"]["differences"]["nnn - plain"]["success@1"]
     assert diff["ci_low"] <= diff["delta"] <= diff["ci_high"]
     assert d["settings"]["seed"] == 3 and d["settings"]["n_bootstrap"] == 200
     assert d["versions"]["numpy"] == np.__version__
@@ -56,7 +56,7 @@ def test_protocol_contents(result, bench):
     b2a = d["directions"]["b2a"]
     hub = b2a["methods"]
     assert hub["nnn"]["hubness"]["1"]["max"] < hub["plain"]["hubness"]["1"]["max"]
-    assert b2a["bootstrap"]["differences"]["nnn - plain"]["R@1"]["ci_low"] > 0
+    assert b2a["bootstrap"]["differences"]["nnn - plain"]["success@1"]["ci_low"] > 0
     # reproducible from the seed
     again = run_evaluation(bench, n_bootstrap=200, seed=3, grids=GRID, progress=False)
     assert again.data["directions"]["a2b"]["bootstrap"] == a2b["bootstrap"]
@@ -74,8 +74,8 @@ def test_report_files_and_html_parses(result, tmp_path):
     checker.feed((tmp_path / "rep" / "report.html").read_text())
     checker.close()
     assert not checker.errors and checker.stack == []
-    # 2 histograms + 2 heatmaps + 1 recall chart
-    assert checker.images == 5
+    # 2 directions x N_1/N_10 small multiples + 2 heatmaps + success@K + paired differences
+    assert checker.images == 8
 
 
 def test_report_without_matplotlib(result, tmp_path, monkeypatch):
@@ -158,3 +158,76 @@ def test_cli_on_user_files(bench, tmp_path, capsys):
     assert "not among the gallery ids" in capsys.readouterr().err
     assert main(["eval", "--queries", str(tmp_path / "q.npy")]) == 2
     assert "missing: --gallery" in capsys.readouterr().err
+
+
+def test_p_value_text_never_says_zero():
+    from dehub.evaluation.report import p_value_text
+
+    assert p_value_text({"p_boot": 0.0, "n_crossing": 0, "p_floor": 1 / 1001}) == "< 1/1001 (0.001)"
+    assert p_value_text({"p_boot": 0.0, "n_crossing": 0, "p_floor": 1 / 201}) == "< 1/201 (0.005)"
+    assert p_value_text({"p_boot": 0.034, "n_crossing": 17, "p_floor": 1 / 1001}) == "0.034"
+
+
+def test_identical_methods_duplicates_texts_and_fixed_params(bench, tmp_path):
+    from dataclasses import replace
+
+    # a gallery with an exact duplicate row and texts on both sides
+    test = bench.test
+    b = test.b.copy()
+    b[7] = b[3]
+    texts_b = tuple(f"item {i}" for i in range(b.shape[0]))
+    texts_a = tuple(f"query {i}" for i in range(test.a.shape[0]))
+    dup = replace(bench, test=replace(test, b=b, a_text=texts_a, b_text=texts_b))
+    res = run_evaluation(
+        dup,
+        methods=("plain", "qbnorm", "dbnorm"),
+        params={"qbnorm": {"beta": 20.0}, "dbnorm": {"beta1": 20.0, "beta2": 0.0}},
+        n_bootstrap=50,
+        progress=False,
+    )
+    a2b = res.data["directions"]["a2b"]
+    # DBNorm with beta2 = 0 is QB-Norm: found from the rankings, said in a note
+    assert a2b["identical_rankings"] == [
+        {
+            "methods": ["qbnorm", "dbnorm"],
+            "params": {"qbnorm": {"beta": 20.0}, "dbnorm": {"beta1": 20.0, "beta2": 0.0}},
+        }
+    ]
+    assert any(
+        "qbnorm (beta=20.0) and dbnorm (beta1=20.0, beta2=0.0) return identical" in n for n in a2b["notes"]
+    )
+    assert a2b["methods"]["dbnorm"]["sweep"]["n_settings"] == 1
+    assert a2b["gallery_duplicates"]["groups"] == [[3, 7]]
+    assert any("2 rows in 1 groups of exact duplicates" in n for n in a2b["notes"])
+    hubs = a2b["top_hubs"]["10"]
+    assert all(e["text"] == f"item {e['row']}" for e in hubs)
+    top = max(hubs, key=lambda e: e["N"]["plain"])
+    assert top["N"]["plain"] == int(res.k_occurrence["a2b"]["plain"][10].max())
+    # the b2a gallery (side a) has texts too, and its top hubs carry them
+    assert all(e["text"].startswith("query ") for e in res.data["directions"]["b2a"]["top_hubs"]["1"])
+    paths = write_report(res, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Notes" in md and "Top hubs, query->item: N_10" in md and "| item " in md
+    assert "beta1=20.0, beta2=0.0 (fixed)" in md
+    html_text = (tmp_path / "report.html").read_text()
+    assert "<h2>Notes</h2>" in html_text and paths["plots"] is True
+    with pytest.raises(ValueError, match="method 'dbnorm' has no parameter 'beta'; its parameters are"):
+        run_evaluation(dup, methods=("dbnorm",), params={"dbnorm": {"beta": 1.0}}, progress=False)
+    with pytest.raises(ValueError, match="unknown validation metric 'recall@1'"):
+        run_evaluation(dup, metric="recall@1", progress=False)
+
+
+def test_normalize_policy_applies_once(bench):
+    from dataclasses import replace
+
+    scaled = replace(bench, test=replace(bench.test, a=bench.test.a * 3))
+    with pytest.warns(UserWarning, match="the test query embeddings rows are not unit-norm"):
+        run_evaluation(scaled, methods=("plain",), n_bootstrap=20, progress=False)
+    with pytest.raises(ValueError, match="not unit-norm"):
+        run_evaluation(scaled, methods=("plain",), normalize="error", progress=False)
+    fixed = run_evaluation(scaled, methods=("plain",), normalize="l2", n_bootstrap=20, progress=False)
+    same = run_evaluation(bench, methods=("plain",), n_bootstrap=20, progress=False)
+    for d in ("a2b", "b2a"):
+        assert fixed.data["directions"][d]["methods"]["plain"]["test"] == pytest.approx(
+            same.data["directions"][d]["methods"]["plain"]["test"]
+        )

@@ -21,5 +21,5 @@ def test_nnn_improves_r1_on_wordnet():
         bench, methods=("plain", "nnn"), n_bootstrap=300, seed=0, grids={"nnn": grid}, progress=False
     )
     for direction in ("a2b", "b2a"):
-        diff = result.data["directions"][direction]["bootstrap"]["differences"]["nnn - plain"]["R@1"]
+        diff = result.data["directions"][direction]["bootstrap"]["differences"]["nnn - plain"]["success@1"]
         assert diff["ci_low"] > 0, (direction, diff)

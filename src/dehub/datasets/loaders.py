@@ -2,7 +2,9 @@
 
 Formats (documented in ``docs/evaluation.md``):
 
-* **Embeddings**: ``.npy`` float16/32/64 arrays of shape (n, d), memory-mapped by default.
+* **Embeddings**: ``.npy`` float16/32/64 arrays of shape (n, d), memory-mapped by default,
+  or a directory of ``.npy`` shards (the clip-retrieval layout, read as one
+  :class:`~dehub.datasets.ShardedArray`).
 * **Ids** (optional, one per embedding row): ``.npy`` 1-D int or str array, or a text
   file with one id per line. Without ids, the id of a row is its row number.
 * **Pairs / relevance**: CSV with a header holding ``query_id`` and ``gallery_id``
@@ -17,7 +19,12 @@ Formats (documented in ``docs/evaluation.md``):
 
 Errors name the file, what was expected and what was found: relevance ids absent from
 the gallery, duplicate ids, embedding/id count mismatches, empty splits, validation ids
-that overlap the test ids. Queries without any relevant item are kept (never dropped);
+that overlap the test ids, files that are not ``.npy`` arrays (a text or CSV file gets
+that message, not numpy's ``allow_pickle`` advice), and **content overlap**: the
+validation queries or the reference set sharing rows with the test queries, found by
+hashing every row (:func:`row_hashes`, :func:`check_content_disjoint`) whatever the file
+names; ``allow_overlap=True`` (``dehub eval --allow-overlap``) turns that error into a
+warning for users who mean it. Queries without any relevant item are kept (never dropped);
 the evaluation applies its documented ``no_positive`` policy and reports their count.
 """
 
@@ -27,7 +34,7 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -43,18 +50,163 @@ __all__ = [
     "load_file_benchmark",
     "load_karpathy_benchmark",
     "check_disjoint",
+    "read_npy",
+    "row_hashes",
+    "content_fingerprint",
+    "count_shared_rows",
+    "check_content_disjoint",
+    "MAX_OVERLAP_SHARE",
 ]
 
+#: Share of the smaller set's rows that two sets may share before
+#: :func:`check_content_disjoint` refuses them (identical rows do occur by chance in real
+#: data, e.g. a caption that appears in two splits; copies of a whole file do not).
+MAX_OVERLAP_SHARE = 0.01
 
-def load_embeddings(path: str | Path, *, mmap: bool = True, name: str = "embeddings") -> np.ndarray:
-    """A 2-D float ``.npy`` array (memory-mapped unless ``mmap=False``)."""
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def read_npy(path: str | Path, name: str, *, mmap: bool = True) -> np.ndarray:
+    """A numeric ``.npy`` array, with one clear error for anything else.
+
+    Text/CSV files, ``.npz`` archives and object (pickled) arrays are refused with a
+    message naming the file and what it holds; the file is never unpickled.
+    """
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"{name} file not found: {p}")
+    if p.is_dir():
+        raise IsADirectoryError(f"{name}: {p} is a directory; expected a .npy file")
+    with open(p, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith(_ZIP_MAGIC):
+        raise ValueError(
+            f"{name} file {p} is an .npz archive; expected a single .npy array (save it with np.save)"
+        )
+    if not head.startswith(_NPY_MAGIC):
+        kind = "an empty file" if not head else f"a file beginning with {head!r}"
+        raise ValueError(
+            f"{name} file {p} is not a .npy array ({kind}); expected an array saved with "
+            "numpy.save (text or CSV files are not read as arrays: convert with "
+            "np.save(path, np.loadtxt(text_file)))"
+        )
     try:
         arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:
-        raise ValueError(f"{name} file {p} is not a plain numeric .npy array: {exc}") from None
+        if "pickle" in str(exc) or "Python objects" in str(exc):
+            raise ValueError(
+                f"{name} file {p} holds Python objects (an object-dtype array), not numbers; "
+                "expected a numeric array (save it with np.save(path, arr.astype(np.float32)))"
+            ) from None
+        raise ValueError(f"{name} file {p} is not a readable .npy array: {exc}") from None
+    except (EOFError, OSError) as exc:
+        raise ValueError(f"{name} file {p} is truncated or unreadable: {exc}") from None
+    return arr
+
+
+def row_hashes(x, *, block_rows: int = 65536) -> np.ndarray:
+    """A uint64 hash of every row (after a cast to float32), read in row blocks.
+
+    Rows with equal float32 values get equal hashes; different rows collide with
+    probability about 2**-64 per pair (a random odd multiplier per 64-bit word, summed
+    mod 2**64). :func:`count_shared_rows` confirms every hash match on the rows
+    themselves, so the overlap it reports is exact.
+    """
+    n, d = int(x.shape[0]), int(x.shape[1])
+    words = -(-d // 2)  # two float32 per uint64 word
+    rng = np.random.default_rng(0x5EED)
+    mult = rng.integers(1, 2**63, size=words, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    out = np.empty(n, dtype=np.uint64)
+    for start in range(0, n, block_rows):
+        stop = min(start + block_rows, n)
+        block = np.zeros((stop - start, 2 * words), dtype=np.float32)
+        block[:, :d] = np.asarray(x[start:stop], dtype=np.float32)
+        block += 0.0  # -0.0 -> +0.0: equal values, equal bytes
+        w = block.view(np.uint64)
+        with np.errstate(over="ignore"):
+            out[start:stop] = (w * mult).sum(axis=1, dtype=np.uint64)
+    return out
+
+
+def content_fingerprint(x, *, n_sample: int = 256) -> str:
+    """A cheap fingerprint of an embedding matrix: shape + hash of evenly sampled rows."""
+    import hashlib
+
+    n = int(x.shape[0])
+    rows = np.unique(np.linspace(0, max(n - 1, 0), num=min(n, n_sample)).astype(np.int64))
+    h = hashlib.sha256(repr(tuple(int(s) for s in x.shape)).encode())
+    h.update(row_hashes(np.asarray(x[rows]) if n else np.zeros((0, x.shape[1]))).tobytes())
+    return h.hexdigest()[:16]
+
+
+def count_shared_rows(x, y) -> tuple[int, np.ndarray]:
+    """(number of rows of ``x`` equal to some row of ``y``, up to 5 of those rows of ``x``)."""
+    hx, hy = row_hashes(x), row_hashes(y)
+    cand = np.flatnonzero(np.isin(hx, hy))
+    if cand.size == 0:
+        return 0, cand
+    order = np.argsort(hy, kind="stable")
+    sorted_h = hy[order]
+    confirmed = []
+    for i in cand.tolist():  # confirm every hash match on the values (exact)
+        lo, hi = np.searchsorted(sorted_h, hx[i], "left"), np.searchsorted(sorted_h, hx[i], "right")
+        xi = np.asarray(x[i], dtype=np.float32)
+        if any(np.array_equal(xi, np.asarray(y[int(j)], dtype=np.float32)) for j in order[lo:hi]):
+            confirmed.append(i)
+    return len(confirmed), np.asarray(confirmed[:5], dtype=np.int64)
+
+
+def check_content_disjoint(
+    sets: dict[str, object],
+    pairs: list[tuple[str, str, str]],
+    *,
+    allow_overlap: bool = False,
+    max_share: float = MAX_OVERLAP_SHARE,
+) -> dict[str, int]:
+    """Refuse data sets that share rows: ``pairs`` are ``(name_1, name_2, why it matters)``.
+
+    An overlap above ``max_share`` of the smaller set's rows is a ``ValueError`` unless
+    ``allow_overlap``; a smaller one (or an allowed one) is a warning. Returns
+    ``{"name_1 ~ name_2": shared rows}`` for every pair checked.
+    """
+    import warnings
+
+    counts = {}
+    for a, b, why in pairs:
+        x, y = sets[a], sets[b]
+        n, examples = count_shared_rows(x, y)
+        counts[f"{a} ~ {b}"] = n
+        if n == 0:
+            continue
+        smaller = min(int(x.shape[0]), int(y.shape[0]))  # type: ignore[attr-defined]
+        msg = f"{a} and {b} share {n} identical rows (e.g. rows {examples.tolist()} of {a}); {why}"
+        if n > max_share * smaller and not allow_overlap:
+            raise ValueError(
+                msg
+                + ". Provide disjoint data, or pass --allow-overlap (allow_overlap=True) if this is intended."
+            )
+        warnings.warn(msg, UserWarning, stacklevel=2)
+    return counts
+
+
+def load_embeddings(path: str | Path, *, mmap: bool = True, name: str = "embeddings"):
+    """A 2-D float ``.npy`` array (memory-mapped unless ``mmap=False``), or a shard directory.
+
+    A directory of ``.npy`` shards (``img_emb_0.npy``, ``img_emb_1.npy``, ...) is read as
+    one :class:`~dehub.datasets.ShardedArray` (rows in natural file-name order).
+    """
+    p = Path(path)
+    arr: Any
+    if p.is_dir():
+        from .shards import ShardedArray
+
+        try:
+            arr = ShardedArray(p)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ValueError(f"{name} directory {p}: {exc}") from None
+    else:
+        arr = read_npy(p, name, mmap=mmap)
     if arr.ndim != 2 or arr.dtype.kind != "f":
         raise ValueError(
             f"{name} file {p} must hold a 2-D float array (n, d); received shape {arr.shape}, "
@@ -71,7 +223,7 @@ def load_ids(path: str | Path, n: int, *, name: str = "ids") -> np.ndarray:
     if not p.is_file():
         raise FileNotFoundError(f"{name} file not found: {p}")
     if p.suffix == ".npy":
-        raw = np.load(p, allow_pickle=False)
+        raw = read_npy(p, name, mmap=False)
         if raw.ndim != 1:
             raise ValueError(f"{name} file {p} must hold a 1-D array; received shape {raw.shape}")
         ids = np.array([str(x) for x in raw.tolist()], dtype=object)
@@ -214,13 +366,17 @@ def load_file_benchmark(
     val_gallery_ids: str | Path | None = None,
     name: str = "user",
     mmap: bool = True,
+    allow_overlap: bool = False,
 ) -> PairedBenchmark:
     """A one-direction benchmark (``a2b`` only) from query/gallery/reference ``.npy`` files.
 
     Side ``a`` holds the queries, side ``b`` the gallery; the reference split has only
     an ``a`` side (the reference queries), so only direction ``"a2b"`` can be run.
     With both ``query_ids`` and ``val_query_ids`` given, validation queries must not
-    share ids with test queries (likewise for the galleries when both id files exist).
+    share ids with test queries. Whatever the ids, the validation queries and the
+    reference set must not share rows with the test queries (content hashes, see
+    :func:`check_content_disjoint`; ``allow_overlap=True`` makes that a warning).
+    Embedding arguments may be ``.npy`` files or shard directories.
     """
     test, tqa, tgb = load_paired_split(queries, gallery, pairs, a_ids=query_ids, b_ids=gallery_ids, mmap=mmap)
     val, vqa, vgb = load_paired_split(
@@ -229,6 +385,30 @@ def load_file_benchmark(
     if query_ids and val_query_ids:
         check_disjoint(tqa, vqa, "test and validation queries")
     ref = load_embeddings(reference, mmap=mmap, name="reference embeddings")
+    sets = {
+        "the test queries": test.a,
+        "the validation queries": val.a,
+        "the reference set": ref,
+        "the test gallery": test.b,
+        "the validation gallery": val.b,
+    }
+    overlap = check_content_disjoint(
+        sets,
+        [
+            (
+                "the validation queries",
+                "the test queries",
+                "hyperparameters would be chosen on test queries",
+            ),
+            (
+                "the reference set",
+                "the test queries",
+                "the correction would be fitted on the test queries themselves (transductive)",
+            ),
+        ],
+        allow_overlap=allow_overlap,
+    )
+    fingerprints = {k: content_fingerprint(v) for k, v in sets.items()}
     empty_b = np.zeros((0, ref.shape[1]), dtype=np.float32)
     ref_split = PairedSplit(a=ref, b=empty_b, pairs=np.zeros((0, 2), dtype=np.int64))
     return PairedBenchmark(
@@ -244,6 +424,9 @@ def load_file_benchmark(
             "gallery": str(gallery),
             "pairs": str(pairs),
             "reference": str(reference),
+            "fingerprints": fingerprints,
+            "shared_rows": overlap,
+            "allow_overlap": allow_overlap,
         },
     )
 
@@ -260,6 +443,7 @@ def load_karpathy_benchmark(
     validation_split: str = "val",
     reference_splits: Sequence[str] = ("train", "restval"),
     name: str | None = None,
+    allow_overlap: bool = False,
 ) -> PairedBenchmark:
     """The paper's COCO/Flickr30k protocol from a Karpathy-split JSON and your embeddings.
 
@@ -346,11 +530,29 @@ def load_karpathy_benchmark(
         ref_rows = np.sort(rng.choice(ref_all, size=n_ref, replace=False))
     else:
         ref_rows = ref_all
+    test, val, ref = make(test_rows, "test"), make(val_rows, "validation"), make(ref_rows, "reference")
+    overlap = check_content_disjoint(
+        {
+            "the test captions": test.a,
+            "the validation captions": val.a,
+            "the reference captions": ref.a,
+            "the test images": test.b,
+            "the validation images": val.b,
+            "the reference images": ref.b,
+        },
+        [
+            ("the validation captions", "the test captions", "hyperparameters would be chosen on test"),
+            ("the validation images", "the test images", "hyperparameters would be chosen on test"),
+            ("the reference captions", "the test captions", "the correction would see the test queries"),
+            ("the reference images", "the test images", "the correction would see the test queries"),
+        ],
+        allow_overlap=allow_overlap,
+    )
     return PairedBenchmark(
         name=name or p.stem.replace("dataset_", ""),
-        test=make(test_rows, "test"),
-        validation=make(val_rows, "validation"),
-        reference=make(ref_rows, "reference"),
+        test=test,
+        validation=val,
+        reference=ref,
         a_name="caption",
         b_name="image",
         metadata={
@@ -358,5 +560,7 @@ def load_karpathy_benchmark(
             "reference_fraction": reference_fraction,
             "seed": seed,
             "caption_order": caption_order,
+            "shared_rows": overlap,
+            "allow_overlap": allow_overlap,
         },
     )

@@ -42,7 +42,7 @@ SIDES = ("definition", "lemma")
 _REBUILD = (
     "Reinstall dehub, or rebuild the data from WordNet 3.0 (Debian package "
     "wordnet-base) with: PYTHONPATH=src python scripts/build_wordnet_benchmark.py "
-    "(needs: pip install dehub[embed])"
+    "(needs the embed extra: pip install -e '.[embed]' in the dehub clone)"
 )
 
 

@@ -19,6 +19,20 @@ _HELP = "run the evaluation protocol (validation sweep, test metrics with CIs, h
 
 _FILE_ARGS = ("queries", "gallery", "pairs", "reference", "val_queries", "val_gallery", "val_pairs")
 
+_EXAMPLES = """examples:
+  dehub eval                                              # the bundled WordNet benchmark
+  dehub eval --methods plain,nnn,csls,qbnorm,dbnorm,dn    # the whole family, side by side
+  dehub eval --methods nnn --params '{"k": 16, "alpha": 0.75}'   # a fixed setting, no sweep
+  dehub eval --methods nnn,qbnorm --params '{"nnn": {"k": 16}, "qbnorm": {"beta": 20}}'
+  dehub eval --karpathy dataset_coco.json --image-embeddings img.npy --caption-embeddings cap.npy
+  dehub eval --queries q.npy --gallery g.npy --pairs pairs.csv --reference ref_emb/ \\
+             --val-queries vq.npy --val-gallery vg.npy --val-pairs vpairs.csv --normalize l2
+  dehub eval --n-bootstrap 2000 --seed 1 --quiet -o reports/mine
+
+embedding arguments take a .npy file or a directory of .npy shards. Validation, test and
+reference sets are compared by content: shared rows are an error (--allow-overlap to accept).
+"""
+
 
 def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
@@ -34,6 +48,9 @@ def _int_list(text: str) -> list[int]:
 
 
 def _setup(p: argparse.ArgumentParser) -> None:
+    from ..cli import nonnegative_int, positive_int
+
+    p.epilog = _EXAMPLES
     p.add_argument(
         "--methods",
         type=_csv_list,
@@ -46,10 +63,40 @@ def _setup(p: argparse.ArgumentParser) -> None:
         default=None,
         help="a2b and/or b2a (default: both; a2b only for --queries/--gallery data)",
     )
-    p.add_argument("--ks", type=_int_list, default=[1, 5, 10], help="Recall cut-offs (default 1,5,10)")
-    p.add_argument("--metric", default="R@1", help="validation metric choosing each setting (default R@1)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument(
+        "--ks",
+        type=_int_list,
+        default=[1, 5, 10],
+        help="cut-offs K of success@K, recall@K and nDCG@K (default 1,5,10)",
+    )
+    p.add_argument(
+        "--metric",
+        default="success@1",
+        help="validation metric choosing each setting: success@K (old name R@K), MRR, mean_rank or "
+        "median_rank (default success@1)",
+    )
+    p.add_argument(
+        "--params",
+        type=_params_json,
+        metavar="JSON",
+        help='a fixed setting instead of the sweep: \'{"k": 16, "alpha": 0.75}\' (for every method) or '
+        '\'{"nnn": {"k": 16}}\' (per method); keys must be the method\'s parameters',
+    )
+    p.add_argument(
+        "--normalize",
+        choices=["warn", "l2", "none", "error"],
+        default="warn",
+        help="rows that are not unit-norm: warn (default), l2-normalize, accept, or fail",
+    )
+    p.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="accept validation or reference rows identical to test queries (otherwise an error)",
+    )
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument(
+        "--n-bootstrap", type=positive_int, default=1000, help="bootstrap resamples (default 1000)"
+    )
     p.add_argument(
         "--no-positive",
         choices=["exclude", "miss", "error"],
@@ -58,11 +105,15 @@ def _setup(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-o", "--output", help="report directory (default reports/<benchmark name>/)")
     p.add_argument("--no-plots", action="store_true", help="skip the HTML plots")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--quiet", action="store_true", help="no progress output (warnings are still shown)")
     g = p.add_argument_group("Karpathy-split data (COCO / Flickr30k)")
     g.add_argument("--karpathy", help="dataset_coco.json / dataset_flickr30k.json")
-    g.add_argument("--image-embeddings", help=".npy, one row per image in the JSON's order")
-    g.add_argument("--caption-embeddings", help=".npy, one row per caption (image by image)")
+    g.add_argument(
+        "--image-embeddings", help=".npy or shard directory, one row per image in the JSON's order"
+    )
+    g.add_argument(
+        "--caption-embeddings", help=".npy or shard directory, one row per caption (image by image)"
+    )
     g.add_argument("--caption-order", choices=["file", "sentid"], default="file")
     g.add_argument(
         "--reference-fraction",
@@ -71,17 +122,53 @@ def _setup(p: argparse.ArgumentParser) -> None:
         help="share of train+restval images used as reference (default 0.2, as the paper)",
     )
     f = p.add_argument_group("embedding files (one direction: queries -> gallery)")
-    f.add_argument("--queries", help="test query embeddings .npy")
-    f.add_argument("--gallery", help="test gallery embeddings .npy")
+    f.add_argument("--queries", help="test query embeddings (.npy or a directory of .npy shards)")
+    f.add_argument("--gallery", help="test gallery embeddings (.npy or shard directory)")
     f.add_argument("--pairs", help="test relevance: CSV (query_id,gallery_id) or JSONL")
-    f.add_argument("--reference", help="reference query embeddings .npy (disjoint from test)")
-    f.add_argument("--val-queries", help="validation query embeddings .npy")
-    f.add_argument("--val-gallery", help="validation gallery embeddings .npy")
+    f.add_argument(
+        "--reference", help="reference query embeddings, .npy or shard directory (disjoint from test)"
+    )
+    f.add_argument("--val-queries", help="validation query embeddings (.npy or shard directory)")
+    f.add_argument("--val-gallery", help="validation gallery embeddings (.npy or shard directory)")
     f.add_argument("--val-pairs", help="validation relevance file")
     f.add_argument("--query-ids", help="ids of the test queries (.npy or one per line); default row numbers")
     f.add_argument("--gallery-ids", help="ids of the test gallery")
     f.add_argument("--val-query-ids", help="ids of the validation queries")
     f.add_argument("--val-gallery-ids", help="ids of the validation gallery")
+
+
+def _params_json(text: str) -> dict:
+    from ..cli import json_object
+
+    return json_object(text)
+
+
+def _fixed_params(args: argparse.Namespace, methods: list[str]) -> dict[str, dict] | None:
+    """``--params`` as ``{method: {param: value}}``: per method, or one setting for all."""
+    if not args.params:
+        return None
+    given = args.params
+    if all(isinstance(v, dict) for v in given.values()) and given:
+        unknown = [m for m in given if m not in methods]
+        if unknown:
+            raise ValueError(
+                f"--params names methods {unknown} that are not in --methods {','.join(methods)}"
+            )
+        fixed = {m: dict(v) for m, v in given.items()}
+    else:
+        fixed = {m: dict(given) for m in methods}
+    from .protocol import method_parameters
+
+    for m, values in fixed.items():
+        own = method_parameters(m)
+        bad = [k for k in values if k not in own]
+        if bad:
+            raise ValueError(
+                f"--params: method {m!r} has no parameter {', '.join(map(repr, bad))}; its parameters "
+                f"are {', '.join(own) if own else 'none'}"
+                + (" (give per-method settings as '{\"nnn\": {...}}')" if len(methods) > 1 else "")
+            )
+    return fixed
 
 
 def _load(args: argparse.Namespace):
@@ -99,6 +186,7 @@ def _load(args: argparse.Namespace):
             args.caption_embeddings,
             reference_fraction=args.reference_fraction,
             caption_order=args.caption_order,
+            allow_overlap=args.allow_overlap,
         )
         return bench, ["a2b", "b2a"]
     if given:
@@ -122,6 +210,7 @@ def _load(args: argparse.Namespace):
             val_query_ids=args.val_query_ids,
             val_gallery_ids=args.val_gallery_ids,
             name=Path(args.queries).stem,
+            allow_overlap=args.allow_overlap,
         )
         return bench, ["a2b"]
     from ..datasets.wordnet import load_wordnet_benchmark
@@ -130,13 +219,33 @@ def _load(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..methods import METHODS
     from .protocol import run_evaluation
     from .report import write_report
 
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown --methods {unknown}; expected names from {sorted(METHODS)}")
+    if not 0 < args.reference_fraction <= 1:
+        raise ValueError(f"--reference-fraction must be in (0, 1]; received {args.reference_fraction}")
+    fixed = _fixed_params(args, args.methods)
+    from .metrics import canonical_metric, check_ks
+
+    selectable = [f"success@{k}" for k in check_ks(args.ks)] + ["MRR", "mean_rank", "median_rank"]
+    if canonical_metric(args.metric) not in selectable:
+        raise ValueError(
+            f"unknown validation metric --metric {args.metric!r}; expected one of {selectable} "
+            "(success@K for a K of --ks; R@K is accepted as its old name)"
+        )
+    slug_out = Path(args.output) if args.output else None
+    if slug_out is not None and slug_out.exists() and not slug_out.is_dir():
+        raise ValueError(f"-o {slug_out} is a file; expected a directory for the report (it is created)")
     bench, directions = _load(args)
     result = run_evaluation(
         bench,
         methods=args.methods,
+        params=fixed,
+        normalize=args.normalize,
         directions=args.directions or directions,
         ks=args.ks,
         n_bootstrap=args.n_bootstrap,

@@ -8,10 +8,24 @@ Definitions (query ``q`` with relevant set ``P(q)``, ranking by score descending
 broken by the smaller gallery row, exactly as the engine ranks):
 
 * ``rank(q)``: 1-based position of the *first* relevant item in the full ranking.
-* ``R@K`` (Recall@K, the paper's metric): share of queries with ``rank(q) <= K``, i.e.
-  with at least one relevant item in the top K.
+* ``success@K`` (what the NNN paper and most image-text papers call "R@K" or
+  "Recall@K"): share of queries with ``rank(q) <= K``, i.e. with at least one relevant
+  item in the top K. The old key ``R@K`` stays readable in :meth:`QueryOutcomes.summary`
+  (and so in sweep tables) as an alias of ``success@K``.
+* ``recall@K`` (the IR definition): mean over queries of
+  ``|P(q) ∩ top K| / |P(q)|``, the share of a query's positives retrieved. Equal to
+  ``success@K`` when every query has exactly one positive.
+* ``nDCG@K``: binary gains, ``DCG = sum over positives ranked <= K of 1/log2(1 + rank)``
+  divided by the ideal DCG ``sum_{i=1}^{min(K, |P|)} 1/log2(1 + i)`` (trec_eval / ranx).
+* ``mAP@R`` (Musgrave et al., "A Metric Learning Reality Check", 2020): with
+  ``R = |P(q)|``, ``(1/R) * sum_{i=1}^{R} precision@i * rel(i)``: average precision
+  truncated at the query's own number of positives.
 * ``MRR``: mean of ``1 / rank(q)`` (over the full ranking, not truncated).
 * ``median_rank`` / ``mean_rank``: of ``rank(q)``.
+
+recall@K, nDCG@K and mAP@R need the rank of *every* positive, not only the first:
+:func:`positive_ranks_dense` computes them exactly from dense scores with the same tie
+rule (inside the top K the search result decides, as for success@K).
 
 Ranks from a top-K result are known only up to K. The first-relevant rank beyond K is
 computed exactly and cheaply from dense scores (:func:`first_relevant_rank_dense`): with
@@ -49,6 +63,10 @@ __all__ = [
     "check_ks",
     "paired_metrics",
     "count_ahead",
+    "positive_ranks_dense",
+    "dense_positive_ranks",
+    "metric_names",
+    "canonical_metric",
 ]
 
 NoPositivePolicy = Literal["exclude", "miss", "error"]
@@ -58,7 +76,7 @@ _POLICIES = ("exclude", "miss", "error")
 def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
     """Validate a list of cut-offs K (positive integers); return them sorted, unique."""
     if isinstance(ks, (int, np.integer)):
-        ks = (ks,)
+        ks = (int(ks),)
     out = []
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -67,6 +85,22 @@ def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
     if not out:
         raise ValueError("ks must hold at least one cut-off K, e.g. (1, 5, 10); received none")
     return tuple(sorted(set(out)))
+
+
+def metric_names(ks: Sequence[int], *, exact: bool = True) -> list[str]:
+    """The per-query metrics dehub reports for cut-offs ``ks``, in table order."""
+    ks = check_ks(ks)
+    names = [f"success@{k}" for k in ks] + [f"recall@{k}" for k in ks] + [f"nDCG@{k}" for k in ks]
+    if exact:
+        names += ["mAP@R", "MRR", "mean_rank"]
+    return names
+
+
+def canonical_metric(name: str) -> str:
+    """``"R@K"`` (the old name of success@K) -> ``"success@K"``; other names unchanged."""
+    if name.startswith("R@"):
+        return "success@" + name[2:]
+    return name
 
 
 def _check_policy(policy: str) -> None:
@@ -185,6 +219,105 @@ def dense_ranks(
     return out
 
 
+def positive_ranks_dense(scores: np.ndarray, relevance: Relevance, rows=None) -> np.ndarray:
+    """Exact 1-based rank of every relevant item of the query rows ``rows`` (engine tie rule).
+
+    ``scores`` is the dense (n_rows, n_gallery) block of those rows. Returns int64
+    aligned with ``relevance.subset(rows).indices`` (each query's positives in gallery-row
+    order): ``1 + #{j: s_j > s_p} + #{j: s_j == s_p, j < p}`` for positive ``p``.
+    """
+    scores = np.asarray(scores)
+    n_rows, n_gallery = scores.shape
+    if n_gallery != relevance.n_gallery:
+        raise ValueError(
+            f"scores have {n_gallery} columns but the relevance covers {relevance.n_gallery} gallery items"
+        )
+    rows = np.arange(n_rows) if rows is None else np.asarray(rows, dtype=np.int64)
+    sub = relevance.subset(rows)
+    qrow = sub.query_rows()
+    out = np.empty(sub.indices.size, dtype=np.int64)
+    step = max(1, (32 << 20) // max(1, scores.itemsize * n_gallery))
+    for start in range(0, out.size, step):
+        sl = slice(start, min(start + step, out.size))
+        block = scores[qrow[sl]]
+        best = block[np.arange(block.shape[0]), sub.indices[sl]]
+        out[sl] = count_ahead(block, best, sub.indices[sl])
+    return out
+
+
+def dense_positive_ranks(
+    score_fn: Callable[[np.ndarray], np.ndarray],
+    n_queries: int,
+    relevance: Relevance,
+    *,
+    memory_budget: int = 256 * 2**20,
+) -> np.ndarray:
+    """:func:`positive_ranks_dense` of every query, scoring query blocks with ``score_fn``.
+
+    Returns int64 aligned with ``relevance.indices``; pass it to :func:`evaluate_topk`
+    as ``positive_ranks`` for exact recall@K, nDCG@K, mAP@R, MRR and rank statistics.
+    """
+    n_gallery = relevance.n_gallery
+    block_rows = max(1, int(memory_budget // max(1, 8 * n_gallery)))
+    parts = []
+    for start in range(0, n_queries, block_rows):
+        rows = np.arange(start, min(start + block_rows, n_queries))
+        parts.append(positive_ranks_dense(score_fn(rows), relevance, rows))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _ir_values(
+    pos_rank: np.ndarray, relevance: Relevance, ks: Sequence[int], known_to: int | None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-query recall@K, nDCG@K, mAP@R and first ranks from positive ranks.
+
+    Ranks above ``known_to`` are only known to be larger (``None``: all exact); mAP@R
+    is computed only when every query's R is within the known ranks.
+    ``pos_rank`` is aligned with ``relevance.indices``; ranks are made strictly
+    increasing within a query (two positives cannot share a position; a float tie of a
+    differently blocked product could otherwise make them collide).
+    """
+    n_q, n_g = relevance.n_queries, relevance.n_gallery
+    counts = relevance.counts()
+    qrow = relevance.query_rows()
+    order = np.lexsort((pos_rank, qrow))
+    r = pos_rank[order].astype(np.int64)
+    j = np.arange(r.size, dtype=np.int64) - np.repeat(relevance.indptr[:-1], counts)  # 0-based
+    big = 2 * (n_g + r.size + 2)
+    r = j + np.maximum.accumulate(r - j + qrow * big) - qrow * big
+    first = np.full(n_q, n_g + 1, dtype=np.int64)
+    has = counts > 0
+    first[has] = r[relevance.indptr[:-1][has]]
+    safe = np.maximum(counts, 1).astype(np.float64)
+    disc = 1.0 / np.log2(np.arange(2, max(ks) + 2, dtype=np.float64))
+    ideal = np.concatenate([[0.0], np.cumsum(disc)])
+    values: dict[str, np.ndarray] = {}
+    for k in ks:
+        inside = r <= k
+        values[f"recall@{k}"] = np.bincount(qrow, weights=inside, minlength=n_q) / safe
+        dcg = np.bincount(qrow[inside], weights=disc[r[inside] - 1], minlength=n_q)
+        idcg = ideal[np.minimum(counts, k)]
+        values[f"nDCG@{k}"] = np.divide(dcg, idcg, out=np.zeros(n_q), where=idcg > 0)
+    if known_to is None or (counts.max(initial=0) <= known_to):
+        within = r <= counts[qrow]
+        ap = np.bincount(qrow[within], weights=(j[within] + 1) / r[within], minlength=n_q)
+        values["mAP@R"] = ap / safe
+    return values, first
+
+
+def _topk_positive_ranks(ids: np.ndarray, relevance: Relevance) -> np.ndarray:
+    """Rank of every positive inside a top-K result, ``K + 1`` where it is not in it."""
+    k = ids.shape[1]
+    out = np.full(relevance.indices.size, k + 1, dtype=np.int64)
+    hit = relevance.is_relevant(np.arange(ids.shape[0]), ids)
+    q, col = np.nonzero(hit)
+    if q.size:
+        keys = relevance.query_rows() * (relevance.n_gallery + 1) + relevance.indices
+        pos = np.searchsorted(keys, q * (relevance.n_gallery + 1) + ids[q, col])
+        out[pos] = col + 1
+    return out
+
+
 def combine_ranks(topk_rank: np.ndarray, dense_rank: np.ndarray, k: int) -> np.ndarray:
     """Ranks that agree with a top-``k`` search inside the top k and with dense scores beyond.
 
@@ -201,7 +334,8 @@ def combine_ranks(topk_rank: np.ndarray, dense_rank: np.ndarray, k: int) -> np.n
 class QueryOutcomes:
     """Per-query results of one method on one task (only queries that are averaged).
 
-    ``values`` maps a metric name (``"R@1"``, ..., ``"MRR"``, ``"mean_rank"``) to a
+    ``values`` maps a metric name (``"success@1"``, ``"recall@10"``, ``"nDCG@10"``,
+    ``"mAP@R"``, ``"MRR"``, ``"mean_rank"``) to a
     float64 array over the averaged queries; the metric is its mean. ``rank`` holds the
     first-relevant ranks (``median_rank`` is their median). ``query_rows`` are the task's
     query rows the arrays refer to (all of them unless queries without positives were
@@ -218,25 +352,53 @@ class QueryOutcomes:
     rank_exact: bool
     ks: tuple[int, ...] = field(default=())
 
-    def summary(self) -> dict[str, float]:
-        """Mean of every per-query metric, plus ``median_rank`` (if ranks are exact)."""
+    def summary(self, *, aliases: bool = True) -> dict[str, float]:
+        """Mean of every per-query metric, plus ``median_rank`` (if ranks are exact).
+
+        ``aliases`` adds the old key ``R@K`` beside every ``success@K`` (same value).
+        """
         out = {name: float(v.mean()) if v.size else float("nan") for name, v in self.values.items()}
+        if aliases:
+            for name in list(out):
+                if name.startswith("success@"):
+                    out["R@" + name[len("success@") :]] = out[name]
         if self.rank_exact:
             out["median_rank"] = float(np.median(self.rank)) if self.rank.size else float("nan")
         return out
 
 
 def outcomes_from_ranks(
-    rank: np.ndarray,
+    rank: np.ndarray | None,
     relevance: Relevance,
     ks: Sequence[int] = (1, 5, 10),
     *,
     no_positive: NoPositivePolicy = "exclude",
     rank_exact: bool = True,
+    positive_ranks: np.ndarray | None = None,
+    positive_ranks_known_to: int | None = None,
 ) -> QueryOutcomes:
-    """Per-query outcomes from first-relevant ranks (see the module docstring)."""
+    """Per-query outcomes from first-relevant ranks (see the module docstring).
+
+    With ``positive_ranks`` (the rank of every positive, aligned with
+    ``relevance.indices``) also recall@K, nDCG@K and mAP@R (positive ranks above
+    ``positive_ranks_known_to`` are only known to be larger: mAP@R is then left out
+    unless every query's R is within them); ``rank`` may be ``None`` (the first ranks
+    follow from the positive ranks).
+    """
     _check_policy(no_positive)
     ks = check_ks(ks)
+    ir: dict[str, np.ndarray] = {}
+    if positive_ranks is not None:
+        positive_ranks = np.asarray(positive_ranks, dtype=np.int64)
+        if positive_ranks.shape != (relevance.n_pairs,):
+            raise ValueError(
+                f"positive_ranks must have one entry per relevant pair ({relevance.n_pairs},); "
+                f"received {positive_ranks.shape}"
+            )
+        ir, first = _ir_values(positive_ranks, relevance, ks, positive_ranks_known_to)
+        rank = first if rank is None else rank
+    if rank is None:
+        raise ValueError("outcomes_from_ranks needs rank or positive_ranks")
     rank = np.asarray(rank, dtype=np.int64)
     if rank.shape != (relevance.n_queries,):
         raise ValueError(
@@ -257,7 +419,10 @@ def outcomes_from_ranks(
         rows = np.arange(relevance.n_queries)
         rank = np.where(has, rank, relevance.n_gallery + 1)
     r = rank[rows]
-    values = {f"R@{k}": (r <= k).astype(np.float64) for k in ks}
+    values = {f"success@{k}": (r <= k).astype(np.float64) for k in ks}
+    for name in [f"recall@{k}" for k in ks] + [f"nDCG@{k}" for k in ks] + ["mAP@R"]:
+        if name in ir:
+            values[name] = ir[name][rows]
     if rank_exact:
         values["MRR"] = np.where(r <= relevance.n_gallery, 1.0 / r, 0.0)
         values["mean_rank"] = r.astype(np.float64)
@@ -280,26 +445,44 @@ def evaluate_topk(
     *,
     dense_rank: np.ndarray | None = None,
     no_positive: NoPositivePolicy = "exclude",
+    positive_ranks: np.ndarray | None = None,
 ) -> QueryOutcomes:
     """Per-query outcomes of a top-K search result ``ids`` (shape (n_queries, K)).
 
-    Every requested K must be ``<= ids.shape[1]``. With ``dense_rank`` (from
-    :func:`dense_ranks`) ranks beyond K are exact and MRR / mean / median rank are
-    reported; without it only R@K is.
+    Every requested K must be ``<= ids.shape[1]``. success@K, recall@K and nDCG@K come
+    from ``ids``. With ``positive_ranks`` (from :func:`dense_positive_ranks`) or
+    ``dense_rank`` (first ranks, from :func:`dense_ranks`) ranks beyond K are exact and
+    MRR / mean / median rank are reported, with ``positive_ranks`` also mAP@R; inside the
+    top K the search result decides.
     """
     ids = _check_ids(ids, relevance)
     ks = check_ks(ks)
     width = ids.shape[1]
     if ks[-1] > width:
         raise ValueError(
-            f"R@{ks[-1]} needs at least {ks[-1]} results per query; received {width}. "
+            f"success@{ks[-1]} needs at least {ks[-1]} results per query; received {width}. "
             f"Search with k >= {ks[-1]}."
         )
+    pr = _topk_positive_ranks(ids, relevance)
+    if positive_ranks is not None:
+        dense_pr = np.asarray(positive_ranks, dtype=np.int64)
+        if dense_pr.shape != pr.shape:
+            raise ValueError(
+                f"positive_ranks must have one entry per relevant pair ({pr.size},); received {dense_pr.shape}"
+            )
+        pr = np.where(pr <= width, pr, np.maximum(dense_pr, width + 1))
+        return outcomes_from_ranks(None, relevance, ks, no_positive=no_positive, positive_ranks=pr)
     rank = first_relevant_rank_topk(ids, relevance)
     if dense_rank is not None:
         rank = combine_ranks(rank, dense_rank, width)
     return outcomes_from_ranks(
-        rank, relevance, ks, no_positive=no_positive, rank_exact=dense_rank is not None
+        rank,
+        relevance,
+        ks,
+        no_positive=no_positive,
+        rank_exact=dense_rank is not None,
+        positive_ranks=pr,
+        positive_ranks_known_to=width,
     )
 
 

@@ -6,9 +6,13 @@ and each method:
 1. sweep the method's grid on the **validation** split, with the reference set of that
    direction (``benchmark.reference_for(direction)``), choose by ``metric``;
 2. fit the chosen setting with the **test** gallery and the same reference set;
-3. search the test queries (top ``max(ks, hub_ks)``), compute R@K from the search result
-   and exact first-relevant ranks (MRR, mean/median rank) from dense scores;
-4. hubness of the test ranking (k-occurrence at each ``hub_k``);
+3. search the test queries (top ``max(ks, hub_ks)``), compute success@K, recall@K and
+   nDCG@K from the search result and the exact rank of every positive beyond it (mAP@R,
+   MRR, mean/median rank) from dense scores;
+4. hubness of the test ranking (k-occurrence at each ``hub_k``), the top hubs (with
+   their texts where the benchmark has them), exact duplicate gallery rows (their
+   k-occurrence depends on the tie rule), and pairs of methods whose test rankings are
+   identical (e.g. DBNorm whose chosen beta2 is 0 is QB-Norm);
 
 then paired bootstrap CIs of every method's metrics and of the differences
 ``method - plain`` (and ``method - nnn`` for the other methods), one set of resamples per
@@ -21,20 +25,53 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from .._validation import NormalizeMode, check_normalization
 from ..datasets.base import Direction, PairedBenchmark, PairedSplit
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ..methods import METHODS
 from .hubness import _stats_of, k_occurrence, occurrence_histogram
-from .metrics import NoPositivePolicy, QueryOutcomes, check_ks, dense_ranks, evaluate_topk
+from .metrics import (
+    NoPositivePolicy,
+    QueryOutcomes,
+    canonical_metric,
+    check_ks,
+    dense_positive_ranks,
+    evaluate_topk,
+    metric_names,
+)
 from .statistics import bootstrap_comparisons
 from .sweep import fit_selected, sweep
 
-__all__ = ["run_evaluation", "EvaluationResult", "check_benchmark"]
+__all__ = ["run_evaluation", "EvaluationResult", "check_benchmark", "method_parameters", "duplicate_groups"]
+
+#: Per-method top hubs kept in the result (the baseline's, and each other method's).
+N_TOP_HUBS = 5
+
+
+def method_parameters(method: str) -> list[str]:
+    """The constructor parameters of a registered method (asked of the method itself)."""
+    cls = METHODS[method]
+    return list(cls().get_params())
+
+
+def duplicate_groups(x) -> list[list[int]]:
+    """Groups (rows in increasing order) of exactly identical rows of a 2-D array."""
+    arr = np.ascontiguousarray(np.asarray(x))
+    if arr.shape[0] < 2:
+        return []
+    rows = arr.view(np.dtype((np.void, arr.dtype.itemsize * arr.shape[1]))).ravel()
+    _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel()
+    dup = np.flatnonzero(counts[inverse] > 1)
+    groups: dict[int, list[int]] = {}
+    for r in dup.tolist():
+        groups.setdefault(int(inverse[r]), []).append(r)
+    return sorted(groups.values())
 
 
 @dataclass
@@ -52,15 +89,16 @@ class EvaluationResult:
     outcomes: dict[str, dict[str, QueryOutcomes]] = field(default_factory=dict)
 
     def summary_rows(self) -> list[dict[str, Any]]:
-        """One row per direction x method: R@K with CIs, MRR, top hub, chosen params."""
+        """One row per direction x method: success@K with CIs, MRR, top hub, chosen params."""
         rows = []
         for direction, d in self.data["directions"].items():
             boot = d["bootstrap"]["per_method"]
             for method, m in d["methods"].items():
                 row = {"direction": d["name"], "method": method, "params": m["chosen_params"]}
                 for k in self.data["settings"]["ks"]:
-                    row[f"R@{k}"] = boot[method][f"R@{k}"]
-                row["MRR"] = boot[method]["MRR"]
+                    row[f"success@{k}"] = boot[method][f"success@{k}"]
+                for name in ("mAP@R", "MRR"):
+                    row[name] = boot[method][name]
                 hk = self.data["settings"]["hub_ks"][0]
                 row[f"max N_{hk}"] = m["hubness"][str(hk)]["max"]
                 rows.append(row)
@@ -77,30 +115,38 @@ class EvaluationResult:
         )
         head = (
             f"{'direction':<22} {'method':<{mw}} "
-            + " ".join(f"{'R@' + str(k):>21}" for k in ks)
-            + f" {'MRR':>7} {'maxN' + str(hk):>6}  params"
+            + " ".join(f"{'success@' + str(k):>21}" for k in ks)
+            + f" {'mAP@R':>6} {'MRR':>6} {'maxN' + str(hk):>6}  params"
         )
         lines = [head, "-" * len(head)]
         for r in rows:
             cells = " ".join(
-                f"{100 * r[f'R@{k}']['value']:6.2f} [{100 * r[f'R@{k}']['ci_low']:5.2f},{100 * r[f'R@{k}']['ci_high']:6.2f}]"
+                f"{100 * r[f'success@{k}']['value']:6.2f} [{100 * r[f'success@{k}']['ci_low']:5.2f},"
+                f"{100 * r[f'success@{k}']['ci_high']:6.2f}]"
                 for k in ks
             )
             params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
             lines.append(
-                f"{r['direction']:<22} {r['method']:<{mw}} {cells} {r['MRR']['value']:7.4f} "
-                f"{r[f'max N_{hk}']:>6}  {params}"
+                f"{r['direction']:<22} {r['method']:<{mw}} {cells} {100 * r['mAP@R']['value']:6.2f} "
+                f"{100 * r['MRR']['value']:6.2f} {r[f'max N_{hk}']:>6}  {params}"
             )
         diffs = []
         for d in self.data["directions"].values():
             for name, metrics in d["bootstrap"]["differences"].items():
-                for k in ks:
-                    x = metrics[f"R@{k}"]
+                for metric in [f"success@{k}" for k in ks] + ["mAP@R"]:
+                    x = metrics[metric]
                     diffs.append(
-                        f"{d['name']:<22} {name:<{dw}} R@{k:<3} {100 * x['delta']:+6.2f} "
+                        f"{d['name']:<22} {name:<{dw}} {metric:<11} {100 * x['delta']:+6.2f} "
                         f"[{100 * x['ci_low']:+6.2f}, {100 * x['ci_high']:+6.2f}]"
                     )
         conf = self.data["settings"]["confidence"]
+        lines.append(
+            "success@K: share of queries with a relevant item in the top K (the paper's R@K); "
+            "mAP@R and MRR in %"
+        )
+        for d in self.data["directions"].values():
+            for note in d.get("notes", []):
+                lines.append(f"note ({d['name']}): {note}")
         lines.append("")
         lines.append(
             f"paired differences (points, {int(100 * conf)}% bootstrap CI, "
@@ -142,9 +188,10 @@ def check_benchmark(benchmark: PairedBenchmark, directions: Sequence[str]) -> No
                 f"the validation split's '{side}' side is the test split's: hyperparameters "
                 "would be chosen on test. Provide a disjoint validation split."
             )
-    for direction in directions:
-        if direction not in ("a2b", "b2a"):
-            raise ValueError(f"directions must be 'a2b' and/or 'b2a'; received {direction!r}")
+    for d in directions:
+        if d not in ("a2b", "b2a"):
+            raise ValueError(f"directions must be 'a2b' and/or 'b2a'; received {d!r}")
+        direction: Direction = "a2b" if d == "a2b" else "b2a"
         ref = benchmark.reference_for(direction)
         if ref.shape[0] == 0:
             raise ValueError(
@@ -152,6 +199,102 @@ def check_benchmark(benchmark: PairedBenchmark, directions: Sequence[str]) -> No
                 f"({benchmark.direction_name(direction)}); provide the reference split's "
                 f"{'a' if direction == 'a2b' else 'b'} side or drop that direction"
             )
+
+
+def _normalized(benchmark: PairedBenchmark, mode: NormalizeMode) -> PairedBenchmark:
+    """The benchmark with the unit-norm policy applied once to every split and side."""
+    check_normalization(np.zeros((1, 1), dtype=np.float32) + 1, "check", mode)  # validates mode
+    if mode == "none":
+        return benchmark
+    splits = {}
+    for s in ("test", "validation", "reference"):
+        split = getattr(benchmark, s)
+        sides = {}
+        for side, label in (("a", benchmark.a_name), ("b", benchmark.b_name)):
+            x = getattr(split, side)
+            sides[side] = (
+                x if x.shape[0] == 0 else check_normalization(x, f"the {s} {label} embeddings", mode)
+            )
+        splits[s] = replace(split, **sides)
+    return replace(benchmark, **splits)
+
+
+def _top_hubs(
+    occ: dict[str, dict[int, np.ndarray]],
+    hub_ks: Sequence[int],
+    texts: Sequence[str] | None,
+    dups: list[list[int]],
+) -> dict[str, list[dict[str, Any]]]:
+    """Per hub k: the top hubs of the first method (the baseline) and of every other one.
+
+    Each entry: gallery row, its text (where the benchmark has texts), its N_k under every
+    method, the method(s) where it is a top hub, and the rows it duplicates exactly.
+    """
+    dup_of = {r: [x for x in g if x != r] for g in dups for r in g}
+    methods = list(occ)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for hk in hub_ks:
+        chosen: dict[int, list[str]] = {}
+        for j, m in enumerate(methods):
+            n_k = occ[m][hk]
+            top = np.argsort(-n_k, kind="stable")[: N_TOP_HUBS if j == 0 else 3]
+            for r in top.tolist():
+                if n_k[r] > 0:
+                    chosen.setdefault(int(r), []).append(m)
+        entries: list[dict[str, Any]] = []
+        for r, where in chosen.items():
+            entries.append(
+                {
+                    "row": r,
+                    "text": None if texts is None else str(texts[r]),
+                    "N": {m: int(occ[m][hk][r]) for m in methods},
+                    "top_hub_of": where,
+                    "duplicates": dup_of.get(r, []),
+                }
+            )
+        entries.sort(key=lambda e: -max(e["N"].values()))
+        out[str(hk)] = entries
+    return out
+
+
+def _identical(rankings: dict[str, np.ndarray], mdata: dict[str, Any]) -> list[dict[str, Any]]:
+    """Pairs of methods whose whole test rankings (top-K ids) are identical."""
+    names = list(rankings)
+    same = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if np.array_equal(rankings[a], rankings[b]):
+                same.append(
+                    {
+                        "methods": [a, b],
+                        "params": {a: mdata[a]["chosen_params"], b: mdata[b]["chosen_params"]},
+                    }
+                )
+    return same
+
+
+def _notes(same: list[dict[str, Any]], dups: list[list[int]], hubs: dict[str, list]) -> list[str]:
+    notes = []
+    for s in same:
+        a, b = s["methods"]
+        pa = ", ".join(f"{k}={v}" for k, v in s["params"][a].items()) or "no parameters"
+        pb = ", ".join(f"{k}={v}" for k, v in s["params"][b].items()) or "no parameters"
+        notes.append(
+            f"{a} ({pa}) and {b} ({pb}) return identical test rankings: with these settings "
+            "they are the same method, so their rows and differences coincide"
+        )
+    if dups:
+        n_rows = sum(len(g) for g in dups)
+        dup_hubs = sorted({e["row"] for entries in hubs.values() for e in entries if e["duplicates"]})
+        msg = (
+            f"the test gallery has {n_rows} rows in {len(dups)} groups of exact duplicates; equal "
+            "scores rank the smaller row first, so the hubness counts (N_k) of duplicated items "
+            "depend on that tie rule"
+        )
+        if dup_hubs:
+            msg += f" (top hubs with a duplicate: rows {dup_hubs})"
+        notes.append(msg)
+    return notes
 
 
 def _log(progress: bool, msg: str) -> None:
@@ -177,13 +320,15 @@ def run_evaluation(
     n_bootstrap: int = 1000,
     seed: int = 0,
     *,
-    metric: str = "R@1",
+    metric: str = "success@1",
     grids: dict[str, dict[str, list]] | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
     hub_ks: Sequence[int] = (1, 10),
     confidence: float = 0.95,
     no_positive: NoPositivePolicy = "exclude",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool = True,
+    normalize: NormalizeMode = "warn",
 ) -> EvaluationResult:
     """Run the paper's protocol on ``benchmark`` (see the module docstring).
 
@@ -197,7 +342,11 @@ def run_evaluation(
     grids : optional ``{method: grid}`` overriding ``default_grid()``
     hub_ks : k of the k-occurrence statistics (the first is the headline one)
     no_positive : policy for queries without a relevant item (counted in the result)
-    progress : step messages and progress bars on stderr
+    progress : step messages and progress bars on stderr (warnings are not progress:
+        they are shown either way)
+    normalize : rows that are not unit-norm, checked once per split and side before
+        anything runs: ``"warn"`` (default), ``"l2"`` (normalize copies), ``"none"``,
+        ``"error"``
     """
     from .. import __version__
 
@@ -211,10 +360,26 @@ def run_evaluation(
     if unknown:
         raise ValueError(f"unknown methods {unknown}; expected names from {sorted(METHODS)}")
     grids = dict(grids or {})
+    for m, fixed in (params or {}).items():
+        if m not in methods:
+            raise ValueError(f"params name method {m!r}, which is not among the methods {methods}")
+        known = method_parameters(m)
+        bad = [p for p in fixed if p not in known]
+        if bad:
+            raise ValueError(
+                f"method {m!r} has no parameter {', '.join(map(repr, bad))}; its parameters are "
+                f"{known if known else 'none'}"
+            )
+        grids[m] = {**{p: [v] for p, v in fixed.items()}}
+    metric = canonical_metric(metric)
+    selectable = [f"success@{k}" for k in ks] + ["MRR", "mean_rank", "median_rank"]
+    if metric not in selectable:
+        raise ValueError(f"unknown validation metric {metric!r}; expected one of {selectable}")
     directions = list(dict.fromkeys(directions))
     check_benchmark(benchmark, directions)
+    benchmark = _normalized(benchmark, normalize)
     search_k = max(ks[-1], hub_ks[-1])
-    fit_kwargs = {"normalize": "warn", "memory_budget": memory_budget}
+    fit_kwargs = {"normalize": "none", "memory_budget": memory_budget}
 
     result = EvaluationResult(data={})
     dir_data: dict[str, Any] = {}
@@ -235,6 +400,7 @@ def run_evaluation(
         result.outcomes[direction] = {}
         mdata: dict[str, Any] = {}
         tdir: dict[str, Any] = {}
+        rankings: dict[str, np.ndarray] = {}
         for method in methods:
             tm: dict[str, float] = {}
             _log(progress, f"[{dname}] {method}: validation sweep")
@@ -247,6 +413,7 @@ def run_evaluation(
                 metric=metric,
                 ks=ks,
                 no_positive=no_positive,
+                normalize="none",
                 memory_budget=memory_budget,
                 progress=progress,
             )
@@ -260,17 +427,20 @@ def run_evaluation(
             model = fit_selected(method, sw.best_params, test_task.gallery, reference, **fit_kwargs)
             tm["fit"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            scores, ids = model.search(test_task.queries, search_k, memory_budget=memory_budget)
+            scores, ids = model.search(
+                test_task.queries, search_k, memory_budget=memory_budget, normalize="none"
+            )
             tm["search"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             queries = test_task.queries
-            ranks = dense_ranks(
-                lambda rows: model.score(queries[rows]),
+            pos_ranks = dense_positive_ranks(
+                lambda rows: model.score(queries[rows], normalize="none"),
                 rel.n_queries,
                 rel,
                 memory_budget=min(memory_budget, 256 * 2**20),
             )
-            out = evaluate_topk(ids, rel, ks, dense_rank=ranks, no_positive=no_positive)
+            out = evaluate_topk(ids, rel, ks, positive_ranks=pos_ranks, no_positive=no_positive)
+            rankings[method] = ids
             tm["metrics"] = time.perf_counter() - t0
             hub = {}
             result.k_occurrence[direction][method] = {}
@@ -295,6 +465,15 @@ def run_evaluation(
         )
         tdir["bootstrap"] = time.perf_counter() - t0
         any_out = next(iter(result.outcomes[direction].values()))
+        dups = duplicate_groups(test_task.gallery)
+        from ..datasets.loaders import count_shared_rows
+
+        shared = {
+            "validation_queries": count_shared_rows(test_task.queries, val_task.queries)[0],
+            "reference": count_shared_rows(test_task.queries, reference)[0],
+        }
+        hubs = _top_hubs(result.k_occurrence[direction], hub_ks, test_task.gallery_text, dups)
+        same = _identical(rankings, mdata)
         dir_data[direction] = {
             "name": dname,
             "n_test_queries": rel.n_queries,
@@ -307,6 +486,25 @@ def run_evaluation(
             "mean_positives_per_query": float(rel.counts().mean()),
             "methods": mdata,
             "bootstrap": boot,
+            "gallery_duplicates": {
+                "n_groups": len(dups),
+                "n_rows": int(sum(len(g) for g in dups)),
+                "groups": dups[:50],
+                "tie_rule": "equal scores rank the smaller gallery row first",
+            },
+            "top_hubs": hubs,
+            "identical_rankings": same,
+            "test_queries_shared_with": shared,
+            "notes": _notes(same, dups, hubs)
+            + [
+                f"{n} of the {rel.n_queries} test queries also occur verbatim (identical "
+                f"embeddings) in the {what}"
+                for what, n in (
+                    ("validation queries", shared["validation_queries"]),
+                    ("reference set", shared["reference"]),
+                )
+                if n
+            ],
         }
         timings[direction] = tdir
 
@@ -332,10 +530,13 @@ def run_evaluation(
             "ks": list(ks),
             "hub_ks": list(hub_ks),
             "metric": metric,
+            "metrics": metric_names(ks),
+            "fixed_params": {m: dict(v) for m, v in (params or {}).items()},
             "n_bootstrap": int(n_bootstrap),
             "seed": int(seed),
             "confidence": float(confidence),
             "no_positive": no_positive,
+            "normalize": normalize,
             "grids": {m: (grids.get(m) or METHODS[m].default_grid()) for m in methods},
             "memory_budget": int(memory_budget),
             "comparisons": [f"{o} - {b}" for b, o in _comparisons(methods)],

@@ -5,10 +5,16 @@
   non-finite floats are written as ``null``.
 * ``report.md``: summary tables (test metrics with CIs, paired differences, hubness,
   chosen settings).
-* ``report.html``: the same tables plus plots (k-occurrence histograms per method, the
-  validation sweep heatmap of every two-parameter grid, R@K with CI error bars), as
-  base64 PNGs so the page is a single file. Plots need matplotlib (``pip install
-  dehub[plot]``); without it the HTML says the plots were skipped.
+* ``report.html``: the same tables plus plots (N_k histograms at every hub k as small
+  multiples, one panel per method over the baseline; the validation sweep heatmap of
+  every two-parameter grid; success@K with CIs, one row per method; the paired
+  differences with their CIs), as base64 PNGs so the page is a single file. Plots need
+  matplotlib (the ``plot`` extra); without it the HTML says the plots were skipped.
+
+Numbers: one format, two decimals; shares (success@K, recall@K, nDCG@K, mAP@R, MRR) in
+%, differences in points; p-values as ``< 1/(B+1)`` when no resample crosses zero.
+Notes list methods whose test rankings are identical (e.g. DBNorm with a chosen beta2
+of 0 is QB-Norm) and exact duplicate gallery rows, whose N_k depends on the tie rule.
 """
 
 from __future__ import annotations
@@ -48,57 +54,112 @@ def to_json(result: EvaluationResult) -> str:
     return json.dumps(_clean(result.data), indent=2, allow_nan=False)
 
 
+def _num(x: Any) -> str:
+    """The one number format of the report: two decimals (metrics in %, deltas in points)."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+        return str(int(x))
+    return f"{float(x):.2f}"
+
+
 def _pct(x: dict) -> str:
-    return f"{100 * x['value']:.2f} [{100 * x['ci_low']:.2f}, {100 * x['ci_high']:.2f}]"
+    return f"{_num(100 * x['value'])} [{_num(100 * x['ci_low'])}, {_num(100 * x['ci_high'])}]"
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "nan" if not math.isfinite(v) else f"{v:.4g}"
-    return str(v)
+    return _num(v)
+
+
+def p_value_text(x: dict) -> str:
+    """``p_boot`` as text: ``< 1/(B+1)`` when no resample crosses zero (never ``0``)."""
+    floor = x.get("p_floor")
+    if x.get("n_crossing") == 0 and floor:
+        b = int(round(1 / floor)) - 1
+        return f"< 1/{b + 1} ({floor:.2g})"
+    return f"{x['p_boot']:.2g}"
+
+
+def _scale(metric: str) -> float:
+    """Metrics in % (shares and means of shares); ranks as they are."""
+    return 1.0 if metric in ("mean_rank", "median_rank") else 100.0
+
+
+def _params_text(md: dict, fixed: dict) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in md["chosen_params"].items()) or "-"
+    return text + (" (fixed)" if fixed else "")
 
 
 def _tables(result: EvaluationResult) -> list[tuple[str, list[str], list[list[str]]]]:
     d = result.data
     ks = d["settings"]["ks"]
     conf = int(round(100 * d["settings"]["confidence"]))
+    fixed = d["settings"].get("fixed_params", {})
     tables = []
-    head = ["direction", "method", *[f"R@{k} (%)" for k in ks], "MRR", "median rank", "chosen setting"]
+    head = [
+        "direction",
+        "method",
+        *[f"success@{k} (%)" for k in ks],
+        "MRR (%)",
+        "median rank",
+        "setting",
+    ]
     rows = []
     for dd in d["directions"].values():
         per = dd["bootstrap"]["per_method"]
         for m, md in dd["methods"].items():
-            params = ", ".join(f"{k}={v}" for k, v in md["chosen_params"].items()) or "-"
             rows.append(
                 [
                     dd["name"],
                     m,
-                    *[_pct(per[m][f"R@{k}"]) for k in ks],
-                    f"{per[m]['MRR']['value']:.4f}",
-                    _fmt(md["test"].get("median_rank")),
-                    params,
+                    *[_pct(per[m][f"success@{k}"]) for k in ks],
+                    _pct(per[m]["MRR"]),
+                    _num(md["test"].get("median_rank")),
+                    _params_text(md, fixed.get(m, {})),
                 ]
             )
-    tables.append((f"Test results ({conf}% bootstrap CI)", head, rows))
+    tables.append(
+        (
+            f"Test results: success@K, the share of queries with a relevant item in the top K "
+            f"(the NNN paper's R@K), {conf}% bootstrap CI",
+            head,
+            rows,
+        )
+    )
+    ir = [f"recall@{k}" for k in ks] + [f"nDCG@{k}" for k in ks] + ["mAP@R"]
+    rows = []
+    for dd in d["directions"].values():
+        per = dd["bootstrap"]["per_method"]
+        for m in dd["methods"]:
+            rows.append([dd["name"], m, *[_pct(per[m][name]) if name in per[m] else "n/a" for name in ir]])
+    tables.append(
+        (
+            "Test results, IR metrics: recall@K (share of a query's positives in the top K), "
+            f"nDCG@K (binary gains), mAP@R (R = the query's number of positives); %, {conf}% CI",
+            ["direction", "method", *[f"{n} (%)" for n in ir]],
+            rows,
+        )
+    )
     rows = []
     for dd in d["directions"].values():
         for name, metrics in dd["bootstrap"]["differences"].items():
             for metric, x in metrics.items():
-                scale = 100 if metric.startswith("R@") else 1
+                sc = _scale(metric)
                 rows.append(
                     [
                         dd["name"],
                         name,
                         metric,
-                        f"{scale * x['delta']:+.4g}",
-                        f"[{scale * x['ci_low']:+.4g}, {scale * x['ci_high']:+.4g}]",
-                        f"{x['p_boot']:.3g}",
+                        f"{'+' if x['delta'] >= 0 else ''}{_num(sc * x['delta'])}",
+                        f"[{_num(sc * x['ci_low'])}, {_num(sc * x['ci_high'])}]",
+                        p_value_text(x),
                     ]
                 )
     tables.append(
         (
             f"Paired differences ({d['settings']['n_bootstrap']} resamples, seed {d['settings']['seed']}; "
-            "R@K in points)",
+            "% metrics in points, ranks in positions; p_boot two-sided, '< 1/(B+1)' when no "
+            "resample crosses zero)",
             ["direction", "comparison", "metric", "delta", f"{conf}% CI", "p_boot"],
             rows,
         )
@@ -115,19 +176,38 @@ def _tables(result: EvaluationResult) -> list[tuple[str, list[str], list[list[st
                         str(h["max"]),
                         _fmt(h["skewness"]),
                         _fmt(h["kurtosis"]),
-                        f"{100 * h['anti_hub_share']:.1f}%",
+                        f"{_num(100 * h['anti_hub_share'])}%",
                         _fmt(h["robin_hood"]),
                     ]
                 )
     tables.append(
         (
-            "Hubness of the test ranking (k-occurrence N_k; kurtosis is excess kurtosis)",
+            "Hubness of the test ranking (k-occurrence N_k; kurtosis is excess kurtosis; "
+            "N_k of exact duplicate gallery rows depends on the tie rule, see the notes)",
             ["direction", "method", "k", "max N_k", "skewness", "kurtosis", "never retrieved", "Robin Hood"],
             rows,
         )
     )
+    for dd in d["directions"].values():
+        methods = list(dd["methods"])
+        for hk, entries in dd.get("top_hubs", {}).items():
+            rows = []
+            for e in entries:
+                text = e["text"] if e["text"] is not None else "-"
+                if e["duplicates"]:
+                    text += f" (exact duplicate of row {', '.join(map(str, e['duplicates']))})"
+                rows.append([str(e["row"]), text, *[str(e["N"][m]) for m in methods]])
+            tables.append(
+                (
+                    f"Top hubs, {dd['name']}: N_{hk} of the baseline's top hubs and of each "
+                    "method's own, before and after",
+                    ["gallery row", "text", *[f"N_{hk} {m}" for m in methods]],
+                    rows,
+                )
+            )
     rows = []
     for dd in d["directions"].values():
+        dup = dd.get("gallery_duplicates", {})
         rows.append(
             [
                 dd["name"],
@@ -135,8 +215,9 @@ def _tables(result: EvaluationResult) -> list[tuple[str, list[str], list[list[st
                 str(dd["n_test_gallery"]),
                 str(dd["n_evaluated_queries"]),
                 str(dd["n_queries_without_positives"]),
-                f"{dd['mean_positives_per_query']:.2f}",
+                _num(dd["mean_positives_per_query"]),
                 str(dd["n_reference"]),
+                f"{dup.get('n_rows', 0)} in {dup.get('n_groups', 0)} groups",
             ]
         )
     tables.append(
@@ -150,11 +231,19 @@ def _tables(result: EvaluationResult) -> list[tuple[str, list[str], list[list[st
                 "without positives",
                 "positives/query",
                 "reference",
+                "duplicate gallery rows",
             ],
             rows,
         )
     )
     return tables
+
+
+def _notes(result: EvaluationResult) -> list[str]:
+    out = []
+    for dd in result.data["directions"].values():
+        out += [f"{dd['name']}: {n}" for n in dd.get("notes", [])]
+    return out
 
 
 def markdown_summary(result: EvaluationResult) -> str:
@@ -165,9 +254,12 @@ def markdown_summary(result: EvaluationResult) -> str:
         f"{d['settings']['metric']}; dehub {d['versions']['dehub']}, numpy {d['versions']['numpy']}; "
         f"total time {d['timings']['total_seconds']:.1f} s."
     )
+    notes = _notes(result)
+    if notes:
+        out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     for title, head, rows in _tables(result):
         out += ["", f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        out += ["| " + " | ".join(r) + " |" for r in rows]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
     out.append("")
     return "\n".join(out)
 
@@ -175,40 +267,77 @@ def markdown_summary(result: EvaluationResult) -> str:
 # ---------------------------------------------------------------------- plots
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=90)  # constrained layout: no second "tight" pass
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _hist_bins(hi: int) -> tuple[np.ndarray, bool]:
+    """Integer bins for small counts; log-spaced bins over N_k + 1 (log x axis) beyond."""
+    if hi <= 40:
+        return np.arange(0, hi + 2) - 0.5, False
+    return np.unique(np.round(np.geomspace(1, hi + 2, 30))) - 0.5, True
 
 
 def _plots(result: EvaluationResult) -> list[tuple[str, str]]:
     """(caption, base64 png) of every plot; raises ImportError without matplotlib."""
     from matplotlib.figure import Figure  # OO API with the Agg canvas: no pyplot global state
 
-    def subplots(nrows=1, ncols=1, figsize=None, squeeze=True):
-        fig = Figure(figsize=figsize)
-        return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+    def subplots(nrows=1, ncols=1, figsize=None, squeeze=True, **kw):
+        fig = Figure(figsize=figsize, layout="constrained")
+        return fig, fig.subplots(nrows, ncols, squeeze=squeeze, **kw)
 
     d = result.data
     out = []
-    hk = d["settings"]["hub_ks"][0]
+    ks = d["settings"]["ks"]
+    conf = int(round(100 * d["settings"]["confidence"]))
     for direction, dd in d["directions"].items():
         occ = result.k_occurrence.get(direction, {})
-        if occ:
-            fig, ax = subplots(figsize=(6.5, 3.5))
-            hi = max(int(v[hk].max()) for v in occ.values())
-            bins = np.arange(0, hi + 2) - 0.5
-            for m, v in occ.items():
-                ax.hist(
-                    v[hk], bins=bins, histtype="step", linewidth=1.5, label=f"{m} (max {int(v[hk].max())})"
-                )
-            ax.set_yscale("log")
-            ax.set_xlabel(f"N_{hk}: queries retrieving the item in their top {hk}")
-            ax.set_ylabel("gallery items")
-            ax.set_title(f"k-occurrence, {dd['name']}")
-            ax.legend()
-            out.append((f"k-occurrence histogram N_{hk}, {dd['name']}", _png(fig)))
+        methods = list(occ)
+        for hk in d["settings"]["hub_ks"]:
+            if not occ:
+                break
+            # small multiples: one panel per method, the baseline (first method) in grey
+            ncols = min(5, len(methods))
+            nrows = math.ceil(len(methods) / ncols)
+            fig, axes = subplots(
+                nrows,
+                ncols,
+                figsize=(3.0 * ncols, 2.4 * nrows + 0.4),
+                squeeze=False,
+                sharex=True,
+                sharey=True,
+            )
+            top_n = max(int(v[hk].max()) for v in occ.values())
+            bins, logx = _hist_bins(top_n)
+            base = methods[0]
+            shift = 1 if logx else 0
+            width = np.diff(bins)
+
+            def hist(ax, values, **kw):
+                # log-spaced bins: items per unit of N_k, so wider bins do not look taller
+                counts, _ = np.histogram(values + shift, bins=bins)
+                ax.stairs(counts / width if logx else counts, bins, **kw)
+
+            for ax, m in zip(axes.ravel(), methods):
+                hist(ax, occ[base][hk], fill=True, color="0.8", label=base)
+                if m != base:
+                    hist(ax, occ[m][hk], linewidth=1.6, color="C0", label=m)
+                ax.set_yscale("log")
+                if logx:
+                    ax.set_xscale("log")
+                ax.set_title(f"{m} (max {int(occ[m][hk].max())})", fontsize=9)
+                ax.tick_params(labelsize=8)
+            for ax in axes.ravel()[len(methods) :]:
+                ax.set_visible(False)
+            fig.supxlabel(
+                f"N_{hk}{' + 1' if logx else ''}: queries that have the item in their top {hk}", fontsize=9
+            )
+            fig.supylabel("gallery items" + (" per unit of N_k (log bins)" if logx else ""), fontsize=9)
+            fig.suptitle(f"k-occurrence N_{hk}, {dd['name']} (grey: {base})", fontsize=10)
+            out.append((f"k-occurrence histograms N_{hk}, {dd['name']}, one panel per method", _png(fig)))
         for m, md in dd["methods"].items():
             grid = md["sweep"]["grid"]
-            if len(grid) != 2:
+            if len(grid) != 2 or any(len(v) < 2 for v in grid.values()):
                 continue
             p1, p2 = list(grid)
             v1 = sorted({row[p1] for row in md["sweep"]["table"]})
@@ -228,24 +357,61 @@ def _plots(result: EvaluationResult) -> list[tuple[str, str]]:
             fig.colorbar(im, ax=ax, label=f"validation {metric}")
             ax.set_title(f"{m} validation sweep, {dd['name']} (star: chosen)")
             out.append((f"{m} validation sweep ({p1} x {p2}), {dd['name']}", _png(fig)))
-    ks = d["settings"]["ks"]
     dirs = list(d["directions"].values())
-    fig, axes = subplots(1, len(dirs), figsize=(5.5 * len(dirs), 3.8), squeeze=False)
+    # metric values with CIs: one row per method (readable with many methods)
+    n_methods = max(len(dd["methods"]) for dd in dirs)
+    fig, axes = subplots(1, len(dirs), figsize=(5.5 * len(dirs), 1.2 + 0.45 * n_methods), squeeze=False)
     for ax, dd in zip(axes[0], dirs):
         per = dd["bootstrap"]["per_method"]
         methods = list(per)
-        width = 0.8 / len(methods)
-        for j, m in enumerate(methods):
-            vals = np.array([per[m][f"R@{k}"]["value"] for k in ks]) * 100
-            lo = np.array([per[m][f"R@{k}"]["ci_low"] for k in ks]) * 100
-            hi = np.array([per[m][f"R@{k}"]["ci_high"] for k in ks]) * 100
-            x = np.arange(len(ks)) + (j - (len(methods) - 1) / 2) * width
-            ax.bar(x, vals, width, yerr=[vals - lo, hi - vals], capsize=3, label=m)
-        ax.set_xticks(range(len(ks)), [f"R@{k}" for k in ks])
-        ax.set_ylabel("recall (%)")
+        y = np.arange(len(methods))
+        for j, k in enumerate(ks):
+            vals = np.array([per[m][f"success@{k}"]["value"] for m in methods]) * 100
+            lows = np.array([per[m][f"success@{k}"]["ci_low"] for m in methods]) * 100
+            highs = np.array([per[m][f"success@{k}"]["ci_high"] for m in methods]) * 100
+            off = (j - (len(ks) - 1) / 2) * 0.22
+            ax.errorbar(
+                vals, y + off, xerr=[vals - lows, highs - vals], fmt="o", capsize=3, label=f"success@{k}"
+            )
+        ax.set_yticks(y, methods)
+        ax.invert_yaxis()
+        ax.set_xlabel("% of queries")
         ax.set_title(dd["name"])
-        ax.legend()
-    out.append((f"Test R@K with {int(100 * d['settings']['confidence'])}% bootstrap CIs", _png(fig)))
+        ax.legend(fontsize=8)
+    out.append((f"Test success@K with {conf}% bootstrap CIs", _png(fig)))
+    # paired differences with their CIs (forest plot)
+    metrics = list(dict.fromkeys([f"success@{ks[0]}", f"success@{ks[-1]}", "mAP@R"]))
+    n_cmp = max(len(dd["bootstrap"]["differences"]) for dd in dirs)
+    if n_cmp:
+        fig, axes = subplots(
+            len(dirs),
+            len(metrics),
+            figsize=(4.2 * len(metrics), (1.0 + 0.4 * n_cmp) * len(dirs)),
+            squeeze=False,
+        )
+        for row, dd in zip(axes, dirs):
+            diffs = dd["bootstrap"]["differences"]
+            names = list(diffs)
+            y = np.arange(len(names))
+            for ax, metric in zip(row, metrics):
+                xs = [diffs[n].get(metric) for n in names]
+                delta = np.array([x["delta"] if x else np.nan for x in xs]) * 100
+                lows = np.array([x["ci_low"] if x else np.nan for x in xs]) * 100
+                highs = np.array([x["ci_high"] if x else np.nan for x in xs]) * 100
+                colors = ["C2" if a > 0 else ("C3" if b < 0 else "0.4") for a, b in zip(lows, highs)]
+                ax.axvline(0, color="0.5", linewidth=1)
+                for yi, dv, a, b, c in zip(y, delta, lows, highs, colors):
+                    ax.errorbar([dv], [yi], xerr=[[dv - a], [b - dv]], fmt="o", color=c, capsize=3)
+                ax.set_yticks(y, names if ax is row[0] else [""] * len(names))
+                ax.invert_yaxis()
+                ax.set_xlabel(f"delta {metric} (points)")
+                ax.set_title(f"{dd['name']}: {metric}", fontsize=10)
+        out.append(
+            (
+                f"Paired differences with {conf}% bootstrap CIs (green: CI above 0, red: below, grey: spans 0)",
+                _png(fig),
+            )
+        )
     return out
 
 
@@ -259,8 +425,9 @@ def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, b
         "<head>",
         '<meta charset="utf-8">',
         f"<title>dehub evaluation: {esc(d['benchmark']['name'])}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
+        "<style>body{font-family:sans-serif;max-width:1360px;margin:2em auto;}"
         "table{border-collapse:collapse;margin:1em 0;}td,th{border:1px solid #ccc;padding:3px 8px;}"
+        "td{white-space:nowrap;}td.text{white-space:normal;}"
         "th{background:#eee;}img{max-width:100%;}</style>",
         "</head>",
         "<body>",
@@ -269,13 +436,24 @@ def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, b
         f"seed {d['settings']['seed']}, {d['settings']['n_bootstrap']} bootstrap resamples; "
         f"total time {d['timings']['total_seconds']:.1f} s.</p>",
     ]
+    notes = _notes(result)
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
     for title, head, rows in _tables(result):
         parts.append(f"<h2>{esc(title)}</h2>")
         parts.append(
             "<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
         )
+        wrap = {i for i, h in enumerate(head) if h in ("text", "setting", "chosen setting")}
         for r in rows:
-            parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
+            parts.append(
+                "<tr>"
+                + "".join(
+                    f'<td class="text">{esc(c)}</td>' if i in wrap else f"<td>{esc(c)}</td>"
+                    for i, c in enumerate(r)
+                )
+                + "</tr>"
+            )
         parts.append("</tbody></table>")
     drawn = False
     if plots:
@@ -286,7 +464,9 @@ def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, b
             images = []
         parts.append("<h2>Plots</h2>")
         if not drawn:
-            parts.append("<p>Plots skipped: matplotlib is not installed (pip install 'dehub[plot]').</p>")
+            parts.append(
+                "<p>Plots skipped: matplotlib is not installed (pip install matplotlib, or pip install -e '.[plot]' in a dehub clone).</p>"
+            )
         for caption, png in images:
             parts.append(
                 f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{png}">'

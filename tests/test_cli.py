@@ -500,7 +500,7 @@ def test_add_remove_info_verify_and_search_query_ids(world, rng, unit, capsys):
     assert main(["remove", str(t / "v2.dehub"), "--ids", "901,903"]) == 0
     assert Index.load(t / "v2.dehub").n_items == 30
     assert main(["info", str(t / "v2.dehub"), "--verify"]) == 0
-    assert "verified: every checksum and the content are valid (30 items, d=8)" in capsys.readouterr().out
+    assert "verified: every checksum and the content are valid (30 items, d=8, " in capsys.readouterr().out
 
 
 def _eval_data(t, rng, scale=1.0):
@@ -584,3 +584,20 @@ def test_eval_quiet_keeps_warnings_normalize_params_overlap_and_shards(tmp_path,
     res = _dehub(["eval", *copy, "--quiet", "--allow-overlap", "-o", t / "r3"])
     assert res.returncode == 0, res.stderr
     assert "share 80 identical rows" in res.stderr  # still said, as a warning
+
+
+def test_info_escapes_hostile_header_text_and_verify_reports_bytes(tmp_path, capsys):
+    """A header's strings reach the terminal as printable text, never as escape codes."""
+    from crafted_index import craft, index_header
+
+    g = np.eye(4, dtype=np.float32)
+    path = craft(
+        tmp_path / "hostile.dehub",
+        index_header("plain", created_by="evil\x1b[2J\x07"),
+        [("gallery", g), ("ids", np.arange(4, dtype=np.int64))],
+    )
+    assert main(["info", str(path), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "evil\\x1b[2J\\x07" in out
+    assert "4 items, d=4" in out and "bytes hashed" in out

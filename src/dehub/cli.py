@@ -354,9 +354,22 @@ def _load_index(path: str, *, mmap: bool = False):
     return Index.load(p, mmap=mmap)
 
 
-def _verify_index(path: str):
-    """Full checksum + content verification of an index file (see :func:`_load_index`)."""
-    return _load_index(path)
+def _verify_index(path: str) -> dict:
+    """Full checksum + content verification of an index file (:meth:`Index.verify_file`)."""
+    from .index import Index
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"index file not found: {p}")
+    if p.is_dir():
+        raise ValueError(f"{p} is a directory; expected an index file written by 'dehub build'")
+    return Index.verify_file(p)
+
+
+def _safe(value: object) -> str:
+    """Header text as printable characters: a hostile header cannot send terminal escapes."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _setup_info(p: argparse.ArgumentParser) -> None:
@@ -384,16 +397,20 @@ def _run_info(args: argparse.Namespace) -> int:
     else:
         print(f"file:     {args.index}")
         print(
-            f"format:   version {header.get('format_version', 'missing')}, written by {header.get('created_by')}"
+            f"format:   version {_safe(header.get('format_version', 'missing'))}, "
+            f"written by {_safe(header.get('created_by'))}"
         )
-        print(f"method:   {header.get('method')} {json.dumps(header.get('params', {}))}")
+        print(f"method:   {_safe(header.get('method'))} {_safe(header.get('params', {}))}")
         for a in header.get("arrays", []):
-            print(f"array:    {a.get('name', '?'):<20} {a.get('dtype', '?'):>4} {tuple(a.get('shape', ()))}")
+            print(
+                f"array:    {_safe(a.get('name', '?')):<20} {_safe(a.get('dtype', '?')):>4} "
+                f"{_safe(str(tuple(a.get('shape', ()))))}"
+            )
         if header.get("metadata"):
-            print(f"metadata: {json.dumps(header['metadata'])}")
+            print(f"metadata: {_safe(header['metadata'])}")
     if verified is not None:
         print(
-            f"verified: every checksum and the content are valid ({verified.n_items} items, d={verified.dim})",
+            f"verified: every checksum and the content are valid ({verified['n_items']} items, d={verified['dim']}, {verified['verified_bytes']} bytes hashed)",
             file=sys.stderr if args.json else sys.stdout,
         )
     return 0

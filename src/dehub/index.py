@@ -140,6 +140,10 @@ class Index(IncrementalMixin):
         Raises :class:`IndexFormatError` for files that are not dehub indexes, of an
         unsupported version, truncated, or corrupt.
         """
+        if Path(path).is_dir():  # a distributed run's output (manifest + statistic parts)
+            from .distributed import load_index
+
+            return load_index(path, verify=verify)
         header, arrays = read_container(path, mmap=mmap, verify=verify)
         if header.get("kind") != _KIND:
             raise IndexFormatError(f"{path}: holds {header.get('kind')!r}, expected a {_KIND!r} file")

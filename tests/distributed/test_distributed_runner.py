@@ -294,3 +294,10 @@ def test_cli_build_runner_ray_then_search(cluster, data, tmp_path):
     np.testing.assert_array_equal(res["ids"], want[1])
     np.testing.assert_array_equal(res["scores"], want[0])
     assert index.model.alpha == 0.5
+
+
+def test_a_pool_larger_than_the_cluster_is_refused(cluster, data, tmp_path):
+    with pytest.raises(ValueError, match=r"num_workers=3 exceeds the cluster's 2 CPUs"):
+        fit("nnn", data["gallery_dir"], data["reference_file"], tmp_path / "o", num_workers=3, progress=False)
+    with pytest.raises(ValueError, match=r"the largest node offers"):
+        fit("nnn", data["gallery_dir"], data["reference_file"], tmp_path / "o", memory_budget=2**50, progress=False)

@@ -215,6 +215,26 @@ def _start_ray(address: str | None, num_workers: int | None, out: Path) -> bool:
     return True
 
 
+def _pool_size(ray: Any, num_workers: int | None, worker_bytes: int) -> int:
+    """Actors in the pool: ``num_workers`` or one per CPU, checked against the cluster so
+    that the pool can be scheduled (a pool larger than the cluster would wait forever)."""
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    if num_workers is not None and (isinstance(num_workers, bool) or int(num_workers) < 1):
+        raise ValueError(f"num_workers must be a positive integer; received {num_workers!r}")
+    workers = int(num_workers) if num_workers is not None else max(1, cpus)
+    if workers > cpus:
+        raise ValueError(f"num_workers={workers} exceeds the cluster's {cpus} CPUs (one CPU per worker)")
+    node_memory = max(
+        (float(n["Resources"].get("memory", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0
+    )
+    if node_memory and worker_bytes > node_memory:
+        raise ValueError(
+            f"one worker needs {worker_bytes / 2**20:.0f} MiB (memory_budget + one part) but the largest "
+            f"node offers {node_memory / 2**20:.0f} MiB; lower memory_budget or part_rows"
+        )
+    return workers
+
+
 def _shard_error(exc: BaseException) -> ShardError | None:
     """The ShardError a worker raised, found inside Ray's wrapping exceptions."""
     seen: list[BaseException] = []
@@ -382,7 +402,8 @@ def fit(
             import ray
             import ray.data
 
-            workers = int(num_workers or max(1, int(ray.cluster_resources().get("CPU", 1))))
+            part_bytes = part_rows * dim * 8 + part_rows * int(model.k) * 24
+            workers = _pool_size(ray, num_workers, int(memory_budget) + part_bytes)
             index_ref = None
             if eng == "ivf":
                 from ..engine.faiss_engine import build_reference_index
@@ -394,13 +415,15 @@ def fit(
                 index.database = None  # each worker re-opens the reference itself
                 index_ref = [ray.put(index)]
                 del index
+            data_log = logging.getLogger("ray.data")
+            log_level = data_log.level
+            data_log.setLevel(max(log_level, logging.WARNING))  # our own progress bar instead
             ctx = ray.data.DataContext.get_current()
             saved = (ctx.enable_progress_bars, ctx.max_errored_blocks)
             ctx.enable_progress_bars = False
             ctx.max_errored_blocks = 0  # a failed part fails the job, never a silent gap
             try:
                 ds = ray.data.from_items([{"part": p.number} for p in todo], override_num_blocks=len(todo))
-                part_bytes = part_rows * dim * 8 + part_rows * int(model.k) * 24
                 with warnings.catch_warnings():  # max_restarts/max_task_retries have no named parameter
                     warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
                     results = ds.map_batches(
@@ -444,6 +467,7 @@ def fit(
                 raise
             finally:
                 ctx.enable_progress_bars, ctx.max_errored_blocks = saved
+                data_log.setLevel(log_level)
                 del index_ref
         finally:
             if started:

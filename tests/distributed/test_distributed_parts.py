@@ -126,5 +126,12 @@ def test_a_gap_between_parts_is_refused(shards, tmp_path, rng):
     records = [_commit(out, p, "k", rng)[0] for p in parts]
     with pytest.raises(ManifestError, match="starts at row"):
         write_manifest(
-            out, config={}, key="k", gallery=gallery, reference=gallery, records=records[1:], summary={}, ids_sha256=None
+            out,
+            config={},
+            key="k",
+            gallery=gallery,
+            reference=gallery,
+            records=records[1:],
+            summary={},
+            ids_sha256=None,
         )

@@ -76,7 +76,10 @@ def _stats(index):
     return np.asarray(index.model.topk_scores_), np.asarray(index.model.topk_ids_)
 
 
-@pytest.mark.parametrize(("method", "params"), [("nnn", {"k": 8, "alpha": 0.75}), ("csls", {"k": 5})])
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("nnn", {"k": 8, "alpha": 0.75}), ("csls", {"k": 5}), ("qbnorm", {"beta": 20.0, "dynamic": False})],
+)
 def test_exact_equals_single_process(cluster, data, tmp_path, method, params):
     out = tmp_path / "run"
     summary = fit(
@@ -85,12 +88,14 @@ def test_exact_equals_single_process(cluster, data, tmp_path, method, params):
     assert (summary.rows, summary.parts, summary.computed, summary.skipped) == (1533, 7, 7, 0)
     single = dehub.Index.build(data["gallery"], data["reference"], method=method, **params)
     index = load_index(out)
-    for got, want in zip(_stats(index), (single.model.topk_scores_, single.model.topk_ids_)):
-        np.testing.assert_array_equal(got, want)
+    got, want = index.model.fitted_statistics(), single.model.fitted_statistics()
+    assert sorted(got) == sorted(want) and want
+    for name in want:
+        np.testing.assert_array_equal(np.asarray(got[name]), want[name], err_msg=name)
     for got, want in zip(index.search(data["queries"], 10), single.search(data["queries"], 10)):
         np.testing.assert_array_equal(got, want)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["method"] == method and manifest["params"]["k"] == params["k"]
+    assert manifest["method"] == method and all(manifest["params"][p] == v for p, v in params.items())
     assert manifest["created_by"] == f"dehub {dehub.__version__}"
     assert [p["rows"] for p in manifest["parts"]] == [256, 256, 188, 256, 244, 256, 77]
     assert all(len(f["sha256"]) == 64 for p in manifest["parts"] for f in p["files"].values())
@@ -123,8 +128,15 @@ def test_ivf_equals_single_process_ivf_same_seed(cluster, data, tmp_path):
 
 
 def test_methods_that_do_not_decompose_are_refused(data, tmp_path):
-    with pytest.raises(NotDistributableError, match=r"'qbnorm'.*activation set.*nnn"):
-        fit("qbnorm", data["gallery_dir"], data["reference_file"], tmp_path / "x", progress=False)
+    with pytest.raises(NotDistributableError, match=r"'qbnorm'.*dynamic=True.*activation set.*'nnn'"):
+        fit(
+            "qbnorm",
+            data["gallery_dir"],
+            data["reference_file"],
+            tmp_path / "x",
+            dynamic=True,
+            progress=False,
+        )
     with pytest.raises(NotDistributableError, match=r"'dn'.*whole gallery"):
         fit("dn", data["gallery_dir"], data["reference_file"], tmp_path / "x", progress=False)
 
@@ -300,4 +312,11 @@ def test_a_pool_larger_than_the_cluster_is_refused(cluster, data, tmp_path):
     with pytest.raises(ValueError, match=r"num_workers=3 exceeds the cluster's 2 CPUs"):
         fit("nnn", data["gallery_dir"], data["reference_file"], tmp_path / "o", num_workers=3, progress=False)
     with pytest.raises(ValueError, match=r"the largest node offers"):
-        fit("nnn", data["gallery_dir"], data["reference_file"], tmp_path / "o", memory_budget=2**50, progress=False)
+        fit(
+            "nnn",
+            data["gallery_dir"],
+            data["reference_file"],
+            tmp_path / "o",
+            memory_budget=2**50,
+            progress=False,
+        )

@@ -31,8 +31,8 @@ _TOPK_METHODS = frozenset({"nnn", "robust_nnn", "soft_nnn", "csls"})
 #: Why the others cannot be cut along the gallery (shown to users).
 _WHY_NOT = {
     "plain": "it has no fitted statistics (nothing to distribute; use the local runner)",
-    "qbnorm": "its activation set (dynamic=True) ranks the whole gallery for every reference "
-    "query, and its per-item normalizers are not exposed as row statistics in this dehub",
+    "qbnorm": "with dynamic=True its activation set ranks the whole gallery for every reference "
+    "query (dynamic=False decomposes where this dehub has the estimator contract)",
     "qbnorm_dis": "its activation set ranks the whole gallery for every reference query",
     "dbnorm": "its gallery-bank normalizer couples every gallery row with all the others",
     "dbnorm_dis": "its gallery-bank normalizer couples every gallery row with all the others",
@@ -65,15 +65,24 @@ def check_distributable(model: Any) -> None:
         return
     why = _WHY_NOT.get(name, "its fitted statistics are not per gallery row (row_decomposable is false)")
     raise NotDistributableError(
-        f"method {name!r} cannot be fitted by the distributed runner: {why}. Methods that "
-        f"can: {sorted(_TOPK_METHODS)} (each gallery row's statistics depend only on that row "
-        "and the whole reference set). Use the local runner for this method."
+        f"method {name!r} with {model.get_params()} cannot be fitted by the distributed runner: "
+        f"{why}. Methods that can: {_distributable_names()} (each gallery row's statistics "
+        "depend only on that row and the whole reference set). Use the local runner for this one."
     )
+
+
+def _distributable_names() -> list[str]:
+    """Registry names whose default instances decompose over gallery rows."""
+    from ..methods import METHODS
+
+    if _tags(METHODS["nnn"]) is None:
+        return sorted(_TOPK_METHODS)
+    return sorted(n for n, cls in METHODS.items() if _tags(cls).row_decomposable)
 
 
 def uses_engine(model: Any) -> bool:
     """Whether the method has an ``engine`` parameter (approximate top-k allowed)."""
-    return "engine" in getattr(model, "_param_names", ())
+    return "engine" in model.get_params()
 
 
 def _accepted(fn: Any, memory_budget: int) -> dict[str, Any]:
@@ -105,7 +114,7 @@ def part_statistics(
     approximate engine's prebuilt :class:`~dehub.engine.faiss_engine.ReferenceIndex`
     (built once by the driver) or None for the exact engine.
     """
-    if hasattr(model, "gallery_statistics") and index is None:
+    if index is None and hasattr(model, "gallery_statistics"):  # the contract's own statistics
         stats = model.gallery_statistics(
             rows, reference, **_accepted(model.gallery_statistics, memory_budget)
         )

@@ -344,9 +344,10 @@ def fit(
     n_ref = sum(s.rows for s in r_sources)
     if hasattr(model, "_check_params"):
         model._check_params()
-    check_k(int(model.k), n_ref, name="k", what="reference items")
+    k = int(model.get_params().get("k", 1))
+    check_k(k, n_ref, name="k", what="reference items")
     if model.name == "csls":
-        check_k(int(model.k), n_rows, name="k", what="gallery items (r_T(q) averages k of them)")
+        check_k(k, n_rows, name="k", what="gallery items (r_T(q) averages k of them)")
     ref = open_matrix(r_sources)
     ref = check_embeddings(ref, "reference")
     check_normalization(ref, "reference", normalize)  # type: ignore[arg-type]
@@ -402,7 +403,7 @@ def fit(
             import ray
             import ray.data
 
-            part_bytes = part_rows * dim * 8 + part_rows * int(model.k) * 24
+            part_bytes = part_rows * dim * 8 + part_rows * k * 24
             workers = _pool_size(ray, num_workers, int(memory_budget) + part_bytes)
             index_ref = None
             if eng == "ivf":

@@ -362,6 +362,8 @@ def fit(
             raise ValueError(
                 f"engine='auto' chose {eng!r}, which the distributed runner does not broadcast; pass engine='ivf'"
             )
+    if eng == "exact" and uses_engine(model):
+        model.set_params(engine="exact")  # 'auto' resolved once for the whole gallery, not per part
     if eng == "ivf" and eparams is not None:
         eparams = replace(eparams, memory_budget=int(memory_budget))
         model.set_params(engine="ivf", engine_params=asdict(eparams))

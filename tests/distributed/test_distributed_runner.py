@@ -112,6 +112,7 @@ def test_ivf_equals_single_process_ivf_same_seed(cluster, data, tmp_path):
         engine_params=IVF,
         part_rows=256,
         progress=False,
+        ids=np.arange(1533, dtype=np.int64) * 10 + 7,
         k=8,
     )
     assert summary.engine == "ivf" and summary.build_seconds > 0
@@ -124,7 +125,9 @@ def test_ivf_equals_single_process_ivf_same_seed(cluster, data, tmp_path):
     np.testing.assert_allclose(scores, single.topk_scores_, rtol=0, atol=4e-7)
     index = load_index(out)
     assert index.model.engine == "ivf"
-    np.testing.assert_array_equal(index.search(data["queries"], 10)[1], single.search(data["queries"], 10)[1])
+    np.testing.assert_array_equal(
+        index.search(data["queries"], 10)[1], single.search(data["queries"], 10)[1] * 10 + 7
+    )  # the external ids stored beside the manifest
 
 
 def test_methods_that_do_not_decompose_are_refused(data, tmp_path):

@@ -22,7 +22,7 @@ ray = pytest.importorskip("ray", reason="the distributed runner needs Ray (pip i
 pytest.importorskip("ray.data", reason="the distributed runner needs Ray Data (pip install dehub[ray])")
 
 import dehub  # noqa: E402
-from dehub.distributed import NotDistributableError, ShardError, fit, load_index  # noqa: E402
+from dehub.distributed import DistributedRunError, NotDistributableError, ShardError, fit, load_index  # noqa: E402
 
 D = 32
 SIZES = (700, 500, 333)  # three gallery shards; part_rows=256 cuts them into 7 parts
@@ -188,25 +188,39 @@ def _committed(out: Path) -> set[str]:
     return {p.name.split(".")[0] for p in pdir.glob("part-*.json")} if pdir.is_dir() else set()
 
 
+def _kill_a_busy_worker(out: Path, killed: list[int]) -> None:
+    """SIGKILL the first worker seen holding a claim on a part not yet committed."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        claims = out / "claims"
+        if claims.is_dir():
+            for c in sorted(claims.iterdir()):
+                part, pid = c.name.split(".")[:2]
+                if part not in _committed(out):
+                    os.kill(int(pid), signal.SIGKILL)  # a worker, in the middle of a part
+                    killed.append(int(pid))
+                    return
+        time.sleep(0.005)
+
+
+def test_without_retries_a_killed_worker_fails_the_job_resumably(cluster, heavy, tmp_path):
+    root, _, _ = heavy
+    out = tmp_path / "run"
+    killed: list[int] = []
+    thread = threading.Thread(target=_kill_a_busy_worker, args=(out, killed))
+    thread.start()
+    with pytest.raises(DistributedRunError, match=r"parts are committed in .*run the same call again"):
+        fit("nnn", root / "g", root / "ref.npy", out, part_rows=1500, progress=False, max_retries=0, k=10)
+    thread.join()
+    assert killed and not (out / "manifest.json").exists()
+
+
 def test_killed_worker_is_retried_and_output_identical(cluster, heavy, tmp_path):
     root, want_scores, want_ids = heavy
     out = tmp_path / "run"
     killed: list[int] = []
 
-    def killer():
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not killed:
-            claims = out / "claims"
-            if claims.is_dir():
-                for c in sorted(claims.iterdir()):
-                    part, pid = c.name.split(".")[:2]
-                    if part not in _committed(out) and part != "part-00000":
-                        os.kill(int(pid), signal.SIGKILL)  # a worker, in the middle of a part
-                        killed.append(int(pid))
-                        return
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=killer)
+    thread = threading.Thread(target=_kill_a_busy_worker, args=(out, killed))
     thread.start()
     summary = fit("nnn", root / "g", root / "ref.npy", out, part_rows=1500, progress=False, k=10)
     thread.join()

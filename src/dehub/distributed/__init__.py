@@ -14,7 +14,7 @@ Ray is imported only when a run starts, so this package imports without it.
 
 from ._manifest import ManifestError, is_manifest_dir, load_index, read_manifest
 from ._methods import NotDistributableError, check_distributable
-from ._runner import DEFAULT_PART_ROWS, RunSummary, ShardError, fit
+from ._runner import DEFAULT_PART_ROWS, DistributedRunError, RunSummary, ShardError, fit
 
 __all__ = [
     "fit",
@@ -24,6 +24,7 @@ __all__ = [
     "check_distributable",
     "RunSummary",
     "ShardError",
+    "DistributedRunError",
     "NotDistributableError",
     "ManifestError",
     "DEFAULT_PART_ROWS",

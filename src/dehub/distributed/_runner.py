@@ -38,7 +38,7 @@ from ._inputs import Part, Source, list_sources, open_matrix, plan_parts, read_p
 from ._manifest import claim, count_claims, run_key, validate_part, write_manifest, write_part
 from ._methods import check_distributable, part_statistics, uses_engine
 
-__all__ = ["fit", "RunSummary", "ShardError", "DEFAULT_PART_ROWS"]
+__all__ = ["fit", "RunSummary", "ShardError", "DistributedRunError", "DEFAULT_PART_ROWS"]
 
 DEFAULT_PART_ROWS = 65536  # gallery rows per unit of work (and per statistic file)
 _ENGINES = ("exact", "ivf", "auto")
@@ -47,6 +47,10 @@ _MAX_TEMP_DIR = 40  # Ray's unix sockets live ~60 characters below its temp dir 
 
 class ShardError(ValueError):
     """Bad data in one gallery part (named with its file and rows); the job failed."""
+
+
+class DistributedRunError(RuntimeError):
+    """The cluster failed the job (not the data); committed parts are kept for a rerun."""
 
 
 @dataclass(frozen=True)
@@ -467,6 +471,17 @@ def fit(
                 err = _shard_error(exc)
                 if err is not None:
                     raise err from None
+                if isinstance(exc, ray.exceptions.RayError):  # e.g. a worker died past max_retries
+                    committed = len(records) + sum(
+                        1
+                        for p in todo
+                        if p.number not in records and validate_part(out_path, p, key, check_files=False)
+                    )
+                    first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                    raise DistributedRunError(
+                        f"the Ray job failed ({type(exc).__name__}: {first}); {committed} of {len(parts)} "
+                        f"parts are committed in {out_path}: run the same call again to resume"
+                    ) from exc
                 raise
             finally:
                 ctx.enable_progress_bars, ctx.max_errored_blocks = saved

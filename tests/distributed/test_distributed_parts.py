@@ -135,3 +135,28 @@ def test_a_gap_between_parts_is_refused(shards, tmp_path, rng):
             summary={},
             ids_sha256=None,
         )
+
+
+def test_cli_refuses_a_method_that_does_not_decompose_in_one_line(shards, tmp_path, capsys):
+    pytest.importorskip("ray", reason="--runner ray needs Ray")
+    from dehub.cli import main
+
+    d, _ = shards
+    rc = main(
+        [
+            "build",
+            "--runner",
+            "ray",
+            "--method",
+            "dn",
+            "--gallery",
+            str(d),
+            "--reference",
+            str(d),
+            "-o",
+            str(tmp_path / "o"),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "method 'dn'" in err[0] and "cannot be fitted by the distributed runner" in err[0]

@@ -168,10 +168,7 @@ def _resolve_model(method: Any, params: dict[str, Any]) -> Any:
 
     if isinstance(method, str):
         return get_method(method, **params)
-    model = method
-    if params:
-        model.set_params(**params)
-    return model
+    return method.clone(**params)  # never mutate the caller's estimator
 
 
 def _jsonable(obj: Any) -> Any:
@@ -280,8 +277,9 @@ def fit(
     Parameters
     ----------
     method : a registry name (``"nnn"``) or an unfitted estimator
-        Only methods whose statistics decompose over gallery rows (NNN, its variants,
-        CSLS); others raise :class:`~dehub.distributed.NotDistributableError`.
+        Only methods whose statistics decompose over gallery rows
+        (``get_tags(model).row_decomposable``: NNN, its variants, CSLS, QB-Norm IS);
+        others raise :class:`~dehub.distributed.NotDistributableError`.
     gallery, reference : a ``.npy`` file, a directory of ``.npy`` shards, or a list of
         files; local paths or fsspec URLs. The gallery is cut into parts of ``part_rows``.
     out : directory (shared by every worker on a real cluster)

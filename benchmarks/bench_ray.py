@@ -141,7 +141,9 @@ def side_single(a) -> dict:
     import dehub
     from dehub.datasets.shards import ShardedArray
 
-    gallery = ShardedArray(sorted(Path(a.workdir, "gallery").glob("emb_*.npy"), key=lambda p: int(p.stem[4:])))
+    gallery = ShardedArray(
+        sorted(Path(a.workdir, "gallery").glob("emb_*.npy"), key=lambda p: int(p.stem[4:]))
+    )
     reference = np.load(Path(a.workdir, "reference", "emb_0.npy"), mmap_mode="r")
     t = time.perf_counter()
     model = dehub.NNN(k=a.k, engine="ivf", engine_params=json.loads(a.engine_params)).fit(gallery, reference)
@@ -165,7 +167,13 @@ def side_ray(a) -> dict:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     t = time.perf_counter()
-    ray.init(num_cpus=a.cores, include_dashboard=False, _temp_dir=str(tmp), logging_level="ERROR", log_to_driver=False)
+    ray.init(
+        num_cpus=a.cores,
+        include_dashboard=False,
+        _temp_dir=str(tmp),
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
     init_s = time.perf_counter() - t
     t = time.perf_counter()
     summary = fit(
@@ -252,7 +260,9 @@ def side_throughput(a) -> dict:
 
 def machine() -> dict:
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    keep = [ln.split(":", 1)[1].strip() for ln in lscpu if ln.startswith(("Model name", "L2 cache", "L3 cache"))]
+    keep = [
+        ln.split(":", 1)[1].strip() for ln in lscpu if ln.startswith(("Model name", "L2 cache", "L3 cache"))
+    ]
     return {
         "cpu": keep,
         "cores": os.cpu_count(),

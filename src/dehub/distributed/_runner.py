@@ -423,7 +423,9 @@ def fit(
             data_log = logging.getLogger("ray.data")
             log_level = data_log.level
             data_log.setLevel(max(log_level, logging.WARNING))  # our own progress bar instead
-            ctx = ray.data.DataContext.get_current()
+            with warnings.catch_warnings():  # Ray's own deprecated fields, set by its constructor
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx = ray.data.DataContext.get_current()
             saved = (ctx.enable_progress_bars, ctx.max_errored_blocks)
             ctx.enable_progress_bars = False
             ctx.max_errored_blocks = 0  # a failed part fails the job, never a silent gap

@@ -203,6 +203,7 @@ def _kill_a_busy_worker(out: Path, killed: list[int]) -> None:
         time.sleep(0.005)
 
 
+@pytest.mark.slow
 def test_without_retries_a_killed_worker_fails_the_job_resumably(cluster, heavy, tmp_path):
     root, _, _ = heavy
     out = tmp_path / "run"
@@ -215,6 +216,7 @@ def test_without_retries_a_killed_worker_fails_the_job_resumably(cluster, heavy,
     assert killed and not (out / "manifest.json").exists()
 
 
+@pytest.mark.slow
 def test_killed_worker_is_retried_and_output_identical(cluster, heavy, tmp_path):
     root, want_scores, want_ids = heavy
     out = tmp_path / "run"
@@ -242,6 +244,7 @@ _DRIVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_interrupted_job_resumes_computing_only_missing_parts(cluster, heavy, tmp_path):
     root, want_scores, want_ids = heavy
     out = tmp_path / "run"

@@ -222,6 +222,13 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="store the reference set in the index so 'add' needs no reference",
     )
+    p.add_argument(
+        "--runner",
+        choices=["local", "ray"],
+        default="local",
+        help="local (one process, default) or ray: gallery shards in parallel on a Ray cluster; "
+        "-o is then a directory (see docs/distributed.md)",
+    )
     from .methods._cli import add_method_param_options
 
     add_method_param_options(p)  # --k, --alpha, --beta, --lambda, ... of every registered method
@@ -239,6 +246,10 @@ def _method_params(args: argparse.Namespace) -> dict:
 
 
 def _run_build(args: argparse.Namespace) -> int:
+    if args.runner == "ray":
+        from .distributed.cli import run_build
+
+        return run_build(args)
     from .index import Index
 
     params = _method_params(args)

@@ -1,0 +1,49 @@
+"""``dehub build --runner ray``: the build subcommand's options, run on Ray.
+
+``-o`` names the output directory (manifest + statistic parts), which ``Index.load`` and
+so ``dehub search``, ``dehub export`` and ``dehub serve`` read.
+The cluster is ``RAY_ADDRESS`` when set (``ray job submit`` sets it), else a local one
+with every CPU of this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["run_build"]
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Run ``dehub build`` with ``--runner ray``; user mistakes exit 2 with one line."""
+    from ..cli import _load_npy, _method_params
+    from . import fit
+
+    if getattr(args, "keep_reference", False):
+        raise SystemExit(
+            "dehub: --keep-reference is not available with --runner ray (the reference stays in its "
+            "files; pass it to 'dehub add' instead)"
+        )
+    ids = _load_npy(args.ids, "ids", mmap=False) if args.ids else None
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "dehub: --runner ray needs Ray Data; install it with `pip install dehub[ray]`"
+        ) from None
+    params = _method_params(args)
+    summary = fit(
+        args.method,
+        args.gallery,
+        args.reference,
+        args.output,
+        memory_budget=args.memory_budget_mb * 2**20,
+        engine=args.engine,
+        engine_params=args.engine_params,
+        normalize=args.normalize,
+        ids=ids,
+        progress=sys.stderr.isatty(),
+        **params,
+    )
+    print(f"wrote {args.output}: {summary}")
+    return 0

@@ -1,0 +1,342 @@
+"""The Ray runner on a local 2-CPU cluster started here: same statistics and rankings as the
+single process, a killed worker, an interrupted and resumed job, bad shards named."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="the distributed runner needs Ray (pip install dehub[ray])")
+pytest.importorskip("ray.data", reason="the distributed runner needs Ray Data (pip install dehub[ray])")
+
+import dehub  # noqa: E402
+from dehub.distributed import DistributedRunError, NotDistributableError, ShardError, fit, load_index  # noqa: E402
+
+D = 32
+SIZES = (700, 500, 333)  # three gallery shards; part_rows=256 cuts them into 7 parts
+IVF = {"nlist": 16, "nprobe": 4, "seed": 3}
+
+
+def _unit(rng, n, d):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray cluster, 2 CPUs, its temp/spill files in a short directory of this run."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    tmp = tempfile.mkdtemp(prefix="dhray-")  # short: Ray's unix socket paths max 107 chars
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _temp_dir=tmp,
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    rng = np.random.default_rng(12)
+    shards = [_unit(rng, n, D) for n in SIZES]
+    (root / "img_emb").mkdir()
+    for i, g in enumerate(shards):
+        np.save(root / "img_emb" / f"img_emb_{i}.npy", g)
+    reference = _unit(rng, 3000, D)
+    np.save(root / "reference.npy", reference)
+    queries = _unit(rng, 40, D)
+    return {
+        "root": root,
+        "gallery_dir": root / "img_emb",
+        "reference_file": root / "reference.npy",
+        "gallery": np.concatenate(shards),
+        "reference": reference,
+        "queries": queries,
+    }
+
+
+def _stats(index):
+    return np.asarray(index.model.topk_scores_), np.asarray(index.model.topk_ids_)
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [("nnn", {"k": 8, "alpha": 0.75}), ("csls", {"k": 5}), ("qbnorm", {"beta": 20.0, "dynamic": False})],
+)
+def test_exact_equals_single_process(cluster, data, tmp_path, method, params):
+    out = tmp_path / "run"
+    summary = fit(
+        method, data["gallery_dir"], data["reference_file"], out, part_rows=256, progress=False, **params
+    )
+    assert (summary.rows, summary.parts, summary.computed, summary.skipped) == (1533, 7, 7, 0)
+    single = dehub.Index.build(data["gallery"], data["reference"], method=method, **params)
+    index = load_index(out)
+    got, want = index.model.fitted_statistics(), single.model.fitted_statistics()
+    assert sorted(got) == sorted(want) and want
+    for name in want:
+        np.testing.assert_array_equal(np.asarray(got[name]), want[name], err_msg=name)
+    for got, want in zip(index.search(data["queries"], 10), single.search(data["queries"], 10)):
+        np.testing.assert_array_equal(got, want)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"] == method and all(manifest["params"][p] == v for p, v in params.items())
+    assert manifest["created_by"] == f"dehub {dehub.__version__}"
+    assert [p["rows"] for p in manifest["parts"]] == [256, 256, 188, 256, 244, 256, 77]
+    assert all(len(f["sha256"]) == 64 for p in manifest["parts"] for f in p["files"].values())
+
+
+def test_ivf_equals_single_process_ivf_same_seed(cluster, data, tmp_path):
+    out = tmp_path / "run"
+    summary = fit(
+        "nnn",
+        data["gallery_dir"],
+        data["reference_file"],
+        out,
+        engine="ivf",
+        engine_params=IVF,
+        part_rows=256,
+        progress=False,
+        ids=np.arange(1533, dtype=np.int64) * 10 + 7,
+        k=8,
+    )
+    assert summary.engine == "ivf" and summary.build_seconds > 0
+    single = dehub.NNN(k=8, engine="ivf", engine_params=IVF).fit(data["gallery"], data["reference"])
+    scores, ids = _stats(load_index(out))
+    # Same index (same seed), same candidates, same ids. Scores: the same dot products,
+    # but BLAS may sum a GEMM of 1-4 rows in another order (a list probed by that few
+    # queries of a batch), so a score can differ in its last float32 bit.
+    np.testing.assert_array_equal(ids, single.topk_ids_)
+    np.testing.assert_allclose(scores, single.topk_scores_, rtol=0, atol=4e-7)
+    index = load_index(out)
+    assert index.model.engine == "ivf"
+    np.testing.assert_array_equal(
+        index.search(data["queries"], 10)[1], single.search(data["queries"], 10)[1] * 10 + 7
+    )  # the external ids stored beside the manifest
+
+
+def test_methods_that_do_not_decompose_are_refused(data, tmp_path):
+    with pytest.raises(NotDistributableError, match=r"'qbnorm'.*dynamic=True.*activation set.*'nnn'"):
+        fit(
+            "qbnorm",
+            data["gallery_dir"],
+            data["reference_file"],
+            tmp_path / "x",
+            dynamic=True,
+            progress=False,
+        )
+    with pytest.raises(NotDistributableError, match=r"'dn'.*whole gallery"):
+        fit("dn", data["gallery_dir"], data["reference_file"], tmp_path / "x", progress=False)
+
+
+def test_wrong_dimension_names_the_shard(data, tmp_path):
+    bad = tmp_path / "g"
+    bad.mkdir()
+    np.save(bad / "img_emb_0.npy", data["gallery"][:50])
+    np.save(bad / "img_emb_1.npy", np.ones((20, D + 1), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"img_emb_1\.npy has dimension 33.*expected dimension 32"):
+        fit("nnn", bad, data["reference_file"], tmp_path / "out", progress=False)
+    np.save(tmp_path / "r16.npy", data["reference"][:, :16].copy())
+    with pytest.raises(ShardError, match=r"img_emb_0\.npy: dimension 32, expected 16"):
+        fit("nnn", bad / "img_emb_0.npy", tmp_path / "r16.npy", tmp_path / "out", progress=False)
+
+
+def test_nan_fails_the_job_naming_the_part(cluster, data, tmp_path):
+    bad = tmp_path / "g"
+    bad.mkdir()
+    np.save(bad / "img_emb_0.npy", data["gallery"][:300])
+    poisoned = data["gallery"][300:600].copy()
+    poisoned[123, 4] = np.nan
+    np.save(bad / "img_emb_1.npy", poisoned)
+    with pytest.raises(ShardError, match=r"part-00001 \(.*img_emb_1\.npy, rows 0\.\.299\).*NaN.*row 123"):
+        fit("nnn", bad, data["reference_file"], tmp_path / "out", part_rows=1000, progress=False, k=4)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.fixture(scope="module")
+def heavy(tmp_path_factory):
+    """Parts slow enough (~0.2-0.5 s each on one core) to kill things in the middle."""
+    root = tmp_path_factory.mktemp("heavy")
+    rng = np.random.default_rng(5)
+    gallery = _unit(rng, 12 * 1500, 64)
+    reference = _unit(rng, 30000, 64)
+    (root / "g").mkdir()
+    for i in range(3):
+        np.save(root / "g" / f"emb_{i}.npy", gallery[i * 6000 : (i + 1) * 6000])
+    np.save(root / "ref.npy", reference)
+    want = dehub.NNN(k=10).fit(gallery, reference)
+    return root, want.topk_scores_, want.topk_ids_
+
+
+def _committed(out: Path) -> set[str]:
+    pdir = out / "parts"
+    return {p.name.split(".")[0] for p in pdir.glob("part-*.json")} if pdir.is_dir() else set()
+
+
+def _kill_a_busy_worker(out: Path, killed: list[int]) -> None:
+    """SIGKILL the first worker seen holding a claim on a part not yet committed."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        claims = out / "claims"
+        if claims.is_dir():
+            for c in sorted(claims.iterdir()):
+                part, pid = c.name.split(".")[:2]
+                if part not in _committed(out):
+                    os.kill(int(pid), signal.SIGKILL)  # a worker, in the middle of a part
+                    killed.append(int(pid))
+                    return
+        time.sleep(0.005)
+
+
+@pytest.mark.slow
+def test_without_retries_a_killed_worker_fails_the_job_resumably(cluster, heavy, tmp_path):
+    root, _, _ = heavy
+    out = tmp_path / "run"
+    killed: list[int] = []
+    thread = threading.Thread(target=_kill_a_busy_worker, args=(out, killed))
+    thread.start()
+    with pytest.raises(DistributedRunError, match=r"parts are committed in .*run the same call again"):
+        fit("nnn", root / "g", root / "ref.npy", out, part_rows=1500, progress=False, max_retries=0, k=10)
+    thread.join()
+    assert killed and not (out / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_killed_worker_is_retried_and_output_identical(cluster, heavy, tmp_path):
+    root, want_scores, want_ids = heavy
+    out = tmp_path / "run"
+    killed: list[int] = []
+
+    thread = threading.Thread(target=_kill_a_busy_worker, args=(out, killed))
+    thread.start()
+    summary = fit("nnn", root / "g", root / "ref.npy", out, part_rows=1500, progress=False, k=10)
+    thread.join()
+    assert killed, "the test never saw a worker at work"
+    assert summary.parts == 12 and summary.computed + summary.skipped == 12
+    assert summary.retried >= 1 and summary.attempts >= 13
+    scores, ids = _stats(load_index(out))
+    np.testing.assert_array_equal(scores, want_scores)
+    np.testing.assert_array_equal(ids, want_ids)
+
+
+_DRIVER = textwrap.dedent(
+    """
+    import sys, ray
+    from dehub.distributed import fit
+    ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+    fit("nnn", sys.argv[2], sys.argv[3], sys.argv[4], part_rows=1500, progress=False, k=10)
+    """
+)
+
+
+@pytest.mark.slow
+def test_interrupted_job_resumes_computing_only_missing_parts(cluster, heavy, tmp_path):
+    root, want_scores, want_ids = heavy
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, cluster, str(root / "g"), str(root / "ref.npy"), str(out)], env=env
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while len(_committed(out)) < 3 and driver.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert driver.poll() is None, "the first run finished before it could be interrupted"
+        driver.send_signal(signal.SIGKILL)  # the whole job dies: driver first, then its actors
+    finally:
+        driver.wait(timeout=30)
+    assert not (out / "manifest.json").exists()
+    time.sleep(1.0)  # let the cluster reap the dead job's actors
+    done = sorted(_committed(out))
+    assert 3 <= len(done) < 12
+    # damage one committed part: it no longer matches its checksum and must be recomputed
+    damaged = out / "parts" / f"{done[0]}.topk_scores.npy"
+    damaged.write_bytes(damaged.read_bytes()[:-8] + b"\0" * 8)
+    stamps = {n: (out / "parts" / f"{n}.json").stat().st_mtime_ns for n in done[1:]}
+
+    summary = fit("nnn", root / "g", root / "ref.npy", out, part_rows=1500, progress=False, k=10)
+    assert summary.skipped >= len(done) - 1 and summary.computed <= 12 - (len(done) - 1)
+    assert summary.computed >= 1 and summary.computed + summary.skipped == 12
+    for n, t in stamps.items():  # valid parts were kept, not rewritten
+        assert (out / "parts" / f"{n}.json").stat().st_mtime_ns == t
+    scores, ids = _stats(load_index(out))
+    np.testing.assert_array_equal(scores, want_scores)
+    np.testing.assert_array_equal(ids, want_ids)
+    again = fit("nnn", root / "g", root / "ref.npy", out, part_rows=1500, progress=False, k=10)
+    assert (again.computed, again.skipped) == (0, 12)
+
+
+def test_cli_build_runner_ray_then_search(cluster, data, tmp_path):
+    from dehub.cli import main
+
+    out = tmp_path / "built"
+    rc = main(
+        [
+            "build",
+            "--runner",
+            "ray",
+            "--gallery",
+            str(data["gallery_dir"]),
+            "--reference",
+            str(data["reference_file"]),
+            "-o",
+            str(out),
+            "--k",
+            "8",
+            "--alpha",
+            "0.5",
+        ]
+    )
+    assert rc == 0
+    index = dehub.Index.load(out)  # the one-call hook in Index.load
+    single = dehub.Index.build(data["gallery"], data["reference"], k=8, alpha=0.5)
+    np.save(tmp_path / "q.npy", data["queries"])
+    assert (
+        main(
+            [
+                "search",
+                str(out),
+                "--queries",
+                str(tmp_path / "q.npy"),
+                "--top",
+                "5",
+                "-o",
+                str(tmp_path / "r.npz"),
+            ]
+        )
+        == 0
+    )
+    res = np.load(tmp_path / "r.npz")
+    want = single.search(data["queries"], 5)
+    np.testing.assert_array_equal(res["ids"], want[1])
+    np.testing.assert_array_equal(res["scores"], want[0])
+    assert index.model.alpha == 0.5
+
+
+def test_a_pool_larger_than_the_cluster_is_refused(cluster, data, tmp_path):
+    with pytest.raises(ValueError, match=r"num_workers=3 exceeds the cluster's 2 CPUs"):
+        fit("nnn", data["gallery_dir"], data["reference_file"], tmp_path / "o", num_workers=3, progress=False)
+    with pytest.raises(ValueError, match=r"the largest node offers"):
+        fit(
+            "nnn",
+            data["gallery_dir"],
+            data["reference_file"],
+            tmp_path / "o",
+            memory_budget=2**50,
+            progress=False,
+        )

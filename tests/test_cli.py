@@ -357,7 +357,10 @@ def test_bad_invocations_exit_2_with_one_line_and_no_traceback(world):
         (["search", idx, "--queries", q, "-o", t / "adir"], f"-o {t / 'adir'} is a directory"),
         (["search", idx, "--queries", t / "emb.txt"], "text or CSV files are not read as arrays"),
         (["search", idx, "--queries", t / "q5.npy"], "same embedding dimension"),
-        (["search", t / "adir", "--queries", q], "is a directory; expected an index file"),
+        (
+            ["search", t / "adir", "--queries", q],
+            "is a directory without manifest.json; expected an index file",
+        ),
         (["info", t / "missing.dehub"], "index file not found"),
         (["info", corrupt, "--verify"], "checksum mismatch"),
         (["remove", idx, "--ids", "10.9"], "expected exact integer ids"),

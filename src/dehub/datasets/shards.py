@@ -9,7 +9,7 @@ a shard is memory-mapped when rows of it are read, and at most ``max_open`` shar
 mapped at a time (least recently used first out), so a folder of thousands of shards
 needs a bounded number of file descriptors (a memory map holds one), whatever the
 ``ulimit -n``. Only the rows read are loaded. The engines read it blockwise
-(:func:`dehub.exact_search`, :func:`dehub.engine.faiss_engine.topk_search`), so memory
+(:func:`dehub.exact_search`, :func:`dehub.engine.topk_search`), so memory
 stays bounded by the block size and the index.
 
 :func:`open_embeddings` opens a ``.npy`` file (memory-mapped) or a shard directory.

@@ -76,7 +76,7 @@ def part_statistics(
 
     ``reference`` is the reference set (array, memmap or ShardedArray), already validated
     by the driver; ``index`` the approximate engine's prebuilt
-    :class:`~dehub.engine.faiss_engine.ReferenceIndex` (built once, broadcast) or None.
+    :class:`~dehub.engine.ReferenceIndex` (built once, broadcast) or None.
     """
     if index is None:
         stats = model.gallery_statistics(rows, reference, normalize="none", memory_budget=memory_budget)

@@ -359,7 +359,7 @@ def fit(
     check_normalization(ref, "reference", normalize)  # type: ignore[arg-type]
     ids_arr = None if ids is None else check_ids(ids, n_rows)
 
-    from ..engine.faiss_engine import EngineParams, choose_engine
+    from ..engine import EngineParams, choose_engine
 
     eparams = EngineParams.coerce(getattr(model, "engine_params", None)) if uses_engine(model) else None
     if eng == "auto":
@@ -422,7 +422,7 @@ def fit(
             workers = _pool_size(ray, num_workers, int(memory_budget) + part_bytes)
             index_ref = None
             if eng == "ivf":
-                from ..engine.faiss_engine import build_reference_index
+                from ..engine import build_reference_index
 
                 index = build_reference_index(
                     ref, engine="ivf", engine_params=eparams, progress="IVF build" if progress else False

@@ -209,8 +209,8 @@ def side_ray(a) -> dict:
 
 def side_throughput(a) -> dict:
     """Per-core throughput (one BLAS thread) of the exact engine and the IVF search."""
-    from dehub.engine.exact import exact_search
     from dehub.engine import build_reference_index
+    from dehub.engine.exact import exact_search
 
     ref = np.load(Path(a.workdir, "reference", "emb_0.npy"), mmap_mode="r")
     gal = np.load(Path(a.workdir, "gallery", "emb_0.npy"), mmap_mode="r")

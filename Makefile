@@ -33,6 +33,7 @@ chromium:
 lint: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/ruff check src tests benchmarks examples scripts
 	$(TEST_VENV)/bin/ruff format --check src tests benchmarks examples scripts
+	$(TEST_VENV)/bin/mypy
 
 run: $(RUN_VENV)/.installed
 	$(RUN_VENV)/bin/dehub eval

@@ -169,7 +169,7 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
             gallery,
             reference,
             int(self.k),
-            engine=self.engine,  # type: ignore[arg-type]  # checked against ENGINES
+            engine=self.engine,  # checked against ENGINES
             engine_params=self.engine_params,
             memory_budget=memory_budget,
             progress="NNN bias" if progress else False,

@@ -130,7 +130,7 @@ def test_fit_grid_matches_individual_fits(data, name):
 def test_default_grid_is_valid(name):
     cls = METHODS[name]
     grid = cls.default_grid()
-    assert grid and set(grid) <= set(cls._param_names)
+    assert grid and set(grid) <= set(cls._get_param_names())
     n = int(np.prod([len(v) for v in grid.values()]))
     assert 2 <= n <= 40, f"{name}: {n} grid points"
 
@@ -161,17 +161,17 @@ def test_unfitted_use_is_a_clear_error(data):
 @pytest.mark.parametrize(
     "make,match",
     [
-        (lambda: dehub.QBNorm(beta=-1.0), "beta must be > 0"),
-        (lambda: dehub.QBNorm(beta=0.0), "beta must be > 0"),
+        (lambda: dehub.QBNorm(beta=-1.0), "beta must be a finite real number > 0"),
+        (lambda: dehub.QBNorm(beta=0.0), "beta must be a finite real number > 0"),
         (lambda: dehub.QBNorm(beta=float("nan")), "finite"),
-        (lambda: dehub.DBNorm(beta1=-5.0), "beta1 must be >= 0"),
+        (lambda: dehub.DBNorm(beta1=-5.0), "beta1 must be a finite real number >= 0"),
         (lambda: dehub.DBNorm(beta1=0.0, beta2=0.0), "must be > 0"),
         (lambda: dehub.QBNorm(dynamic="yes"), "dynamic must be True or False"),
-        (lambda: dehub.DN(lambda_=-0.5), "lambda_ must be >= 0"),
-        (lambda: dehub.RobustNNN(trim=0.5), "trim must be < 0.5"),
+        (lambda: dehub.DN(lambda_=-0.5), "lambda_ must be a finite real number >= 0"),
+        (lambda: dehub.RobustNNN(trim=0.5), "trim must be a finite real number >= 0 and < 0.5"),
         (lambda: dehub.RobustNNN(statistic="mode"), "statistic must be"),
-        (lambda: dehub.SoftNNN(temperature=0.0), "temperature must be > 0"),
-        (lambda: dehub.CSLS(k=0), "k must be >= 1"),
+        (lambda: dehub.SoftNNN(temperature=0.0), "temperature must be a finite real number > 0"),
+        (lambda: dehub.CSLS(k=0), "k must be an integer >= 1"),
     ],
 )
 def test_bad_parameters_are_clear_errors(data, make, match):

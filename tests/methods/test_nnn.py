@@ -208,10 +208,10 @@ def test_refit_with_a_larger_k():
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"k": 0}, r"k must be a positive integer; received k=0"),
-        ({"k": 2.5}, r"k must be a positive integer; received k=2.5"),
-        ({"alpha": -0.1}, r"alpha must be >= 0.0; received alpha=-0.1"),
-        ({"alpha": float("nan")}, r"alpha must be finite; received alpha=nan"),
+        ({"k": 0}, r"k must be an integer >= 1; received k=0"),
+        ({"k": 2.5}, r"k must be an integer >= 1; received k=2.5"),
+        ({"alpha": -0.1}, r"alpha must be a finite real number >= 0; received alpha=-0.1"),
+        ({"alpha": float("nan")}, r"alpha must be a finite real number >= 0; received alpha=nan"),
     ],
 )
 def test_bad_parameters(params, match):

@@ -20,6 +20,7 @@ See ``docs/methods.md`` for formulas, papers, grids and serving costs.
 
 from __future__ import annotations
 
+from ._params import InvalidParameterError
 from ._tags import MethodTags, get_tags
 from .base import AdditiveBiasCorrector, BaseCorrector, NotFittedError
 from .csls import CSLS
@@ -40,6 +41,7 @@ __all__ = [
     "BaseCorrector",
     "AdditiveBiasCorrector",
     "NotFittedError",
+    "InvalidParameterError",
     "NNN",
     "Plain",
     "CSLS",
@@ -69,9 +71,14 @@ __all__ += ["SN", "DBSN", "InvGC", "Renorm", "MutualProximity", "LocalScaling", 
 
 
 def get_method(name: str, **params) -> BaseCorrector:
-    """A new, unfitted estimator of the method called ``name`` with ``params``."""
+    """A new, unfitted estimator of the method called ``name`` with ``params``.
+
+    Parameters that the method does not have raise :class:`InvalidParameterError` (a
+    ``ValueError`` and a ``TypeError``) naming the method's real parameters.
+    """
     try:
         cls = METHODS[name]
     except KeyError:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}") from None
+    cls.check_param_names(params)
     return cls(**params)

@@ -34,7 +34,7 @@ import numpy as np
 
 from .._validation import NormalizeMode, check_k, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
-from ._affine import check_int, check_real
+from ._params import check_real
 from ._stats import activation_ids, activation_mask, compute_dtype, streamed_logsumexp
 from ._tags import MethodTags
 from .base import AdditiveBiasCorrector, NotFittedError
@@ -66,21 +66,13 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
     def _betas(self) -> tuple[float, ...]:
         return tuple(float(getattr(self, n)) for n in self._beta_names)
 
-    def _check_values(self) -> None:
-        """Validate parameter values (without looking at the fitted state)."""
-        for n in self._beta_names:
-            check_real(getattr(self, n), n, minimum=0.0)
+    def _check_consistency(self) -> None:
+        """The temperatures together, then the fitted state (per-parameter checks are declarative)."""
         if sum(self._betas()) <= 0:
             raise ValueError(
                 f"at least one of {', '.join(self._beta_names)} must be > 0 (all zero makes "
                 f"every score equal); received {self.get_params()}"
             )
-        check_int(self.k, "k")
-        if not isinstance(self.dynamic, (bool, np.bool_)):
-            raise TypeError(f"dynamic must be True or False; received {self.dynamic!r}")
-
-    def _check_params(self) -> None:
-        self._check_values()
         fitted = getattr(self, "fitted_betas_", None)
         if fitted is None:
             return
@@ -175,7 +167,7 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
 
     def _fit_with(self, gallery, banks, names, *, normalize, memory_budget, progress):
         self._reset_fit()
-        self._check_values()
+        self._check_params()
         gallery, banks = self._prepare_fit(gallery, banks, names, normalize)
         self._fit_banks(
             gallery,
@@ -190,13 +182,9 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
 
     def _grid_with(self, gallery, banks, names, grid, fit_kwargs):
         """Shared fit_grid: one pass per bank for all temperatures, one top-k for all k."""
-        grid = self.default_grid() if grid is None else dict(grid)
-        unknown = set(grid) - set(self._param_names)
-        if unknown:
-            raise ValueError(
-                f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}"
-            )
-        values = {n: list(grid.get(n, [getattr(self, n)])) for n in self._param_names}
+        grid = self._check_grid(grid)
+        names_all = list(self._get_param_names())
+        values = {n: list(grid.get(n, [getattr(self, n)])) for n in names_all}
         for n in self._beta_names:
             for v in values[n]:
                 check_real(v, n, minimum=0.0)
@@ -215,7 +203,6 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
             memory_budget=memory_budget,
             progress=progress,
         )
-        names_all = list(self._param_names)
         for combo in itertools.product(*(values[n] for n in names_all)):
             params = dict(zip(names_all, combo))
             betas = tuple(float(params[n]) for n in self._beta_names)
@@ -223,7 +210,7 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
                 continue
             self._reset_fit()
             self.set_params(**params)
-            self._check_values()
+            self._check_params()
             self._select(betas, int(params["k"]) if params["dynamic"] else None)
             yield params, self
 
@@ -345,9 +332,3 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
             self.activated_, self.fitted_k_ = None, None
         self.gallery_ = gallery
         self._check_params()
-
-    # The AdditiveBiasCorrector hook is unused: fit is implemented by the subclasses.
-    def _fit_bias(
-        self, gallery, reference, *, memory_budget: int, progress: bool
-    ) -> None:  # pragma: no cover
-        raise NotImplementedError

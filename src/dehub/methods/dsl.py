@@ -23,12 +23,15 @@ exactly (query-dependent: not an offset).
 
 from __future__ import annotations
 
+from numbers import Real
+from typing import ClassVar
+
 import numpy as np
 
 from .._validation import NormalizeMode, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ._affine import check_real
 from ._dense import dense_search
+from ._params import Constraint, Interval, check_real
 from ._stats import compute_dtype, streamed_logsumexp
 from ._tags import MethodTags
 from .base import BaseCorrector, NotFittedError
@@ -53,7 +56,9 @@ class DSL(BaseCorrector):
     """
 
     name = "dsl"
-    _param_names = ("temperature",)
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        "temperature": [Interval(Real, 0.0, None, closed="neither")]
+    }
 
     def __dehub_tags__(self) -> MethodTags:
         return MethodTags(transductive=True)
@@ -66,8 +71,7 @@ class DSL(BaseCorrector):
         """T in {0.005, 0.01, 0.02, 0.05, 0.1}: one pass over the query set for all."""
         return {"temperature": [0.005, 0.01, 0.02, 0.05, 0.1]}
 
-    def _check_params(self) -> None:
-        check_real(self.temperature, "temperature", minimum=0.0, strict=True)
+    def _check_consistency(self) -> None:
         fitted = getattr(self, "fitted_temperature_", None)
         if fitted is not None and fitted != float(self.temperature):
             raise ValueError(
@@ -112,12 +116,7 @@ class DSL(BaseCorrector):
 
     def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
         """Every temperature of ``grid`` from one pass over the query set."""
-        grid = self.default_grid() if grid is None else dict(grid)
-        unknown = set(grid) - set(self._param_names)
-        if unknown:
-            raise ValueError(
-                f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}"
-            )
+        grid = self._check_grid(grid)
         temps = [
             check_real(t, "temperature", minimum=0.0, strict=True)
             for t in grid.get("temperature", [self.temperature])

@@ -33,11 +33,14 @@ training images) for the paper's setting.
 
 from __future__ import annotations
 
+from numbers import Real
+from typing import ClassVar
+
 import numpy as np
 
 from .._validation import NormalizeMode, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
-from ._affine import check_real
+from ._params import Boolean, Constraint, Interval
 from ._stats import column_mean, compute_dtype
 from ._tags import MethodTags
 from .base import BaseCorrector
@@ -139,7 +142,12 @@ class InvGC(BaseCorrector):
     """
 
     name = "invgc"
-    _param_names = ("r_g", "r_q", "local_adj", "pool_rate")
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        "r_g": [Interval(Real, 0.0, None)],
+        "r_q": [Interval(Real, 0.0, None)],
+        "local_adj": [Boolean()],
+        "pool_rate": [Interval(Real, 0.0, 1.0, closed="right")],
+    }
 
     def __dehub_tags__(self) -> MethodTags:
         # Replaces the gallery vectors. Not row-decomposable with the default bank (the
@@ -158,15 +166,6 @@ class InvGC(BaseCorrector):
     def default_grid(cls) -> dict[str, list]:
         """r_g, r_q in {0, 0.25, 0.5, 1} (16 pairs; (0, 0) is the plain ranking), LocalAdj 1%."""
         return {"r_g": [0.0, 0.25, 0.5, 1.0], "r_q": [0.0, 0.25, 0.5, 1.0]}
-
-    def _check_params(self) -> None:
-        check_real(self.r_g, "r_g", minimum=0.0)
-        check_real(self.r_q, "r_q", minimum=0.0)
-        if not isinstance(self.local_adj, (bool, np.bool_)):
-            raise TypeError(f"local_adj must be True or False; received {self.local_adj!r}")
-        check_real(self.pool_rate, "pool_rate", minimum=0.0, strict=True)
-        if float(self.pool_rate) > 1:
-            raise ValueError(f"pool_rate must be in (0, 1]; received pool_rate={self.pool_rate}")
 
     def _inputs(self, gallery, reference, gallery_bank, normalize):
         gallery = self._prepare(gallery, "gallery", normalize)
@@ -213,13 +212,8 @@ class InvGC(BaseCorrector):
 
     def fit_grid(self, gallery, reference, grid=None, *, gallery_bank=None, **fit_kwargs):
         """Every setting of ``grid``; the neighbour sums are shared by all rates."""
-        grid = self.default_grid() if grid is None else dict(grid)
-        unknown = set(grid) - set(self._param_names)
-        if unknown:
-            raise ValueError(
-                f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}"
-            )
-        vals = {n: list(grid.get(n, [getattr(self, n)])) for n in self._param_names}
+        grid = self._check_grid(grid)
+        vals = {n: list(grid.get(n, [getattr(self, n)])) for n in self._get_param_names()}
         normalize = fit_kwargs.get("normalize", "warn")
         memory_budget = fit_kwargs.get("memory_budget", DEFAULT_MEMORY_BUDGET)
         gallery, reference, bank = self._inputs(gallery, reference, gallery_bank, normalize)

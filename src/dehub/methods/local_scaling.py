@@ -26,13 +26,15 @@ block (:func:`dehub.methods._dense.dense_search`).
 from __future__ import annotations
 
 import itertools
+from numbers import Integral
+from typing import ClassVar
 
 import numpy as np
 
 from .._validation import NormalizeMode, check_k, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ._affine import check_int
 from ._dense import dense_search, nearest_distances, similarity_to_distance
+from ._params import Constraint, Interval, Options
 from ._stats import compute_dtype
 from ._tags import MethodTags
 from .base import BaseCorrector, NotFittedError
@@ -52,16 +54,12 @@ class NeighborStatsCorrector(BaseCorrector):
 
     k: int
 
-    def _min_k(self) -> int:
-        return 1
-
     def _k_value(self) -> int | None:
         return None if self.k is None else int(self.k)
 
     def _check_k(self) -> None:
         if self.k is None:
             return
-        check_int(self.k, "k", minimum=self._min_k())
         fitted = getattr(self, "fitted_k_", None)
         if fitted is not None and int(self.k) > fitted:
             raise ValueError(
@@ -107,13 +105,8 @@ class NeighborStatsCorrector(BaseCorrector):
 
     def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
         """Every setting of ``grid`` from one neighbour pass (the largest k)."""
-        grid = self.default_grid() if grid is None else dict(grid)
-        unknown = set(grid) - set(self._param_names)
-        if unknown:
-            raise ValueError(
-                f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}"
-            )
-        values = {n: list(grid.get(n, [getattr(self, n)])) for n in self._param_names}
+        grid = self._check_grid(grid)
+        values = {n: list(grid.get(n, [getattr(self, n)])) for n in self._get_param_names()}
         ks = values["k"]
         finite = [int(k) for k in ks if k is not None]
         n_ref = reference.shape[0]
@@ -125,7 +118,7 @@ class NeighborStatsCorrector(BaseCorrector):
             kmax = max(finite)
         self.set_params(k=kmax)
         self._fit_all(gallery, reference, kmax, any(k is None for k in ks), fit_kwargs)
-        names = list(self._param_names)
+        names = list(self._get_param_names())
         for combo in itertools.product(*(values[n] for n in names)):
             params = dict(zip(names, combo))
             if params["k"] is not None and int(params["k"]) > n_ref:
@@ -212,8 +205,8 @@ class LocalScaling(NeighborStatsCorrector):
     ----------
     k : int, default 10
         Neighbours of each side that set its scale (kiez's ``n_candidates``).
-    method : {'nicdm', 'standard'}, default 'nicdm'
-        ``'nicdm'``: ``d / sqrt(mu_x mu_y)`` with mean k-NN distances; ``'standard'``
+    variant : {'nicdm', 'standard'}, default 'nicdm'
+        kiez's ``method`` (renamed: ``--method`` is the CLI's method choice). ``'nicdm'``: ``d / sqrt(mu_x mu_y)`` with mean k-NN distances; ``'standard'``
         (kiez's ``'ls'``): ``1 - exp(-d^2 / (sigma_x sigma_y))`` with k-th-NN distances.
 
     Attributes
@@ -226,41 +219,39 @@ class LocalScaling(NeighborStatsCorrector):
     """
 
     name = "local_scaling"
-    _param_names = ("k", "method")
-    _methods = ("nicdm", "standard")
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        "k": [Interval(Integral, 1, None)],
+        "variant": [Options("nicdm", "standard")],
+    }
 
     def __dehub_tags__(self) -> MethodTags:
         # A per-item scale and a per-query scale: no offset. Statistics are per gallery
         # row but the growth hooks are not implemented: not incremental.
         return MethodTags()
 
-    def __init__(self, k: int = 10, method: str = "nicdm") -> None:
+    def __init__(self, k: int = 10, variant: str = "nicdm") -> None:
         self.k = k
-        self.method = method
+        self.variant = variant
 
     @classmethod
     def default_grid(cls) -> dict[str, list]:
         """k in {5, 10, 20, 50, 100} x both variants (one neighbour pass for all)."""
-        return {"k": [5, 10, 20, 50, 100], "method": ["nicdm", "standard"]}
+        return {"k": [5, 10, 20, 50, 100], "variant": ["nicdm", "standard"]}
 
-    def _check_params(self) -> None:
-        if self.k is None:
-            raise TypeError("k must be an integer >= 1; received None")
+    def _check_consistency(self) -> None:
         self._check_k()
-        if self.method not in self._methods:
-            raise ValueError(f"method must be one of {list(self._methods)}; received {self.method!r}")
 
     def gallery_scale(self) -> np.ndarray:
         if getattr(self, "neighbor_distances_", None) is None:
             raise NotFittedError("LocalScaling is not fitted yet; call fit(gallery, reference) first")
         nd = self.neighbor_distances_[:, : int(self.k)].astype(np.float64)
-        return nd.mean(axis=1) if self.method == "nicdm" else nd[:, -1]
+        return nd.mean(axis=1) if self.variant == "nicdm" else nd[:, -1]
 
     def _transform(self, dist: np.ndarray) -> np.ndarray:
         k = int(self.k)
         g = self.gallery_scale()
         q_nn = _query_knn(dist, k)
-        if self.method == "nicdm":
+        if self.variant == "nicdm":
             q = q_nn.mean(axis=1)
             return -(dist / np.sqrt(np.maximum(q[:, None] * g[None, :], _EPS)))
         q = q_nn.max(axis=1)

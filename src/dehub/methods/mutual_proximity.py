@@ -24,11 +24,14 @@ and returns ``-MP`` as the score (higher is better). Query-dependent: no offset.
 
 from __future__ import annotations
 
+from numbers import Integral
+from typing import ClassVar
+
 import numpy as np
 
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ._affine import check_int
 from ._dense import distance_moments
+from ._params import Constraint, Interval
 from ._tags import MethodTags
 from .base import NotFittedError
 from .local_scaling import NeighborStatsCorrector, _query_knn
@@ -90,7 +93,7 @@ class MutualProximity(NeighborStatsCorrector):
     """
 
     name = "mutual_proximity"
-    _param_names = ("k",)
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {"k": [None, Interval(Integral, 2, None)]}
 
     def __dehub_tags__(self) -> MethodTags:
         return MethodTags()
@@ -103,10 +106,7 @@ class MutualProximity(NeighborStatsCorrector):
         """k in {10, 50, 200} and None (all items); one pass serves the finite k."""
         return {"k": [10, 50, 200, None]}
 
-    def _min_k(self) -> int:
-        return 2
-
-    def _check_params(self) -> None:
+    def _check_consistency(self) -> None:
         self._check_k()
         if (
             self.k is None
@@ -147,7 +147,7 @@ class MutualProximity(NeighborStatsCorrector):
             raise NotFittedError("MutualProximity is not fitted yet; call fit(gallery, reference) first")
         if self.k is None:
             return self.all_mean_, self.all_std_
-        nd = self.neighbor_distances_[:, : check_int(self.k, "k", minimum=2)].astype(np.float64)
+        nd = self.neighbor_distances_[:, : int(self.k)].astype(np.float64)
         return nd.mean(axis=1), nd.std(axis=1)
 
     def _transform(self, dist: np.ndarray) -> np.ndarray:

@@ -27,10 +27,13 @@ served by :meth:`search` only.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from .._validation import NormalizeMode, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
+from ._params import Constraint, Options
 from ._stats import column_mean
 from ._tags import MethodTags
 from .base import BaseCorrector
@@ -72,7 +75,7 @@ class Renorm(BaseCorrector):
     """
 
     name = "renorm"
-    _param_names = ("variant",)
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {"variant": [Options(*_VARIANTS)]}
 
     def __dehub_tags__(self) -> MethodTags:
         # R2 only: the raw query against the new gallery vectors ranks exactly (see the
@@ -86,10 +89,6 @@ class Renorm(BaseCorrector):
     def default_grid(cls) -> dict[str, list]:
         """Both variants."""
         return {"variant": list(_VARIANTS)}
-
-    def _check_params(self) -> None:
-        if self.variant not in _VARIANTS:
-            raise ValueError(f"variant must be one of {list(_VARIANTS)}; received {self.variant!r}")
 
     def fit(
         self,
@@ -124,12 +123,7 @@ class Renorm(BaseCorrector):
 
     def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
         """Every variant of ``grid`` from one estimate of the mean."""
-        grid = self.default_grid() if grid is None else dict(grid)
-        unknown = set(grid) - set(self._param_names)
-        if unknown:
-            raise ValueError(
-                f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}"
-            )
+        grid = self._check_grid(grid)
         first = True
         for variant in grid.get("variant", [self.variant]):
             self.set_params(variant=variant)

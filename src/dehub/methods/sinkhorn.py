@@ -44,13 +44,15 @@ the cap. ``marginal_error_`` and ``n_iter_`` record where the fit stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 
 from .._progress import progress_bar
 from .._validation import NormalizeMode, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ._affine import check_int, check_real
+from ._params import Constraint, Interval
 from ._stats import compute_dtype
 from .base import AdditiveBiasCorrector, NotFittedError
 
@@ -238,7 +240,11 @@ class SN(AdditiveBiasCorrector):
     """
 
     name = "sn"
-    _param_names = ("tau", "n_iter", "tol")
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        "tau": [Interval(Real, 0.0, None, closed="neither")],
+        "n_iter": [Interval(Integral, 1, None)],
+        "tol": [None, Interval(Real, 0.0, None, closed="neither")],
+    }
 
     def __init__(self, tau: float = 0.01, n_iter: int = 10, tol: float | None = None) -> None:
         self.tau = tau
@@ -250,11 +256,7 @@ class SN(AdditiveBiasCorrector):
         """tau in {0.005, 0.01, 0.02, 0.05} (log-spaced around the paper's 0.01), 10 iterations."""
         return {"tau": [0.005, 0.01, 0.02, 0.05], "n_iter": [10]}
 
-    def _check_params(self) -> None:
-        check_real(self.tau, "tau", minimum=0.0, strict=True)
-        check_int(self.n_iter, "n_iter")
-        if self.tol is not None:
-            check_real(self.tol, "tol", minimum=0.0, strict=True)
+    def _check_consistency(self) -> None:
         fitted = getattr(self, "fitted_", None)
         if fitted is not None and fitted != (float(self.tau), int(self.n_iter), self.tol):
             raise ValueError(
@@ -262,30 +264,30 @@ class SN(AdditiveBiasCorrector):
                 f"{fitted} used in fit; the offsets depend on them. Refit."
             )
 
-    def _rows(self, gallery: np.ndarray, gallery_bank) -> list[np.ndarray]:
-        return [gallery]
-
     def fit(
         self,
         gallery,
         reference,
         *,
-        gallery_bank=None,
         normalize: NormalizeMode = "warn",
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         progress: bool = False,
     ) -> SN:
-        """Solve the Sinkhorn scalings and keep the gallery rows' offsets.
+        """Solve the Sinkhorn scalings of the gallery against the query bank ``reference``.
 
-        ``gallery_bank`` is accepted for a common signature with :class:`DBSN` and
-        ignored by SN.
+        Parameters
+        ----------
+        gallery : (n_gallery, d) array
+        reference : (n_bank, d) array
+            The query bank (query modality, e.g. training captions for text-to-image).
+        normalize, memory_budget, progress : as :meth:`dehub.NNN.fit`.
         """
+        return self._fit(gallery, reference, None, normalize, memory_budget, progress)
+
+    def _fit(self, gallery, reference, gallery_bank, normalize, memory_budget, progress):
         self.fitted_ = None
         self._check_params()
-        gallery = self._prepare(gallery, "gallery", normalize)
-        reference = self._prepare(reference, "reference", normalize)
-        check_same_dim(gallery, reference, "gallery", "reference")
-        parts = self._parts(gallery, gallery_bank, normalize)
+        gallery, reference, parts = self._inputs(gallery, reference, gallery_bank, normalize)
         res = sinkhorn_offsets(
             parts,
             reference,
@@ -298,8 +300,16 @@ class SN(AdditiveBiasCorrector):
         self._set_result(gallery, res, res.n_iter, (float(self.tau), int(self.n_iter), self.tol))
         return self
 
-    def _parts(self, gallery, gallery_bank, normalize) -> list[np.ndarray]:
-        return [gallery]
+    def _inputs(self, gallery, reference, gallery_bank, normalize):
+        gallery = self._prepare(gallery, "gallery", normalize)
+        reference = self._prepare(reference, "reference", normalize)
+        check_same_dim(gallery, reference, "gallery", "reference")
+        parts = [gallery]
+        if gallery_bank is not None:
+            bank = self._prepare(gallery_bank, "gallery_bank", normalize)
+            check_same_dim(gallery, bank, "gallery", "gallery_bank")
+            parts.append(bank)
+        return gallery, reference, parts
 
     def _set_result(self, gallery, res: SinkhornResult, it: int, fitted) -> None:
         n = gallery.shape[0]
@@ -310,46 +320,45 @@ class SN(AdditiveBiasCorrector):
         self.gallery_ = gallery
         self.fitted_ = fitted
 
-    def fit_grid(self, gallery, reference, grid=None, *, gallery_bank=None, **fit_kwargs):
-        """Every (tau, n_iter) of ``grid``: one Sinkhorn run per tau serves every n_iter."""
-        grid = self.default_grid() if grid is None else dict(grid)
-        unknown = set(grid) - set(self._param_names)
-        if unknown:
-            raise ValueError(
-                f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}"
-            )
+    def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
+        """Every (tau, n_iter, tol) of ``grid``: one Sinkhorn run per (tau, tol) serves every n_iter.
+
+        ``fit_kwargs``: those of :meth:`fit` (``gallery_bank`` for :class:`DBSN`).
+        """
+        grid = self._check_grid(grid)
+        gallery_bank = fit_kwargs.pop("gallery_bank", None)
+        if gallery_bank is not None and self.name == "sn":
+            raise TypeError("SN takes no gallery_bank (DBSN stacks one under the gallery); received one")
         taus = list(grid.get("tau", [self.tau]))
-        iters = sorted({check_int(t, "n_iter") for t in grid.get("n_iter", [self.n_iter])})
+        iters = list(grid.get("n_iter", [self.n_iter]))
         tols = list(grid.get("tol", [self.tol]))
+        for it in iters:
+            self.clone(n_iter=it)._check_params()
         normalize = fit_kwargs.get("normalize", "warn")
         memory_budget = fit_kwargs.get("memory_budget", DEFAULT_MEMORY_BUDGET)
-        gallery = self._prepare(gallery, "gallery", normalize)
-        reference = self._prepare(reference, "reference", normalize)
-        check_same_dim(gallery, reference, "gallery", "reference")
-        parts = self._parts(gallery, gallery_bank, normalize)
+        gallery, reference, parts = self._inputs(gallery, reference, gallery_bank, normalize)
+        snaps = sorted({int(t) for t in iters})
         for tau in taus:
-            check_real(tau, "tau", minimum=0.0, strict=True)
             for tol in tols:
+                self.fitted_ = None
+                self.set_params(tau=tau, tol=tol, n_iter=snaps[-1])
+                self._check_params()
                 res = sinkhorn_offsets(
                     parts,
                     reference,
                     float(tau),
-                    iters[-1],
+                    snaps[-1],
                     tol=tol,
-                    snapshots=iters,
+                    snapshots=snaps,
                     memory_budget=memory_budget,
                 )
                 for it in iters:
-                    got = it if it in res.offsets else res.n_iter
+                    got = int(it) if int(it) in res.offsets else res.n_iter
                     self.fitted_ = None
                     self.set_params(tau=tau, n_iter=it, tol=tol)
                     self._set_result(gallery, res, got, (float(tau), int(it), tol))
-                    yield {"tau": tau, "n_iter": it, **({"tol": tol} if "tol" in grid else {})}, self
-
-    def _fit_bias(
-        self, gallery, reference, *, memory_budget: int, progress: bool
-    ) -> None:  # pragma: no cover
-        raise NotImplementedError  # fit is implemented directly (it takes a gallery bank)
+                    params = {"tau": tau, "n_iter": it, "tol": tol}
+                    yield {k: v for k, v in params.items() if k in grid}, self
 
     @property
     def bias_(self) -> np.ndarray:
@@ -396,9 +405,26 @@ class DBSN(SN):
 
     name = "dbsn"
 
-    def _parts(self, gallery, gallery_bank, normalize) -> list[np.ndarray]:
-        if gallery_bank is None:
-            return [gallery]
-        bank = self._prepare(gallery_bank, "gallery_bank", normalize)
-        check_same_dim(gallery, bank, "gallery", "gallery_bank")
-        return [gallery, bank]
+    def fit(  # type: ignore[override]
+        self,
+        gallery,
+        reference,
+        *,
+        gallery_bank=None,
+        normalize: NormalizeMode = "warn",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        progress: bool = False,
+    ) -> DBSN:
+        """Solve the Sinkhorn scalings of ``[gallery; gallery_bank]`` against the query bank.
+
+        Parameters
+        ----------
+        gallery : (n_gallery, d) array
+        reference : (n_q, d) array
+            The query bank (query modality).
+        gallery_bank : (n_g, d) array, optional
+            The gallery-modality bank stacked under the gallery rows (e.g. training
+            images). None: no bank, which is SN (see the module docstring).
+        normalize, memory_budget, progress : as :meth:`dehub.NNN.fit`.
+        """
+        return self._fit(gallery, reference, gallery_bank, normalize, memory_budget, progress)

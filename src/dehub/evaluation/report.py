@@ -208,8 +208,8 @@ def _plots(result: EvaluationResult) -> list[tuple[str, str]]:
             out.append((f"k-occurrence histogram N_{hk}, {dd['name']}", _png(fig)))
         for m, md in dd["methods"].items():
             grid = md["sweep"]["grid"]
-            if len(grid) != 2:
-                continue
+            if len(grid) != 2 or not all(isinstance(x, (int, float)) for v in grid.values() for x in v):
+                continue  # heatmaps need two numeric axes (not e.g. LocalScaling's variant, MP's k=None)
             p1, p2 = list(grid)
             v1 = sorted({row[p1] for row in md["sweep"]["table"]})
             v2 = sorted({row[p2] for row in md["sweep"]["table"]})

@@ -51,8 +51,10 @@ def test_search_tags_export_and_grid(data):
     s, ids = model.search(q, 6)
     dense = q @ model.transformed_gallery_.T
     np.testing.assert_array_equal(ids, np.argsort(-dense, axis=1, kind="stable")[:, :6])
-    assert model.export_vectors().shape == g.shape  # no extra dimension
-    np.testing.assert_allclose(np.linalg.norm(model.export_vectors(), axis=1), 1, atol=1e-6)
+    assert model.transformed_gallery_.shape == g.shape  # exports need no extra dimension
+    np.testing.assert_allclose(np.linalg.norm(model.transformed_gallery_, axis=1), 1, atol=1e-6)
+    with pytest.raises(ValueError, match="transformed_gallery_"):
+        model.export_vectors()
     n = 0
     for params, fitted in dehub.InvGC().fit_grid(g, r, {"r_g": [0.0, 0.5], "r_q": [0.25, 1.0]}):
         single = dehub.InvGC(**params).fit(g, r)

@@ -31,8 +31,10 @@ def test_projection_serves_raw_queries_from_the_new_vectors(data):
     model = dehub.Renorm().fit(g, r)
     assert get_tags(model).changes_vectors
     assert not get_tags(dehub.Renorm(variant="subtract")).changes_vectors
-    ids_export = np.argsort(-(q @ model.export_vectors().T), axis=1, kind="stable")[:, :5]
+    ids_export = np.argsort(-(q @ model.transformed_gallery_.T), axis=1, kind="stable")[:, :5]
     np.testing.assert_array_equal(ids_export, model.search(q, 5)[1])
+    with pytest.raises(ValueError, match="index transformed_gallery_"):
+        model.export_vectors()
     sub = dehub.Renorm(variant="subtract").fit(g, r)
     with pytest.raises(ValueError, match="transforms the queries too"):
         sub.export_vectors()

@@ -19,6 +19,11 @@ queries for the test fit). With a held-out query bank instead it is a QB-Norm-li
 prior and no longer transductive. ``L(r) = logsumexp_{q'}(s(q', r) / T)`` is streamed
 (the softmax family's engine); score and search evaluate ``s * n_Q * exp(s / T - L(r))``
 exactly (query-dependent: not an offset).
+
+Range: with the query in the softmax's set (the transductive use) the prior is at most
+1. With a held-out bank a query much closer to an item than every bank query gets a
+prior ``exp(s/T - L(r))`` beyond float32 (``score`` then returns ``inf`` there; ``search``
+selects in float64, so its ranking stays exact).
 """
 
 from __future__ import annotations
@@ -146,7 +151,8 @@ class DSL(BaseCorrector):
         """Dense DSL scores ``s * n_Q * softmax_Q(s / T)``, shape (n_queries, n_gallery), float32."""
         queries = self._prepare_queries(queries, normalize)
         self._check_params()
-        return self._scores(queries, slice(0, queries.shape[0])).astype(np.float32)
+        with np.errstate(over="ignore"):  # see the module docstring (values beyond float32)
+            return self._scores(queries, slice(0, queries.shape[0])).astype(np.float32)
 
     def search(
         self,
@@ -167,6 +173,12 @@ class DSL(BaseCorrector):
             lambda rows: self._scores(queries, rows),
             memory_budget=memory_budget,
             progress="search" if progress else False,
+        )
+
+    def export_vectors(self) -> np.ndarray:
+        """Not exportable: the score multiplies s(q, r) by a per-pair prior."""
+        raise ValueError(
+            "DSL scores per query (s(q, r) times a softmax prior), so no fixed vectors serve it; use search()"
         )
 
     def _fitted_arrays(self) -> dict[str, np.ndarray]:

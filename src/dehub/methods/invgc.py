@@ -280,9 +280,12 @@ class InvGC(BaseCorrector):
         return (np.asarray(queries, dtype=np.float32) @ self.transformed_gallery_.T).astype(np.float32)
 
     def export_vectors(self) -> np.ndarray:
-        """The vectors to put in any inner-product index: ``transformed_gallery_`` (no extra dimension)."""
-        self._check_fitted()
-        return self.transformed_gallery_
+        """No ``d + 1`` offset export: index ``transformed_gallery_`` itself (tag ``changes_vectors``)."""
+        raise ValueError(
+            "InvGC has no d + 1 offset export (no per-item offset is applied per query): it "
+            "replaces the gallery vectors; put transformed_gallery_ in any inner-product index "
+            "and search it with the raw queries"
+        )
 
     # ------------------------------------------------------------------ persistence
     def _fitted_arrays(self) -> dict[str, np.ndarray]:

@@ -169,6 +169,13 @@ class NeighborStatsCorrector(BaseCorrector):
             progress="search" if progress else False,
         )
 
+    def export_vectors(self) -> np.ndarray:
+        """Not exportable: the correction scales each pair by statistics of its query."""
+        raise ValueError(
+            f"{type(self).__name__} scores per query (a per-query and a per-item scale of "
+            "the distance), so no fixed vectors serve it; use search()"
+        )
+
     # ------------------------------------------------------------------ persistence
     def _fitted_arrays(self) -> dict[str, np.ndarray]:
         out = {}

@@ -187,14 +187,17 @@ class Renorm(BaseCorrector):
         return s.astype(np.float32)
 
     def export_vectors(self) -> np.ndarray:
-        """``transformed_gallery_`` for any inner-product index (R2 only; raw queries)."""
-        self._check_fitted()
+        """No ``d + 1`` offset export: R2 serves from ``transformed_gallery_`` (see the module docstring)."""
         if self.variant != "projection":
             raise ValueError(
                 "Renorm(variant='subtract') transforms the queries too ((q - mu) . g'), so no "
-                "gallery vectors alone serve it; use search(), or variant='projection'"
+                "exported vectors serve it per query; use search(), or variant='projection'"
             )
-        return self.transformed_gallery_
+        raise ValueError(
+            "Renorm has no d + 1 offset export (no per-item offset is applied per query): "
+            "variant='projection' replaces the gallery vectors; index transformed_gallery_ "
+            "and search it with the raw queries"
+        )
 
     def _fitted_arrays(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean_}

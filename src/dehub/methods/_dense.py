@@ -53,12 +53,12 @@ def dense_search(
     with progress_bar(-(-n_queries // step), label, bool(progress), unit="block") as bar:
         for start in range(0, n_queries, step):
             rows = slice(start, min(start + step, n_queries))
-            s = np.asarray(block_scores(rows), dtype=np.float64)  # select in float64: no new ties
-            top = RunningTopK(s.shape[0], kk, score_dtype=np.float64)
+            with np.errstate(over="ignore"):  # select on the float32 values score() returns
+                s = np.asarray(block_scores(rows), dtype=np.float32)
+            top = RunningTopK(s.shape[0], kk)
             top.push(s, 0)
             v, i = top.result()
-            with np.errstate(over="ignore"):
-                out_s[rows, :kk], out_i[rows, :kk] = v.astype(np.float32), i
+            out_s[rows, :kk], out_i[rows, :kk] = v, i
             bar.update(1)
     return out_s, out_i
 

@@ -22,8 +22,8 @@ exactly (query-dependent: not an offset).
 
 Range: with the query in the softmax's set (the transductive use) the prior is at most
 1. With a held-out bank a query much closer to an item than every bank query gets a
-prior ``exp(s/T - L(r))`` beyond float32 (``score`` then returns ``inf`` there; ``search``
-selects in float64, so its ranking stays exact).
+prior ``exp(s/T - L(r))`` beyond float32: ``score`` and ``search`` (which ranks the same
+float32 values) then give ``inf`` there, tied. Use the method as published.
 """
 
 from __future__ import annotations

@@ -27,11 +27,11 @@ bank (e.g. the reference split's other side) for the paper's setting.
 Numerics (measured equal to POT, see ``tests/methods/test_sinkhorn.py``): dehub runs
 POT's iteration with the kernel stabilized by each row's maximum,
 ``E[i, j] = exp((S[i, j] - max_j S[i, j]) / tau)``, the row factor absorbed in ``u``,
-so ``K`` never underflows in float32 however small ``tau``; the scaling vectors live in
-float64 logs and every matrix-vector product runs over a max-rescaled float32 copy.
-Kernel entries below ``exp(-80)`` of their row's maximum are raised to ``exp(-80)`` (no
-subnormal slow path, no zero column); a column or row whose whole mass still vanishes
-is an error naming ``tau``. When the kernel fits in ``memory_budget`` it is computed
+so ``K`` never underflows however small ``tau``; the kernel and the scaling vectors
+are float64 (the scalings as logs, rescaled by their maximum before every
+matrix-vector product). Kernel entries below ``exp(-80)`` of their row's maximum are
+raised to ``exp(-80)`` (no zero column); a column or row whose whole mass still
+vanishes is an error naming ``tau``. When the kernel fits in ``memory_budget`` it is computed
 once (one GEMM + one ``exp`` pass, then two matrix-vector products per iteration);
 otherwise every iteration recomputes it block by block (one GEMM + one ``exp`` pass per
 iteration), never holding more than ``memory_budget`` bytes.
@@ -86,22 +86,6 @@ def _row_blocks(parts: list[np.ndarray], step: int):
         start += x.shape[0]
 
 
-def _log_gemv_rows(e: np.ndarray, log_w: np.ndarray) -> np.ndarray:
-    """``log(e @ exp(log_w))`` per row, with ``exp(log_w)`` rescaled by its maximum."""
-    top = float(np.max(log_w))
-    w = np.exp(log_w - top).astype(e.dtype)
-    with np.errstate(divide="ignore"):
-        return np.log(np.asarray(e @ w, dtype=np.float64)) + top
-
-
-def _log_gemv_cols(e: np.ndarray, log_w: np.ndarray) -> np.ndarray:
-    """``log(exp(log_w) @ e)`` per column (rescaled as :func:`_log_gemv_rows`)."""
-    top = float(np.max(log_w))
-    w = np.exp(log_w - top).astype(e.dtype)
-    with np.errstate(divide="ignore"):
-        return np.log(np.asarray(w @ e, dtype=np.float64)) + top
-
-
 def sinkhorn_offsets(
     parts: list[np.ndarray],
     bank: np.ndarray,
@@ -131,13 +115,21 @@ def sinkhorn_offsets(
     inv_tau = 1.0 / float(tau)
     log_a, log_b = -np.log(n), -np.log(m)
     keep = sorted({int(t) for t in (snapshots or [])} | {int(n_iter)})
-    # Row block: two (rows x m) buffers (scores, kernel) plus the row's inputs.
-    per_row = 2 * m * dt.itemsize + d * dt.itemsize
+    # Row block: the float32/64 scores and the float64 kernel (rows x m each) plus the rows.
+    # The kernel and every matrix-vector product are float64: float32 products of small
+    # kernel entries and weights fall into subnormals (slow, and lossy).
+    per_row = m * (dt.itemsize + 8) + d * dt.itemsize
     rows_per_block = int(max(1, min(n, memory_budget // per_row)))
-    cached = (n + rows_per_block) * m * dt.itemsize <= memory_budget
+    # Cache the whole kernel when it fits next to a small scores buffer (then every
+    # iteration is two matrix-vector products); else recompute it block by block.
+    cache_block = int(min(rows_per_block, 256))
+    cached = n * m * 8 + cache_block * m * dt.itemsize <= memory_budget
+    if cached:
+        rows_per_block = cache_block
     row_max = np.empty(n, dtype=np.float64)
     kernel_cache: list[np.ndarray] = []
     buf_s = np.empty(rows_per_block * m, dtype=dt)
+    buf_e = None if cached else np.empty(rows_per_block * m, dtype=np.float64)
     bank_t = np.asarray(bank, dtype=dt).T
 
     def kernel_block(p: int, sl: slice, g0: int) -> np.ndarray:
@@ -147,14 +139,17 @@ def sinkhorn_offsets(
         np.matmul(x, bank_t, out=s)
         mx = s.max(axis=1)
         row_max[g0 : g0 + r] = mx
-        e = np.empty((r, m), dtype=dt) if cached else s
-        np.subtract(s, mx[:, None], out=e)
-        np.multiply(e, dt.type(inv_tau), out=e)
-        np.maximum(e, dt.type(_CLIP), out=e)
+        e = np.empty((r, m)) if buf_e is None else buf_e[: r * m].reshape(r, m)
+        np.subtract(s, mx[:, None].astype(dt), out=e)
+        e *= inv_tau
+        np.maximum(e, _CLIP, out=e)
         np.exp(e, out=e)
         return e
 
     blocks = list(_row_blocks(parts, rows_per_block))
+    # Rows per fused step: the row update and the column contribution of a sub-block
+    # read it twice while it is in the CPU cache (about 2 MiB of float64 kernel).
+    sub = int(max(1, min(rows_per_block, (2 << 20) // (8 * m))))
     # log u~ = log u + (row_max - 1) / tau: the scaling of the row-stabilized kernel.
     log_ut = np.empty(n, dtype=np.float64)
     offsets: dict[int, np.ndarray] = {}
@@ -164,30 +159,60 @@ def sinkhorn_offsets(
     n_passes = n_iter + 1
     label = progress if isinstance(progress, str) else "sinkhorn"
     done = 0
+
+    class _Columns:
+        """``log sum_i u~_i E_ij`` accumulated linearly at a running scale ``c`` (float64)."""
+
+        def __init__(self) -> None:
+            self.c = -np.inf
+            self.acc = np.zeros(m)
+
+        def add(self, e: np.ndarray, log_w: np.ndarray) -> None:
+            top = float(np.max(log_w))
+            y = np.exp(log_w - top) @ e
+            if top > self.c:
+                if np.isfinite(self.c):
+                    self.acc *= np.exp(self.c - top)
+                self.c = top
+                self.acc += y
+            else:
+                self.acc += np.exp(top - self.c) * y
+
+        def log(self) -> np.ndarray:
+            with np.errstate(divide="ignore"):
+                return np.log(self.acc) + self.c
+
     with progress_bar(total=n_passes * len(blocks), desc=label, enable=bool(progress), unit="block") as bar:
         # Pass 0: the kernel (cached when it fits) and v_1 from u_0 = 1/n.
-        col = np.full(m, -np.inf)
+        cols = _Columns()
         for p, g0, sl in blocks:
             e = kernel_block(p, sl, g0)
             if cached:
                 kernel_cache.append(e)
             r = e.shape[0]
             log_ut[g0 : g0 + r] = log_a + (row_max[g0 : g0 + r] - 1.0) * inv_tau
-            col = np.logaddexp(col, _log_gemv_cols(e, log_ut[g0 : g0 + r]))
+            cols.add(e, log_ut[g0 : g0 + r])
             bar.update(1)
+        col = cols.log()
         for it in range(1, n_iter + 1):
             # log v = log b - log K^T u (K^T u in the stabilized form: sum_i u~_i E_ij)
             _check_finite(col, "column", tau)
             log_v = log_b - col
-            col = np.full(m, -np.inf)
+            top_v = float(np.max(log_v))
+            w_v = np.exp(log_v - top_v)
+            cols = _Columns()
             for bi, (p, g0, sl) in enumerate(blocks):
                 e = kernel_cache[bi] if cached else kernel_block(p, sl, g0)
-                r = e.shape[0]
-                rowlog = _log_gemv_rows(e, log_v)
-                _check_finite(rowlog, "row", tau)
-                log_ut[g0 : g0 + r] = log_a - rowlog
-                col = np.logaddexp(col, _log_gemv_cols(e, log_ut[g0 : g0 + r]))
+                for a in range(0, e.shape[0], sub):
+                    es = e[a : a + sub]
+                    lo, hi = g0 + a, g0 + a + es.shape[0]
+                    with np.errstate(divide="ignore"):
+                        rowlog = np.log(es @ w_v) + top_v
+                    _check_finite(rowlog, "row", tau)
+                    log_ut[lo:hi] = log_a - rowlog
+                    cols.add(es, log_ut[lo:hi])
                 bar.update(1)
+            col = cols.log()
             done = it
             # POT's error: column marginal of diag(u) K diag(v) minus b (L2).
             err = float(np.linalg.norm(np.exp(log_v + col) - 1.0 / m))

@@ -193,8 +193,12 @@ def select_best_member(
             skipped[m] = str(exc)
             continue
         model = fit_selected(m, sw.best_params, task.gallery, reference, memory_budget=memory_budget)
+
+        def score_rows(rows: np.ndarray, model: Any = model) -> np.ndarray:
+            return model.score(queries[rows], normalize="none")
+
         rank = dense_ranks(
-            lambda rows, model=model: model.score(queries[rows], normalize="none"),
+            score_rows,
             rel.n_queries,
             rel,
             memory_budget=min(memory_budget, 256 * 2**20),
@@ -212,7 +216,7 @@ def select_best_member(
     for idx in resample_indices(keep.size, n_bootstrap, seed):
         boot[:, done : done + idx.shape[0]] = diffs[:, idx].mean(axis=2)
         done += idx.shape[0]
-    comparison = []
+    comparison: list[dict[str, Any]] = []
     for j, m in enumerate(names):
         lo, hi = np.quantile(boot[j], [alpha, 1.0 - alpha]) if m != BASELINE else (0.0, 0.0)
         comparison.append(

@@ -142,6 +142,7 @@ class InvGC(BaseCorrector):
     """
 
     name = "invgc"
+    fitted_: tuple[float, float, bool, float] | None
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
         "r_g": [Interval(Real, 0.0, None)],
         "r_q": [Interval(Real, 0.0, None)],
@@ -178,7 +179,7 @@ class InvGC(BaseCorrector):
             check_same_dim(gallery, bank, "gallery", "gallery_bank")
         return gallery, reference, bank
 
-    def fit(
+    def fit(  # type: ignore[override]
         self,
         gallery,
         reference,
@@ -191,16 +192,24 @@ class InvGC(BaseCorrector):
         """Compute the new gallery vectors from both banks (``gallery_bank`` defaults to the gallery)."""
         self._check_params()
         gallery, reference, bank = self._inputs(gallery, reference, gallery_bank, normalize)
-        kw = {
-            "local_adj": bool(self.local_adj),
-            "pool_rate": float(self.pool_rate),
-            "memory_budget": memory_budget,
-        }
+        local, rate = bool(self.local_adj), float(self.pool_rate)
         m_g = invgc_message(
-            gallery, bank, float(self.r_g), progress="invgc gallery bank" if progress else False, **kw
+            gallery,
+            bank,
+            float(self.r_g),
+            local_adj=local,
+            pool_rate=rate,
+            memory_budget=memory_budget,
+            progress="invgc gallery bank" if progress else False,
         )
         m_q = invgc_message(
-            gallery, reference, float(self.r_q), progress="invgc query bank" if progress else False, **kw
+            gallery,
+            reference,
+            float(self.r_q),
+            local_adj=local,
+            pool_rate=rate,
+            memory_budget=memory_budget,
+            progress="invgc query bank" if progress else False,
         )
         self._set(gallery, m_g, m_q)
         return self
@@ -253,7 +262,7 @@ class InvGC(BaseCorrector):
                 "vectors depend on them. Refit."
             )
 
-    def search(
+    def search(  # type: ignore[override]
         self,
         queries,
         k: int = 10,
@@ -273,7 +282,7 @@ class InvGC(BaseCorrector):
             progress="search" if progress else False,
         )
 
-    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
+    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:  # type: ignore[override]
         """Dense ``q . x'``, shape (n_queries, n_gallery), float32."""
         queries = self._prepare_queries(queries, normalize)
         self._check_fitted_params()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 from numbers import Integral
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -52,7 +52,9 @@ class NeighborStatsCorrector(BaseCorrector):
     implement :meth:`_transform` (distances of a query block -> scores).
     """
 
-    k: int
+    k: Any
+    neighbor_distances_: Any
+    fitted_k_: int | None
 
     def _k_value(self) -> int | None:
         return None if self.k is None else int(self.k)
@@ -80,7 +82,7 @@ class NeighborStatsCorrector(BaseCorrector):
             self.neighbor_distances_ = None
         self.fitted_k_ = kmax
 
-    def fit(
+    def fit(  # type: ignore[override]
         self,
         gallery,
         reference,
@@ -91,7 +93,7 @@ class NeighborStatsCorrector(BaseCorrector):
     ):
         """Cache every gallery item's distances to its ``k`` nearest reference queries."""
         self.fitted_k_ = None
-        self.gallery_ = None
+        vars(self).pop("gallery_", None)  # unfitted until this fit succeeds
         self._check_params()
         gallery = self._prepare(gallery, "gallery", normalize)
         reference = self._prepare(reference, "reference", normalize)
@@ -142,13 +144,13 @@ class NeighborStatsCorrector(BaseCorrector):
     def _transform(self, dist: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
+    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:  # type: ignore[override]
         """Dense scores (negated LS / NICDM / MP distances), shape (n_queries, n_gallery), float32."""
         queries = self._prepare_queries(queries, normalize)
         self._check_params()
         return self._transform(self._query_distances(queries, slice(0, queries.shape[0]))).astype(np.float32)
 
-    def search(
+    def search(  # type: ignore[override]
         self,
         queries,
         k: int = 10,

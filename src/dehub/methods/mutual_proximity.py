@@ -25,7 +25,7 @@ and returns ``-MP`` as the score (higher is better). Query-dependent: no offset.
 from __future__ import annotations
 
 from numbers import Integral
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -93,6 +93,8 @@ class MutualProximity(NeighborStatsCorrector):
     """
 
     name = "mutual_proximity"
+    all_mean_: Any
+    all_std_: Any
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {"k": [None, Interval(Integral, 2, None)]}
 
     def __dehub_tags__(self) -> MethodTags:

@@ -154,7 +154,6 @@ def sinkhorn_offsets(
     log_ut = np.empty(n, dtype=np.float64)
     offsets: dict[int, np.ndarray] = {}
     errors: dict[int, float] = {}
-    check_every = tol is not None
     log_v = np.zeros(m)
     n_passes = n_iter + 1
     label = progress if isinstance(progress, str) else "sinkhorn"
@@ -220,7 +219,7 @@ def sinkhorn_offsets(
             if it in keep:
                 # offset = -tau log u = -tau (log u~ - (row_max - 1) / tau)
                 offsets[it] = -float(tau) * log_ut + (row_max - 1.0)
-            if check_every and err < float(tol):
+            if tol is not None and err < float(tol):
                 break
     if done not in offsets:
         offsets[done] = -float(tau) * log_ut + (row_max - 1.0)
@@ -265,6 +264,7 @@ class SN(AdditiveBiasCorrector):
     """
 
     name = "sn"
+    fitted_: tuple[float, int, float | None] | None
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
         "tau": [Interval(Real, 0.0, None, closed="neither")],
         "n_iter": [Interval(Integral, 1, None)],
@@ -289,7 +289,7 @@ class SN(AdditiveBiasCorrector):
                 f"{fitted} used in fit; the offsets depend on them. Refit."
             )
 
-    def fit(
+    def fit(  # type: ignore[override]
         self,
         gallery,
         reference,
@@ -396,12 +396,15 @@ class SN(AdditiveBiasCorrector):
 
     # ------------------------------------------------------------------ persistence
     def _fitted_arrays(self) -> dict[str, np.ndarray]:
+        fitted = self.fitted_
+        if fitted is None:
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted yet; call fit(gallery, reference) first"
+            )
         return {
             "offsets": self.offsets_,
             "log_v": self.log_v_,
-            "fitted": np.asarray(
-                [self.fitted_[0], self.fitted_[1], np.nan if self.fitted_[2] is None else self.fitted_[2]]
-            ),
+            "fitted": np.asarray([fitted[0], fitted[1], np.nan if fitted[2] is None else fitted[2]]),
             "n_iter_run": np.asarray([self.n_iter_], dtype=np.int64),
         }
 

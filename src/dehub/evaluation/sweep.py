@@ -168,7 +168,7 @@ def sweep(
         if fast is None:
             gal = check_embeddings(task.gallery, "validation gallery")
             dt = np.float64 if (queries.dtype == np.float64 or gal.dtype == np.float64) else np.float32
-            fast = _AdditiveRanker(np.asarray(queries, dtype=dt) @ np.asarray(gal, dtype=dt).T, rel)
+            fast = _AdditiveRanker(np.matmul(np.asarray(queries, dtype=dt), np.asarray(gal, dtype=dt).T), rel)
         return fast
 
     t0 = time.perf_counter()
@@ -196,14 +196,14 @@ def sweep(
         for params, fitted in settings:
             params_list.append(params)
             if fits_budget and get_tags(fitted).offset:
-                biases.append(np.array(fitted.bias_, copy=True))
+                # offset tag: the estimator has bias_ (the contract of dehub.methods._tags)
+                biases.append(np.array(fitted.bias_, copy=True))  # type: ignore[attr-defined]
                 ranks.append(None)
             else:
                 ranks.append(dense_ranks_of(fitted))
-        if biases:
-            shared = iter(shared_ranker().ranks_many(np.stack(biases)))
-            ranks = [next(shared) if r is None else r for r in ranks]
-        for params, rank in zip(params_list, ranks):
+        shared = iter(shared_ranker().ranks_many(np.stack(biases)) if biases else ())
+        final = [next(shared) if r is None else r for r in ranks]
+        for params, rank in zip(params_list, final):
             out = outcomes_from_ranks(rank, rel, ks, no_positive=no_positive)
             n_without = out.n_without_positives
             table.append({**{k: _plain(v) for k, v in params.items()}, **out.summary()})

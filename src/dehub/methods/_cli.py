@@ -72,7 +72,7 @@ def add_method_param_options(parser: argparse.ArgumentParser) -> None:
     """
     from . import METHODS
 
-    seen: dict[str, tuple[object, list[str]]] = {}
+    seen: dict[str, tuple[Callable[[str], object], list[str]]] = {}
     for name, cls in METHODS.items():
         sig = inspect.signature(cls.__init__)
         for param in cls._get_param_names():

@@ -56,6 +56,10 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
     _beta_names: ClassVar[tuple[str, ...]] = ()
     k: int
     dynamic: bool
+    lse_: np.ndarray
+    activated_: np.ndarray | None
+    fitted_betas_: tuple[float, ...] | None
+    fitted_k_: int | None
 
     def __dehub_tags__(self) -> MethodTags:
         # Static IS/DualIS: one per-item offset (scale sum(beta) > 0). Dynamic variants
@@ -230,6 +234,8 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         """(n_queries, n_banks) bool: which bank normalizers apply to each query."""
         if not self.dynamic:
             return np.ones((top1.shape[0], self.lse_.shape[0]), dtype=bool)
+        if self.activated_ is None:  # _check_params refuses this before any search
+            raise ValueError("dynamic=True needs the activation sets; refit with dynamic=True")
         return self.activated_[:, top1].T
 
     def search(

@@ -34,16 +34,18 @@ The tags and exactly what each promises:
 
 ``incremental``
     :meth:`dehub.Index.add` / ``remove`` / ``add_reference`` apply: the estimator
-    implements the growth hooks documented in :mod:`dehub.methods.base`, and an update
-    equals a refit on the grown data.
+    implements the growth hooks documented in :mod:`dehub.methods.base`
+    (``add_gallery_rows(vectors, reference)``, ``remove_gallery_rows(keep)``,
+    ``add_reference_rows(new_reference, n_reference=...)``, ``growth_needs_reference()``;
+    each returns a new fitted estimator), and an update equals a refit on the grown data.
 
 ``row_decomposable``
     Every fitted per-item statistic depends only on that gallery row and the whole
     reference: ``est.gallery_statistics(gallery_rows, reference, **fit_kwargs)`` returns
-    ``dict[str, ndarray]`` (first axis = rows) and
-    ``est.from_statistics(gallery, statistics, n_reference=...)`` makes a fitted
-    estimator; concatenating the statistics of gallery shards equals fitting the whole
-    gallery.
+    ``dict[str, ndarray]`` (first axis = rows), ``est.fitted_statistics()`` the same
+    dict of a fitted estimator, and ``est.from_statistics(gallery, statistics,
+    n_reference=...)`` makes a new fitted estimator; concatenating the statistics of
+    gallery shards equals fitting the whole gallery.
 
 ``changes_vectors``
     The method replaces the gallery vectors (InvGC-style); ``est.transformed_gallery_``

@@ -49,7 +49,8 @@ class TopKStatistics:
 
     def _growth_params(self) -> dict[str, Any]:
         """New rows' statistics use the fitted k (the cache may be deeper than ``k``)."""
-        return {"k": int(self.fitted_k_)} if getattr(self, "fitted_k_", None) else {}
+        fitted = getattr(self, "fitted_k_", None)
+        return {"k": int(fitted)} if fitted else {}
 
     def _set_statistics(self, gallery, statistics, n_reference: int | None) -> None:
         missing = [key for key in _KEYS if key not in statistics]

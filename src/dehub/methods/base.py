@@ -79,6 +79,7 @@ from .._validation import (
 )
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
 from ._params import Constraint, InvalidParameterError, validate_parameters
+from ._stats import compute_dtype
 from ._tags import MethodTags
 
 __all__ = [
@@ -224,13 +225,35 @@ class BaseCorrector(ABC):
 
     # ------------------------------------------------------------------ contract
     @abstractmethod
-    def fit(self, gallery, reference, **kwargs) -> BaseCorrector: ...
+    def fit(
+        self,
+        gallery: Any,
+        reference: Any,
+        *,
+        normalize: NormalizeMode = "warn",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        progress: bool = False,
+    ) -> Any:
+        """Learn the fitted attributes from ``gallery`` and ``reference``; return ``self``.
+
+        Methods may add keyword-only fit inputs (DBNorm's and DN's ``gallery_bank``).
+        """
 
     @abstractmethod
-    def search(self, queries, k: int = 10, **kwargs) -> tuple[np.ndarray, np.ndarray]: ...
+    def search(
+        self,
+        queries: Any,
+        k: int = 10,
+        *,
+        normalize: NormalizeMode = "warn",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` ``(scores, ids)`` under the corrected score (see the module docstring)."""
 
     @abstractmethod
-    def score(self, queries, **kwargs) -> np.ndarray: ...
+    def score(self, queries: Any, *, normalize: NormalizeMode = "warn") -> np.ndarray:
+        """Dense corrected scores, shape (n_queries, n_gallery), float32."""
 
     # ------------------------------------------------------------------ persistence
     def _fitted_arrays(self) -> dict[str, np.ndarray]:
@@ -290,8 +313,8 @@ class AdditiveBiasCorrector(BaseCorrector):
         """Dense corrected scores ``q . r - bias_[r]``, shape (n_queries, n_gallery), float32."""
         queries = self._prepare_queries(queries, normalize)
         self._check_params()
-        dt = np.float64 if (queries.dtype == np.float64 or self.gallery_.dtype == np.float64) else np.float32
-        s = np.asarray(queries, dtype=dt) @ np.asarray(self.gallery_, dtype=dt).T
+        dt = compute_dtype(queries, self.gallery_)
+        s: np.ndarray = np.matmul(np.asarray(queries, dtype=dt), np.asarray(self.gallery_, dtype=dt).T)
         s -= self.bias_.astype(dt)
         return s.astype(np.float32, copy=False)
 

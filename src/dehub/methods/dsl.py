@@ -90,7 +90,7 @@ class DSL(BaseCorrector):
         check_same_dim(gallery, reference, "gallery", "reference")
         return gallery, reference
 
-    def fit(  # type: ignore[override]
+    def fit(
         self,
         gallery,
         reference,
@@ -147,14 +147,14 @@ class DSL(BaseCorrector):
         prior = np.exp(s / float(self.temperature) - self.lse_[None, :])
         return s * prior * self.n_bank_
 
-    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:  # type: ignore[override]
+    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
         """Dense DSL scores ``s * n_Q * softmax_Q(s / T)``, shape (n_queries, n_gallery), float32."""
         queries = self._prepare_queries(queries, normalize)
         self._check_params()
         with np.errstate(over="ignore"):  # see the module docstring (values beyond float32)
             return self._scores(queries, slice(0, queries.shape[0])).astype(np.float32)
 
-    def search(  # type: ignore[override]
+    def search(
         self,
         queries,
         k: int = 10,

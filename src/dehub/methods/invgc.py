@@ -179,7 +179,7 @@ class InvGC(BaseCorrector):
             check_same_dim(gallery, bank, "gallery", "gallery_bank")
         return gallery, reference, bank
 
-    def fit(  # type: ignore[override]
+    def fit(
         self,
         gallery,
         reference,
@@ -262,7 +262,7 @@ class InvGC(BaseCorrector):
                 "vectors depend on them. Refit."
             )
 
-    def search(  # type: ignore[override]
+    def search(
         self,
         queries,
         k: int = 10,
@@ -282,7 +282,7 @@ class InvGC(BaseCorrector):
             progress="search" if progress else False,
         )
 
-    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:  # type: ignore[override]
+    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
         """Dense ``q . x'``, shape (n_queries, n_gallery), float32."""
         queries = self._prepare_queries(queries, normalize)
         self._check_fitted_params()

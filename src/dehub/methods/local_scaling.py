@@ -82,7 +82,7 @@ class NeighborStatsCorrector(BaseCorrector):
             self.neighbor_distances_ = None
         self.fitted_k_ = kmax
 
-    def fit(  # type: ignore[override]
+    def fit(
         self,
         gallery,
         reference,
@@ -144,13 +144,13 @@ class NeighborStatsCorrector(BaseCorrector):
     def _transform(self, dist: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:  # type: ignore[override]
+    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
         """Dense scores (negated LS / NICDM / MP distances), shape (n_queries, n_gallery), float32."""
         queries = self._prepare_queries(queries, normalize)
         self._check_params()
         return self._transform(self._query_distances(queries, slice(0, queries.shape[0]))).astype(np.float32)
 
-    def search(  # type: ignore[override]
+    def search(
         self,
         queries,
         k: int = 10,

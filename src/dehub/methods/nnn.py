@@ -169,7 +169,7 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
             gallery,
             reference,
             int(self.k),
-            engine=self.engine,
+            engine=self.engine,  # type: ignore[arg-type]  # checked against ENGINES
             engine_params=self.engine_params,
             memory_budget=memory_budget,
             progress="NNN bias" if progress else False,
@@ -182,7 +182,8 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
         if getattr(self, "topk_scores_", None) is None:
             raise NotFittedError("NNN is not fitted yet; call fit(gallery, reference) first")
         k = self.k if k is None else k
-        if k > self.fitted_k_:
+        fitted_k = int(self.fitted_k_ or 0)
+        if k > fitted_k:
             raise ValueError(f"k={k} exceeds the fitted k={self.fitted_k_}; refit with a larger k")
         return self.topk_scores_[:, :k].mean(axis=1, dtype=np.float64).astype(np.float32)
 
@@ -195,7 +196,7 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
         if getattr(self, "topk_scores_", None) is None:
             raise NotFittedError("NNN is not fitted yet; call fit(gallery, reference) first")
         csum = np.cumsum(self.topk_scores_, axis=1, dtype=np.float64)
-        return (csum / np.arange(1, self.fitted_k_ + 1)).astype(np.float32)
+        return (csum / np.arange(1, self.topk_scores_.shape[1] + 1)).astype(np.float32)
 
     def _compute_bias(self) -> np.ndarray:
         return (np.float32(self.alpha) * self.mean_topk()).astype(np.float32)

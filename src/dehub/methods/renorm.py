@@ -90,7 +90,7 @@ class Renorm(BaseCorrector):
         """Both variants."""
         return {"variant": list(_VARIANTS)}
 
-    def fit(  # type: ignore[override]
+    def fit(
         self,
         gallery,
         reference,
@@ -147,7 +147,7 @@ class Renorm(BaseCorrector):
             return np.asarray(queries, dtype=np.float32)
         return _unit(renormalize(queries, self.mean_, self.variant)).astype(np.float32)
 
-    def search(  # type: ignore[override]
+    def search(
         self,
         queries,
         k: int = 10,
@@ -176,7 +176,7 @@ class Renorm(BaseCorrector):
         qn = np.linalg.norm(renormalize(queries, self.mean_, "projection"), axis=1)
         return np.maximum(qn, 1e-12)
 
-    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:  # type: ignore[override]
+    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
         """Dense cosine scores of the renormalized embeddings, (n_queries, n_gallery) float32."""
         queries = self._prepare_queries(queries, normalize)
         self._check_variant()

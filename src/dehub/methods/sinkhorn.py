@@ -289,7 +289,7 @@ class SN(AdditiveBiasCorrector):
                 f"{fitted} used in fit; the offsets depend on them. Refit."
             )
 
-    def fit(  # type: ignore[override]
+    def fit(
         self,
         gallery,
         reference,
@@ -433,7 +433,7 @@ class DBSN(SN):
 
     name = "dbsn"
 
-    def fit(  # type: ignore[override]
+    def fit(
         self,
         gallery,
         reference,

@@ -10,6 +10,14 @@ sweep per method and direction, i.e. ``fit_grid`` over ``default_grid()`` plus o
     python benchmarks/bench_methods.py --sweep             # plus the WordNet sweeps
     python benchmarks/bench_methods.py --small --sweep     # quick smoke run
     python benchmarks/bench_methods.py --sweep-only --methods qbnorm dbnorm
+    python benchmarks/bench_methods.py --methods nnn sn dbsn invgc mutual_proximity local_scaling
+    python benchmarks/bench_methods.py --table --output t.json   # docs/methods.md member table
+
+Part 3 (``--table``): the paper's protocol (``dehub.evaluation.run_evaluation``) on the
+bundled benchmark for every member plus ``best``, and DSL in its transductive setting
+(temperature chosen with the validation queries as its query set, test fit with the test
+queries): R@1/5/10 with bootstrap CIs, hubness (max N_10, N_10 skewness), fit and search
+seconds of the chosen setting; JSON to ``--output`` and a markdown table on stdout.
 
 All numbers are printed as measured on this machine (threads: numpy's BLAS default).
 """
@@ -17,7 +25,10 @@ All numbers are printed as measured on this machine (threads: numpy's BLAS defau
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
+import subprocess
 import time
 
 import numpy as np
@@ -52,16 +63,31 @@ def bench_fit(args) -> None:
         f"## fit / search: gallery {args.gallery:,} x reference {args.reference:,} x d={args.dim}, "
         f"{args.queries:,} queries, top-10, best of {args.repeats}"
     )
-    print(f"{'method':<12} {'params':<44} {'fit s':>8} {'search s':>9}")
-    for name in args.methods:
+    print(f"memory_budget {args.memory_budget >> 20} MiB")
+    print(f"{'method':<16} {'params':<44} {'fit s':>8} {'search s':>9} {'fit / nnn':>9}")
+    nnn_fit = None
+    names = list(args.methods)
+    if "nnn" in names:  # NNN first: the others are compared with its fit time
+        names.remove("nnn")
+        names.insert(0, "nnn")
+    for name in names:
         cls = METHODS[name]
         model = cls()
-        fit_s = best_time(lambda: model.fit(gallery, reference), args.repeats)
-        search_s = best_time(lambda: model.search(queries, 10), args.repeats)
+        kw = {"memory_budget": args.memory_budget, "normalize": "none"}
+        fit_s = best_time(lambda: model.fit(gallery, reference, **kw), args.repeats)
+        search_s = best_time(lambda: model.search(queries, 10, **kw), args.repeats)
+        if name == "nnn":
+            nnn_fit = fit_s
         params = ", ".join(
             f"{k}={v}" for k, v in model.get_params().items() if k not in ("engine", "engine_params")
         )
-        print(f"{name:<12} {params:<44} {fit_s:>8.3f} {search_s:>9.3f}")
+        ratio = f"{fit_s / nnn_fit:9.2f}" if nnn_fit else f"{'-':>9}"
+        extra = ""
+        if getattr(model, "marginal_error_", None) is not None:
+            extra = (
+                f"  (Sinkhorn marginal error after {model.n_iter_} iterations: {model.marginal_error_:.3g})"
+            )
+        print(f"{name:<16} {params:<44} {fit_s:>8.3f} {search_s:>9.3f} {ratio}{extra}", flush=True)
 
 
 def bench_sweep(args) -> None:
@@ -89,6 +115,113 @@ def bench_sweep(args) -> None:
             print(f"{name:<12} {label:<22} {n:>6} {dt:>8.2f}")
 
 
+def machine() -> dict:
+    """CPU model, caches and load: recorded with every figure (the machine may be shared)."""
+    info = {"processor": platform.processor() or platform.machine(), "load_avg": os.getloadavg()}
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        info["lscpu"] = [
+            ln.strip() for ln in out.splitlines() if ln.startswith(("Model name", "L2", "L3", "CPU(s)"))
+        ]
+    except OSError:
+        pass
+    return info
+
+
+def bench_table(args) -> None:
+    from dehub.datasets import load_wordnet_benchmark
+    from dehub.evaluation import run_evaluation
+    from dehub.evaluation.hubness import k_occurrence
+    from dehub.evaluation.metrics import dense_ranks, evaluate_topk
+    from dehub.evaluation.statistics import bootstrap_comparisons
+    from dehub.evaluation.sweep import sweep
+
+    bench = load_wordnet_benchmark()
+    members = [m for m in args.methods if m != "dsl"]
+    before = machine()
+    t0 = time.perf_counter()
+    res = run_evaluation(
+        bench, methods=["plain", *[m for m in members if m != "plain"], "best"], progress=False
+    )
+    rows = []
+    for direction, d in res.data["directions"].items():
+        per = d["bootstrap"]["per_method"]
+        for m, md in d["methods"].items():
+            tm = res.data["timings"][direction][m]
+            rows.append(
+                {
+                    "direction": d["name"],
+                    "method": m,
+                    "params": md["chosen_params"],
+                    **{f"R@{k}": per[m][f"R@{k}"] for k in (1, 5, 10)},
+                    "max_N10": md["hubness"]["10"]["max"],
+                    "skew_N10": md["hubness"]["10"].get("skewness"),
+                    "fit_s": tm["fit"],
+                    "search_s": tm["search"],
+                    "sweep_s": tm["sweep"],
+                    "best": md.get("best", {}).get("reason"),
+                    "transductive": False,
+                }
+            )
+    if "dsl" in args.methods:
+        # DSL as published: the softmax runs over the test queries themselves (transductive).
+        for direction in ("a2b", "b2a"):
+            val, test = bench.validation.task(direction), bench.test.task(direction)
+            sw = sweep("dsl", val, val.queries)
+            from dehub.methods import DSL
+
+            t = time.perf_counter()
+            model = DSL(**sw.best_params).fit(test.gallery, test.queries)
+            fit_s = time.perf_counter() - t
+            t = time.perf_counter()
+            _, ids = model.search(test.queries, 10)
+            search_s = time.perf_counter() - t
+            rel = test.relevance
+            ranks = dense_ranks(lambda r: model.score(test.queries[r]), rel.n_queries, rel)
+            out = evaluate_topk(ids, rel, (1, 5, 10), dense_rank=ranks)
+            boot = bootstrap_comparisons({"dsl": out}, [], 1000, 0, 0.95)["per_method"]["dsl"]
+            n10 = k_occurrence(ids, rel.n_gallery, 10)
+            rows.append(
+                {
+                    "direction": bench.direction_name(direction),
+                    "method": "dsl (transductive)",
+                    "params": sw.best_params,
+                    **{f"R@{k}": boot[f"R@{k}"] for k in (1, 5, 10)},
+                    "max_N10": int(n10.max()),
+                    "skew_N10": None,
+                    "fit_s": fit_s,
+                    "search_s": search_s,
+                    "sweep_s": sw.seconds,
+                    "best": None,
+                    "transductive": True,
+                }
+            )
+    after = machine()
+    doc = {
+        "machine_before": before,
+        "machine_after": after,
+        "seconds": time.perf_counter() - t0,
+        "rows": rows,
+    }
+    doc["best_selection"] = {d["name"]: d["methods"]["best"]["best"] for d in res.data["directions"].values()}
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(doc, f, indent=1, default=str)
+    print("| direction | method | R@1 | R@5 | R@10 | max N10 | fit s | search s | setting |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        cells = [
+            f"{100 * r[f'R@{k}']['value']:.2f} [{100 * r[f'R@{k}']['ci_low']:.2f}, {100 * r[f'R@{k}']['ci_high']:.2f}]"
+            for k in (1, 5, 10)
+        ]
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
+        print(
+            f"| {r['direction']} | {r['method']} | {' | '.join(cells)} | {r['max_N10']} | "
+            f"{r['fit_s']:.2f} | {r['search_s']:.2f} | {params} |"
+        )
+    print(f"\nmachine before: {before}\nmachine after: {after}\ntotal {doc['seconds']:.0f} s")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gallery", type=int, default=5000)
@@ -102,10 +235,18 @@ def main() -> None:
     )
     p.add_argument("--sweep-only", action="store_true", help="only the WordNet sweeps (implies --sweep)")
     p.add_argument("--small", action="store_true", help="smoke run: 1,000 x 10,000, 1,000 queries, 1 repeat")
+    p.add_argument(
+        "--memory-budget", type=int, default=512 * 2**20, help="bytes of working memory (default 512 MiB)"
+    )
+    p.add_argument("--table", action="store_true", help="only the docs table of every member on WordNet")
+    p.add_argument("--output", help="JSON output of --table")
     args = p.parse_args()
+    if args.table:
+        bench_table(args)
+        return
     if args.small:
         args.gallery, args.reference, args.queries, args.repeats = 1000, 10_000, 1000, 1
-    print(f"# dehub method benchmark ({platform.processor() or platform.machine()}, numpy {np.__version__})")
+    print(f"# dehub method benchmark (numpy {np.__version__}); machine: {machine()}")
     if not args.sweep_only:
         bench_fit(args)
     if args.sweep or args.sweep_only:

@@ -12,13 +12,20 @@ from .evaluation.engine_eval import evaluate_engine
 from .index import Index
 from .methods import (
     CSLS,
+    DBSN,
     DN,
+    DSL,
     METHODS,
     NNN,
+    SN,
     DBNorm,
+    InvGC,
+    LocalScaling,
     MethodTags,
+    MutualProximity,
     Plain,
     QBNorm,
+    Renorm,
     RobustNNN,
     SoftNNN,
     get_method,
@@ -51,3 +58,4 @@ __all__ = [
     "topk_search",
     "evaluate_engine",
 ]
+__all__ += ["SN", "DBSN", "InvGC", "Renorm", "MutualProximity", "LocalScaling", "DSL"]  # issue 14

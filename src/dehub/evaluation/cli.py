@@ -156,7 +156,7 @@ def _fixed_params(args: argparse.Namespace, methods: list[str]) -> dict[str, dic
             )
         fixed = {m: dict(v) for m, v in given.items()}
     else:
-        fixed = {m: dict(given) for m in methods}
+        fixed = {m: dict(given) for m in methods if m != "best"}  # best picks its own setting
     from .protocol import method_parameters
 
     for m, values in fixed.items():
@@ -223,9 +223,9 @@ def _run(args: argparse.Namespace) -> int:
     from .protocol import run_evaluation
     from .report import write_report
 
-    unknown = [m for m in args.methods if m not in METHODS]
+    unknown = [m for m in args.methods if m not in METHODS and m != "best"]
     if unknown:
-        raise ValueError(f"unknown --methods {unknown}; expected names from {sorted(METHODS)}")
+        raise ValueError(f"unknown --methods {unknown}; expected names from {sorted(METHODS)} or 'best'")
     if not 0 < args.reference_fraction <= 1:
         raise ValueError(f"--reference-fraction must be in (0, 1]; received {args.reference_fraction}")
     fixed = _fixed_params(args, args.methods)

@@ -34,6 +34,7 @@ from .._validation import NormalizeMode, check_normalization
 from ..datasets.base import Direction, PairedBenchmark, PairedSplit
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ..methods import METHODS
+from .best import BEST, best_for_protocol  # issue 14: the 'best' hook
 from .hubness import _stats_of, k_occurrence, occurrence_histogram
 from .metrics import (
     NoPositivePolicy,
@@ -54,7 +55,12 @@ N_TOP_HUBS = 5
 
 
 def method_parameters(method: str) -> list[str]:
-    """The constructor parameters of a registered method (asked of the method itself)."""
+    """The constructor parameters of a registered method (asked of the method itself).
+
+    ``best`` has none of its own: it picks a member and that member's setting.
+    """
+    if method == BEST:
+        return []
     cls = METHODS[method]
     return list(cls().get_params())
 
@@ -153,6 +159,12 @@ class EvaluationResult:
             f"{self.data['settings']['n_bootstrap']} resamples, seed {self.data['settings']['seed']}):"
         )
         lines.extend(diffs)
+        for d in self.data["directions"].values():  # issue 14: what best chose and why
+            chosen = d["methods"].get(BEST, {}).get("best")
+            if chosen:
+                lines.append(
+                    f"{d['name']}: best chose {chosen['member']} {chosen['params']}: {chosen['reason']}"
+                )
         lines.append(f"total time {self.data['timings']['total_seconds']:.1f} s")
         return "\n".join(lines)
 
@@ -356,7 +368,7 @@ def run_evaluation(
     methods = list(dict.fromkeys(methods))
     if not methods:
         raise ValueError("methods must name at least one method, e.g. ('plain', 'nnn')")
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHODS and m != BEST]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; expected names from {sorted(METHODS)}")
     grids = dict(grids or {})
@@ -405,18 +417,33 @@ def run_evaluation(
             tm: dict[str, float] = {}
             _log(progress, f"[{dname}] {method}: validation sweep")
             t0 = time.perf_counter()
-            sw = sweep(
-                method,
-                val_task,
-                reference,
-                grid=grids.get(method),
-                metric=metric,
-                ks=ks,
-                no_positive=no_positive,
-                normalize="none",
-                memory_budget=memory_budget,
-                progress=progress,
-            )
+            if method == BEST:  # issue 14: member and setting chosen on validation (evaluation/best.py)
+                sw, fit_method, fit_params, extra = best_for_protocol(
+                    val_task,
+                    reference,
+                    grids,
+                    metric=metric,
+                    ks=ks,
+                    no_positive=no_positive,
+                    n_bootstrap=n_bootstrap,
+                    confidence=confidence,
+                    seed=seed,
+                    memory_budget=memory_budget,
+                )
+            else:
+                sw = sweep(
+                    method,
+                    val_task,
+                    reference,
+                    grid=grids.get(method),
+                    metric=metric,
+                    ks=ks,
+                    no_positive=no_positive,
+                    normalize="none",
+                    memory_budget=memory_budget,
+                    progress=progress,
+                )
+                fit_method, fit_params, extra = method, sw.best_params, {}
             tm["sweep"] = time.perf_counter() - t0
             _log(
                 progress,
@@ -424,7 +451,7 @@ def run_evaluation(
                 f"({len(sw.table)} settings, {tm['sweep']:.1f} s); fitting on the test gallery",
             )
             t0 = time.perf_counter()
-            model = fit_selected(method, sw.best_params, test_task.gallery, reference, **fit_kwargs)
+            model = fit_selected(fit_method, fit_params, test_task.gallery, reference, **fit_kwargs)
             tm["fit"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             scores, ids = model.search(
@@ -456,6 +483,7 @@ def run_evaluation(
                 "test": out.summary(),
                 "hubness": hub,
                 "model": repr(model),
+                **extra,
             }
             tdir[method] = tm
         t0 = time.perf_counter()
@@ -537,7 +565,7 @@ def run_evaluation(
             "confidence": float(confidence),
             "no_positive": no_positive,
             "normalize": normalize,
-            "grids": {m: (grids.get(m) or METHODS[m].default_grid()) for m in methods},
+            "grids": {m: (grids.get(m) or METHODS[m].default_grid()) for m in methods if m != BEST},
             "memory_budget": int(memory_budget),
             "comparisons": [f"{o} - {b}" for b, o in _comparisons(methods)],
         },

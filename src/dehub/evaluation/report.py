@@ -337,8 +337,11 @@ def _plots(result: EvaluationResult) -> list[tuple[str, str]]:
             out.append((f"k-occurrence histograms N_{hk}, {dd['name']}, one panel per method", _png(fig)))
         for m, md in dd["methods"].items():
             grid = md["sweep"]["grid"]
-            if len(grid) != 2 or any(len(v) < 2 for v in grid.values()):
-                continue
+            numeric = all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for v in grid.values() for x in v
+            )
+            if len(grid) != 2 or any(len(v) < 2 for v in grid.values()) or not numeric:
+                continue  # heatmaps need two numeric axes (not e.g. LocalScaling's variant, MP's k=None)
             p1, p2 = list(grid)
             v1 = sorted({row[p1] for row in md["sweep"]["table"]})
             v2 = sorted({row[p2] for row in md["sweep"]["table"]})

@@ -26,10 +26,16 @@ from .base import AdditiveBiasCorrector, BaseCorrector, NotFittedError
 from .csls import CSLS
 from .dbnorm import DBNorm, DBNormDIS
 from .dn import DN
+from .dsl import DSL
+from .invgc import InvGC
+from .local_scaling import LocalScaling
+from .mutual_proximity import MutualProximity
 from .nnn import NNN
 from .nnn_variants import RobustNNN, SoftNNN
 from .plain import Plain
 from .qbnorm import QBNorm, QBNormDIS
+from .renorm import Renorm
+from .sinkhorn import DBSN, SN
 
 __all__ = [
     "BaseCorrector",
@@ -57,6 +63,11 @@ __all__ = [
 METHODS: dict[str, type[BaseCorrector]] = {
     cls.name: cls for cls in (Plain, NNN, RobustNNN, SoftNNN, CSLS, QBNorm, QBNormDIS, DBNorm, DBNormDIS, DN)
 }
+
+
+# Newer members (issue 14).
+METHODS.update({cls.name: cls for cls in (SN, DBSN, InvGC, Renorm, MutualProximity, LocalScaling, DSL)})
+__all__ += ["SN", "DBSN", "InvGC", "Renorm", "MutualProximity", "LocalScaling", "DSL"]
 
 
 def get_method(name: str, **params) -> BaseCorrector:

@@ -145,3 +145,27 @@ def test_report_with_best_and_string_grids(bench, tmp_path):
     assert paths
     text = res.summary_text()
     assert "best chose" in text
+
+
+def test_transductive_method_uses_the_queries_it_answers_and_is_marked(bench):
+    """DSL normalizes over the test queries at test time (validation queries in its sweep)."""
+    from dehub.evaluation.sweep import fit_selected
+
+    res = run_evaluation(
+        bench,
+        methods=("plain", "dsl"),
+        directions=("a2b",),
+        n_bootstrap=20,
+        grids={"dsl": {"temperature": [0.05]}},
+        progress=False,
+    )
+    d = res.data["directions"]["a2b"]
+    assert d["methods"]["dsl"]["transductive"] is True
+    assert "transductive" not in d["methods"]["plain"]
+    assert any("dsl is transductive" in n for n in d["notes"])
+    test = bench.test.task("a2b")
+    own = fit_selected("dsl", {"temperature": 0.05}, test.gallery, test.queries)
+    _, ids = own.search(test.queries, 1, normalize="none")
+    rows = test.relevance.query_rows()
+    top1 = float(np.mean([ids[q, 0] in test.relevance.positives(q) for q in rows]))
+    assert d["methods"]["dsl"]["test"]["success@1"] == pytest.approx(top1)

@@ -33,7 +33,7 @@ import numpy as np
 from .._validation import NormalizeMode, check_normalization
 from ..datasets.base import Direction, PairedBenchmark, PairedSplit
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ..methods import METHODS
+from ..methods import METHODS, get_tags
 from .best import BEST, best_for_protocol  # issue 14: the 'best' hook
 from .hubness import _stats_of, k_occurrence, occurrence_histogram
 from .metrics import (
@@ -431,10 +431,14 @@ def run_evaluation(
                     memory_budget=memory_budget,
                 )
             else:
+                # A transductive method (DSL) normalizes over the queries being answered:
+                # the validation queries in the sweep, the test queries at test time. It is
+                # marked as such in every report (it peeks at the test set).
+                transductive = get_tags(METHODS[method]).transductive
                 sw = sweep(
                     method,
                     val_task,
-                    reference,
+                    val_task.queries if transductive else reference,
                     grid=grids.get(method),
                     metric=metric,
                     ks=ks,
@@ -443,7 +447,8 @@ def run_evaluation(
                     memory_budget=memory_budget,
                     progress=progress,
                 )
-                fit_method, fit_params, extra = method, sw.best_params, {}
+                fit_method, fit_params = method, sw.best_params
+                extra = {"transductive": True} if transductive else {}
             tm["sweep"] = time.perf_counter() - t0
             _log(
                 progress,
@@ -451,7 +456,8 @@ def run_evaluation(
                 f"({len(sw.table)} settings, {tm['sweep']:.1f} s); fitting on the test gallery",
             )
             t0 = time.perf_counter()
-            model = fit_selected(fit_method, fit_params, test_task.gallery, reference, **fit_kwargs)
+            fit_reference = test_task.queries if extra.get("transductive") else reference
+            model = fit_selected(fit_method, fit_params, test_task.gallery, fit_reference, **fit_kwargs)
             tm["fit"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             scores, ids = model.search(
@@ -532,6 +538,12 @@ def run_evaluation(
                     ("reference set", shared["reference"]),
                 )
                 if n
+            ]
+            + [
+                f"{m} is transductive: it was fitted on the test queries themselves (the "
+                "validation queries in its sweep), so it is not comparable with the other rows"
+                for m, md in mdata.items()
+                if md.get("transductive")
             ],
         }
         timings[direction] = tdir

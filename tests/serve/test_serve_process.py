@@ -92,7 +92,7 @@ def test_hot_swap_under_a_stream_of_requests_loses_none(tmp_path, queries):
                             [i % len(queries), body["results"][0]["ids"]],
                         )
                     )
-                except Exception as exc:  # noqa: BLE001 - counted as a lost request
+                except Exception as exc:
                     errors.append(repr(exc))
                 i += 4
 

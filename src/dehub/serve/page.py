@@ -66,7 +66,7 @@ PAGE = """<!doctype html>
   li.demoted { background: var(--hub-bg); }
   li.demoted .text { color: #862e2e; }
   li.promoted { background: var(--up-bg); }
-  .tag { font-size: 11px; font-weight: 600; padding: 1px 6px; border-radius: 4px; margin-left: 6px;
+  .tag { white-space: nowrap; font-size: 11px; font-weight: 600; padding: 1px 6px; border-radius: 4px; margin-left: 6px;
          vertical-align: 1px; }
   .tag.hub { background: var(--hub); color: #fff; }
   .tag.down { color: var(--hub); border: 1px solid #f1aeb5; }
@@ -136,7 +136,7 @@ function fmtParams(p) {
 async function loadInfo() {
   try {
     INFO = await api("info");
-  } catch (e) { $("info").textContent = e.message; return; }
+  } catch (e) { $("info").textContent = e.message; status(e.message, true); return; }
   const kocc = INFO.k_occurrence;
   HUB = kocc ? kocc.hub_threshold : Infinity;
   $("info").textContent = INFO.name + " · " + INFO.n_items.toLocaleString() + " items · d=" + INFO.dim +
@@ -219,7 +219,13 @@ $("form").addEventListener("submit", (ev) => {
 });
 $("examples").addEventListener("change", () => { if ($("examples").value !== "") runExample($("examples").value); });
 $("random").addEventListener("click", () => { if (EXAMPLES) runExample(Math.floor(Math.random() * EXAMPLES)); });
-loadInfo();
+// Links: /#q=some+text runs a text query, /#example=12 a benchmark query.
+loadInfo().then(() => {
+  const h = new URLSearchParams(location.hash.slice(1));
+  if (h.get("k")) $("k").value = h.get("k");
+  if (h.get("q")) { $("q").value = h.get("q"); run({text: [h.get("q")]}, h.get("q"), new Set()); }
+  else if (h.get("example") && EXAMPLES) runExample(parseInt(h.get("example"), 10));
+});
 </script>
 </body>
 </html>

@@ -384,6 +384,7 @@ def test_demo_examples_and_search(demo_served):
         assert info["name"] == "wordnet-demo" and info["examples"] == 5000 and info["has_texts"]
         ex = c.get("/examples/0").json()
         assert ex["text"] and ex["relevant"] and len(ex["vector"]) == 384
+        assert len(ex["relevant_texts"]) == len(ex["relevant"]) and all(ex["relevant_texts"])
         entry = c.post(
             "/search", json={"vectors": [ex["vector"]], "k": 10, "compare": True, "details": True}
         ).json()

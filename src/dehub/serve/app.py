@@ -671,10 +671,12 @@ def create_app(settings: Settings | None = None, served: Served | None = None) -
                 str(index),
             )
         ex = s.examples
+        rel = ex.relevant[index]
         return ExampleQuery(
             index=index,
             text=ex.texts[index],
-            relevant=_ids_of(s, ex.relevant[index]),
+            relevant=_ids_of(s, rel),
+            relevant_texts=[s.texts[r] for r in rel] if s.texts is not None else None,
             vector=ex.vectors[index].tolist(),
         )
 

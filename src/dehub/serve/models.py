@@ -123,6 +123,7 @@ class ExampleQuery(BaseModel):
     index: int
     text: str
     relevant: list[int]
+    relevant_texts: list[str | None] | None = None
     vector: list[float] | None = None
 
 

@@ -182,7 +182,7 @@ function render(listId, ranking, other, relevant, side) {
     ol.appendChild(li);
   });
 }
-async function run(body, shown, relevant) {
+async function run(body, shown, relevant, relevantTexts) {
   const t0 = performance.now();
   status(body.text ? "searching… (the first text query loads the MiniLM encoder)" : "searching…");
   try {
@@ -197,8 +197,9 @@ async function run(body, shown, relevant) {
     $("query-shown").innerHTML = "";
     const b = document.createElement("b"); b.textContent = "Query: ";
     $("query-shown").append(b, document.createTextNode(shown));
-    if (relevant.size && INFO) {
-      $("query-shown").append(document.createTextNode("  ·  correct: " + [...relevant].map((id) => "#" + id).join(", ")));
+    if (relevant.size) {
+      const names = relevantTexts || [...relevant].map((id) => "#" + id);
+      $("query-shown").append(document.createTextNode("  ·  correct: " + names.join(", ")));
     }
   } catch (e) { status(e.message, true); }
 }
@@ -206,7 +207,7 @@ async function runExample(i) {
   try {
     const ex = await api("examples/" + i);
     $("q").value = "";
-    await run({vectors: [ex.vector]}, ex.text, new Set(ex.relevant));
+    await run({vectors: [ex.vector]}, ex.text, new Set(ex.relevant), ex.relevant_texts);
   } catch (e) { status(e.message, true); }
 }
 $("form").addEventListener("submit", (ev) => {

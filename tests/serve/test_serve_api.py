@@ -412,3 +412,26 @@ def test_text_queries_use_the_bundled_encoder(demo_served):
         assert res[qi]["ids"] == ids[qi].tolist()
         np.testing.assert_allclose(res[qi]["scores"], scores[qi], atol=1e-5)
     assert [e["id"] for e in knn] == ids[0].tolist()
+
+
+def test_a_query_dependent_method_is_served_exactly_and_refused_by_faiss(tmp_path, queries):
+    """QB-Norm with the dynamic inverted softmax is not an offset method (get_tags(...).offset)."""
+    from serve_helpers import build_index
+
+    from dehub.serve.loading import load_served
+
+    path = tmp_path / "dis.dehub"
+    index = build_index(path, method="qbnorm_dis")
+    with TestClient(create_app(Settings(source=str(path)))) as c:
+        info = c.get("/info").json()
+        assert (info["method"], info["offset"], info["backend"]) == ("qbnorm_dis", False, "exact")
+        res = _search(c, queries, 10, compare=True)["results"]
+        assert c.get(f"/items/{int(index.ids[0])}").json()["bias"] is None
+    scores, ids = index.search(queries, 10)
+    pscores, prows = exact_search(queries, index.model.gallery_, 10)
+    for qi, entry in enumerate(res):
+        assert entry["ids"] == ids[qi].tolist()
+        np.testing.assert_allclose(entry["scores"], scores[qi], atol=1e-5)
+        assert entry["plain"]["ids"] == index.ids[prows[qi]].tolist()
+    with pytest.raises(ValueError, match="offset methods only"):
+        load_served(path, backend="faiss")

@@ -45,13 +45,10 @@ _ADD_CHUNK = 65_536  # gallery rows converted and added to FAISS at a time
 def is_offset_method(model: Any) -> bool:
     """Whether ``model``'s corrected score is ``q . r - bias_[r]`` (a fixed per-item offset).
 
-    The one place that asks the method what it can do; it switches to
-    ``dehub.methods.get_tags(model).offset`` once the estimator tags exist.
+    The one place that asks the method what it can do (its estimator tags).
     """
-    try:
-        from ..methods import get_tags  # type: ignore[attr-defined]
-    except ImportError:
-        return hasattr(model, "bias_") and hasattr(model, "export_vectors")
+    from ..methods import get_tags
+
     return bool(get_tags(model).offset)
 
 

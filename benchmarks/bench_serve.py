@@ -218,11 +218,11 @@ def run_load(port: int, queries: np.ndarray, clients: int, n_requests: int) -> d
 
 
 def bench_size(size: str, workdir: Path, requests_1: int, requests_16: int) -> dict:
-    n = {"100k": 100_000, "1m": 1_000_000}[size]
+    n = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[size]  # 10k: a quick check of the script
     print(f"[{size}] building indexes ({n} items, d={D}) ...", flush=True)
     files = build_indexes(workdir, n)
     queries = unit_chunk(np.random.default_rng(3), 512)
-    backend = "exact" if size == "100k" else "faiss"
+    backend = "faiss" if size == "1m" else "exact"
     runs = []
     for kind in ("corrected", "plain"):
         for batching in (True, False):
@@ -322,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.build_only:
             for size in args.sizes.split(","):
-                build_indexes(workdir, {"100k": 100_000, "1m": 1_000_000, "1m-ivf": 1_000_000}[size])
+                build_indexes(
+                    workdir, {"10k": 10_000, "100k": 100_000, "1m": 1_000_000, "1m-ivf": 1_000_000}[size]
+                )
             return 0
         for size in args.sizes.split(","):
             started = load()

@@ -435,3 +435,21 @@ def test_a_query_dependent_method_is_served_exactly_and_refused_by_faiss(tmp_pat
         assert entry["plain"]["ids"] == index.ids[prows[qi]].tolist()
     with pytest.raises(ValueError, match="offset methods only"):
         load_served(path, backend="faiss")
+
+
+def test_watch_reloads_when_the_file_changes(tmp_path, queries):
+    import time
+
+    from serve_helpers import build_index
+
+    path = tmp_path / "watched.dehub"
+    build_index(path, alpha=0.0)
+    with TestClient(create_app(Settings(source=str(path), watch_seconds=0.1))) as c:
+        before = _search(c, queries[:5], 10)["results"]
+        build_index(path, alpha=1.5)
+        deadline = time.monotonic() + 30
+        while c.get("/health").json()["version"] == 1:
+            assert time.monotonic() < deadline, "the changed file was not reloaded"
+            time.sleep(0.05)
+        after = _search(c, queries[:5], 10)
+    assert after["version"] == 2 and after["results"] != before

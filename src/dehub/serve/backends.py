@@ -17,6 +17,7 @@ Both answer ``search(queries, k, corrected=...) -> (scores, ids)`` with the inde
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -83,6 +84,22 @@ class ExactBackend:
         return scores, ids
 
 
+def release_mapped_pages(arr: Any) -> None:
+    """Drop the pages of a memory-mapped array from this process (they stay in the page cache).
+
+    Reading a mapped gallery once (checksum, copy into FAISS) would otherwise leave all of
+    it in the resident set next to the FAISS copy. No-op for arrays in memory.
+    """
+    mm = getattr(arr, "_mmap", None)  # np.memmap and its views keep the mapping here
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if mm is None or advice is None or not hasattr(mm, "madvise"):
+        return
+    try:
+        mm.madvise(advice)
+    except (OSError, ValueError):  # closed, or not supported here
+        pass
+
+
 def build_offset_faiss(
     gallery: np.ndarray, bias: np.ndarray, ids: np.ndarray, *, chunk: int = _ADD_CHUNK
 ) -> Any:
@@ -106,6 +123,7 @@ def build_offset_faiss(
         part[:, :d] = gallery[start:stop]
         part[:, d] = b[start:stop]
         index.add_with_ids(part, labels[start:stop])
+        release_mapped_pages(gallery)
     return index
 
 
@@ -140,6 +158,7 @@ class FaissBackend:
                 f"method {model.name!r} is not an offset correction (its score is not q . r - b(r)); "
                 "it cannot be served from a FAISS d+1 index: use --backend exact"
             )
+        release_mapped_pages(model.gallery_)  # read once by the checksum when loaded
         return cls(build_offset_faiss(model.gallery_, model.bias_, index.ids), index.dim)
 
     @classmethod

@@ -189,7 +189,7 @@ async def _one_client(
         writer.close()
 
 
-def run_load(port: int, queries: np.ndarray, clients: int, n_requests: int) -> dict:
+def run_load(port: int, queries: np.ndarray, clients: int, n_requests: int, time_limit: float = 30.0) -> dict:
     reqs = [request_bytes(port, queries[i % len(queries)]) for i in range(n_requests)]
     per = [reqs[c::clients] for c in range(clients)]
     lat: list[float] = []
@@ -200,19 +200,22 @@ def run_load(port: int, queries: np.ndarray, clients: int, n_requests: int) -> d
         # warm-up: a few requests, not counted
         await _one_client(port, reqs[: min(8, len(reqs))], [], [], [])
         t0 = time.perf_counter()
-        await asyncio.gather(*(_one_client(port, p, lat, errors, answers) for p in per))
+        deadline = t0 + time_limit
+        await asyncio.gather(*(_one_client(port, p, lat, errors, answers, deadline) for p in per))
         return time.perf_counter() - t0
 
     elapsed = asyncio.run(main())
     lat_ms = np.asarray(lat) * 1e3
     return {
         "clients": clients,
-        "requests": n_requests,
+        "requests": len(lat),
+        "requests_planned": n_requests,
+        "time_limit_s": time_limit,
         "seconds": round(elapsed, 3),
         "qps": round(len(lat) / elapsed, 1),
         "p50_ms": round(float(np.percentile(lat_ms, 50)), 2) if len(lat) else None,
         "p99_ms": round(float(np.percentile(lat_ms, 99)), 2) if len(lat) else None,
-        "errors": len(errors) + (n_requests - len(lat)),
+        "errors": len(errors),
         "error_samples": errors[:3],
     }
 

@@ -161,12 +161,14 @@ def request_bytes(port: int, q: np.ndarray) -> bytes:
 
 
 async def _one_client(
-    port: int, reqs: list[bytes], lat: list[float], errors: list[str], answers: list
+    port: int, reqs: list[bytes], lat: list[float], errors: list[str], answers: list, deadline: float = float("inf")
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for r in reqs:
             t0 = time.perf_counter()
+            if t0 > deadline:
+                break  # the time limit: stop sending (what was sent is counted)
             writer.write(r)
             await writer.drain()
             status_line = await reader.readline()

@@ -136,7 +136,12 @@ function fmtParams(p) {
 async function loadInfo() {
   try {
     INFO = await api("info");
-  } catch (e) { $("info").textContent = e.message; status(e.message, true); return; }
+  } catch (e) {
+    $("info").textContent = e.message;
+    status(e.message + ($("token-box").style.display === "inline" ? " · enter the token and press Search" : ""), true);
+    return;
+  }
+  $("token-box").style.display = "none";
   const kocc = INFO.k_occurrence;
   HUB = kocc ? kocc.hub_threshold : Infinity;
   $("info").textContent = INFO.name + " · " + INFO.n_items.toLocaleString() + " items · d=" + INFO.dim +
@@ -210,10 +215,11 @@ async function runExample(i) {
     await run({vectors: [ex.vector]}, ex.text, new Set(ex.relevant), ex.relevant_texts);
   } catch (e) { status(e.message, true); }
 }
-$("form").addEventListener("submit", (ev) => {
+$("form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const q = $("q").value.trim();
-  const tok = $("token").value.trim(); if (tok) sessionStorage.setItem("dehub-token", tok);
+  const tok = $("token").value.trim();
+  if (tok) { sessionStorage.setItem("dehub-token", tok); if (!INFO) await loadInfo(); }
   if (q) { $("examples").value = ""; run({text: [q]}, q, new Set()); }
   else if ($("examples").value !== "") runExample($("examples").value);
   else status("type a query or pick a benchmark query", true);

@@ -453,3 +453,14 @@ def test_watch_reloads_when_the_file_changes(tmp_path, queries):
             time.sleep(0.05)
         after = _search(c, queries[:5], 10)
     assert after["version"] == 2 and after["results"] != before
+
+
+def test_auto_backend_takes_faiss_above_the_threshold_from_a_mapped_gallery(index_file, index, queries):
+    pytest.importorskip("faiss")
+    with TestClient(create_app(Settings(source=str(index_file), faiss_threshold=100))) as c:
+        assert c.get("/info").json()["backend"] == "faiss"  # 600 items > 100: mapped, copied in chunks
+        res = _search(c, queries, 10)["results"]
+    scores, ids = index.search(queries, 10)
+    for qi, entry in enumerate(res):
+        assert entry["ids"] == ids[qi].tolist()
+        np.testing.assert_allclose(entry["scores"], scores[qi], atol=1e-5)

@@ -58,21 +58,21 @@ class Served:
     kocc_queries: str | None = None
     examples: Examples | None = None
     text_encoder: str | None = None
-    _order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    _order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    _sorted_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_order", np.argsort(self.ids, kind="stable"))
+        order = np.argsort(self.ids, kind="stable")
+        object.__setattr__(self, "_order", order)
+        object.__setattr__(self, "_sorted_ids", self.ids[order])
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row numbers of external ``ids`` (-1 where an id is not in the index)."""
         ids = np.asarray(ids, dtype=np.int64)
-        sorted_ids = self.ids[self._order]
-        pos = np.searchsorted(sorted_ids, ids)
-        pos = np.minimum(pos, max(len(sorted_ids) - 1, 0))
-        found = (
-            (len(sorted_ids) > 0) & (sorted_ids[pos] == ids) if len(sorted_ids) else np.zeros(ids.shape, bool)
-        )
-        return np.where(found, self._order[pos], -1)
+        if len(self._sorted_ids) == 0:
+            return np.full(ids.shape, -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
+        return np.where(self._sorted_ids[pos] == ids, self._order[pos], -1)
 
     def hub_threshold(self) -> int | None:
         """N_k from which an item counts as a hub: the 99th percentile of plain N_k, at least 2k."""

@@ -161,7 +161,12 @@ def request_bytes(port: int, q: np.ndarray) -> bytes:
 
 
 async def _one_client(
-    port: int, reqs: list[bytes], lat: list[float], errors: list[str], answers: list, deadline: float = float("inf")
+    port: int,
+    reqs: list[bytes],
+    lat: list[float],
+    errors: list[str],
+    answers: list,
+    deadline: float = float("inf"),
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -304,6 +309,28 @@ def _answers(port: int, queries: np.ndarray) -> list[list[int]]:
     return [e["ids"] for e in r["results"]]
 
 
+def table(paths: list[Path]) -> str:
+    """A markdown table of result files (for docs/serve.md)."""
+    rows = [
+        "| index | backend | ranking | batching | clients | q/s | p50 ms | p99 ms | errors | requests | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        res = json.loads(Path(path).read_text())
+        for r in res["runs"]:
+            load1 = (
+                r["load"].split("load average:")[1].split(",")[0].strip()
+                if "load average" in r["load"]
+                else "?"
+            )
+            extra = f" (recall@10 vs flat {r['recall_at_10_vs_flat']})" if "recall_at_10_vs_flat" in r else ""
+            rows.append(
+                f"| {r['size']} | {r['backend']}{extra} | {r['index']} | {'on' if r['batching'] else 'off'} "
+                f"| {r['clients']} | {r['qps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['requests']} | {load1} |"
+            )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="100k", help="comma list of 100k, 1m, 1m-ivf")
@@ -312,11 +339,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", help="where to put the index files (default: a temporary directory)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument(
+        "--table", nargs="+", metavar="JSON", help="print a markdown table of result files and exit"
+    )
+    p.add_argument(
         "--build-only",
         action="store_true",
         help="only write the index files into --workdir (untimed; run it outside the benchmark lock)",
     )
     args = p.parse_args(argv)
+    if args.table:
+        print(table([Path(t) for t in args.table]))
+        return 0
     tmp = None
     if args.workdir:
         workdir = Path(args.workdir)

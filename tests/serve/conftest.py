@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
 
 from serve_helpers import DIM, build_index, unit_rows
 

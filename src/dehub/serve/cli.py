@@ -102,6 +102,13 @@ def _run(args: argparse.Namespace) -> int:
         ) from None
     if args.index is not None and not os.path.isfile(args.index):
         raise SystemExit(f"dehub: index file not found: {args.index}")
+    for name in ("max_batch", "max_k", "max_body_mb", "faiss_threshold"):
+        if getattr(args, name) <= 0:
+            raise SystemExit(
+                f"dehub: --{name.replace('_', '-')} must be positive; received {getattr(args, name)}"
+            )
+    if args.watch < 0:
+        raise SystemExit(f"dehub: --watch must be >= 0 seconds; received {args.watch}")
     _check_port(args.host, args.port)
     token = args.token if args.token is not None else (os.environ.get("DEHUB_TOKEN") or None)
     from ..datasets.encoder import ENCODER_NAME

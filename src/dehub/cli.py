@@ -508,6 +508,9 @@ def subcommands() -> dict[str, Subcommand]:
     except ImportError:  # the evaluation package not present (yet)
         evaluation_cmds = {}
     cmds.update(evaluation_cmds)
+    from .serve.cli import SUBCOMMANDS as serve_cmds
+
+    cmds.update(serve_cmds)
     return cmds
 
 

@@ -1,0 +1,387 @@
+"""Benchmark ``dehub serve`` over loopback: q/s, p50, p99 and errors.
+
+Configurations (synthetic unit vectors, d=384, one query per request, k=10):
+
+* ``100k``: a 100,000-item index on the exact engine;
+* ``1m``: a 1,000,000-item index on the FAISS flat ``d + 1`` backend (exact answers);
+* ``1m-ivf``: the same gallery exported with ``dehub.export.export_faiss(index_type="ivf")``
+  (approximate; its recall@10 against the flat answers is reported).
+
+each corrected (NNN) and plain (``method="plain"``, same gallery, same backend), with 1
+and 16 concurrent clients, and at 16 clients with request batching on and off. Each
+server is a real ``dehub serve`` process on 127.0.0.1; the clients are asyncio
+coroutines in this process speaking raw HTTP/1.1 keep-alive (so the client costs little
+CPU next to the server on a 2-core machine). Memory stays under 3 GiB: the 1M gallery is
+generated in chunks straight into a memory-mapped ``.npy`` and the server builds its FAISS
+index in chunks.
+
+Run (wrapped in the shared benchmark lock)::
+
+    flock /tmp/dehub-bench.lock python benchmarks/bench_serve.py --sizes 100k
+    flock /tmp/dehub-bench.lock python benchmarks/bench_serve.py --sizes 1m
+
+Results: ``benchmarks/results/bench_serve_<size>.json`` (CPU, load, every figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+D = 384
+K = 10
+N_REFERENCE = 2_000
+CHUNK = 50_000
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "cores": os.cpu_count()}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in lscpu.splitlines():
+            key = line.split(":")[0].strip()
+            if key in ("Model name", "L1d cache", "L2 cache", "L3 cache"):
+                info[key] = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return info
+
+
+def load() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def unit_chunk(rng: np.random.Generator, n: int) -> np.ndarray:
+    x = rng.standard_normal((n, D), dtype=np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x
+
+
+def make_gallery(path: Path, n: int, seed: int) -> np.ndarray:
+    """A unit-norm float32 gallery with some structure (clustered, so hubs exist), in chunks."""
+    rng = np.random.default_rng(seed)
+    centers = unit_chunk(rng, 256)
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, D))
+    for s in range(0, n, CHUNK):
+        m = min(CHUNK, n - s)
+        x = centers[rng.integers(0, 256, m)] + 0.9 * unit_chunk(rng, m)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        arr[s : s + m] = x
+    arr.flush()
+    return np.load(path, mmap_mode="r")
+
+
+def build_indexes(workdir: Path, n: int) -> dict[str, Path]:
+    """The NNN and the plain index over one synthetic gallery (reused when already there)."""
+    import dehub
+
+    out = {"corrected": workdir / f"nnn_{n}.dehub", "plain": workdir / f"plain_{n}.dehub"}
+    if all(p.exists() for p in out.values()):
+        return out
+    gallery = make_gallery(workdir / f"gallery_{n}.npy", n, seed=1)
+    rng = np.random.default_rng(2)
+    centers = unit_chunk(np.random.default_rng(1), 256)  # the same centers as the gallery
+    reference = centers[rng.integers(0, 256, N_REFERENCE)] + 0.9 * unit_chunk(rng, N_REFERENCE)
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    nnn = dehub.NNN(k=16, alpha=0.75).fit(gallery, reference, normalize="none", progress=True)
+    dehub.Index(nnn).save(out["corrected"])
+    plain = dehub.Plain().fit(gallery, reference, normalize="none")
+    dehub.Index(plain).save(out["plain"])
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, args: list[str]) -> None:
+        self.port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dehub.cli", "serve", *args, "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        import httpx
+
+        t0 = time.perf_counter()
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stdout.read() if self.proc.stdout else "server exited")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+            if time.perf_counter() - t0 > 300:
+                raise RuntimeError("server did not start in 300 s")
+        self.startup_s = time.perf_counter() - t0
+
+    def rss_mib(self) -> float:
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def request_bytes(port: int, q: np.ndarray) -> bytes:
+    body = json.dumps({"vectors": [np.round(q, 6).tolist()], "k": K}).encode()
+    head = (
+        f"POST /search HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+async def _one_client(
+    port: int,
+    reqs: list[bytes],
+    lat: list[float],
+    errors: list[str],
+    answers: list,
+    deadline: float = float("inf"),
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for r in reqs:
+            t0 = time.perf_counter()
+            if t0 > deadline:
+                break  # the time limit: stop sending (what was sent is counted)
+            writer.write(r)
+            await writer.drain()
+            status_line = await reader.readline()
+            length = 0
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            body = await reader.readexactly(length)
+            lat.append(time.perf_counter() - t0)
+            if b" 200 " not in status_line:
+                errors.append(status_line.decode(errors="replace").strip())
+            else:
+                answers.append(body)
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        errors.append(repr(exc))
+    finally:
+        writer.close()
+
+
+def run_load(port: int, queries: np.ndarray, clients: int, n_requests: int, time_limit: float = 30.0) -> dict:
+    reqs = [request_bytes(port, queries[i % len(queries)]) for i in range(n_requests)]
+    per = [reqs[c::clients] for c in range(clients)]
+    lat: list[float] = []
+    errors: list[str] = []
+    answers: list[bytes] = []
+
+    async def main() -> float:
+        # warm-up: a few requests, not counted
+        await _one_client(port, reqs[: min(8, len(reqs))], [], [], [])
+        t0 = time.perf_counter()
+        deadline = t0 + time_limit
+        await asyncio.gather(*(_one_client(port, p, lat, errors, answers, deadline) for p in per))
+        return time.perf_counter() - t0
+
+    elapsed = asyncio.run(main())
+    lat_ms = np.asarray(lat) * 1e3
+    return {
+        "clients": clients,
+        "requests": len(lat),
+        "requests_planned": n_requests,
+        "time_limit_s": time_limit,
+        "seconds": round(elapsed, 3),
+        "qps": round(len(lat) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(lat_ms, 50)), 2) if len(lat) else None,
+        "p99_ms": round(float(np.percentile(lat_ms, 99)), 2) if len(lat) else None,
+        "errors": len(errors),
+        "error_samples": errors[:3],
+    }
+
+
+def bench_size(size: str, workdir: Path, requests_1: int, requests_16: int) -> dict:
+    n = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[size]  # 10k: a quick check of the script
+    print(f"[{size}] building indexes ({n} items, d={D}) ...", flush=True)
+    files = build_indexes(workdir, n)
+    queries = unit_chunk(np.random.default_rng(3), 512)
+    backend = "faiss" if size == "1m" else "exact"
+    runs = []
+    for kind in ("corrected", "plain"):
+        for batching in (True, False):
+            if kind == "plain" and not batching:
+                continue
+            args = [str(files[kind]), "--backend", backend] + ([] if batching else ["--no-batching"])
+            srv = Server(args)
+            try:
+                for clients, nreq in ((1, requests_1), (16, requests_16)):
+                    if clients == 1 and not batching:
+                        continue  # batching changes nothing for one client
+                    res = run_load(srv.port, queries, clients, nreq)
+                    res.update({"size": size, "backend": backend, "index": kind, "batching": batching})
+                    res["load"] = load()
+                    print(f"  {json.dumps(res)}", flush=True)
+                    runs.append(res)
+                rss = srv.rss_mib()
+                for r in runs:
+                    if r["index"] == kind and r["batching"] == batching and "server_peak_rss_mib" not in r:
+                        r["server_peak_rss_mib"] = round(rss, 1)
+                        r["server_startup_s"] = round(srv.startup_s, 1)
+            finally:
+                srv.stop()
+    return {"size": size, "n_items": n, "d": D, "k": K, "n_reference": N_REFERENCE, "runs": runs}
+
+
+def bench_ivf(workdir: Path, requests_1: int, requests_16: int) -> dict:
+    """1M items exported to an IVF d+1 FAISS file: approximate, much less work per query."""
+    import dehub
+    from dehub.export import export_faiss
+
+    files = {"corrected": workdir / "nnn_1000000.dehub"}
+    if not files["corrected"].exists():
+        build_indexes(workdir, 1_000_000)
+    index = dehub.Index.load(files["corrected"], mmap=True)
+    out = workdir / "nnn_1m_ivf.faiss"
+    t0 = time.perf_counter()
+    export_faiss(index, out, index_type="ivf", nlist=1024, nprobe=16)
+    export_s = time.perf_counter() - t0
+    del index
+    queries = unit_chunk(np.random.default_rng(3), 512)
+    runs = []
+    srv_flat = Server([str(files["corrected"]), "--backend", "faiss"])
+    try:
+        flat = _answers(srv_flat.port, queries[:200])
+    finally:
+        srv_flat.stop()
+    srv = Server([str(out)])
+    try:
+        approx = _answers(srv.port, queries[:200])
+        recall = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(approx, flat)]))
+        for clients, nreq in ((1, requests_1), (16, requests_16)):
+            res = run_load(srv.port, queries, clients, nreq)
+            res.update(
+                {"size": "1m", "backend": "faiss-ivf1024-nprobe16", "index": "corrected", "batching": True}
+            )
+            res["load"] = load()
+            res["recall_at_10_vs_flat"] = round(recall, 4)
+            print(f"  {json.dumps(res)}", flush=True)
+            runs.append(res)
+        for r in runs:
+            r["server_peak_rss_mib"] = round(srv.rss_mib(), 1)
+    finally:
+        srv.stop()
+    return {"size": "1m-ivf", "export_s": round(export_s, 1), "runs": runs}
+
+
+def _answers(port: int, queries: np.ndarray) -> list[list[int]]:
+    import httpx
+
+    r = httpx.post(
+        f"http://127.0.0.1:{port}/search", json={"vectors": queries.tolist(), "k": K}, timeout=300
+    ).json()
+    return [e["ids"] for e in r["results"]]
+
+
+def table(paths: list[Path]) -> str:
+    """A markdown table of result files (for docs/serve.md)."""
+    rows = [
+        "| index | backend | ranking | batching | clients | q/s | p50 ms | p99 ms | errors | requests | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in paths:
+        res = json.loads(Path(path).read_text())
+        for r in res["runs"]:
+            load1 = (
+                r["load"].split("load average:")[1].split(",")[0].strip()
+                if "load average" in r["load"]
+                else "?"
+            )
+            extra = f" (recall@10 vs flat {r['recall_at_10_vs_flat']})" if "recall_at_10_vs_flat" in r else ""
+            rows.append(
+                f"| {r['size']} | {r['backend']}{extra} | {r['index']} | {'on' if r['batching'] else 'off'} "
+                f"| {r['clients']} | {r['qps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['requests']} | {load1} |"
+            )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="100k", help="comma list of 100k, 1m, 1m-ivf")
+    p.add_argument("--requests-1", type=int, default=200, help="requests with 1 client")
+    p.add_argument("--requests-16", type=int, default=1600, help="requests with 16 clients")
+    p.add_argument("--workdir", help="where to put the index files (default: a temporary directory)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument(
+        "--table", nargs="+", metavar="JSON", help="print a markdown table of result files and exit"
+    )
+    p.add_argument(
+        "--build-only",
+        action="store_true",
+        help="only write the index files into --workdir (untimed; run it outside the benchmark lock)",
+    )
+    args = p.parse_args(argv)
+    if args.table:
+        print(table([Path(t) for t in args.table]))
+        return 0
+    tmp = None
+    if args.workdir:
+        workdir = Path(args.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="bench_serve_")
+        workdir = Path(tmp.name)
+    try:
+        if args.build_only:
+            for size in args.sizes.split(","):
+                build_indexes(
+                    workdir, {"10k": 10_000, "100k": 100_000, "1m": 1_000_000, "1m-ivf": 1_000_000}[size]
+                )
+            return 0
+        for size in args.sizes.split(","):
+            started = load()
+            t0 = time.perf_counter()
+            if size == "1m-ivf":
+                res = bench_ivf(workdir, args.requests_1, args.requests_16)
+            else:
+                res = bench_size(size, workdir, args.requests_1, args.requests_16)
+            res.update({"machine": machine(), "load_before": started, "load_after": load()})
+            res["wall_s"] = round(time.perf_counter() - t0, 1)
+            out = Path(args.out) / f"bench_serve_{size}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(res, indent=1) + "\n")
+            print(f"wrote {out}", flush=True)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

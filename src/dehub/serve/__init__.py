@@ -1,0 +1,23 @@
+"""``dehub serve``: hubness-corrected search over HTTP (FastAPI + uvicorn).
+
+Needs the ``serve`` extra (``pip install dehub[serve]``); importing :mod:`dehub.serve.cli`
+needs nothing beyond the core, the app is imported when the command runs.
+See ``docs/serve.md``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import Settings, create_app
+
+__all__ = ["Settings", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'dehub.serve' has no attribute {name!r}")

@@ -1,0 +1,153 @@
+"""The ``dehub serve`` subcommand (merged into ``dehub`` through ``SUBCOMMANDS``).
+
+This module imports only the standard library; FastAPI and uvicorn are imported when
+the command runs, with a one-line hint if the ``serve`` extra is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+from collections.abc import Callable
+
+__all__ = ["SUBCOMMANDS"]
+
+_HELP = "serve corrected search over HTTP (the bundled WordNet demo when no INDEX is given)"
+
+
+def _setup(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "index",
+        nargs="?",
+        help="index file written by 'dehub build', or a FAISS file exported by dehub.export.export_faiss "
+        "(with its .json sidecar); omit it for the bundled WordNet demo",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument(
+        "--token",
+        help="require 'Authorization: Bearer TOKEN' (default: the DEHUB_TOKEN environment variable; "
+        "none = open); also enables POST /admin/reload",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "exact", "faiss"],
+        default="auto",
+        help="auto (default): exact engine up to --faiss-threshold items, FAISS flat d+1 above",
+    )
+    p.add_argument("--faiss-threshold", type=int, default=200_000, help="items above which auto uses FAISS")
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow this browser origin (repeatable); CORS is off by default",
+    )
+    p.add_argument("--max-batch", type=int, default=256, help="most queries per request (default 256)")
+    p.add_argument("--max-k", type=int, default=1000, help="largest k (default 1000)")
+    p.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body in MiB (default 8)")
+    p.add_argument(
+        "--no-batching",
+        action="store_true",
+        help="search each request alone instead of merging concurrent ones",
+    )
+    p.add_argument(
+        "--normalize",
+        choices=["none", "l2"],
+        default="none",
+        help="L2-normalize query vectors (default: as sent)",
+    )
+    p.add_argument("--texts", help="item texts: a .json list or a .txt with one line per gallery row")
+    p.add_argument("--text-encoder", choices=["minilm"], help="embed text queries with the bundled MiniLM")
+    p.add_argument("--name", help="index name for /indices-list and clip-retrieval's indice_name")
+    p.add_argument(
+        "--watch",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="reload when the index file changes (poll interval)",
+    )
+    p.add_argument(
+        "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
+    )
+
+
+def _check_port(host: str, port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise SystemExit(f"dehub: --port must be in 0..65535; received {port}")
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        family = socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"dehub: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .app import Settings, create_app, load_from_settings
+    except ImportError as exc:
+        raise SystemExit(
+            f"dehub: 'dehub serve' needs the serve extra: pip install dehub[serve] (missing: {exc.name})"
+        ) from None
+    if args.index is not None and not os.path.isfile(args.index):
+        raise SystemExit(f"dehub: index file not found: {args.index}")
+    for name in ("max_batch", "max_k", "max_body_mb", "faiss_threshold"):
+        if getattr(args, name) <= 0:
+            raise SystemExit(
+                f"dehub: --{name.replace('_', '-')} must be positive; received {getattr(args, name)}"
+            )
+    if args.watch < 0:
+        raise SystemExit(f"dehub: --watch must be >= 0 seconds; received {args.watch}")
+    _check_port(args.host, args.port)
+    token = args.token if args.token is not None else (os.environ.get("DEHUB_TOKEN") or None)
+    from ..datasets.encoder import ENCODER_NAME
+
+    settings = Settings(
+        source=args.index,
+        backend=args.backend,
+        faiss_threshold=args.faiss_threshold,
+        token=token,
+        cors_origins=tuple(args.cors_origin),
+        max_batch=args.max_batch,
+        max_k=args.max_k,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        batching=not args.no_batching,
+        normalize=args.normalize,
+        texts_file=args.texts,
+        text_encoder=ENCODER_NAME if args.text_encoder == "minilm" else None,
+        name=args.name,
+        watch_seconds=args.watch,
+        handle_sighup=True,
+        preload_encoder=True,
+    )
+    what = args.index or "the bundled WordNet demo (definition -> lemma)"
+    print(f"dehub serve: loading {what} ...", flush=True)
+    served = load_from_settings(settings)
+    app = create_app(settings, served)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(
+        f"dehub serve: {served.n_items} items, d={served.dim}, {served.method} on the {served.backend.name} backend; "
+        f"open http://{shown}:{args.port}/ (Ctrl-C stops; SIGHUP reloads)"
+        + ("; bearer token required" if token else ""),
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
+SUBCOMMANDS: dict[
+    str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+] = {
+    "serve": (_HELP, _setup, _run),
+}

@@ -1,0 +1,276 @@
+"""What one loaded index version holds, how it is loaded, and the bundled demo.
+
+A :class:`Served` is immutable once built: the app swaps the whole object on a reload
+(:class:`dehub.serve.app.ServeState`), so a request that picked one version finishes on
+it while the next request sees the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import BackendName, ExactBackend, FaissBackend, choose_backend, is_offset_method
+
+__all__ = ["Served", "Examples", "load_served", "load_demo", "k_occurrence", "DEMO_NAME"]
+
+DEMO_NAME = "wordnet-demo"
+#: k of the k-occurrence N_k shown on the page (how many queries have an item in their top k).
+KOCC_K = 10
+_KOCC_MAX_QUERIES = 5_000
+_KOCC_MAX_ITEMS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Benchmark queries shipped with an index (the demo): texts, vectors, relevant ids."""
+
+    texts: tuple[str, ...]
+    vectors: np.ndarray
+    relevant: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class Served:
+    """One loaded index version: a backend plus what the API reports about it."""
+
+    name: str
+    backend: Any
+    method: str
+    params: dict[str, Any]
+    offset: bool
+    dim: int
+    n_items: int
+    ids: np.ndarray  # external ids in row order
+    version: int
+    source: str
+    loaded_at: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+    texts: tuple[str, ...] | None = None
+    bias: np.ndarray | None = None
+    kocc_plain: np.ndarray | None = None
+    kocc_corrected: np.ndarray | None = None
+    kocc_queries: str | None = None
+    examples: Examples | None = None
+    text_encoder: str | None = None
+    _order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+    _sorted_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
+
+    def __post_init__(self) -> None:
+        order = np.argsort(self.ids, kind="stable")
+        object.__setattr__(self, "_order", order)
+        object.__setattr__(self, "_sorted_ids", self.ids[order])
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Row numbers of external ``ids`` (-1 where an id is not in the index)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(self._sorted_ids) == 0:
+            return np.full(ids.shape, -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
+        return np.where(self._sorted_ids[pos] == ids, self._order[pos], -1)
+
+    def hub_threshold(self) -> int | None:
+        """N_k from which an item counts as a hub: the 99th percentile of plain N_k, at least 2k."""
+        if self.kocc_plain is None:
+            return None
+        return int(max(2 * KOCC_K, np.percentile(self.kocc_plain, 99)))
+
+
+def k_occurrence(ids: np.ndarray, n_items: int) -> np.ndarray:
+    """N_k of every row: in how many of the result lists ``ids`` (rows, -1 = padding) it occurs."""
+    flat = ids[ids >= 0].ravel()
+    return np.bincount(flat, minlength=n_items).astype(np.int64)
+
+
+def _kocc_from_rows(
+    backend: Any, served_ids: np.ndarray, queries: np.ndarray, n_items: int
+) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(served_ids, kind="stable")
+    sorted_ids = served_ids[order]
+    out = []
+    for corrected in (False, True):
+        _, ids = backend.search(queries, KOCC_K, corrected=corrected)
+        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, n_items - 1)
+        rows = np.where(ids >= 0, order[pos], -1)
+        out.append(k_occurrence(rows, n_items))
+    return out[0], out[1]
+
+
+def _texts_from(metadata: dict[str, Any], texts_file: str | None, n: int) -> tuple[str, ...] | None:
+    texts: Any = None
+    if texts_file:
+        p = Path(texts_file)
+        raw = p.read_text(encoding="utf-8")
+        texts = json.loads(raw) if p.suffix == ".json" else raw.splitlines()
+    elif isinstance(metadata.get("item_text"), list):
+        texts = metadata["item_text"]
+    if texts is None:
+        return None
+    if not isinstance(texts, list) or len(texts) != n or not all(isinstance(t, str) for t in texts):
+        raise ValueError(
+            f"item texts must be a list of {n} strings (one per gallery row); "
+            f"received {type(texts).__name__} of length {len(texts) if hasattr(texts, '__len__') else '?'}"
+        )
+    return tuple(texts)
+
+
+def load_served(
+    source: str | Path,
+    *,
+    version: int = 1,
+    backend: BackendName = "auto",
+    faiss_threshold: int | None = None,
+    texts_file: str | None = None,
+    text_encoder: str | None = None,
+    name: str | None = None,
+) -> Served:
+    """Load a dehub index file, or a FAISS file exported by ``dehub.export.export_faiss``."""
+    from ..datasets.encoder import EMBEDDING_DIM, ENCODER_NAME
+
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"index file not found: {path}")
+    name = name or path.stem
+    sidecar_path = Path(str(path) + ".json")
+    if sidecar_path.is_file():
+        try:
+            side = json.loads(sidecar_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            side = {}
+        if side.get("kind") == "dehub.faiss-export":
+            from ..export import load_sidecar
+
+            side = load_sidecar(path)
+            fb = FaissBackend.from_export(path, side)
+            ids = np.asarray(side["ids"], dtype=np.int64)
+            enc = text_encoder or (ENCODER_NAME if side.get("encoder") == ENCODER_NAME else None)
+            return Served(
+                name=name,
+                backend=fb,
+                method=str(side.get("method")),
+                params=dict(side.get("params", {})),
+                offset=True,
+                dim=fb.dim,
+                n_items=fb.n_items,
+                ids=ids,
+                version=version,
+                source=str(path),
+                loaded_at=time.time(),
+                metadata={"faiss_export": {k: side[k] for k in ("index_type", "created_by") if k in side}},
+                texts=_texts_from({}, texts_file, fb.n_items),
+                text_encoder=enc if fb.dim == EMBEDDING_DIM else None,
+            )
+
+    from ..index import Index
+
+    header = Index.describe_file(path)
+    n_items = 0
+    for a in header.get("arrays", []):
+        if a.get("name") == "gallery":
+            n_items = int(a["shape"][0])
+    # Large galleries are memory-mapped: the FAISS backend copies them once, the mapping goes.
+    index = Index.load(path, mmap=n_items > (faiss_threshold or 200_000))
+    offset = is_offset_method(index.model)
+    kind = choose_backend(
+        index.n_items, offset, backend, **({"faiss_threshold": faiss_threshold} if faiss_threshold else {})
+    )
+    be: Any = ExactBackend(index) if kind == "exact" else FaissBackend.from_index(index)
+    metadata = dict(index.metadata)
+    texts = _texts_from(metadata, texts_file, index.n_items)
+    metadata.pop("item_text", None)
+    bias = np.asarray(index.model.bias_, dtype=np.float32).copy() if offset else None
+    kp = kc = None
+    kq = None
+    ref = index.reference
+    if ref is not None and index.n_items <= _KOCC_MAX_ITEMS:
+        m = min(int(ref.shape[0]), _KOCC_MAX_QUERIES)
+        q = np.asarray(ref[np.linspace(0, ref.shape[0] - 1, m).astype(np.int64)], dtype=np.float32)
+        kp, kc = _kocc_from_rows(be, index.ids, q, index.n_items)
+        kq = f"{m} reference queries stored in the index"
+    enc = text_encoder or (ENCODER_NAME if metadata.get("encoder") == ENCODER_NAME else None)
+    return Served(
+        name=name,
+        backend=be,
+        method=index.model.name,
+        params=_plain(index.model.get_params()),
+        offset=offset,
+        dim=index.dim,
+        n_items=index.n_items,
+        ids=np.asarray(index.ids, dtype=np.int64).copy(),
+        version=version,
+        source=str(path),
+        loaded_at=time.time(),
+        metadata=_plain(metadata),
+        texts=texts,
+        bias=bias,
+        kocc_plain=kp,
+        kocc_corrected=kc,
+        kocc_queries=kq,
+        text_encoder=enc if index.dim == EMBEDDING_DIM else None,
+    )
+
+
+def load_demo(*, version: int = 1, method: str = "nnn", **params: Any) -> Served:
+    """The bundled WordNet benchmark: definition -> lemma over the test gallery (8,7k lemmas).
+
+    The correction is fitted on the reference split's definitions (k=16, alpha=0.75 unless
+    given); k-occurrence is counted over the 5,000 test definitions, which the page
+    offers as example queries together with their correct lemmas.
+    """
+    from ..datasets import load_wordnet_benchmark
+    from ..datasets.encoder import ENCODER_NAME
+    from ..index import Index
+
+    bench = load_wordnet_benchmark()
+    task = bench.test.task("a2b")
+    reference = bench.reference_for("a2b")
+    index = Index.build(task.gallery, reference, method=method, normalize="none", **params)
+    be = ExactBackend(index)
+    n = index.n_items
+    kp, kc = _kocc_from_rows(be, index.ids, task.queries, n)
+    rel = task.relevance
+    relevant = tuple(tuple(int(j) for j in rel.positives(i)) for i in range(rel.n_queries))
+    offset = is_offset_method(index.model)
+    return Served(
+        name=DEMO_NAME,
+        backend=be,
+        method=index.model.name,
+        params=_plain(index.model.get_params()),
+        offset=offset,
+        dim=index.dim,
+        n_items=n,
+        ids=index.ids,
+        version=version,
+        source="bundled WordNet benchmark (definition -> lemma, test split)",
+        loaded_at=time.time(),
+        metadata={
+            "benchmark": bench.name,
+            "encoder": ENCODER_NAME,
+            "gallery": "lemma",
+            "queries": "definition",
+        },
+        texts=tuple(task.gallery_text or ()),
+        bias=np.asarray(index.model.bias_, dtype=np.float32) if offset else None,
+        kocc_plain=kp,
+        kocc_corrected=kc,
+        kocc_queries=f"the {rel.n_queries} test definitions",
+        examples=Examples(tuple(task.query_text or ()), np.asarray(task.queries, dtype=np.float32), relevant),
+        text_encoder=ENCODER_NAME,
+    )
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj

@@ -195,7 +195,7 @@ class IVFIndex(ReferenceIndex):
                         if n_l == k:  # a bound only if the list holds k rows
                             bound[qs] = scores.min(axis=1)
                     continue
-                r, c = np.nonzero(scores >= bound[qs][:, None])
+                r, c = np.divmod(np.flatnonzero(scores >= bound[qs][:, None]), hi - lo)
                 if r.size:
                     surv_q.append(qs[r])
                     surv_v.append(scores[r, c])

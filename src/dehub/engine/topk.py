@@ -106,8 +106,9 @@ def select_topk(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> tu
     mask = scores >= kth[:, None]
     if ids is not None:
         mask &= ids >= 0
-    counts = mask.sum(axis=1)
-    rows, c = np.nonzero(mask)
+    # flatnonzero has numpy's fast 1-D loop; 2-D nonzero costs ~10x more per entry
+    rows, c = np.divmod(np.flatnonzero(mask), width)
+    counts = np.bincount(rows, minlength=n)
     m = max(int(counts.max()), 1)
     pos = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
     sv = np.full((n, m), -np.inf, dtype=scores.dtype)

@@ -109,7 +109,7 @@ def build_offset_faiss(
     but never materializes the whole ``(n, d + 1)`` float32 copy: only ``chunk`` rows of
     the (possibly memory-mapped) gallery are converted at a time.
     """
-    from ..engine.faiss_engine import import_faiss
+    from ..engine import import_faiss
 
     faiss = import_faiss()
     n, d = gallery.shape
@@ -142,7 +142,7 @@ class FaissBackend:
                 "(gallery vectors with the bias appended)"
             )
         if search_params:
-            from ..engine.faiss_engine import import_faiss
+            from ..engine import import_faiss
 
             faiss = import_faiss()
             ps = faiss.ParameterSpace()
@@ -164,7 +164,7 @@ class FaissBackend:
     @classmethod
     def from_export(cls, path: str | Path, sidecar: dict[str, Any]) -> FaissBackend:
         """Load a FAISS file written by :func:`dehub.export.export_faiss` (sidecar checked)."""
-        from ..engine.faiss_engine import import_faiss
+        from ..engine import import_faiss
 
         faiss = import_faiss()
         return cls(faiss.read_index(str(path)), int(sidecar["d"]), search_params=sidecar.get("search_params"))

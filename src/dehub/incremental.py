@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import NormalizeMode, check_embeddings, check_normalization, check_same_dim
+from ._validation import NormalizeMode, check_same_dim, validate_embeddings
 from .engine.exact import DEFAULT_MEMORY_BUDGET
 from .methods import get_tags
 
@@ -86,8 +86,7 @@ class IncrementalMixin:
     def _prepare_rows(
         self, x, name: str, normalize: NormalizeMode, *, allow_empty: bool = False
     ) -> np.ndarray:
-        x = check_embeddings(x, name, allow_empty=allow_empty)
-        x = check_normalization(x, name, normalize)
+        x = validate_embeddings(x, name, normalize, allow_empty=allow_empty)
         check_same_dim(x, self.model.gallery_, name, "gallery")
         return x
 

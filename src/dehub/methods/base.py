@@ -74,8 +74,8 @@ from .._validation import (
     NormalizeMode,
     check_embeddings,
     check_k,
-    check_normalization,
     check_same_dim,
+    validate_embeddings,
 )
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
 from ._params import Constraint, InvalidParameterError, validate_parameters
@@ -214,8 +214,7 @@ class BaseCorrector(ABC):
 
     @staticmethod
     def _prepare(x, name: str, normalize: NormalizeMode) -> np.ndarray:
-        x = check_embeddings(x, name)
-        return check_normalization(x, name, normalize)
+        return validate_embeddings(x, name, normalize)  # one pass over the rows
 
     def _prepare_queries(self, queries, normalize: NormalizeMode) -> np.ndarray:
         self._check_fitted()

@@ -28,6 +28,10 @@ _EPILOG = """examples:
 
 
 def _load_npy(path: str, what: str, mmap: bool = True) -> np.ndarray:
+    from .datasets.layouts import cli_embeddings
+
+    if (layout := cli_embeddings(path, what)) is not None:  # clip-retrieval / parquet / URL layouts
+        return layout
     p = Path(path)
     if not p.exists():
         raise SystemExit(f"dehub: {what} file not found: {p}")
@@ -200,6 +204,11 @@ def subcommands() -> dict[str, Subcommand]:
     except ImportError:  # the evaluation package not present (yet)
         evaluation_cmds = {}
     cmds.update(evaluation_cmds)
+    from .embed.cli import SUBCOMMANDS as embed_cmds
+    from .export.cli import SUBCOMMANDS as export_cmds
+
+    cmds.update(embed_cmds)
+    cmds.update(export_cmds)
     return cmds
 
 

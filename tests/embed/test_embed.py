@@ -60,6 +60,7 @@ class _Interrupting:
         return self.enc.encode_texts(texts, batch_size)
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted(minilm, wordnet_text, tmp_path):
     from dehub.embed import embed
 
@@ -179,6 +180,7 @@ def onnx_dir(tmp_path_factory):
     return export_onnx(tmp_path_factory.mktemp("onnx"))
 
 
+@pytest.mark.slow
 def test_onnx_encoder_equals_sentence_transformers(onnx_dir, minilm, wordnet_text):
     from dehub.embed import OnnxEncoder
 
@@ -191,6 +193,7 @@ def test_onnx_encoder_equals_sentence_transformers(onnx_dir, minilm, wordnet_tex
     assert err < 1e-5 and cos > 0.99999
 
 
+@pytest.mark.slow
 def test_onnx_encoder_runs_without_torch(onnx_dir, wordnet_text, tmp_path):
     code = (
         "import sys, json\n"

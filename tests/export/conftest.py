@@ -41,3 +41,17 @@ def exact(index, data):
     dense = index.model.score(data["queries"]).astype(np.float64)
     by_id = dict(zip(index.ids.tolist(), range(index.n_items)))
     return scores, ids, dense, by_id
+
+
+@pytest.fixture(autouse=True)
+def _no_shadowed_datasets():
+    """lancedb imports ``datasets`` when it is in ``sys.modules``; under pytest that can be
+    ``tests/datasets/`` as a namespace package (see tests/embed/conftest.py): drop it."""
+    import sys
+
+    mod = sys.modules.get("datasets")
+    if mod is not None and getattr(mod, "__file__", None) is None:
+        paths = [str(p) for p in getattr(mod, "__path__", [])]
+        if paths and all(p.rstrip("/").endswith("tests/datasets") for p in paths):
+            del sys.modules["datasets"]
+    yield

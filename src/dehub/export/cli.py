@@ -55,6 +55,10 @@ def _run(args: argparse.Namespace) -> int:
     from ..index import Index
     from . import export_faiss, export_lancedb, export_qdrant, update_store
 
+    if args.to == "faiss" and args.metadata and not args.update:
+        raise ValueError(
+            "--metadata: a FAISS file stores no metadata; export to lancedb or qdrant to keep it"
+        )
     index = Index.load(args.index)
     metadata = None
     if args.metadata:

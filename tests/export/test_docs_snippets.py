@@ -53,9 +53,8 @@ def test_snippet(page, form, index, data, exact, tmp_path):
         )
     else:
         pytest.importorskip("qdrant_client")
-        from dehub.export import export_qdrant
-
         import dehub
+        from dehub.export import export_qdrant
 
         # local on-disk mode fills slowly (2,000 points take ~15 s here): 300 items
         index = dehub.Index.build(data["gallery"][:300], data["reference"], k=16, alpha=0.75)

@@ -109,3 +109,25 @@ def test_update_store_rejects_non_index(tmp_path):
 
     with pytest.raises(TypeError, match="needs a dehub.Index"):
         update_store(object(), "faiss", tmp_path / "x")
+
+
+def test_cli_update_after_add(small, data, tmp_path, capsys):
+    """What `dehub add ... --update-store lancedb PATH` does (dehub.export.cli helpers)."""
+    import argparse
+
+    from dehub.cli import main
+    from dehub.export.cli import add_store_update_options, update_store_from_args
+
+    small.save(tmp_path / "g.dehub")
+    assert main(["export", str(tmp_path / "g.dehub"), "--to", "lancedb", str(tmp_path / "db")]) == 0
+    small.add(data["gallery"][400:410], ids=np.arange(10) + 5000, save_to=tmp_path / "g.dehub")
+    parser = argparse.ArgumentParser()
+    add_store_update_options(parser)
+    update_store_from_args(parser.parse_args(["--update-store", "lancedb", str(tmp_path / "db")]), small)
+    assert "10 added, 0 removed" in capsys.readouterr().out
+    assert (
+        main(["export", str(tmp_path / "g.dehub"), "--to", "lancedb", str(tmp_path / "db"), "--update"]) == 0
+    )
+    assert "0 added, 0 removed, 0 written" in capsys.readouterr().out
+    q = data["queries"][:10]
+    assert_same_ranking(_store_topk("lancedb", tmp_path / "db", q), _exact(small, q))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["SUBCOMMANDS"]
+__all__ = ["SUBCOMMANDS", "add_store_update_options", "update_store_from_args"]
 
 _HELP = "export a corrected index to FAISS, LanceDB or Qdrant (d+1 or d+2 vectors)"
 
@@ -118,6 +118,33 @@ def _run(args: argparse.Namespace) -> int:
         client.close()
         print(f"wrote Qdrant collection {args.name!r} at {args.path}: {index.n_items} points, {args.form}")
     return 0
+
+
+def add_store_update_options(p: argparse.ArgumentParser) -> None:
+    """Options for ``dehub add`` / ``dehub remove``: also update a store exported earlier."""
+    p.add_argument(
+        "--update-store",
+        nargs=2,
+        metavar=("TO", "PATH"),
+        help="after the update, bring this exported store up to date: TO is faiss, lancedb or qdrant",
+    )
+    p.add_argument("--store-name", default="dehub", help="LanceDB table / Qdrant collection (default dehub)")
+
+
+def update_store_from_args(args: argparse.Namespace, index) -> None:
+    """Call :func:`dehub.export.update_store` if ``--update-store TO PATH`` was given."""
+    target = getattr(args, "update_store", None)
+    if not target:
+        return
+    to, path = target
+    if to not in ("faiss", "lancedb", "qdrant"):
+        raise ValueError(f"--update-store: TO must be faiss, lancedb or qdrant; received {to!r}")
+    from .update import update_store
+
+    stats = update_store(index, to, path, name=getattr(args, "store_name", "dehub"))
+    print(
+        f"updated {to} store {path}: {stats['added']} added, {stats['removed']} removed, {stats['updated']} written"
+    )
 
 
 SUBCOMMANDS = {"export": (_HELP, _setup, _run)}

@@ -131,3 +131,29 @@ def test_cli_update_after_add(small, data, tmp_path, capsys):
     assert "0 added, 0 removed, 0 written" in capsys.readouterr().out
     q = data["queries"][:10]
     assert_same_ranking(_store_topk("lancedb", tmp_path / "db", q), _exact(small, q))
+
+
+def test_exports_never_replace_foreign_data(small, tmp_path):
+    import pyarrow as pa
+    from qdrant_client import models
+
+    from dehub.export import export_faiss, export_lancedb, export_qdrant
+
+    db = lancedb.connect(str(tmp_path / "db"))
+    db.create_table("dehub", pa.table({"x": [1, 2]}))
+    with pytest.raises(ValueError, match="not written by dehub"):
+        export_lancedb(small, db)
+    assert db.open_table("dehub").count_rows() == 2
+    client = qdrant_client.QdrantClient(":memory:")
+    client.create_collection(
+        "dehub", vectors_config=models.VectorParams(size=2, distance=models.Distance.DOT)
+    )
+    with pytest.raises(ValueError, match="not written by dehub"):
+        export_qdrant(small, client)
+    assert client.collection_exists("dehub")
+    (tmp_path / "mine.faiss").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="no dehub sidecar"):
+        export_faiss(small, tmp_path / "mine.faiss")
+    assert (tmp_path / "mine.faiss").read_bytes() == b"precious"
+    export_lancedb(small, db, name="other")
+    export_lancedb(small, db, name="other")  # re-export over its own table: fine

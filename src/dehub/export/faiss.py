@@ -147,6 +147,10 @@ def export_faiss(
     metric: Metric = "ip" if form == "d+1" else "l2"
     index = build_faiss_index(items.vectors, ids, index_type=index_type, metric=metric, **index_params)
     path = Path(path)
+    if path.exists() and not Path(str(path) + ".json").is_file():
+        raise FileExistsError(
+            f"{path} exists and has no dehub sidecar ({path.name}.json): not overwriting a file dehub did not write"
+        )
     with atomic_path(path) as tmp:
         faiss.write_index(index, tmp)
     from .. import __version__

@@ -66,6 +66,22 @@ def _arrow_table(ids: np.ndarray, vectors: np.ndarray, bias: np.ndarray, meta, d
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata={"dehub": text}))
 
 
+def _refuse_foreign_table(db, name: str, uri) -> None:
+    """An existing table is replaced only if an earlier dehub export wrote it."""
+    try:
+        names = list(db.table_names())
+    except Exception:  # pragma: no cover - remote connections without listing
+        return
+    if name in names:
+        try:
+            lancedb_description(db.open_table(name))
+        except ValueError:
+            raise ValueError(
+                f"LanceDB table {name!r} in {uri} exists and was not written by dehub.export; "
+                "choose another name (--name) or drop it first"
+            ) from None
+
+
 def lancedb_description(table) -> dict:
     """The export description stored with a LanceDB table (metadata of its ``vector`` field)."""
     schema = table.schema
@@ -154,6 +170,7 @@ def export_lancedb(
         },
     )
     db = _connect(uri)
+    _refuse_foreign_table(db, name, uri)
     table = db.create_table(
         name, _arrow_table(item_ids, items.vectors, items.bias, meta, description), mode=mode
     )

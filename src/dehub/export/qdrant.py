@@ -159,6 +159,13 @@ def export_qdrant(
             "q unchanged; prefetch candidates by Dot, re-rank with formula $score - bias"
         )
     if client.collection_exists(name):
+        try:
+            qdrant_description(client, name)
+        except ValueError:
+            raise ValueError(
+                f"Qdrant collection {name!r} exists and was not written by dehub.export; "
+                "choose another name (--name) or delete it first"
+            ) from None
         client.delete_collection(name)
     client.create_collection(
         collection_name=name,

@@ -10,7 +10,20 @@ from ._format import IndexFormatError
 from ._validation import UnnormalizedWarning
 from .engine import evaluate_engine, exact_search, merge_topk, topk_search
 from .index import Index
-from .methods import CSLS, DN, METHODS, NNN, DBNorm, Plain, QBNorm, RobustNNN, SoftNNN, get_method
+from .methods import (
+    CSLS,
+    DN,
+    METHODS,
+    NNN,
+    DBNorm,
+    MethodTags,
+    Plain,
+    QBNorm,
+    RobustNNN,
+    SoftNNN,
+    get_method,
+    get_tags,
+)
 from .methods.base import NotFittedError
 from .relevance import Relevance
 
@@ -26,6 +39,8 @@ __all__ = [
     "SoftNNN",
     "METHODS",
     "get_method",
+    "get_tags",
+    "MethodTags",
     "Index",
     "IndexFormatError",
     "NotFittedError",

@@ -97,16 +97,9 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
 
 
 def _method_params(args: argparse.Namespace) -> dict:
-    from .methods import METHODS
+    from .methods._cli import method_params_from_args
 
-    cls = METHODS.get(args.method)
-    if cls is None:
-        raise SystemExit(f"dehub: unknown method {args.method!r}; expected one of {sorted(METHODS)}")
-    params = {}
-    for name in cls._param_names:
-        if getattr(args, name, None) is not None:
-            params[name] = getattr(args, name)
-    return params
+    return method_params_from_args(args, args.method)  # inapplicable options are errors
 
 
 def _run_build(args: argparse.Namespace) -> int:
@@ -147,7 +140,7 @@ def _run_search(args: argparse.Namespace) -> int:
 
     index = Index.load(args.index, mmap=args.mmap)
     if args.alpha is not None:
-        if "alpha" not in index.model._param_names:
+        if "alpha" not in index.model.get_params():
             raise SystemExit(f"dehub: method {index.model.name!r} has no alpha parameter")
         index.model.alpha = args.alpha
     queries = _load_npy(args.queries, "queries")

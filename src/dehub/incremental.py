@@ -1,21 +1,27 @@
 """Incremental updates of a :class:`dehub.Index` that equal a full refit.
 
-NNN's bias of a gallery item depends only on that item's top-k reference scores, which
-the fitted model caches (``topk_scores_``/``topk_ids_``, sorted, ties -> smaller
-reference row). Hence:
+The estimator owns how its statistics extend. An index asks the method whether it can
+grow (``get_tags(model).incremental``) and then calls only its growth hooks, each of
+which returns a NEW fitted estimator and leaves the old one untouched (see
+:mod:`dehub.methods.base` for the contract):
 
-* **add(vectors, ids)**: the new items' top-k is computed against the reference set
-  (stored in the index with ``keep_reference=True``, or passed to ``add``); old items
-  are untouched.
-* **remove(ids)**: drop the rows; the other items' statistics do not involve them.
-* **add_reference(new_reference)**: the new reference rows get row numbers after the
-  old ones; every item's top-k over the new rows is merged into its running top-k with
-  :func:`dehub.engine.merge_topk` (same tie rule), with no pass over the old reference.
+* **add(vectors, ids)** -> ``model.add_gallery_rows(vectors, reference)``: the new
+  items' statistics are computed against the reference set (stored in the index with
+  ``keep_reference=True``, or passed to ``add``; asked only when
+  ``model.growth_needs_reference()``); old items are untouched.
+* **remove(ids)** -> ``model.remove_gallery_rows(keep)``: the other items' statistics do
+  not involve the removed rows.
+* **add_reference(new_reference)** -> ``model.add_reference_rows(new_reference,
+  n_reference=...)``: the new reference rows get row numbers after the old ones and are
+  merged into every item's statistics (NNN: :func:`dehub.engine.merge_topk` of the
+  sorted top-k lists; IS: ``logaddexp`` of the normalizers), with no pass over the old
+  reference.
 
-With the exact engine each update gives exactly the arrays a refit from scratch gives.
-Each update is all-or-nothing in memory (new arrays are computed first, then swapped in)
-and, with ``save_to=``, written atomically (temporary file + rename): an interrupted
-update leaves the last saved file intact and loadable.
+With the exact engine each update gives exactly the arrays a refit from scratch gives
+(NNN, CSLS; the inverted softmax up to float64 rounding of its sums). Each update is
+all-or-nothing in memory (the new model is built first, then swapped in) and, with
+``save_to=``, written atomically (temporary file + rename): an interrupted update leaves
+the last saved file intact and loadable, and the index keeps its previous state.
 """
 
 from __future__ import annotations
@@ -27,19 +33,17 @@ import numpy as np
 
 from ._validation import NormalizeMode, check_embeddings, check_normalization, check_same_dim
 from .engine.exact import DEFAULT_MEMORY_BUDGET
-from .engine.faiss_engine import topk_search
-from .engine.topk import merge_topk
+from .methods import get_tags
 
 __all__ = ["IncrementalMixin"]
-
-_TOPK_ARRAYS = {"topk_scores", "topk_ids"}
 
 
 class IncrementalMixin:
     """add / remove / add_reference for :class:`dehub.Index` (see the module docstring).
 
     Expects ``self.model``, ``self.ids``, ``self.reference`` (array or ``None``),
-    ``self.n_reference`` (int or ``None``) and ``self.save``.
+    ``self.n_reference`` (int or ``None``) and ``self.save``. Every update replaces
+    these four attributes of the index together (never an attribute of the model).
     """
 
     model: Any
@@ -47,43 +51,26 @@ class IncrementalMixin:
     reference: Any
     n_reference: int | None
 
-    # ------------------------------------------------------------------ helpers
-    def _kind(self) -> str:
-        fitted = set(self.model._fitted_arrays())
-        if not fitted:
-            return "stateless"
-        if fitted <= _TOPK_ARRAYS and hasattr(self.model, "topk_scores_"):
-            return "topk"
-        raise TypeError(
-            f"method {self.model.name!r} keeps statistics {sorted(fitted)} that cannot be "
-            "updated incrementally; rebuild the index with Index.build"
-        )
+    save: Any  # Index.save
 
-    def _engine_kwargs(self) -> dict:
-        return {
-            "engine": getattr(self.model, "engine", "exact"),
-            "engine_params": getattr(self.model, "engine_params", None),
-        }
+    # ------------------------------------------------------------------ helpers
+    def _check_incremental(self) -> None:
+        if not get_tags(self.model).incremental:
+            raise TypeError(
+                f"method {self.model.name!r} ({self.model!r}) cannot be updated incrementally; "
+                "rebuild the index with Index.build"
+            )
+
+    _STATE = ("model", "ids", "reference", "n_reference")
 
     def _state(self) -> dict:
-        m = self.model
-        st = {
-            "gallery_": m.gallery_,
-            "ids": self.ids,
-            "reference": self.reference,
-            "n_reference": self.n_reference,
-        }
-        if hasattr(m, "topk_scores_"):
-            st["topk_scores_"] = m.topk_scores_
-            st["topk_ids_"] = m.topk_ids_
-        return st
+        return {key: getattr(self, key) for key in self._STATE}
 
     def _apply(self, state: dict) -> None:
         for key, value in state.items():
-            if key in ("ids", "reference", "n_reference"):
-                setattr(self, key, value)
-            else:
-                setattr(self.model, key, value)
+            if key not in self._STATE:
+                raise KeyError(f"unknown index state {key!r}; expected some of {self._STATE}")
+            setattr(self, key, value)
 
     def _commit(self, new: dict, save_to: str | os.PathLike | None) -> None:
         old = self._state()
@@ -122,7 +109,7 @@ class IncrementalMixin:
         if both exist they must have the same number of rows. ``ids`` default to
         ``max(ids) + 1, ...``. Returns ``self``.
         """
-        kind = self._kind()
+        self._check_incremental()
         vectors = self._prepare_rows(vectors, "vectors", normalize)
         n_new = vectors.shape[0]
         if ids is None:
@@ -143,21 +130,9 @@ class IncrementalMixin:
                 f"ids must be unique across the index; {int((counts > 1).sum())} collide, "
                 f"e.g. {uniq[counts > 1][:5].tolist()}. Remove the old items first or use fresh ids."
             )
-        new = {"gallery_": np.concatenate([np.asarray(self.model.gallery_), vectors]), "ids": all_ids}
-        if kind == "topk":
-            ref = self._reference_for_add(reference, normalize)
-            k = int(self.model.fitted_k_)
-            s, i = topk_search(
-                vectors,
-                ref,
-                k,
-                memory_budget=memory_budget,
-                progress="add" if progress else False,
-                **self._engine_kwargs(),
-            )
-            new["topk_scores_"] = np.concatenate([self.model.topk_scores_, s])
-            new["topk_ids_"] = np.concatenate([self.model.topk_ids_, i])
-        self._commit(new, save_to)
+        ref = self._reference_for_add(reference, normalize) if self.model.growth_needs_reference() else None
+        model = self.model.add_gallery_rows(vectors, ref, memory_budget=memory_budget, progress=progress)
+        self._commit({"model": model, "ids": all_ids}, save_to)
         return self
 
     def _reference_for_add(self, reference, normalize: NormalizeMode):
@@ -178,7 +153,7 @@ class IncrementalMixin:
 
     def remove(self, ids, *, save_to: str | os.PathLike | None = None):
         """Remove the items with these external ids (unknown ids raise). Returns ``self``."""
-        self._kind()
+        self._check_incremental()
         ids = np.unique(np.asarray(ids, dtype=np.int64).ravel())
         known = np.isin(ids, self.ids)
         if not known.all():
@@ -189,11 +164,7 @@ class IncrementalMixin:
         keep = ~np.isin(self.ids, ids)
         if not keep.any():
             raise ValueError("removing every item would leave an empty index; build a new one instead")
-        new = {"gallery_": np.asarray(self.model.gallery_)[keep], "ids": self.ids[keep]}
-        if hasattr(self.model, "topk_scores_"):
-            new["topk_scores_"] = self.model.topk_scores_[keep]
-            new["topk_ids_"] = self.model.topk_ids_[keep]
-        self._commit(new, save_to)
+        self._commit({"model": self.model.remove_gallery_rows(keep), "ids": self.ids[keep]}, save_to)
         return self
 
     def add_reference(
@@ -205,36 +176,25 @@ class IncrementalMixin:
         progress: bool = False,
         save_to: str | os.PathLike | None = None,
     ):
-        """Grow the reference set: merge the new rows' top-k into every item's top-k.
+        """Grow the reference set: the model extends its statistics (``add_reference_rows``).
 
         New reference rows are numbered after the old ones (``n_reference + j``), as if
         the refit had used ``concatenate([old_reference, new_reference])``. Returns ``self``.
         """
-        kind = self._kind()
+        self._check_incremental()
         new_reference = self._prepare_rows(new_reference, "new_reference", normalize)
-        if kind == "stateless":
-            return self
         if self.n_reference is None:
-            raise ValueError(
-                "the index does not record how many reference rows it was fitted on, so new "
-                "reference rows cannot be numbered; build it with Index.build (which records it)"
+            if self.model.growth_needs_reference():
+                raise ValueError(
+                    "the index does not record how many reference rows it was fitted on, so new "
+                    "reference rows cannot be numbered; build it with Index.build (which records it)"
+                )
+            new: dict[str, Any] = {}  # no statistics over the reference: nothing to extend
+        else:
+            model = self.model.add_reference_rows(
+                new_reference, n_reference=self.n_reference, memory_budget=memory_budget, progress=progress
             )
-        k = int(self.model.fitted_k_)
-        s, i = topk_search(
-            self.model.gallery_,
-            new_reference,
-            k,
-            memory_budget=memory_budget,
-            progress="add_reference" if progress else False,
-            **self._engine_kwargs(),
-        )
-        i = np.where(i >= 0, i + self.n_reference, -1)
-        scores, rows = merge_topk([(self.model.topk_scores_, self.model.topk_ids_), (s, i)], k)
-        new = {
-            "topk_scores_": scores,
-            "topk_ids_": rows,
-            "n_reference": self.n_reference + new_reference.shape[0],
-        }
+            new = {"model": model, "n_reference": self.n_reference + new_reference.shape[0]}
         if self.reference is not None:
             new["reference"] = np.concatenate([np.asarray(self.reference), new_reference])
         self._commit(new, save_to)

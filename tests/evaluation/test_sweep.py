@@ -16,7 +16,6 @@ class PlantedDebias(AdditiveBiasCorrector):
     """Test method: bias = scale * (last gallery coordinate), the planted hub offset."""
 
     name = "planted"
-    _param_names = ("scale",)
 
     def __init__(self, scale: float = 0.0) -> None:
         self.scale = scale
@@ -25,8 +24,10 @@ class PlantedDebias(AdditiveBiasCorrector):
     def default_grid(cls):
         return {"scale": [0.0, 0.5, 1.0, 1.5, 2.0]}
 
-    def _fit_bias(self, gallery, reference, *, memory_budget, progress):
+    def fit(self, gallery, reference, **kwargs):
+        self.gallery_ = gallery
         self.h_ = np.asarray(gallery[:, -1], dtype=np.float32)
+        return self
 
     @property
     def bias_(self):
@@ -37,7 +38,6 @@ class DenseOnly(BaseCorrector):
     """Test method without an additive bias: scored only through its dense score()."""
 
     name = "dense-only"
-    _param_names = ("scale",)
 
     def __init__(self, scale: float = 0.0) -> None:
         self.scale = scale
@@ -55,7 +55,9 @@ class DenseOnly(BaseCorrector):
         return np.asarray(queries, dtype=np.float32) @ g.T - self.scale * g[:, -1]
 
     def search(self, queries, k=10, **kwargs):
-        raise NotImplementedError  # the sweep must not need it
+        s = self.score(queries)
+        ids = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(s, ids, axis=1), ids
 
 
 def planted_task(seed=0, n=200, dim=16):

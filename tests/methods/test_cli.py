@@ -71,4 +71,4 @@ def test_bad_value_is_a_clear_cli_error(data, tmp_path, capsys):
         ]
     )
     assert rc == 2
-    assert "beta must be > 0" in capsys.readouterr().err
+    assert "beta must be a finite real number > 0" in capsys.readouterr().err

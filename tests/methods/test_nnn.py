@@ -208,10 +208,10 @@ def test_refit_with_a_larger_k():
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"k": 0}, r"k must be a positive integer; received k=0"),
-        ({"k": 2.5}, r"k must be a positive integer; received k=2.5"),
-        ({"alpha": -0.1}, r"alpha must be >= 0.0; received alpha=-0.1"),
-        ({"alpha": float("nan")}, r"alpha must be finite; received alpha=nan"),
+        ({"k": 0}, r"k must be an integer >= 1; received k=0"),
+        ({"k": 2.5}, r"k must be an integer >= 1; received k=2.5"),
+        ({"alpha": -0.1}, r"alpha must be a finite real number >= 0; received alpha=-0.1"),
+        ({"alpha": float("nan")}, r"alpha must be a finite real number >= 0; received alpha=nan"),
     ],
 )
 def test_bad_parameters(params, match):
@@ -401,3 +401,33 @@ def test_fit_grid_yields_the_same_as_separate_fits(shape, ks, alphas):
         dense = ref_corrected_scores(queries, gallery, reference, params["k"], params["alpha"])
         assert_topk_match(*fitted.search(queries, 3), fs.astype(np.float64), fi, dense, atol=1e-5)
     assert seen == [(k, a) for k in valid for a in alphas]
+
+
+@pytest.mark.parametrize("cls", [NNN, dehub.RobustNNN, dehub.SoftNNN])
+def test_bias_is_cached_and_invalidated(cls, monkeypatch):
+    gallery, reference, queries = _data(12, 50, 40, 3, 6)
+    model = cls(k=8, alpha=0.5).fit(gallery, reference)
+    expected_k4 = cls(k=4, alpha=1.0).fit(gallery, reference).bias_
+    calls = []
+    original = cls._compute_bias
+
+    def counting(self):
+        calls.append(1)
+        return original(self)
+
+    monkeypatch.setattr(cls, "_compute_bias", counting)
+    first = model.bias_
+    for _ in range(3):
+        model.search(queries[:1], 5)  # one query: no pass over the cache per search
+    assert len(calls) == 1 and model.bias_ is first
+    assert not first.flags.writeable  # callers cannot corrupt the cache
+    model.set_params(alpha=1.0)
+    np.testing.assert_allclose(model.bias_, 2 * first, rtol=1e-6)
+    assert len(calls) == 2
+    model.k = 4  # plain attribute assignment invalidates too
+    np.testing.assert_allclose(model.bias_, expected_k4, rtol=1e-6)
+    assert len(calls) == 3
+    model.fit(gallery, reference[:20])  # a refit replaces the statistics
+    refit = model.bias_
+    assert len(calls) == 4
+    np.testing.assert_allclose(refit, cls(k=4, alpha=1.0).fit(gallery, reference[:20]).bias_)

@@ -175,10 +175,11 @@ def test_interrupted_computation_changes_nothing(data, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(dehub.incremental, "topk_search", crash)
+    model_before = idx.model
+    monkeypatch.setattr(dehub.methods.nnn, "topk_search", crash)  # inside the estimator's hook
     with pytest.raises(KeyboardInterrupt):
         idx.add_reference(data["more_reference"], save_to=path)
-    assert idx.n_reference == 400
+    assert idx.n_reference == 400 and idx.model is model_before
     assert path.read_bytes() == digest_before
     _same(Index.load(path), idx)
 

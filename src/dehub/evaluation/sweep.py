@@ -7,10 +7,15 @@ cache), and scores each setting with exact first-relevant ranks
 (:func:`~dehub.evaluation.metrics.first_relevant_rank_dense`), so R@K, MRR and the rank
 statistics are all available to choose by.
 
-For methods whose correction is an additive per-item bias
-(:class:`~dehub.methods.AdditiveBiasCorrector`: Plain, NNN, ...) the query-gallery
-product is computed once and every setting only subtracts its bias and counts, instead
-of searching again. Other methods are scored through their dense ``score``.
+For settings whose correction is a fixed per-item offset (``get_tags(fitted).offset``:
+Plain, NNN and variants, CSLS, DN, static IS/DualIS) the query-gallery product is
+computed once and every setting only subtracts its ``bias_`` and counts, instead of
+searching again. The ranking of such a method is that of ``q . r - bias_[r]`` by the
+tag's promise, so this equals fitting the setting and searching. Every other setting
+(the dynamic inverted softmax of QB-Norm DIS and DBNorm DualDIS, whose offsets are
+gated per query; anything query-dependent) is scored through its own dense ``score``,
+which ranks exactly as its ``search``. The capability is asked of each fitted setting,
+so a grid over ``dynamic`` mixes both paths correctly.
 
 Selection: the setting with the best value of ``metric`` (higher is better; lower for
 ``mean_rank``/``median_rank``). Ties are broken, in order, by the larger R@K at the other
@@ -33,7 +38,7 @@ from .._progress import progress_bar
 from .._validation import NormalizeMode, check_embeddings
 from ..datasets.base import RetrievalTask
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ..methods import METHODS, AdditiveBiasCorrector, BaseCorrector, get_method
+from ..methods import METHODS, BaseCorrector, get_method, get_tags
 from .metrics import (
     NoPositivePolicy,
     check_ks,
@@ -87,7 +92,7 @@ class SweepResult:
 
 def _resolve(method: str | BaseCorrector) -> BaseCorrector:
     if isinstance(method, BaseCorrector):
-        return type(method)(**method.get_params())
+        return method.clone()
     if isinstance(method, str):
         return get_method(method)
     raise TypeError(
@@ -155,13 +160,16 @@ def sweep(
     rel = task.relevance
     n_q, n_g = rel.n_queries, rel.n_gallery
     block = max(1, int(memory_budget // max(1, 12 * n_g)))
-    additive = isinstance(model, AdditiveBiasCorrector)
-    dense = None
-    if additive and n_q * n_g * 4 <= memory_budget:
-        gal = check_embeddings(task.gallery, "validation gallery")
-        dt = np.float64 if (queries.dtype == np.float64 or gal.dtype == np.float64) else np.float32
-        dense = np.asarray(queries, dtype=dt) @ np.asarray(gal, dtype=dt).T
-        fast = _AdditiveRanker(dense, rel)
+    fits_budget = n_q * n_g * 4 <= memory_budget
+    fast: _AdditiveRanker | None = None
+
+    def shared_ranker() -> _AdditiveRanker:
+        nonlocal fast
+        if fast is None:
+            gal = check_embeddings(task.gallery, "validation gallery")
+            dt = np.float64 if (queries.dtype == np.float64 or gal.dtype == np.float64) else np.float32
+            fast = _AdditiveRanker(np.matmul(np.asarray(queries, dtype=dt), np.asarray(gal, dtype=dt).T), rel)
+        return fast
 
     t0 = time.perf_counter()
     table: list[dict[str, Any]] = []
@@ -179,17 +187,23 @@ def sweep(
                 rank[rows] = first_relevant_rank_dense(s, rel, rows)
             return rank
 
-        if dense is not None:
-            # Additive methods: collect every setting's bias, then rank them all in one
-            # pass over the cached validation scores.
-            params_list, biases = [], []
-            for params, fitted in settings:
-                params_list.append(params)
-                biases.append(fitted.bias_)
-            ranked = zip(params_list, fast.ranks_many(np.stack(biases)))
-        else:
-            ranked = ((params, dense_ranks_of(fitted)) for params, fitted in settings)
-        for params, rank in ranked:
+        # Offset settings: collect their biases, then rank them all in one pass over the
+        # shared validation scores. Other settings: ranked from their own dense scores
+        # now (the yielded estimator may be re-parameterized by the next step).
+        params_list: list[dict[str, Any]] = []
+        ranks: list[np.ndarray | None] = []
+        biases: list[np.ndarray] = []
+        for params, fitted in settings:
+            params_list.append(params)
+            if fits_budget and get_tags(fitted).offset:
+                # offset tag: the estimator has bias_ (the contract of dehub.methods._tags)
+                biases.append(np.array(fitted.bias_, copy=True))  # type: ignore[attr-defined]
+                ranks.append(None)
+            else:
+                ranks.append(dense_ranks_of(fitted))
+        shared = iter(shared_ranker().ranks_many(np.stack(biases)) if biases else ())
+        final = [next(shared) if r is None else r for r in ranks]
+        for params, rank in zip(params_list, final):
             out = outcomes_from_ranks(rank, rel, ks, no_positive=no_positive)
             n_without = out.n_without_positives
             table.append({**{k: _plain(v) for k, v in params.items()}, **out.summary()})

@@ -20,6 +20,8 @@ See ``docs/methods.md`` for formulas, papers, grids and serving costs.
 
 from __future__ import annotations
 
+from ._params import InvalidParameterError
+from ._tags import MethodTags, get_tags
 from .base import AdditiveBiasCorrector, BaseCorrector, NotFittedError
 from .csls import CSLS
 from .dbnorm import DBNorm, DBNormDIS
@@ -33,6 +35,7 @@ __all__ = [
     "BaseCorrector",
     "AdditiveBiasCorrector",
     "NotFittedError",
+    "InvalidParameterError",
     "NNN",
     "Plain",
     "CSLS",
@@ -45,6 +48,8 @@ __all__ = [
     "SoftNNN",
     "METHODS",
     "get_method",
+    "MethodTags",
+    "get_tags",
 ]
 
 #: Registry: method name -> estimator class. Names are what the CLI and the evaluation
@@ -55,9 +60,14 @@ METHODS: dict[str, type[BaseCorrector]] = {
 
 
 def get_method(name: str, **params) -> BaseCorrector:
-    """A new, unfitted estimator of the method called ``name`` with ``params``."""
+    """A new, unfitted estimator of the method called ``name`` with ``params``.
+
+    Parameters that the method does not have raise :class:`InvalidParameterError` (a
+    ``ValueError`` and a ``TypeError``) naming the method's real parameters.
+    """
     try:
         cls = METHODS[name]
     except KeyError:
         raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}") from None
+    cls.check_param_names(params)
     return cls(**params)

@@ -18,32 +18,11 @@ import numpy as np
 
 from .._validation import NormalizeMode
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
+from ._params import check_int, check_real
 from ._stats import compute_dtype
 from .base import AdditiveBiasCorrector
 
 __all__ = ["AffineBiasCorrector", "check_real", "check_int"]
-
-
-def check_real(value, name: str, *, minimum: float | None = None, strict: bool = False) -> float:
-    """A finite real number ``>= minimum`` (``> minimum`` when ``strict``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a real number; received {value!r}")
-    value = float(value)
-    if not np.isfinite(value):
-        raise ValueError(f"{name} must be finite; received {name}={value}")
-    if minimum is not None and (value <= minimum if strict else value < minimum):
-        op = ">" if strict else ">="
-        raise ValueError(f"{name} must be {op} {minimum}; received {name}={value}")
-    return value
-
-
-def check_int(value, name: str, *, minimum: int = 1) -> int:
-    """An integer ``>= minimum`` (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}; received {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; received {name}={value}")
-    return int(value)
 
 
 class AffineBiasCorrector(AdditiveBiasCorrector):

@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
+from collections.abc import Callable
+from numbers import Integral
 
-__all__ = ["add_method_param_options", "option_name"]
+from ._params import Boolean, Interval, InvalidParameterError
+
+__all__ = ["add_method_param_options", "option_name", "method_params_from_args"]
 
 
 def option_name(param: str) -> str:
@@ -29,7 +34,27 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false; received {text!r}")
 
 
-def _converter(default):
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object; received {text!r} ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object such as '{{\"nprobe\": 8}}'; received {text!r}"
+        )
+    return value
+
+
+def _converter(default, forms) -> Callable[[str], object]:
+    """How to parse the option: from the declared constraints, else from the default's type."""
+    for form in forms or ():
+        if isinstance(form, Boolean):
+            return _parse_bool
+        if isinstance(form, Interval):
+            return int if form.kind is Integral else float
+        if form is dict:
+            return _json_object
     if isinstance(default, bool):
         return _parse_bool
     if isinstance(default, int):
@@ -47,12 +72,13 @@ def add_method_param_options(parser: argparse.ArgumentParser) -> None:
     """
     from . import METHODS
 
-    seen: dict[str, tuple[object, list[str]]] = {}
+    seen: dict[str, tuple[Callable[[str], object], list[str]]] = {}
     for name, cls in METHODS.items():
         sig = inspect.signature(cls.__init__)
-        for param in cls._param_names:
+        for param in cls._get_param_names():
             default = sig.parameters[param].default
-            conv, users = seen.setdefault(param, (_converter(default), []))
+            forms = cls._parameter_constraints.get(param)
+            conv, users = seen.setdefault(param, (_converter(default, forms), []))
             users.append(f"{name}={default!r}")
     for param, (conv, users) in seen.items():
         if option_name(param) in parser._option_string_actions:
@@ -64,3 +90,27 @@ def add_method_param_options(parser: argparse.ArgumentParser) -> None:
             default=None,
             help="parameter of " + ", ".join(users) + " (default: the method's own)",
         )
+
+
+def method_params_from_args(args: argparse.Namespace, method: str) -> dict:
+    """The parameters given on the command line for ``method`` (options left at ``None`` skipped).
+
+    An option that belongs only to other methods (``--alpha`` with ``--method plain``)
+    is an :class:`~dehub.methods.InvalidParameterError` naming ``method``'s parameters.
+    """
+    from . import METHODS
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
+    cls = METHODS[method]
+    every = {p for c in METHODS.values() for p in c._get_param_names()}
+    given = {p: getattr(args, p) for p in sorted(every) if getattr(args, p, None) is not None}
+    own = set(cls._get_param_names())
+    foreign = [option_name(p) for p in given if p not in own]
+    if foreign:
+        listed = ", ".join(option_name(p) for p in cls._get_param_names()) or "none"
+        raise InvalidParameterError(
+            f"{', '.join(foreign)} {'does' if len(foreign) == 1 else 'do'} not apply to method "
+            f"{method!r}; its options are: {listed}"
+        )
+    return {p: v for p, v in given.items() if p in own}

@@ -34,8 +34,9 @@ import numpy as np
 
 from .._validation import NormalizeMode, check_k, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
-from ._affine import check_int, check_real
+from ._params import check_real
 from ._stats import activation_ids, activation_mask, compute_dtype, streamed_logsumexp
+from ._tags import MethodTags
 from .base import AdditiveBiasCorrector, NotFittedError
 
 __all__ = ["InvertedSoftmaxBase"]
@@ -55,26 +56,27 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
     _beta_names: ClassVar[tuple[str, ...]] = ()
     k: int
     dynamic: bool
+    lse_: np.ndarray
+    activated_: np.ndarray | None
+    fitted_betas_: tuple[float, ...] | None
+    fitted_k_: int | None
+
+    def __dehub_tags__(self) -> MethodTags:
+        # Static IS/DualIS: one per-item offset (scale sum(beta) > 0). Dynamic variants
+        # gate the normalizers on each query's own top-1: per-query offsets, not offset.
+        return MethodTags(offset=not bool(self.dynamic))
 
     # ------------------------------------------------------------------ params
     def _betas(self) -> tuple[float, ...]:
         return tuple(float(getattr(self, n)) for n in self._beta_names)
 
-    def _check_values(self) -> None:
-        """Validate parameter values (without looking at the fitted state)."""
-        for n in self._beta_names:
-            check_real(getattr(self, n), n, minimum=0.0)
+    def _check_consistency(self) -> None:
+        """The temperatures together, then the fitted state (per-parameter checks are declarative)."""
         if sum(self._betas()) <= 0:
             raise ValueError(
                 f"at least one of {', '.join(self._beta_names)} must be > 0 (all zero makes "
                 f"every score equal); received {self.get_params()}"
             )
-        check_int(self.k, "k")
-        if not isinstance(self.dynamic, (bool, np.bool_)):
-            raise TypeError(f"dynamic must be True or False; received {self.dynamic!r}")
-
-    def _check_params(self) -> None:
-        self._check_values()
         fitted = getattr(self, "fitted_betas_", None)
         if fitted is None:
             return
@@ -169,7 +171,7 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
 
     def _fit_with(self, gallery, banks, names, *, normalize, memory_budget, progress):
         self._reset_fit()
-        self._check_values()
+        self._check_params()
         gallery, banks = self._prepare_fit(gallery, banks, names, normalize)
         self._fit_banks(
             gallery,
@@ -184,13 +186,9 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
 
     def _grid_with(self, gallery, banks, names, grid, fit_kwargs):
         """Shared fit_grid: one pass per bank for all temperatures, one top-k for all k."""
-        grid = self.default_grid() if grid is None else dict(grid)
-        unknown = set(grid) - set(self._param_names)
-        if unknown:
-            raise ValueError(
-                f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}"
-            )
-        values = {n: list(grid.get(n, [getattr(self, n)])) for n in self._param_names}
+        grid = self._check_grid(grid)
+        names_all = list(self._get_param_names())
+        values = {n: list(grid.get(n, [getattr(self, n)])) for n in names_all}
         for n in self._beta_names:
             for v in values[n]:
                 check_real(v, n, minimum=0.0)
@@ -209,7 +207,6 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
             memory_budget=memory_budget,
             progress=progress,
         )
-        names_all = list(self._param_names)
         for combo in itertools.product(*(values[n] for n in names_all)):
             params = dict(zip(names_all, combo))
             betas = tuple(float(params[n]) for n in self._beta_names)
@@ -217,7 +214,7 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
                 continue
             self._reset_fit()
             self.set_params(**params)
-            self._check_values()
+            self._check_params()
             self._select(betas, int(params["k"]) if params["dynamic"] else None)
             yield params, self
 
@@ -237,6 +234,8 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         """(n_queries, n_banks) bool: which bank normalizers apply to each query."""
         if not self.dynamic:
             return np.ones((top1.shape[0], self.lse_.shape[0]), dtype=bool)
+        if self.activated_ is None:  # _check_params refuses this before any search
+            raise ValueError("dynamic=True needs the activation sets; refit with dynamic=True")
         return self.activated_[:, top1].T
 
     def search(
@@ -339,9 +338,3 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
             self.activated_, self.fitted_k_ = None, None
         self.gallery_ = gallery
         self._check_params()
-
-    # The AdditiveBiasCorrector hook is unused: fit is implemented by the subclasses.
-    def _fit_bias(
-        self, gallery, reference, *, memory_budget: int, progress: bool
-    ) -> None:  # pragma: no cover
-        raise NotImplementedError

@@ -23,18 +23,23 @@ plain top-``K`` search of the queries against the gallery (for ``r_T``).
 
 from __future__ import annotations
 
+from numbers import Integral
+from typing import ClassVar
+
 import numpy as np
 
 from .._validation import check_k
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
-from ._affine import AffineBiasCorrector, check_int
-from ._topk_cache import ReferenceTopKCache
-from .base import NotFittedError
+from ._affine import AffineBiasCorrector
+from ._params import Constraint, Interval
+from ._tags import MethodTags
+from ._topk_cache import TopKStatistics
+from .base import NotFittedError, ReferenceFit
 
 __all__ = ["CSLS"]
 
 
-class CSLS(ReferenceTopKCache, AffineBiasCorrector):
+class CSLS(TopKStatistics, ReferenceFit, AffineBiasCorrector):
     """Cross-domain similarity local scaling (Conneau et al., ICLR 2018).
 
     Parameters
@@ -57,18 +62,24 @@ class CSLS(ReferenceTopKCache, AffineBiasCorrector):
     """
 
     name = "csls"
-    _param_names = ("k",)
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {"k": [Interval(Integral, 1, None)]}
 
     def __init__(self, k: int = 10) -> None:
         self.k = k
+
+    def __dehub_tags__(self) -> MethodTags:
+        # Offset: for a fixed query r_T(q) shifts every item equally and the factor 2 is
+        # positive, so the ranking is that of s - r_S/2 (see dehub.methods._tags). r_S(r)
+        # depends only on r and the reference (per-row statistics); r_T is computed at
+        # search time from the current gallery, so gallery growth needs nothing more.
+        return MethodTags(offset=True, incremental=True, row_decomposable=True)
 
     @classmethod
     def default_grid(cls) -> dict[str, list]:
         """K = 1, 2, 4, ..., 64 plus the paper's 10 (8 values, one reference pass)."""
         return {"k": [1, 2, 4, 8, 10, 16, 32, 64]}
 
-    def _check_params(self) -> None:
-        check_int(self.k, "k")
+    def _check_consistency(self) -> None:
         fitted = getattr(self, "fitted_k_", None)
         if fitted is not None and self.k > fitted:
             raise ValueError(
@@ -76,21 +87,13 @@ class CSLS(ReferenceTopKCache, AffineBiasCorrector):
                 f"reference scores serve any k <= {fitted}. Refit with k={self.k}."
             )
 
-    def _min_reference(self) -> tuple[str, int]:
-        return ("k", int(self.k))
+    def _reference_size_check(self, reference: np.ndarray) -> None:
+        self._check_k_reference(int(self.k), reference)
 
-    def fit(self, gallery, reference, **kwargs) -> CSLS:
-        """Learn ``r_S`` (the top-k reference similarities of every gallery item).
-
-        Keyword arguments as :meth:`AdditiveBiasCorrector.fit` (``normalize``,
-        ``memory_budget``, ``progress``). Requires ``k <= `` both set sizes.
-        """
-        self.fitted_k_ = None  # a refit may use a larger k than the cached one
-        return super().fit(gallery, reference, **kwargs)
-
-    def _fit_bias(self, gallery, reference, *, memory_budget: int, progress: bool) -> None:
+    def _gallery_size_check(self, gallery: np.ndarray) -> None:
         check_k(self.k, gallery.shape[0], name="k", what="gallery items (r_T(q) averages k of them)")
-        self.fitted_k_ = None
+
+    def _row_statistics(self, gallery, reference, *, memory_budget: int, progress: bool):
         scores, ids = exact_search(
             gallery,
             reference,
@@ -98,7 +101,7 @@ class CSLS(ReferenceTopKCache, AffineBiasCorrector):
             memory_budget=memory_budget,
             progress="CSLS r_S" if progress else False,
         )
-        self.topk_scores_, self.topk_ids_, self.fitted_k_ = scores, ids, int(self.k)
+        return {"topk_scores": scores, "topk_ids": ids}
 
     def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
         """Every K of ``grid`` from ONE pass over the reference (the largest K's top-K).
@@ -106,18 +109,18 @@ class CSLS(ReferenceTopKCache, AffineBiasCorrector):
         K values larger than the reference set or the gallery are skipped. The same
         estimator is re-parameterized and yielded each time.
         """
-        grid = self.default_grid() if grid is None else dict(grid)
+        grid = self._check_grid(grid)
         limit = min(reference.shape[0], gallery.shape[0])
         ks = sorted({int(k) for k in grid.get("k", [self.k]) if int(k) <= limit})
         if not ks:
             raise ValueError(
                 f"every k in the grid exceeds min(#reference, #gallery) = {limit}; lower the k values"
             )
-        self.fitted_k_ = None
         self.set_params(k=ks[-1])
         self.fit(gallery, reference, **fit_kwargs)
         for k in ks:
             self.set_params(k=k)
+            self._check_params()
             yield {"k": k}, self
 
     def r_S(self) -> np.ndarray:
@@ -130,6 +133,7 @@ class CSLS(ReferenceTopKCache, AffineBiasCorrector):
     def r_T(self, queries, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> np.ndarray:
         """Mean similarity of every query to its k nearest gallery items (float64)."""
         self._check_fitted()
+        check_k(self.k, self.gallery_.shape[0], name="k", what="gallery items (r_T(q) averages k of them)")
         s, _ = exact_search(queries, self.gallery_, int(self.k), memory_budget=memory_budget)
         return s.mean(axis=1, dtype=np.float64)
 

@@ -43,8 +43,12 @@ reference split's images) to follow the paper's setting exactly.
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+from typing import ClassVar
+
 from .._validation import NormalizeMode
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
+from ._params import Boolean, Constraint, Interval
 from ._softmax import InvertedSoftmaxBase
 
 __all__ = ["DBNorm", "DBNormDIS"]
@@ -76,7 +80,12 @@ class DBNorm(InvertedSoftmaxBase):
     """
 
     name = "dbnorm"
-    _param_names = ("beta1", "beta2", "k", "dynamic")
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        "beta1": [Interval(Real, 0.0, None)],
+        "beta2": [Interval(Real, 0.0, None)],
+        "k": [Interval(Integral, 1, None)],
+        "dynamic": [Boolean()],
+    }
     _beta_names = ("beta1", "beta2")
 
     def __init__(self, beta1: float = 20.0, beta2: float = 20.0, k: int = 1, dynamic: bool = False) -> None:

@@ -27,12 +27,17 @@ held-out gallery-modality bank (e.g. validation images) to match the paper exact
 
 from __future__ import annotations
 
+from numbers import Real
+from typing import ClassVar
+
 import numpy as np
 
 from .._validation import NormalizeMode, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ._affine import AffineBiasCorrector, check_real
+from ._affine import AffineBiasCorrector
+from ._params import Constraint, Interval
 from ._stats import column_mean, matvec
+from ._tags import MethodTags
 from .base import NotFittedError
 
 __all__ = ["DN"]
@@ -60,13 +65,14 @@ class DN(AffineBiasCorrector):
     """
 
     name = "dn"
-    _param_names = ("lambda_",)
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {"lambda_": [Interval(Real, 0.0, None)]}
+
+    def __dehub_tags__(self) -> MethodTags:
+        # Offset: the query-only bracket of the expansion never changes a ranking.
+        return MethodTags(offset=True)
 
     def __init__(self, lambda_: float = 0.5) -> None:
         self.lambda_ = lambda_
-
-    def _check_params(self) -> None:
-        check_real(self.lambda_, "lambda_", minimum=0.0)
 
     @classmethod
     def default_grid(cls) -> dict[str, list]:
@@ -106,16 +112,12 @@ class DN(AffineBiasCorrector):
 
     def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
         """Every lambda of ``grid`` from one fit (the statistics do not depend on lambda)."""
-        grid = self.default_grid() if grid is None else dict(grid)
+        grid = self._check_grid(grid)
         self.fit(gallery, reference, **fit_kwargs)
         for lam in grid.get("lambda_", [self.lambda_]):
             self.set_params(lambda_=lam)
+            self._check_params()
             yield {"lambda_": lam}, self
-
-    def _fit_bias(
-        self, gallery, reference, *, memory_budget: int, progress: bool
-    ) -> None:  # pragma: no cover
-        raise NotImplementedError  # fit is implemented directly (it takes a gallery bank)
 
     @property
     def bias_(self) -> np.ndarray:

@@ -14,21 +14,32 @@ corrected.
 (``topk_scores_``), so ``alpha`` and any ``k`` up to the fitted one change without a new
 pass over the reference set (the cumulative sums of the sorted scores give every smaller
 k's mean). That is also what the validation sweep and incremental reference growth use.
+
+``bias_`` is cached: computed once per (parameters, fitted statistics) and reused by every
+search until ``alpha``/``k`` (or another parameter of the statistic) or the fit change,
+so one query against a large gallery costs one search, not a pass over the cache too.
 """
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+from typing import Any, ClassVar
+
 import numpy as np
 
-from ..engine.faiss_engine import topk_search
-from ._affine import check_real
-from ._topk_cache import ReferenceTopKCache
-from .base import AdditiveBiasCorrector, NotFittedError
+from ..engine import topk_search
+from ._params import Constraint, Interval, Options
+from ._tags import MethodTags
+from ._topk_cache import TopKStatistics
+from .base import AdditiveBiasCorrector, NotFittedError, ReferenceFit
 
 __all__ = ["NNN"]
 
+#: The engines ``dehub.engine.topk_search`` accepts for the reference top-k.
+ENGINES = ("exact", "ivf", "ivf-sq8", "hnsw", "auto")
 
-class NNN(ReferenceTopKCache, AdditiveBiasCorrector):
+
+class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
     """Nearest Neighbor Normalization.
 
     Parameters
@@ -41,7 +52,7 @@ class NNN(ReferenceTopKCache, AdditiveBiasCorrector):
         Scale of the bias; the paper's in-distribution choice (0.25-0.5 for
         out-of-distribution references). ``alpha = 0`` gives the plain ranking.
     engine : {'exact', 'ivf', 'ivf-sq8', 'hnsw', 'auto'}, default 'exact'
-        How the top-k reference scores are found (``dehub.engine.faiss_engine``):
+        How the top-k reference scores are found (``dehub.engine.topk_search``):
         exactly, or approximately from an index of the reference set (the paper's
         FAISS IVF, App. C). ``'auto'`` picks from the sizes.
     engine_params : dict, optional
@@ -55,9 +66,11 @@ class NNN(ReferenceTopKCache, AdditiveBiasCorrector):
         The reference rows those scores came from.
     fitted_k_ : int
         The k used in ``fit``; any ``k <= fitted_k_`` is served from the cache.
-    bias_ : (n_gallery,) float32
-        ``alpha * mean(topk_scores_[:, :k])``: recomputed from the cache when ``alpha`` or
-        ``k`` change.
+    n_reference_ : int or None
+        Reference rows of the fit (None when restored from a file that does not say).
+    bias_ : (n_gallery,) float32, read-only
+        ``alpha * mean(topk_scores_[:, :k])``: cached, recomputed only when ``alpha``,
+        ``k`` or the fitted statistics change.
     gallery_ : the gallery passed to ``fit`` (not copied).
 
     Examples
@@ -73,7 +86,14 @@ class NNN(ReferenceTopKCache, AdditiveBiasCorrector):
     """
 
     name = "nnn"
-    _param_names = ("k", "alpha", "engine", "engine_params")
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        "k": [Interval(Integral, 1, None)],
+        "alpha": [Interval(Real, 0.0, None)],
+        "engine": [Options(*ENGINES)],
+        "engine_params": [None, dict],
+    }
+    #: Parameters the bias depends on (the cache key, with the fitted statistics).
+    _bias_params: ClassVar[tuple[str, ...]] = ("k", "alpha")
 
     def __init__(
         self, k: int = 16, alpha: float = 0.75, engine: str = "exact", engine_params: dict | None = None
@@ -83,10 +103,12 @@ class NNN(ReferenceTopKCache, AdditiveBiasCorrector):
         self.engine = engine
         self.engine_params = engine_params
 
-    def _check_params(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
-            raise ValueError(f"k must be a positive integer; received k={self.k!r}")
-        check_real(self.alpha, "alpha", minimum=0.0)
+    def __dehub_tags__(self) -> MethodTags:
+        # b(r) depends only on r's top-k scores over the reference (Eq. 1): offset,
+        # per-row statistics, and growth by appending / dropping / merging top-k lists.
+        return MethodTags(offset=True, incremental=True, row_decomposable=True)
+
+    def _check_consistency(self) -> None:
         fitted = getattr(self, "fitted_k_", None)
         if fitted is not None and self.k > fitted:
             raise ValueError(
@@ -103,54 +125,56 @@ class NNN(ReferenceTopKCache, AdditiveBiasCorrector):
         }
 
     def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
-        """Yield every (k, alpha) of ``grid`` from ONE pass over the reference set.
+        """Yield every grid setting from ONE pass over the reference set.
 
         The fit uses the largest k; smaller k come from the cached sorted top-k scores
-        and every alpha from the same means. k values larger than the reference set are
-        skipped. The same estimator is re-parameterized and yielded each time.
+        and every other parameter of the statistic (alpha, ...) from the same cache.
+        k values larger than the reference set are skipped. Grid keys must be
+        parameters of the method; parameters that change the reference pass itself
+        (``engine``, ``engine_params``) cannot be swept here. The same estimator is
+        re-parameterized and yielded each time.
         """
-        grid = self.default_grid() if grid is None else dict(grid)
+        import itertools
+
+        grid = self._check_grid(grid)
+        fixed = [n for n in ("engine", "engine_params") if n in grid]
+        if fixed:
+            raise ValueError(
+                f"{type(self).__name__}.fit_grid shares one reference pass; it cannot sweep "
+                f"{fixed} (run one sweep per engine)"
+            )
         n_ref = reference.shape[0]
         ks = sorted({int(k) for k in grid.get("k", [self.k]) if int(k) <= n_ref})
-        alphas = list(grid.get("alpha", [self.alpha]))
         if not ks:
             raise ValueError(
                 f"every k in the grid exceeds the number of reference items ({n_ref}); "
                 "lower the k values or provide more reference items"
             )
+        others = [n for n in self._bias_params if n != "k"]
+        values = [list(grid.get(n, [getattr(self, n)])) for n in others]
         self.set_params(k=ks[-1])
         self.fit(gallery, reference, **fit_kwargs)
         for k in ks:
-            for alpha in alphas:
-                self.set_params(k=k, alpha=alpha)
-                yield {"k": k, "alpha": alpha}, self
+            for combo in itertools.product(*values):
+                params = {"k": k, **dict(zip(others, combo))}
+                self.set_params(**params)
+                self._check_params()
+                yield params, self
 
-    def fit(self, gallery, reference, **kwargs) -> NNN:
-        """Compute and cache the top-k reference scores of every gallery item.
+    def _reference_size_check(self, reference: np.ndarray) -> None:
+        self._check_k_reference(int(self.k), reference)
 
-        Takes the keyword arguments of :meth:`AdditiveBiasCorrector.fit`
-        (``normalize``, ``memory_budget``, ``progress``). Refitting replaces the cache,
-        so a larger ``k`` than before is fine here.
-        """
-        self.fitted_k_ = None
-        return super().fit(gallery, reference, **kwargs)
-
-    def _min_reference(self) -> tuple[str, int]:
-        return ("k", int(self.k))
-
-    def _fit_bias(self, gallery, reference, *, memory_budget: int, progress: bool) -> None:
+    def _row_statistics(self, gallery, reference, *, memory_budget: int, progress: bool):
         scores, ids = topk_search(
             gallery,
             reference,
             int(self.k),
-            engine=self.engine,
+            engine=self.engine,  # type: ignore[arg-type]  # checked against ENGINES
             engine_params=self.engine_params,
             memory_budget=memory_budget,
             progress="NNN bias" if progress else False,
         )
-        self.topk_scores_ = scores
-        self.topk_ids_ = ids
-        self.fitted_k_ = int(self.k)
+        return {"topk_scores": scores, "topk_ids": ids}
 
     # ------------------------------------------------------------------ cached stats
     def mean_topk(self, k: int | None = None) -> np.ndarray:
@@ -158,7 +182,8 @@ class NNN(ReferenceTopKCache, AdditiveBiasCorrector):
         if getattr(self, "topk_scores_", None) is None:
             raise NotFittedError("NNN is not fitted yet; call fit(gallery, reference) first")
         k = self.k if k is None else k
-        if k > self.fitted_k_:
+        fitted_k = int(self.fitted_k_ or 0)
+        if k > fitted_k:
             raise ValueError(f"k={k} exceeds the fitted k={self.fitted_k_}; refit with a larger k")
         return self.topk_scores_[:, :k].mean(axis=1, dtype=np.float64).astype(np.float32)
 
@@ -171,9 +196,25 @@ class NNN(ReferenceTopKCache, AdditiveBiasCorrector):
         if getattr(self, "topk_scores_", None) is None:
             raise NotFittedError("NNN is not fitted yet; call fit(gallery, reference) first")
         csum = np.cumsum(self.topk_scores_, axis=1, dtype=np.float64)
-        return (csum / np.arange(1, self.fitted_k_ + 1)).astype(np.float32)
+        return (csum / np.arange(1, self.topk_scores_.shape[1] + 1)).astype(np.float32)
+
+    def _compute_bias(self) -> np.ndarray:
+        return (np.float32(self.alpha) * self.mean_topk()).astype(np.float32)
 
     @property
     def bias_(self) -> np.ndarray:
         self._check_params()
-        return (np.float32(self.alpha) * self.mean_topk()).astype(np.float32)
+        if getattr(self, "topk_scores_", None) is None:
+            raise NotFittedError(
+                f"{type(self).__name__} is not fitted yet; call fit(gallery, reference) first"
+            )
+        key = tuple(getattr(self, n) for n in self._bias_params)
+        cached: tuple[Any, Any, np.ndarray] | None = getattr(self, "_bias_cache", None)
+        # The cache holds the statistics array itself, so identity cannot be reused by
+        # another array while the entry lives; refits and updates install new arrays.
+        if cached is not None and cached[0] == key and cached[1] is self.topk_scores_:
+            return cached[2]
+        bias = self._compute_bias()
+        bias.setflags(write=False)
+        self._bias_cache = (key, self.topk_scores_, bias)
+        return bias

@@ -23,13 +23,13 @@ dehub's generalizations, not methods of a separate paper.
 
 from __future__ import annotations
 
-import itertools
-from typing import Literal
+from abc import abstractmethod
+from numbers import Real
+from typing import ClassVar, Literal
 
 import numpy as np
 
-from ._affine import check_real
-from .base import NotFittedError
+from ._params import Constraint, Interval, Options
 from .nnn import NNN
 
 __all__ = ["RobustNNN", "SoftNNN"]
@@ -38,50 +38,19 @@ Statistic = Literal["trimmed", "median"]
 
 
 class _CachedNNNVariant(NNN):
-    """NNN with another statistic of the cached sorted top-k scores."""
+    """NNN with another statistic of the cached sorted top-k scores.
 
-    def _statistic(self, top: np.ndarray) -> np.ndarray:  # (n_gallery, k) sorted desc -> (n_gallery,)
-        raise NotImplementedError
+    Subclasses implement :meth:`_statistic` and list its parameters in ``_bias_params``
+    (the bias cache key; ``fit_grid`` sweeps them all from one reference pass).
+    """
 
-    @property
-    def bias_(self) -> np.ndarray:
-        self._check_params()
-        if getattr(self, "topk_scores_", None) is None:
-            raise NotFittedError(
-                f"{type(self).__name__} is not fitted yet; call fit(gallery, reference) first"
-            )
+    @abstractmethod
+    def _statistic(self, top: np.ndarray) -> np.ndarray:
+        """``(n_gallery, k)`` sorted descending -> ``(n_gallery,)`` float64."""
+
+    def _compute_bias(self) -> np.ndarray:
         top = self.topk_scores_[:, : int(self.k)].astype(np.float64)
         return float(self.alpha) * self._statistic(top)
-
-    def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
-        """Every grid combination from ONE pass over the reference (the largest k's top-k).
-
-        k values larger than the reference set are skipped; the same estimator is
-        re-parameterized and yielded each time.
-        """
-        grid = self.default_grid() if grid is None else dict(grid)
-        unknown = set(grid) - set(self._param_names)
-        if unknown:
-            raise ValueError(
-                f"unknown grid parameters {sorted(unknown)}; expected some of {list(self._param_names)}"
-            )
-        n_ref = reference.shape[0]
-        ks = sorted({int(k) for k in grid.get("k", [self.k]) if int(k) <= n_ref})
-        if not ks:
-            raise ValueError(
-                f"every k in the grid exceeds the number of reference items ({n_ref}); "
-                "lower the k values or provide more reference items"
-            )
-        others = [n for n in self._param_names if n != "k"]
-        values = [list(grid.get(n, [getattr(self, n)])) for n in others]
-        self.set_params(k=ks[-1])
-        self.fit(gallery, reference, **fit_kwargs)
-        for k in ks:
-            for combo in itertools.product(*values):
-                params = {"k": k, **dict(zip(others, combo))}
-                self.set_params(**params)
-                self._check_params()
-                yield params, self
 
 
 class RobustNNN(_CachedNNNVariant):
@@ -89,7 +58,7 @@ class RobustNNN(_CachedNNNVariant):
 
     Parameters
     ----------
-    k, alpha : as :class:`dehub.NNN`.
+    k, alpha, engine, engine_params : as :class:`dehub.NNN`.
     statistic : {"trimmed", "median"}, default "trimmed"
         Trimmed mean (drops ``floor(trim * k)`` scores at each end) or median.
     trim : float in [0, 0.5), default 0.125
@@ -98,22 +67,25 @@ class RobustNNN(_CachedNNNVariant):
     """
 
     name = "robust_nnn"
-    _param_names = ("k", "alpha", "statistic", "trim")
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        **NNN._parameter_constraints,
+        "statistic": [Options("trimmed", "median")],
+        "trim": [Interval(Real, 0.0, 0.5, closed="left")],
+    }
+    _bias_params = ("k", "alpha", "statistic", "trim")
 
     def __init__(
-        self, k: int = 16, alpha: float = 0.75, statistic: Statistic = "trimmed", trim: float = 0.125
+        self,
+        k: int = 16,
+        alpha: float = 0.75,
+        statistic: Statistic = "trimmed",
+        trim: float = 0.125,
+        engine: str = "exact",
+        engine_params: dict | None = None,
     ) -> None:
-        super().__init__(k=k, alpha=alpha)
+        super().__init__(k=k, alpha=alpha, engine=engine, engine_params=engine_params)
         self.statistic = statistic
         self.trim = trim
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        if self.statistic not in ("trimmed", "median"):
-            raise ValueError(f"statistic must be 'trimmed' or 'median'; received {self.statistic!r}")
-        trim = check_real(self.trim, "trim", minimum=0.0)
-        if trim >= 0.5:
-            raise ValueError(f"trim must be < 0.5 (it is cut at both ends); received trim={trim}")
 
     @classmethod
     def default_grid(cls) -> dict[str, list]:
@@ -133,22 +105,29 @@ class SoftNNN(_CachedNNNVariant):
 
     Parameters
     ----------
-    k, alpha : as :class:`dehub.NNN`.
+    k, alpha, engine, engine_params : as :class:`dehub.NNN`.
     temperature : float > 0, default 0.05
         Temperature of the log-mean-exp; large values give NNN's mean, small ones the
         top-1 similarity.
     """
 
     name = "soft_nnn"
-    _param_names = ("k", "alpha", "temperature")
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        **NNN._parameter_constraints,
+        "temperature": [Interval(Real, 0.0, None, closed="neither")],
+    }
+    _bias_params = ("k", "alpha", "temperature")
 
-    def __init__(self, k: int = 16, alpha: float = 0.75, temperature: float = 0.05) -> None:
-        super().__init__(k=k, alpha=alpha)
+    def __init__(
+        self,
+        k: int = 16,
+        alpha: float = 0.75,
+        temperature: float = 0.05,
+        engine: str = "exact",
+        engine_params: dict | None = None,
+    ) -> None:
+        super().__init__(k=k, alpha=alpha, engine=engine, engine_params=engine_params)
         self.temperature = temperature
-
-    def _check_params(self) -> None:
-        super()._check_params()
-        check_real(self.temperature, "temperature", minimum=0.0, strict=True)
 
     @classmethod
     def default_grid(cls) -> dict[str, list]:

@@ -30,15 +30,23 @@ and, at fit, one top-k search of the bank against the gallery.
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+from typing import ClassVar
+
+import numpy as np
+
 from .._validation import NormalizeMode
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ._affine import check_real
+from ._params import Boolean, Constraint, Interval
 from ._softmax import InvertedSoftmaxBase
+from ._stats import streamed_logsumexp
+from ._tags import MethodTags
+from .base import NotFittedError, RowDecomposable
 
 __all__ = ["QBNorm", "QBNormDIS"]
 
 
-class QBNorm(InvertedSoftmaxBase):
+class QBNorm(RowDecomposable, InvertedSoftmaxBase):
     """Inverted softmax over a query bank (QB-Norm); ``dynamic=True`` gives DIS.
 
     Parameters
@@ -59,10 +67,20 @@ class QBNorm(InvertedSoftmaxBase):
         The DIS activation set (None when ``dynamic=False``).
     bias_ : (n_gallery,) float64
         ``L(r) / beta``.
+
+    The static IS (``dynamic=False``) is row-decomposable and incremental: ``L(r)``
+    depends only on ``r`` and the bank, and a grown bank's normalizer is the
+    ``logaddexp`` of the old one and the new rows'. DIS is neither: its activation set
+    is the plain top-k of the bank over the *whole* gallery, so adding a gallery row can
+    change other rows' activation.
     """
 
     name = "qbnorm"
-    _param_names = ("beta", "k", "dynamic")
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        "beta": [Interval(Real, 0.0, None, closed="neither")],
+        "k": [Interval(Integral, 1, None)],
+        "dynamic": [Boolean()],
+    }
     _beta_names = ("beta",)
 
     def __init__(self, beta: float = 20.0, k: int = 1, dynamic: bool = False) -> None:
@@ -70,9 +88,9 @@ class QBNorm(InvertedSoftmaxBase):
         self.k = k
         self.dynamic = dynamic
 
-    def _check_values(self) -> None:
-        check_real(self.beta, "beta", minimum=0.0, strict=True)
-        super()._check_values()
+    def __dehub_tags__(self) -> MethodTags:
+        static = not bool(self.dynamic)
+        return MethodTags(offset=static, incremental=static, row_decomposable=static)
 
     @classmethod
     def default_grid(cls) -> dict[str, list]:
@@ -109,6 +127,53 @@ class QBNorm(InvertedSoftmaxBase):
         one top-max(k) search. The same estimator is re-parameterized and yielded.
         """
         yield from self._grid_with(gallery, [reference], ["reference"], grid, fit_kwargs)
+
+    # ------------------------------------------------------------------ per-row statistics (IS)
+    def _require_static(self, what: str) -> None:
+        if self.dynamic:
+            raise ValueError(
+                f"{type(self).__name__}(dynamic=True) is not row-decomposable: its activation set "
+                f"is the top-k of the bank over the whole gallery, so {what} needs a refit "
+                "(Index.build); dynamic=False supports it"
+            )
+
+    def _row_statistics(self, gallery, reference, *, memory_budget: int, progress: bool):
+        self._require_static("per-row statistics")
+        lse = streamed_logsumexp(
+            gallery,
+            reference,
+            [float(self.beta)],
+            memory_budget=memory_budget,
+            progress=f"{self.name} logsumexp" if progress else False,
+        )
+        return {"lse": lse}
+
+    def _set_statistics(self, gallery, statistics, n_reference: int | None) -> None:
+        self._require_static("building from statistics")
+        if "lse" not in statistics:
+            raise ValueError(
+                f"{type(self).__name__} statistics need the array 'lse'; received {sorted(statistics)}"
+            )
+        lse = np.asarray(statistics["lse"], dtype=np.float64)
+        if lse.shape != (gallery.shape[0], 1):
+            raise ValueError(
+                f"statistic 'lse' has shape {lse.shape}; expected ({gallery.shape[0]}, 1) for this gallery"
+            )
+        self.lse_ = lse.T.copy()
+        self.fitted_betas_ = (float(self.beta),)
+        self.activated_, self.fitted_k_ = None, None
+        self.n_reference_ = n_reference
+        self.gallery_ = gallery
+
+    def fitted_statistics(self) -> dict[str, np.ndarray]:
+        self._require_static("fitted_statistics")
+        if getattr(self, "lse_", None) is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
+        self._check_params()
+        return {"lse": self.lse_.T}
+
+    def merge_reference_statistics(self, statistics, new_statistics, *, n_reference: int):
+        return {"lse": np.logaddexp(statistics["lse"], new_statistics["lse"])}
 
 
 class QBNormDIS(QBNorm):

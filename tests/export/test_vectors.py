@@ -64,8 +64,15 @@ def test_bad_inputs_are_clear(index):
 def test_capability_question(index):
     import dehub
 
+    from dehub.methods import get_tags
+
     assert is_offset(index.model)
-    csls = dehub.CSLS(k=5).fit(index.model.gallery_, index.model.gallery_[:100])
-    assert is_offset(csls) == hasattr(type(csls), "bias_")
+    g = index.model.gallery_
+    csls = dehub.CSLS(k=5).fit(g, g[:100])
+    assert is_offset(csls) == get_tags(csls).offset
+    dynamic = dehub.QBNorm(dynamic=True).fit(g, g[:100], normalize="none")
+    assert not is_offset(dynamic)  # the gate makes the offset query-dependent
+    with pytest.raises(TypeError, match="not an additive correction"):
+        augment_items(dynamic)
     with pytest.raises(TypeError, match="not an additive correction"):
         augment_items(object())

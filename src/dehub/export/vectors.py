@@ -54,20 +54,15 @@ FORMS: tuple[str, ...] = ("d+1", "d+2")
 def is_offset(model: Any) -> bool:
     """Is ``model``'s corrected score ``q . r - bias_[r]`` with a fixed per-item bias?
 
-    The one capability question of the export package: asks the method's tags when the
-    estimator contract (``dehub.methods.get_tags``) exists, else whether it has
-    ``bias_`` and ``export_vectors`` (today's additive correctors).
+    The one capability question of the export package: the method's own answer,
+    ``dehub.methods.get_tags(model).offset`` (``bias_`` and ``export_vectors()`` then exist).
     """
+    from ..methods import get_tags
+
     try:
-        from ..methods import get_tags  # type: ignore[attr-defined]
-    except ImportError:
-        get_tags = None
-    if get_tags is not None:
-        try:
-            return bool(get_tags(model).offset)
-        except (TypeError, AttributeError):
-            return False
-    return hasattr(type(model), "bias_") and hasattr(model, "export_vectors")
+        return bool(get_tags(model).offset)
+    except (TypeError, AttributeError):  # not a dehub estimator
+        return False
 
 
 def offset_model(source: Any) -> Any:

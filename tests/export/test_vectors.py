@@ -63,7 +63,6 @@ def test_bad_inputs_are_clear(index):
 
 def test_capability_question(index):
     import dehub
-
     from dehub.methods import get_tags
 
     assert is_offset(index.model)

@@ -75,3 +75,14 @@ def test_capability_question(index):
         augment_items(dynamic)
     with pytest.raises(TypeError, match="not an additive correction"):
         augment_items(object())
+
+
+@pytest.mark.parametrize("form", ["d+1", "d+2"])
+def test_lazy_item_vectors_equal_the_full_ones(index, form):
+    from dehub.export.vectors import LazyItemVectors
+
+    full = augment_items(index, form)
+    lazy = LazyItemVectors(index.model.gallery_, index.model.bias_, form, block_rows=300)
+    assert lazy.shape == full.vectors.shape and lazy.M == full.M
+    np.testing.assert_array_equal(lazy[0:2000], full.vectors)
+    np.testing.assert_array_equal(lazy[np.array([5, 1, 1999])], full.vectors[[5, 1, 1999]])

@@ -36,7 +36,7 @@ import numpy as np
 from .._io import atomic_path, sha256_file
 from ..engine.faiss_engine import import_faiss
 from .sidecar import SIDECAR_KIND, SIDECAR_VERSION, load_sidecar, write_sidecar
-from .vectors import augment_items, offset_model
+from .vectors import LazyItemVectors, offset_model
 
 __all__ = ["export_faiss", "load_sidecar", "ExportType", "build_faiss_index", "faiss_ids_of"]
 
@@ -56,18 +56,21 @@ def build_faiss_index(
     ef_construction: int = 80,
     ef_search: int = 128,
     seed: int = 0,
+    block_rows: int = 65536,
 ):
     """A FAISS index over ``vectors`` (any dimension) labelled with ``ids``.
 
     ``metric='ip'`` (inner product, the d+1 form and plain vectors) or ``'l2'`` (the d+2
     form). Used for the exported vectors and, in benchmarks, for the plain ``d`` vectors,
-    so both are built the same way.
+    so both are built the same way. ``vectors`` may also be a lazy ``(n, dim)`` view
+    (``shape`` + row slicing, e.g. :class:`dehub.export.vectors.LazyItemVectors`): rows
+    are then added ``block_rows`` at a time, so only the index holds all of them.
     """
     faiss = import_faiss()
-    x = np.ascontiguousarray(vectors, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"vectors must be a (n, dim) array; received shape {x.shape}")
-    n, dim = x.shape
+    shape = tuple(getattr(vectors, "shape", np.shape(vectors)))
+    if len(shape) != 2:
+        raise ValueError(f"vectors must be a (n, dim) array; received shape {shape}")
+    n, dim = int(shape[0]), int(shape[1])
     labels = np.arange(n, dtype=np.int64) if ids is None else np.ascontiguousarray(ids, dtype=np.int64)
     if metric not in ("ip", "l2"):
         raise ValueError(f"metric must be 'ip' or 'l2'; received {metric!r}")
@@ -86,8 +89,8 @@ def build_faiss_index(
         else:
             index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nl, faiss.ScalarQuantizer.QT_8bit, fmetric)
         rng = np.random.default_rng(seed)
-        train = x[np.sort(rng.choice(n, size=min(n, 64 * nl), replace=False))]
-        index.train(train)
+        rows = np.sort(rng.choice(n, size=min(n, 64 * nl), replace=False))
+        index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
         index.nprobe = min(nprobe, nl)
     elif index_type == "hnsw":
         inner = faiss.IndexHNSWFlat(dim, M, fmetric)
@@ -98,7 +101,9 @@ def build_faiss_index(
         raise ValueError(
             f"index_type must be one of 'flat', 'ivf', 'ivf-sq8', 'hnsw'; received {index_type!r}"
         )
-    index.add_with_ids(x, labels)
+    for start in range(0, n, block_rows):
+        stop = min(start + block_rows, n)
+        index.add_with_ids(np.ascontiguousarray(vectors[start:stop], dtype=np.float32), labels[start:stop])
     return index
 
 
@@ -137,15 +142,15 @@ def export_faiss(
     model = offset_model(source)
     if ids is None:
         ids = getattr(source, "ids", None)
-    items = augment_items(model, form)
-    n, dim = items.vectors.shape
+    items = LazyItemVectors(model.gallery_, model.bias_, form)  # rows built block by block
+    n, dim = items.shape
     ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
     if ids.shape != (n,):
         raise ValueError(f"ids must have one id per gallery row, shape ({n},); received {ids.shape}")
     if n and ids.min() < 0:
         raise ValueError("ids must be non-negative for an export (FAISS uses -1 as its padding id)")
     metric: Metric = "ip" if form == "d+1" else "l2"
-    index = build_faiss_index(items.vectors, ids, index_type=index_type, metric=metric, **index_params)
+    index = build_faiss_index(items, ids, index_type=index_type, metric=metric, **index_params)
     path = Path(path)
     if path.exists() and not Path(str(path) + ".json").is_file():
         raise FileExistsError(

@@ -39,6 +39,7 @@ __all__ = [
     "Form",
     "FORMS",
     "AugmentedItems",
+    "LazyItemVectors",
     "is_offset",
     "offset_model",
     "item_vectors",
@@ -148,6 +149,41 @@ def item_vectors(
                 )
         out[:, d + 1] = np.sqrt(np.maximum(norm_m * norm_m - sq, 0.0)).astype(np.float32)
     return AugmentedItems(vectors=out, bias=b, form=form, d=d, M=norm_m)
+
+
+class LazyItemVectors:
+    """The augmented item vectors as a lazy ``(n, dim)`` view: rows are built when sliced.
+
+    ``M`` (d+2) is computed in one blockwise pass at construction (or given). Used by the
+    FAISS export so that building a 1M-item index holds the gallery and the index, not a
+    third full copy.
+    """
+
+    def __init__(self, gallery, bias, form: str = "d+1", *, M: float | None = None, dim: int | None = None,
+                 block_rows: int = 65536):  # fmt: skip
+        _check_form(form)
+        self.gallery = gallery
+        self.bias = np.asarray(bias, dtype=np.float32).reshape(-1)
+        n, d = int(gallery.shape[0]), int(gallery.shape[1])
+        if self.bias.shape != (n,):
+            raise ValueError(
+                f"expected a (n, d) gallery and a (n,) bias; received shapes {gallery.shape} and {self.bias.shape}"
+            )
+        self.form, self.d = form, d
+        self.shape = (n, d + _form_extra(form) if dim is None else int(dim))
+        if form == "d+2" and M is None:
+            top = 0.0
+            for s in range(0, n, block_rows):
+                g = np.asarray(gallery[s : s + block_rows], dtype=np.float32)
+                b = self.bias[s : s + block_rows].astype(np.float64)
+                sq = np.einsum("ij,ij->i", g, g, dtype=np.float64) + b * b
+                top = max(top, float(sq.max()))
+            M = float(np.sqrt(top))
+        self.M = M if form == "d+2" else None
+
+    def __getitem__(self, rows) -> np.ndarray:
+        g = np.asarray(self.gallery[rows], dtype=np.float32)
+        return item_vectors(g, self.bias[rows], self.form, M=self.M, dim=self.shape[1]).vectors
 
 
 def augment_items(source: Any, form: str = "d+1", *, M: float | None = None, dim: int | None = None):

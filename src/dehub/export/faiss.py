@@ -45,7 +45,7 @@ Metric = Literal["ip", "l2"]
 
 
 def build_faiss_index(
-    vectors: np.ndarray,
+    vectors: Any,
     ids: np.ndarray | None = None,
     *,
     index_type: ExportType = "flat",

@@ -337,13 +337,21 @@ def main(argv=None) -> int:
         out["plain_vs_corrected_recall@10"],
         flush=True,
     )
+
+    def save() -> None:  # after every section: a run stopped by its time limit keeps what it measured
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+
     with tempfile.TemporaryDirectory(prefix="dehub-bench-export-") as tmp:
         if "faiss" in stores:
             out["rows"] += bench_faiss(model, g, q, exact, args, tmp)
+            save()
         if "lancedb" in stores:
             out["rows"] += bench_lancedb(model, q, exact, args, tmp)
+            save()
         if "qdrant" in stores:
             out["rows"] += bench_qdrant(model, q, exact, args)
+            save()
         if "embed" in stores:
             out["embed"] = bench_embed(args.embed_texts, tmp)
             print("embed:", out["embed"], flush=True)

@@ -197,6 +197,27 @@ def bench_lancedb(model, q, exact, args, tmp) -> list[dict]:
     return rows
 
 
+def bench_lancedb_recall(model, q, exact, tmp) -> list[dict]:
+    """Recall only: IVF_PQ padded vs unpadded, over nprobes and refine_factor (no timings)."""
+    rows = []
+    for form in ("d+1", "d+2"):
+        for pad, nsv in ((16, None), (1, 35 if form == "d+1" else 2)):
+            t = export_lancedb(model, Path(tmp) / "recall-db", name=f"t{form[-1]}{pad}", form=form,
+                               index="ivf_pq", pad_multiple=pad, num_sub_vectors=nsv)  # fmt: skip
+            desc = json.loads(t.schema.field("vector").metadata[b"dehub"])
+            qv = query_vectors(q, form, dim=desc["dim"])
+            parts = desc["num_partitions"]
+            for nprobes in sorted({20, -(-parts // 2), parts}):
+                for rf in (10, 50):
+                    ids = [t.search(v).distance_type(desc["metric"]).limit(10).nprobes(nprobes).refine_factor(rf)
+                           .to_arrow()["id"].to_numpy() for v in qv]  # fmt: skip
+                    rows.append({"store": "lancedb", "index": "ivf_pq", "form": form, "dim": desc["dim"],
+                                 "num_sub_vectors": desc["num_sub_vectors"], "num_partitions": parts,
+                                 "nprobes": nprobes, "refine_factor": rf, "recall@10": round(recall(ids, exact), 4)})  # fmt: skip
+                    print(rows[-1], flush=True)
+    return rows
+
+
 # ---------------------------------------------------------------- Qdrant
 def bench_qdrant(model, q, exact, args) -> list[dict]:
     from qdrant_client import models
@@ -348,6 +369,9 @@ def main(argv=None) -> int:
             save()
         if "lancedb" in stores:
             out["rows"] += bench_lancedb(model, q, exact, args, tmp)
+            save()
+        if "lancedb-recall" in stores:
+            out["rows"] += bench_lancedb_recall(model, q, exact, tmp)
             save()
         if "qdrant" in stores:
             out["rows"] += bench_qdrant(model, q, exact, args)

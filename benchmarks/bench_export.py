@@ -201,7 +201,9 @@ def bench_lancedb_recall(model, q, exact, tmp) -> list[dict]:
     """Recall only: IVF_PQ padded vs unpadded, over nprobes and refine_factor (no timings)."""
     rows = []
     for form in ("d+1", "d+2"):
-        for pad, nsv in ((16, None), (1, 35 if form == "d+1" else 2)):
+        dim = model.gallery_.shape[1] + (1 if form == "d+1" else 2)
+        divisor = max(s for s in range(1, dim // 8 + 1) if dim % s == 0)  # unpadded: a divisor of dim
+        for pad, nsv in ((16, None), (1, divisor)):
             t = export_lancedb(model, Path(tmp) / "recall-db", name=f"t{form[-1]}{pad}", form=form,
                                index="ivf_pq", pad_multiple=pad, num_sub_vectors=nsv)  # fmt: skip
             desc = json.loads(t.schema.field("vector").metadata[b"dehub"])

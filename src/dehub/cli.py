@@ -133,9 +133,13 @@ def json_object(text: str) -> dict:
 
 
 def _load_npy(path: str, what: str, mmap: bool = True):
-    """Embeddings from a .npy file (memory-mapped) or a directory of .npy shards."""
+    """Embeddings from a .npy file (memory-mapped), a directory of .npy shards, or a
+    clip-retrieval / embedding-reader layout, parquet embedding column or fsspec URL."""
+    from .datasets.layouts import cli_embeddings
     from .datasets.loaders import load_embeddings
 
+    if (layout := cli_embeddings(path, what)) is not None:
+        return layout
     return load_embeddings(path, mmap=mmap, name=what)
 
 
@@ -508,8 +512,12 @@ def subcommands() -> dict[str, Subcommand]:
     except ImportError:  # the evaluation package not present (yet)
         evaluation_cmds = {}
     cmds.update(evaluation_cmds)
+    from .embed.cli import SUBCOMMANDS as embed_cmds
+    from .export.cli import SUBCOMMANDS as export_cmds
     from .serve.cli import SUBCOMMANDS as serve_cmds
 
+    cmds.update(embed_cmds)
+    cmds.update(export_cmds)
     cmds.update(serve_cmds)
     return cmds
 

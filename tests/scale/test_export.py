@@ -94,3 +94,16 @@ def test_plain_faiss_example_runs_without_dehub_at_serving(tmp_path):
     src = (ROOT / "examples" / "serve_with_plain_faiss.py").read_text()
     serve_src = src.split("def serve", 1)[1].split("def _demo", 1)[0]
     assert "dehub" not in serve_src.split('"""', 2)[-1]
+
+
+def test_version1_sidecar_still_loads(fitted, tmp_path):
+    """Sidecars written by wave 1 (version 1: no form, M or self-checksum) keep loading."""
+    from dehub.export import export_faiss, load_sidecar
+
+    path = export_faiss(fitted, tmp_path / "g.faiss")
+    side = json.loads(Path(str(path) + ".json").read_text())
+    for key in ("form", "M", "sidecar_sha256"):
+        side.pop(key)
+    side["version"] = 1
+    Path(str(path) + ".json").write_text(json.dumps(side))
+    assert load_sidecar(path)["n_items"] == 600

@@ -1,0 +1,87 @@
+"""What ``dehub embed`` reads: texts (lines, JSONL, parquet) or images (a folder, a list).
+
+* a ``.txt`` file: one text per line (empty lines kept as empty texts; a trailing newline
+  is not a text); with ``kind='image'`` one image path or URL per line;
+* a ``.jsonl`` file: one object per line, the text in ``column`` (default ``text``; for
+  images ``path`` or ``url``);
+* a ``.parquet`` file: the column ``column`` (default ``text`` / ``path`` / ``url``);
+* a directory: its image files (recursively, sorted; .jpg .jpeg .png .webp .bmp .gif).
+
+Returns the kind (``"text"`` or ``"image"``), the items, and the metadata columns
+(``text``; or ``path`` / ``url``), in input order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+__all__ = ["read_inputs", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+
+
+def _image_meta(items: list[str]) -> dict[str, list]:
+    if any("://" in s for s in items):
+        return {"url": items}
+    return {"path": items}
+
+
+def read_inputs(path: str | os.PathLike, *, kind: str | None = None, column: str | None = None):
+    """``(kind, items, metadata columns)`` for ``dehub embed`` (see the module docstring)."""
+    p = Path(path)
+    if kind not in (None, "text", "image"):
+        raise ValueError(f"kind must be 'text' or 'image'; received {kind!r}")
+    if not p.exists():
+        raise FileNotFoundError(
+            f"no input at {p}; expected a .txt, .jsonl or .parquet file, or an image folder"
+        )
+    if p.is_dir():
+        if kind == "text":
+            raise ValueError(f"{p} is a directory; texts come from a .txt, .jsonl or .parquet file")
+        images = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise ValueError(f"{p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        return "image", images, {"path": images}
+    suffix = p.suffix.lower()
+    kind = kind or "text"
+    if suffix in (".txt", ".tsv", ".lst"):
+        items = p.read_text(encoding="utf-8").split("\n")
+        if items and items[-1] == "":
+            items.pop()
+    elif suffix in (".jsonl", ".ndjson"):
+        items = []
+        keys = [column] if column else (["text"] if kind == "text" else ["path", "url"])
+        for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{p}:{lineno}: not valid JSON: {exc}") from None
+            key = next((k for k in keys if isinstance(obj, dict) and k in obj), None)
+            if key is None:
+                raise ValueError(
+                    f"{p}:{lineno}: expected an object with a {' or '.join(map(repr, keys))} field"
+                )
+            items.append(obj[key])
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(p).names
+        keys = [column] if column else (["text", "caption"] if kind == "text" else ["path", "url"])
+        key = next((k for k in keys if k in names), None)
+        if key is None:
+            raise ValueError(f"{p}: expected a column {' or '.join(map(repr, keys))}; columns are {names}")
+        items = pq.read_table(p, columns=[key]).column(key).to_pylist()
+    else:
+        raise ValueError(
+            f"{p}: expected a .txt, .jsonl or .parquet file, or an image folder; received {suffix or 'no suffix'}"
+        )
+    bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"{p}: items {bad[:5]} are not strings (null or another type)")
+    if kind == "text":
+        return "text", items, {"text": items}
+    return "image", items, _image_meta(items)

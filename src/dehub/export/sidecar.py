@@ -1,0 +1,198 @@
+"""The JSON sidecar written next to an exported FAISS file, and its checks.
+
+The sidecar (``<index>.json``) tells a serving process how to form queries (the form,
+``M``) and what the file holds (method, parameters, ids). Version 2 makes it
+self-describing *and* checkable:
+
+* against itself: ``sidecar_sha256`` is the SHA-256 of the canonical JSON of every other
+  field, so changing ``alpha``, ``k``, ``d``, ``dim``, ``n_items``, the ids or the version
+  by hand is detected; the fields must also agree with each other (``dim = d + 1`` or
+  ``d + 2`` by form, ``n_items = len(ids)``, ids unique non-negative int64, metric fits the
+  form);
+* against the FAISS file: ``index_sha256`` (the file's bytes), and, reading the file, its
+  dimension, item count, metric and stored ids.
+
+The checksum guards against mistakes and careless edits, not against an attacker who
+rewrites both files (anyone can recompute a SHA-256): keep exports where only their
+writer can write. Version 1 sidecars (dehub 0.1 wave 1, no self-checksum) still load; they
+get the checks against the FAISS file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._io import atomic_write_text, sha256_file
+
+__all__ = ["SidecarError", "SIDECAR_KIND", "SIDECAR_VERSION", "sidecar_path", "write_sidecar", "load_sidecar"]
+
+SIDECAR_KIND = "dehub.faiss-export"
+SIDECAR_VERSION = 2
+_KNOWN_VERSIONS = (1, 2)
+_METRICS = {"d+1": ("inner_product",), "d+2": ("l2", "inner_product")}
+_INDEX_TYPES = ("flat", "ivf", "ivf-sq8", "hnsw")
+_MAX_SIDECAR_BYTES = 1 << 31
+
+
+class SidecarError(ValueError):
+    """A FAISS export's sidecar is unreadable, inconsistent, or does not match its file."""
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    return Path(str(path) + ".json")
+
+
+def _canonical(fields: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in fields.items() if k != "sidecar_sha256"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def write_sidecar(path: str | os.PathLike, fields: dict[str, Any]) -> Path:
+    """Write ``fields`` plus their self-checksum as ``<path>.json`` atomically."""
+    fields = dict(fields)
+    fields["sidecar_sha256"] = hashlib.sha256(_canonical(fields)).hexdigest()
+    out = sidecar_path(path)
+    atomic_write_text(out, json.dumps(fields, indent=1, sort_keys=True))
+    return out
+
+
+def _fail(path: Path, msg: str) -> SidecarError:
+    return SidecarError(f"{path}.json: {msg}")
+
+
+def _check_self(path: Path, side: dict[str, Any]) -> None:
+    version = side.get("version")
+    if isinstance(version, bool) or version not in _KNOWN_VERSIONS:
+        raise _fail(
+            path,
+            f"format version {version!r} is not one this dehub reads (expected one of {_KNOWN_VERSIONS})",
+        )
+    stored = side.get("sidecar_sha256")
+    if version >= 2 or stored is not None:
+        if not isinstance(stored, str):
+            raise _fail(path, "has no sidecar_sha256; it was edited or not written by dehub: export again")
+        if hashlib.sha256(_canonical(side)).hexdigest() != stored:
+            raise _fail(
+                path,
+                "its content does not match its own checksum (sidecar_sha256): a field "
+                "(alpha, k, d, dim, n_items, ids, version...) was changed after export; export again",
+            )
+    form = side.get("form", "d+1")
+    if form not in _METRICS:
+        raise _fail(path, f"form must be one of {sorted(_METRICS)}; found {form!r}")
+    for key in ("d", "dim", "n_items"):
+        v = side.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise _fail(path, f"{key} must be a non-negative integer; found {v!r}")
+    extra = 1 if form == "d+1" else 2
+    if side["dim"] != side["d"] + extra:
+        raise _fail(
+            path, f"dim = {side['dim']} but form {form!r} needs dim = d + {extra} = {side['d'] + extra}"
+        )
+    if side.get("metric") not in _METRICS[form]:
+        raise _fail(
+            path, f"metric {side.get('metric')!r} does not serve form {form!r} (expected {_METRICS[form]})"
+        )
+    if side.get("index_type") not in _INDEX_TYPES:
+        raise _fail(path, f"index_type must be one of {_INDEX_TYPES}; found {side.get('index_type')!r}")
+    ids = side.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise _fail(path, "ids must be a list of integers")
+    if len(ids) != side["n_items"]:
+        raise _fail(path, f"n_items = {side['n_items']} but it lists {len(ids)} ids")
+    arr = np.asarray(ids, dtype=object)
+    if len(ids) and (min(ids) < 0 or max(ids) > np.iinfo(np.int64).max):
+        raise _fail(path, "ids must be non-negative int64 values")
+    if len(set(ids)) != len(arr):
+        raise _fail(path, "ids are not unique")
+    if form == "d+2":
+        m = side.get("M")
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not np.isfinite(m) or m < 0:
+            raise _fail(path, f"form 'd+2' needs a finite common norm M >= 0; found {m!r}")
+    if not isinstance(side.get("params", {}), dict):
+        raise _fail(path, "params must be an object")
+
+
+def _faiss_ids(index) -> np.ndarray:
+    """The external ids stored in a FAISS index (IndexIDMap order, or IVF list order)."""
+    import faiss
+
+    idx = faiss.downcast_index(index)
+    if hasattr(idx, "id_map"):
+        return faiss.vector_to_array(idx.id_map).astype(np.int64)
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return np.arange(index.ntotal, dtype=np.int64)
+    invlists = ivf.invlists
+    if invlists is None:
+        return np.zeros(0, np.int64)
+    parts = []
+    for lst in range(ivf.nlist):
+        size = invlists.list_size(lst)
+        if size:
+            parts.append(faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy())
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def _check_against_file(path: Path, side: dict[str, Any]) -> None:
+    if sha256_file(path) != side.get("index_sha256"):
+        raise SidecarError(
+            f"{path} does not match its sidecar (SHA-256 differs): the index file was replaced "
+            "or modified after export; export again"
+        )
+    from ..engine.faiss_engine import import_faiss
+
+    faiss = import_faiss()
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise SidecarError(f"{path}: not a readable FAISS index: {str(exc).splitlines()[0]}") from None
+    if index.d != side["dim"]:
+        raise _fail(path, f"dim = {side['dim']} but the FAISS file holds {index.d}-dimensional vectors")
+    if index.ntotal != side["n_items"]:
+        raise _fail(path, f"n_items = {side['n_items']} but the FAISS file holds {index.ntotal} vectors")
+    want_metric = faiss.METRIC_INNER_PRODUCT if side["metric"] == "inner_product" else faiss.METRIC_L2
+    if index.metric_type != want_metric:
+        raise _fail(
+            path, f"metric {side['metric']!r} but the FAISS file's metric type is {index.metric_type}"
+        )
+    stored = _faiss_ids(index)
+    listed = np.asarray(side["ids"], dtype=np.int64)
+    same = (
+        np.array_equal(stored, listed)
+        if side.get("index_type") in ("flat", "hnsw")
+        else np.array_equal(np.sort(stored), np.sort(listed))
+    )
+    if not same:
+        raise _fail(path, "its ids differ from the ids stored in the FAISS file")
+
+
+def load_sidecar(path: str | os.PathLike, *, verify: bool = True) -> dict[str, Any]:
+    """Read ``<path>.json`` and check it against itself and (``verify``) the FAISS file.
+
+    Raises :class:`SidecarError` (a ``ValueError``) naming what was expected and found.
+    """
+    path = Path(path)
+    sp = sidecar_path(path)
+    try:
+        if sp.stat().st_size > _MAX_SIDECAR_BYTES:
+            raise _fail(path, f"is {sp.stat().st_size} bytes, larger than any sidecar dehub writes")
+        side = json.loads(sp.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SidecarError(f"{sp}: no sidecar next to the FAISS file (expected {sp.name})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise _fail(path, f"is not valid JSON: {exc}") from None
+    if not isinstance(side, dict) or side.get("kind") != SIDECAR_KIND:
+        kind = side.get("kind") if isinstance(side, dict) else type(side).__name__
+        raise _fail(path, f"is not a dehub FAISS export sidecar (kind={kind!r})")
+    _check_self(path, side)
+    if verify:
+        _check_against_file(path, side)
+    return side

@@ -1,0 +1,57 @@
+"""A fitted NNN index on clustered unit embeddings, and a tie-aware ranking check.
+
+The store-side query helpers in the test modules import only the store's client (and
+numpy): they form the query vectors by hand, as a user's serving code would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dehub
+
+
+def _draw(rng, centers, n):
+    x = centers[rng.integers(0, centers.shape[0], n)] + 0.8 * rng.standard_normal((n, centers.shape[1]))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def data():
+    rng = np.random.default_rng(11)
+    centers = np.random.default_rng(12).standard_normal((40, 32))
+    return {
+        "gallery": _draw(rng, centers, 2000),
+        "reference": _draw(rng, centers, 4000),
+        "queries": _draw(rng, centers, 60),
+    }
+
+
+@pytest.fixture(scope="session")
+def index(data):
+    ids = np.arange(2000, dtype=np.int64) * 5 + 3
+    return dehub.Index.build(data["gallery"], data["reference"], k=16, alpha=0.75, ids=ids)
+
+
+@pytest.fixture(scope="session")
+def exact(index, data):
+    """dehub's exact corrected search: (scores, ids, dense corrected scores by id)."""
+    scores, ids = index.search(data["queries"], 10)
+    dense = index.model.score(data["queries"]).astype(np.float64)
+    by_id = dict(zip(index.ids.tolist(), range(index.n_items)))
+    return scores, ids, dense, by_id
+
+
+@pytest.fixture(autouse=True)
+def _no_shadowed_datasets():
+    """lancedb imports ``datasets`` when it is in ``sys.modules``; under pytest that can be
+    ``tests/datasets/`` as a namespace package (see tests/embed/conftest.py): drop it."""
+    import sys
+
+    mod = sys.modules.get("datasets")
+    if mod is not None and getattr(mod, "__file__", None) is None:
+        paths = [str(p) for p in getattr(mod, "__path__", [])]
+        if paths and all(p.rstrip("/").endswith("tests/datasets") for p in paths):
+            del sys.modules["datasets"]
+    yield

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._io import atomic_path, sha256_file
-from ..engine.faiss_engine import import_faiss
+from ..engine import DEFAULT_NPROBE, default_nlist, import_faiss
 from .sidecar import SIDECAR_KIND, SIDECAR_VERSION, load_sidecar, write_sidecar
 from .vectors import LazyItemVectors, offset_model
 
@@ -51,7 +51,7 @@ def build_faiss_index(
     index_type: ExportType = "flat",
     metric: Metric = "ip",
     nlist: int | None = None,
-    nprobe: int = 16,
+    nprobe: int = DEFAULT_NPROBE,
     M: int = 32,
     ef_construction: int = 80,
     ef_search: int = 128,
@@ -82,7 +82,7 @@ def build_faiss_index(
     if index_type == "flat":
         index = faiss.IndexIDMap(flat(dim))
     elif index_type in ("ivf", "ivf-sq8"):
-        nl = nlist or max(1, min(int(4 * np.sqrt(n)), n // 39 or 1))
+        nl = nlist or default_nlist(n)  # the one default, shared with the bias engines
         quantizer = flat(dim)
         if index_type == "ivf":
             index = faiss.IndexIVFFlat(quantizer, dim, nl, fmetric)

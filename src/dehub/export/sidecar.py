@@ -147,7 +147,7 @@ def _check_against_file(path: Path, side: dict[str, Any]) -> None:
             f"{path} does not match its sidecar (SHA-256 differs): the index file was replaced "
             "or modified after export; export again"
         )
-    from ..engine.faiss_engine import import_faiss
+    from ..engine import import_faiss
 
     faiss = import_faiss()
     try:

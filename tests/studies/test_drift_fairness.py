@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from dehub.studies.drift import DriftMonitor, false_alarm_rate, ks_two_sample
+from dehub.studies.fairness import bias_at_k
+from dehub.studies.runner import check_study_names
+
+from .conftest import unit
+
+
+def test_bias_at_k_hand_computed():
+    attribute = np.array(["m", "f", "m", "x", "f", "m"])
+    ids = np.array(
+        [
+            [0, 2, 5, 1],  # m m m | f  -> K=3: (3 - 0)/3 = 1
+            [1, 3, 4, 0],  # f x f | m  -> K=3: (0 - 2)/3
+            [3, -1, 0, 1],  # x pad m | -> K=3: (1 - 0)/3
+        ]
+    )
+    np.testing.assert_allclose(bias_at_k(ids, attribute, 3, "m", "f"), [1.0, -2 / 3, 1 / 3])
+    np.testing.assert_allclose(bias_at_k(ids, attribute, 4, "m", "f"), [0.5, -0.25, 0.0])
+    with pytest.raises(ValueError, match="k"):
+        bias_at_k(ids, attribute, 5, "m", "f")
+
+
+def test_own_ks_matches_scipy():
+    pytest.importorskip("scipy")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=300), rng.normal(0.2, 1, size=250)
+    d0, p0 = ks_two_sample(x, y)
+    d1, p1 = ks_two_sample(x, y, use_scipy=False)
+    assert d0 == pytest.approx(d1)
+    assert p1 == pytest.approx(p0, rel=0.1, abs=2e-3)
+
+
+@pytest.mark.parametrize("use_own", [False, True])
+def test_drift_false_alarm_rate_near_nominal(use_own, monkeypatch):
+    if use_own:
+        import dehub.studies.drift as drift
+
+        real = drift.ks_two_sample
+        monkeypatch.setattr(drift, "ks_two_sample", lambda x, y: real(x, y, use_scipy=False))
+    rng = np.random.default_rng(0)
+    pool = unit(rng.standard_normal((2000, 16)))
+    fa = false_alarm_rate(pool, n_trials=200, n_reference=300, n_live=100, level=0.05, seed=1)
+    # nominal 0.05; 200 trials: a binomial 95% band is about 0.02-0.08
+    assert 0.015 <= fa["rate"] <= 0.09, fa
+
+
+def test_drift_warns_when_queries_are_far_from_the_bank():
+    rng = np.random.default_rng(0)
+    centres = unit(rng.standard_normal((10, 16)))
+    bank = unit(centres[rng.integers(0, 10, 2000)] + 0.3 * rng.standard_normal((2000, 16)) / 4)
+    mon = DriftMonitor(seed=0).fit(bank)
+    same = unit(centres[rng.integers(0, 10, 500)] + 0.3 * rng.standard_normal((500, 16)) / 4)
+    far = unit(rng.standard_normal((500, 16)))
+    assert not mon.check(same)["out_of_distribution"]
+    r = mon.check(far)
+    assert r["out_of_distribution"] and "0.25-0.5" in r["advice"]
+
+
+def test_study_names_checked():
+    assert check_study_names(["audit", "drift", "audit"]) == ["audit", "drift"]
+    with pytest.raises(ValueError, match="not built"):
+        check_study_names(["shift"])
+    with pytest.raises(ValueError, match="unknown studies"):
+        check_study_names(["nope"])

@@ -328,7 +328,8 @@ def run_audit_study(
         top_z = np.argsort(-aud["_z_before"], kind="stable")[:n_hubs]
         tp_top = int(np.count_nonzero(planted[top_z]))
         gate = AdmissionGate(k=k, z_threshold=z_threshold).fit(gallery, reference)
-        gate_clean = gate.score(gallery[np.random.default_rng(seed).choice(n0, 2000, replace=False)])
+        n_clean = min(2000, n0)
+        gate_clean = gate.score(gallery[np.random.default_rng(seed).choice(n0, n_clean, replace=False)])
         gate_hubs = gate.score(hubs)
         captured: dict[str, np.ndarray] = {}
         correct: dict[str, np.ndarray] = {}
@@ -370,8 +371,8 @@ def run_audit_study(
                 "recall": g_tp / n_hubs,
                 "recall_ci": list(wilson_interval(g_tp, n_hubs)),
                 "false_flag_rate_clean_items": float(gate_clean["flag"].mean()),
-                "false_flag_ci": list(wilson_interval(int(gate_clean["flag"].sum()), 2000)),
-                "n_clean_items_scored": 2000,
+                "false_flag_ci": list(wilson_interval(int(gate_clean["flag"].sum()), n_clean)),
+                "n_clean_items_scored": n_clean,
                 "hub_would_be_N_median": float(np.median(gate_hubs["N"])),
             },
             "captured_top1": cap,

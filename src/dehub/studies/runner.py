@@ -10,32 +10,32 @@ import numpy as np
 __all__ = ["STUDIES", "run_studies", "check_study_names", "json_ready"]
 
 
-def _audit(bench: Any, seed: int, n_bootstrap: int, progress: bool) -> dict[str, Any]:
+def _audit(bench: Any, seed: int, n_bootstrap: int, progress: bool, **kw: Any) -> dict[str, Any]:
     from .audit import run_audit_study
 
-    return run_audit_study(bench, seed=seed, n_bootstrap=n_bootstrap, progress=progress)
+    return run_audit_study(bench, seed=seed, n_bootstrap=n_bootstrap, progress=progress, **kw)
 
 
-def _poisoning(bench: Any, seed: int, n_bootstrap: int, progress: bool) -> dict[str, Any]:
+def _poisoning(bench: Any, seed: int, n_bootstrap: int, progress: bool, **kw: Any) -> dict[str, Any]:
     from .poisoning import run_poisoning_study
 
-    return run_poisoning_study(bench, seed=seed, n_bootstrap=n_bootstrap, progress=progress)
+    return run_poisoning_study(bench, seed=seed, n_bootstrap=n_bootstrap, progress=progress, **kw)
 
 
-def _drift(bench: Any, seed: int, n_bootstrap: int, progress: bool) -> dict[str, Any]:
+def _drift(bench: Any, seed: int, n_bootstrap: int, progress: bool, **kw: Any) -> dict[str, Any]:
     from .drift import run_drift_study
 
-    return run_drift_study(bench, seed=seed, progress=progress)
+    return run_drift_study(bench, seed=seed, progress=progress, **kw)
 
 
-def _fairness(bench: Any, seed: int, n_bootstrap: int, progress: bool) -> dict[str, Any]:
+def _fairness(bench: Any, seed: int, n_bootstrap: int, progress: bool, **kw: Any) -> dict[str, Any]:
     from .fairness import run_fairness_study
 
-    return run_fairness_study(seed=seed, n_bootstrap=n_bootstrap)
+    return run_fairness_study(seed=seed, n_bootstrap=n_bootstrap, **kw)
 
 
-#: name -> run(bench, seed, n_bootstrap, progress)
-STUDIES: dict[str, Callable[[Any, int, int, bool], dict[str, Any]]] = {
+#: name -> run(bench, seed, n_bootstrap, progress, **study options)
+STUDIES: dict[str, Callable[..., dict[str, Any]]] = {
     "audit": _audit,
     "poisoning": _poisoning,
     "drift": _drift,
@@ -74,10 +74,18 @@ def json_ready(obj: Any) -> Any:
 
 
 def run_studies(
-    bench: Any, names: Sequence[str], *, seed: int = 0, n_bootstrap: int = 1000, progress: bool = False
+    bench: Any,
+    names: Sequence[str],
+    *,
+    seed: int = 0,
+    n_bootstrap: int = 1000,
+    progress: bool = False,
+    options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run each named study on ``bench``; ``{name: JSON-ready result}``."""
+    """Run each named study on ``bench``; ``{name: JSON-ready result}``. ``options`` maps a
+    study name to keyword arguments of its ``run_*_study`` function (sizes, budgets)."""
     out = {}
     for name in check_study_names(names):
-        out[name] = json_ready(STUDIES[name](bench, seed, n_bootstrap, progress))
+        kw = dict((options or {}).get(name, {}))
+        out[name] = json_ready(STUDIES[name](bench, seed, n_bootstrap, progress, **kw))
     return out

@@ -63,5 +63,22 @@ def test_study_names_checked():
     assert check_study_names(["audit", "drift", "audit"]) == ["audit", "drift"]
     with pytest.raises(ValueError, match="not built"):
         check_study_names(["shift"])
+    assert check_study_names(["robustness"]) == ["robustness"]
     with pytest.raises(ValueError, match="unknown studies"):
         check_study_names(["nope"])
+
+
+def test_perturbations_are_deterministic_from_the_seed():
+    from dehub.studies.robustness import perturb_texts
+
+    texts = ["a domesticated carnivorous mammal that barks", "the capital city of a country", "x"]
+    for kind in ("typo", "drop", "case"):
+        a = perturb_texts(texts, kind, seed=3)
+        assert a == perturb_texts(texts, kind, seed=3)
+        # a text's perturbation does not depend on the other texts
+        assert perturb_texts(["something else entirely", *texts[1:]], kind, seed=3)[1:] == a[1:]
+        assert perturb_texts(texts, kind, seed=3, rate=0.0) == texts
+    assert perturb_texts(texts, "typo", seed=3, rate=1.0) != perturb_texts(texts, "typo", seed=4, rate=1.0)
+    assert all(perturb_texts(texts, "drop", seed=s, rate=1.0)[0] for s in range(5))  # a word stays
+    with pytest.raises(ValueError, match="unknown perturbation"):
+        perturb_texts(texts, "nope")

@@ -253,7 +253,7 @@ def run_poisoning_study(
                     n_dropped = int(bank.shape[0] - keep.size)
                     model = fit_method("nnn", gallery, bank[keep])
                 still = rank_of(model, task.queries[d_q], d_items)
-                # a target the defended clean model already misses is not an attack success
+                # m = 0 measures the defence itself: targets the defended clean model no longer ranks first
                 curve.append(
                     {
                         "budget": b,

@@ -151,11 +151,44 @@ def _fair_tables(s: dict[str, Any]) -> list[Table]:
     return [(f"Fairness: Bias@K, {s['protocol']}", ["K", "method", "Bias@K (95% CI)"], rows)]
 
 
+def _robust_tables(s: dict[str, Any]) -> list[Table]:
+    acc = s["success@1"]
+    rows = []
+    for k in ["clean", *s["texts_changed"]]:
+        d = acc["differences"][f"nnn {k} - plain {k}"]
+        ch = s["gain_change"]["differences"].get(f"{k} - clean")
+        rows.append(
+            [
+                k,
+                "-" if k == "clean" else f"{_p(s['texts_changed'][k])}",
+                _ci(acc["per_arm"][f"plain {k}"]),
+                _ci(acc["per_arm"][f"nnn {k}"]),
+                _dci(d),
+                "-" if ch is None else _dci(ch),
+            ]
+        )
+    return [
+        (
+            f"Robustness: {s['n_queries']} test queries re-embedded ({s['texts_per_second']:.0f} texts/s)",
+            [
+                "queries",
+                "texts changed %",
+                "plain success@1 %",
+                "nnn success@1 %",
+                "nnn gain",
+                "gain vs clean",
+            ],
+            rows,
+        )
+    ]
+
+
 _TABLES: dict[str, Callable[[dict[str, Any]], list[Table]]] = {
     "audit": _audit_tables,
     "poisoning": _poison_tables,
     "drift": _drift_tables,
     "fairness": _fair_tables,
+    "robustness": _robust_tables,
 }
 
 

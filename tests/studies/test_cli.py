@@ -71,3 +71,34 @@ def test_audit_bad_input_is_one_line(built, capsys):
     assert main(["audit", str(index), "--queries", str(tmp / "nope.npy")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_studies_through_the_cli(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    centres = unit(rng.standard_normal((30, 16)) + 1.0)
+    files = {}
+    for split, n in (("test", 300), ("val", 200), ("ref", 1200)):
+        lab = rng.integers(0, 30, n)
+        q = unit(centres[lab] + 0.1 * rng.standard_normal((n, 16)))
+        g = unit(centres[lab] + 0.1 * rng.standard_normal((n, 16)))
+        np.save(tmp_path / f"{split}_q.npy", q)
+        np.save(tmp_path / f"{split}_g.npy", g)
+        (tmp_path / f"{split}_pairs.csv").write_text(
+            "query_id,gallery_id\n" + "".join(f"{i},{i}\n" for i in range(n))
+        )
+        files[split] = n
+    argv = [
+        "eval", "--queries", str(tmp_path / "test_q.npy"), "--gallery", str(tmp_path / "test_g.npy"),
+        "--pairs", str(tmp_path / "test_pairs.csv"), "--reference", str(tmp_path / "ref_q.npy"),
+        "--val-queries", str(tmp_path / "val_q.npy"), "--val-gallery", str(tmp_path / "val_g.npy"),
+        "--val-pairs", str(tmp_path / "val_pairs.csv"), "--n-bootstrap", "20", "--quiet", "--no-plots",
+        "-o", str(tmp_path / "rep"),
+    ]  # fmt: skip
+    assert main([*argv, "--studies", "fairness,drift"]) == 0
+    data = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert set(data["studies"]) == {"fairness", "drift"}
+    assert "Fairness: Bias@K" in (tmp_path / "rep" / "report.md").read_text()
+    capsys.readouterr()
+    assert main([*argv, "--studies", "shift"]) == 2
+    err = capsys.readouterr().err
+    assert "not built" in err and len(err.strip().splitlines()) == 1

@@ -112,7 +112,10 @@ def _poison_tables(s: dict[str, Any]) -> list[Table]:
 
 def _drift_tables(s: dict[str, Any]) -> list[Table]:
     rows = []
-    for name, c in {**s["checks"], "the other side's reference bank": s["ood_bank_check"]}.items():
+    checks = dict(s["checks"])
+    if s.get("ood_bank_check"):
+        checks["the other side's reference bank"] = s["ood_bank_check"]
+    for name, c in checks.items():
         rows.append(
             [
                 name,
@@ -123,11 +126,15 @@ def _drift_tables(s: dict[str, Any]) -> list[Table]:
             ]
         )
     fa = s["false_alarm"]
+    fa_text = (
+        "reference too small for the false-alarm check"
+        if fa is None
+        else f"false-alarm rate at level {fa['level']} on same-distribution splits: {_p(fa['rate'])}% "
+        f"[{_p(fa['ci_low'])}, {_p(fa['ci_high'])}] over {fa['n_trials']} trials"
+    )
     out: list[Table] = [
         (
-            f"Drift: nearest-reference similarity vs held-out reference rows (KS, level 0.01); "
-            f"false-alarm rate at level {fa['level']} on same-distribution splits: {_p(fa['rate'])}% "
-            f"[{_p(fa['ci_low'])}, {_p(fa['ci_high'])}] over {fa['n_trials']} trials",
+            f"Drift: nearest-reference similarity vs held-out reference rows (KS, level 0.01); {fa_text}",
             ["query set", "median similarity live vs null", "KS D", "p", "out of distribution"],
             rows,
         )
@@ -210,7 +217,10 @@ def study_plots(studies: dict[str, Any], png: Callable[[Any], str]) -> list[tupl
         s = studies["poisoning"]
         panels = [("demote", s["demote"]), ("promote", s["promote"])]
         if "defences" in s:
-            panels.append(("defences (nnn, demote)", s["defences"]["curves"]))
+            curves = s["defences"]["curves"]
+            budgets = {e["budget"] for c in curves.values() for e in c}
+            none = [e for e in s["demote"].get("nnn", []) if e["budget"] in budgets]
+            panels.append(("defences (nnn, demote)", {"none": none, **curves} if none else curves))
         fig = Figure(figsize=(5 * len(panels), 3.6), layout="constrained")
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, (title, curves) in zip(axes, panels, strict=True):

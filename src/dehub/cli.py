@@ -431,7 +431,7 @@ def _run_add(args: argparse.Namespace) -> int:
     if args.gate:
         from .studies.cli import gate_for_add
 
-        gate_for_add(index, vectors, reference, args.gate)
+        gate_for_add(index, vectors, reference, args.gate, normalize=args.normalize)
     before = index.n_items
     index.add(
         vectors,

@@ -104,11 +104,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def gate_for_add(index: Any, vectors: Any, reference: Any, mode: str, *, k: int = 10, z: float = 6.0) -> None:
+def gate_for_add(
+    index: Any,
+    vectors: Any,
+    reference: Any,
+    mode: str,
+    *,
+    k: int = 10,
+    z: float = 6.0,
+    normalize: str = "none",
+) -> None:
     """``dehub add --gate``: score the new items against the sentinel (reference) queries.
 
     ``mode="flag"`` prints a warning naming the would-be hubs and lets the add proceed;
     ``mode="refuse"`` raises ``ValueError`` (nothing is written) when any item would be one.
+    ``normalize="l2"`` (``dehub add --normalize l2``) judges the L2-normalized rows.
     """
     from .audit import AdmissionGate
 
@@ -119,6 +129,10 @@ def gate_for_add(index: Any, vectors: Any, reference: Any, mode: str, *, k: int 
         )
     sentinels = np.asarray(sentinels, dtype=np.float32)
     items = np.asarray(vectors, dtype=np.float32)
+    if normalize == "l2":  # judge the rows as the index will store them
+        from ._common import unit_rows
+
+        items, sentinels = unit_rows(items), unit_rows(sentinels)
     gallery = np.asarray(index.model.gallery_, dtype=np.float32)
     if items.ndim != 2 or items.shape[1] != gallery.shape[1]:
         raise ValueError(f"--vectors must be (n, {gallery.shape[1]}); received shape {items.shape}")

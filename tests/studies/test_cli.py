@@ -99,6 +99,6 @@ def test_eval_studies_through_the_cli(tmp_path, capsys):
     assert set(data["studies"]) == {"fairness", "drift"}
     assert "Fairness: Bias@K" in (tmp_path / "rep" / "report.md").read_text()
     capsys.readouterr()
-    assert main([*argv, "--studies", "shift"]) == 2
+    assert main([*argv, "--studies", "audit,nope"]) == 2
     err = capsys.readouterr().err
-    assert "not built" in err and len(err.strip().splitlines()) == 1
+    assert "unknown studies" in err and len(err.strip().splitlines()) == 1

@@ -61,9 +61,7 @@ def test_drift_warns_when_queries_are_far_from_the_bank():
 
 def test_study_names_checked():
     assert check_study_names(["audit", "drift", "audit"]) == ["audit", "drift"]
-    with pytest.raises(ValueError, match="not built"):
-        check_study_names(["shift"])
-    assert check_study_names(["robustness"]) == ["robustness"]
+    assert check_study_names(["robustness", "shift"]) == ["robustness", "shift"]
     with pytest.raises(ValueError, match="unknown studies"):
         check_study_names(["nope"])
 
@@ -82,3 +80,30 @@ def test_perturbations_are_deterministic_from_the_seed():
     assert all(perturb_texts(texts, "drop", seed=s, rate=1.0)[0] for s in range(5))  # a word stays
     with pytest.raises(ValueError, match="unknown perturbation"):
         perturb_texts(texts, "nope")
+
+
+def test_hierarchy_groups_are_disjoint_at_each_level():
+    from dehub.studies.shift import group_of, hierarchy_split, load_hierarchy
+
+    anc = load_hierarchy()
+    level = 4
+    chosen = hierarchy_split(anc["reference"], level, seed=0)
+    # targets lie under chosen parents, which lie under chosen grandparents
+    ref = anc["reference"]
+    for d in (level, level - 1):
+        rows = np.isin(ref[:, d], list(chosen[d]))
+        assert np.isin(ref[rows, d - 1], list(chosen[d - 1])).all()
+    for split, a in anc.items():
+        g = group_of(a, chosen, level)
+        same, sib, cou, unr = (g == i for i in range(4))
+        assert np.isin(a[same, level], list(chosen[level])).all()
+        assert not np.isin(a[sib | cou | unr, level], list(chosen[level])).any()
+        assert np.isin(a[sib, level - 1], list(chosen[level - 1])).all()
+        assert not np.isin(a[cou | unr, level - 1], list(chosen[level - 1])).any()
+        assert np.isin(a[cou, level - 2], list(chosen[level - 2])).all()
+        assert not np.isin(a[unr, level - 2], list(chosen[level - 2])).any()
+        assert (g[a[:, level] < 0] == -1).all()
+        assert same.sum() > 0 and unr.sum() > 0, split
+    # the splits share no synset, so no row is in two splits' banks or query sets
+    leaves = [set(a[np.arange(a.shape[0]), (a >= 0).sum(1) - 1].tolist()) for a in anc.values()]
+    assert not (leaves[0] & leaves[1]) and not (leaves[0] & leaves[2]) and not (leaves[1] & leaves[2])

@@ -107,7 +107,7 @@ def _setup(p: argparse.ArgumentParser) -> None:
         "--studies",
         type=_csv_list,
         default=[],
-        help="also run studies (dehub.studies; docs/studies.md): audit,poisoning,drift,fairness,robustness (any subset)",
+        help="also run studies (dehub.studies; docs/studies.md): audit,poisoning,drift,fairness,robustness,shift (any subset)",
     )
     p.add_argument("-o", "--output", help="report directory (default reports/<benchmark name>/)")
     p.add_argument("--no-plots", action="store_true", help="skip the HTML plots")

@@ -190,12 +190,38 @@ def _robust_tables(s: dict[str, Any]) -> list[Table]:
     ]
 
 
+def _shift_tables(s: dict[str, Any]) -> list[Table]:
+    acc = s["success@1"]
+    rows = []
+    for a, e in acc["per_arm"].items():
+        d = acc["differences"].get(f"{a} - plain")
+        g = a.split()[1] if a.startswith("nnn ") else ""
+        cp = s["chosen_params"].get(g) if a.endswith("(tuned)") else None
+        rows.append(
+            [
+                a,
+                _ci(e),
+                "-" if d is None else _dci(d),
+                "-" if cp is None else f"k={cp['k']}, alpha={cp['alpha']}",
+            ]
+        )
+    return [
+        (
+            f"Shift (WordNet hierarchy, level {s['level']}): {s['n_test_queries']} test queries of "
+            f"{s['n_targets']} target subtrees; banks of {s['n_bank']} reference definitions per group",
+            ["bank", "success@1 %", "vs plain", "validation-chosen setting"],
+            rows,
+        )
+    ]
+
+
 _TABLES: dict[str, Callable[[dict[str, Any]], list[Table]]] = {
     "audit": _audit_tables,
     "poisoning": _poison_tables,
     "drift": _drift_tables,
     "fairness": _fair_tables,
     "robustness": _robust_tables,
+    "shift": _shift_tables,
 }
 
 

@@ -1,6 +1,7 @@
 """Studies beyond the paper: hub audit and admission gate, reference poisoning, drift,
-fairness (Bias@K). Each study is one module; :mod:`dehub.studies.runner` runs them by
-name for ``dehub eval --studies``. See docs/studies.md."""
+fairness (Bias@K), robustness to noisy queries, controlled shift on the WordNet
+hierarchy. Each study is one module; :mod:`dehub.studies.runner` runs them by name for
+``dehub eval --studies``. See docs/studies.md."""
 
 from .audit import AdmissionGate, audit_gallery, gate_new_items, robust_z
 from .drift import DriftMonitor, ks_two_sample, nearest_similarity

@@ -7,9 +7,11 @@ the paper: men vs women, K = 6: 0.348 plain -> 0.072 with NNN); the mean of
 ``|Bias@K|`` is also reported (a skew that alternates between queries averages out in
 the signed mean).
 
-The bundled WordNet benchmark has no gendered gallery with neutral queries: its lemma
-strings carry gender only in a few dozen pairs (actor/actress, waiter/waitress, ...),
-and the definitions of those synsets are not neutral (they say "a woman who ..."). We
+The bundled WordNet benchmark has no gendered gallery with neutral queries: a search of
+all lemma strings for male/female pairs (-man/-woman, -or/-ress, -/-ess and a list of
+kin and title pairs) finds 23 real pairs (plus 3 false matches such as "m"/"mess"), of
+which one ("host"/"hostess") has both members in the test gallery, and the definitions
+of those synsets are not neutral (they say "a woman who ..."). We
 ship the metric with a documented synthetic test instead of a protocol the data cannot
 carry; :func:`run_fairness_study` runs it on a synthetic gallery with a planted skew.
 """

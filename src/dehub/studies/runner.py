@@ -56,7 +56,7 @@ STUDIES: dict[str, Callable[..., dict[str, Any]]] = {
     "shift": _shift,
 }
 
-#: Studies the issue names that are not built yet (asked for by name: a clear error).
+#: Studies named by the issue but not built (asked for by name: a clear error); none now.
 NOT_BUILT: tuple[str, ...] = ()
 
 

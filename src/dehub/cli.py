@@ -448,6 +448,12 @@ def _setup_add(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalize", choices=_NORMALIZE_CHOICES, default="warn")
     p.add_argument("--memory-budget-mb", type=positive_int, default=512, help="working memory (MiB)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (warnings are still shown)")
+    p.add_argument(
+        "--gate",
+        choices=["flag", "refuse"],
+        help="score the new items against the reference (sentinel) queries first: warn about, or refuse, "
+        "items that would be hubs (dehub.studies.audit)",
+    )
 
 
 def _run_add(args: argparse.Namespace) -> int:
@@ -457,6 +463,10 @@ def _run_add(args: argparse.Namespace) -> int:
     reference = _load_npy(args.reference, "--reference") if args.reference else None
     out = args.output or args.index
     _check_output_file(out)
+    if args.gate:
+        from .studies.cli import gate_for_add
+
+        gate_for_add(index, vectors, reference, args.gate, normalize=args.normalize)
     before = index.n_items
     index.add(
         vectors,
@@ -519,6 +529,9 @@ def subcommands() -> dict[str, Subcommand]:
     cmds.update(embed_cmds)
     cmds.update(export_cmds)
     cmds.update(serve_cmds)
+    from .studies.cli import SUBCOMMANDS as studies_cmds
+
+    cmds.update(studies_cmds)
     return cmds
 
 

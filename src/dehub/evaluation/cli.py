@@ -103,6 +103,12 @@ def _setup(p: argparse.ArgumentParser) -> None:
         default="exclude",
         help="queries without a relevant item: leave out and count (default), count as misses, or fail",
     )
+    p.add_argument(
+        "--studies",
+        type=_csv_list,
+        default=[],
+        help="also run studies (dehub.studies; docs/studies.md): audit,poisoning,drift,fairness,robustness,shift (any subset)",
+    )
     p.add_argument("-o", "--output", help="report directory (default reports/<benchmark name>/)")
     p.add_argument("--no-plots", action="store_true", help="skip the HTML plots")
     p.add_argument("--quiet", action="store_true", help="no progress output (warnings are still shown)")
@@ -240,6 +246,10 @@ def _run(args: argparse.Namespace) -> int:
     slug_out = Path(args.output) if args.output else None
     if slug_out is not None and slug_out.exists() and not slug_out.is_dir():
         raise ValueError(f"-o {slug_out} is a file; expected a directory for the report (it is created)")
+    if args.studies:
+        from ..studies.runner import check_study_names
+
+        check_study_names(args.studies)
     bench, directions = _load(args)
     result = run_evaluation(
         bench,
@@ -254,6 +264,16 @@ def _run(args: argparse.Namespace) -> int:
         no_positive=args.no_positive,
         progress=not args.quiet,
     )
+    if args.studies:
+        import time
+
+        from ..studies.runner import run_studies
+
+        t0 = time.perf_counter()
+        result.data["studies"] = run_studies(
+            bench, args.studies, seed=args.seed, n_bootstrap=args.n_bootstrap, progress=not args.quiet
+        )
+        result.data["timings"]["studies_seconds"] = time.perf_counter() - t0
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", bench.name).strip("-") or "benchmark"
     out_dir = Path(args.output) if args.output else Path("reports") / slug
     paths = write_report(result, out_dir, plots=not args.no_plots)

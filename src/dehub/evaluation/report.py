@@ -260,6 +260,10 @@ def markdown_summary(result: EvaluationResult) -> str:
     for title, head, rows in _tables(result):
         out += ["", f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+    if d.get("studies"):  # dehub eval --studies (dehub.studies.report)
+        from ..studies.report import markdown_sections
+
+        out += markdown_sections(d["studies"])
     out.append("")
     return "\n".join(out)
 
@@ -475,6 +479,10 @@ def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, b
                 f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{png}">'
                 f"<figcaption>{esc(caption)}</figcaption></figure>"
             )
+    if d.get("studies"):  # dehub eval --studies (dehub.studies.report)
+        from ..studies.report import html_sections
+
+        parts += html_sections(d["studies"], _png, plots=plots)
     parts += ["</body>", "</html>", ""]
     return "\n".join(parts), drawn
 

@@ -1,0 +1,157 @@
+"""``dehub audit INDEX --reference R [--queries Q]`` and the ``dehub add --gate`` check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SUBCOMMANDS", "gate_for_add"]
+
+_HELP = "audit an index for hubs: k-occurrence over reference (and live) queries, robust z, top suspects"
+
+_EXAMPLES = """examples:
+  dehub audit index.dehub --reference ref.npy
+  dehub audit index.dehub --reference ref.npy --queries live.npy --sample 5000 --top 30 --json
+  dehub audit index.dehub                      # an index built with --keep-reference
+"""
+
+
+def _setup(p: argparse.ArgumentParser) -> None:
+    from ..cli import positive_int
+
+    p.epilog = _EXAMPLES
+    p.add_argument("index", help="index file written by 'dehub build'")
+    p.add_argument(
+        "--reference", help="reference queries (.npy or shard directory); default: the index's own"
+    )
+    p.add_argument("--queries", help="live queries to audit with as well (.npy or shard directory)")
+    p.add_argument("--sample", type=positive_int, help="use a random sample of this many --queries")
+    p.add_argument("--k", type=positive_int, default=10, help="k of the k-occurrence N_k (default 10)")
+    p.add_argument("--z", type=float, default=6.0, help="robust z above which an item is flagged (default 6)")
+    p.add_argument("--top", type=positive_int, default=20, help="suspects listed (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
+    p.add_argument("--json", action="store_true", help="print the audit as JSON")
+
+
+def _reference_of(index: Any, path: str | None, what: str) -> np.ndarray:
+    from ..cli import _load_npy
+
+    if path:
+        ref = np.asarray(_load_npy(path, what), dtype=np.float32)
+    elif index.reference is not None:
+        ref = np.asarray(index.reference, dtype=np.float32)
+    else:
+        raise ValueError(
+            f"this index holds no reference set; give {what} (the reference queries it was built with)"
+        )
+    if ref.ndim != 2 or ref.shape[1] != index.dim:
+        raise ValueError(f"{what} must be (n, {index.dim}); received shape {ref.shape}")
+    return ref
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..cli import _load_index, _load_npy
+    from .audit import audit_gallery
+    from .runner import json_ready
+
+    index = _load_index(args.index)
+    reference = _reference_of(index, args.reference, "--reference")
+    queries = None
+    if args.queries:
+        queries = np.asarray(_load_npy(args.queries, "--queries"), dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != index.dim:
+            raise ValueError(f"--queries must be (n, {index.dim}); received shape {queries.shape}")
+    if args.z <= 0:
+        raise ValueError(f"--z must be positive; received {args.z}")
+    gallery = np.asarray(index.model.gallery_, dtype=np.float32)
+    res = audit_gallery(
+        gallery,
+        reference,
+        queries=queries,
+        n_sample=args.sample,
+        k=args.k,
+        model=index.model,
+        z_threshold=args.z,
+        top=args.top,
+        ids=index.ids,
+        seed=args.seed,
+    )
+    if args.json:
+        print(json.dumps(json_ready(res), indent=1))
+        return 0
+    print(
+        f"{res['n_gallery']} items, {res['n_reference']} reference + {res['n_live_queries']} live queries, "
+        f"k={res['k']} (expected N_k {res['expected_N']:.1f}); correction {res['correction']}"
+    )
+    print(
+        f"flagged (robust z > {res['z_threshold']:g}): {res['n_flagged']}; max N_k {res['max_N_before']} plain, "
+        f"{res['max_N_after']} corrected"
+    )
+    print(
+        f"{'id':>12} {'N plain':>8} {'z':>7} {'rank':>6} {'N corr':>7} {'z corr':>7} {'rank':>6} {'bias':>8}  flag"
+    )
+    for s in res["suspects"]:
+        bias = "-" if s["bias"] is None else f"{s['bias']:.4f}"
+        print(
+            f"{s['id']:>12} {s['N_before']:>8} {s['z_before']:>7.1f} {s['hub_rank_before']:>6} "
+            f"{s['N_after']:>7} {s['z_after']:>7.1f} {s['hub_rank_after']:>6} {bias:>8}  {'*' if s['flagged'] else ''}"
+        )
+    sys.stdout.flush()
+    return 0
+
+
+def gate_for_add(
+    index: Any,
+    vectors: Any,
+    reference: Any,
+    mode: str,
+    *,
+    k: int = 10,
+    z: float = 6.0,
+    normalize: str = "none",
+) -> None:
+    """``dehub add --gate``: score the new items against the sentinel (reference) queries.
+
+    ``mode="flag"`` prints a warning naming the would-be hubs and lets the add proceed;
+    ``mode="refuse"`` raises ``ValueError`` (nothing is written) when any item would be one.
+    ``normalize="l2"`` (``dehub add --normalize l2``) judges the L2-normalized rows.
+    """
+    from .audit import AdmissionGate
+
+    sentinels = reference if reference is not None else index.reference
+    if sentinels is None:
+        raise ValueError(
+            "--gate needs sentinel queries: give --reference (or build the index with --keep-reference)"
+        )
+    sentinels = np.asarray(sentinels, dtype=np.float32)
+    items = np.asarray(vectors, dtype=np.float32)
+    if normalize == "l2":  # judge the rows as the index will store them
+        from ._common import unit_rows
+
+        items, sentinels = unit_rows(items), unit_rows(sentinels)
+    gallery = np.asarray(index.model.gallery_, dtype=np.float32)
+    if items.ndim != 2 or items.shape[1] != gallery.shape[1]:
+        raise ValueError(f"--vectors must be (n, {gallery.shape[1]}); received shape {items.shape}")
+    res = AdmissionGate(k=k, z_threshold=z).fit(gallery, sentinels).score(items)
+    rows = np.flatnonzero(res["flag"])
+    if rows.size == 0:
+        print(
+            f"gate: {items.shape[0]} new items checked against {sentinels.shape[0]} sentinel queries: none would be a hub"
+        )
+        return
+    detail = ", ".join(
+        f"row {r} (would enter {res['N'][r]} top-{k} lists, z {res['z'][r]:.1f})" for r in rows[:10]
+    )
+    more = f" and {rows.size - 10} more" if rows.size > 10 else ""
+    msg = f"{rows.size} of {items.shape[0]} new items would be hubs (robust z > {z:g} over the gallery): {detail}{more}"
+    if mode == "refuse":
+        raise ValueError(f"--gate refuse: {msg}; nothing was written")
+    print(f"warning: gate: {msg}", file=sys.stderr)
+
+
+#: name -> (help, setup(parser), run(args)); merged by dehub.cli
+SUBCOMMANDS = {"audit": (_HELP, _setup, _run)}

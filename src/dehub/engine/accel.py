@@ -47,7 +47,7 @@ def import_torch() -> Any | None:
     """torch, or None when it is not installed (or fails to import)."""
     try:
         import torch
-    except Exception:  # noqa: BLE001 - any import failure means "no backend"
+    except Exception:  # any import failure means "no backend"
         return None
     return torch
 

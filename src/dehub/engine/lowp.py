@@ -87,13 +87,16 @@ def bound_coefficients(d: int, input_dtype: Any, compute_dtype: Any) -> BoundCoe
     g_w = _gamma(d, w)
     grow = (1 + rho) ** 2 * (1 + g_v)  # |sum of the bf16 products| / sum|x_i y_i|
     a = (2 * rho + rho**2) + g_v * (1 + rho) ** 2 + u * grow + g_w + v * (1 + u) * grow + w * (1 + g_w)
-    b = v + w
+    b = 2 * v + v * v + w  # the pass subtracts the float32 rounding of the offset
     c = 16.0 * ETA
     return BoundCoefficients(a * _SAFETY, b * _SAFETY, c * _SAFETY, int(d))
 
 
 def pair_bound(
-    coef: BoundCoefficients, q_norm: np.ndarray, x_norm: np.ndarray, offset_abs: np.ndarray | float = 0.0
+    coef: BoundCoefficients,
+    q_norm: np.ndarray | float,
+    x_norm: np.ndarray | float,
+    offset_abs: np.ndarray | float = 0.0,
 ) -> np.ndarray:
     """``E(q, x)`` (float64) for broadcastable arrays of norms and ``|offset|``."""
     qn = np.asarray(q_norm, np.float64)

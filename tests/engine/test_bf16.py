@@ -174,3 +174,22 @@ def test_fallback_without_torch(monkeypatch, capsys):
     assert err.count("\n") == 1 and "needs torch" in err and "fp32" in err
     assert resolve_precision("auto") == "fp32"
     assert bf16_search(q, x, 5, memory_budget=BUDGET) is None
+
+
+def test_nnn_bias_and_corrected_search_in_bf16():
+    import dehub
+
+    g, r = _data("clustered", 900, 2000, 32, seed=21)
+    qs = _data("random", 100, 10, 32, seed=22)[0]
+    a = dehub.NNN(k=32, alpha=0.75).fit(g, r)
+    b = dehub.NNN(k=32, alpha=0.75, precision="bf16").fit(g, r)
+    np.testing.assert_array_equal(b.topk_ids_, a.topk_ids_)
+    np.testing.assert_array_equal(b.topk_scores_.view(np.int32), a.topk_scores_.view(np.int32))
+    np.testing.assert_array_equal(b.bias_, a.bias_)
+    va, ia = a.search(qs, k=20, normalize="none")
+    vb, ib = b.search(qs, k=20, normalize="none")
+    np.testing.assert_array_equal(ib, ia)
+    np.testing.assert_array_equal(vb.view(np.int32), va.view(np.int32))
+    assert b.get_params()["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        dehub.NNN(precision="fp8").fit(g, r)

@@ -30,9 +30,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from dehub.engine import exact_search  # noqa: E402
-from dehub.engine.accel import cpu_bf16_flags, import_torch, resolve_precision  # noqa: E402
-from dehub.engine.lowp import LowpStats, bf16_search  # noqa: E402
+from dehub.engine import exact_search
+from dehub.engine.accel import cpu_bf16_flags, import_torch, resolve_precision
+from dehub.engine.lowp import LowpStats, bf16_search
 
 
 def machine() -> dict:

@@ -80,8 +80,8 @@ def resolve_precision(precision: str, device: str = "cpu", *, quiet: bool = Fals
     ``"auto"`` is ``"bf16"`` only with torch and native bf16 (:func:`native_bf16`).
     """
     check_precision(precision)
-    if precision == "fp32":
-        return "fp32"
+    if precision == "fp32" or (precision == "auto" and not native_bf16(device)):
+        return "fp32"  # "auto" on a CPU without native bf16 does not even import torch
     torch = import_torch()
     if torch is None:
         if precision == "bf16" and not quiet:
@@ -90,8 +90,6 @@ def resolve_precision(precision: str, device: str = "cpu", *, quiet: bool = Fals
                 file=sys.stderr,
             )
         return "fp32"
-    if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
     return "bf16"
 
 

@@ -193,3 +193,18 @@ def test_nnn_bias_and_corrected_search_in_bf16():
     assert b.get_params()["precision"] == "bf16"
     with pytest.raises(ValueError, match="precision"):
         dehub.NNN(precision="fp8").fit(g, r)
+
+
+def test_device_path_on_cpu_tensors_and_device_errors():
+    """The device code path (torch tensors on ``device``, database streamed in blocks
+    under the budget) run on CPU tensors; a CUDA device that is not there is an error."""
+    q, x = _data("clustered", 100, 3000, 32, seed=31)
+    want = exact_search(q, x, 12)
+    got = exact_search(q, x, 12, precision="bf16", device="cpu", memory_budget=2**17)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0].view(np.int32), want[0].view(np.int32))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            exact_search(q, x, 12, precision="bf16", device="cuda")
+    with pytest.raises(ValueError, match="bf16 pass"):
+        exact_search(q, x, 12, precision="fp32", device="cuda")

@@ -197,14 +197,15 @@ def bf16_search(
             kept: list[tuple[Any, Any, Any]] = []
             for ds in db_blocks:
                 x_bf = x_bf_all[ds] if x_bf_all is not None else _to_bf16(torch, database[ds], dev)
-                t = bf16_matmul(torch, q_bf, x_bf).float()
-                if off_t is not None:
+                t = bf16_matmul(torch, q_bf, x_bf)  # bf16 scores
+                if off_t is not None:  # fp32 only where an offset is subtracted
+                    t = t.float()
                     t -= off_t[ds]
                 _update_lanes(torch, lane_max, t, lanes)
                 thr = _threshold(torch, lane_max, kk, two_e)
                 mask = t >= thr[:, None]
                 rows, cols = torch.nonzero(mask, as_tuple=True)
-                kept.append((rows, cols + ds.start, t[rows, cols]))
+                kept.append((rows, cols + ds.start, t[rows, cols].float()))
                 bar.update(1)
             thr = _threshold(torch, lane_max, kk, two_e)
             rows = torch.cat([r for r, _, _ in kept])
@@ -234,12 +235,14 @@ def _update_lanes(torch: Any, lane_max: Any, t: Any, lanes: int) -> None:
     m, nb = t.shape
     full = nb // lanes
     if full:
-        torch.maximum(lane_max, t[:, : full * lanes].reshape(m, full, lanes).amax(dim=1), out=lane_max)
+        torch.maximum(
+            lane_max, t[:, : full * lanes].reshape(m, full, lanes).amax(dim=1).float(), out=lane_max
+        )
     rest = nb - full * lanes
     if rest:
         # the leftover columns join lanes 0..rest-1: lanes stay disjoint sets of columns,
         # so their maxima stay distinct entries of the row
-        torch.maximum(lane_max[:, :rest], t[:, full * lanes :], out=lane_max[:, :rest])
+        torch.maximum(lane_max[:, :rest], t[:, full * lanes :].float(), out=lane_max[:, :rest])
 
 
 def _threshold(torch: Any, lane_max: Any, k: int, two_e: Any) -> Any:
@@ -316,8 +319,17 @@ def search_with_precision(
     from .accel import resolve_precision
 
     if resolve_precision(precision, device) != "bf16":
+        if str(device) != "cpu":
+            raise ValueError(
+                f"device={device!r} serves the bf16 pass (precision='bf16' or 'auto', with torch); "
+                f"received precision={precision!r}"
+            )
         return None
-    if dense and not str(device).startswith("cuda"):
+    if str(device).startswith("cuda"):
+        torch = import_torch()
+        if torch is None or not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} needs torch with a visible CUDA device; none was found")
+    elif dense:
         return None
     return bf16_search(
         queries,

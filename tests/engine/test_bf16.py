@@ -22,9 +22,10 @@ def _unit(a: np.ndarray) -> np.ndarray:
 
 def _same(q, x, k, offset=None, **kw):
     """bf16 == fp32: identical ids and identical score bits."""
-    v, i = exact_search(q, x, k, offset=offset)
+    budget = kw.pop("memory_budget", BUDGET)
+    v, i = exact_search(q, x, k, offset=offset, memory_budget=budget, **kw)  # the same blocks
     st = LowpStats()
-    got = bf16_search(q, x, k, offset=offset, memory_budget=kw.pop("memory_budget", BUDGET), stats=st, **kw)
+    got = bf16_search(q, x, k, offset=offset, memory_budget=budget, stats=st, **kw)
     assert got is not None
     v2, i2 = got
     np.testing.assert_array_equal(i2, i)
@@ -95,6 +96,11 @@ def test_rescore_groups_match_engine_gemm_entries():
     q, x = _data("random", 257, 4000, 96, seed=9)
     _same(q, x, 5)
     _same(q, x, 64)
+    # 513 rows: the fp32 engine's last tile has one row (a GEMV, rounded differently);
+    # the re-score reproduces it with a one-row call
+    q, x = _data("random", 513, 9000, 64, seed=10)
+    _same(q, x, 16)
+    _same(q[:97], x, 16, query_block=32)  # 97 = 3 x 32 + 1
 
 
 def test_bound_holds_on_sampled_and_worst_case_pairs():
@@ -199,8 +205,9 @@ def test_device_path_on_cpu_tensors_and_device_errors():
     """The device code path (torch tensors on ``device``, database streamed in blocks
     under the budget) run on CPU tensors; a CUDA device that is not there is an error."""
     q, x = _data("clustered", 100, 3000, 32, seed=31)
-    want = exact_search(q, x, 12)
-    got = exact_search(q, x, 12, precision="bf16", device="cpu", memory_budget=2**17)
+    blocks = {"memory_budget": 2**18, "query_block": 32, "database_block": 512}  # bf16 copy streamed
+    want = exact_search(q, x, 12, **blocks)
+    got = exact_search(q, x, 12, precision="bf16", device="cpu", **blocks)
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[0].view(np.int32), want[0].view(np.int32))
     if not torch.cuda.is_available():

@@ -172,6 +172,8 @@ def bf16_search(
         return None
     # E_i bounds |t_b - t| for every pair of row i (docs/precision.md, Corollary 2)
     e_row = pair_bound(coef, qn, x_max, o_max)
+    # the fp32 engine's own blocks: which of its GEMM calls have a single query row
+    engine_plan = _EnginePlan.of(nq, nd, d, kk, memory_budget, dt, query_block, database_block)
     dev = torch.device(device)
     lanes = max(_LANES, 4 * kk)
     db_rows = database_block or max(lanes, (min(nd, 16384) // lanes) * lanes or lanes)
@@ -214,7 +216,8 @@ def bf16_search(
             final = vals >= thr[rows]
             rows_np = rows[final].cpu().numpy().astype(np.int64)
             cols_np = cols[final].cpu().numpy().astype(np.int64)
-            v, i, n_gemm = _rescore(q_np, database, rows_np, cols_np, off, kk, dt)
+            single = _engine_single_row_tiles(rows_np + qs.start, cols_np, engine_plan, nq, nd)
+            v, i, n_gemm = _rescore(q_np, database, rows_np, cols_np, off, kk, dt, single)
             if stats is not None:
                 stats.n_candidates += int(rows_np.size)
                 stats.n_rescore_pairs += n_gemm
@@ -254,6 +257,52 @@ def _threshold(torch: Any, lane_max: Any, k: int, two_e: Any) -> Any:
     return torch.where(up, torch.nextafter(thr32, torch.full_like(thr32, -math.inf)), thr32)
 
 
+@dataclass(frozen=True)
+class _EnginePlan:
+    """The block and tile sizes :func:`~dehub.engine.exact.exact_search` uses (blocked path)."""
+
+    query_block: int
+    database_block: int
+    tile_bytes: int
+    itemsize: int
+
+    @classmethod
+    def of(cls, nq, nd, d, k, memory_budget, dt, query_block, database_block) -> _EnginePlan:
+        from .exact import plan_blocks
+        from .hardware import score_tile_bytes
+
+        plan = plan_blocks(
+            nq,
+            nd,
+            d,
+            k,
+            memory_budget=memory_budget,
+            itemsize=dt.itemsize,
+            query_block=query_block,
+            database_block=database_block,
+        )
+        tile_bytes = max(score_tile_bytes(), plan.database_block * dt.itemsize)
+        return cls(plan.query_block, plan.database_block, tile_bytes, dt.itemsize)
+
+
+def _engine_single_row_tiles(
+    rows: np.ndarray, cols: np.ndarray, p: _EnginePlan, nq: int, nd: int
+) -> np.ndarray:
+    """For each pair, whether the fp32 engine scored it in a one-row tile (a GEMV call,
+    whose rounding differs from its GEMM tiles)."""
+    qi = rows // p.query_block
+    n_qb = np.minimum(p.query_block, nq - qi * p.query_block)
+    local = rows - qi * p.query_block
+    bi = cols // p.database_block
+    n_b = np.minimum(p.database_block, nd - bi * p.database_block)
+    tile = np.maximum(1, np.minimum(n_qb, p.tile_bytes // (n_b * p.itemsize)))
+    t_rows = np.minimum(tile, n_qb - (local // tile) * tile)
+    return t_rows == 1
+
+
+_GEMV_MIN_COLS = 64  # GEMV tails round differently: pad single-row re-scores to this many
+
+
 def _rescore(
     q: np.ndarray,
     database: Any,
@@ -262,11 +311,16 @@ def _rescore(
     off: np.ndarray | None,
     k: int,
     dt: np.dtype,
+    single: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Exact scores of the kept pairs, the fp32 engine's GEMM entries, and the top-k."""
+    """Exact scores of the kept pairs, the fp32 engine's GEMM entries, and the top-k.
+
+    ``single`` marks the pairs the engine scored with a one-row GEMV; those are
+    re-scored with a one-row call too, the others with 8-row GEMMs."""
     m = q.shape[0]
     order = np.lexsort((cols, rows))
     rows, cols = rows[order], cols[order]
+    single = np.zeros(rows.size, bool) if single is None else single[order]
     counts = np.bincount(rows, minlength=m)
     width = max(int(counts.max()) if counts.size else 0, 1)
     sv = np.full((m, width), -np.inf, dtype=dt)
@@ -279,7 +333,21 @@ def _rescore(
         a, b = starts[g0], starts[g1]
         if a == b:
             continue
-        gr, gc = rows[a:b], cols[a:b]
+        gr, gc, gp, one = rows[a:b], cols[a:b], pos[a:b], single[a:b]
+        if one.any():
+            for r in np.unique(gr[one]):
+                sel = one & (gr == r)
+                c = gc[sel]
+                cp = np.concatenate([c, np.full(max(0, _GEMV_MIN_COLS - c.size), c[0])])
+                s1 = np.matmul(q[r : r + 1], np.asarray(database[cp], dtype=dt).T)
+                if off is not None:
+                    np.subtract(s1, off[cp], out=s1)
+                n_gemm += s1.size
+                sv[r, gp[sel]] = s1[0, : c.size]
+                si[r, gp[sel]] = c
+            gr, gc, gp = gr[~one], gc[~one], gp[~one]
+            if gr.size == 0:
+                continue
         union, inv = np.unique(gc, return_inverse=True)
         n_u = union.size
         if n_u < _MIN_GROUP_COLS:  # pad the columns so the GEMM takes the main path
@@ -292,8 +360,8 @@ def _rescore(
         n_gemm += s.size
         if off is not None:
             np.subtract(s, off[union], out=s)
-        sv[gr, pos[a:b]] = s[gr - g0, inv]
-        si[gr, pos[a:b]] = gc
+        sv[gr, gp] = s[gr - g0, inv]
+        si[gr, gp] = gc
     v, i = select_topk(sv, k, ids=si)
     return v.astype(np.float32, copy=False), i, n_gemm
 

@@ -215,3 +215,23 @@ def test_device_path_on_cpu_tensors_and_device_errors():
             exact_search(q, x, 12, precision="bf16", device="cuda")
     with pytest.raises(ValueError, match="bf16 pass"):
         exact_search(q, x, 12, precision="fp32", device="cuda")
+
+
+def test_real_embeddings_wordnet_minilm():
+    """The bundled real MiniLM embeddings (WordNet): NNN bias and search, bf16 == fp32."""
+    import dehub
+    from dehub.datasets.wordnet import load_wordnet_benchmark
+
+    bench = load_wordnet_benchmark(verify=False)
+    ref = np.ascontiguousarray(bench.reference_for("a2b")[:6000])
+    gal = np.ascontiguousarray(bench.test.b[:1500])
+    qs = np.ascontiguousarray(bench.test.a[:300])
+    st = _same(gal, ref, 64)
+    assert st.candidate_fraction < 0.2
+    a = dehub.NNN(k=64).fit(gal, ref)
+    b = dehub.NNN(k=64, precision="bf16").fit(gal, ref)
+    np.testing.assert_array_equal(b.bias_, a.bias_)
+    va, ia = a.search(qs, k=10, normalize="none")
+    vb, ib = b.search(qs, k=10, normalize="none")
+    np.testing.assert_array_equal(ib, ia)
+    np.testing.assert_array_equal(vb, va)

@@ -235,3 +235,17 @@ def test_real_embeddings_wordnet_minilm():
     vb, ib = b.search(qs, k=10, normalize="none")
     np.testing.assert_array_equal(ib, ia)
     np.testing.assert_array_equal(vb, va)
+
+
+def test_unprunable_scores_fall_back_to_fp32_within_the_budget():
+    """Every score within the bound of every other (one row repeated): the kept set would
+    be every pair, so past a third of the budget the fp32 engine answers instead."""
+    rng = np.random.default_rng(3)
+    x = np.repeat(_unit(rng.standard_normal((1, 32)).astype(np.float32)), 4000, axis=0)
+    q = _unit(rng.standard_normal((100, 32)).astype(np.float32))
+    st = LowpStats()
+    assert bf16_search(q, x, 5, memory_budget=2**20, stats=st) is None and st.fell_back
+    want = exact_search(q, x, 5, memory_budget=2**20)
+    got = exact_search(q, x, 5, memory_budget=2**20, precision="bf16")
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])

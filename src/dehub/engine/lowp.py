@@ -51,6 +51,7 @@ U_FP64 = 2.0**-53
 ETA = 2.0**-126  # smallest normal float32/bf16: bound of a flushed (DAZ/FTZ) value
 _SAFETY = 1.0 + 2.0**-20  # covers the float64 evaluation of norms and of the bound itself
 _LANES = 512
+_KEPT_BYTES = 24  # a kept entry: row and column (int64) and value (fp32), plus slack
 _GROUP_ROWS = 8  # rows re-scored by one GEMM (OpenBLAS main GEMM path needs M >= 8 here)
 _MIN_GROUP_COLS = 256  # ... and M * N * K above its small-matrix threshold
 
@@ -120,6 +121,7 @@ class LowpStats:
     n_pairs: int = 0
     n_candidates: int = 0  # pairs re-scored exactly (after the final filter)
     n_rescore_pairs: int = 0  # GEMM entries computed by the re-score (group unions, padding)
+    fell_back: bool = False  # more candidates than the budget holds: the fp32 engine ran
 
     @property
     def candidate_fraction(self) -> float:
@@ -147,8 +149,10 @@ def bf16_search(
     progress: bool | str = False,
     stats: LowpStats | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """The exact engine's top-k through a bf16 pass; None when torch is missing or the
-    scores could overflow bf16 (the caller then runs the fp32 engine).
+    """The exact engine's top-k through a bf16 pass; None when torch is missing, the
+    scores could overflow bf16, or the kept candidates of a query block would exceed a
+    third of ``memory_budget`` (scores too close together for the bound to prune; the
+    caller then runs the fp32 engine).
 
     Inputs are validated shapes (by :func:`~dehub.engine.exact.exact_search`).
     """
@@ -187,6 +191,7 @@ def bf16_search(
     db_blocks = list(row_blocks(nd, db_rows))
     if stats is not None:
         stats.n_pairs += nq * nd
+    kept_cap = max(1, memory_budget // 3) // _KEPT_BYTES  # kept entries of one query block
     label = progress if isinstance(progress, str) else "search (bf16)"
     n_qb = -(-nq // qb_rows)
     with progress_bar(total=n_qb * len(db_blocks), desc=label, enable=bool(progress), unit="block") as bar:
@@ -197,6 +202,7 @@ def bf16_search(
             two_e = torch.from_numpy(2.0 * e_row[qs]).to(dev)
             lane_max = torch.full((m, lanes), -math.inf, dtype=torch.float32, device=dev)
             kept: list[tuple[Any, Any, Any]] = []
+            n_kept = 0
             for ds in db_blocks:
                 x_bf = x_bf_all[ds] if x_bf_all is not None else _to_bf16(torch, database[ds], dev)
                 t = bf16_matmul(torch, q_bf, x_bf)  # bf16 scores
@@ -208,6 +214,11 @@ def bf16_search(
                 mask = t >= thr[:, None]
                 rows, cols = torch.nonzero(mask, as_tuple=True)
                 kept.append((rows, cols + ds.start, t[rows, cols].float()))
+                n_kept += int(rows.numel())
+                if n_kept > kept_cap:  # scores too close for the bound to prune: fp32 engine
+                    if stats is not None:
+                        stats.fell_back = True
+                    return None
                 bar.update(1)
             thr = _threshold(torch, lane_max, kk, two_e)
             rows = torch.cat([r for r, _, _ in kept])

@@ -222,6 +222,11 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
         help='NNN: approximate engine knobs, e.g. \'{"nprobe": 16, "rerank": 64}\'',
     )
     p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "auto"],
+        help="NNN: exact engine precision; bf16 = bf16 pass + exact re-score, same results (docs/precision.md)",
+    )
+    p.add_argument(
         "--keep-reference",
         action="store_true",
         help="store the reference set in the index so 'add' needs no reference",

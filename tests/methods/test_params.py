@@ -18,6 +18,7 @@ def test_get_method_takes_every_signature_parameter():
         "temperature",
         "engine",
         "engine_params",
+        "precision",
     }
 
 

@@ -96,14 +96,19 @@ def topk_search(
     engine_params: EngineParams | dict[str, Any] | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool | str = False,
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k of ``queries @ database.T`` with the chosen engine (exact engine contract)."""
+    """Top-k of ``queries @ database.T`` with the chosen engine (exact engine contract).
+
+    ``precision`` applies to the exact engine (``docs/precision.md``)."""
     _check_engine(engine)
     p = EngineParams.coerce(engine_params)
     if engine == "auto":
         engine = choose_engine(queries.shape[0], database.shape[0], database.shape[1], p)
     if engine == "exact":
-        return exact_search(queries, database, k, memory_budget=memory_budget, progress=progress)
+        return exact_search(
+            queries, database, k, memory_budget=memory_budget, progress=progress, precision=precision
+        )
     if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
         raise ValueError(
             "queries and database must be 2-D with the same dimension; received shapes "

@@ -135,6 +135,8 @@ def exact_search(
     query_block: int | None = None,
     database_block: int | None = None,
     progress: bool | str = False,
+    precision: str = "fp32",
+    device: str = "cpu",
     _floor: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of ``queries @ database.T - offset`` per query row.
@@ -155,6 +157,11 @@ def exact_search(
         Force block sizes (mostly for tests); by default derived from the budget.
     progress : bool or str
         Show a progress bar (a string is used as its label).
+    precision : {"fp32", "bf16", "auto"}
+        ``"bf16"``: a bf16 candidate pass and an exact re-score of the candidates, the same
+        result (:mod:`dehub.engine.lowp`, ``docs/precision.md``); needs torch, else fp32.
+    device : str
+        torch device of the bf16 pass (``"cpu"``, ``"cuda"``); the re-score runs here.
 
     The inputs are not validated here (the public estimators do that); shapes are.
     """
@@ -181,6 +188,27 @@ def exact_search(
         return out_v, out_i
     kk = min(k, nd)
     off = None if offset is None else offset.astype(dt, copy=False)
+    if precision != "fp32" or device != "cpu":
+        from .accel import check_precision
+        from .lowp import search_with_precision
+
+        low = search_with_precision(
+            queries,
+            database,
+            k,
+            offset=offset,
+            precision=check_precision(precision),
+            device=device,
+            memory_budget=memory_budget,
+            query_block=query_block,
+            database_block=database_block,
+            progress=progress,
+            dense=query_block is None
+            and database_block is None
+            and _dense_fits(nq, database, dt, memory_budget),
+        )
+        if low is not None:
+            return low
     workers = selection_workers()
     if query_block is None and database_block is None and _dense_fits(nq, database, dt, memory_budget):
         with ThreadPoolExecutor(workers) if workers > 1 and nq > 1 else nullcontext() as pool:

@@ -306,6 +306,7 @@ class AdditiveBiasCorrector(BaseCorrector):
             offset=self.bias_,
             memory_budget=memory_budget,
             progress="search" if progress else False,
+            precision=self.get_params().get("precision", "fp32"),
         )
 
     def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..engine import topk_search
+from ..engine.accel import PRECISIONS
 from ._params import Constraint, Interval, Options
 from ._tags import MethodTags
 from ._topk_cache import TopKStatistics
@@ -57,6 +58,9 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
         FAISS IVF, App. C). ``'auto'`` picks from the sizes.
     engine_params : dict, optional
         Knobs of the approximate engine (``EngineParams``: nlist, nprobe, rerank, ...).
+    precision : {'fp32', 'bf16', 'auto'}, default 'fp32'
+        Of the exact engine (bias and search): ``'bf16'`` is a bf16 pass with an exact
+        re-score, the same results (``docs/precision.md``; needs torch, else fp32).
 
     Attributes
     ----------
@@ -91,17 +95,24 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
         "alpha": [Interval(Real, 0.0, None)],
         "engine": [Options(*ENGINES)],
         "engine_params": [None, dict],
+        "precision": [Options(*PRECISIONS)],
     }
     #: Parameters the bias depends on (the cache key, with the fitted statistics).
     _bias_params: ClassVar[tuple[str, ...]] = ("k", "alpha")
 
     def __init__(
-        self, k: int = 16, alpha: float = 0.75, engine: str = "exact", engine_params: dict | None = None
+        self,
+        k: int = 16,
+        alpha: float = 0.75,
+        engine: str = "exact",
+        engine_params: dict | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.k = k
         self.alpha = alpha
         self.engine = engine
         self.engine_params = engine_params
+        self.precision = precision
 
     def __dehub_tags__(self) -> MethodTags:
         # b(r) depends only on r's top-k scores over the reference (Eq. 1): offset,
@@ -171,6 +182,7 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
             int(self.k),
             engine=self.engine,  # checked against ENGINES
             engine_params=self.engine_params,
+            precision=self.precision,
             memory_budget=memory_budget,
             progress="NNN bias" if progress else False,
         )

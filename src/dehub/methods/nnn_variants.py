@@ -58,7 +58,7 @@ class RobustNNN(_CachedNNNVariant):
 
     Parameters
     ----------
-    k, alpha, engine, engine_params : as :class:`dehub.NNN`.
+    k, alpha, engine, engine_params, precision : as :class:`dehub.NNN`.
     statistic : {"trimmed", "median"}, default "trimmed"
         Trimmed mean (drops ``floor(trim * k)`` scores at each end) or median.
     trim : float in [0, 0.5), default 0.125
@@ -82,8 +82,9 @@ class RobustNNN(_CachedNNNVariant):
         trim: float = 0.125,
         engine: str = "exact",
         engine_params: dict | None = None,
+        precision: str = "fp32",
     ) -> None:
-        super().__init__(k=k, alpha=alpha, engine=engine, engine_params=engine_params)
+        super().__init__(k=k, alpha=alpha, engine=engine, engine_params=engine_params, precision=precision)
         self.statistic = statistic
         self.trim = trim
 
@@ -105,7 +106,7 @@ class SoftNNN(_CachedNNNVariant):
 
     Parameters
     ----------
-    k, alpha, engine, engine_params : as :class:`dehub.NNN`.
+    k, alpha, engine, engine_params, precision : as :class:`dehub.NNN`.
     temperature : float > 0, default 0.05
         Temperature of the log-mean-exp; large values give NNN's mean, small ones the
         top-1 similarity.
@@ -125,8 +126,9 @@ class SoftNNN(_CachedNNNVariant):
         temperature: float = 0.05,
         engine: str = "exact",
         engine_params: dict | None = None,
+        precision: str = "fp32",
     ) -> None:
-        super().__init__(k=k, alpha=alpha, engine=engine, engine_params=engine_params)
+        super().__init__(k=k, alpha=alpha, engine=engine, engine_params=engine_params, precision=precision)
         self.temperature = temperature
 
     @classmethod

@@ -1,0 +1,164 @@
+"""precision="bf16" vs the fp32 engine vs the bare numpy fp32 GEMM (issue 13).
+
+Run it under the benchmark lock of a shared machine::
+
+    flock /tmp/dehub-bench.lock python benchmarks/bench_bf16.py --gallery 5000 --reference 118000 \
+        --dim 512 --k 128 --json benchmarks/results/bf16_coco.json
+    python benchmarks/bench_bf16.py --device cuda ...   # unchanged on a GPU machine
+
+Measures (best of ``--repeats``): the bare fp32 GEMM of the same pairs (numpy, blocked
+into a reused buffer: the bound no fp32 engine beats), the fp32 engine's bias
+(``exact_search(gallery, reference, k)``), the bf16 engine's bias, the fraction of pairs
+re-scored, and the same for a corrected search (``--search-queries`` queries against the
+reference-sized set with an offset). Checks that bf16 returns the fp32 ids and score bits.
+Records the CPU model, bf16 flags, caches, torch's CPU capability and the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from dehub.engine import exact_search
+from dehub.engine.accel import cpu_bf16_flags, import_torch, resolve_precision
+from dehub.engine.lowp import LowpStats, bf16_search
+
+
+def machine() -> dict:
+    def sh(cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+        except Exception as exc:  # the record is best effort
+            return f"unavailable: {exc}"
+
+    torch = import_torch()
+    return {
+        "cpu": sh("lscpu | grep 'Model name' | sed 's/.*: *//'"),
+        "caches": sh("lscpu | grep -i 'cache'"),
+        "cpuinfo_bf16_flags": list(cpu_bf16_flags()),
+        "torch": None if torch is None else torch.__version__,
+        "torch_cpu_capability": None if torch is None else torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": None if torch is None else torch.get_num_threads(),
+        "cuda": None if torch is None or not torch.cuda.is_available() else torch.cuda.get_device_name(0),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "auto_resolves_to": resolve_precision("auto"),
+    }
+
+
+def load() -> str:
+    return open("/proc/loadavg").read().strip()
+
+
+def best(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def data(n: int, d: int, seed: int, centres: int = 64) -> np.ndarray:
+    """Clustered unit vectors (scores spread like real embeddings), built in blocks."""
+    rng = np.random.default_rng(seed)
+    c = np.random.default_rng(12345).standard_normal((centres, d)).astype(np.float32)
+    out = np.empty((n, d), np.float32)
+    for a in range(0, n, 65536):
+        b = min(a + 65536, n)
+        x = c[rng.integers(0, centres, b - a)] * 0.6 + rng.standard_normal((b - a, d)).astype(np.float32)
+        out[a:b] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def bare_gemm(q: np.ndarray, x: np.ndarray, block: int = 256) -> float:
+    buf = np.empty((block, x.shape[0]), np.float32)
+    for a in range(0, q.shape[0], block):
+        qb = q[a : a + block]
+        np.matmul(qb, x.T, out=buf[: qb.shape[0]])
+    return float(buf[0, 0])
+
+
+def bare_gemm_torch(torch, q, x, dtype, device, block: int = 1024) -> float:
+    qt = torch.from_numpy(q).to(device).to(dtype)
+    xt = torch.from_numpy(x).to(device).to(dtype)
+    for a in range(0, qt.shape[0], block):
+        s = torch.mm(qt[a : a + block], xt.T)
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    return float(s[0, 0])
+
+
+def case(name: str, q, x, k, offset, repeats, device) -> dict:
+    torch = import_torch()
+    rec: dict = {"case": name, "n_queries": q.shape[0], "n_database": x.shape[0], "dim": q.shape[1], "k": k}
+    rec["load_before"] = load()
+    rec["bare_numpy_fp32_gemm_s"], _ = best(lambda: bare_gemm(q, x), repeats)
+    if torch is not None:
+        rec["bare_torch_bf16_gemm_s"], _ = best(
+            lambda: bare_gemm_torch(torch, q, x, torch.bfloat16, device), repeats
+        )
+    rec["fp32_engine_s"], ref = best(lambda: exact_search(q, x, k, offset=offset), repeats)
+    st = LowpStats()
+    rec["bf16_engine_s"], got = best(
+        lambda: bf16_search(q, x, k, offset=offset, memory_budget=512 * 2**20, device=device, stats=st),
+        repeats,
+    )
+    if got is None:
+        rec["bf16"] = "unavailable (torch missing)"
+        return rec
+    v, i = ref  # type: ignore[misc]
+    v2, i2 = got  # type: ignore[misc]
+    rec["ids_identical"] = bool(np.array_equal(i, i2))
+    rec["scores_bit_identical"] = bool(np.array_equal(v.view(np.int32), v2.view(np.int32)))
+    rec["candidate_fraction"] = st.n_candidates / st.n_pairs
+    rec["rescore_gemm_fraction"] = st.n_rescore_pairs / st.n_pairs
+    rec["bf16_over_bare_fp32_gemm"] = rec["bf16_engine_s"] / rec["bare_numpy_fp32_gemm_s"]
+    rec["fp32_engine_over_bare_fp32_gemm"] = rec["fp32_engine_s"] / rec["bare_numpy_fp32_gemm_s"]
+    rec["bf16_over_fp32_engine"] = rec["bf16_engine_s"] / rec["fp32_engine_s"]
+    rec["peak_rss_mib_so_far"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rec["load_after"] = load()
+    print(json.dumps(rec), flush=True)
+    return rec
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gallery", type=int, default=5000)
+    ap.add_argument("--reference", type=int, default=118000)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--k", type=int, default=128)
+    ap.add_argument("--search-queries", type=int, default=5000)
+    ap.add_argument("--search-k", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+    rec = {"machine": machine(), "args": vars(args), "cases": []}
+    print(json.dumps(rec["machine"]), flush=True)
+    g = data(args.gallery, args.dim, 1)
+    r = data(args.reference, args.dim, 2)
+    rec["cases"].append(case("bias", g, r, args.k, None, args.repeats, args.device))
+    qs = data(args.search_queries, args.dim, 3)
+    off = (0.75 * np.random.default_rng(4).random(args.reference) * 0.4).astype(np.float32)
+    rec["cases"].append(case("search", qs, r, args.search_k, off, args.repeats, args.device))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rec, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,251 @@
+"""precision="bf16": the fp32 engine's results (ids and score bits), the bound, the fallback."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from dehub.engine import exact_search
+from dehub.engine.accel import check_precision, resolve_precision
+from dehub.engine.lowp import LowpStats, bf16_search, bound_coefficients, pair_bound
+
+torch = pytest.importorskip("torch")
+
+BUDGET = 512 * 2**20
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(a.dtype)
+
+
+def _same(q, x, k, offset=None, **kw):
+    """bf16 == fp32: identical ids and identical score bits."""
+    budget = kw.pop("memory_budget", BUDGET)
+    v, i = exact_search(q, x, k, offset=offset, memory_budget=budget, **kw)  # the same blocks
+    st = LowpStats()
+    got = bf16_search(q, x, k, offset=offset, memory_budget=budget, stats=st, **kw)
+    assert got is not None
+    v2, i2 = got
+    np.testing.assert_array_equal(i2, i)
+    np.testing.assert_array_equal(v2.view(np.int32), v.view(np.int32))
+    assert 0 < st.n_candidates <= st.n_pairs
+    return st
+
+
+def _data(kind: str, nq: int, nd: int, d: int, seed: int = 0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        q = rng.standard_normal((nq, d))
+        x = rng.standard_normal((nd, d))
+    elif kind == "clustered":
+        c = rng.standard_normal((8, d)) * 3
+        q = c[rng.integers(0, 8, nq)] + rng.standard_normal((nq, d))
+        x = c[rng.integers(0, 8, nd)] + rng.standard_normal((nd, d))
+    else:
+        raise ValueError(kind)
+    return _unit(q).astype(dtype), _unit(x).astype(dtype)
+
+
+@pytest.mark.parametrize("kind", ["random", "clustered"])
+@pytest.mark.parametrize("with_offset", [False, True])
+def test_bf16_equals_fp32(kind, with_offset):
+    q, x = _data(kind, 150, 6000, 64, seed=3)
+    off = np.random.default_rng(4).random(x.shape[0]).astype(np.float32) * 0.2 if with_offset else None
+    _same(q, x, 16, offset=off)
+
+
+def test_near_ties_duplicates_and_unit_scores():
+    """Many database rows within the bf16 error of each other, exact duplicates, and
+    scores of exactly +1 and -1 (the queries themselves and their negatives)."""
+    rng = np.random.default_rng(7)
+    d = 48
+    q = _unit(rng.standard_normal((100, d)).astype(np.float32))
+    base = _unit(rng.standard_normal((40, d)).astype(np.float32))
+    # 40 bases x 60 copies perturbed far below the bf16 error (2^-12 relative)
+    near = np.repeat(base, 60, axis=0) * (1 + rng.standard_normal((2400, d)).astype(np.float32) * 2.0**-14)
+    dup = np.repeat(base[:5], 20, axis=0)
+    x = np.concatenate([near, dup, q[:30], -q[30:60], q[:10]]).astype(np.float32)
+    x = x[rng.permutation(x.shape[0])]
+    _same(q, x, 40)
+    off = np.round(rng.random(x.shape[0]) * 4) / 16  # many exactly equal offsets
+    _same(q, x, 40, offset=off.astype(np.float32))
+
+
+def test_float16_and_float64_inputs():
+    q, x = _data("clustered", 120, 3000, 32, seed=11)
+    _same(q.astype(np.float16), x.astype(np.float16), 8)
+    _same(q.astype(np.float64), x.astype(np.float64), 8)
+    off = np.random.default_rng(1).random(3000) * 0.1
+    _same(q.astype(np.float64), x.astype(np.float64), 8, offset=off)  # float64 offset
+
+
+def test_not_unit_norms_and_streamed_blocks():
+    """Norms far from 1, the database streamed block by block (budget too small for the
+    whole bf16 copy), several query blocks, k larger than a lane count and k > n."""
+    rng = np.random.default_rng(5)
+    q = (rng.standard_normal((90, 40)) * rng.uniform(0.1, 30, (90, 1))).astype(np.float32)
+    x = (rng.standard_normal((2500, 40)) * rng.uniform(0.01, 5, (2500, 1))).astype(np.float32)
+    _same(q, x, 24, memory_budget=2**18, query_block=32, database_block=512)
+    _same(q[:70], x[:100], 130)  # k > n_database: padded -inf / -1 as fp32
+
+
+def test_rescore_groups_match_engine_gemm_entries():
+    """Uneven candidate counts and group sizes: the re-scored bits are the engine's."""
+    q, x = _data("random", 257, 4000, 96, seed=9)
+    _same(q, x, 5)
+    _same(q, x, 64)
+    # 513 rows: the fp32 engine's last tile has one row (a GEMV, rounded differently);
+    # the re-score reproduces it with a one-row call
+    q, x = _data("random", 513, 9000, 64, seed=10)
+    _same(q, x, 16)
+    _same(q[:97], x, 16, query_block=32)  # 97 = 3 x 32 + 1
+
+
+def test_bound_holds_on_sampled_and_worst_case_pairs():
+    rng = np.random.default_rng(0)
+    for d in (16, 256, 512):
+        coef = bound_coefficients(d, np.float32, np.float32)
+        q = rng.standard_normal((64, d)).astype(np.float32) * rng.uniform(0.01, 10, (64, 1)).astype(
+            np.float32
+        )
+        x = rng.standard_normal((512, d)).astype(np.float32)
+        # worst case for the input rounding: components just below a bf16 halfway point,
+        # all of the same sign (every product loses almost 2u in the same direction)
+        worst = np.full((4, d), 1 + 2.0**-8 - 2.0**-22, np.float32) * np.array(
+            [[1], [3], [0.5], [7]], np.float32
+        )
+        q = np.concatenate([q, worst])
+        x = np.concatenate([x, worst, -worst])
+        off = (rng.standard_normal(x.shape[0]) * 0.5).astype(np.float32)
+        t = q @ x.T - off
+        tb = torch.mm(torch.from_numpy(q).bfloat16(), torch.from_numpy(x).bfloat16().T).float().numpy() - off
+        err = np.abs(tb.astype(np.float64) - t.astype(np.float64))
+        bound = pair_bound(
+            coef, np.linalg.norm(q, axis=1)[:, None], np.linalg.norm(x, axis=1)[None, :], np.abs(off)
+        )
+        assert (err <= bound).all(), float((err / bound).max())
+        # the worst-case pairs use a sizeable part of the bound: it is not vacuous
+        assert (err[-4:, 512:516] / bound[-4:, 512:516]).max() > 0.5
+
+
+def test_backend_accumulates_in_fp32():
+    """torch's bf16 GEMM = bf16(exact dot of the bf16 inputs) up to one bf16 ulp, and
+    exactly in almost all entries: fp32 accumulation, one final rounding (a bf16
+    accumulator would be off by many ulps)."""
+    rng = np.random.default_rng(2)
+    a = torch.from_numpy(rng.standard_normal((64, 512)).astype(np.float32)).bfloat16()
+    b = torch.from_numpy(rng.standard_normal((256, 512)).astype(np.float32)).bfloat16()
+    got = torch.mm(a, b.T).float().numpy().astype(np.float64)
+    exact = a.double().numpy() @ b.double().numpy().T
+    rounded = torch.from_numpy(exact).bfloat16().double().numpy()
+    ulp = 2.0 ** (np.floor(np.log2(np.abs(exact))) - 7)
+    assert (np.abs(got - rounded) <= ulp * 1.0001).all()
+    assert (got == rounded).mean() > 0.97
+
+
+def test_precision_parameter_and_hook():
+    q, x = _data("random", 80, 3000, 32, seed=2)
+    v, i = exact_search(q, x, 10)
+    v2, i2 = exact_search(q, x, 10, precision="bf16")
+    np.testing.assert_array_equal(i2, i)
+    np.testing.assert_array_equal(v2, v)
+    v3, i3 = exact_search(q[:3], x, 10, precision="bf16")  # small batch: the dense fp32 path
+    np.testing.assert_array_equal(i3, exact_search(q[:3], x, 10)[1])
+    with pytest.raises(ValueError, match="precision must be one of"):
+        exact_search(q, x, 10, precision="bf8")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        check_precision(16)
+
+
+def test_auto_follows_the_cpu_flags(monkeypatch):
+    from dehub.engine import accel
+
+    monkeypatch.setattr(accel, "cpu_bf16_flags", lambda path="/proc/cpuinfo": ())
+    assert resolve_precision("auto") == "fp32"
+    monkeypatch.setattr(accel, "cpu_bf16_flags", lambda path="/proc/cpuinfo": ("amx_bf16",))
+    assert resolve_precision("auto") == "bf16"
+    assert resolve_precision("auto", device="cuda:0") == "bf16"
+    assert resolve_precision("fp32") == "fp32"
+
+
+def test_fallback_without_torch(monkeypatch, capsys):
+    q, x = _data("random", 80, 2000, 16, seed=8)
+    want = exact_search(q, x, 5)
+    monkeypatch.setitem(sys.modules, "torch", None)  # "import torch" now raises ImportError
+    got = exact_search(q, x, 5, precision="bf16")
+    np.testing.assert_array_equal(got[1], want[1])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs torch" in err and "fp32" in err
+    assert resolve_precision("auto") == "fp32"
+    assert bf16_search(q, x, 5, memory_budget=BUDGET) is None
+
+
+def test_nnn_bias_and_corrected_search_in_bf16():
+    import dehub
+
+    g, r = _data("clustered", 900, 2000, 32, seed=21)
+    qs = _data("random", 100, 10, 32, seed=22)[0]
+    a = dehub.NNN(k=32, alpha=0.75).fit(g, r)
+    b = dehub.NNN(k=32, alpha=0.75, precision="bf16").fit(g, r)
+    np.testing.assert_array_equal(b.topk_ids_, a.topk_ids_)
+    np.testing.assert_array_equal(b.topk_scores_.view(np.int32), a.topk_scores_.view(np.int32))
+    np.testing.assert_array_equal(b.bias_, a.bias_)
+    va, ia = a.search(qs, k=20, normalize="none")
+    vb, ib = b.search(qs, k=20, normalize="none")
+    np.testing.assert_array_equal(ib, ia)
+    np.testing.assert_array_equal(vb.view(np.int32), va.view(np.int32))
+    assert b.get_params()["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision"):
+        dehub.NNN(precision="fp8").fit(g, r)
+
+
+def test_device_path_on_cpu_tensors_and_device_errors():
+    """The device code path (torch tensors on ``device``, database streamed in blocks
+    under the budget) run on CPU tensors; a CUDA device that is not there is an error."""
+    q, x = _data("clustered", 100, 3000, 32, seed=31)
+    blocks = {"memory_budget": 2**18, "query_block": 32, "database_block": 512}  # bf16 copy streamed
+    want = exact_search(q, x, 12, **blocks)
+    got = exact_search(q, x, 12, precision="bf16", device="cpu", **blocks)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0].view(np.int32), want[0].view(np.int32))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            exact_search(q, x, 12, precision="bf16", device="cuda")
+    with pytest.raises(ValueError, match="bf16 pass"):
+        exact_search(q, x, 12, precision="fp32", device="cuda")
+
+
+def test_real_embeddings_wordnet_minilm():
+    """The bundled real MiniLM embeddings (WordNet): NNN bias and search, bf16 == fp32."""
+    import dehub
+    from dehub.datasets.wordnet import load_wordnet_benchmark
+
+    bench = load_wordnet_benchmark(verify=False)
+    ref = np.ascontiguousarray(bench.reference_for("a2b")[:6000])
+    gal = np.ascontiguousarray(bench.test.b[:1500])
+    qs = np.ascontiguousarray(bench.test.a[:300])
+    st = _same(gal, ref, 64)
+    assert st.candidate_fraction < 0.2
+    a = dehub.NNN(k=64).fit(gal, ref)
+    b = dehub.NNN(k=64, precision="bf16").fit(gal, ref)
+    np.testing.assert_array_equal(b.bias_, a.bias_)
+    va, ia = a.search(qs, k=10, normalize="none")
+    vb, ib = b.search(qs, k=10, normalize="none")
+    np.testing.assert_array_equal(ib, ia)
+    np.testing.assert_array_equal(vb, va)
+
+
+def test_unprunable_scores_fall_back_to_fp32_within_the_budget():
+    """Every score within the bound of every other (one row repeated): the kept set would
+    be every pair, so past a third of the budget the fp32 engine answers instead."""
+    rng = np.random.default_rng(3)
+    x = np.repeat(_unit(rng.standard_normal((1, 32)).astype(np.float32)), 4000, axis=0)
+    q = _unit(rng.standard_normal((100, 32)).astype(np.float32))
+    st = LowpStats()
+    assert bf16_search(q, x, 5, memory_budget=2**20, stats=st) is None and st.fell_back
+    want = exact_search(q, x, 5, memory_budget=2**20)
+    got = exact_search(q, x, 5, memory_budget=2**20, precision="bf16")
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])

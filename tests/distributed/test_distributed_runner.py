@@ -326,6 +326,17 @@ def test_cli_build_runner_ray_then_search(cluster, data, tmp_path):
     np.testing.assert_array_equal(res["ids"], want[1])
     np.testing.assert_array_equal(res["scores"], want[0])
     assert index.model.alpha == 0.5
+    # dehub serve reads the run directory too (same answers over HTTP)
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from dehub.serve.app import Settings, create_app
+
+    with TestClient(create_app(Settings(source=str(out), backend="exact"))) as client:
+        r = client.post("/search", json={"vectors": data["queries"][:3].tolist(), "k": 5})
+        assert r.status_code == 200, r.text
+        got = [row["ids"] for row in r.json()["results"]]
+    assert got == single.ids[want[1][:3]].tolist()
 
 
 def test_a_pool_larger_than_the_cluster_is_refused(cluster, data, tmp_path):

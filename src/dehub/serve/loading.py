@@ -168,13 +168,16 @@ def load_served(
 
     from ..index import Index
 
-    header = Index.describe_file(path)
-    n_items = 0
-    for a in header.get("arrays", []):
-        if a.get("name") == "gallery":
-            n_items = int(a["shape"][0])
-    # Large galleries are memory-mapped: the FAISS backend copies them once, the mapping goes.
-    index = Index.load(path, mmap=n_items > (faiss_threshold or 200_000))
+    if Path(path).is_dir():  # a `dehub build --runner ray` run directory (manifest + parts)
+        index = Index.load(path)  # its gallery and statistic parts stay memory-mapped
+    else:
+        header = Index.describe_file(path)
+        n_items = 0
+        for a in header.get("arrays", []):
+            if a.get("name") == "gallery":
+                n_items = int(a["shape"][0])
+        # Large galleries are memory-mapped: the FAISS backend copies them once, the mapping goes.
+        index = Index.load(path, mmap=n_items > (faiss_threshold or 200_000))
     offset = is_offset_method(index.model)
     kind = choose_backend(
         index.n_items, offset, backend, **({"faiss_threshold": faiss_threshold} if faiss_threshold else {})

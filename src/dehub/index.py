@@ -244,7 +244,8 @@ class Index(IncrementalMixin):
         that are not dehub indexes, of an unsupported version, truncated, corrupt, or
         whose content is not a valid index; see ``docs/index-format.md``.
         """
-        if Path(path).is_dir():  # a distributed run's output (manifest + statistic parts)
+        if Path(path).is_dir() and (Path(path) / "manifest.json").is_file():
+            # a distributed run's output (manifest + statistic parts)
             from .distributed import load_index
 
             return load_index(path, verify=verify)

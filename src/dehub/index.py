@@ -29,6 +29,7 @@ from ._format import (
 )
 from ._ids import check_ids, check_new_ids, check_remove_ids, next_ids
 from ._io import resolve_target
+from ._json import jsonable
 from ._validation import NormalizeMode, check_embeddings
 from ._version import __version__
 from .engine.exact import DEFAULT_MEMORY_BUDGET
@@ -219,8 +220,8 @@ class Index(IncrementalMixin):
             "kind": _KIND,
             "created_by": f"dehub {__version__}",
             "method": self.model.name,
-            "params": _jsonable(self.model.get_params()),
-            "metadata": _jsonable(self.metadata),
+            "params": jsonable(self.model.get_params()),
+            "metadata": jsonable(self.metadata),
             "n_reference": self.n_reference,
         }
         write_container(path, header, arrays)
@@ -326,7 +327,7 @@ class Index(IncrementalMixin):
     def info(self) -> dict[str, Any]:
         return {
             "method": self.model.name,
-            "params": _jsonable(self.model.get_params()),
+            "params": jsonable(self.model.get_params()),
             "n_items": self.n_items,
             "dim": self.dim,
             "gallery_dtype": str(self.model.gallery_.dtype),
@@ -448,13 +449,3 @@ def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import jsonable
 from .._progress import progress_bar
 from .._validation import check_embeddings, check_ids, check_k, check_normalization
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
@@ -169,16 +170,6 @@ def _resolve_model(method: Any, params: dict[str, Any]) -> Any:
     if isinstance(method, str):
         return get_method(method, **params)
     return method.clone(**params)  # never mutate the caller's estimator
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 def _ray_temp_dir(out: Path) -> str:
@@ -373,7 +364,7 @@ def fit(
     if eng == "ivf" and eparams is not None:
         eparams = replace(eparams, memory_budget=int(memory_budget))
         model.set_params(engine="ivf", engine_params=asdict(eparams))
-    params_doc = _jsonable(model.get_params())
+    params_doc = jsonable(model.get_params())
     if isinstance(params_doc.get("engine_params"), dict):  # knobs that do not change results
         params_doc["engine_params"] = {
             name: v
@@ -386,7 +377,7 @@ def fit(
         "engine": eng,
         "engine_params": None
         if eng == "exact" or eparams is None
-        else _jsonable(
+        else jsonable(
             {name: v for name, v in asdict(eparams).items() if name not in ("memory_budget", "batch_size")}
         ),
         "n_reference": n_ref,

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import jsonable
 from .._progress import progress_bar
 from .._validation import NormalizeMode, check_embeddings
 from ..datasets.base import RetrievalTask
@@ -206,7 +207,7 @@ def sweep(
         for params, rank in zip(params_list, final):
             out = outcomes_from_ranks(rank, rel, ks, no_positive=no_positive)
             n_without = out.n_without_positives
-            table.append({**{k: _plain(v) for k, v in params.items()}, **out.summary()})
+            table.append({**{k: jsonable(v) for k, v in params.items()}, **out.summary()})
             bar.update(1)
     best = select_best(table, metric, ks)
     row = table[best]
@@ -214,7 +215,7 @@ def sweep(
     return SweepResult(
         method=model.name,
         metric=metric,
-        grid={k: [_plain(x) for x in v] for k, v in grid.items()},
+        grid={k: [jsonable(x) for x in v] for k, v in grid.items()},
         table=table,
         best_params=best_params,
         best_metrics={k: v for k, v in row.items() if k not in grid},
@@ -280,11 +281,6 @@ class _AdditiveRanker:
         no_pos[self.has] = False
         rank[:, no_pos] = n_g + 1
         return rank
-
-
-def _plain(v):
-    """numpy scalars -> Python scalars (JSON-able sweep tables)."""
-    return v.item() if isinstance(v, np.generic) else v
 
 
 def fit_selected(

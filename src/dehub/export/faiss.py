@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .._io import atomic_path, sha256_file
+from .._json import jsonable
 from ..engine import DEFAULT_NPROBE, default_nlist, import_faiss
 from .sidecar import SIDECAR_KIND, SIDECAR_VERSION, load_sidecar, write_sidecar
 from .vectors import LazyItemVectors, offset_model
@@ -176,7 +177,7 @@ def export_faiss(
         "version": SIDECAR_VERSION,
         "created_by": f"dehub {__version__}",
         "method": model.name,
-        "params": {k: _plain(v) for k, v in model.get_params().items()},
+        "params": {k: jsonable(v) for k, v in model.get_params().items()},
         "index_file": path.name,
         "index_sha256": sha256_file(path),
         "index_type": index_type,
@@ -193,13 +194,3 @@ def export_faiss(
     }
     write_sidecar(path, fields)
     return path
-
-
-def _plain(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import jsonable
 from .backends import BackendName, ExactBackend, FaissBackend, choose_backend, is_offset_method
 
 __all__ = ["Served", "Examples", "load_served", "load_demo", "k_occurrence", "DEMO_NAME"]
@@ -129,12 +130,16 @@ def load_served(
     text_encoder: str | None = None,
     name: str | None = None,
 ) -> Served:
-    """Load a dehub index file, or a FAISS file exported by ``dehub.export.export_faiss``."""
+    """Load a dehub index file, a ``dehub build --runner ray`` run directory, or a FAISS
+    file exported by ``dehub.export.export_faiss``."""
     from ..datasets.encoder import EMBEDDING_DIM, ENCODER_NAME
 
     path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"index file not found: {path}")
+    if not (path.is_file() or (path / "manifest.json").is_file()):
+        raise FileNotFoundError(
+            f"index file not found: {path} (expected a dehub index file, a run directory with "
+            "manifest.json, or a FAISS export)"
+        )
     name = name or path.stem
     sidecar_path = Path(str(path) + ".json")
     if sidecar_path.is_file():
@@ -200,7 +205,7 @@ def load_served(
         name=name,
         backend=be,
         method=index.model.name,
-        params=_plain(index.model.get_params()),
+        params=jsonable(index.model.get_params()),
         offset=offset,
         dim=index.dim,
         n_items=index.n_items,
@@ -208,7 +213,7 @@ def load_served(
         version=version,
         source=str(path),
         loaded_at=time.time(),
-        metadata=_plain(metadata),
+        metadata=jsonable(metadata),
         texts=texts,
         bias=bias,
         kocc_plain=kp,
@@ -243,7 +248,7 @@ def load_demo(*, version: int = 1, method: str = "nnn", **params: Any) -> Served
         name=DEMO_NAME,
         backend=be,
         method=index.model.name,
-        params=_plain(index.model.get_params()),
+        params=jsonable(index.model.get_params()),
         offset=offset,
         dim=index.dim,
         n_items=n,
@@ -265,15 +270,3 @@ def load_demo(*, version: int = 1, method: str = "nnn", **params: Any) -> Served
         examples=Examples(tuple(task.query_text or ()), np.asarray(task.queries, dtype=np.float32), relevant),
         text_encoder=ENCODER_NAME,
     )
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj

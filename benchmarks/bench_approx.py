@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import numpy as np
@@ -109,8 +107,11 @@ def topk_recall(ids, true_ids) -> float:
     return float(hits.mean())
 
 
-def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+def machine() -> dict:
+    """CPU model, caches, bf16 flags, load and versions (dehub.engine.hardware.describe_machine)."""
+    from dehub.engine.hardware import describe_machine
+
+    return describe_machine()
 
 
 def main(argv=None) -> int:

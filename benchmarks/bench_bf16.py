@@ -42,9 +42,11 @@ def machine() -> dict:
         except Exception as exc:  # the record is best effort
             return f"unavailable: {exc}"
 
+    from dehub.engine.hardware import describe_machine
+
     torch = import_torch()
     return {
-        "cpu": sh("lscpu | grep 'Model name' | sed 's/.*: *//'"),
+        **describe_machine(),
         "caches": sh("lscpu | grep -i 'cache'"),
         "cpuinfo_bf16_flags": list(cpu_bf16_flags()),
         "torch": None if torch is None else torch.__version__,

@@ -138,29 +138,19 @@ def child(step: str, data: Path, k: int, top: int, alpha: float, repeats: int, b
 
 
 def machine() -> dict:
-    """CPU model and the cache sizes dehub derives its block sizes from."""
-    from dehub.engine.hardware import cache_sizes, database_block_rows, score_tile_bytes, selection_workers
+    """CPU model, caches, load (dehub.engine.hardware) and the block sizes derived from them."""
+    from dehub.engine.hardware import (
+        database_block_rows,
+        describe_machine,
+        score_tile_bytes,
+        selection_workers,
+    )
 
-    model = ""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next(
-            (ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), ""
-        )
-    except OSError:
-        pass
-    c = cache_sizes()
     return {
-        "cpu_model": model or platform.processor(),
-        "cpus": os.cpu_count(),
-        "l1d_bytes": c.l1d,
-        "l2_bytes": c.l2,
-        "llc_bytes": c.llc,
+        **describe_machine(),
         "score_tile_bytes": score_tile_bytes(),
         "database_block_rows": database_block_rows(),
         "selection_workers": selection_workers(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
     }
 
 

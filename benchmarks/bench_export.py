@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,17 +36,10 @@ from dehub.export import build_faiss_index, export_faiss, export_lancedb, export
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "cores": os.cpu_count()}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            key = line.split(":", 1)[0].strip()
-            if key in ("Model name", "L1d cache", "L2 cache", "L3 cache"):
-                info[key] = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    info["load_before"] = os.getloadavg()
-    return info
+    """CPU model, caches, bf16 flags, load and versions (dehub.engine.hardware.describe_machine)."""
+    from dehub.engine.hardware import describe_machine
+
+    return describe_machine()
 
 
 def rss_gib() -> float:

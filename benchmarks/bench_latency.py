@@ -24,15 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
 
 from dehub.engine import exact_search
-from dehub.engine.hardware import cache_sizes, database_block_rows, score_tile_bytes, selection_workers
+from dehub.engine.hardware import database_block_rows, score_tile_bytes, selection_workers
 
 TARGET = 1.2  # dehub / numpy GEMM + argpartition + sort
 
@@ -62,27 +60,14 @@ def numpy_topk(q: np.ndarray, g: np.ndarray, off: np.ndarray, k: int) -> tuple[n
 
 
 def machine() -> dict:
-    model = ""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next(
-            (ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), ""
-        )
-    except OSError:
-        pass
-    c = cache_sizes()
+    """CPU model, caches, load (dehub.engine.hardware) and the block sizes derived from them."""
+    from dehub.engine.hardware import describe_machine
+
     return {
-        "cpu_model": model or platform.processor(),
-        "cpus": os.cpu_count(),
-        "l1d_bytes": c.l1d,
-        "l2_bytes": c.l2,
-        "llc_bytes": c.llc,
-        "cache_source": c.source,
+        **describe_machine(),
         "score_tile_bytes": score_tile_bytes(),
         "database_block_rows": database_block_rows(),
         "selection_workers": selection_workers(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
     }
 
 

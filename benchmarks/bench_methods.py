@@ -26,9 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import time
 
 import numpy as np
@@ -116,16 +113,10 @@ def bench_sweep(args) -> None:
 
 
 def machine() -> dict:
-    """CPU model, caches and load: recorded with every figure (the machine may be shared)."""
-    info = {"processor": platform.processor() or platform.machine(), "load_avg": os.getloadavg()}
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        info["lscpu"] = [
-            ln.strip() for ln in out.splitlines() if ln.startswith(("Model name", "L2", "L3", "CPU(s)"))
-        ]
-    except OSError:
-        pass
-    return info
+    """CPU model, caches, bf16 flags, load and versions (dehub.engine.hardware.describe_machine)."""
+    from dehub.engine.hardware import describe_machine
+
+    return describe_machine()
 
 
 def bench_table(args) -> None:

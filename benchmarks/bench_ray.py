@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -259,17 +258,10 @@ def side_throughput(a) -> dict:
 
 
 def machine() -> dict:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    keep = [
-        ln.split(":", 1)[1].strip() for ln in lscpu if ln.startswith(("Model name", "L2 cache", "L3 cache"))
-    ]
-    return {
-        "cpu": keep,
-        "cores": os.cpu_count(),
-        "load_before": os.getloadavg(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
+    """CPU model, caches, bf16 flags, load and versions (dehub.engine.hardware.describe_machine)."""
+    from dehub.engine.hardware import describe_machine
+
+    return describe_machine()
 
 
 def main() -> None:

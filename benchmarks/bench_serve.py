@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -47,16 +46,10 @@ CHUNK = 50_000
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "cores": os.cpu_count()}
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in lscpu.splitlines():
-            key = line.split(":")[0].strip()
-            if key in ("Model name", "L1d cache", "L2 cache", "L3 cache"):
-                info[key] = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
+    """CPU model, caches, bf16 flags, load and versions (dehub.engine.hardware.describe_machine)."""
+    from dehub.engine.hardware import describe_machine
+
+    return describe_machine()
 
 
 def load() -> str:

@@ -127,3 +127,24 @@ def test_select_topk_wide_rows_use_the_lane_bound_and_stay_exact(rng, k):
         order = np.lexsort((np.arange(3000), -s[r].astype(np.float64)))[:k]
         np.testing.assert_array_equal(v[r], s[r, order])
         np.testing.assert_array_equal(i[r], np.where(np.isneginf(s[r, order]), -1, order))
+
+
+def test_describe_machine_records_cpu_caches_and_load():
+    from dehub.engine.hardware import cache_sizes, cpu_model, describe_machine
+
+    info = describe_machine()
+    assert info["cpu_model"] == cpu_model() and info["cpu_model"]
+    assert info["l2_bytes"] == cache_sizes().l2 > 0 and info["llc_bytes"] >= info["l2_bytes"]
+    assert len(info["load_avg"]) == 3 and info["cpus"] >= 1
+    assert set(info["bf16_flags"]) <= {"amx_bf16", "avx512_bf16"}
+    import json
+
+    json.dumps(info)
+
+
+def test_cpu_model_reads_the_kernels_model_name(tmp_path):
+    from dehub.engine.hardware import cpu_model
+
+    f = tmp_path / "cpuinfo"
+    f.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t: fpu\n")
+    assert cpu_model(str(f)) == "Test CPU 9000"

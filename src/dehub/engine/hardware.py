@@ -27,7 +27,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CacheSizes", "cache_sizes", "score_tile_bytes", "database_block_rows", "selection_workers"]
+__all__ = [
+    "CacheSizes",
+    "cache_sizes",
+    "score_tile_bytes",
+    "database_block_rows",
+    "selection_workers",
+    "cpu_model",
+    "describe_machine",
+]
 
 _SYSFS = Path("/sys/devices/system/cpu/cpu0/cache")
 _KIB, _MIB = 2**10, 2**20
@@ -122,3 +130,46 @@ def selection_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def cpu_model(path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name as the kernel reports it (``platform.processor()`` otherwise)."""
+    import platform
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_machine() -> dict:
+    """What every benchmark records with its figures: the CPU kind changes between machines.
+
+    CPU model, CPU count, the cache sizes the engine derives its tiles from (and where they
+    were read), native-bf16 flags, the load average at the time of the call, and the Python
+    and numpy versions.
+    """
+    import platform
+
+    import numpy as np
+
+    from .accel import cpu_bf16_flags
+
+    c = cache_sizes()
+    return {
+        "cpu_model": cpu_model(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "l1d_bytes": c.l1d,
+        "l2_bytes": c.l2,
+        "llc_bytes": c.llc,
+        "cache_source": c.source,
+        "bf16_flags": list(cpu_bf16_flags()),
+        "load_avg": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }

@@ -52,6 +52,8 @@ def _select_topk(w_v: np.ndarray, w_i: np.ndarray, k: int) -> tuple[np.ndarray, 
     n, width = w_v.shape
     if width <= k:
         pad = k - width
+        if pad == 0:  # np.pad's Python overhead, for nothing to pad
+            return w_v.copy(), w_i.copy()
         return (
             np.pad(w_v, ((0, 0), (0, pad)), constant_values=-np.inf),
             np.pad(w_i, ((0, 0), (0, pad)), constant_values=-1),

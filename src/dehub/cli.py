@@ -368,7 +368,9 @@ def _load_index(path: str, *, mmap: bool = False):
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"index file not found: {p}")
-    if p.is_dir() and not (p / "manifest.json").is_file():
+    from .distributed import is_manifest_dir
+
+    if p.is_dir() and not is_manifest_dir(p):
         raise ValueError(
             f"{p} is a directory without manifest.json; expected an index file written by "
             "'dehub build' or the output directory of 'dehub build --runner ray'"

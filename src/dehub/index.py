@@ -245,10 +245,9 @@ class Index(IncrementalMixin):
         that are not dehub indexes, of an unsupported version, truncated, corrupt, or
         whose content is not a valid index; see ``docs/index-format.md``.
         """
-        if Path(path).is_dir() and (Path(path) / "manifest.json").is_file():
-            # a distributed run's output (manifest + statistic parts)
-            from .distributed import load_index
+        from .distributed import is_manifest_dir, load_index
 
+        if is_manifest_dir(path):  # a distributed run's output (manifest + statistic parts)
             return load_index(path, verify=verify)
         path = Path(path)
         header = read_header(path)

@@ -135,7 +135,9 @@ def load_served(
     from ..datasets.encoder import EMBEDDING_DIM, ENCODER_NAME
 
     path = Path(source)
-    if not (path.is_file() or (path / "manifest.json").is_file()):
+    from ..distributed import is_manifest_dir
+
+    if not (path.is_file() or is_manifest_dir(path)):
         raise FileNotFoundError(
             f"index file not found: {path} (expected a dehub index file, a run directory with "
             "manifest.json, or a FAISS export)"
@@ -173,7 +175,7 @@ def load_served(
 
     from ..index import Index
 
-    if Path(path).is_dir():  # a `dehub build --runner ray` run directory (manifest + parts)
+    if is_manifest_dir(path):  # a `dehub build --runner ray` run directory (manifest + parts)
         index = Index.load(path)  # its gallery and statistic parts stay memory-mapped
     else:
         header = Index.describe_file(path)

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 __all__ = [
+    "compute_dtype",
     "check_embeddings",
     "check_same_dim",
     "check_k",
@@ -231,8 +232,13 @@ def check_normalization(x: np.ndarray, name: str, mode: NormalizeMode = "warn") 
     return x
 
 
+def compute_dtype(*arrays) -> np.dtype:
+    """The engine's arithmetic rule: float64 if any input is float64, else float32."""
+    return np.dtype(np.float64) if any(a.dtype == np.float64 for a in arrays) else np.dtype(np.float32)
+
+
 def _l2_copy(x, name: str) -> np.ndarray:
-    dt = np.float64 if x.dtype == np.float64 else np.float32
+    dt = compute_dtype(x)
     out = np.empty(x.shape, dtype=dt)
     for sl in _chunks(x.shape[0]):
         block = np.asarray(x[sl], dtype=dt)

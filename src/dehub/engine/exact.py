@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from .._progress import progress_bar
+from .._validation import compute_dtype
 from ._rows import row_blocks
 from .hardware import database_block_rows, score_tile_bytes, selection_workers
 from .topk import RunningTopK, lane_lower_bound, select_topk
@@ -52,10 +53,6 @@ class BlockPlan:
     query_block: int
     database_block: int
     peak_bytes: int  # estimated working memory of the blocks (excluding the inputs)
-
-
-def _compute_dtype(*arrays: np.ndarray) -> np.dtype:
-    return np.dtype(np.float64) if any(a.dtype == np.float64 for a in arrays) else np.dtype(np.float32)
 
 
 def plan_blocks(
@@ -181,7 +178,7 @@ def exact_search(
             raise ValueError(
                 f"offset must have one value per database row, shape ({nd},); received {offset.shape}"
             )
-    dt = _compute_dtype(queries, database)
+    dt = compute_dtype(queries, database)
     out_v = np.full((nq, k), -np.inf, dtype=np.float32)
     out_i = np.full((nq, k), -1, dtype=np.int64)
     if nq == 0 or nd == 0:

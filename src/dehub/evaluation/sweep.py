@@ -36,7 +36,7 @@ import numpy as np
 
 from .._json import jsonable
 from .._progress import progress_bar
-from .._validation import NormalizeMode, check_embeddings
+from .._validation import NormalizeMode, check_embeddings, compute_dtype
 from ..datasets.base import RetrievalTask
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ..methods import METHODS, BaseCorrector, get_method, get_tags
@@ -168,7 +168,7 @@ def sweep(
         nonlocal fast
         if fast is None:
             gal = check_embeddings(task.gallery, "validation gallery")
-            dt = np.float64 if (queries.dtype == np.float64 or gal.dtype == np.float64) else np.float32
+            dt = compute_dtype(queries, gal)
             fast = _AdditiveRanker(np.matmul(np.asarray(queries, dtype=dt), np.asarray(gal, dtype=dt).T), rel)
         return fast
 

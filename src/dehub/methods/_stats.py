@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._progress import progress_bar
+from .._validation import compute_dtype
 from ..engine.exact import exact_search, plan_blocks
 
 __all__ = [
@@ -23,11 +24,6 @@ __all__ = [
 ]
 
 _CHUNK_ROWS = 65536
-
-
-def compute_dtype(*arrays: np.ndarray) -> np.dtype:
-    """float64 if any input is float64, else float32 (the engine's rule)."""
-    return np.dtype(np.float64) if any(a.dtype == np.float64 for a in arrays) else np.dtype(np.float32)
 
 
 def _blocks(n: int, step: int):

@@ -69,7 +69,8 @@ def test_random_order_matches_full_sort(big, monkeypatch):
 @pytest.mark.parametrize("n_queries", [40, 1300])  # 1300 rows span several score tiles
 def test_adversarial_order_loses_the_bet_and_stays_exact(rng, n_queries, monkeypatch):
     q = rng.standard_normal((n_queries, 16)).astype(np.float32)
-    x = rng.standard_normal((4 * 8192 + 777, 16)).astype(np.float32)
+    # 8 blocks: few queries split the database between two workers, 4 blocks each
+    x = rng.standard_normal((8 * 8192 + 777, 16)).astype(np.float32)
     # Put the best items of queries 0 and 1000 first: their floors are set far too high
     # and those rows are redone without a floor.
     x = x[np.argsort(-(x @ q[0]) - (x @ q[min(1000, n_queries - 1)]), kind="stable")]

@@ -94,17 +94,18 @@ def test_cache_sizes_from_sysfs_layout(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("llc", "tile", "block"),
+    ("llc", "workers", "tile", "block"),
     [
-        (32 * 2**20, 16 * 2**20, 8192),
-        (260 * 2**20, 16 * 2**20, 8192),
-        (6 * 2**20, 3 * 2**20, 2048),
-        (2**20, 2 * 2**20, 2048),
+        (32 * 2**20, 1, 16 * 2**20, 2048),
+        (32 * 2**20, 2, 8 * 2**20, 2048),  # AMD EPYC (32 MiB L3), 2 workers
+        (260 * 2**20, 2, 16 * 2**20, 2048),  # the 260 MiB-L3 Xeon
+        (6 * 2**20, 1, 3 * 2**20, 2048),
+        (2**20, 4, 2 * 2**20, 2048),
     ],
 )
-def test_derived_sizes(llc, tile, block):
+def test_derived_sizes(llc, workers, tile, block):
     sizes = hardware.CacheSizes(32 * 2**10, 2**20, llc, "test")
-    assert hardware._tile_bytes(sizes) == tile
+    assert hardware._tile_bytes(sizes, workers) == tile
     assert hardware._block_rows(tile, 4) == block
     assert block % 512 == 0
 
@@ -148,3 +149,65 @@ def test_cpu_model_reads_the_kernels_model_name(tmp_path):
     f = tmp_path / "cpuinfo"
     f.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t: fpu\n")
     assert cpu_model(str(f)) == "Test CPU 9000"
+
+
+@pytest.mark.parametrize(
+    ("nq", "nd", "kind"),
+    [(600, 3000, "queries"), (40, 3 * 2048 + 300, "database"), (100, 1000, "queries")],
+)
+def test_workers_split_queries_or_database_bit_for_bit(rng, monkeypatch, nq, nd, kind):
+    """Two or three workers (query ranges, or database ranges merged) == one worker."""
+    q = rng.standard_normal((nq, 32)).astype(np.float32)
+    x = rng.standard_normal((nd, 32)).astype(np.float32)
+    off = rng.random(nd).astype(np.float32)
+    kw = {"offset": off, "database_block": 2048 if kind == "database" else 512, "query_block": 256}
+    for workers in (2, 3):
+        parts = exact_mod._split(nq, nd, workers, kw["database_block"])
+        assert len(parts) in ((workers, 1) if nq < workers * exact_mod._MIN_SPLIT_ROWS else (workers,))
+        monkeypatch.setattr(exact_mod, "selection_workers", lambda w=workers: w)
+        vw, iw = exact_search(q, x, 17, **kw)
+        monkeypatch.setattr(exact_mod, "selection_workers", lambda: 1)
+        v1, i1 = exact_search(q, x, 17, **kw)
+        np.testing.assert_array_equal(iw, i1)
+        np.testing.assert_array_equal(vw, v1)
+    assert exact_mod._split(nq, nd, 2, kw["database_block"])[0][0] == kind
+
+
+def test_score_bits_do_not_depend_on_the_blocks(rng):
+    """Every GEMM call has >= 2 rows and the last database block >= 256 columns, so a
+    score's float32 bits are the same however the engine cuts the work."""
+    q = rng.standard_normal((301, 64)).astype(np.float32)
+    x = rng.standard_normal((5000 + 3, 64)).astype(np.float32)  # 3 = a tiny remainder block
+    ref_v, ref_i = exact_search(q, x, 12, query_block=301, database_block=5003)
+    for qb, db in [(300, 1000), (150, 512), (7, 4096), (64, 2500)]:
+        v, i = exact_search(q, x, 12, query_block=qb, database_block=db)
+        np.testing.assert_array_equal(i, ref_i)
+        np.testing.assert_array_equal(v.view(np.int32), ref_v.view(np.int32))
+
+
+def test_even_blocks_and_database_blocks():
+    from dehub.engine._rows import even_blocks
+
+    sizes = [s.stop - s.start for s in even_blocks(1025, 512)]
+    assert sizes == [342, 342, 341] and sum(sizes) == 1025
+    assert [s.stop - s.start for s in even_blocks(5, 512)] == [5]
+    assert list(even_blocks(0, 8)) == []
+    blocks = exact_mod._database_blocks(slice(100, 100 + 3 * 2048 + 10), 2048)
+    assert [b.stop - b.start for b in blocks] == [2048, 2048, 2058]  # tail of 10 joins
+    blocks = exact_mod._database_blocks(slice(0, 40000), 2048, first=8192)
+    assert blocks[0] == slice(0, 8192) and blocks[1] == slice(8192, 10240) and blocks[-1].stop == 40000
+
+
+def test_single_threaded_blas_nests_and_restores():
+    from dehub.engine import _blas
+
+    if not _blas.blas_controllable():
+        pytest.skip("threadpoolctl finds no BLAS to control here")
+    ctl = _blas._controller()
+    before = [lib.num_threads for lib in ctl.lib_controllers]
+    with _blas.single_threaded_blas() as a:
+        with _blas.single_threaded_blas() as b:
+            assert a and b
+            assert all(lib.num_threads == 1 for lib in ctl.lib_controllers)
+        assert all(lib.num_threads == 1 for lib in ctl.lib_controllers)  # still one search inside
+    assert [lib.num_threads for lib in ctl.lib_controllers] == before

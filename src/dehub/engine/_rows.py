@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-__all__ = ["row_blocks", "read_rows", "take_rows"]
+__all__ = ["row_blocks", "even_blocks", "read_rows", "take_rows"]
 
 
 def row_blocks(n: int, step: int) -> Iterator[slice]:
@@ -30,3 +30,17 @@ def take_rows(x: Any, rows: np.ndarray) -> np.ndarray:
     else:
         block = np.asarray(x[uniq], dtype=np.float32)
     return np.asarray(block, dtype=np.float32)[inv.reshape(-1)]
+
+
+def even_blocks(n: int, cap: int) -> Iterator[slice]:
+    """``ceil(n / cap)`` consecutive slices of near-equal size (differing by at most one)
+    covering ``0..n``: no short remainder block (a one-row GEMM rounds differently)."""
+    if n <= 0:
+        return
+    parts = -(-n // max(1, cap))
+    base, extra = divmod(n, parts)
+    start = 0
+    for p in range(parts):
+        stop = start + base + (1 if p < extra else 0)
+        yield slice(start, stop)
+        start = stop

@@ -12,10 +12,16 @@ score once with a vectorized comparison instead of sorting or partitioning every
 Inputs may be float16/32/64 arrays or ``np.memmap``; only one block of each side is
 converted at a time. float64 inputs are multiplied in float64, others in float32.
 
-Sizes come from the machine (:mod:`dehub.engine.hardware`): the score tile is half the
-last-level cache (2..16 MiB), the database block holds about 512 query rows per tile, and
-the selection passes of a tile run in one thread per CPU (numpy releases the GIL in its
-loops; each thread owns disjoint rows of the running top-k).
+Work is shared by one worker thread per CPU (:mod:`dehub.engine.hardware`), each with a
+single-threaded BLAS (:mod:`dehub.engine._blas`): enough queries are cut into contiguous
+query ranges, few queries against a large database into database ranges whose results
+are merged. Each worker runs its own GEMMs and the selection of its own score tiles while
+they are in cache, so the cores never wait for one another between a GEMM and its
+selection (numpy releases the GIL in both). The score tile is the last-level cache over
+twice the workers (2..16 MiB), the database block holds about 2048 query rows per tile,
+and the floor's first block is wider (8192 columns). Every GEMM call has at least two rows
+and the last database block at least 256 columns (:func:`scored_by_gemv`), so a score's
+bits do not depend on how the work was cut.
 
 Small batches (at most :data:`SMALL_BATCH_ROWS` queries whose dense score matrix fits the
 memory budget) take the dense path: one GEMM of all the queries against the whole
@@ -26,6 +32,7 @@ database is read once), so the blocked path's per-block work is pure overhead th
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -35,15 +42,15 @@ import numpy as np
 
 from .._progress import progress_bar
 from .._validation import compute_dtype
-from ._rows import row_blocks
+from ._blas import single_threaded_blas
+from ._rows import even_blocks
 from .hardware import database_block_rows, score_tile_bytes, selection_workers
-from .topk import RunningTopK, lane_lower_bound, select_topk
+from .topk import RunningTopK, lane_lower_bound, merge_topk, select_topk
 
 __all__ = ["exact_search", "BlockPlan", "plan_blocks", "DEFAULT_MEMORY_BUDGET", "SMALL_BATCH_ROWS"]
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes for score blocks, masks and top-k state
 SMALL_BATCH_ROWS = 64  # up to this many queries the GEMM is bound by reading the database
-_MIN_PART_ROWS = 8  # rows of a tile below which its selection is not split across threads
 
 
 @dataclass(frozen=True)
@@ -102,6 +109,7 @@ def plan_blocks(
 
 
 _FLOOR_CHUNKS = 512  # lanes whose maxima estimate the floor (see lane_lower_bound)
+_FLOOR_FIRST_COLS = 8192  # columns of the first block, whose lane maxima set the floor
 
 
 def _floor_rank(k: int, n_first: int, n_total: int) -> int | None:
@@ -178,6 +186,8 @@ def exact_search(
             raise ValueError(
                 f"offset must have one value per database row, shape ({nd},); received {offset.shape}"
             )
+    if memory_budget <= 0:
+        raise ValueError(f"memory_budget must be a positive number of bytes; received {memory_budget}")
     dt = compute_dtype(queries, database)
     out_v = np.full((nq, k), -np.inf, dtype=np.float32)
     out_i = np.full((nq, k), -1, dtype=np.int64)
@@ -212,93 +222,209 @@ def exact_search(
             v, i = _dense_search(queries, database, kk, off, dt, pool, workers)
         out_v[:, :kk], out_i[:, :kk] = v, i
         return out_v, out_i
-    plan = plan_blocks(
-        nq,
-        nd,
-        d,
-        kk,
-        memory_budget=memory_budget,
-        itemsize=dt.itemsize,
-        query_block=query_block,
-        database_block=database_block,
-    )
-    tile_bytes = max(score_tile_bytes(), plan.database_block * dt.itemsize)
-    buf = np.empty(min(plan.query_block * plan.database_block, tile_bytes // dt.itemsize), dtype=dt)
-    part_elems = -(-buf.size // workers) + plan.database_block * workers
-    masks = [np.empty(part_elems, dtype=bool) for _ in range(workers)] if workers > 1 else [None]
-    n_qb = -(-nq // plan.query_block)
-    floor_j = _floor_rank(kk, plan.database_block, nd) if _floor else None
-    db_blocks = list(row_blocks(nd, plan.database_block))
-    n_db = len(db_blocks)
-    label = progress if isinstance(progress, str) else "search"
-    with (
-        progress_bar(total=n_qb * n_db, desc=label, enable=bool(progress), unit="block") as bar,
-        ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool,
-    ):
-        for qs in row_blocks(nq, plan.query_block):
-            qb = np.asarray(queries[qs], dtype=dt)
-            top = RunningTopK(qb.shape[0], kk, score_dtype=dt, floor=floor_j is not None)
-            for ds in db_blocks:
-                xb = np.asarray(database[ds], dtype=dt)
-                off_b = None if off is None else off[ds]
-                first = floor_j if ds.start == 0 else None
-                # Score the block tile by tile so each tile stays in cache for the
-                # selection passes that follow its GEMM.
-                tile = max(1, min(qb.shape[0], tile_bytes // (xb.shape[0] * dt.itemsize)))
-                for r0 in range(0, qb.shape[0], tile):
-                    q = qb[r0 : r0 + tile]
-                    s = buf[: q.shape[0] * xb.shape[0]].reshape(q.shape[0], xb.shape[0])
-                    np.matmul(q, xb.T, out=s)
-                    parts = _row_parts(s.shape[0], workers if pool is not None else 1)
-                    if pool is None or len(parts) == 1:
-                        _select_part(top, s, off_b, first, ds.start, r0, None)
-                    else:
-                        jobs = [
-                            pool.submit(_select_part, top, s[a:b], off_b, first, ds.start, r0 + a, masks[w])
-                            for w, (a, b) in enumerate(parts)
-                        ]
-                        for job in jobs:
-                            job.result()
-                bar.update(1)
-            failed = np.flatnonzero(top.floor_failed())
-            v, i = top.result()
-            if failed.size:  # the floor bet lost for these rows: redo them without it
-                v[failed], i[failed] = exact_search(
-                    qb[failed],
-                    database,
-                    kk,
-                    offset=offset,
-                    memory_budget=memory_budget,
-                    database_block=plan.database_block,
-                    _floor=False,
-                )
-            out_v[qs, :kk] = v
-            out_i[qs, :kk] = i
+    with single_threaded_blas() if workers > 1 else nullcontext(False) as blas_single:
+        parts = _split(nq, nd, workers if blas_single else 1, database_block or database_block_rows())
+        plan = _plan_parts(parts, d, kk, memory_budget, dt, query_block, database_block)
+        if plan is None:  # the budget does not fit a worker each: one worker, whole budget
+            parts = _split(nq, nd, 1, 1)
+            plan = plan_blocks(
+                nq,
+                nd,
+                d,
+                kk,
+                memory_budget=memory_budget,
+                itemsize=dt.itemsize,
+                query_block=query_block,
+                database_block=database_block,
+            )
+        by_database = parts[0][0] == "database"
+        job = _Blocked(queries, database, kk, off, dt, plan, _floor)
+        label = progress if isinstance(progress, str) else "search"
+        total = sum(job.n_steps(rows, cols) for _, rows, cols in parts)
+        with progress_bar(total=total, desc=label, enable=bool(progress), unit="block") as bar:
+            job.bar = bar
+            if len(parts) == 1:
+                results = [job.run(parts[0][1], parts[0][2])]
+            else:
+                with ThreadPoolExecutor(len(parts)) as pool:
+                    results = list(pool.map(lambda p: job.run(p[1], p[2]), parts))
+    if by_database:
+        v, i = merge_topk(results, kk) if len(results) > 1 else results[0]
+        out_v[:, :kk], out_i[:, :kk] = v, i
+    else:
+        for (_, rows, _), (v, i) in zip(parts, results, strict=True):
+            out_v[rows, :kk], out_i[rows, :kk] = v, i
     return out_v, out_i
 
 
-def _row_parts(n_rows: int, workers: int) -> list[tuple[int, int]]:
-    """Split ``n_rows`` tile rows into at most ``workers`` contiguous parts."""
-    n_parts = max(1, min(workers, n_rows // _MIN_PART_ROWS))
-    step = -(-n_rows // n_parts)
-    return [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
+def _plan_parts(
+    parts: list[tuple[str, slice, slice]],
+    d: int,
+    k: int,
+    memory_budget: int,
+    dt: np.dtype,
+    query_block: int | None,
+    database_block: int | None,
+) -> BlockPlan | None:
+    """The blocks of each worker, each with its share of the budget (None: too small)."""
+    try:
+        return plan_blocks(
+            parts[0][1].stop - parts[0][1].start,
+            parts[0][2].stop - parts[0][2].start,
+            d,
+            k,
+            memory_budget=memory_budget // len(parts),
+            itemsize=dt.itemsize,
+            query_block=query_block,
+            database_block=database_block,
+        )
+    except ValueError:
+        if len(parts) == 1:
+            raise
+        return None
 
 
-def _select_part(
-    top: RunningTopK,
-    s: np.ndarray,
-    off: np.ndarray | None,
-    floor_j: int | None,
-    id_offset: int,
-    row_offset: int,
-    mask: np.ndarray | None,
-) -> None:
-    """The selection passes of some rows of a score tile (may run in a worker thread)."""
-    if off is not None:
-        np.subtract(s, off, out=s)
-    if floor_j is not None:
-        top.set_floor(lane_lower_bound(s, floor_j, _FLOOR_CHUNKS), row_offset)
-    top.push(s, id_offset, row_offset, mask=mask)
+_MIN_SPLIT_ROWS = 128  # query rows per worker below which the database is split instead
+
+
+def _split(nq: int, nd: int, workers: int, block: int) -> list[tuple[str, slice, slice]]:
+    """How the workers share a search: ``(kind, query rows, database rows)`` per worker.
+
+    Enough queries: contiguous query ranges against the whole database (each worker streams
+    the database once and its GEMMs stay efficient). Few queries against a large database:
+    contiguous database ranges, each against every query, merged at the end (the database
+    is still read once in all). Otherwise one worker.
+    """
+    everything = [("queries", slice(0, nq), slice(0, nd))]
+    if workers <= 1:
+        return everything
+    if nq >= workers * _MIN_SPLIT_ROWS:
+        step = -(-nq // workers)
+        return [("queries", slice(a, min(a + step, nq)), slice(0, nd)) for a in range(0, nq, step)]
+    if nd >= workers * block:
+        step = -(-nd // workers)
+        return [("database", slice(0, nq), slice(a, min(a + step, nd))) for a in range(0, nd, step)]
+    return everything
+
+
+class _Blocked:
+    """The blocked search of one worker: some query rows against some database rows.
+
+    Per query block a :class:`RunningTopK`; per database block the GEMM is cut into score
+    tiles of the worker's cache share, and each tile goes through the selection passes
+    (offset, floor, threshold filter) while it is still in cache. Workers share nothing but
+    the inputs (read-only) and the progress bar.
+    """
+
+    def __init__(
+        self,
+        queries: Any,
+        database: Any,
+        k: int,
+        off: np.ndarray | None,
+        dt: np.dtype,
+        plan: BlockPlan,
+        floor: bool,
+    ) -> None:
+        self.queries, self.database, self.k, self.off, self.dt = queries, database, k, off, dt
+        self.plan, self.floor = plan, floor
+        self.tile_bytes = max(score_tile_bytes(), plan.database_block * dt.itemsize)
+        self.bar: Any = None
+        self._bar_lock = threading.Lock()
+
+    def n_steps(self, rows: slice, cols: slice) -> int:
+        n_q, n_d = rows.stop - rows.start, cols.stop - cols.start
+        return -(-n_q // self.plan.query_block) * -(-n_d // self.plan.database_block)
+
+    def run(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of query rows ``rows`` over database rows ``cols`` (ids are absolute),
+        scores in the compute dtype."""
+        dt, plan = self.dt, self.plan
+        n_d = cols.stop - cols.start
+        k = min(self.k, n_d)
+        # the floor's first block: wider than the others (a tighter bet, fewer candidates)
+        first = max(plan.database_block, _FLOOR_FIRST_COLS)
+        floor_j = _floor_rank(k, first, n_d) if self.floor else None
+        if floor_j is None and self.floor:
+            first = plan.database_block
+            floor_j = _floor_rank(k, first, n_d)
+        db_blocks = _database_blocks(cols, plan.database_block, first if floor_j is not None else None)
+        widest = max(b.stop - b.start for b in db_blocks)
+        buf = np.empty(min(plan.query_block * widest, max(self.tile_bytes // dt.itemsize, widest)), dtype=dt)
+        mask = np.empty(buf.size, dtype=bool)
+        out_v = np.empty((rows.stop - rows.start, k), dtype=dt)
+        out_i = np.empty(out_v.shape, dtype=np.int64)
+        for qs in even_blocks(rows.stop - rows.start, plan.query_block):
+            qb = np.asarray(self.queries[rows.start + qs.start : rows.start + qs.stop], dtype=dt)
+            out_v[qs], out_i[qs] = self._query_block(qb, k, db_blocks, buf, mask, floor_j)
+        return out_v, out_i
+
+    def _query_block(
+        self,
+        qb: np.ndarray,
+        k: int,
+        db_blocks: list[slice],
+        buf: np.ndarray,
+        mask: np.ndarray,
+        floor_j: int | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        dt = self.dt
+        top = RunningTopK(qb.shape[0], k, score_dtype=dt, floor=floor_j is not None)
+        for ds in db_blocks:
+            xb = np.asarray(self.database[ds], dtype=dt)
+            off_b = None if self.off is None else self.off[ds]
+            first = floor_j if ds is db_blocks[0] else None
+            # Score the block tile by tile so each tile stays in cache for the selection
+            # passes that follow its GEMM.
+            tile = max(1, min(qb.shape[0], self.tile_bytes // (xb.shape[0] * dt.itemsize)))
+            for ts in even_blocks(qb.shape[0], tile):
+                q, r0 = qb[ts], ts.start
+                s = buf[: q.shape[0] * xb.shape[0]].reshape(q.shape[0], xb.shape[0])
+                np.matmul(q, xb.T, out=s)
+                if off_b is not None:
+                    np.subtract(s, off_b, out=s)
+                if first is not None:
+                    top.set_floor(lane_lower_bound(s, first, _FLOOR_CHUNKS), r0)
+                top.push(s, ds.start, r0, mask=mask)
+            if self.bar is not None:
+                with self._bar_lock:
+                    self.bar.update(1)
+        failed = np.flatnonzero(top.floor_failed())
+        v, i = top.result()
+        if failed.size:  # the floor bet lost for these rows: redo them without it
+            # (with at least _MIN_GEMM_ROWS rows, so the GEMMs round as in every other tile)
+            redo = np.concatenate([failed, np.repeat(failed[:1], max(0, _MIN_GEMM_ROWS - failed.size))])
+            rv, ri = self._query_block(qb[redo], k, db_blocks, buf, mask, None)
+            v[failed], i[failed] = rv[: failed.size], ri[: failed.size]
+        return v, i
+
+
+# OpenBLAS takes a small-matrix kernel (different rounding) when rows x columns of a GEMM
+# is about 1,200 or less: 8 rows x 256 columns stays on its main path.
+_MIN_GEMM_ROWS = 8  # rows of a floor re-run, at least
+_MIN_LAST_BLOCK = 256  # a shorter last database block joins the one before it
+
+
+def _database_blocks(cols: slice, block: int, first: int | None = None) -> list[slice]:
+    """Database rows ``cols`` in blocks of ``block`` rows after a first block of ``first``
+    rows (the floor's sample; default ``block``), the last one at least
+    ``_MIN_LAST_BLOCK`` rows unless it is the only one."""
+    first = block if first is None else first
+    a, stop = cols.start, cols.stop
+    blocks = [slice(a, min(a + first, stop))]
+    blocks += [slice(b, min(b + block, stop)) for b in range(blocks[0].stop, stop, block)]
+    if len(blocks) > 1 and blocks[-1].stop - blocks[-1].start < _MIN_LAST_BLOCK:
+        blocks[-2:] = [slice(blocks[-2].start, blocks[-1].stop)]
+    return blocks
+
+
+def scored_by_gemv(n_queries: int) -> bool:
+    """Whether the blocked engine scores with one-row GEMM calls (they round differently
+    from its other tiles): only for a single query. Every other tile, query block and
+    floor re-run has at least two rows (:func:`~dehub.engine._rows.even_blocks`) and the
+    database blocks at least ``_MIN_LAST_BLOCK`` columns, so a score's bits depend on the
+    two vectors only, not on how the engine cut the work; the bf16 re-score relies on it."""
+    return n_queries == 1
 
 
 def _dense_fits(n_queries: int, database: Any, dt: np.dtype, memory_budget: int) -> bool:

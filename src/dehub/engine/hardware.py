@@ -7,17 +7,19 @@ pure functions of the machine, memoized with :func:`functools.cache`.
 
 The sizes that follow from them:
 
-* :func:`score_tile_bytes` — bytes of one GEMM output tile. The tile is written by the
-  GEMM and then read by the selection passes (offset, threshold compare, nonzero), so it
-  must stay in the last-level cache: half of it (the other half holds the database block
-  and the query rows), at least 2 MiB and at most 16 MiB (beyond, the passes measured
-  slower on the 260 MiB-L3 Xeon and the GEMM gains nothing).
+* :func:`score_tile_bytes` — bytes of one worker's GEMM output tile. The tile is written
+  by the GEMM and then read by the selection passes (offset, threshold compare, nonzero),
+  so it must stay in the last-level cache while the other workers' tiles and the blocks
+  they read are there too: the LLC divided by twice the number of workers, at least
+  2 MiB and at most 16 MiB (beyond, the passes measured slower on the 260 MiB-L3 Xeon and
+  the GEMM gains nothing).
 * :func:`database_block_rows` — database rows per block: the block's tile should hold
-  about 512 query rows (the GEMM's efficiency is flat from there: 133-142 GFLOP/s per core
-  from 512 to 2048 rows on the Xeon), a multiple of 512 (the floor's lanes) within
-  2048..16384.
-* :func:`selection_workers` — threads that run the selection passes of one tile in
-  parallel (numpy releases the GIL in its loops); the CPUs this process may use.
+  about 2048 query rows (a single-threaded GEMM of 512 inner dimensions ran at 138 GFLOP/s
+  with 512 rows and 147-154 GFLOP/s with 1024 to 2048 rows on the Xeon), a multiple of
+  512 (the floor's lanes) within 2048..16384.
+* :func:`selection_workers` — worker threads of the exact engine (each runs its own
+  single-threaded GEMMs and the selection of its own tiles); the CPUs this process may
+  use.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ __all__ = [
 _SYSFS = Path("/sys/devices/system/cpu/cpu0/cache")
 _KIB, _MIB = 2**10, 2**20
 _TILE_MIN, _TILE_MAX = 2 * _MIB, 16 * _MIB
-_TARGET_TILE_ROWS = 512
+_TARGET_TILE_ROWS = 2048
 _BLOCK_MIN, _BLOCK_MAX, _BLOCK_MULTIPLE = 2048, 16384, 512
 
 
@@ -100,14 +102,15 @@ def cache_sizes() -> CacheSizes:
     return _from_sysfs() or _from_sysconf() or _FALLBACK
 
 
-def _tile_bytes(sizes: CacheSizes) -> int:
-    return int(min(_TILE_MAX, max(_TILE_MIN, sizes.llc // 2)))
+def _tile_bytes(sizes: CacheSizes, workers: int = 1) -> int:
+    return int(min(_TILE_MAX, max(_TILE_MIN, sizes.llc // (2 * max(1, workers)))))
 
 
 @functools.cache
 def score_tile_bytes() -> int:
-    """Bytes of one GEMM score tile: half the last-level cache, within 2..16 MiB."""
-    return _tile_bytes(cache_sizes())
+    """Bytes of one worker's GEMM score tile: the last-level cache over twice the number
+    of workers, within 2..16 MiB."""
+    return _tile_bytes(cache_sizes(), selection_workers())
 
 
 def _block_rows(tile_bytes: int, itemsize: int) -> int:
@@ -118,7 +121,7 @@ def _block_rows(tile_bytes: int, itemsize: int) -> int:
 
 @functools.cache
 def database_block_rows() -> int:
-    """Database rows per block (8192 for a 16 MiB tile). Counted in float32 scores for
+    """Database rows per block (2048 for a 16 MiB tile). Counted in float32 scores for
     float64 inputs too, so both cut the database at the same rows."""
     return _block_rows(score_tile_bytes(), 4)
 

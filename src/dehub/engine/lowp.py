@@ -34,6 +34,7 @@ import numpy as np
 from .._progress import progress_bar
 from ._rows import row_blocks
 from .accel import bf16_matmul, import_torch
+from .exact import scored_by_gemv
 from .topk import select_topk
 
 __all__ = [
@@ -176,8 +177,9 @@ def bf16_search(
         return None
     # E_i bounds |t_b - t| for every pair of row i (docs/precision.md, Corollary 2)
     e_row = pair_bound(coef, qn, x_max, o_max)
-    # the fp32 engine's own blocks: which of its GEMM calls have a single query row
-    engine_plan = _EnginePlan.of(nq, nd, d, kk, memory_budget, dt, query_block, database_block)
+    # a one-query search is scored by one-row GEMM calls in the fp32 engine (rounded
+    # differently from its tiles): the re-score then uses one-row calls too
+    gemv = scored_by_gemv(nq)
     dev = torch.device(device)
     lanes = max(_LANES, 4 * kk)
     db_rows = database_block or max(lanes, (min(nd, 16384) // lanes) * lanes or lanes)
@@ -227,7 +229,7 @@ def bf16_search(
             final = vals >= thr[rows]
             rows_np = rows[final].cpu().numpy().astype(np.int64)
             cols_np = cols[final].cpu().numpy().astype(np.int64)
-            single = _engine_single_row_tiles(rows_np + qs.start, cols_np, engine_plan, nq, nd)
+            single = np.full(rows_np.size, gemv)
             v, i, n_gemm = _rescore(q_np, database, rows_np, cols_np, off, kk, dt, single)
             if stats is not None:
                 stats.n_candidates += int(rows_np.size)
@@ -266,49 +268,6 @@ def _threshold(torch: Any, lane_max: Any, k: int, two_e: Any) -> Any:
     thr32 = thr64.float()
     up = thr32.double() > thr64
     return torch.where(up, torch.nextafter(thr32, torch.full_like(thr32, -math.inf)), thr32)
-
-
-@dataclass(frozen=True)
-class _EnginePlan:
-    """The block and tile sizes :func:`~dehub.engine.exact.exact_search` uses (blocked path)."""
-
-    query_block: int
-    database_block: int
-    tile_bytes: int
-    itemsize: int
-
-    @classmethod
-    def of(cls, nq, nd, d, k, memory_budget, dt, query_block, database_block) -> _EnginePlan:
-        from .exact import plan_blocks
-        from .hardware import score_tile_bytes
-
-        plan = plan_blocks(
-            nq,
-            nd,
-            d,
-            k,
-            memory_budget=memory_budget,
-            itemsize=dt.itemsize,
-            query_block=query_block,
-            database_block=database_block,
-        )
-        tile_bytes = max(score_tile_bytes(), plan.database_block * dt.itemsize)
-        return cls(plan.query_block, plan.database_block, tile_bytes, dt.itemsize)
-
-
-def _engine_single_row_tiles(
-    rows: np.ndarray, cols: np.ndarray, p: _EnginePlan, nq: int, nd: int
-) -> np.ndarray:
-    """For each pair, whether the fp32 engine scored it in a one-row tile (a GEMV call,
-    whose rounding differs from its GEMM tiles)."""
-    qi = rows // p.query_block
-    n_qb = np.minimum(p.query_block, nq - qi * p.query_block)
-    local = rows - qi * p.query_block
-    bi = cols // p.database_block
-    n_b = np.minimum(p.database_block, nd - bi * p.database_block)
-    tile = np.maximum(1, np.minimum(n_qb, p.tile_bytes // (n_b * p.itemsize)))
-    t_rows = np.minimum(tile, n_qb - (local // tile) * tile)
-    return t_rows == 1
 
 
 _GEMV_MIN_COLS = 64  # GEMV tails round differently: pad single-row re-scores to this many

@@ -58,20 +58,30 @@ def _select_topk(w_v: np.ndarray, w_i: np.ndarray, k: int) -> tuple[np.ndarray, 
             np.pad(w_v, ((0, 0), (0, pad)), constant_values=-np.inf),
             np.pad(w_i, ((0, 0), (0, pad)), constant_values=-1),
         )
-    part = np.argpartition(w_v, width - k, axis=1)[:, width - k :]
-    v = np.take_along_axis(w_v, part, axis=1)
-    i = np.take_along_axis(w_i, part, axis=1)
-    kth = v.min(axis=1)
-    # Rows where an entry left out equals the k-th score: the choice among the tied
-    # entries must follow the id rule, so those rows are decided by a full lexsort.
-    n_ge = (w_v >= kth[:, None]).view(np.uint8).sum(axis=1, dtype=np.int64)
-    amb = (n_ge > k) & np.isfinite(kth)
-    if amb.any():
-        rows = np.flatnonzero(amb)
-        key_i = np.where(w_i[rows] < 0, _ID_PAD, w_i[rows])
-        o = np.lexsort((key_i, -w_v[rows]), axis=-1)[:, :k]
-        v[rows] = np.take_along_axis(w_v[rows], o, axis=1)
-        i[rows] = np.take_along_axis(w_i[rows], o, axis=1)
+    # The k-th value of each row from a partition of the values alone (about 5x cheaper
+    # than argpartition plus two gathers); rows where exactly k entries reach it are
+    # gathered through the mask, which keeps them in column order.
+    kth = np.partition(w_v, width - k, axis=1)[:, width - k]
+    ge = w_v >= kth[:, None]
+    n_ge = np.count_nonzero(ge, axis=1)
+    clean = n_ge == k
+    if clean.all():  # (2-D boolean indexing costs ~10x a flat take)
+        at = np.flatnonzero(ge)
+        return w_v.ravel()[at].reshape(n, k), w_i.ravel()[at].reshape(n, k)
+    v = np.empty((n, k), dtype=w_v.dtype)
+    i = np.empty((n, k), dtype=w_i.dtype)
+    if clean.any():
+        rows = np.flatnonzero(clean)
+        at = np.flatnonzero(ge[rows])
+        v[rows] = w_v[rows].ravel()[at].reshape(-1, k)
+        i[rows] = w_i[rows].ravel()[at].reshape(-1, k)
+    # Rows where an entry left out equals the k-th score (ties, or -inf padding): the
+    # choice among the tied entries must follow the id rule, so a full lexsort decides.
+    rows = np.flatnonzero(~clean)
+    key_i = np.where(w_i[rows] < 0, _ID_PAD, w_i[rows])
+    o = np.lexsort((key_i, -w_v[rows]), axis=-1)[:, :k]
+    v[rows] = np.take_along_axis(w_v[rows], o, axis=1)
+    i[rows] = np.take_along_axis(w_i[rows], o, axis=1)
     return v, i
 
 
@@ -287,9 +297,9 @@ class RunningTopK:
         if rows.size:
             starts = np.cumsum(counts) - counts
             rel = rows - row_offset
-            pos = self.fill[rows] + (np.arange(rows.size) - starts[rel])
-            self.buf_v[rows, pos] = vals
-            self.buf_i[rows, pos] = ids
+            at = rows * self.cap + self.fill[rows] + (np.arange(rows.size) - starts[rel])
+            self.buf_v.reshape(-1)[at] = vals  # flat positions: ~2x cheaper than (rows, pos)
+            self.buf_i.reshape(-1)[at] = ids
             self.fill[rsl] += counts
         # Refresh the threshold of rows that buffered at least k candidates (a merge then
         # raises it noticeably and costs about two entries per candidate), and of rows

@@ -83,6 +83,8 @@ def plan_blocks(
         raise ValueError(f"memory_budget must be a positive number of bytes; received {memory_budget}")
     cap = max(2 * k, 64)
     db = database_block or min(n_database, max(database_block_rows(), k))
+    if database_block is None and n_database * itemsize * _ONE_BLOCK_TILE_ROWS <= score_tile_bytes():
+        db = n_database  # the whole database in one block: one selection per tile, no merges
     db = max(1, min(db, n_database))
     topk_row = dim * itemsize + (k + cap) * (itemsize + 8)
     if database_block is None and query_block is None:
@@ -284,6 +286,7 @@ def _plan_parts(
         return None
 
 
+_ONE_BLOCK_TILE_ROWS = 512  # a database whose tile still holds this many rows is one block
 _MIN_SPLIT_ROWS = 128  # query rows per worker below which the database is split instead
 
 
@@ -359,6 +362,29 @@ class _Blocked:
             out_v[qs], out_i[qs] = self._query_block(qb, k, db_blocks, buf, mask, floor_j)
         return out_v, out_i
 
+    def _one_block(self, qb: np.ndarray, k: int, ds: slice, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A query block against a database that is one block: each tile's top-k at once
+        (:func:`~dehub.engine.topk.select_topk`), no running state to merge."""
+        dt = self.dt
+        xb = np.asarray(self.database[ds], dtype=dt)
+        off_b = None if self.off is None else self.off[ds]
+        out_v = np.empty((qb.shape[0], k), dtype=dt)
+        out_i = np.empty((qb.shape[0], k), dtype=np.int64)
+        tile = max(1, min(qb.shape[0], self.tile_bytes // (xb.shape[0] * dt.itemsize)))
+        for ts in even_blocks(qb.shape[0], tile):
+            q = qb[ts]
+            s = buf[: q.shape[0] * xb.shape[0]].reshape(q.shape[0], xb.shape[0])
+            np.matmul(q, xb.T, out=s)
+            if off_b is not None:
+                np.subtract(s, off_b, out=s)
+            out_v[ts], out_i[ts] = select_topk(s, k)
+        if ds.start:
+            out_i += ds.start
+        if self.bar is not None:
+            with self._bar_lock:
+                self.bar.update(1)
+        return out_v, out_i
+
     def _query_block(
         self,
         qb: np.ndarray,
@@ -369,6 +395,8 @@ class _Blocked:
         floor_j: int | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         dt = self.dt
+        if len(db_blocks) == 1 and floor_j is None:
+            return self._one_block(qb, k, db_blocks[0], buf)
         top = RunningTopK(qb.shape[0], k, score_dtype=dt, floor=floor_j is not None)
         for ds in db_blocks:
             xb = np.asarray(self.database[ds], dtype=dt)

@@ -66,14 +66,3 @@ def test_exact_search_random_blocks_and_ties(seed, nq, nd, d, k, qb, db, levels)
     s, i = exact_search(q, x, k, query_block=qb, database_block=db)
     rv, ri = ref_topk(ref_scores(q, x), k)
     assert_topk_match(s, i, rv, ri, atol=0, exact_ties=True)
-
-
-@pytest.mark.parametrize("n", [0, 5, 63, 64, 1001, 65536 + 3])
-@pytest.mark.parametrize("p", [0.0, 0.001, 0.02, 0.6, 1.0])
-def test_sparse_flatnonzero_equals_flatnonzero(rng, n, p):
-    from dehub.engine.topk import sparse_flatnonzero
-
-    m = rng.random(n) < p
-    np.testing.assert_array_equal(sparse_flatnonzero(m), np.flatnonzero(m))
-    if n > 16:  # a non-contiguous view takes the plain path
-        np.testing.assert_array_equal(sparse_flatnonzero(m[::2]), np.flatnonzero(m[::2]))

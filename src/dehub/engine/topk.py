@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import DTypeLike
 
-__all__ = ["RunningTopK", "merge_topk", "lane_lower_bound", "select_topk", "sparse_flatnonzero"]
+__all__ = ["RunningTopK", "merge_topk", "lane_lower_bound", "select_topk"]
 
 
 _ID_PAD = np.iinfo(np.int64).max  # sorts after every real id
@@ -119,7 +119,7 @@ def select_topk(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> tu
     if ids is not None:
         mask &= ids >= 0
     # flatnonzero has numpy's fast 1-D loop; 2-D nonzero costs ~10x more per entry
-    rows, c = np.divmod(sparse_flatnonzero(mask.reshape(-1)), width)
+    rows, c = np.divmod(np.flatnonzero(mask), width)
     counts = np.bincount(rows, minlength=n)
     m = max(int(counts.max()), 1)
     pos = np.arange(rows.size) - np.repeat(np.cumsum(counts) - counts, counts)
@@ -130,24 +130,6 @@ def select_topk(scores: np.ndarray, k: int, ids: np.ndarray | None = None) -> tu
     v, i = _sort_rows(*_select_topk(sv, si, k))
     i[np.isneginf(v)] = -1  # -inf is padding, as in RunningTopK
     return v, i
-
-
-def sparse_flatnonzero(mask: np.ndarray) -> np.ndarray:
-    """``np.flatnonzero`` of a 1-D boolean mask with few true entries, in about 60% of
-    its time: the mask is read as 8-byte words, and only the non-zero words are expanded."""
-    n = mask.size
-    n8 = n - n % 8
-    if n8 < 64 or not mask.flags.c_contiguous:
-        return np.flatnonzero(mask)
-    words = mask[:n8].view(np.uint64)
-    hit = np.flatnonzero(words != 0)  # words holding a true byte (nonzero of uint64 is slow)
-    if hit.size * 4 > words.size:  # dense: the plain scan is cheaper
-        return np.flatnonzero(mask)
-    inner = np.flatnonzero(mask[:n8].reshape(-1, 8)[hit])
-    out = hit[inner >> 3] * 8 + (inner & 7)
-    if n8 < n:
-        out = np.concatenate([out, n8 + np.flatnonzero(mask[n8:])])
-    return out
 
 
 def lane_lower_bound(scores: np.ndarray, j: int, lanes: int) -> np.ndarray:
@@ -296,7 +278,7 @@ class RunningTopK:
             mask = self._mask
         mask = mask[: scores.size].reshape(nr, nb)
         np.greater(scores, thr[:, None], out=mask)
-        flat = sparse_flatnonzero(mask.reshape(-1))
+        flat = np.flatnonzero(mask)
         if flat.size == 0:
             return
         rows = flat // nb + row_offset

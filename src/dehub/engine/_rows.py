@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
 
-__all__ = ["row_blocks", "even_blocks", "read_rows", "take_rows"]
+__all__ = ["row_blocks", "even_blocks", "read_rows", "take_rows", "row_length_buffers"]
 
 
 def row_blocks(n: int, step: int) -> Iterator[slice]:
@@ -44,3 +45,22 @@ def even_blocks(n: int, cap: int) -> Iterator[slice]:
         stop = start + base + (1 if p < extra else 0)
         yield slice(start, stop)
         start = stop
+
+
+@contextmanager
+def row_length_buffers(size: int = 256) -> Iterator[None]:
+    """Keep numpy's ufunc buffer no longer than the rows of a score tile, in this thread.
+
+    When one operand broadcasts along the rows (a per-row threshold ``thr[:, None]``, a
+    per-column offset), numpy's iterator copies rows shorter than its buffer (8192
+    elements by default) through the buffer: a threshold compare on 2048-column tiles
+    then costs 0.33 instead of 0.19 ns per score, a subtraction 0.25 instead of 0.17
+    (measured on the Xeon, numpy 2.4). A buffer no longer than the rows keeps the direct
+    loops. numpy keeps the setting per thread (per context since numpy 2.0); it is
+    restored on exit.
+    """
+    old = np.setbufsize(size)
+    try:
+        yield
+    finally:
+        np.setbufsize(old)

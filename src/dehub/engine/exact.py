@@ -43,7 +43,7 @@ import numpy as np
 from .._progress import progress_bar
 from .._validation import compute_dtype
 from ._blas import single_threaded_blas
-from ._rows import even_blocks
+from ._rows import even_blocks, row_length_buffers
 from .hardware import database_block_rows, score_tile_bytes, selection_workers
 from .topk import RunningTopK, lane_lower_bound, merge_topk, select_topk
 
@@ -357,9 +357,10 @@ class _Blocked:
         mask = np.empty(buf.size, dtype=bool)
         out_v = np.empty((rows.stop - rows.start, k), dtype=dt)
         out_i = np.empty(out_v.shape, dtype=np.int64)
-        for qs in even_blocks(rows.stop - rows.start, plan.query_block):
-            qb = np.asarray(self.queries[rows.start + qs.start : rows.start + qs.stop], dtype=dt)
-            out_v[qs], out_i[qs] = self._query_block(qb, k, db_blocks, buf, mask, floor_j)
+        with row_length_buffers():
+            for qs in even_blocks(rows.stop - rows.start, plan.query_block):
+                qb = np.asarray(self.queries[rows.start + qs.start : rows.start + qs.stop], dtype=dt)
+                out_v[qs], out_i[qs] = self._query_block(qb, k, db_blocks, buf, mask, floor_j)
         return out_v, out_i
 
     def _one_block(self, qb: np.ndarray, k: int, ds: slice, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -94,17 +94,17 @@ def test_cache_sizes_from_sysfs_layout(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("llc", "workers", "tile", "block"),
+    ("llc", "workers", "l2", "tile", "block"),
     [
-        (32 * 2**20, 1, 16 * 2**20, 2048),
-        (32 * 2**20, 2, 8 * 2**20, 2048),  # AMD EPYC (32 MiB L3), 2 workers
-        (260 * 2**20, 2, 16 * 2**20, 2048),  # the 260 MiB-L3 Xeon
-        (6 * 2**20, 1, 3 * 2**20, 2048),
-        (2**20, 4, 2 * 2**20, 2048),
+        (64 * 2**20, 1, 8 * 2**20, 16 * 2**20, 2048),  # a big L2: the 16 MiB cap
+        (32 * 2**20, 2, 2**19, 2 * 2**20, 2048),  # AMD EPYC (512 KiB L2, 32 MiB L3), 2 workers
+        (260 * 2**20, 2, 2 * 2**20, 8 * 2**20, 2048),  # the Xeon (2 MiB L2, 260 MiB L3)
+        (6 * 2**20, 1, 4 * 2**20, 3 * 2**20, 2048),
+        (2**20, 4, 2**18, 2 * 2**20, 2048),
     ],
 )
-def test_derived_sizes(llc, workers, tile, block):
-    sizes = hardware.CacheSizes(32 * 2**10, 2**20, llc, "test")
+def test_derived_sizes(llc, workers, l2, tile, block):
+    sizes = hardware.CacheSizes(32 * 2**10, l2, llc, "test")
     assert hardware._tile_bytes(sizes, workers) == tile
     assert hardware._block_rows(tile, 4) == block
     assert block % 512 == 0

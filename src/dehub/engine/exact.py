@@ -17,8 +17,8 @@ single-threaded BLAS (:mod:`dehub.engine._blas`): enough queries are cut into co
 query ranges, few queries against a large database into database ranges whose results
 are merged. Each worker runs its own GEMMs and the selection of its own score tiles while
 they are in cache, so the cores never wait for one another between a GEMM and its
-selection (numpy releases the GIL in both). The score tile is the last-level cache over
-twice the workers (2..16 MiB), the database block holds about 2048 query rows per tile,
+selection (numpy releases the GIL in both). The score tile is four times the core's L2, at most
+the last-level cache over twice the workers (2..16 MiB), the database block holds about 2048 query rows per tile,
 and the floor's first block is wider (8192 columns). Every GEMM call has at least two rows
 and the last database block at least 256 columns (:func:`scored_by_gemv`), so a score's
 bits do not depend on how the work was cut.
@@ -286,7 +286,7 @@ def _plan_parts(
         return None
 
 
-_ONE_BLOCK_TILE_ROWS = 512  # a database whose tile still holds this many rows is one block
+_ONE_BLOCK_TILE_ROWS = 256  # a database whose tile still holds this many rows is one block
 _MIN_SPLIT_ROWS = 128  # query rows per worker below which the database is split instead
 
 

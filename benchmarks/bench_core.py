@@ -139,6 +139,7 @@ def child(step: str, data: Path, k: int, top: int, alpha: float, repeats: int, b
 
 def machine() -> dict:
     """CPU model, caches, load (dehub.engine.hardware) and the block sizes derived from them."""
+    from dehub.engine._blas import blas_controllable
     from dehub.engine.hardware import (
         database_block_rows,
         describe_machine,
@@ -151,6 +152,7 @@ def machine() -> dict:
         "score_tile_bytes": score_tile_bytes(),
         "database_block_rows": database_block_rows(),
         "selection_workers": selection_workers(),
+        "single_threaded_blas_workers": blas_controllable(),
     }
 
 

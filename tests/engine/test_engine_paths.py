@@ -211,3 +211,19 @@ def test_single_threaded_blas_nests_and_restores():
             assert all(lib.num_threads == 1 for lib in ctl.lib_controllers)
         assert all(lib.num_threads == 1 for lib in ctl.lib_controllers)  # still one search inside
     assert [lib.num_threads for lib in ctl.lib_controllers] == before
+
+
+def test_row_length_buffers_is_restored_and_per_thread():
+    import threading
+
+    from dehub.engine._rows import row_length_buffers
+
+    before = np.getbufsize()
+    seen = []
+    with row_length_buffers(256):
+        assert np.getbufsize() == 256
+        t = threading.Thread(target=lambda: seen.append(np.getbufsize()))
+        t.start()
+        t.join()
+    assert np.getbufsize() == before
+    assert seen == [before]  # another thread keeps its own setting

@@ -201,6 +201,34 @@ def test_nnn_bias_and_corrected_search_in_bf16():
         dehub.NNN(precision="fp8").fit(g, r)
 
 
+@pytest.mark.parametrize("method", ["nnn", "robust_nnn"])
+def test_sweep_in_bf16_equals_fp32(method, monkeypatch):
+    """The validation sweep with precision="bf16": every setting's fit runs through the
+    bf16 pass, and the table equals the fp32 sweep's (the shared validation scores are one
+    fp32 GEMM in both)."""
+    pytest.importorskip("torch")
+    from dehub import Relevance
+    from dehub.datasets import RetrievalTask
+    from dehub.evaluation import sweep
+    from dehub.methods import get_method
+
+    g, r = _data("clustered", 700, 3000, 32, seed=23)
+    q = _unit(g + 0.4 * np.random.default_rng(24).standard_normal(g.shape).astype(np.float32))
+    task = RetrievalTask("val", q, g, Relevance.from_pairs(np.arange(700), np.arange(700), 700, 700))
+    grid = {"k": [4, 16, 64], "alpha": [0.25, 0.75, 1.0]}
+    a = sweep(get_method(method), task, r, grid=grid, normalize="none")
+    import dehub.engine.lowp as lowp
+
+    calls = []
+    real = lowp.bf16_search
+    monkeypatch.setattr(lowp, "bf16_search", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    b = sweep(get_method(method, precision="bf16"), task, r, grid=grid, normalize="none")
+    assert calls  # the fits went through the bf16 pass
+    assert len(a.table) == 9
+    assert b.table == a.table
+    assert b.best_params == a.best_params and b.best_metrics == a.best_metrics
+
+
 def test_device_path_on_cpu_tensors_and_device_errors():
     """The device code path (torch tensors on ``device``, database streamed in blocks
     under the budget) run on CPU tensors; a CUDA device that is not there is an error."""

@@ -42,7 +42,7 @@ import numpy as np
 
 from .._progress import progress_bar
 from .._validation import compute_dtype
-from ._blas import single_threaded_blas
+from ._blas import blas_controllable, single_threaded_blas
 from ._rows import even_blocks, row_length_buffers
 from .hardware import database_block_rows, score_tile_bytes, selection_workers
 from .topk import RunningTopK, lane_lower_bound, merge_topk, select_topk
@@ -224,22 +224,23 @@ def exact_search(
             v, i = _dense_search(queries, database, kk, off, dt, pool, workers)
         out_v[:, :kk], out_i[:, :kk] = v, i
         return out_v, out_i
-    with single_threaded_blas() if workers > 1 else nullcontext(False) as blas_single:
-        parts = _split(nq, nd, workers if blas_single else 1, database_block or database_block_rows())
-        plan = _plan_parts(parts, d, kk, memory_budget, dt, query_block, database_block)
-        if plan is None:  # the budget does not fit a worker each: one worker, whole budget
-            parts = _split(nq, nd, 1, 1)
-            plan = plan_blocks(
-                nq,
-                nd,
-                d,
-                kk,
-                memory_budget=memory_budget,
-                itemsize=dt.itemsize,
-                query_block=query_block,
-                database_block=database_block,
-            )
-        by_database = parts[0][0] == "database"
+    parts = _split(nq, nd, workers if blas_controllable() else 1, database_block or database_block_rows())
+    plan = _plan_parts(parts, d, kk, memory_budget, dt, query_block, database_block)
+    if plan is None:  # the budget does not fit a worker each: one worker, whole budget
+        parts = _split(nq, nd, 1, 1)
+        plan = plan_blocks(
+            nq,
+            nd,
+            d,
+            kk,
+            memory_budget=memory_budget,
+            itemsize=dt.itemsize,
+            query_block=query_block,
+            database_block=database_block,
+        )
+    by_database = parts[0][0] == "database"
+    # one worker keeps BLAS's own threads; several get one BLAS thread each
+    with single_threaded_blas() if len(parts) > 1 else nullcontext(False):
         job = _Blocked(queries, database, kk, off, dt, plan, _floor)
         label = progress if isinstance(progress, str) else "search"
         total = sum(job.n_steps(rows, cols) for _, rows, cols in parts)

@@ -18,10 +18,11 @@ import numpy as np
 
 from .._progress import progress_bar
 from ._rows import read_rows, row_blocks, take_rows
+from ._workers import SEQUENTIAL, Workers, parallel_scope
 from .kmeans import spherical_kmeans, train_quantizer
 from .reference import ReferenceIndex
 from .settings import TRAIN_PER_LIST, EngineParams
-from .topk import lane_lower_bound, select_topk
+from .topk import select_topk
 
 __all__ = ["IVFIndex", "spherical_kmeans", "train_coarse", "probe_lists", "BUILD_BLOCK_ROWS"]
 
@@ -52,14 +53,20 @@ def train_coarse(
     rng = np.random.default_rng(params.seed)
     sample_rows = np.sort(rng.choice(n, size=train_n, replace=False))
     sample = take_rows(database, sample_rows)
-    quantizer = train_quantizer(sample, nlist, params.niter, params.seed, params.assign_dim)
-    t1 = time.perf_counter()
     assign = np.empty(n, dtype=np.int64)
-    with progress_bar(
-        total=-(-n // BUILD_BLOCK_ROWS), desc=f"{label}: assign", enable=bool(progress), unit="block"
-    ) as bar:
-        for sl in row_blocks(n, BUILD_BLOCK_ROWS):
-            assign[sl] = quantizer.assign(read_rows(database, sl))
+    with (
+        parallel_scope() as workers,
+        progress_bar(
+            total=-(-n // BUILD_BLOCK_ROWS), desc=f"{label}: assign", enable=bool(progress), unit="block"
+        ) as bar,
+    ):
+        quantizer = train_quantizer(sample, nlist, params.niter, params.seed, params.assign_dim, workers)
+        t1 = time.perf_counter()
+        for big in row_blocks(n, BUILD_BLOCK_ROWS):
+            block = read_rows(database, big)
+            assign[big] = np.concatenate(
+                workers.map(lambda sl: quantizer.assign(block[sl]), workers.split(block.shape[0]))
+            )
             bar.update(1)
     if timings is not None:
         timings["train"] = t1 - t0
@@ -67,16 +74,39 @@ def train_coarse(
     return quantizer.centroids, assign, sample
 
 
-def probe_lists(q: np.ndarray, centroids: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+def probe_lists(
+    q: np.ndarray, centroids: np.ndarray, nprobe: int, *, workers: Workers = SEQUENTIAL
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``nprobe`` nearest lists of every query, best first: ``(scores, list ids)``
-    (in blocks of queries, so the coarse score matrix stays a few MiB)."""
+    (in blocks of queries, so the coarse score matrix stays a few MiB; on the worker
+    threads when given)."""
     nprobe = min(int(nprobe), centroids.shape[0])
     v = np.empty((q.shape[0], nprobe), dtype=np.float32)
     i = np.empty((q.shape[0], nprobe), dtype=np.int64)
     step = max(256, _PROBE_BLOCK_BYTES // (4 * centroids.shape[0]))
-    for sl in row_blocks(q.shape[0], step):
+
+    def one(sl: slice) -> None:
         v[sl], i[sl] = select_topk(q[sl] @ centroids.T, nprobe)
+
+    workers.map(one, list(row_blocks(q.shape[0], min(step, -(-q.shape[0] // workers.n) or 1))))
     return v, i
+
+
+def _row_topk_mask(scores: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of exactly ``k`` entries per row (``k < n_columns``): the row's k
+    largest, and among entries tied at the k-th value the leftmost (columns are in id
+    order within a list, so this is the engine's tie rule)."""
+    width = scores.shape[1]
+    kth = np.partition(scores, width - k, axis=1)[:, width - k]
+    mask = scores >= kth[:, None]
+    over = np.flatnonzero(mask.sum(axis=1) > k)
+    if over.size:  # ties at the k-th value: keep the first ones, left to right
+        sub = scores[over]
+        above = sub > kth[over, None]
+        tied = sub == kth[over, None]
+        need = k - above.sum(axis=1)
+        mask[over] = above | (tied & (np.cumsum(tied, axis=1) <= need[:, None]))
+    return mask
 
 
 def _gatherable(database: Any) -> bool:
@@ -86,38 +116,11 @@ def _gatherable(database: Any) -> bool:
 
 
 def _gather(database: Any, rows: np.ndarray) -> np.ndarray:
-    """Rows of the database in the given order, float32 (one fancy-indexing copy for an
-    array or memmap; :func:`~dehub.engine._rows.take_rows` for a sharded view)."""
+    """Rows of the database in the given order, float32 (fancy indexing for an array or
+    memmap; :func:`~dehub.engine._rows.take_rows` for a sharded view)."""
     if hasattr(database, "take_rows"):
         return take_rows(database, rows)
     return np.asarray(database[rows], dtype=np.float32)
-
-
-def _kth_lower_bound(scores: np.ndarray, k: int) -> np.ndarray:
-    """A lower bound of every row's k-th largest score (``k < n_columns``): the k-th
-    largest itself (``np.partition``), or on rows of ``8k`` columns or more the cheaper
-    bound of :func:`~dehub.engine.topk.lane_lower_bound` with ``4k`` lanes."""
-    width = scores.shape[1]
-    if width >= 8 * k:
-        return lane_lower_bound(scores, k, 4 * k)
-    return np.partition(scores, width - k, axis=1)[:, width - k]
-
-
-def _pack_rows(
-    n_rows: int, rows: list[np.ndarray], vals: list[np.ndarray], ids: list[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Entries ``(row, value, id)`` gathered into a padded candidate matrix (n_rows, width)."""
-    sq = np.concatenate(rows) if rows else np.empty(0, np.int64)
-    counts = np.bincount(sq, minlength=n_rows)
-    width = max(int(counts.max()) if n_rows else 0, 1)
-    cand_v = np.full((n_rows, width), -np.inf, dtype=np.float32)
-    cand_i = np.full((n_rows, width), -1, dtype=np.int64)
-    if sq.size:
-        order = np.argsort(sq, kind="stable")
-        pos = np.arange(sq.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        cand_v[sq[order], pos] = np.concatenate(vals)[order]
-        cand_i[sq[order], pos] = np.concatenate(ids)[order]
-    return cand_v, cand_i
 
 
 class IVFIndex(ReferenceIndex):
@@ -201,33 +204,48 @@ class IVFIndex(ReferenceIndex):
         """IVF top-k candidates of a query batch, by list: one GEMM per probed list.
 
         The queries probing a list are scored against it together (``q[those] @
-        list.T``), and of each query's scores only the entries at or above a lower bound
-        of its k-th score in that list are kept (:func:`_kth_lower_bound`; ties kept), so
-        every entry of the query's top-k over its probed lists is a candidate and the
-        final selection applies the id rule to all of them.
+        list.T``) and each keeps its top-k of that list (:func:`_row_topk_mask`: by score,
+        then by row id on ties, as the final selection orders them). An entry of a
+        query's top-k over all its probed lists is in the top-k of its own list, so the
+        ``(nq, nprobe * k)`` candidate matrix holds the whole answer. Lists are scanned
+        on every core (:mod:`dehub.engine._workers`), each writing its own cells.
         """
         nprobe = min(int(params.nprobe), self.centroids.shape[0])
-        _, probe = probe_lists(q, self.centroids, nprobe)
         nq = q.shape[0]
-        keep_q: list[np.ndarray] = []
-        keep_v: list[np.ndarray] = []
-        keep_i: list[np.ndarray] = []
-        for lst, qs in self._queries_by_list(probe):
+        cand_v = np.full((nq * nprobe, k), -np.inf, dtype=np.float32)
+        cand_i = np.full((nq * nprobe, k), -1, dtype=np.int64)
+        with parallel_scope() as workers:
+            _, probe = probe_lists(q, self.centroids, nprobe, workers=workers)
+            items = list(self._queries_by_list(probe))
+            parts = [items[j :: workers.n] for j in range(workers.n)]
+            workers.map(lambda part: self._scan(q, k, part, cand_v, cand_i), parts)
+        return cand_v.reshape(nq, nprobe * k), cand_i.reshape(nq, nprobe * k)
+
+    def _scan(
+        self,
+        q: np.ndarray,
+        k: int,
+        items: list[tuple[int, np.ndarray, np.ndarray]],
+        cand_v: np.ndarray,
+        cand_i: np.ndarray,
+    ) -> None:
+        """Score some ``(list, queries, candidate cells)`` triples; write each query's
+        top-k of the list into its cell of ``cand_v``/``cand_i`` (``(nq * nprobe, k)``)."""
+        for lst, qs, cells in items:
             lo, hi = int(self.list_bounds[lst]), int(self.list_bounds[lst + 1])
             scores = q[qs] @ self._list_vectors(lo, hi).T
-            if hi - lo > k:
-                r, c = np.divmod(np.flatnonzero(scores >= _kth_lower_bound(scores, k)[:, None]), hi - lo)
-                keep_q.append(qs[r])
-                keep_v.append(scores[r, c])
-                keep_i.append(self.list_rows[lo + c])
-            else:
-                keep_q.append(np.repeat(qs, hi - lo))
-                keep_v.append(scores.ravel())
-                keep_i.append(np.tile(self.list_rows[lo:hi], qs.size))
-        return _pack_rows(nq, keep_q, keep_v, keep_i)
+            rows = self.list_rows[lo:hi]
+            if hi - lo <= k:
+                cand_v[cells, : hi - lo] = scores
+                cand_i[cells, : hi - lo] = rows
+                continue
+            mask = _row_topk_mask(scores, k)
+            cand_v[cells] = scores[mask].reshape(-1, k)
+            cand_i[cells] = rows[np.flatnonzero(mask) % (hi - lo)].reshape(-1, k)
 
-    def _queries_by_list(self, probe: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
-        """``(list, the query rows that probe it)`` for every non-empty list probed."""
+    def _queries_by_list(self, probe: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(list, the query rows that probe it, their candidate cells)`` for every
+        non-empty list probed; cell ``q * nprobe + slot`` is query ``q``'s ``slot``-th probe."""
         flat = probe.ravel()
         if flat.size == 0:
             return
@@ -237,11 +255,12 @@ class IVFIndex(ReferenceIndex):
         cuts = np.searchsorted(flat[order], np.arange(nlist + 1))
         sizes = np.diff(self.list_bounds)
         for lst in np.flatnonzero((cuts[1:] > cuts[:-1]) & (sizes > 0)):
-            yield int(lst), qrow[cuts[lst] : cuts[lst + 1]]
+            a, b = cuts[lst], cuts[lst + 1]
+            yield int(lst), qrow[a:b], order[a:b]
 
     def _batch_rows(self, params: EngineParams) -> int:
-        # Per query row: the row itself, its probed list ids, and the entries kept per
-        # probed list (k or a few more at or above the bound; budget 64 of 12 bytes each).
+        # Per query row: the row itself, its probed list ids and the candidate cells
+        # (nprobe * k entries of 12 bytes; budget k = 64) plus the final selection's copy.
         nprobe = min(int(params.nprobe), self.centroids.shape[0])
-        per_row = 4 * self.d + 24 * nprobe + 64 * 12 * nprobe
+        per_row = 4 * self.d + 24 * nprobe + 2 * 64 * 12 * nprobe
         return max(1, min(int(params.batch_size), int(params.memory_budget) // per_row))

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._workers import SEQUENTIAL, Workers
+
 __all__ = ["spherical_kmeans", "CoarseQuantizer", "train_quantizer", "choose_window", "default_assign_dim"]
 
 
@@ -31,7 +33,9 @@ def default_assign_dim(d: int) -> int:
     return d // 2 if d >= 256 else d
 
 
-def spherical_kmeans(sample: np.ndarray, nlist: int, niter: int, seed: int = 0) -> np.ndarray:
+def spherical_kmeans(
+    sample: np.ndarray, nlist: int, niter: int, seed: int = 0, workers: Workers = SEQUENTIAL
+) -> np.ndarray:
     """Centroids (nlist, d) float32, unit norm, of ``sample`` under inner product.
 
     Initial centroids are ``nlist`` distinct sample rows; Lloyd iterations assign by one
@@ -45,15 +49,25 @@ def spherical_kmeans(sample: np.ndarray, nlist: int, niter: int, seed: int = 0) 
     rng = np.random.default_rng(seed)
     cent = _normalized(x[rng.choice(n, size=nlist, replace=False)])
     for _ in range(max(1, int(niter))):
-        sims = x @ cent.T
-        labels = sims.argmax(axis=1)
+        labels, best = _nearest(x, cent, workers)
         sums = _cluster_sums(x, labels, nlist)
         empty = np.flatnonzero(np.bincount(labels, minlength=nlist) == 0)
         if empty.size:
-            best = np.take_along_axis(sims, labels[:, None], axis=1)[:, 0]
             sums[empty] = x[np.argsort(best)[: empty.size]]
         cent = _normalized(sums)
     return cent
+
+
+def _nearest(x: np.ndarray, cent: np.ndarray, workers: Workers) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of every row and its score, rows split across the workers."""
+
+    def one(sl: slice) -> tuple[np.ndarray, np.ndarray]:
+        sims = x[sl] @ cent.T
+        lab = sims.argmax(axis=1)
+        return lab, np.take_along_axis(sims, lab[:, None], axis=1)[:, 0]
+
+    found = workers.map(one, workers.split(x.shape[0]))
+    return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
 
 
 def _normalized(rows: np.ndarray) -> np.ndarray:
@@ -106,7 +120,12 @@ def choose_window(sample: np.ndarray, centroids: np.ndarray, width: int) -> int:
 
 
 def train_quantizer(
-    sample: np.ndarray, nlist: int, niter: int, seed: int = 0, assign_dim: int | None = None
+    sample: np.ndarray,
+    nlist: int,
+    niter: int,
+    seed: int = 0,
+    assign_dim: int | None = None,
+    workers: Workers = SEQUENTIAL,
 ) -> CoarseQuantizer:
     """Spherical k-means with ``nlist`` lists on a window of ``assign_dim`` coordinates.
 
@@ -122,13 +141,13 @@ def train_quantizer(
     if not 1 <= width <= d:
         raise ValueError(f"assign_dim must be in 1..d={d}; received {assign_dim}")
     if width == d:
-        cent = spherical_kmeans(x, nlist, niter, seed)
+        cent = spherical_kmeans(x, nlist, niter, seed, workers)
         return CoarseQuantizer(cent, cent, 0, d)
     seeds = _normalized(x[np.random.default_rng(seed).choice(n, size=nlist, replace=False)])
     lo = choose_window(x, seeds, width)
     win = np.ascontiguousarray(x[:, lo : lo + width])
-    cw = spherical_kmeans(win, nlist, niter, seed)
-    labels = (win @ cw.T).argmax(axis=1)
+    cw = spherical_kmeans(win, nlist, niter, seed, workers)
+    labels, _ = _nearest(win, cw, workers)
     sums = _cluster_sums(x, labels, nlist)
     empty = np.flatnonzero(np.bincount(labels, minlength=nlist) == 0)
     if empty.size:  # clusters left empty by the final assignment keep their window centroid

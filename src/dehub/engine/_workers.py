@@ -23,6 +23,10 @@ from .hardware import selection_workers
 
 __all__ = ["Workers", "SEQUENTIAL", "parallel_scope"]
 
+SCORE_BLOCK_ROWS = 2048  # rows scored at a time against the centroids: the score block
+# (2048 x nlist floats) stays in cache for the argmax (measured 0.068 s for 118k x 128 x 512
+# in 2,048-row blocks vs 0.090 s in two halves)
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -48,9 +52,10 @@ class Workers:
             return [fn(p) for p in parts]
         return list(self.pool.map(fn, parts))
 
-    def split(self, n_rows: int) -> list[slice]:
-        """``0..n_rows`` cut into one contiguous slice per worker (fewer if rows are few)."""
-        step = max(1, -(-n_rows // self.n))
+    def split(self, n_rows: int, rows: int = SCORE_BLOCK_ROWS) -> list[slice]:
+        """``0..n_rows`` cut into contiguous slices of at most ``rows`` rows, at least one
+        per worker (fewer if rows are few)."""
+        step = max(1, min(int(rows), -(-n_rows // self.n)))
         return [slice(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
 
 

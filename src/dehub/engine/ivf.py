@@ -52,7 +52,7 @@ def train_coarse(
     t0 = time.perf_counter()
     rng = np.random.default_rng(params.seed)
     sample_rows = np.sort(rng.choice(n, size=train_n, replace=False))
-    sample = take_rows(database, sample_rows)
+    sample = _gather(database, sample_rows)
     assign = np.empty(n, dtype=np.int64)
     with (
         parallel_scope() as workers,
@@ -64,9 +64,11 @@ def train_coarse(
         t1 = time.perf_counter()
         for big in row_blocks(n, BUILD_BLOCK_ROWS):
             block = read_rows(database, big)
-            assign[big] = np.concatenate(
-                workers.map(lambda sl: quantizer.assign(block[sl]), workers.split(block.shape[0]))
-            )
+
+            def one(sl: slice, block: np.ndarray = block, start: int = big.start) -> None:
+                assign[start + sl.start : start + sl.stop] = quantizer.assign(block[sl])
+
+            workers.map(one, workers.split(block.shape[0]))
             bar.update(1)
     if timings is not None:
         timings["train"] = t1 - t0
@@ -88,7 +90,7 @@ def probe_lists(
     def one(sl: slice) -> None:
         v[sl], i[sl] = select_topk(q[sl] @ centroids.T, nprobe)
 
-    workers.map(one, list(row_blocks(q.shape[0], min(step, -(-q.shape[0] // workers.n) or 1))))
+    workers.map(one, workers.split(q.shape[0], step))
     return v, i
 
 

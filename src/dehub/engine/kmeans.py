@@ -29,8 +29,9 @@ __all__ = ["spherical_kmeans", "CoarseQuantizer", "train_quantizer", "choose_win
 
 
 def default_assign_dim(d: int) -> int:
-    """Coordinates the assignment scores on by default: ``d // 2`` from ``d = 256`` on, else ``d``."""
-    return d // 2 if d >= 256 else d
+    """Coordinates the assignment scores on by default: ``d // 4``, at least 128 (all of
+    ``d`` below 128)."""
+    return min(d, max(128, d // 4))
 
 
 def spherical_kmeans(
@@ -42,12 +43,20 @@ def spherical_kmeans(
     GEMM each; an empty cluster is re-seeded with the sample row farthest from its
     centroid.
     """
-    x = np.asarray(sample, dtype=np.float32)
+    return _kmeans(np.asarray(sample, dtype=np.float32), nlist, niter, seed, workers)[0]
+
+
+def _kmeans(
+    x: np.ndarray, nlist: int, niter: int, seed: int, workers: Workers
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`spherical_kmeans`, also returning the labels of the last iteration (the
+    clusters whose means the returned centroids are)."""
     n = x.shape[0]
     if not 1 <= nlist <= n:
         raise ValueError(f"nlist must be in 1..n_sample={n}; received {nlist}")
     rng = np.random.default_rng(seed)
     cent = _normalized(x[rng.choice(n, size=nlist, replace=False)])
+    labels = np.zeros(n, dtype=np.int64)
     for _ in range(max(1, int(niter))):
         labels, best = _nearest(x, cent, workers)
         sums = _cluster_sums(x, labels, nlist)
@@ -55,7 +64,7 @@ def spherical_kmeans(
         if empty.size:
             sums[empty] = x[np.argsort(best)[: empty.size]]
         cent = _normalized(sums)
-    return cent
+    return cent, labels
 
 
 def _nearest(x: np.ndarray, cent: np.ndarray, workers: Workers) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +123,7 @@ def choose_window(sample: np.ndarray, centroids: np.ndarray, width: int) -> int:
     starts = list(range(0, d - width + 1, width))
     if len(starts) == 1:
         return 0
-    sub = sample[: min(sample.shape[0], 2048)]
+    sub = sample[: min(sample.shape[0], 512)]
     spread = [float(np.var(sub[:, s : s + width] @ centroids[:, s : s + width].T)) for s in starts]
     return starts[int(np.argmax(spread))]
 
@@ -146,11 +155,10 @@ def train_quantizer(
     seeds = _normalized(x[np.random.default_rng(seed).choice(n, size=nlist, replace=False)])
     lo = choose_window(x, seeds, width)
     win = np.ascontiguousarray(x[:, lo : lo + width])
-    cw = spherical_kmeans(win, nlist, niter, seed, workers)
-    labels, _ = _nearest(win, cw, workers)
-    sums = _cluster_sums(x, labels, nlist)
+    cw, labels = _kmeans(win, nlist, niter, seed, workers)
+    sums = _cluster_sums(x, labels, nlist)  # the clusters whose window means are cw
     empty = np.flatnonzero(np.bincount(labels, minlength=nlist) == 0)
-    if empty.size:  # clusters left empty by the final assignment keep their window centroid
+    if empty.size:  # a cluster re-seeded in the last iteration: its seed row's window
         sums[empty, :] = 0
         sums[empty, lo : lo + width] = cw[empty]
     return CoarseQuantizer(_normalized(sums), cw, lo, lo + width)

@@ -15,7 +15,7 @@ import numpy as np
 __all__ = ["EngineParams", "DEFAULT_NPROBE", "TRAIN_PER_LIST", "default_nlist"]
 
 DEFAULT_NPROBE = 8  # inverted lists scanned per query unless told otherwise
-TRAIN_PER_LIST = 40  # k-means sample rows per list by default (FAISS warns below 39)
+TRAIN_PER_LIST = 20  # k-means sample rows per list by default
 _MIN_ROWS_PER_LIST = 39  # FAISS's k-means warns below 39 training points per centroid
 
 
@@ -36,12 +36,12 @@ class EngineParams:
 
     nlist : number of inverted lists (IVF); default :func:`default_nlist`.
     nprobe : lists scanned per query (IVF); default :data:`DEFAULT_NPROBE` (8).
-    niter : k-means iterations; default 10.
-    train_size : rows sampled to train the centroids; default ``min(n, 40 * nlist)``
+    niter : k-means iterations; default 6.
+    train_size : rows sampled to train the centroids; default ``min(n, 20 * nlist)``
         (:data:`TRAIN_PER_LIST`).
     assign_dim : coordinates (a window of consecutive ones) the k-means and the list
-        assignment score on (:mod:`dehub.engine.kmeans`); default ``d // 2`` from
-        ``d = 256`` on, else ``d`` (all).
+        assignment score on (:mod:`dehub.engine.kmeans`); default ``d // 4``, at least
+        128 (all of ``d`` below 128).
     M, ef_construction, ef_search : HNSW graph degree and beam widths (32, 80, 2k..64).
     rerank : search this many candidates approximately and re-score them exactly with
         the stored vectors (``rerank >= k``); ``None`` = no re-ranking. Useful for
@@ -58,7 +58,7 @@ class EngineParams:
 
     nlist: int | None = None
     nprobe: int = DEFAULT_NPROBE
-    niter: int = 10
+    niter: int = 6
     train_size: int | None = None
     assign_dim: int | None = None
     M: int = 32

@@ -245,9 +245,9 @@ class IVFIndex(ReferenceIndex):
                 cand_v[cells, : hi - lo] = scores
                 cand_i[cells, : hi - lo] = rows
                 continue
-            mask = _row_topk_mask(scores, k)
-            cand_v[cells] = scores[mask].reshape(-1, k)
-            cand_i[cells] = rows[np.flatnonzero(mask) % (hi - lo)].reshape(-1, k)
+            flat = np.flatnonzero(_row_topk_mask(scores, k))  # k per row, row by row
+            cand_v[cells] = scores.ravel()[flat].reshape(-1, k)
+            cand_i[cells] = rows[flat % (hi - lo)].reshape(-1, k)
 
     def _queries_by_list(self, probe: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """``(list, the query rows that probe it, their candidate cells)`` for every

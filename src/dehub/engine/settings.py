@@ -36,7 +36,7 @@ class EngineParams:
 
     nlist : number of inverted lists (IVF); default :func:`default_nlist`.
     nprobe : lists scanned per query (IVF); default :data:`DEFAULT_NPROBE` (8).
-    niter : k-means iterations; default 6.
+    niter : k-means iterations; default 5 (the first 2 on every other sample row).
     train_size : rows sampled to train the centroids; default ``min(n, 20 * nlist)``
         (:data:`TRAIN_PER_LIST`).
     assign_dim : coordinates (a window of consecutive ones) the k-means and the list
@@ -58,7 +58,7 @@ class EngineParams:
 
     nlist: int | None = None
     nprobe: int = DEFAULT_NPROBE
-    niter: int = 6
+    niter: int = 5
     train_size: int | None = None
     assign_dim: int | None = None
     M: int = 32

@@ -95,6 +95,9 @@ def main(argv=None) -> int:
     p.add_argument("--sample", type=int, default=1000, help="gallery items checked against exact")
     p.add_argument("--memory-budget-mb", type=int, default=512)
     p.add_argument("--workdir", help="where to write the data (default: a temporary directory, removed)")
+    p.add_argument(
+        "--reuse", action="store_true", help="with --workdir: use the data files already there (same seed)"
+    )
     p.add_argument("--small", action="store_true", help="smoke run: 20,000 x 20,000")
     p.add_argument("--target-seconds", type=float, default=90.0, help="build + search target")
     p.add_argument("--json", help="write the figures to this JSON file")
@@ -106,11 +109,20 @@ def main(argv=None) -> int:
     tmp.mkdir(parents=True, exist_ok=True)
     try:
         t = time.perf_counter()
-        gpath, rpath = generate(tmp, args.gallery, args.reference, args.dim)
+        gpath, rpath = tmp / "gallery.npy", tmp / "reference.npy"
+        shapes = {(args.gallery, args.dim), (args.reference, args.dim)}
+        if args.reuse and gpath.exists() and rpath.exists():
+            found = {np.load(gpath, mmap_mode="r").shape, np.load(rpath, mmap_mode="r").shape}
+            if found != shapes:
+                raise SystemExit(f"--reuse: {tmp} holds shapes {sorted(found)}, expected {sorted(shapes)}")
+            what = "reused"
+        else:
+            gpath, rpath = generate(tmp, args.gallery, args.reference, args.dim)
+            what = f"generated in {time.perf_counter() - t:.0f} s"
         print(f"machine: {machine()}; dehub {dehub.__version__}")
         print(
-            f"generated {args.gallery:,} x {args.reference:,} x {args.dim} float32 in "
-            f"{time.perf_counter() - t:.0f} s at {tmp} (memory-mapped from here on)"
+            f"{args.gallery:,} x {args.reference:,} x {args.dim} float32 {what} at {tmp} "
+            "(memory-mapped from here on)"
         )
         gallery, reference = open_embeddings(gpath), open_embeddings(rpath)
 

@@ -1,11 +1,20 @@
-"""The numpy inverted-file engine (``engine="ivf"``), with spherical k-means.
+"""The numpy inverted-file engine (``engine="ivf"``): windowed k-means lists, search by list.
 
-Inverted file with flat float32 storage: spherical k-means on a sample gives ``nlist``
-centroids; each database row lives in the list of its nearest centroid; each query scans
-its ``nprobe`` nearest lists. Same candidates and scores as FAISS ``IndexIVFFlat`` with
-these centroids, but each list is scored for all the queries probing it with one numpy
-GEMM (FAISS's per-query scanner ran at about 6 GMAC/s on the 2-core reference machine,
-numpy's GEMM at about 35). No FAISS needed.
+Build (:meth:`IVFIndex.build`): spherical k-means on ``train_size`` sampled rows and the
+assignment of every row to its list, both on a window of ``assign_dim`` coordinates
+(:mod:`dehub.engine.kmeans`); the lists are the row order sorted by list (rows of a list
+in id order). An in-memory float32 reference that the index keeps is not copied: each
+list's rows are gathered from it while scanned. A memmap, a sharded view or a reference
+not kept is copied in list order.
+
+Search (:meth:`IVFIndex._candidates`): every query of a batch probes its ``nprobe``
+nearest lists (full-dimensional centroids); the queries probing a list are scored
+against it with one GEMM and each keeps its top-k of that list; the driver in
+:mod:`dehub.engine.reference` selects the final top-k with the exact engine's tie rule.
+Every score returned is exact (float32 inner products of the stored rows); only the
+choice of lists is approximate. Lists, probes, assignment blocks and k-means scoring run
+on one worker thread per CPU with one BLAS thread each (:mod:`dehub.engine._workers`).
+No FAISS needed.
 """
 
 from __future__ import annotations

@@ -173,3 +173,20 @@ def test_engine_params_errors():
         )
     with pytest.raises(ValueError, match="unknown engine_params"):
         EngineParams.coerce({"groups": 4})
+
+
+def test_parallel_scopes_restore_blas_threads_in_any_order():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    a = _workers.parallel_scope(2)
+    b = _workers.parallel_scope(2)
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)  # closed first, as a concurrent search may be
+    assert all(t == 1 for t in blas_threads())  # b still open: still limited
+    b.__exit__(None, None, None)
+    assert blas_threads() == before

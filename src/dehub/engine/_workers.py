@@ -13,6 +13,7 @@ threads calling a multi-threaded OpenBLAS at once thrash it).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -62,15 +63,45 @@ class Workers:
 SEQUENTIAL = Workers()
 
 
+class _SharedBlasLimit:
+    """BLAS at one thread while any scope is open: the first scope to open sets the limit,
+    the last to close restores the original one (scopes of concurrent searches overlap
+    in any order; a plain nested ``threadpool_limits`` would restore in the wrong order
+    and could leave BLAS at one thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._limiter: Any = None
+
+    @contextmanager
+    def hold(self, limits: Any) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._limiter = limits(limits=1, user_api="blas")
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+_BLAS_LIMIT = _SharedBlasLimit()  # process-wide, as the BLAS thread count itself is
+
+
 @contextmanager
 def parallel_scope(workers: int | None = None) -> Iterator[Workers]:
     """Worker threads with BLAS at one thread for the duration, or :data:`SEQUENTIAL` when
     there is one CPU or ``threadpoolctl`` is missing. BLAS is limited process-wide while
-    the scope is open (threadpoolctl has no per-thread limit)."""
+    any scope is open (threadpoolctl has no per-thread limit)."""
     n = selection_workers() if workers is None else int(workers)
     limits = _limits()
     if n <= 1 or limits is None:
         yield SEQUENTIAL
         return
-    with limits(limits=1, user_api="blas"), ThreadPoolExecutor(n) as pool:
+    with _BLAS_LIMIT.hold(limits), ThreadPoolExecutor(n) as pool:
         yield Workers(pool, n)

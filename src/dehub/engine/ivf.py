@@ -139,8 +139,11 @@ def _gather(database: Any, rows: np.ndarray) -> np.ndarray:
 class IVFIndex(ReferenceIndex):
     """Numpy IVF over flat float32 lists (built by :meth:`build`).
 
-    ``centroids`` (nlist, d); list ``L`` holds ``vectors[list_bounds[L]:list_bounds[L+1]]``,
-    whose database row numbers are ``list_rows[...]`` at the same positions.
+    ``centroids`` (nlist, d); list ``L`` is the database rows
+    ``list_rows[list_bounds[L]:list_bounds[L+1]]`` (ascending), whose vectors are
+    ``vectors[list_bounds[L]:list_bounds[L+1]]`` when the index holds a copy, else
+    ``database[those rows]`` (an in-memory float32 database, kept by reference: changing
+    it after the build changes what the index scores, as with any kept database).
     """
 
     engine = "ivf"
@@ -168,7 +171,13 @@ class IVFIndex(ReferenceIndex):
     def build(
         cls, database: Any, params: EngineParams, *, progress: bool | str = False, keep_database: bool = True
     ) -> IVFIndex:
-        """Train the centroids, assign every row and store the lists (memory: index + a block)."""
+        """Train the centroids, assign every row and store the lists (memory: index + a block).
+
+        The float32 list copy (``4 n d`` bytes) is made only when the database is not an
+        in-memory float32 array kept by the index (a memmap, a sharded view, another
+        dtype, or ``keep_database=False``); ``build_timings`` gets the seconds of the
+        phases (``train``: sample + k-means, ``assign``, ``lists``).
+        """
         t0 = time.perf_counter()
         label = progress if isinstance(progress, str) else "ivf build"
         n, d = int(database.shape[0]), int(database.shape[1])

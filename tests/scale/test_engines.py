@@ -74,10 +74,10 @@ def test_padding_when_k_exceeds_candidates(clustered_data):
 
 
 def test_rows_short_of_k_are_completed_exactly(clustered_data):
-    # nprobe=1 over many tiny lists: most probed lists hold fewer than k rows, which
-    # would pad the top-k with -inf and give NNN an infinite bias.
+    # nprobe=1 over many tiny lists (~23 rows for k=40): most probed lists hold fewer
+    # than k rows, which would pad the top-k with -inf and give NNN an infinite bias.
     g, r = clustered_data["queries"], clustered_data["reference"]
-    index = build_reference_index(r, engine="ivf", engine_params={"nlist": 64, "nprobe": 1})
+    index = build_reference_index(r, engine="ivf", engine_params={"nlist": 256, "nprobe": 1})
     res = index.search_detailed(g, 40)
     v, i = res.scores, res.ids
     assert res.n_exact_fallback > 0
@@ -85,7 +85,7 @@ def test_rows_short_of_k_are_completed_exactly(clustered_data):
     ev, ei = exact_search(g, r, 40)
     short = np.flatnonzero((v == ev).all(axis=1))
     assert short.size >= res.n_exact_fallback
-    model = dehub.NNN(k=40, engine="ivf", engine_params={"nlist": 64, "nprobe": 1}).fit(g, r)
+    model = dehub.NNN(k=40, engine="ivf", engine_params={"nlist": 256, "nprobe": 1}).fit(g, r)
     assert np.all(np.isfinite(model.bias_))
 
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EngineParams", "DEFAULT_NPROBE", "default_nlist"]
+__all__ = ["EngineParams", "DEFAULT_NPROBE", "TRAIN_PER_LIST", "default_nlist"]
 
 DEFAULT_NPROBE = 8  # inverted lists scanned per query unless told otherwise
+TRAIN_PER_LIST = 20  # k-means sample rows per list by default
 _MIN_ROWS_PER_LIST = 39  # FAISS's k-means warns below 39 training points per centroid
 
 
@@ -35,13 +36,17 @@ class EngineParams:
 
     nlist : number of inverted lists (IVF); default :func:`default_nlist`.
     nprobe : lists scanned per query (IVF); default :data:`DEFAULT_NPROBE` (8).
-    niter : k-means iterations; default 10.
-    train_size : rows sampled to train the centroids; default ``min(n, 32 * nlist)``.
+    niter : k-means iterations; default 5 (the first 2 on every other sample row).
+    train_size : rows sampled to train the centroids; default ``min(n, 20 * nlist)``
+        (:data:`TRAIN_PER_LIST`).
+    assign_dim : coordinates (a window of consecutive ones) the k-means and the list
+        assignment score on (:mod:`dehub.engine.kmeans`); default ``d // 4``, at least
+        128 (all of ``d`` below 128).
     M, ef_construction, ef_search : HNSW graph degree and beam widths (32, 80, 2k..64).
     rerank : search this many candidates approximately and re-score them exactly with
         the stored vectors (``rerank >= k``); ``None`` = no re-ranking. Useful for
         ``ivf-sq8`` (quantized scores); ``ivf`` scores are already exact.
-    batch_size : queries searched at a time (bounds memory); default 16384.
+    batch_size : queries searched at a time (bounds memory); default 65536.
     memory_budget : bytes for the candidate buffers of one ``ivf`` batch (the batch
         shrinks to fit); default 512 MiB.
     index_budget : bytes the ``auto`` choice allows for a float32 reference copy.
@@ -53,13 +58,14 @@ class EngineParams:
 
     nlist: int | None = None
     nprobe: int = DEFAULT_NPROBE
-    niter: int = 10
+    niter: int = 5
     train_size: int | None = None
+    assign_dim: int | None = None
     M: int = 32
     ef_construction: int = 80
     ef_search: int | None = None
     rerank: int | None = None
-    batch_size: int = 16384
+    batch_size: int = 65536
     memory_budget: int = 512 * 2**20
     index_budget: int = 8 * 2**30
     seed: int = 0

@@ -109,7 +109,7 @@ def test_workers_and_sequential_agree(wide_data, monkeypatch):
     q, x = wide_data["queries"], wide_data["database"]
     p = {"nlist": 40, "nprobe": 5}
     v0, i0 = build_reference_index(x, engine="ivf", engine_params=p).search(q, 16)
-    monkeypatch.setattr(_workers, "_limits", lambda: None)  # no threadpoolctl: sequential
+    monkeypatch.setattr(_workers, "blas_controllable", lambda: False)  # no threadpoolctl: sequential
     v1, i1 = build_reference_index(x, engine="ivf", engine_params=p).search(q, 16)
     np.testing.assert_array_equal(i1, i0)
     np.testing.assert_array_equal(v1, v0)

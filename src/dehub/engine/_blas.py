@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["single_threaded_blas", "blas_controllable"]
+__all__ = ["single_threaded_blas", "blas_controllable", "blas_limited_now"]
 
 
 @functools.cache
@@ -40,6 +40,13 @@ def _controller() -> Any:
 def blas_controllable() -> bool:
     """Whether the engine can run BLAS single-threaded inside its workers."""
     return _controller() is not None
+
+
+def blas_limited_now() -> bool:
+    """Whether some search of this process is inside :func:`single_threaded_blas` now (a
+    search started from one of its workers, or concurrent with it, then adds no threads
+    of its own: the cores are taken)."""
+    return _COUNT.inside > 0
 
 
 class _SingleThreadCount:

@@ -13,13 +13,13 @@ threads calling a multi-threaded OpenBLAS at once thrash it).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from ._blas import blas_controllable, single_threaded_blas
 from .hardware import selection_workers
 
 __all__ = ["Workers", "SEQUENTIAL", "parallel_scope"]
@@ -30,14 +30,6 @@ SCORE_BLOCK_ROWS = 2048  # rows scored at a time against the centroids: the scor
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def _limits() -> Any:
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return None
-    return threadpool_limits
 
 
 @dataclass(frozen=True)
@@ -63,45 +55,15 @@ class Workers:
 SEQUENTIAL = Workers()
 
 
-class _SharedBlasLimit:
-    """BLAS at one thread while any scope is open: the first scope to open sets the limit,
-    the last to close restores the original one (scopes of concurrent searches overlap
-    in any order; a plain nested ``threadpool_limits`` would restore in the wrong order
-    and could leave BLAS at one thread)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._limiter: Any = None
-
-    @contextmanager
-    def hold(self, limits: Any) -> Iterator[None]:
-        with self._lock:
-            if self._depth == 0:
-                self._limiter = limits(limits=1, user_api="blas")
-            self._depth += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._limiter.restore_original_limits()
-                    self._limiter = None
-
-
-_BLAS_LIMIT = _SharedBlasLimit()  # process-wide, as the BLAS thread count itself is
-
-
 @contextmanager
 def parallel_scope(workers: int | None = None) -> Iterator[Workers]:
     """Worker threads with BLAS at one thread for the duration, or :data:`SEQUENTIAL` when
-    there is one CPU or ``threadpoolctl`` is missing. BLAS is limited process-wide while
-    any scope is open (threadpoolctl has no per-thread limit)."""
+    there is one CPU or no controllable BLAS (``threadpoolctl`` missing). The BLAS limit is
+    the process-wide, reference-counted one of :mod:`dehub.engine._blas` (the exact
+    engine's too), so overlapping scopes of concurrent searches restore it correctly."""
     n = selection_workers() if workers is None else int(workers)
-    limits = _limits()
-    if n <= 1 or limits is None:
+    if n <= 1 or not blas_controllable():
         yield SEQUENTIAL
         return
-    with _BLAS_LIMIT.hold(limits), ThreadPoolExecutor(n) as pool:
+    with single_threaded_blas(), ThreadPoolExecutor(n) as pool:
         yield Workers(pool, n)

@@ -42,8 +42,9 @@ import numpy as np
 
 from .._progress import progress_bar
 from .._validation import compute_dtype
-from ._blas import blas_controllable, single_threaded_blas
+from ._blas import blas_controllable, blas_limited_now
 from ._rows import even_blocks, row_length_buffers
+from ._workers import parallel_scope
 from .hardware import database_block_rows, score_tile_bytes, selection_workers
 from .topk import RunningTopK, lane_lower_bound, merge_topk, select_topk
 
@@ -224,7 +225,10 @@ def exact_search(
             v, i = _dense_search(queries, database, kk, off, dt, pool, workers)
         out_v[:, :kk], out_i[:, :kk] = v, i
         return out_v, out_i
-    parts = _split(nq, nd, workers if blas_controllable() else 1, database_block or database_block_rows())
+    # several workers when BLAS can be made single-threaded for them and no other search
+    # of this process holds the cores with its own workers already
+    n_workers = workers if blas_controllable() and not blas_limited_now() else 1
+    parts = _split(nq, nd, n_workers, database_block or database_block_rows())
     plan = _plan_parts(parts, d, kk, memory_budget, dt, query_block, database_block)
     if plan is None:  # the budget does not fit a worker each: one worker, whole budget
         parts = _split(nq, nd, 1, 1)
@@ -239,18 +243,16 @@ def exact_search(
             database_block=database_block,
         )
     by_database = parts[0][0] == "database"
+    job = _Blocked(queries, database, kk, off, dt, plan, _floor)
+    label = progress if isinstance(progress, str) else "search"
+    total = sum(job.n_steps(rows, cols) for _, rows, cols in parts)
     # one worker keeps BLAS's own threads; several get one BLAS thread each
-    with single_threaded_blas() if len(parts) > 1 else nullcontext(False):
-        job = _Blocked(queries, database, kk, off, dt, plan, _floor)
-        label = progress if isinstance(progress, str) else "search"
-        total = sum(job.n_steps(rows, cols) for _, rows, cols in parts)
-        with progress_bar(total=total, desc=label, enable=bool(progress), unit="block") as bar:
-            job.bar = bar
-            if len(parts) == 1:
-                results = [job.run(parts[0][1], parts[0][2])]
-            else:
-                with ThreadPoolExecutor(len(parts)) as pool:
-                    results = list(pool.map(lambda p: job.run(p[1], p[2]), parts))
+    with (
+        progress_bar(total=total, desc=label, enable=bool(progress), unit="block") as bar,
+        parallel_scope(len(parts)) as pool,
+    ):
+        job.bar = bar
+        results = pool.map(lambda p: job.run(p[1], p[2]), parts)
     if by_database:
         v, i = merge_topk(results, kk) if len(results) > 1 else results[0]
         out_v[:, :kk], out_i[:, :kk] = v, i

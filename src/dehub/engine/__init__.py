@@ -4,7 +4,10 @@ Modules, one job each: :mod:`~dehub.engine.exact` (the exact engine),
 :mod:`~dehub.engine.topk` (every top-k selection), :mod:`~dehub.engine.dispatch`
 (``topk_search``, engine choice), :mod:`~dehub.engine.settings` (``EngineParams``, the
 nlist/nprobe default), :mod:`~dehub.engine.ivf` (numpy IVF), :mod:`~dehub.engine.faiss_indexes`
-(FAISS SQ8 and HNSW), :mod:`~dehub.engine.reference` (the approximate search contract).
+(FAISS SQ8 and HNSW), :mod:`~dehub.engine.kmeans` (the IVF's coarse quantizer),
+:mod:`~dehub.engine.reference` (the approximate search contract),
+:mod:`~dehub.engine.hardware` (sizes from the machine), :mod:`~dehub.engine._workers` and
+:mod:`~dehub.engine._blas` (one worker per core, each with a single-threaded BLAS).
 ``evaluate_engine`` lives in :mod:`dehub.evaluation.engine_eval` (re-exported here lazily).
 """
 

@@ -9,6 +9,7 @@ import pytest
 
 from dehub.engine import exact_search
 from dehub.engine.accel import check_precision, resolve_precision
+from dehub.engine.exact import scored_by_gemv
 from dehub.engine.lowp import LowpStats, bf16_search, bound_coefficients, pair_bound
 
 torch = pytest.importorskip("torch")
@@ -96,11 +97,14 @@ def test_rescore_groups_match_engine_gemm_entries():
     q, x = _data("random", 257, 4000, 96, seed=9)
     _same(q, x, 5)
     _same(q, x, 64)
-    # 513 rows: the fp32 engine's last tile has one row (a GEMV, rounded differently);
-    # the re-score reproduces it with a one-row call
+    # 513 rows and 97 = 3 x 32 + 1: the engine cuts them into near-equal tiles (no
+    # one-row GEMV tile), so the 8-row re-score reproduces every score
     q, x = _data("random", 513, 9000, 64, seed=10)
     _same(q, x, 16)
-    _same(q[:97], x, 16, query_block=32)  # 97 = 3 x 32 + 1
+    _same(q[:97], x, 16, query_block=32)
+    # one query on the blocked path: the engine's calls are GEMVs, and so are the re-score's
+    assert scored_by_gemv(1)
+    _same(q[:1], x, 16, database_block=2048)
 
 
 def test_bound_holds_on_sampled_and_worst_case_pairs():

@@ -227,3 +227,28 @@ def test_row_length_buffers_is_restored_and_per_thread():
         t.join()
     assert np.getbufsize() == before
     assert seen == [before]  # another thread keeps its own setting
+
+
+def test_progress_total_matches_the_blocks_run(rng, monkeypatch):
+    """The bar's total counts the blocks the workers really run (the floor's wide first
+    block and a merged tail included)."""
+    from contextlib import contextmanager
+
+    seen = {}
+
+    class Bar:
+        n = 0
+
+        def update(self, n=1):
+            Bar.n += n
+
+    @contextmanager
+    def bar(total, desc, enable, unit="it"):
+        seen["total"] = total
+        yield Bar()
+
+    monkeypatch.setattr(exact_mod, "progress_bar", bar)
+    q = rng.standard_normal((300, 16)).astype(np.float32)
+    x = rng.standard_normal((9 * 8192 + 100, 16)).astype(np.float32)  # floor + a 100-row tail
+    exact_search(q, x, 20, database_block=2048, progress=True)
+    assert Bar.n == seen["total"] > 0

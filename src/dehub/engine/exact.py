@@ -33,6 +33,7 @@ database is read once), so the blocked path's per-block work is pure overhead th
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -346,23 +347,29 @@ class _Blocked:
         fit = self.tile_bytes // (n_cols * self.dt.itemsize)
         return max(1, min(n_rows, max(fit, _MIN_TILE_ROWS)))
 
+    def _blocks(self, cols: slice, k: int) -> tuple[list[slice], int | None]:
+        """The database blocks of ``cols`` and the floor's rank (None: no floor). The
+        floor's first block is wider than the others (a tighter bet, fewer candidates)
+        when the database is large enough for it, else the first ordinary block."""
+        n_d = cols.stop - cols.start
+        for first in (max(self.plan.database_block, _FLOOR_FIRST_COLS), self.plan.database_block):
+            floor_j = _floor_rank(k, first, n_d) if self.floor else None
+            if floor_j is not None:
+                return _database_blocks(cols, self.plan.database_block, first), floor_j
+        return _database_blocks(cols, self.plan.database_block), None
+
     def n_steps(self, rows: slice, cols: slice) -> int:
-        n_q, n_d = rows.stop - rows.start, cols.stop - cols.start
-        return -(-n_q // self.plan.query_block) * -(-n_d // self.plan.database_block)
+        """Progress steps of :meth:`run`: query blocks x database blocks."""
+        n_q = rows.stop - rows.start
+        blocks, _ = self._blocks(cols, min(self.k, cols.stop - cols.start))
+        return len(list(even_blocks(n_q, self.plan.query_block))) * len(blocks)
 
     def run(self, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of query rows ``rows`` over database rows ``cols`` (ids are absolute),
         scores in the compute dtype."""
         dt, plan = self.dt, self.plan
-        n_d = cols.stop - cols.start
-        k = min(self.k, n_d)
-        # the floor's first block: wider than the others (a tighter bet, fewer candidates)
-        first = max(plan.database_block, _FLOOR_FIRST_COLS)
-        floor_j = _floor_rank(k, first, n_d) if self.floor else None
-        if floor_j is None and self.floor:
-            first = plan.database_block
-            floor_j = _floor_rank(k, first, n_d)
-        db_blocks = _database_blocks(cols, plan.database_block, first if floor_j is not None else None)
+        k = min(self.k, cols.stop - cols.start)
+        db_blocks, floor_j = self._blocks(cols, k)
         widest = max(b.stop - b.start for b in db_blocks)
         buf = np.empty(min(plan.query_block, self._tile_rows(plan.query_block, widest)) * widest, dtype=dt)
         mask = np.empty(buf.size, dtype=bool)
@@ -377,25 +384,30 @@ class _Blocked:
     def _one_block(self, qb: np.ndarray, k: int, ds: slice, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A query block against a database that is one block: each tile's top-k at once
         (:func:`~dehub.engine.topk.select_topk`), no running state to merge."""
-        dt = self.dt
-        xb = np.asarray(self.database[ds], dtype=dt)
-        off_b = None if self.off is None else self.off[ds]
-        out_v = np.empty((qb.shape[0], k), dtype=dt)
+        out_v = np.empty((qb.shape[0], k), dtype=self.dt)
         out_i = np.empty((qb.shape[0], k), dtype=np.int64)
-        tile = self._tile_rows(qb.shape[0], xb.shape[0])
-        for ts in even_blocks(qb.shape[0], tile):
+        for ts, s in self._tiles(qb, ds, buf):
+            out_v[ts], out_i[ts] = select_topk(s, k)
+        if ds.start:
+            out_i += ds.start
+        return out_v, out_i
+
+    def _tiles(self, qb: np.ndarray, ds: slice, buf: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+        """``(rows of qb, corrected scores)`` of each score tile of ``qb`` against database
+        block ``ds``: one GEMM into ``buf``, the offset subtracted, while the tile is in
+        cache for the selection that follows; one progress step per block."""
+        xb = np.asarray(self.database[ds], dtype=self.dt)
+        off_b = None if self.off is None else self.off[ds]
+        for ts in even_blocks(qb.shape[0], self._tile_rows(qb.shape[0], xb.shape[0])):
             q = qb[ts]
             s = buf[: q.shape[0] * xb.shape[0]].reshape(q.shape[0], xb.shape[0])
             np.matmul(q, xb.T, out=s)
             if off_b is not None:
                 np.subtract(s, off_b, out=s)
-            out_v[ts], out_i[ts] = select_topk(s, k)
-        if ds.start:
-            out_i += ds.start
+            yield ts, s
         if self.bar is not None:
             with self._bar_lock:
                 self.bar.update(1)
-        return out_v, out_i
 
     def _query_block(
         self,
@@ -406,29 +418,15 @@ class _Blocked:
         mask: np.ndarray,
         floor_j: int | None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        dt = self.dt
         if len(db_blocks) == 1 and floor_j is None:
             return self._one_block(qb, k, db_blocks[0], buf)
-        top = RunningTopK(qb.shape[0], k, score_dtype=dt, floor=floor_j is not None)
+        top = RunningTopK(qb.shape[0], k, score_dtype=self.dt, floor=floor_j is not None)
         for ds in db_blocks:
-            xb = np.asarray(self.database[ds], dtype=dt)
-            off_b = None if self.off is None else self.off[ds]
             first = floor_j if ds is db_blocks[0] else None
-            # Score the block tile by tile so each tile stays in cache for the selection
-            # passes that follow its GEMM.
-            tile = self._tile_rows(qb.shape[0], xb.shape[0])
-            for ts in even_blocks(qb.shape[0], tile):
-                q, r0 = qb[ts], ts.start
-                s = buf[: q.shape[0] * xb.shape[0]].reshape(q.shape[0], xb.shape[0])
-                np.matmul(q, xb.T, out=s)
-                if off_b is not None:
-                    np.subtract(s, off_b, out=s)
+            for ts, s in self._tiles(qb, ds, buf):
                 if first is not None:
-                    top.set_floor(lane_lower_bound(s, first, _FLOOR_CHUNKS), r0)
-                top.push(s, ds.start, r0, mask=mask)
-            if self.bar is not None:
-                with self._bar_lock:
-                    self.bar.update(1)
+                    top.set_floor(lane_lower_bound(s, first, _FLOOR_CHUNKS), ts.start)
+                top.push(s, ds.start, ts.start, mask=mask)
         failed = np.flatnonzero(top.floor_failed())
         v, i = top.result()
         if failed.size:  # the floor bet lost for these rows: redo them without it

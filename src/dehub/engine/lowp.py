@@ -229,8 +229,7 @@ def bf16_search(
             final = vals >= thr[rows]
             rows_np = rows[final].cpu().numpy().astype(np.int64)
             cols_np = cols[final].cpu().numpy().astype(np.int64)
-            single = np.full(rows_np.size, gemv)
-            v, i, n_gemm = _rescore(q_np, database, rows_np, cols_np, off, kk, dt, single)
+            v, i, n_gemm = _rescore(q_np, database, rows_np, cols_np, off, kk, dt, gemv)
             if stats is not None:
                 stats.n_candidates += int(rows_np.size)
                 stats.n_rescore_pairs += n_gemm
@@ -281,16 +280,16 @@ def _rescore(
     off: np.ndarray | None,
     k: int,
     dt: np.dtype,
-    single: np.ndarray | None = None,
+    gemv: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Exact scores of the kept pairs, the fp32 engine's GEMM entries, and the top-k.
 
-    ``single`` marks the pairs the engine scored with a one-row GEMV; those are
-    re-scored with a one-row call too, the others with 8-row GEMMs."""
+    ``gemv``: the engine scored this search with one-row GEMV calls (a single query,
+    :func:`~dehub.engine.exact.scored_by_gemv`); its candidates are then re-scored with a
+    one-row call too, else with 8-row GEMMs."""
     m = q.shape[0]
     order = np.lexsort((cols, rows))
     rows, cols = rows[order], cols[order]
-    single = np.zeros(rows.size, bool) if single is None else single[order]
     counts = np.bincount(rows, minlength=m)
     width = max(int(counts.max()) if counts.size else 0, 1)
     sv = np.full((m, width), -np.inf, dtype=dt)
@@ -298,26 +297,22 @@ def _rescore(
     starts = np.concatenate([[0], np.cumsum(counts)])
     pos = np.arange(rows.size) - starts[rows]
     n_gemm = 0
-    for g0 in range(0, m, _GROUP_ROWS):
-        g1 = min(g0 + _GROUP_ROWS, m)
+    step = 1 if gemv else _GROUP_ROWS
+    for g0 in range(0, m, step):
+        g1 = min(g0 + step, m)
         a, b = starts[g0], starts[g1]
         if a == b:
             continue
-        gr, gc, gp, one = rows[a:b], cols[a:b], pos[a:b], single[a:b]
-        if one.any():
-            for r in np.unique(gr[one]):
-                sel = one & (gr == r)
-                c = gc[sel]
-                cp = np.concatenate([c, np.full(max(0, _GEMV_MIN_COLS - c.size), c[0])])
-                s1 = np.matmul(q[r : r + 1], np.asarray(database[cp], dtype=dt).T)
-                if off is not None:
-                    np.subtract(s1, off[cp], out=s1)
-                n_gemm += s1.size
-                sv[r, gp[sel]] = s1[0, : c.size]
-                si[r, gp[sel]] = c
-            gr, gc, gp = gr[~one], gc[~one], gp[~one]
-            if gr.size == 0:
-                continue
+        gr, gc, gp = rows[a:b], cols[a:b], pos[a:b]
+        if gemv:  # pad the columns so the one-row call rounds as the engine's GEMV did
+            cp = np.concatenate([gc, np.full(max(0, _GEMV_MIN_COLS - gc.size), gc[0])])
+            s1 = np.matmul(q[g0:g1], np.asarray(database[cp], dtype=dt).T)
+            if off is not None:
+                np.subtract(s1, off[cp], out=s1)
+            n_gemm += s1.size
+            sv[g0, gp] = s1[0, : gc.size]
+            si[g0, gp] = gc
+            continue
         union, inv = np.unique(gc, return_inverse=True)
         n_u = union.size
         if n_u < _MIN_GROUP_COLS:  # pad the columns so the GEMM takes the main path

@@ -103,21 +103,37 @@ def bare_gemm_torch(torch, q, x, dtype, device, block: int = 1024) -> float:
     return float(s[0, 0])
 
 
-def case(name: str, q, x, k, offset, repeats, device) -> dict:
+def step(rec: dict, key: str, seconds: float) -> None:
+    """Record one measured step and print it at once (a long run shows where it is)."""
+    rec[key] = seconds
+    print(f"  {rec['case']}: {key} = {seconds:.2f} (load {load()})", flush=True)
+
+
+def case(name: str, q, x, k, offset, repeats, device, bare_torch: bool = True) -> dict:
     torch = import_torch()
     rec: dict = {"case": name, "n_queries": q.shape[0], "n_database": x.shape[0], "dim": q.shape[1], "k": k}
     rec["load_before"] = load()
-    rec["bare_numpy_fp32_gemm_s"], _ = best(lambda: bare_gemm(q, x), repeats)
-    if torch is not None:
-        rec["bare_torch_bf16_gemm_s"], _ = best(
-            lambda: bare_gemm_torch(torch, q, x, torch.bfloat16, device), repeats
+    step(rec, "bare_numpy_fp32_gemm_s", best(lambda: bare_gemm(q, x), repeats)[0])
+    if torch is not None and bare_torch:
+        step(
+            rec,
+            "bare_torch_bf16_gemm_s",
+            best(lambda: bare_gemm_torch(torch, q, x, torch.bfloat16, device), repeats)[0],
         )
-    rec["fp32_engine_s"], ref = best(lambda: exact_search(q, x, k, offset=offset), repeats)
+    t, ref = best(lambda: exact_search(q, x, k, offset=offset), repeats)
+    step(rec, "fp32_engine_s", t)
+    # "auto": bf16 only where the CPU (or device) has native bf16, else the fp32 engine
+    rec["auto_resolves_to"] = resolve_precision("auto", device)
+    t, auto = best(lambda: exact_search(q, x, k, offset=offset, precision="auto", device=device), repeats)
+    step(rec, "auto_engine_s", t)
+    rec["auto_over_fp32_engine"] = rec["auto_engine_s"] / rec["fp32_engine_s"]
+    rec["auto_ids_identical"] = bool(np.array_equal(auto[1], ref[1]))  # type: ignore[index]
     st = LowpStats()
-    rec["bf16_engine_s"], got = best(
+    t, got = best(
         lambda: bf16_search(q, x, k, offset=offset, memory_budget=512 * 2**20, device=device, stats=st),
         repeats,
     )
+    step(rec, "bf16_engine_s", t)
     if got is None:
         rec["bf16"] = "unavailable (torch missing)"
         return rec
@@ -147,19 +163,29 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument(
+        "--no-bare-torch", action="store_true", help="skip torch's bare bf16 GEMM (saves its time)"
+    )
     args = ap.parse_args(argv)
     rec = {"machine": machine(), "args": vars(args), "cases": []}
     print(json.dumps(rec["machine"]), flush=True)
     g = data(args.gallery, args.dim, 1)
     r = data(args.reference, args.dim, 2)
-    rec["cases"].append(case("bias", g, r, args.k, None, args.repeats, args.device))
+    rec["cases"].append(case("bias", g, r, args.k, None, args.repeats, args.device, not args.no_bare_torch))
+    _write(args.json, rec)  # the bias case survives a run stopped during the search case
     qs = data(args.search_queries, args.dim, 3)
     off = (0.75 * np.random.default_rng(4).random(args.reference) * 0.4).astype(np.float32)
-    rec["cases"].append(case("search", qs, r, args.search_k, off, args.repeats, args.device))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(rec, indent=1))
+    rec["cases"].append(
+        case("search", qs, r, args.search_k, off, args.repeats, args.device, not args.no_bare_torch)
+    )
+    _write(args.json, rec)
     return 0
+
+
+def _write(path: str | None, rec: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(rec, indent=1))
 
 
 if __name__ == "__main__":

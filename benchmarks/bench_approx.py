@@ -125,15 +125,19 @@ def _phases(phases: dict) -> str:
 
 
 def _settings(args) -> dict[str, tuple[str, dict]]:
-    """``name -> (engine, engine_params)`` of every engine x nprobe asked for."""
+    """``name -> (engine, engine_params)`` of every engine x nprobe x niter asked for."""
     nprobes = [int(x) for x in str(args.nprobe).split(",") if x.strip()]
+    niters = [int(x) for x in str(args.niter).split(",") if x.strip()] if args.niter else [None]
     out = {}
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         for nprobe in nprobes:
-            params = {"nprobe": nprobe, "nlist": args.nlist, "rerank": args.rerank}
-            if args.niter is not None:
-                params["niter"] = args.niter
-            out[engine if len(nprobes) == 1 else f"{engine} nprobe={nprobe}"] = (engine, params)
+            for niter in niters:
+                params = {"nprobe": nprobe, "nlist": args.nlist, "rerank": args.rerank}
+                name = engine + (f" nprobe={nprobe}" if len(nprobes) > 1 else "")
+                if niter is not None:
+                    params["niter"] = niter
+                    name += f" niter={niter}" if len(niters) > 1 else ""
+                out[name] = (engine, params)
     return out
 
 
@@ -146,7 +150,9 @@ def main(argv=None) -> int:
     p.add_argument("--alpha", type=float, default=0.75)
     p.add_argument("--engines", default="ivf,ivf-sq8", help="comma list of ivf, ivf-sq8, hnsw")
     p.add_argument("--nprobe", default="4", help="lists probed per query; a comma list runs each")
-    p.add_argument("--niter", type=int, default=None, help="k-means iterations (default: the engine's)")
+    p.add_argument(
+        "--niter", default=None, help="k-means iterations (default: the engine's); a comma list runs each"
+    )
     p.add_argument("--nlist", type=int, default=None)
     p.add_argument("--rerank", type=int, default=None, help="exact re-rank shortlist size (ivf-sq8/hnsw)")
     p.add_argument(

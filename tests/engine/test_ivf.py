@@ -9,6 +9,7 @@ import pytest
 
 import dehub
 from dehub.engine import EngineParams, _workers, build_reference_index, exact_search
+from dehub.engine import ivf as ivf_module
 from dehub.engine.ivf import IVFIndex, _row_topk_mask, probe_lists
 from dehub.engine.kmeans import (
     CoarseQuantizer,
@@ -72,6 +73,19 @@ def test_exact_ties_follow_the_id_rule():
     v, i = build_reference_index(x, engine="ivf", engine_params={"nlist": 16}).search(q, 25, nprobe=16)
     np.testing.assert_array_equal(i, ei)
     np.testing.assert_array_equal(v, ev)
+
+
+@pytest.mark.parametrize("few", [0, 10**9])
+def test_list_gemm_orientation_changes_no_score_bit(wide_data, monkeypatch, few):
+    # lists probed by few queries are scored as rows @ queries.T, the others as
+    # queries @ rows.T; forcing either form for every list gives the same bits
+    q, x = wide_data["queries"], wide_data["database"]
+    idx = build_reference_index(x, engine="ivf", engine_params={"nlist": 16})
+    v0, i0 = idx.search(q, 20, nprobe=4)
+    monkeypatch.setattr(ivf_module, "_FEW_QUERIES", few)
+    v1, i1 = idx.search(q, 20, nprobe=4)
+    np.testing.assert_array_equal(i1, i0)
+    np.testing.assert_array_equal(v1.view(np.int32), v0.view(np.int32))
 
 
 def test_recall_floor_of_the_windowed_default(wide_data):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ._blas import blas_controllable, single_threaded_blas
+from ._rows import row_blocks
 from .hardware import selection_workers
 
 __all__ = ["Workers", "SEQUENTIAL", "parallel_scope"]
@@ -48,8 +49,7 @@ class Workers:
     def split(self, n_rows: int, rows: int = SCORE_BLOCK_ROWS) -> list[slice]:
         """``0..n_rows`` cut into contiguous slices of at most ``rows`` rows, at least one
         per worker (fewer if rows are few)."""
-        step = max(1, min(int(rows), -(-n_rows // self.n)))
-        return [slice(s, min(s + step, n_rows)) for s in range(0, n_rows, step)]
+        return list(row_blocks(n_rows, max(1, min(int(rows), -(-n_rows // self.n)))))
 
 
 SEQUENTIAL = Workers()

@@ -44,7 +44,7 @@ import numpy as np
 from .._progress import progress_bar
 from .._validation import compute_dtype
 from ._blas import blas_controllable, blas_limited_now
-from ._rows import even_blocks, row_length_buffers
+from ._rows import even_blocks, row_blocks, row_length_buffers
 from ._workers import parallel_scope
 from .hardware import database_block_rows, score_tile_bytes, selection_workers
 from .topk import RunningTopK, lane_lower_bound, merge_topk, select_topk
@@ -307,11 +307,9 @@ def _split(nq: int, nd: int, workers: int, block: int) -> list[tuple[str, slice,
     if workers <= 1:
         return everything
     if nq >= workers * _MIN_SPLIT_ROWS:
-        step = -(-nq // workers)
-        return [("queries", slice(a, min(a + step, nq)), slice(0, nd)) for a in range(0, nq, step)]
+        return [("queries", rows, slice(0, nd)) for rows in row_blocks(nq, -(-nq // workers))]
     if nd >= workers * block:
-        step = -(-nd // workers)
-        return [("database", slice(0, nq), slice(a, min(a + step, nd))) for a in range(0, nd, step)]
+        return [("database", slice(0, nq), cols) for cols in row_blocks(nd, -(-nd // workers))]
     return everything
 
 
@@ -485,19 +483,18 @@ def _dense_search(
     x = np.asarray(database[:], dtype=dt)
     s = q @ x.T
     n_parts = min(workers, s.shape[0]) if pool is not None else 1
-    step = -(-s.shape[0] // n_parts)
-    parts = [(a, min(a + step, s.shape[0])) for a in range(0, s.shape[0], step)]
+    parts = list(row_blocks(s.shape[0], -(-s.shape[0] // n_parts)))
 
-    def select(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        part = s[a:b]
+    def select(rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        part = s[rows]
         if off is not None:
             np.subtract(part, off, out=part)
         return select_topk(part, k)
 
     if pool is None or len(parts) == 1:
-        v, i = select(0, s.shape[0])
+        v, i = select(slice(0, s.shape[0]))
     else:
-        done = list(pool.map(lambda ab: select(*ab), parts))
+        done = list(pool.map(select, parts))
         v = np.concatenate([r[0] for r in done])
         i = np.concatenate([r[1] for r in done])
     return v.astype(np.float32, copy=False), i

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dehub.engine import RunningTopK, exact_search
+from dehub.engine.topk import topk_mask
 from reference_nnn import assert_topk_match, ref_scores, ref_topk
 
 
@@ -66,3 +67,16 @@ def test_exact_search_random_blocks_and_ties(seed, nq, nd, d, k, qb, db, levels)
     s, i = exact_search(q, x, k, query_block=qb, database_block=db)
     rv, ri = ref_topk(ref_scores(q, x), k)
     assert_topk_match(s, i, rv, ri, atol=0, exact_ties=True)
+
+
+def test_topk_mask_is_the_id_ordered_topk_with_ties():
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.standard_normal((200, 40)), 1).astype(np.float32)  # many ties
+    for k in (1, 5, 16, 39):
+        mask = topk_mask(scores, k)
+        assert np.all(mask.sum(axis=1) == k)
+        cols = np.broadcast_to(np.arange(40), scores.shape)
+        order = np.lexsort((cols, -scores), axis=-1)[:, :k]  # score desc, then column asc
+        want = np.zeros_like(mask)
+        np.put_along_axis(want, order, True, axis=1)
+        np.testing.assert_array_equal(mask, want)

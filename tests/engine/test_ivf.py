@@ -10,7 +10,7 @@ import pytest
 import dehub
 from dehub.engine import EngineParams, _workers, build_reference_index, exact_search
 from dehub.engine import ivf as ivf_module
-from dehub.engine.ivf import IVFIndex, _row_topk_mask, probe_lists
+from dehub.engine.ivf import IVFIndex, probe_lists
 from dehub.engine.kmeans import (
     CoarseQuantizer,
     choose_window,
@@ -38,19 +38,6 @@ def wide_data():
 
 def _recall(ids, true_ids) -> float:
     return float(np.mean([len(set(a) & set(b)) / true_ids.shape[1] for a, b in zip(ids, true_ids)]))
-
-
-def test_row_topk_mask_is_the_id_ordered_topk_with_ties():
-    rng = np.random.default_rng(0)
-    scores = np.round(rng.standard_normal((200, 40)), 1).astype(np.float32)  # many ties
-    for k in (1, 5, 16, 39):
-        mask = _row_topk_mask(scores, k)
-        assert np.all(mask.sum(axis=1) == k)
-        cols = np.broadcast_to(np.arange(40), scores.shape)
-        order = np.lexsort((cols, -scores), axis=-1)[:, :k]  # score desc, then column asc
-        want = np.zeros_like(mask)
-        np.put_along_axis(want, order, True, axis=1)
-        np.testing.assert_array_equal(mask, want)
 
 
 def test_every_list_probed_is_the_exact_engine(wide_data):

@@ -7,14 +7,18 @@ TEST_VENV := .venv
 
 .PHONY: run test lint chromium bench clean
 
-$(RUN_VENV)/.installed: pyproject.toml
+# The compiled top-k (setup.py, src/dehub/engine/_topk_kernel.c) is built by the editable
+# install; a change to it rebuilds the extension in place (numpy is used where it is not built).
+KERNEL := setup.py src/dehub/engine/_topk_kernel.c
+
+$(RUN_VENV)/.installed: pyproject.toml $(KERNEL)
 	$(PYTHON) -m venv $(RUN_VENV)
 	$(RUN_VENV)/bin/pip install --quiet --upgrade pip
 	$(RUN_VENV)/bin/pip install --quiet -e '.[plot]'
 	touch $@
 
 # torch is pinned to the local CPU wheel first, so nothing pulls a CUDA build.
-$(TEST_VENV)/.installed: pyproject.toml
+$(TEST_VENV)/.installed: pyproject.toml $(KERNEL)
 	$(PYTHON) -m venv $(TEST_VENV)
 	$(TEST_VENV)/bin/pip install --quiet --upgrade pip
 	$(TEST_VENV)/bin/pip install --quiet torch==2.13.0
@@ -45,4 +49,4 @@ bench: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/python benchmarks/bench_core.py
 
 clean:
-	rm -rf $(RUN_VENV) $(TEST_VENV) .pytest_cache .hypothesis
+	rm -rf $(RUN_VENV) $(TEST_VENV) .pytest_cache .hypothesis build src/dehub/engine/*.so

@@ -16,6 +16,8 @@ Measured steps:
   gemm-search   bare GEMM of queries x gallery
   dehub-search  fitted NNN .search(queries, top)
   nnn-search    nnn-retrieval NNNRanker.search(queries, top)
+  dehub-*-numpy with --numpy-selection: the dehub steps with numpy's selection
+                (DEHUB_TOPK_KERNEL=0) instead of the compiled top-k, same results
 """
 
 from __future__ import annotations
@@ -146,12 +148,14 @@ def machine() -> dict:
         score_tile_bytes,
         selection_workers,
     )
+    from dehub.engine.topk import kernel_isa
 
     return {
         **describe_machine(),
         "score_tile_bytes": score_tile_bytes(),
         "database_block_rows": database_block_rows(),
         "selection_workers": selection_workers(),
+        "topk_kernel": kernel_isa(),
         "single_threaded_blas_workers": blas_controllable(),
     }
 
@@ -169,6 +173,11 @@ def main() -> None:
     ap.add_argument("--budget-mb", type=int, default=512, help="dehub memory budget")
     ap.add_argument("--small", action="store_true", help="gallery 1000, reference 20000, queries 5000")
     ap.add_argument("--skip-nnn-retrieval", action="store_true")
+    ap.add_argument(
+        "--numpy-selection",
+        action="store_true",
+        help="also time dehub with numpy's selection (DEHUB_TOPK_KERNEL=0) in every round",
+    )
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -183,9 +192,12 @@ def main() -> None:
     common = rng.standard_normal(a.dim).astype(np.float32)
     common /= np.linalg.norm(common)
     load_before = os.getloadavg()
-    steps = ["gemm-bias", "dehub-bias"] + ([] if a.skip_nnn_retrieval else ["nnn-bias"])
+    numpy_sel = a.numpy_selection
+    steps = ["gemm-bias", "dehub-bias"] + (["dehub-bias-numpy"] if numpy_sel else [])
+    steps += [] if a.skip_nnn_retrieval else ["nnn-bias"]
     if a.queries:
-        steps += ["gemm-search", "dehub-search"] + ([] if a.skip_nnn_retrieval else ["nnn-search"])
+        steps += ["gemm-search", "dehub-search"] + (["dehub-search-numpy"] if numpy_sel else [])
+        steps += [] if a.skip_nnn_retrieval else ["nnn-search"]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
@@ -219,7 +231,11 @@ def main() -> None:
                     "--budget-mb",
                     str(a.budget_mb),
                 ]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                env = dict(os.environ)
+                if step.endswith("-numpy"):  # the same step with numpy's selection
+                    cmd[cmd.index(step)] = step.removesuffix("-numpy")
+                    env["DEHUB_TOPK_KERNEL"] = "0"
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 prev = results.get(step)
                 if prev is not None:
@@ -277,6 +293,15 @@ def main() -> None:
                 f"peak RSS dehub {results['dehub-search']['peak_mb']:.0f} MB vs nnn-retrieval "
                 f"{results['nnn-search']['peak_mb']:.0f} MB"
             )
+    per_round = {}
+    for step in [s for s in steps if s.startswith("dehub-")]:
+        base = "gemm-bias" if "bias" in step else "gemm-search"
+        ratios = [
+            x / y for x, y in zip(results[step]["all_seconds"], results[base]["all_seconds"], strict=True)
+        ]
+        per_round[step] = ratios
+        print(f"per round: {step:<18} / {base}: {', '.join(f'{x:.3f}' for x in ratios)}")
+    print(f"selection: compiled top-k {info['topk_kernel'] or 'not built'}")
     for name, v in checks.items():
         print(f"check: {name} = {v:.3g}")
     if a.json:
@@ -300,6 +325,7 @@ def main() -> None:
                             else {}
                         ),
                     },
+                    "per_round_ratios": per_round,
                     "results": results,
                     "checks": checks,
                 },

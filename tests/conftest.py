@@ -45,3 +45,25 @@ def unit():
 def digest():
     """``digest(*arrays)``: a hash to compare before/after a call (inputs unchanged)."""
     return _digest
+
+
+@pytest.fixture
+def numpy_selection(monkeypatch):
+    """The exact engine selects with numpy (:class:`~dehub.engine.topk.RunningTopK`) even
+    where the compiled top-k is built, as it does where it is not."""
+    import dehub.engine.topk as topk
+
+    monkeypatch.setattr(topk, "_KERNEL_ENABLED", False)
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def selection(request, monkeypatch):
+    """Run a test with each selection the exact engine has: the compiled top-k (skipped
+    where it is not built) and numpy's; the results must be the same."""
+    import dehub.engine.topk as topk
+
+    if request.param == "numpy":
+        monkeypatch.setattr(topk, "_KERNEL_ENABLED", False)
+    elif topk.kernel_isa() is None:
+        pytest.skip("the compiled top-k (dehub.engine._topk_kernel) is not built or is turned off")
+    return request.param

@@ -10,6 +10,9 @@ import pytest
 from dehub.engine import exact_search, merge_topk, plan_blocks
 from reference_nnn import assert_topk_match, ref_scores, ref_topk
 
+# every test runs with the compiled top-k (where built) and with numpy's selection
+pytestmark = pytest.mark.usefixtures("selection")
+
 
 def _ref(queries, database, k, offset=None):
     dense = ref_scores(queries, database)

@@ -19,6 +19,9 @@ from reference_nnn import assert_topk_match
 # Small batches take the dense path (no blocks, no floor): force the blocked path here.
 BLOCKED = {"database_block": 8192}
 
+# The floor bet is the numpy selection's (the compiled top-k sets a proven floor instead).
+pytestmark = pytest.mark.usefixtures("numpy_selection")
+
 
 def _dense_topk(queries, database, k, offset=None):
     s = queries.astype(np.float64) @ database.astype(np.float64).T

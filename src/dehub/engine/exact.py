@@ -47,7 +47,7 @@ from ._blas import blas_controllable, blas_limited_now
 from ._rows import even_blocks, row_blocks, row_length_buffers
 from ._workers import parallel_scope
 from .hardware import database_block_rows, score_tile_bytes, selection_workers
-from .topk import RunningTopK, lane_lower_bound, merge_topk, select_topk
+from .topk import KernelTopK, RunningTopK, kernel_isa, lane_lower_bound, merge_topk, select_topk
 
 __all__ = ["exact_search", "BlockPlan", "plan_blocks", "DEFAULT_MEMORY_BUDGET", "SMALL_BATCH_ROWS"]
 
@@ -334,6 +334,9 @@ class _Blocked:
     ) -> None:
         self.queries, self.database, self.k, self.off, self.dt = queries, database, k, off, dt
         self.plan, self.floor = plan, floor
+        # the compiled selection when built: each tile is selected in one C pass, the
+        # offset subtracted inside it (else numpy: offset pass, floor, threshold filter)
+        self.kernel = kernel_isa() is not None
         self.tile_bytes = max(score_tile_bytes(), plan.database_block * dt.itemsize)
         self.bar: Any = None
         self._bar_lock = threading.Lock()
@@ -382,6 +385,8 @@ class _Blocked:
     def _one_block(self, qb: np.ndarray, k: int, ds: slice, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A query block against a database that is one block: each tile's top-k at once
         (:func:`~dehub.engine.topk.select_topk`), no running state to merge."""
+        if self.kernel:
+            return self._kernel_block(qb, k, [ds], buf, None)
         out_v = np.empty((qb.shape[0], k), dtype=self.dt)
         out_i = np.empty((qb.shape[0], k), dtype=np.int64)
         for ts, s in self._tiles(qb, ds, buf):
@@ -390,12 +395,36 @@ class _Blocked:
             out_i += ds.start
         return out_v, out_i
 
-    def _tiles(self, qb: np.ndarray, ds: slice, buf: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
+    def _kernel_block(
+        self, qb: np.ndarray, k: int, db_blocks: list[slice], buf: np.ndarray, floor_j: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A query block against database blocks with the compiled selection
+        (:class:`~dehub.engine.topk.KernelTopK`): each tile's raw scores and the block's
+        offset go through one C pass while the tile is in cache. With ``floor_j`` the
+        first block's floor is the bet of :func:`_floor_rank`; rows that lose it are
+        redone with the proven floor."""
+        top = KernelTopK(qb.shape[0], k, self.dt)
+        for ds in db_blocks:
+            off_b = None if self.off is None else np.ascontiguousarray(self.off[ds])
+            for ts, s in self._tiles(qb, ds, buf, subtract=False):
+                top.push(s, ds.start, ts.start, offset=off_b, floor_rank=floor_j)
+        v, i = top.result()
+        failed = np.flatnonzero(top.floor_failed())
+        if failed.size:  # (at least _MIN_GEMM_ROWS rows, so the GEMMs round as in every other tile)
+            redo = np.concatenate([failed, np.repeat(failed[:1], max(0, _MIN_GEMM_ROWS - failed.size))])
+            rv, ri = self._kernel_block(qb[redo], k, db_blocks, buf, None)
+            v[failed], i[failed] = rv[: failed.size], ri[: failed.size]
+        return v, i
+
+    def _tiles(
+        self, qb: np.ndarray, ds: slice, buf: np.ndarray, *, subtract: bool = True
+    ) -> Iterator[tuple[slice, np.ndarray]]:
         """``(rows of qb, corrected scores)`` of each score tile of ``qb`` against database
-        block ``ds``: one GEMM into ``buf``, the offset subtracted, while the tile is in
-        cache for the selection that follows; one progress step per block."""
+        block ``ds``: one GEMM into ``buf``, the offset subtracted (unless ``subtract`` is
+        false: raw scores), while the tile is in cache for the selection that follows; one
+        progress step per block."""
         xb = np.asarray(self.database[ds], dtype=self.dt)
-        off_b = None if self.off is None else self.off[ds]
+        off_b = None if self.off is None or not subtract else self.off[ds]
         for ts in even_blocks(qb.shape[0], self._tile_rows(qb.shape[0], xb.shape[0])):
             q = qb[ts]
             s = buf[: q.shape[0] * xb.shape[0]].reshape(q.shape[0], xb.shape[0])
@@ -416,6 +445,8 @@ class _Blocked:
         mask: np.ndarray,
         floor_j: int | None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        if self.kernel:
+            return self._kernel_block(qb, k, db_blocks, buf, floor_j)
         if len(db_blocks) == 1 and floor_j is None:
             return self._one_block(qb, k, db_blocks[0], buf)
         top = RunningTopK(qb.shape[0], k, score_dtype=self.dt, floor=floor_j is not None)

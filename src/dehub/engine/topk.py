@@ -18,10 +18,28 @@ implements the tie rule exactly.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numpy.typing import DTypeLike
 
-__all__ = ["RunningTopK", "merge_topk", "lane_lower_bound", "select_topk", "topk_mask"]
+try:  # the compiled running top-k (optional C extension, built at install when a compiler is there)
+    from . import _topk_kernel as _kernel
+except ImportError:  # not built: numpy selection (RunningTopK), the same results
+    _kernel = None  # type: ignore[assignment]
+
+__all__ = [
+    "RunningTopK",
+    "KernelTopK",
+    "kernel_isa",
+    "merge_topk",
+    "lane_lower_bound",
+    "select_topk",
+    "topk_mask",
+]
+
+# DEHUB_TOPK_KERNEL=0 turns the compiled selection off (numpy then selects: same results)
+_KERNEL_ENABLED = os.environ.get("DEHUB_TOPK_KERNEL", "1").strip() not in {"0", "false", "no", "off"}
 
 
 _ID_PAD = np.iinfo(np.int64).max  # sorts after every real id
@@ -357,6 +375,84 @@ class RunningTopK:
         """Final ``(scores, ids)``, each of shape (n_rows, k), best first; -inf/-1 padding."""
         self._merge(np.flatnonzero(self.fill > 0))
         return _sort_rows(self.top_v.copy(), self.top_i.copy())
+
+
+def kernel_isa() -> str | None:
+    """The instruction set the compiled top-k runs with (``"avx512f"``, ``"avx2"``,
+    ``"scalar"``), or None when it is not built or turned off (``DEHUB_TOPK_KERNEL=0``)."""
+    return str(_kernel.ISA) if _kernel is not None and _KERNEL_ENABLED else None
+
+
+class KernelTopK:
+    """Running top-k of ``n_rows`` rows in C (:mod:`dehub.engine._topk_kernel`): the
+    :class:`RunningTopK` contract, with the offset subtracted inside the selection.
+
+    Per row: the ``k`` kept entries, a candidate buffer of ``buffer`` entries (an entry
+    enters it when it beats the row's threshold; a full buffer is merged by a quickselect
+    on (score, id)), the threshold, and a floor set on the row's first tile (the k-th
+    largest of ``4k`` lane maxima, a proven lower bound of the row's k-th score). The
+    scan compares 16 (AVX-512) or 8 (AVX2) scores at a time; scores and ids come out
+    bit-identical to :class:`RunningTopK`'s (same tie rule, same IEEE subtraction).
+    Pushes of disjoint rows may run in concurrent threads (the GIL is released).
+    Use :func:`kernel_isa` to know whether it is available.
+    """
+
+    def __init__(self, n_rows: int, k: int, score_dtype: DTypeLike = np.float32, buffer: int | None = None):
+        if _kernel is None:
+            raise RuntimeError("the compiled top-k (dehub.engine._topk_kernel) is not built")
+        dt = np.dtype(score_dtype)
+        if dt not in (np.float32, np.float64):
+            raise ValueError(f"score_dtype must be float32 or float64; received {dt}")
+        self.n_rows, self.k = int(n_rows), int(k)
+        width = self.k + (int(buffer) if buffer is not None else max(self.k, 64))
+        self.v = np.full((self.n_rows, width), -np.inf, dtype=dt)
+        self.i = np.full((self.n_rows, width), -1, dtype=np.int64)
+        self.fill = np.zeros(self.n_rows, dtype=np.int64)
+        self.thr = np.full(self.n_rows, -np.inf, dtype=dt)
+        self.flo = np.full(self.n_rows, -np.inf, dtype=dt)
+
+    def push(
+        self,
+        scores: np.ndarray,
+        id_offset: int,
+        row_offset: int = 0,
+        offset: np.ndarray | None = None,
+        *,
+        floor_rank: int | None = None,
+    ) -> None:
+        """Offer ``scores[a, b] - offset[b]`` as the score of row ``row_offset + a`` against
+        id ``id_offset + b`` (blocks of a row in increasing ``id_offset`` order). ``scores``
+        and ``offset`` must be C-contiguous and of the state's dtype.
+
+        A row's first tile sets its floor from ``4k`` lane maxima: their k-th largest (a
+        proven lower bound of the row's k-th score), or with ``floor_rank = j < k`` their
+        j-th largest, a bet that :meth:`floor_failed` checks after :meth:`result`.
+        """
+        r = slice(row_offset, row_offset + scores.shape[0])
+        j = self.k if floor_rank is None else int(floor_rank)
+        _kernel.push(
+            scores,
+            offset,
+            int(id_offset),
+            self.v[r],
+            self.i[r],
+            self.fill[r],
+            self.thr[r],
+            self.flo[r],
+            self.k,
+            j,
+        )
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """Final ``(scores, ids)``, each (n_rows, k), best first; -inf/-1 padding."""
+        _kernel.finish(self.v, self.i, self.fill, self.thr, self.flo, self.k)
+        return self.v[:, : self.k].copy(), self.i[:, : self.k].copy()
+
+    def floor_failed(self) -> np.ndarray:
+        """After :meth:`result`: the rows whose floor bet lost (they hold fewer than k
+        entries above a finite floor; entries below it were skipped), to be recomputed
+        without a bet. A proven floor never loses."""
+        return (self.i[:, self.k - 1] < 0) & np.isfinite(self.flo)
 
 
 def merge_topk(results: list[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:

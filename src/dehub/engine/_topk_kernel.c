@@ -1,0 +1,501 @@
+/*
+ * dehub.engine._topk_kernel: a running top-k over streamed score tiles, in C.
+ *
+ * Optional: when this extension is not built (no C compiler at install), dehub selects
+ * with numpy (dehub.engine.topk.RunningTopK) and returns the same results.
+ *
+ * State per row: the k kept (score, id) pairs (unordered; padding is (-inf, -1)), a
+ * buffer of B candidates, and a threshold thr. The columns of a row come in increasing id
+ * order, over one call or several; an entry is a candidate when its score is strictly
+ * greater than thr, and a full buffer is merged into the kept set by a quickselect on
+ * the order (score descending, then id ascending), which sets thr to the worst kept
+ * score. An entry equal to thr arrives after k kept entries that are at least as good
+ * and have smaller ids, so it loses the tie, as the engine's rule says; -inf never
+ * enters (it is padding), nor NaN (every comparison with it is false). A row's first
+ * tile also sets a floor (see row_f32 below), so the buffer sees few entries.
+ *
+ * The scan compares 16 (AVX-512) or 8 (AVX2) scores at a time with thr and only looks at
+ * the lanes that pass; a corrected score (score - offset) is formed by the same IEEE
+ * single/double subtraction as numpy's, so the kept scores are bit-identical to numpy's.
+ * The instruction set is chosen at run time (the build uses no -march flag), so one
+ * build runs on any x86-64 CPU, and the plain C path elsewhere.
+ *
+ * Python API (buffers: C-contiguous; float32 or float64 scores, the same dtype for the
+ * offset and the kept scores, int64 ids); the GIL is released while it runs:
+ *   push(scores (r, c), offset (c,) or None, id_start, v, id, fill, thr, flo, k, floor_rank)
+ *   finish(v, id, fill, thr, flo, k): merge the buffers, v/id[:, :k] sorted best first
+ * with the state of r rows: v, id (r, k + B) kept entries then the candidate buffer; fill
+ * (r,) int64 buffered entries; thr, flo (r,) the threshold and the floor.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define DEHUB_X86 1
+#endif
+
+/* ------------------------------------------------------------------ per dtype */
+
+#if defined(DEHUB_X86) && defined(__GNUC__) && !defined(__clang__)
+#define LANE_MAX_TARGETS __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define LANE_MAX_TARGETS
+#endif
+
+/* Row state: v[0..k) and id[0..k) the kept set (unordered; padding (-inf, -1)), v[k..k+B)
+   the candidate buffer with fill entries, thr the value an entry must beat. */
+#define DEFINE_ROWSTATE(T, SUF)                                                            \
+    /* a is better than b: larger score, or equal score and smaller id */                  \
+    static inline int better_##SUF(T va, int64_t ia, T vb, int64_t ib) {                   \
+        return va > vb || (va == vb && ia < ib);                                           \
+    }                                                                                      \
+    static inline void swap_##SUF(T *v, int64_t *id, Py_ssize_t a, Py_ssize_t b) {         \
+        T tv = v[a];                                                                       \
+        v[a] = v[b];                                                                       \
+        v[b] = tv;                                                                         \
+        int64_t ti = id[a];                                                                \
+        id[a] = id[b];                                                                     \
+        id[b] = ti;                                                                        \
+    }                                                                                      \
+    /* reorder v/id[0..n) so that [0..k) holds the k best (k <= n); returns the value of   \
+       the worst of them (quickselect, Hoare partition on the (score, id) order) */        \
+    static T keep_best_##SUF(T *v, int64_t *id, Py_ssize_t n, Py_ssize_t k) {              \
+        Py_ssize_t lo = 0, hi = n - 1, want = k - 1;                                       \
+        while (lo < hi) {                                                                  \
+            Py_ssize_t mid = lo + (hi - lo) / 2;                                           \
+            T pv = v[mid];                                                                 \
+            int64_t pi = id[mid];                                                          \
+            Py_ssize_t i = lo, j = hi;                                                     \
+            while (i <= j) {                                                               \
+                while (better_##SUF(v[i], id[i], pv, pi)) i++;                             \
+                while (better_##SUF(pv, pi, v[j], id[j])) j--;                             \
+                if (i <= j) {                                                              \
+                    swap_##SUF(v, id, i, j);                                               \
+                    i++;                                                                   \
+                    j--;                                                                   \
+                }                                                                          \
+            }                                                                              \
+            if (want <= j) hi = j;                                                         \
+            else if (want >= i) lo = i;                                                    \
+            else break;                                                                    \
+        }                                                                                  \
+        /* [0..k) are the k best; the worst of them sits at want */                        \
+        return v[want];                                                                    \
+    }                                                                                      \
+    /* a is worse than b (the order of the min-heap used to sort the result) */            \
+    static inline int worse_##SUF(T va, int64_t ia, T vb, int64_t ib) {                    \
+        return better_##SUF(vb, ib, va, ia);                                               \
+    }                                                                                      \
+    static void sift_down_##SUF(T *hv, int64_t *hi, Py_ssize_t k, Py_ssize_t pos) {        \
+        T v = hv[pos];                                                                     \
+        int64_t id = hi[pos];                                                              \
+        for (;;) {                                                                         \
+            Py_ssize_t c = 2 * pos + 1;                                                    \
+            if (c >= k) break;                                                             \
+            if (c + 1 < k && worse_##SUF(hv[c + 1], hi[c + 1], hv[c], hi[c])) c++;         \
+            if (!worse_##SUF(hv[c], hi[c], v, id)) break;                                  \
+            hv[pos] = hv[c];                                                               \
+            hi[pos] = hi[c];                                                               \
+            pos = c;                                                                       \
+        }                                                                                  \
+        hv[pos] = v;                                                                       \
+        hi[pos] = id;                                                                      \
+    }                                                                                      \
+    /* v/id[0..k) sorted best first (heapsort: the worst goes to the end each step) */     \
+    static void sort_best_first_##SUF(T *hv, int64_t *hi, Py_ssize_t k) {                  \
+        for (Py_ssize_t pos = k / 2 - 1; pos >= 0; pos--) sift_down_##SUF(hv, hi, k, pos); \
+        for (Py_ssize_t n = k; n > 1; n--) {                                               \
+            swap_##SUF(hv, hi, 0, n - 1);                                                  \
+            sift_down_##SUF(hv, hi, n - 1, 0);                                             \
+        }                                                                                  \
+    }                                                                                      \
+    /* merge the buffer into the kept set; the new threshold: the worst kept value, at     \
+       least the floor */                                                                  \
+    static inline T merge_##SUF(T *v, int64_t *id, Py_ssize_t k, int64_t *fill, T flo) {   \
+        T w = keep_best_##SUF(v, id, k + *fill, k);                                        \
+        *fill = 0;                                                                         \
+        return w > flo ? w : flo;                                                          \
+    }                                                                                      \
+    /* entries j0..j1 of a row, one at a time: one that beats thr goes to the buffer; a    \
+       full buffer is merged (the threshold returned is the current one) */                \
+    static inline T scan_scalar_##SUF(const T *s, const T *off, Py_ssize_t j0,             \
+                                      Py_ssize_t j1, int64_t id0, T *v, int64_t *id,       \
+                                      Py_ssize_t k, Py_ssize_t B, int64_t *fill, T thr,    \
+                                      T flo) {                                             \
+        for (Py_ssize_t j = j0; j < j1; j++) {                                             \
+            T x = off ? s[j] - off[j] : s[j];                                              \
+            if (x > thr) {                                                                 \
+                v[k + *fill] = x;                                                          \
+                id[k + *fill] = id0 + j;                                                   \
+                if (++*fill == B) thr = merge_##SUF(v, id, k, fill, flo);                  \
+            }                                                                              \
+        }                                                                                  \
+        return thr;                                                                        \
+    }                                                                                      \
+    /* the k-th largest of x[0..n) (1 <= k <= n), reordering x: quickselect */             \
+    static T kth_largest_##SUF(T *x, Py_ssize_t n, Py_ssize_t k) {                         \
+        Py_ssize_t lo = 0, hi = n - 1, want = k - 1;                                       \
+        while (lo < hi) {                                                                  \
+            T p = x[lo + (hi - lo) / 2];                                                   \
+            Py_ssize_t i = lo, j = hi;                                                     \
+            while (i <= j) {                                                               \
+                while (x[i] > p) i++;                                                      \
+                while (x[j] < p) j--;                                                      \
+                if (i <= j) {                                                              \
+                    T t = x[i];                                                            \
+                    x[i] = x[j];                                                           \
+                    x[j] = t;                                                              \
+                    i++;                                                                   \
+                    j--;                                                                   \
+                }                                                                          \
+            }                                                                              \
+            if (want <= j) hi = j;                                                         \
+            else if (want >= i) lo = i;                                                    \
+            else return x[want];                                                           \
+        }                                                                                  \
+        return x[want];                                                                    \
+    }                                                                                      \
+    /* maxima of the lanes c % L (L a multiple of 16, 2L <= c) of a row's corrected        \
+       scores; NaN entries are skipped (x > m is false) */                                 \
+    LANE_MAX_TARGETS static void lane_max_##SUF(const T *s, const T *off, Py_ssize_t c,    \
+                                                Py_ssize_t L, T *m) {                      \
+        for (Py_ssize_t l = 0; l < L; l++) m[l] = -INFINITY;                              \
+        Py_ssize_t b = 0;                                                                  \
+        for (; b + L <= c; b += L) {                                                       \
+            if (off) {                                                                     \
+                for (Py_ssize_t l = 0; l < L; l++) {                                       \
+                    T x = s[b + l] - off[b + l];                                           \
+                    m[l] = x > m[l] ? x : m[l];                                            \
+                }                                                                          \
+            } else {                                                                       \
+                for (Py_ssize_t l = 0; l < L; l++) m[l] = s[b + l] > m[l] ? s[b + l] : m[l]; \
+            }                                                                              \
+        }                                                                                  \
+        for (Py_ssize_t l = 0; b + l < c; l++) {                                           \
+            T x = off ? s[b + l] - off[b + l] : s[b + l];                                  \
+            m[l] = x > m[l] ? x : m[l];                                                    \
+        }                                                                                  \
+    }
+
+DEFINE_ROWSTATE(float, f32)
+DEFINE_ROWSTATE(double, f64)
+
+/* ------------------------------------------------------------------ scans, per ISA */
+
+typedef struct {
+    Py_ssize_t k, B, j; /* kept entries, buffer capacity, rank of the floor (1..k) */
+} shape_t;
+
+/* scan(s, off, c, id0, v, id, shape, fill, thr, flo): a row's entries through the filter */
+typedef float (*scan_fn_f32)(const float *, const float *, Py_ssize_t, int64_t, float *,
+                             int64_t *, shape_t, int64_t *, float, float);
+typedef double (*scan_fn_f64)(const double *, const double *, Py_ssize_t, int64_t, double *,
+                              int64_t *, shape_t, int64_t *, double, double);
+
+static float scan_plain_f32(const float *s, const float *off, Py_ssize_t c, int64_t id0,
+                            float *v, int64_t *id, shape_t sh, int64_t *fill, float thr,
+                            float flo) {
+    return scan_scalar_f32(s, off, 0, c, id0, v, id, sh.k, sh.B, fill, thr, flo);
+}
+
+static double scan_plain_f64(const double *s, const double *off, Py_ssize_t c, int64_t id0,
+                             double *v, int64_t *id, shape_t sh, int64_t *fill, double thr,
+                             double flo) {
+    return scan_scalar_f64(s, off, 0, c, id0, v, id, sh.k, sh.B, fill, thr, flo);
+}
+
+#ifdef DEHUB_X86
+/* W lanes at a time; only the lanes that pass are looked at, one by one (a merge on the
+   way raises the threshold, so each is checked again against the current one) */
+#define DEFINE_SCAN(T, SUF, ISA_NAME, W, VT, LOAD, SUB, SET1, STORE, MASK_GT)               \
+    __attribute__((target(#ISA_NAME))) static T scan_##ISA_NAME##_##SUF(                   \
+        const T *s, const T *off, Py_ssize_t c, int64_t id0, T *v, int64_t *id, shape_t sh, \
+        int64_t *fill_p, T thr, T flo) {                                                   \
+        const Py_ssize_t k = sh.k, B = sh.B;                                               \
+        int64_t fill = *fill_p;                                                            \
+        VT t = SET1(thr);                                                                  \
+        T lane[W] __attribute__((aligned(64)));                                            \
+        Py_ssize_t j = 0;                                                                  \
+        for (; j + W <= c; j += W) {                                                       \
+            VT x = LOAD(s + j);                                                            \
+            if (off) x = SUB(x, LOAD(off + j));                                            \
+            unsigned m = (unsigned)MASK_GT(x, t);                                          \
+            if (m) {                                                                       \
+                STORE(lane, x);                                                            \
+                do {                                                                       \
+                    int b = __builtin_ctz(m);                                              \
+                    m &= m - 1;                                                            \
+                    if (lane[b] > thr) {                                                   \
+                        v[k + fill] = lane[b];                                             \
+                        id[k + fill] = id0 + j + b;                                        \
+                        if (++fill == B) {                                                 \
+                            thr = merge_##SUF(v, id, k, &fill, flo);                       \
+                            t = SET1(thr);                                                 \
+                        }                                                                  \
+                    }                                                                      \
+                } while (m);                                                               \
+            }                                                                              \
+        }                                                                                  \
+        *fill_p = fill;                                                                    \
+        return scan_scalar_##SUF(s, off, j, c, id0, v, id, k, B, fill_p, thr, flo);        \
+    }
+
+#define MASK_GT_512PS(x, t) _mm512_cmp_ps_mask((x), (t), _CMP_GT_OQ)
+#define MASK_GT_512PD(x, t) _mm512_cmp_pd_mask((x), (t), _CMP_GT_OQ)
+#define MASK_GT_256PS(x, t) _mm256_movemask_ps(_mm256_cmp_ps((x), (t), _CMP_GT_OQ))
+#define MASK_GT_256PD(x, t) _mm256_movemask_pd(_mm256_cmp_pd((x), (t), _CMP_GT_OQ))
+
+DEFINE_SCAN(float, f32, avx512f, 16, __m512, _mm512_loadu_ps, _mm512_sub_ps, _mm512_set1_ps,
+            _mm512_store_ps, MASK_GT_512PS)
+DEFINE_SCAN(double, f64, avx512f, 8, __m512d, _mm512_loadu_pd, _mm512_sub_pd, _mm512_set1_pd,
+            _mm512_store_pd, MASK_GT_512PD)
+DEFINE_SCAN(float, f32, avx2, 8, __m256, _mm256_loadu_ps, _mm256_sub_ps, _mm256_set1_ps,
+            _mm256_store_ps, MASK_GT_256PS)
+DEFINE_SCAN(double, f64, avx2, 4, __m256d, _mm256_loadu_pd, _mm256_sub_pd, _mm256_set1_pd,
+            _mm256_store_pd, MASK_GT_256PD)
+#endif
+
+static scan_fn_f32 SCAN_F32 = scan_plain_f32;
+static scan_fn_f64 SCAN_F64 = scan_plain_f64;
+static const char *ISA = "scalar";
+
+static void choose_isa(void) {
+#ifdef DEHUB_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) {
+        SCAN_F32 = scan_avx512f_f32;
+        SCAN_F64 = scan_avx512f_f64;
+        ISA = "avx512f";
+    } else if (__builtin_cpu_supports("avx2")) {
+        SCAN_F32 = scan_avx2_f32;
+        SCAN_F64 = scan_avx2_f64;
+        ISA = "avx2";
+    }
+#endif
+}
+
+/* ------------------------------------------------------------------ one row */
+
+#define MAX_LANES 4096
+#define FLOOR_PREFIX 1024 /* the floor looks at the first 16 L columns of the row at most */
+
+/* Lanes of the floor for k: 4k rounded up to 16, at least 64 */
+static Py_ssize_t floor_lanes(Py_ssize_t k) {
+    Py_ssize_t L = 4 * k < 64 ? 64 : 4 * k;
+    return (L + 15) / 16 * 16;
+}
+
+/* A row's first tile (no threshold yet) first sets the row's floor from L lane maxima
+   over its first columns. With rank j = k the floor is proven: the k-th largest lane
+   maximum is at most the row's k-th largest corrected score (the k largest lane maxima
+   are k distinct entries), so entries below it never make the top-k. With j < k it is a
+   bet (a higher floor, fewer candidates), which the caller checks at the end: a row that
+   holds k entries above its floor is exact, any other must be recomputed. Entries equal
+   to the j-th lane maximum may belong to the top-k: the floor is the float just below
+   it, and entries must beat it. */
+#define DEFINE_ROW(T, SUF, NEXTAFTER, SCAN)                                                 \
+    static void row_##SUF(const T *s, const T *off, Py_ssize_t c, int64_t id0, T *v,        \
+                          int64_t *id, shape_t sh, int64_t *fill, T *thr, T *flo,          \
+                          T *lanes) {                                                      \
+        Py_ssize_t L = floor_lanes(sh.k);                                                  \
+        if (*thr == -INFINITY && L <= MAX_LANES && 2 * L <= c) {                           \
+            Py_ssize_t p = c < FLOOR_PREFIX * L ? c : FLOOR_PREFIX * L;                    \
+            lane_max_##SUF(s, off, p, L, lanes);                                           \
+            *flo = NEXTAFTER(kth_largest_##SUF(lanes, L, sh.j), -INFINITY);                \
+            if (*flo > *thr) *thr = *flo;                                                  \
+        }                                                                                  \
+        *thr = SCAN(s, off, c, id0, v, id, sh, fill, *thr, *flo);                          \
+    }
+DEFINE_ROW(float, f32, nextafterf, SCAN_F32)
+DEFINE_ROW(double, f64, nextafter, SCAN_F64)
+
+/* ------------------------------------------------------------------ buffers */
+
+static int is_float(const Py_buffer *b, char *kind) {
+    if (b->format == NULL) return 0;
+    const char *f = b->format;
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    if (f[0] == 'f' && f[1] == 0 && b->itemsize == 4) { *kind = 'f'; return 1; }
+    if (f[0] == 'd' && f[1] == 0 && b->itemsize == 8) { *kind = 'd'; return 1; }
+    return 0;
+}
+
+static int is_int64(const Py_buffer *b) {
+    if (b->format == NULL || b->itemsize != 8) return 0;
+    const char *f = b->format;
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    return (f[0] == 'l' || f[0] == 'q') && f[1] == 0;
+}
+
+/* The state of r rows: v, id (r, k + B); fill (r,) int64; thr, flo (r,) of v's dtype. */
+typedef struct {
+    Py_buffer v, id, fill, thr, flo;
+    int n; /* buffers held */
+    char kind;
+    Py_ssize_t r, k, B;
+} state_t;
+
+static void release_state(state_t *st) {
+    Py_buffer *all[5] = {&st->v, &st->id, &st->fill, &st->thr, &st->flo};
+    for (int j = 0; j < st->n; j++) PyBuffer_Release(all[j]);
+    st->n = 0;
+}
+
+static int get_state(PyObject *const objs[5], Py_ssize_t k, state_t *st) {
+    Py_buffer *all[5] = {&st->v, &st->id, &st->fill, &st->thr, &st->flo};
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE;
+    st->n = 0;
+    for (int j = 0; j < 5; j++) {
+        if (PyObject_GetBuffer(objs[j], all[j], flags) != 0) {
+            release_state(st);
+            PyErr_SetString(PyExc_ValueError, "the top-k state must be C-contiguous writable arrays");
+            return -1;
+        }
+        st->n++;
+    }
+    char kt = 0, kf = 0;
+    int ok = st->v.ndim == 2 && st->id.ndim == 2 && st->fill.ndim == 1 && st->thr.ndim == 1 &&
+             st->flo.ndim == 1 && is_float(&st->v, &st->kind) && is_int64(&st->id) &&
+             is_int64(&st->fill) && is_float(&st->thr, &kt) && is_float(&st->flo, &kf) &&
+             kt == st->kind && kf == st->kind && st->id.shape[0] == st->v.shape[0] &&
+             st->id.shape[1] == st->v.shape[1] && st->fill.shape[0] == st->v.shape[0] &&
+             st->thr.shape[0] == st->v.shape[0] && st->flo.shape[0] == st->v.shape[0] &&
+             k >= 1 && st->v.shape[1] > k;
+    if (!ok) {
+        release_state(st);
+        PyErr_SetString(PyExc_ValueError,
+                        "the top-k state must be v, id (r, k + B) float / int64, fill (r,) "
+                        "int64, thr, flo (r,) of v's dtype, with k >= 1 and B >= 1");
+        return -1;
+    }
+    st->r = st->v.shape[0];
+    st->k = k;
+    st->B = st->v.shape[1] - k;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ push */
+
+static PyObject *push(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *os, *ooff, *objs[5];
+    long long id_start;
+    Py_ssize_t k, floor_rank;
+    if (!PyArg_ParseTuple(args, "OOLOOOOOnn", &os, &ooff, &id_start, &objs[0], &objs[1],
+                          &objs[2], &objs[3], &objs[4], &k, &floor_rank))
+        return NULL;
+    if (floor_rank < 1 || floor_rank > k) {
+        PyErr_Format(PyExc_ValueError, "floor_rank must be in 1..k=%zd; received %zd", k, floor_rank);
+        return NULL;
+    }
+    state_t st;
+    if (get_state(objs, k, &st) < 0) return NULL;
+    Py_buffer s, off;
+    int have_off = ooff != Py_None, held_s = 0, held_off = 0;
+    char ks = 0, ko = 0;
+    if (PyObject_GetBuffer(os, &s, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) goto bad;
+    held_s = 1;
+    if (have_off) {
+        if (PyObject_GetBuffer(ooff, &off, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) goto bad;
+        held_off = 1;
+    }
+    if (s.ndim != 2 || !is_float(&s, &ks) || ks != st.kind || s.shape[0] != st.r ||
+        (have_off && (off.ndim != 1 || !is_float(&off, &ko) || ko != ks || off.shape[0] != s.shape[1])))
+        goto bad;
+    {
+        Py_ssize_t r = st.r, c = s.shape[1], w = st.k + st.B;
+        shape_t sh = {st.k, st.B, floor_rank};
+        int64_t *fill = (int64_t *)st.fill.buf;
+        int64_t *id = (int64_t *)st.id.buf;
+        static_assert(MAX_LANES * sizeof(double) <= 32768, "lane scratch stays on the stack");
+        double lanes[MAX_LANES];
+        Py_BEGIN_ALLOW_THREADS;
+        if (ks == 'f') {
+            const float *sp = (const float *)s.buf;
+            const float *op = have_off ? (const float *)off.buf : NULL;
+            float *v = (float *)st.v.buf, *thr = (float *)st.thr.buf, *flo = (float *)st.flo.buf;
+            for (Py_ssize_t a = 0; a < r; a++)
+                row_f32(sp + a * c, op, c, (int64_t)id_start, v + a * w, id + a * w, sh, fill + a,
+                        thr + a, flo + a, (float *)lanes);
+        } else {
+            const double *sp = (const double *)s.buf;
+            const double *op = have_off ? (const double *)off.buf : NULL;
+            double *v = (double *)st.v.buf, *thr = (double *)st.thr.buf, *flo = (double *)st.flo.buf;
+            for (Py_ssize_t a = 0; a < r; a++)
+                row_f64(sp + a * c, op, c, (int64_t)id_start, v + a * w, id + a * w, sh, fill + a,
+                        thr + a, flo + a, lanes);
+        }
+        Py_END_ALLOW_THREADS;
+    }
+    if (held_off) PyBuffer_Release(&off);
+    PyBuffer_Release(&s);
+    release_state(&st);
+    Py_RETURN_NONE;
+bad:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError,
+                        "push expects scores (r, c) and an offset (c,) or None of the state's "
+                        "float dtype, C-contiguous");
+    if (held_off) PyBuffer_Release(&off);
+    if (held_s) PyBuffer_Release(&s);
+    release_state(&st);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ finish */
+
+static PyObject *finish(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *objs[5];
+    Py_ssize_t k;
+    if (!PyArg_ParseTuple(args, "OOOOOn", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &k))
+        return NULL;
+    state_t st;
+    if (get_state(objs, k, &st) < 0) return NULL;
+    Py_ssize_t r = st.r, w = st.k + st.B;
+    int64_t *fill = (int64_t *)st.fill.buf;
+    int64_t *id = (int64_t *)st.id.buf;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t a = 0; a < r; a++) {
+        if (st.kind == 'f') {
+            float *v = (float *)st.v.buf + a * w, *thr = (float *)st.thr.buf + a;
+            *thr = merge_f32(v, id + a * w, k, fill + a, ((float *)st.flo.buf)[a]);
+            sort_best_first_f32(v, id + a * w, k);
+        } else {
+            double *v = (double *)st.v.buf + a * w, *thr = (double *)st.thr.buf + a;
+            *thr = merge_f64(v, id + a * w, k, fill + a, ((double *)st.flo.buf)[a]);
+            sort_best_first_f64(v, id + a * w, k);
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    release_state(&st);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"push", push, METH_VARARGS,
+     "push(scores, offset, id_start, v, id, fill, thr, flo, k, floor_rank): offer a tile of "
+     "scores (floor_rank: the lane rank that sets a new row's floor, k for a proven one)."},
+    {"finish", finish, METH_VARARGS,
+     "finish(v, id, fill, thr, flo, k): merge the buffers; v/id[:, :k] best first."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_topk_kernel", "Running top-k over streamed score tiles (C).", -1,
+    methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__topk_kernel(void) {
+    choose_isa();
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddStringConstant(m, "ISA", ISA) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -7,9 +7,9 @@ TEST_VENV := .venv
 
 .PHONY: run test lint chromium bench clean
 
-# The compiled top-k (setup.py, src/dehub/engine/_topk_kernel.c) is built by the editable
-# install; a change to it rebuilds the extension in place (numpy is used where it is not built).
-KERNEL := setup.py src/dehub/engine/_topk_kernel.c
+# The compiled kernels (setup.py, src/dehub/engine/_*_kernel.c) are built by the editable
+# install; a change to them rebuilds them in place (numpy is used where they are not built).
+KERNEL := setup.py src/dehub/engine/_topk_kernel.c src/dehub/engine/_cluster_kernel.c
 
 $(RUN_VENV)/.installed: pyproject.toml $(KERNEL)
 	$(PYTHON) -m venv $(RUN_VENV)

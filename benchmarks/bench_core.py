@@ -17,7 +17,7 @@ Measured steps:
   dehub-search  fitted NNN .search(queries, top)
   nnn-search    nnn-retrieval NNNRanker.search(queries, top)
   dehub-*-numpy with --numpy-selection: the dehub steps with numpy's selection
-                (DEHUB_TOPK_KERNEL=0) instead of the compiled top-k, same results
+                (DEHUB_KERNELS=0) instead of the compiled top-k, same results
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def main() -> None:
     ap.add_argument(
         "--numpy-selection",
         action="store_true",
-        help="also time dehub with numpy's selection (DEHUB_TOPK_KERNEL=0) in every round",
+        help="also time dehub with numpy's selection (DEHUB_KERNELS=0) in every round",
     )
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -234,7 +234,7 @@ def main() -> None:
                 env = dict(os.environ)
                 if step.endswith("-numpy"):  # the same step with numpy's selection
                     cmd[cmd.index(step)] = step.removesuffix("-numpy")
-                    env["DEHUB_TOPK_KERNEL"] = "0"
+                    env["DEHUB_KERNELS"] = "0"
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
                 r = json.loads(out.strip().splitlines()[-1])
                 prev = results.get(step)

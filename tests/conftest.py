@@ -49,21 +49,22 @@ def digest():
 
 @pytest.fixture
 def numpy_selection(monkeypatch):
-    """The exact engine selects with numpy (:class:`~dehub.engine.topk.RunningTopK`) even
-    where the compiled top-k is built, as it does where it is not."""
-    import dehub.engine.topk as topk
+    """The numpy paths (the exact engine's :class:`~dehub.engine.topk.RunningTopK`,
+    k-means' sums) even where the compiled kernels are built, as where they are not."""
+    import dehub.engine._compiled as _compiled
 
-    monkeypatch.setattr(topk, "_KERNEL_ENABLED", False)
+    monkeypatch.setattr(_compiled, "ENABLED", False)
 
 
 @pytest.fixture(params=["compiled", "numpy"])
 def selection(request, monkeypatch):
     """Run a test with each selection the exact engine has: the compiled top-k (skipped
     where it is not built) and numpy's; the results must be the same."""
+    import dehub.engine._compiled as _compiled
     import dehub.engine.topk as topk
 
     if request.param == "numpy":
-        monkeypatch.setattr(topk, "_KERNEL_ENABLED", False)
+        monkeypatch.setattr(_compiled, "ENABLED", False)
     elif topk.kernel_isa() is None:
         pytest.skip("the compiled top-k (dehub.engine._topk_kernel) is not built or is turned off")
     return request.param

@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import dehub.engine._compiled as _compiled
 import dehub.engine.topk as topk_mod
 from dehub.engine import exact_search
 from dehub.engine.topk import KernelTopK, RunningTopK, select_topk
 
 pytestmark = pytest.mark.skipif(
-    topk_mod.kernel_isa() is None, reason="the compiled top-k is not built (or DEHUB_TOPK_KERNEL=0)"
+    topk_mod.kernel_isa() is None, reason="the compiled top-k is not built (or DEHUB_KERNELS=0)"
 )
 
 
@@ -129,7 +130,7 @@ def test_exact_search_same_bits_with_either_selection(rng, monkeypatch, dtype, n
     for offset in (None, off):
         compiled = exact_search(q, x, k, offset=offset, database_block=2048)
         with monkeypatch.context() as m:
-            m.setattr(topk_mod, "_KERNEL_ENABLED", False)
+            m.setattr(_compiled, "ENABLED", False)
             plain = exact_search(q, x, k, offset=offset, database_block=2048)
         _same(compiled, plain)
 
@@ -166,5 +167,32 @@ def test_floor_bet_in_the_engine_stays_exact(rng, monkeypatch):
     monkeypatch.setattr(KernelTopK, "floor_failed", spy)
     compiled = exact_search(q, x, 20, database_block=8192)
     assert sum(redone) >= 1
-    monkeypatch.setattr(topk_mod, "_KERNEL_ENABLED", False)
+    monkeypatch.setattr(_compiled, "ENABLED", False)
     _same(compiled, exact_search(q, x, 20, database_block=8192))
+
+
+@pytest.mark.parametrize("k", [1, 16, 300])
+def test_ivf_scan_same_bits_with_either_selection(rng, monkeypatch, k):
+    from dehub.engine import build_reference_index
+
+    x = np.round(rng.standard_normal((6000, 16)) * 2).astype(np.float32) / 4  # exact ties
+    q = np.round(rng.standard_normal((700, 16)) * 2).astype(np.float32) / 4
+    index = build_reference_index(x, engine="ivf", engine_params={"nlist": 64, "nprobe": 5})
+    compiled = index.search(q, k)
+    with monkeypatch.context() as m:
+        m.setattr(_compiled, "ENABLED", False)
+        plain = index.search(q, k)
+    _same(compiled, plain)
+
+
+def test_push_rows_any_id_order_keeps_the_tie_rule(rng):
+    s = np.round(rng.standard_normal((5, 900)) * 2).astype(np.float32)
+    ids = rng.permutation(900).astype(np.int64)
+    top = KernelTopK(5, 40)
+    for a, b in _spans(900, [300, 301, 650]):  # columns in shuffled id order
+        top.push_rows(np.ascontiguousarray(s[:, a:b]), ids[a:b], np.arange(5, dtype=np.int64))
+    dense = np.full((5, 900), -np.inf, np.float32)
+    dense[:, ids] = s
+    _same(top.result(), select_topk(dense, 40))
+    with pytest.raises(ValueError, match="rows must be in"):
+        top.push_rows(np.zeros((1, 3), np.float32), np.arange(3, dtype=np.int64), np.array([5]))

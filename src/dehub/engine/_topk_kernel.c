@@ -23,6 +23,9 @@
  * Python API (buffers: C-contiguous; float32 or float64 scores, the same dtype for the
  * offset and the kept scores, int64 ids); the GIL is released while it runs:
  *   push(scores (r, c), offset (c,) or None, id_start, v, id, fill, thr, flo, k, floor_rank)
+ *   push_rows(scores (r, c), ids (c,), rows (r,), v, id, fill, thr, flo, k): score row a
+ *       goes to state row rows[a], column b has id ids[b]; ids in any order (ties then
+ *       enter the buffer and the merge's (score, id) order decides)
  *   finish(v, id, fill, thr, flo, k): merge the buffers, v/id[:, :k] sorted best first
  * with the state of r rows: v, id (r, k + B) kept entries then the candidate buffer; fill
  * (r,) int64 buffered entries; thr, flo (r,) the threshold and the floor.
@@ -39,6 +42,17 @@
 #endif
 
 /* ------------------------------------------------------------------ per dtype */
+
+/* How a push sees its rows: k kept entries, B buffer slots, the floor's rank j (1..k);
+   the ids of the columns (ids[j], or id0 + j when ids is NULL), and whether they come in
+   increasing order across the pushes of a row (ge = 0: an entry must beat the threshold)
+   or in any order (ge = 1: an entry equal to the threshold is a candidate too, and the
+   merge's (score, id) order decides). */
+typedef struct {
+    Py_ssize_t k, B, j;
+    const int64_t *ids;
+    int ge;
+} shape_t;
 
 #if defined(DEHUB_X86) && defined(__GNUC__) && !defined(__clang__)
 #define LANE_MAX_TARGETS __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -124,14 +138,14 @@
        full buffer is merged (the threshold returned is the current one) */                \
     static inline T scan_scalar_##SUF(const T *s, const T *off, Py_ssize_t j0,             \
                                       Py_ssize_t j1, int64_t id0, T *v, int64_t *id,       \
-                                      Py_ssize_t k, Py_ssize_t B, int64_t *fill, T thr,    \
-                                      T flo) {                                             \
+                                      const shape_t *sh, int64_t *fill, T thr, T flo) {    \
+        const Py_ssize_t k = sh->k;                                                        \
         for (Py_ssize_t j = j0; j < j1; j++) {                                             \
             T x = off ? s[j] - off[j] : s[j];                                              \
-            if (x > thr) {                                                                 \
+            if (x > thr || (sh->ge && x == thr)) {                                         \
                 v[k + *fill] = x;                                                          \
-                id[k + *fill] = id0 + j;                                                   \
-                if (++*fill == B) thr = merge_##SUF(v, id, k, fill, flo);                  \
+                id[k + *fill] = sh->ids ? sh->ids[j] : id0 + j;                            \
+                if (++*fill == sh->B) thr = merge_##SUF(v, id, k, fill, flo);              \
             }                                                                              \
         }                                                                                  \
         return thr;                                                                        \
@@ -186,9 +200,6 @@ DEFINE_ROWSTATE(double, f64)
 
 /* ------------------------------------------------------------------ scans, per ISA */
 
-typedef struct {
-    Py_ssize_t k, B, j; /* kept entries, buffer capacity, rank of the floor (1..k) */
-} shape_t;
 
 /* scan(s, off, c, id0, v, id, shape, fill, thr, flo): a row's entries through the filter */
 typedef float (*scan_fn_f32)(const float *, const float *, Py_ssize_t, int64_t, float *,
@@ -199,23 +210,24 @@ typedef double (*scan_fn_f64)(const double *, const double *, Py_ssize_t, int64_
 static float scan_plain_f32(const float *s, const float *off, Py_ssize_t c, int64_t id0,
                             float *v, int64_t *id, shape_t sh, int64_t *fill, float thr,
                             float flo) {
-    return scan_scalar_f32(s, off, 0, c, id0, v, id, sh.k, sh.B, fill, thr, flo);
+    return scan_scalar_f32(s, off, 0, c, id0, v, id, &sh, fill, thr, flo);
 }
 
 static double scan_plain_f64(const double *s, const double *off, Py_ssize_t c, int64_t id0,
                              double *v, int64_t *id, shape_t sh, int64_t *fill, double thr,
                              double flo) {
-    return scan_scalar_f64(s, off, 0, c, id0, v, id, sh.k, sh.B, fill, thr, flo);
+    return scan_scalar_f64(s, off, 0, c, id0, v, id, &sh, fill, thr, flo);
 }
 
 #ifdef DEHUB_X86
 /* W lanes at a time; only the lanes that pass are looked at, one by one (a merge on the
    way raises the threshold, so each is checked again against the current one) */
-#define DEFINE_SCAN(T, SUF, ISA_NAME, W, VT, LOAD, SUB, SET1, STORE, MASK_GT)               \
+#define DEFINE_SCAN(T, SUF, ISA_NAME, W, VT, LOAD, SUB, SET1, STORE, MASK_GT, MASK_GE)      \
     __attribute__((target(#ISA_NAME))) static T scan_##ISA_NAME##_##SUF(                   \
         const T *s, const T *off, Py_ssize_t c, int64_t id0, T *v, int64_t *id, shape_t sh, \
         int64_t *fill_p, T thr, T flo) {                                                   \
         const Py_ssize_t k = sh.k, B = sh.B;                                               \
+        const int ge = sh.ge;                                                              \
         int64_t fill = *fill_p;                                                            \
         VT t = SET1(thr);                                                                  \
         T lane[W] __attribute__((aligned(64)));                                            \
@@ -223,15 +235,15 @@ static double scan_plain_f64(const double *s, const double *off, Py_ssize_t c, i
         for (; j + W <= c; j += W) {                                                       \
             VT x = LOAD(s + j);                                                            \
             if (off) x = SUB(x, LOAD(off + j));                                            \
-            unsigned m = (unsigned)MASK_GT(x, t);                                          \
+            unsigned m = ge ? (unsigned)MASK_GE(x, t) : (unsigned)MASK_GT(x, t);           \
             if (m) {                                                                       \
                 STORE(lane, x);                                                            \
                 do {                                                                       \
                     int b = __builtin_ctz(m);                                              \
                     m &= m - 1;                                                            \
-                    if (lane[b] > thr) {                                                   \
+                    if (lane[b] > thr || (ge && lane[b] == thr)) {                         \
                         v[k + fill] = lane[b];                                             \
-                        id[k + fill] = id0 + j + b;                                        \
+                        id[k + fill] = sh.ids ? sh.ids[j + b] : id0 + j + b;               \
                         if (++fill == B) {                                                 \
                             thr = merge_##SUF(v, id, k, &fill, flo);                       \
                             t = SET1(thr);                                                 \
@@ -241,22 +253,26 @@ static double scan_plain_f64(const double *s, const double *off, Py_ssize_t c, i
             }                                                                              \
         }                                                                                  \
         *fill_p = fill;                                                                    \
-        return scan_scalar_##SUF(s, off, j, c, id0, v, id, k, B, fill_p, thr, flo);        \
+        return scan_scalar_##SUF(s, off, j, c, id0, v, id, &sh, fill_p, thr, flo);         \
     }
 
 #define MASK_GT_512PS(x, t) _mm512_cmp_ps_mask((x), (t), _CMP_GT_OQ)
 #define MASK_GT_512PD(x, t) _mm512_cmp_pd_mask((x), (t), _CMP_GT_OQ)
 #define MASK_GT_256PS(x, t) _mm256_movemask_ps(_mm256_cmp_ps((x), (t), _CMP_GT_OQ))
 #define MASK_GT_256PD(x, t) _mm256_movemask_pd(_mm256_cmp_pd((x), (t), _CMP_GT_OQ))
+#define MASK_GE_512PS(x, t) _mm512_cmp_ps_mask((x), (t), _CMP_GE_OQ)
+#define MASK_GE_512PD(x, t) _mm512_cmp_pd_mask((x), (t), _CMP_GE_OQ)
+#define MASK_GE_256PS(x, t) _mm256_movemask_ps(_mm256_cmp_ps((x), (t), _CMP_GE_OQ))
+#define MASK_GE_256PD(x, t) _mm256_movemask_pd(_mm256_cmp_pd((x), (t), _CMP_GE_OQ))
 
 DEFINE_SCAN(float, f32, avx512f, 16, __m512, _mm512_loadu_ps, _mm512_sub_ps, _mm512_set1_ps,
-            _mm512_store_ps, MASK_GT_512PS)
+            _mm512_store_ps, MASK_GT_512PS, MASK_GE_512PS)
 DEFINE_SCAN(double, f64, avx512f, 8, __m512d, _mm512_loadu_pd, _mm512_sub_pd, _mm512_set1_pd,
-            _mm512_store_pd, MASK_GT_512PD)
+            _mm512_store_pd, MASK_GT_512PD, MASK_GE_512PD)
 DEFINE_SCAN(float, f32, avx2, 8, __m256, _mm256_loadu_ps, _mm256_sub_ps, _mm256_set1_ps,
-            _mm256_store_ps, MASK_GT_256PS)
+            _mm256_store_ps, MASK_GT_256PS, MASK_GE_256PS)
 DEFINE_SCAN(double, f64, avx2, 4, __m256d, _mm256_loadu_pd, _mm256_sub_pd, _mm256_set1_pd,
-            _mm256_store_pd, MASK_GT_256PD)
+            _mm256_store_pd, MASK_GT_256PD, MASK_GE_256PD)
 #endif
 
 static scan_fn_f32 SCAN_F32 = scan_plain_f32;
@@ -408,7 +424,7 @@ static PyObject *push(PyObject *self, PyObject *args) {
         goto bad;
     {
         Py_ssize_t r = st.r, c = s.shape[1], w = st.k + st.B;
-        shape_t sh = {st.k, st.B, floor_rank};
+        shape_t sh = {st.k, st.B, floor_rank, NULL, 0};
         int64_t *fill = (int64_t *)st.fill.buf;
         int64_t *id = (int64_t *)st.id.buf;
         static_assert(MAX_LANES * sizeof(double) <= 32768, "lane scratch stays on the stack");
@@ -442,6 +458,78 @@ bad:
                         "float dtype, C-contiguous");
     if (held_off) PyBuffer_Release(&off);
     if (held_s) PyBuffer_Release(&s);
+    release_state(&st);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ push_rows */
+
+/* A tile whose rows go to given state rows and whose columns have given ids, in any order
+   (the inverted-file engine: the queries probing a list, against the rows of that list). */
+static PyObject *push_rows(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *os, *oids, *orows, *objs[5];
+    Py_ssize_t k;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOn", &os, &oids, &orows, &objs[0], &objs[1], &objs[2],
+                          &objs[3], &objs[4], &k))
+        return NULL;
+    state_t st;
+    if (get_state(objs, k, &st) < 0) return NULL;
+    Py_buffer s, ids, rows;
+    int held = 0;
+    if (PyObject_GetBuffer(os, &s, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) goto bad;
+    held = 1;
+    if (PyObject_GetBuffer(oids, &ids, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) goto bad;
+    held = 2;
+    if (PyObject_GetBuffer(orows, &rows, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) goto bad;
+    held = 3;
+    char ks = 0;
+    if (s.ndim != 2 || ids.ndim != 1 || rows.ndim != 1 || !is_float(&s, &ks) || ks != st.kind ||
+        !is_int64(&ids) || !is_int64(&rows) || ids.shape[0] != s.shape[1] ||
+        rows.shape[0] != s.shape[0])
+        goto bad;
+    {
+        const int64_t *rp = (const int64_t *)rows.buf;
+        for (Py_ssize_t a = 0; a < s.shape[0]; a++) {
+            if (rp[a] < 0 || rp[a] >= st.r) {
+                PyErr_Format(PyExc_ValueError, "rows must be in 0..%zd; received %lld", st.r - 1,
+                             (long long)rp[a]);
+                goto bad;
+            }
+        }
+        Py_ssize_t c = s.shape[1], w = st.k + st.B;
+        shape_t sh = {st.k, st.B, st.k, (const int64_t *)ids.buf, 1};
+        int64_t *fill = (int64_t *)st.fill.buf;
+        int64_t *id = (int64_t *)st.id.buf;
+        double lanes[MAX_LANES];
+        Py_BEGIN_ALLOW_THREADS;
+        for (Py_ssize_t a = 0; a < s.shape[0]; a++) {
+            Py_ssize_t q = rp[a];
+            if (ks == 'f') {
+                float *v = (float *)st.v.buf, *thr = (float *)st.thr.buf, *flo = (float *)st.flo.buf;
+                row_f32((const float *)s.buf + a * c, NULL, c, 0, v + q * w, id + q * w, sh, fill + q,
+                        thr + q, flo + q, (float *)lanes);
+            } else {
+                double *v = (double *)st.v.buf, *thr = (double *)st.thr.buf, *flo = (double *)st.flo.buf;
+                row_f64((const double *)s.buf + a * c, NULL, c, 0, v + q * w, id + q * w, sh, fill + q,
+                        thr + q, flo + q, lanes);
+            }
+        }
+        Py_END_ALLOW_THREADS;
+    }
+    PyBuffer_Release(&rows);
+    PyBuffer_Release(&ids);
+    PyBuffer_Release(&s);
+    release_state(&st);
+    Py_RETURN_NONE;
+bad:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError,
+                        "push_rows expects scores (r, c) of the state's float dtype, ids (c,) and "
+                        "rows (r,) int64, C-contiguous");
+    if (held >= 3) PyBuffer_Release(&rows);
+    if (held >= 2) PyBuffer_Release(&ids);
+    if (held >= 1) PyBuffer_Release(&s);
     release_state(&st);
     return NULL;
 }
@@ -480,6 +568,9 @@ static PyMethodDef methods[] = {
     {"push", push, METH_VARARGS,
      "push(scores, offset, id_start, v, id, fill, thr, flo, k, floor_rank): offer a tile of "
      "scores (floor_rank: the lane rank that sets a new row's floor, k for a proven one)."},
+    {"push_rows", push_rows, METH_VARARGS,
+     "push_rows(scores, ids, rows, v, id, fill, thr, flo, k): offer a tile whose rows are state "
+     "rows `rows` and whose columns have ids `ids`, in any order."},
     {"finish", finish, METH_VARARGS,
      "finish(v, id, fill, thr, flo, k): merge the buffers; v/id[:, :k] best first."},
     {NULL, NULL, 0, NULL},

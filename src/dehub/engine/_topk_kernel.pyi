@@ -20,3 +20,15 @@ def push(
 def finish(
     v: np.ndarray, id: np.ndarray, fill: np.ndarray, thr: np.ndarray, flo: np.ndarray, k: int, /
 ) -> None: ...
+def push_rows(
+    scores: np.ndarray,
+    ids: np.ndarray,
+    rows: np.ndarray,
+    v: np.ndarray,
+    id: np.ndarray,
+    fill: np.ndarray,
+    thr: np.ndarray,
+    flo: np.ndarray,
+    k: int,
+    /,
+) -> None: ...

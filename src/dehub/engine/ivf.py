@@ -31,7 +31,7 @@ from ._workers import SEQUENTIAL, Workers, parallel_scope
 from .kmeans import spherical_kmeans, train_quantizer
 from .reference import ReferenceIndex
 from .settings import TRAIN_PER_LIST, EngineParams
-from .topk import select_topk, topk_mask
+from .topk import KernelTopK, kernel_isa, select_topk, topk_mask
 
 __all__ = ["IVFIndex", "spherical_kmeans", "train_coarse", "probe_lists", "BUILD_BLOCK_ROWS"]
 
@@ -218,14 +218,43 @@ class IVFIndex(ReferenceIndex):
         """
         nprobe = min(int(params.nprobe), self.centroids.shape[0])
         nq = q.shape[0]
-        cand_v = np.full((nq * nprobe, k), -np.inf, dtype=np.float32)
-        cand_i = np.full((nq * nprobe, k), -1, dtype=np.int64)
+        compiled = kernel_isa() is not None and q.dtype == np.float32
+        if not compiled:
+            cand_v = np.full((nq * nprobe, k), -np.inf, dtype=np.float32)
+            cand_i = np.full((nq * nprobe, k), -1, dtype=np.int64)
         with parallel_scope() as workers:
             _, probe = probe_lists(q, self.centroids, nprobe, workers=workers)
             items = list(self._queries_by_list(probe))
             parts = [items[j :: workers.n] for j in range(workers.n)]
+            if compiled:  # each worker's running top-k of every query over its lists
+                found = workers.map(lambda part: self._scan_compiled(q, k, part), parts)
+                return np.hstack([f[0] for f in found]), np.hstack([f[1] for f in found])
             workers.map(lambda part: self._scan(q, k, part, cand_v, cand_i), parts)
         return cand_v.reshape(nq, nprobe * k), cand_i.reshape(nq, nprobe * k)
+
+    def _list_scores(self, q: np.ndarray, lst: int, qs: np.ndarray) -> np.ndarray:
+        """Scores (len(qs), list size), C-contiguous, of the queries ``qs`` against list ``lst``."""
+        lo, hi = int(self.list_bounds[lst]), int(self.list_bounds[lst + 1])
+        x, qq = self._list_vectors(lo, hi), q[qs]
+        if qq.shape[0] < _FEW_QUERIES:
+            # few queries: the list's rows as the GEMM's long side, then the small
+            # transpose copied (1.2-1.3x faster at ~230 rows x 25-40 queries; slower
+            # from ~150 queries on, 0.65x at 488 x 1,000). Same score bits either way.
+            return np.ascontiguousarray((x @ qq.T).T)
+        return qq @ x.T
+
+    def _scan_compiled(
+        self, q: np.ndarray, k: int, items: list[tuple[int, np.ndarray, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of every query over the lists of ``items`` (the compiled running top-k:
+        each list's scores go straight to the rows of the queries that probe it, the
+        list's row ids as columns; any order, the engine's tie rule). Queries that probe
+        none of these lists come back as padding."""
+        top = KernelTopK(q.shape[0], k)
+        for lst, qs, _ in items:
+            lo, hi = int(self.list_bounds[lst]), int(self.list_bounds[lst + 1])
+            top.push_rows(self._list_scores(q, lst, qs), self.list_rows[lo:hi], qs)
+        return top.result()
 
     def _scan(
         self,
@@ -239,14 +268,7 @@ class IVFIndex(ReferenceIndex):
         top-k of the list into its cell of ``cand_v``/``cand_i`` (``(nq * nprobe, k)``)."""
         for lst, qs, cells in items:
             lo, hi = int(self.list_bounds[lst]), int(self.list_bounds[lst + 1])
-            x, qq = self._list_vectors(lo, hi), q[qs]
-            if qq.shape[0] < _FEW_QUERIES:
-                # few queries: the list's rows as the GEMM's long side, then the small
-                # transpose copied (1.2-1.3x faster at ~230 rows x 25-40 queries; slower
-                # from ~150 queries on, 0.65x at 488 x 1,000). Same score bits either way.
-                scores = np.ascontiguousarray((x @ qq.T).T)
-            else:
-                scores = qq @ x.T
+            scores = self._list_scores(q, lst, qs)
             rows = self.list_rows[lo:hi]
             if hi - lo <= k:
                 cand_v[cells, : hi - lo] = scores

@@ -18,10 +18,10 @@ implements the tie rule exactly.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from numpy.typing import DTypeLike
+
+from ._compiled import kernels_enabled
 
 try:  # the compiled running top-k (optional C extension, built at install when a compiler is there)
     from . import _topk_kernel as _kernel
@@ -37,9 +37,6 @@ __all__ = [
     "select_topk",
     "topk_mask",
 ]
-
-# DEHUB_TOPK_KERNEL=0 turns the compiled selection off (numpy then selects: same results)
-_KERNEL_ENABLED = os.environ.get("DEHUB_TOPK_KERNEL", "1").strip() not in {"0", "false", "no", "off"}
 
 
 _ID_PAD = np.iinfo(np.int64).max  # sorts after every real id
@@ -379,8 +376,8 @@ class RunningTopK:
 
 def kernel_isa() -> str | None:
     """The instruction set the compiled top-k runs with (``"avx512f"``, ``"avx2"``,
-    ``"scalar"``), or None when it is not built or turned off (``DEHUB_TOPK_KERNEL=0``)."""
-    return str(_kernel.ISA) if _kernel is not None and _KERNEL_ENABLED else None
+    ``"scalar"``), or None when it is not built or turned off (``DEHUB_KERNELS=0``)."""
+    return str(_kernel.ISA) if _kernel is not None and kernels_enabled() else None
 
 
 class KernelTopK:
@@ -442,6 +439,13 @@ class KernelTopK:
             self.k,
             j,
         )
+
+    def push_rows(self, scores: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> None:
+        """Offer ``scores[a, b]`` as the score of row ``rows[a]`` against id ``ids[b]``, ids in
+        any order across pushes (entries tied with a row's threshold are kept as candidates
+        and the merge orders them by id). C-contiguous, the state's dtype, int64 ids/rows;
+        concurrent pushes must not share rows."""
+        _kernel.push_rows(scores, ids, rows, self.v, self.i, self.fill, self.thr, self.flo, self.k)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """Final ``(scores, ids)``, each (n_rows, k), best first; -inf/-1 padding."""

@@ -128,16 +128,21 @@ def _settings(args) -> dict[str, tuple[str, dict]]:
     """``name -> (engine, engine_params)`` of every engine x nprobe x niter asked for."""
     nprobes = [int(x) for x in str(args.nprobe).split(",") if x.strip()]
     niters = [int(x) for x in str(args.niter).split(",") if x.strip()] if args.niter else [None]
+    dims = [int(x) for x in str(args.assign_dim).split(",") if x.strip()] if args.assign_dim else [None]
     out = {}
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         for nprobe in nprobes:
             for niter in niters:
-                params = {"nprobe": nprobe, "nlist": args.nlist, "rerank": args.rerank}
-                name = engine + (f" nprobe={nprobe}" if len(nprobes) > 1 else "")
-                if niter is not None:
-                    params["niter"] = niter
-                    name += f" niter={niter}" if len(niters) > 1 else ""
-                out[name] = (engine, params)
+                for dim in dims:
+                    params = {"nprobe": nprobe, "nlist": args.nlist, "rerank": args.rerank}
+                    name = engine + (f" nprobe={nprobe}" if len(nprobes) > 1 else "")
+                    if niter is not None:
+                        params["niter"] = niter
+                        name += f" niter={niter}" if len(niters) > 1 else ""
+                    if dim is not None:
+                        params["assign_dim"] = dim
+                        name += f" assign_dim={dim}" if len(dims) > 1 else ""
+                    out[name] = (engine, params)
     return out
 
 
@@ -152,6 +157,11 @@ def main(argv=None) -> int:
     p.add_argument("--nprobe", default="4", help="lists probed per query; a comma list runs each")
     p.add_argument(
         "--niter", default=None, help="k-means iterations (default: the engine's); a comma list runs each"
+    )
+    p.add_argument(
+        "--assign-dim",
+        default=None,
+        help="coordinates the lists are assigned on (default: the engine's, d // 4, >= 128); a comma list runs each",
     )
     p.add_argument("--nlist", type=int, default=None)
     p.add_argument("--rerank", type=int, default=None, help="exact re-rank shortlist size (ivf-sq8/hnsw)")

@@ -2,9 +2,11 @@
 
     python benchmarks/plot_results.py            # writes benchmarks/results/benchmarks.png
 
-Panels (each drawn only if its JSON exists): core time relative to the bare GEMM
-(dehub vs nnn-retrieval, bias and search), the approximate-bias trade-off (speed-up vs
-R@1 change per engine), and the serving throughput of exported d+1 indexes.
+Panels (each drawn only if its JSON exists): the exact engine's time relative to the bare
+GEMM, every round of the current runs (compiled top-k, numpy selection, nnn-retrieval,
+and the in-process pairs) against the targets; the approximate bias's build + search
+speed-up against its R@1 change (with the per-round range); and the serving throughput of
+exported d+1 indexes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import json
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# the runs of the current code (Xeon VM, 2026-12-01, fifth pass)
+CORE_RUNS = ("core_xeon_s5", "core_xeon_s5_run2", "core_xeon_s5_blocks", "core_xeon_s5_final")
+PAIRED_RUNS = ("core_paired_s5", "core_paired_s5_run2")
+APPROX_RUNS = ("approx_s5", "approx_s5_final")
 
 
 def _load(name: str) -> dict | None:
@@ -30,55 +36,81 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    core, approx, approx1, serving = (_load(n) for n in ("core", "approx", "approx_nprobe1", "serving"))
-    panels = [p for p in (core, approx or approx1, serving) if p is not None]
+    core_runs = [d for d in (_load(n) for n in CORE_RUNS) if d is not None]
+    paired_runs = [d for d in (_load(n) for n in PAIRED_RUNS) if d is not None]
+    approx_runs = [d for d in (_load(n) for n in APPROX_RUNS) if d is not None]
+    serving = _load("serving")
+    panels = [p for p in (core_runs or paired_runs, approx_runs, serving) if p]
     if not panels:
         raise SystemExit(f"no results in {RESULTS}; run the benchmarks first (see benchmarks/README.md)")
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
     axes = list(axes) if len(panels) > 1 else [axes]
     ax_iter = iter(axes)
 
-    if core is not None:
+    if core_runs or paired_runs:
         ax = next(ax_iter)
-        s = {k: v["seconds"] for k, v in core["results"].items()}
-        groups = [
-            ("bias", "gemm-bias", "dehub-bias", "nnn-bias"),
-            ("search", "gemm-search", "dehub-search", "nnn-search"),
+        kinds = [
+            ("dehub-{}", "dehub, compiled top-k", "tab:blue", -0.25),
+            ("dehub-{}-numpy", "dehub, numpy selection", "tab:cyan", 0.0),
+            ("nnn-{}", "nnn-retrieval", "tab:orange", 0.25),
         ]
-        for j, (label, gemm, dehub, nnn) in enumerate(groups):
-            if gemm not in s:
-                continue
-            ax.bar(j - 0.2, s[dehub] / s[gemm], 0.4, color="tab:blue", label="dehub" if j == 0 else None)
-            if nnn in s:
-                ax.bar(
-                    j + 0.2,
-                    s[nnn] / s[gemm],
-                    0.4,
-                    color="tab:orange",
-                    label="nnn-retrieval" if j == 0 else None,
+        for j, case in enumerate(("bias", "search")):
+            for step, label, color, dx in kinds:
+                ratios = [
+                    x
+                    for d in core_runs
+                    for x in d.get("per_round_ratios", {}).get(step.format(case), [])
+                    if step.startswith("dehub")
+                ]
+                if step.startswith("nnn"):  # best of each run (its rounds are not stored as ratios)
+                    ratios = [
+                        d["results"][step.format(case)]["seconds"] / d["results"][f"gemm-{case}"]["seconds"]
+                        for d in core_runs
+                        if step.format(case) in d["results"]
+                    ]
+                if ratios:
+                    ax.scatter(
+                        [j + dx] * len(ratios),
+                        ratios,
+                        s=14,
+                        color=color,
+                        alpha=0.6,
+                        label=label if j == 0 else None,
+                    )
+            paired = [x for d in paired_runs for x in d["paired"].get(case, {}).get("ratios", [])]
+            if paired:
+                ax.scatter(
+                    [j - 0.12] * len(paired),
+                    paired,
+                    s=14,
+                    marker="x",
+                    color="tab:purple",
+                    label="dehub, compiled, in-process pairs" if j == 0 else None,
                 )
-        ax.axhline(1.0, color="k", lw=0.8)
-        ax.set_xticks([0, 1], ["bias (5k x 118k)", "search (25k x 5k)"])
-        ax.set_ylabel("time / bare GEMM time")
-        ax.set_title("exact engine vs bare GEMM")
-        ax.legend()
+            ax.hlines(1.10 if case == "bias" else 1.30, j - 0.4, j + 0.4, colors="k", linestyles="--", lw=0.8)
+        ax.axhline(1.0, color="grey", lw=0.6)
+        ax.set_xticks([0, 1], ["bias (5k x 118k, k=128)", "search (25k x 5k, top 10)"])
+        ax.set_ylabel("time / bare GEMM time (per round)")
+        ax.set_title("exact engine vs bare GEMM (Xeon VM; dashed: targets)")
+        ax.legend(fontsize=7)
 
-    runs = [d for d in (approx, approx1) if d is not None]
-    if runs:
+    if approx_runs:
         ax = next(ax_iter)
-        for data in runs:
+        for data in approx_runs:
             for name, e in data["engines"].items():
-                label = f"{name}, nprobe {data['sizes']['nprobe']}" if name.startswith("ivf") else name
                 delta = e["r1_delta_points"]
-                ax.scatter(e["speedup_search"], delta, s=40)
-                ax.annotate(
-                    label, (e["speedup_search"], delta), textcoords="offset points", xytext=(4, 4), fontsize=8
-                )
-        ax.axvline(50, color="grey", ls="--", lw=0.8)
+                x = e["speedup_build_and_search"]
+                per_round = e.get("speedup_build_and_search_per_round", [])
+                ax.scatter(x, delta, s=40)
+                if per_round:
+                    ax.hlines(delta, min(per_round), max(per_round), lw=0.8, alpha=0.5)
+                short = name.replace("ivf ", "").replace("nprobe=", "np ").replace("assign_dim=", "dim ")
+                ax.annotate(short or name, (x, delta), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.axvline(10, color="grey", ls="--", lw=0.8)
         ax.axhline(-0.2, color="grey", ls=":", lw=0.8)
-        ax.set_xlabel("speed-up of the bias search over exact")
+        ax.set_xlabel("build + search speed-up over exact (best; line: per-round range)")
         ax.set_ylabel("test R@1 change vs exact NNN (points)")
-        ax.set_title("approximate bias (5k x 118k x 512)")
+        ax.set_title("approximate bias, ivf (5k x 118k x 512, k=16)")
 
     if serving is not None:
         ax = next(ax_iter)

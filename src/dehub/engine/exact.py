@@ -7,8 +7,11 @@ rows. An optional per-item ``offset`` is subtracted from every score
 (``q . x_j - offset[j]``), which is how NNN and every additive correction is served.
 
 The scores of a block come from one BLAS GEMM; the top-k selection streams those blocks
-through :class:`~dehub.engine.topk.RunningTopK`, whose threshold filter touches each
-score once with a vectorized comparison instead of sorting or partitioning every block.
+through :class:`~dehub.engine.topk.KernelTopK` (the compiled running top-k, one pass per
+tile with the offset subtracted inside, where the optional C extension is built) or else
+:class:`~dehub.engine.topk.RunningTopK`, whose threshold filter touches each score once
+with a vectorized comparison; both give the same bits, and neither sorts or partitions
+every block.
 Inputs may be float16/32/64 arrays or ``np.memmap``; only one block of each side is
 converted at a time. float64 inputs are multiplied in float64, others in float32.
 
@@ -17,9 +20,11 @@ single-threaded BLAS (:mod:`dehub.engine._blas`): enough queries are cut into co
 query ranges, few queries against a large database into database ranges whose results
 are merged. Each worker runs its own GEMMs and the selection of its own score tiles while
 they are in cache, so the cores never wait for one another between a GEMM and its
-selection (numpy releases the GIL in both). The score tile is four times the core's L2, at most
-the last-level cache over twice the workers (2..16 MiB), the database block holds about 2048 query rows per tile,
-and the floor's first block is wider (8192 columns). Every GEMM call has at least two rows
+selection (numpy and the kernel release the GIL). The score tile is four times the core's L2, at most
+the last-level cache over twice the workers (2..16 MiB; four times that with the compiled
+selection, which reads a tile once), the database block is sized so that a tile holds a
+worker's query rows (up to 4096), many queries are cut into up to 4 parts per worker taken
+in turn, and the floor's first block is wider (8192 columns). Every GEMM call has at least two rows
 and the last database block at least 256 columns (:func:`scored_by_gemv`), so a score's
 bits do not depend on how the work was cut.
 

@@ -9,8 +9,10 @@ not kept is copied in list order.
 
 Search (:meth:`IVFIndex._candidates`): every query of a batch probes its ``nprobe``
 nearest lists (full-dimensional centroids); the queries probing a list are scored
-against it with one GEMM and each keeps its top-k of that list; the driver in
-:mod:`dehub.engine.reference` selects the final top-k with the exact engine's tie rule.
+against it with one GEMM, and the scores go to each worker's compiled running top-k of
+every query (:class:`~dehub.engine.topk.KernelTopK`, where built) or else each query
+keeps its top-k of that list; the driver in :mod:`dehub.engine.reference` selects the
+final top-k with the exact engine's tie rule (the same results either way).
 Every score returned is exact (float32 inner products of the stored rows); only the
 choice of lists is approximate. Lists, probes, assignment blocks and k-means scoring run
 on one worker thread per CPU with one BLAS thread each (:mod:`dehub.engine._workers`).

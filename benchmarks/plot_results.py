@@ -17,8 +17,14 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # the runs of the current code (Xeon VM, 2026-12-01, fifth pass)
-CORE_RUNS = ("core_xeon_s5", "core_xeon_s5_run2", "core_xeon_s5_blocks", "core_xeon_s5_final")
-PAIRED_RUNS = ("core_paired_s5", "core_paired_s5_run2")
+CORE_RUNS = (
+    "core_xeon_s5",
+    "core_xeon_s5_run2",
+    "core_xeon_s5_blocks",
+    "core_xeon_s5_final",
+    "core_xeon_s5_final2",
+)
+PAIRED_RUNS = ("core_paired_s5", "core_paired_s5_run2", "core_paired_s5_run3")
 APPROX_RUNS = ("approx_s5", "approx_s5_final")
 
 

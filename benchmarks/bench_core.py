@@ -270,18 +270,7 @@ def main() -> None:
             f"machine: {info['cpu_model']}, {os.cpu_count()} cores; selection: {info['topk_kernel'] or 'numpy'}"
         )
         if a.json:
-            a.json.write_text(
-                json.dumps(
-                    {
-                        "args": vars(a) | {"json": str(a.json)},
-                        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                        "machine": info,
-                        "load_1min_before_after": [load_before[0], os.getloadavg()[0]],
-                        "paired": summary,
-                    },
-                    indent=2,
-                )
-            )
+            _write_json(a, info, [load_before[0], os.getloadavg()[0]], {"paired": summary})
         return
     numpy_sel = a.numpy_selection
     steps = ["gemm-bias", "dehub-bias"] + (["dehub-bias-numpy"] if numpy_sel else [])
@@ -396,34 +385,24 @@ def main() -> None:
     for name, v in checks.items():
         print(f"check: {name} = {v:.3g}")
     if a.json:
-        a.json.write_text(
-            json.dumps(
-                {
-                    "args": vars(a) | {"json": str(a.json)},
-                    "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "machine": info,
-                    "load_1min_before_after": [load_before[0], load_after[0]],
-                    "ratios": {
-                        "bias_vs_gemm": sec["dehub-bias"] / sec["gemm-bias"],
-                        **(
-                            {"search_vs_gemm": sec["dehub-search"] / sec["gemm-search"]}
-                            if "dehub-search" in sec
-                            else {}
-                        ),
-                        **(
-                            {"search_vs_nnn_retrieval": sec["dehub-search"] / sec["nnn-search"]}
-                            if "nnn-search" in sec
-                            else {}
-                        ),
-                    },
-                    "per_round_ratios": per_round,
-                    "results": results,
-                    "checks": checks,
-                },
-                indent=2,
-                default=str,
-            )
-        )
+        ratios = {"bias_vs_gemm": sec["dehub-bias"] / sec["gemm-bias"]}
+        if "dehub-search" in sec:
+            ratios["search_vs_gemm"] = sec["dehub-search"] / sec["gemm-search"]
+        if "nnn-search" in sec:
+            ratios["search_vs_nnn_retrieval"] = sec["dehub-search"] / sec["nnn-search"]
+        payload = {"ratios": ratios, "per_round_ratios": per_round, "results": results, "checks": checks}
+        _write_json(a, info, [load_before[0], load_after[0]], payload)
+
+
+def _write_json(a: argparse.Namespace, info: dict, load: list, payload: dict) -> None:
+    """The run's arguments, date, machine and load, then its figures, to ``a.json``."""
+    head = {
+        "args": vars(a) | {"json": str(a.json)},
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": info,
+        "load_1min_before_after": load,
+    }
+    a.json.write_text(json.dumps(head | payload, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -22,10 +22,12 @@
  *
  * Python API (buffers: C-contiguous; float32 or float64 scores, the same dtype for the
  * offset and the kept scores, int64 ids); the GIL is released while it runs:
- *   push(scores (r, c), offset (c,) or None, id_start, v, id, fill, thr, flo, k, floor_rank)
- *   push_rows(scores (r, c), ids (c,), rows (r,), v, id, fill, thr, flo, k): score row a
- *       goes to state row rows[a], column b has id ids[b]; ids in any order (ties then
- *       enter the buffer and the merge's (score, id) order decides)
+ *   push(scores (r, c), offset (c,) or None, id_start, ids (c,) or None, rows (r,) or None,
+ *        v, id, fill, thr, flo, k, floor_rank): score row a goes to state row a (rows None)
+ *       or rows[a]; column j has id id_start + j, in increasing order across a row's pushes
+ *       (ids None), or ids[j] in any order (ties then enter the buffer and the merge's
+ *       (score, id) order decides); floor_rank: the lane rank of a new row's floor (k:
+ *       proven, less: a bet the caller checks)
  *   finish(v, id, fill, thr, flo, k): merge the buffers, v/id[:, :k] sorted best first
  * with the state of r rows: v, id (r, k + B) kept entries then the candidate buffer; fill
  * (r,) int64 buffered entries; thr, flo (r,) the threshold and the floor.
@@ -149,29 +151,6 @@ typedef struct {
             }                                                                              \
         }                                                                                  \
         return thr;                                                                        \
-    }                                                                                      \
-    /* the k-th largest of x[0..n) (1 <= k <= n), reordering x: quickselect */             \
-    static T kth_largest_##SUF(T *x, Py_ssize_t n, Py_ssize_t k) {                         \
-        Py_ssize_t lo = 0, hi = n - 1, want = k - 1;                                       \
-        while (lo < hi) {                                                                  \
-            T p = x[lo + (hi - lo) / 2];                                                   \
-            Py_ssize_t i = lo, j = hi;                                                     \
-            while (i <= j) {                                                               \
-                while (x[i] > p) i++;                                                      \
-                while (x[j] < p) j--;                                                      \
-                if (i <= j) {                                                              \
-                    T t = x[i];                                                            \
-                    x[i] = x[j];                                                           \
-                    x[j] = t;                                                              \
-                    i++;                                                                   \
-                    j--;                                                                   \
-                }                                                                          \
-            }                                                                              \
-            if (want <= j) hi = j;                                                         \
-            else if (want >= i) lo = i;                                                    \
-            else return x[want];                                                           \
-        }                                                                                  \
-        return x[want];                                                                    \
     }                                                                                      \
     /* maxima of the lanes c % L (L a multiple of 16, 2L <= c) of a row's corrected        \
        scores; NaN entries are skipped (x > m is false) */                                 \
@@ -316,12 +295,14 @@ static Py_ssize_t floor_lanes(Py_ssize_t k) {
 #define DEFINE_ROW(T, SUF, NEXTAFTER, SCAN)                                                 \
     static void row_##SUF(const T *s, const T *off, Py_ssize_t c, int64_t id0, T *v,        \
                           int64_t *id, shape_t sh, int64_t *fill, T *thr, T *flo,          \
-                          T *lanes) {                                                      \
+                          T *lanes, int64_t *lane_ids) {                                   \
         Py_ssize_t L = floor_lanes(sh.k);                                                  \
         if (*thr == -INFINITY && L <= MAX_LANES && 2 * L <= c) {                           \
             Py_ssize_t p = c < FLOOR_PREFIX * L ? c : FLOOR_PREFIX * L;                    \
             lane_max_##SUF(s, off, p, L, lanes);                                           \
-            *flo = NEXTAFTER(kth_largest_##SUF(lanes, L, sh.j), -INFINITY);                \
+            for (Py_ssize_t l = 0; l < L; l++) lane_ids[l] = l;                            \
+            /* the j-th largest lane maximum: the worst of the j best */                   \
+            *flo = NEXTAFTER(keep_best_##SUF(lanes, lane_ids, L, sh.j), -INFINITY);        \
             if (*flo > *thr) *thr = *flo;                                                  \
         }                                                                                  \
         *thr = SCAN(s, off, c, id0, v, id, sh, fill, *thr, *flo);                          \
@@ -396,13 +377,26 @@ static int get_state(PyObject *const objs[5], Py_ssize_t k, state_t *st) {
 
 /* ------------------------------------------------------------------ push */
 
+/* An optional buffer argument (None -> not held) */
+static int get_optional(PyObject *o, Py_buffer *b, int *held) {
+    *held = 0;
+    if (o == Py_None) return 0;
+    if (PyObject_GetBuffer(o, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) return -1;
+    *held = 1;
+    return 0;
+}
+
+/* push(scores, offset, id_start, ids, rows, v, id, fill, thr, flo, k, floor_rank): score
+   row a goes to state row a (rows None) or rows[a]; column j has id id_start + j (ids None,
+   in increasing order across a row's pushes) or ids[j] (any order); offset[j] is
+   subtracted from column j when given. */
 static PyObject *push(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *os, *ooff, *objs[5];
+    PyObject *os, *ooff, *oids, *orows, *objs[5];
     long long id_start;
     Py_ssize_t k, floor_rank;
-    if (!PyArg_ParseTuple(args, "OOLOOOOOnn", &os, &ooff, &id_start, &objs[0], &objs[1],
-                          &objs[2], &objs[3], &objs[4], &k, &floor_rank))
+    if (!PyArg_ParseTuple(args, "OOLOOOOOOOnn", &os, &ooff, &id_start, &oids, &orows, &objs[0],
+                          &objs[1], &objs[2], &objs[3], &objs[4], &k, &floor_rank))
         return NULL;
     if (floor_rank < 1 || floor_rank > k) {
         PyErr_Format(PyExc_ValueError, "floor_rank must be in 1..k=%zd; received %zd", k, floor_rank);
@@ -410,43 +404,58 @@ static PyObject *push(PyObject *self, PyObject *args) {
     }
     state_t st;
     if (get_state(objs, k, &st) < 0) return NULL;
-    Py_buffer s, off;
-    int have_off = ooff != Py_None, held_s = 0, held_off = 0;
+    Py_buffer s, off, ids, rows;
+    int held_s = 0, held_off = 0, held_ids = 0, held_rows = 0;
     char ks = 0, ko = 0;
     if (PyObject_GetBuffer(os, &s, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) goto bad;
     held_s = 1;
-    if (have_off) {
-        if (PyObject_GetBuffer(ooff, &off, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) goto bad;
-        held_off = 1;
-    }
-    if (s.ndim != 2 || !is_float(&s, &ks) || ks != st.kind || s.shape[0] != st.r ||
-        (have_off && (off.ndim != 1 || !is_float(&off, &ko) || ko != ks || off.shape[0] != s.shape[1])))
+    if (get_optional(ooff, &off, &held_off) < 0 || get_optional(oids, &ids, &held_ids) < 0 ||
+        get_optional(orows, &rows, &held_rows) < 0)
         goto bad;
+    if (s.ndim != 2 || !is_float(&s, &ks) || ks != st.kind ||
+        (held_off && (off.ndim != 1 || !is_float(&off, &ko) || ko != ks || off.shape[0] != s.shape[1])) ||
+        (held_ids && (ids.ndim != 1 || !is_int64(&ids) || ids.shape[0] != s.shape[1])) ||
+        (held_rows && (rows.ndim != 1 || !is_int64(&rows) || rows.shape[0] != s.shape[0])) ||
+        (!held_rows && s.shape[0] != st.r))
+        goto bad;
+    const int64_t *rp = held_rows ? (const int64_t *)rows.buf : NULL;
+    for (Py_ssize_t a = 0; rp && a < s.shape[0]; a++) {
+        if (rp[a] < 0 || rp[a] >= st.r) {
+            PyErr_Format(PyExc_ValueError, "rows must be in 0..%zd; received %lld", st.r - 1,
+                         (long long)rp[a]);
+            goto bad;
+        }
+    }
     {
-        Py_ssize_t r = st.r, c = s.shape[1], w = st.k + st.B;
-        shape_t sh = {st.k, st.B, floor_rank, NULL, 0};
+        Py_ssize_t c = s.shape[1], w = st.k + st.B;
+        shape_t sh = {st.k, st.B, floor_rank, held_ids ? (const int64_t *)ids.buf : NULL, held_ids};
         int64_t *fill = (int64_t *)st.fill.buf;
         int64_t *id = (int64_t *)st.id.buf;
-        static_assert(MAX_LANES * sizeof(double) <= 32768, "lane scratch stays on the stack");
-        double lanes[MAX_LANES];
+        static_assert(MAX_LANES * (sizeof(float) + sizeof(double) + sizeof(int64_t)) <= 81920,
+                      "the floor's scratch stays small on the stack");
+        float lanes_f[MAX_LANES]; /* scratch of the floor (per dtype: no aliasing) */
+        double lanes_d[MAX_LANES];
+        int64_t lane_ids[MAX_LANES];
+/* score row a -> state row q (a, or rows[a]) */
+#define PUSH_TILE(T, SUF, LANES)                                                            \
+    {                                                                                      \
+        const T *sp = (const T *)s.buf, *op = held_off ? (const T *)off.buf : NULL;        \
+        T *v = (T *)st.v.buf, *thr = (T *)st.thr.buf, *flo = (T *)st.flo.buf;              \
+        for (Py_ssize_t a = 0; a < s.shape[0]; a++) {                                      \
+            Py_ssize_t q = rp ? rp[a] : a;                                                 \
+            row_##SUF(sp + a * c, op, c, (int64_t)id_start, v + q * w, id + q * w, sh,     \
+                      fill + q, thr + q, flo + q, LANES, lane_ids);                        \
+        }                                                                                  \
+    }
         Py_BEGIN_ALLOW_THREADS;
-        if (ks == 'f') {
-            const float *sp = (const float *)s.buf;
-            const float *op = have_off ? (const float *)off.buf : NULL;
-            float *v = (float *)st.v.buf, *thr = (float *)st.thr.buf, *flo = (float *)st.flo.buf;
-            for (Py_ssize_t a = 0; a < r; a++)
-                row_f32(sp + a * c, op, c, (int64_t)id_start, v + a * w, id + a * w, sh, fill + a,
-                        thr + a, flo + a, (float *)lanes);
-        } else {
-            const double *sp = (const double *)s.buf;
-            const double *op = have_off ? (const double *)off.buf : NULL;
-            double *v = (double *)st.v.buf, *thr = (double *)st.thr.buf, *flo = (double *)st.flo.buf;
-            for (Py_ssize_t a = 0; a < r; a++)
-                row_f64(sp + a * c, op, c, (int64_t)id_start, v + a * w, id + a * w, sh, fill + a,
-                        thr + a, flo + a, lanes);
-        }
+        if (ks == 'f')
+            PUSH_TILE(float, f32, lanes_f)
+        else
+            PUSH_TILE(double, f64, lanes_d)
         Py_END_ALLOW_THREADS;
     }
+    if (held_rows) PyBuffer_Release(&rows);
+    if (held_ids) PyBuffer_Release(&ids);
     if (held_off) PyBuffer_Release(&off);
     PyBuffer_Release(&s);
     release_state(&st);
@@ -455,81 +464,12 @@ bad:
     if (!PyErr_Occurred())
         PyErr_SetString(PyExc_ValueError,
                         "push expects scores (r, c) and an offset (c,) or None of the state's "
-                        "float dtype, C-contiguous");
+                        "float dtype, ids (c,) or None and rows (r,) or None int64 (rows None: r "
+                        "= the state's rows), C-contiguous");
+    if (held_rows) PyBuffer_Release(&rows);
+    if (held_ids) PyBuffer_Release(&ids);
     if (held_off) PyBuffer_Release(&off);
     if (held_s) PyBuffer_Release(&s);
-    release_state(&st);
-    return NULL;
-}
-
-/* ------------------------------------------------------------------ push_rows */
-
-/* A tile whose rows go to given state rows and whose columns have given ids, in any order
-   (the inverted-file engine: the queries probing a list, against the rows of that list). */
-static PyObject *push_rows(PyObject *self, PyObject *args) {
-    (void)self;
-    PyObject *os, *oids, *orows, *objs[5];
-    Py_ssize_t k;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOn", &os, &oids, &orows, &objs[0], &objs[1], &objs[2],
-                          &objs[3], &objs[4], &k))
-        return NULL;
-    state_t st;
-    if (get_state(objs, k, &st) < 0) return NULL;
-    Py_buffer s, ids, rows;
-    int held = 0;
-    if (PyObject_GetBuffer(os, &s, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) goto bad;
-    held = 1;
-    if (PyObject_GetBuffer(oids, &ids, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) goto bad;
-    held = 2;
-    if (PyObject_GetBuffer(orows, &rows, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) goto bad;
-    held = 3;
-    char ks = 0;
-    if (s.ndim != 2 || ids.ndim != 1 || rows.ndim != 1 || !is_float(&s, &ks) || ks != st.kind ||
-        !is_int64(&ids) || !is_int64(&rows) || ids.shape[0] != s.shape[1] ||
-        rows.shape[0] != s.shape[0])
-        goto bad;
-    {
-        const int64_t *rp = (const int64_t *)rows.buf;
-        for (Py_ssize_t a = 0; a < s.shape[0]; a++) {
-            if (rp[a] < 0 || rp[a] >= st.r) {
-                PyErr_Format(PyExc_ValueError, "rows must be in 0..%zd; received %lld", st.r - 1,
-                             (long long)rp[a]);
-                goto bad;
-            }
-        }
-        Py_ssize_t c = s.shape[1], w = st.k + st.B;
-        shape_t sh = {st.k, st.B, st.k, (const int64_t *)ids.buf, 1};
-        int64_t *fill = (int64_t *)st.fill.buf;
-        int64_t *id = (int64_t *)st.id.buf;
-        double lanes[MAX_LANES];
-        Py_BEGIN_ALLOW_THREADS;
-        for (Py_ssize_t a = 0; a < s.shape[0]; a++) {
-            Py_ssize_t q = rp[a];
-            if (ks == 'f') {
-                float *v = (float *)st.v.buf, *thr = (float *)st.thr.buf, *flo = (float *)st.flo.buf;
-                row_f32((const float *)s.buf + a * c, NULL, c, 0, v + q * w, id + q * w, sh, fill + q,
-                        thr + q, flo + q, (float *)lanes);
-            } else {
-                double *v = (double *)st.v.buf, *thr = (double *)st.thr.buf, *flo = (double *)st.flo.buf;
-                row_f64((const double *)s.buf + a * c, NULL, c, 0, v + q * w, id + q * w, sh, fill + q,
-                        thr + q, flo + q, lanes);
-            }
-        }
-        Py_END_ALLOW_THREADS;
-    }
-    PyBuffer_Release(&rows);
-    PyBuffer_Release(&ids);
-    PyBuffer_Release(&s);
-    release_state(&st);
-    Py_RETURN_NONE;
-bad:
-    if (!PyErr_Occurred())
-        PyErr_SetString(PyExc_ValueError,
-                        "push_rows expects scores (r, c) of the state's float dtype, ids (c,) and "
-                        "rows (r,) int64, C-contiguous");
-    if (held >= 3) PyBuffer_Release(&rows);
-    if (held >= 2) PyBuffer_Release(&ids);
-    if (held >= 1) PyBuffer_Release(&s);
     release_state(&st);
     return NULL;
 }
@@ -566,11 +506,8 @@ static PyObject *finish(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"push", push, METH_VARARGS,
-     "push(scores, offset, id_start, v, id, fill, thr, flo, k, floor_rank): offer a tile of "
-     "scores (floor_rank: the lane rank that sets a new row's floor, k for a proven one)."},
-    {"push_rows", push_rows, METH_VARARGS,
-     "push_rows(scores, ids, rows, v, id, fill, thr, flo, k): offer a tile whose rows are state "
-     "rows `rows` and whose columns have ids `ids`, in any order."},
+     "push(scores, offset, id_start, ids, rows, v, id, fill, thr, flo, k, floor_rank): offer a "
+     "tile of scores to the running top-k (see the module comment)."},
     {"finish", finish, METH_VARARGS,
      "finish(v, id, fill, thr, flo, k): merge the buffers; v/id[:, :k] best first."},
     {NULL, NULL, 0, NULL},

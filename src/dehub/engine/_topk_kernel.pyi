@@ -8,6 +8,8 @@ def push(
     scores: np.ndarray,
     offset: np.ndarray | None,
     id_start: int,
+    ids: np.ndarray | None,
+    rows: np.ndarray | None,
     v: np.ndarray,
     id: np.ndarray,
     fill: np.ndarray,
@@ -19,16 +21,4 @@ def push(
 ) -> None: ...
 def finish(
     v: np.ndarray, id: np.ndarray, fill: np.ndarray, thr: np.ndarray, flo: np.ndarray, k: int, /
-) -> None: ...
-def push_rows(
-    scores: np.ndarray,
-    ids: np.ndarray,
-    rows: np.ndarray,
-    v: np.ndarray,
-    id: np.ndarray,
-    fill: np.ndarray,
-    thr: np.ndarray,
-    flo: np.ndarray,
-    k: int,
-    /,
 ) -> None: ...

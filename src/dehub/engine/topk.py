@@ -427,25 +427,16 @@ class KernelTopK:
         """
         r = slice(row_offset, row_offset + scores.shape[0])
         j = self.k if floor_rank is None else int(floor_rank)
-        _kernel.push(
-            scores,
-            offset,
-            int(id_offset),
-            self.v[r],
-            self.i[r],
-            self.fill[r],
-            self.thr[r],
-            self.flo[r],
-            self.k,
-            j,
-        )
+        state = (self.v[r], self.i[r], self.fill[r], self.thr[r], self.flo[r])
+        _kernel.push(scores, offset, int(id_offset), None, None, *state, self.k, j)
 
     def push_rows(self, scores: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> None:
         """Offer ``scores[a, b]`` as the score of row ``rows[a]`` against id ``ids[b]``, ids in
         any order across pushes (entries tied with a row's threshold are kept as candidates
         and the merge orders them by id). C-contiguous, the state's dtype, int64 ids/rows;
         concurrent pushes must not share rows."""
-        _kernel.push_rows(scores, ids, rows, self.v, self.i, self.fill, self.thr, self.flo, self.k)
+        state = (self.v, self.i, self.fill, self.thr, self.flo)
+        _kernel.push(scores, None, 0, ids, rows, *state, self.k, self.k)
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """Final ``(scores, ids)``, each (n_rows, k), best first; -inf/-1 padding."""

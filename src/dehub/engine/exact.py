@@ -409,7 +409,7 @@ class _Blocked:
         db_blocks, floor_j = self._blocks(cols, k)
         widest = max(b.stop - b.start for b in db_blocks)
         buf = np.empty(min(plan.query_block, self._tile_rows(plan.query_block, widest)) * widest, dtype=dt)
-        mask = np.empty(buf.size, dtype=bool)
+        mask = np.empty(0 if self.kernel else buf.size, dtype=bool)  # numpy's compare only
         out_v = np.empty((rows.stop - rows.start, k), dtype=dt)
         out_i = np.empty(out_v.shape, dtype=np.int64)
         with row_length_buffers():

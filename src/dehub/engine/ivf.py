@@ -216,7 +216,10 @@ class IVFIndex(ReferenceIndex):
         then by row id on ties, as the final selection orders them). An entry of a
         query's top-k over all its probed lists is in the top-k of its own list, so the
         ``(nq, nprobe * k)`` candidate matrix holds the whole answer. Lists are scanned
-        on every core (:mod:`dehub.engine._workers`), each writing its own cells.
+        on every core (:mod:`dehub.engine._workers`), each writing its own cells. With
+        the compiled top-k, each worker keeps every query's top-k over its own lists
+        instead (:meth:`_scan_compiled`), and the candidates are the ``(nq, workers * k)``
+        of the workers.
         """
         nprobe = min(int(params.nprobe), self.centroids.shape[0])
         nq = q.shape[0]

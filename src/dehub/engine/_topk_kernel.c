@@ -431,11 +431,19 @@ static PyObject *push(PyObject *self, PyObject *args) {
         shape_t sh = {st.k, st.B, floor_rank, held_ids ? (const int64_t *)ids.buf : NULL, held_ids};
         int64_t *fill = (int64_t *)st.fill.buf;
         int64_t *id = (int64_t *)st.id.buf;
-        static_assert(MAX_LANES * (sizeof(float) + sizeof(double) + sizeof(int64_t)) <= 81920,
-                      "the floor's scratch stays small on the stack");
-        float lanes_f[MAX_LANES]; /* scratch of the floor (per dtype: no aliasing) */
-        double lanes_d[MAX_LANES];
-        int64_t lane_ids[MAX_LANES];
+        /* scratch of the floor, per dtype (no aliasing); on the heap, not the stack: threads
+           may have small stacks (musl: 128 KiB) */
+        Py_ssize_t L = floor_lanes(st.k) < MAX_LANES ? floor_lanes(st.k) : MAX_LANES;
+        float *lanes_f = PyMem_RawMalloc((size_t)L * sizeof(float));
+        double *lanes_d = PyMem_RawMalloc((size_t)L * sizeof(double));
+        int64_t *lane_ids = PyMem_RawMalloc((size_t)L * sizeof(int64_t));
+        if (!lanes_f || !lanes_d || !lane_ids) {
+            PyMem_RawFree(lanes_f);
+            PyMem_RawFree(lanes_d);
+            PyMem_RawFree(lane_ids);
+            PyErr_NoMemory();
+            goto bad;
+        }
 /* score row a -> state row q (a, or rows[a]) */
 #define PUSH_TILE(T, SUF, LANES)                                                            \
     {                                                                                      \
@@ -453,6 +461,9 @@ static PyObject *push(PyObject *self, PyObject *args) {
         else
             PUSH_TILE(double, f64, lanes_d)
         Py_END_ALLOW_THREADS;
+        PyMem_RawFree(lanes_f);
+        PyMem_RawFree(lanes_d);
+        PyMem_RawFree(lane_ids);
     }
     if (held_rows) PyBuffer_Release(&rows);
     if (held_ids) PyBuffer_Release(&ids);

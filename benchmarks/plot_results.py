@@ -24,7 +24,7 @@ CORE_RUNS = (
     "core_xeon_s5_final",
     "core_xeon_s5_final2",
 )
-PAIRED_RUNS = ("core_paired_s5", "core_paired_s5_run2", "core_paired_s5_run3")
+PAIRED_RUNS = ("core_paired_s5", "core_paired_s5_run2", "core_paired_s5_run3", "core_paired_s5_run4")
 APPROX_RUNS = ("approx_s5", "approx_s5_final")
 
 

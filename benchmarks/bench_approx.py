@@ -125,10 +125,13 @@ def _phases(phases: dict) -> str:
 
 
 def _settings(args) -> dict[str, tuple[str, dict]]:
-    """``name -> (engine, engine_params)`` of every engine x nprobe x niter asked for."""
-    nprobes = [int(x) for x in str(args.nprobe).split(",") if x.strip()]
-    niters = [int(x) for x in str(args.niter).split(",") if x.strip()] if args.niter else [None]
-    dims = [int(x) for x in str(args.assign_dim).split(",") if x.strip()] if args.assign_dim else [None]
+    """``name -> (engine, engine_params)`` of every engine x nprobe x niter x assign_dim asked for."""
+
+    def ints(text: str | None) -> list:
+        """A comma list of integers; ``[None]`` (the engine's default) when not given."""
+        return [int(x) for x in str(text).split(",") if x.strip()] if text else [None]
+
+    nprobes, niters, dims = ints(args.nprobe), ints(args.niter), ints(args.assign_dim)
     out = {}
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
         for nprobe in nprobes:

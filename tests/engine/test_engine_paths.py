@@ -110,6 +110,17 @@ def test_derived_sizes(llc, workers, l2, tile, block):
     assert block % 512 == 0
 
 
+@pytest.mark.parametrize("n_rows", [1, 300, 1000, 2500, 4096, 25000])
+def test_search_block_holds_the_workers_rows_in_one_tile(n_rows):
+    block = hardware.search_block_rows(n_rows)
+    assert 512 <= block <= hardware.database_block_rows() and block % 256 == 0
+    rows = min(n_rows, 4096)
+    if block > 512:  # not held at the minimum: one tile holds all of the rows
+        assert rows * block * 4 <= hardware.score_tile_bytes()
+    if block < hardware.database_block_rows():  # not capped: the next multiple would not fit
+        assert rows * (block + 256) * 4 > hardware.score_tile_bytes()
+
+
 def test_machine_answers_are_sane():
     sizes = hardware.cache_sizes()
     assert 0 < sizes.l1d <= sizes.l2 <= max(sizes.llc, sizes.l2)

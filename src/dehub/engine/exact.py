@@ -51,7 +51,7 @@ from .._validation import compute_dtype
 from ._blas import blas_controllable, blas_limited_now
 from ._rows import even_blocks, row_blocks, row_length_buffers
 from ._workers import parallel_scope
-from .hardware import database_block_rows, score_tile_bytes, selection_workers
+from .hardware import database_block_rows, score_tile_bytes, search_block_rows, selection_workers
 from .topk import KernelTopK, RunningTopK, kernel_isa, lane_lower_bound, merge_topk, select_topk
 
 __all__ = ["exact_search", "BlockPlan", "plan_blocks", "DEFAULT_MEMORY_BUDGET", "SMALL_BATCH_ROWS"]
@@ -89,7 +89,7 @@ def plan_blocks(
     if memory_budget <= 0:
         raise ValueError(f"memory_budget must be a positive number of bytes; received {memory_budget}")
     cap = max(2 * k, 64)
-    db = database_block or min(n_database, max(_tile_block(n_queries), k))
+    db = database_block or min(n_database, max(search_block_rows(n_queries), k))
     if database_block is None and n_database * itemsize * _ONE_BLOCK_TILE_ROWS <= score_tile_bytes():
         db = n_database  # the whole database in one block: one selection per tile, no merges
     db = max(1, min(db, n_database))
@@ -115,23 +115,6 @@ def plan_blocks(
     if qb < 1 or db < 1:
         raise ValueError(f"block sizes must be >= 1; received query_block={qb}, database_block={db}")
     return BlockPlan(qb, db, fixed + qb * per_query_row)
-
-
-_TILE_ROWS_TARGET = 4096  # query rows one score tile should hold
-_MIN_DATABASE_BLOCK = 512  # columns of a database block, at least (GEMM efficiency)
-
-
-def _tile_block(n_queries: int) -> int:
-    """Database rows per block such that one score tile (:func:`score_tile_bytes`) holds
-    a worker's query rows, up to ``_TILE_ROWS_TARGET``: between ``_MIN_DATABASE_BLOCK``
-    and :func:`database_block_rows`, a multiple of 256 (counted in float32 scores, as
-    ``database_block_rows``). Each GEMM call packs its database block afresh, so fewer,
-    taller tiles pack it less often: at 2,500 query rows per worker x 118,000 x 512
-    (Xeon, one BLAS thread per worker), 2,500-row tiles against 768-1,536 columns took
-    1.035-1.05x the bare GEMM against 1.105x for 1,024-row tiles of 2,048 columns."""
-    rows = max(1, min(int(n_queries), _TILE_ROWS_TARGET))
-    cols = score_tile_bytes() // (4 * rows) // 256 * 256
-    return int(min(database_block_rows(), max(_MIN_DATABASE_BLOCK, cols)))
 
 
 _FLOOR_CHUNKS = 512  # lanes whose maxima estimate the floor (see lane_lower_bound)
@@ -419,10 +402,8 @@ class _Blocked:
         return out_v, out_i
 
     def _one_block(self, qb: np.ndarray, k: int, ds: slice, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """A query block against a database that is one block: each tile's top-k at once
+        """Numpy selection, a database that is one block: each tile's top-k at once
         (:func:`~dehub.engine.topk.select_topk`), no running state to merge."""
-        if self.kernel:
-            return self._kernel_block(qb, k, [ds], buf, None)
         out_v = np.empty((qb.shape[0], k), dtype=self.dt)
         out_i = np.empty((qb.shape[0], k), dtype=np.int64)
         for ts, s in self._tiles(qb, ds, buf):
@@ -431,26 +412,42 @@ class _Blocked:
             out_i += ds.start
         return out_v, out_i
 
-    def _kernel_block(
+    def _compiled_pass(
         self, qb: np.ndarray, k: int, db_blocks: list[slice], buf: np.ndarray, floor_j: int | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """A query block against database blocks with the compiled selection
-        (:class:`~dehub.engine.topk.KernelTopK`): each tile's raw scores and the block's
-        offset go through one C pass while the tile is in cache. With ``floor_j`` the
-        first block's floor is the bet of :func:`_floor_rank`; rows that lose it are
-        redone with the proven floor."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The compiled selection (:class:`~dehub.engine.topk.KernelTopK`): each tile's raw
+        scores and the block's offset go through one C pass while the tile is in cache.
+        Returns ``(scores, ids, rows whose floor bet lost)``."""
         top = KernelTopK(qb.shape[0], k, self.dt)
         for ds in db_blocks:
             off_b = None if self.off is None else np.ascontiguousarray(self.off[ds])
             for ts, s in self._tiles(qb, ds, buf, subtract=False):
                 top.push(s, ds.start, ts.start, offset=off_b, floor_rank=floor_j)
         v, i = top.result()
+        return v, i, np.flatnonzero(top.floor_failed())
+
+    def _numpy_pass(
+        self,
+        qb: np.ndarray,
+        k: int,
+        db_blocks: list[slice],
+        buf: np.ndarray,
+        mask: np.ndarray,
+        floor_j: int | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Numpy's selection (:class:`~dehub.engine.topk.RunningTopK`: offset pass, floor
+        from the first block's lane maxima, threshold filter). Returns ``(scores, ids, rows
+        whose floor bet lost)``."""
+        top = RunningTopK(qb.shape[0], k, score_dtype=self.dt, floor=floor_j is not None)
+        for ds in db_blocks:
+            first = floor_j if ds is db_blocks[0] else None
+            for ts, s in self._tiles(qb, ds, buf):
+                if first is not None:
+                    top.set_floor(lane_lower_bound(s, first, _FLOOR_CHUNKS), ts.start)
+                top.push(s, ds.start, ts.start, mask=mask)
         failed = np.flatnonzero(top.floor_failed())
-        if failed.size:  # (at least _MIN_GEMM_ROWS rows, so the GEMMs round as in every other tile)
-            redo = np.concatenate([failed, np.repeat(failed[:1], max(0, _MIN_GEMM_ROWS - failed.size))])
-            rv, ri = self._kernel_block(qb[redo], k, db_blocks, buf, None)
-            v[failed], i[failed] = rv[: failed.size], ri[: failed.size]
-        return v, i
+        v, i = top.result()
+        return v, i, failed
 
     def _tiles(
         self, qb: np.ndarray, ds: slice, buf: np.ndarray, *, subtract: bool = True
@@ -481,20 +478,15 @@ class _Blocked:
         mask: np.ndarray,
         floor_j: int | None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of a query block with either selection (the same results); rows whose
+        floor bet (``floor_j``, :func:`_floor_rank`) lost are redone without it."""
         if self.kernel:
-            return self._kernel_block(qb, k, db_blocks, buf, floor_j)
-        if len(db_blocks) == 1 and floor_j is None:
+            v, i, failed = self._compiled_pass(qb, k, db_blocks, buf, floor_j)
+        elif len(db_blocks) == 1 and floor_j is None:
             return self._one_block(qb, k, db_blocks[0], buf)
-        top = RunningTopK(qb.shape[0], k, score_dtype=self.dt, floor=floor_j is not None)
-        for ds in db_blocks:
-            first = floor_j if ds is db_blocks[0] else None
-            for ts, s in self._tiles(qb, ds, buf):
-                if first is not None:
-                    top.set_floor(lane_lower_bound(s, first, _FLOOR_CHUNKS), ts.start)
-                top.push(s, ds.start, ts.start, mask=mask)
-        failed = np.flatnonzero(top.floor_failed())
-        v, i = top.result()
-        if failed.size:  # the floor bet lost for these rows: redo them without it
+        else:
+            v, i, failed = self._numpy_pass(qb, k, db_blocks, buf, mask, floor_j)
+        if failed.size:
             # (with at least _MIN_GEMM_ROWS rows, so the GEMMs round as in every other tile)
             redo = np.concatenate([failed, np.repeat(failed[:1], max(0, _MIN_GEMM_ROWS - failed.size))])
             rv, ri = self._query_block(qb[redo], k, db_blocks, buf, mask, None)

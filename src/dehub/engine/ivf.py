@@ -223,7 +223,7 @@ class IVFIndex(ReferenceIndex):
         """
         nprobe = min(int(params.nprobe), self.centroids.shape[0])
         nq = q.shape[0]
-        compiled = kernel_isa() is not None and q.dtype == np.float32
+        compiled = kernel_isa() is not None  # q is float32 (read_rows)
         if not compiled:
             cand_v = np.full((nq * nprobe, k), -np.inf, dtype=np.float32)
             cand_i = np.full((nq * nprobe, k), -1, dtype=np.int64)

@@ -100,15 +100,14 @@ def test_save_load_round_trip(tmp_path, index, data, digest):
 
 def test_changed_parameters_are_persisted(tmp_path, index, data):
     _, _, queries = data
-    index.model.alpha = 0.3
-    index.model.k = 2  # below the fitted k: served from the cache
+    index = index.with_params(alpha=0.3, k=2)  # k below the fitted k: served from the cache
     index.save(tmp_path / "i.dehub")
     back = Index.load(tmp_path / "i.dehub")
     assert _k_alpha(back.model.get_params()) == {"k": 2, "alpha": 0.3}
     assert back.model.fitted_k_ == 6, "the whole cache is stored, so k can go back up to 6"
     np.testing.assert_array_equal(back.model.bias_, index.model.bias_)
     _same_search(back, index, queries)
-    back.model.k = 6
+    back = back.with_params(k=6)
     np.testing.assert_allclose(back.model.bias_, 0.3 * back.model.topk_scores_.mean(axis=1), atol=1e-6)
 
 
@@ -147,7 +146,7 @@ def test_mmap_load(tmp_path, index, data):
     assert isinstance(back.model.gallery_, np.memmap)
     _same_search(back, index, queries)
     # A mapped index can be saved again, over its own file.
-    back.model.alpha = 1.0
+    back = back.with_params(alpha=1.0)
     back.save(tmp_path / "i.dehub")
     again = Index.load(tmp_path / "i.dehub")
     assert again.model.alpha == 1.0
@@ -637,7 +636,7 @@ def test_saving_over_its_own_mapped_file(tmp_path, index, data):
     _, _, queries = data
     path = index.save(tmp_path / "i.dehub")
     mapped = Index.load(path, mmap=True)
-    mapped.model.alpha = 0.5
+    mapped = mapped.with_params(alpha=0.5)
     mapped.save(path)
     mapped.search(queries, 3)  # reads the old (unlinked) mapping: safe, no error
     assert Index.load(path).model.alpha == 0.5

@@ -9,7 +9,8 @@ import pytest
 
 import dehub
 from dehub import NNN, Index, UnnormalizedWarning
-from dehub._validation import check_embeddings, check_ids, check_k, check_normalization, validate_embeddings
+from dehub._ids import check_ids
+from dehub._validation import check_embeddings, check_k, check_normalization, validate_embeddings
 
 
 @pytest.fixture
@@ -136,6 +137,22 @@ def test_ids_shape_and_dtype(data):
         Index.build(gallery, reference, k=3, ids=np.arange(12.0))
     out = check_ids(np.arange(12, dtype=np.uint16), 12)
     assert out.dtype == np.int64
+
+
+def test_one_id_rule_for_every_caller():
+    """One function decides what an id is; no second copy of the rule anywhere (issue 21)."""
+    import dehub._validation as validation
+    import dehub.distributed._runner as runner
+    import dehub.index as index
+
+    assert not hasattr(validation, "check_ids")
+    assert runner.check_ids is check_ids and index.check_ids is check_ids
+    for bad, kind, match in (
+        (np.array([-5, 1, 2]), ValueError, "negative id -5"),
+        (np.array([2**63, 1, 2], dtype=np.uint64), ValueError, "uint64 above the int64 range"),
+    ):
+        with pytest.raises(kind, match=match):
+            check_ids(bad, 3)
 
 
 # --------------------------------------------------------------------------- dtypes

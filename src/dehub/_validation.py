@@ -20,11 +20,11 @@ __all__ = [
     "check_embeddings",
     "check_same_dim",
     "check_k",
-    "check_ids",
     "check_normalization",
     "validate_embeddings",
     "NormalizeMode",
     "UnnormalizedWarning",
+    "user_stacklevel",
 ]
 
 NormalizeMode = Literal["warn", "l2", "none", "error"]
@@ -36,7 +36,7 @@ _NORM_TOL = 1e-2
 _PACKAGE_DIR = str(Path(__file__).resolve().parent) + os.sep
 
 
-def _user_stacklevel() -> int:
+def user_stacklevel() -> int:
     """The ``stacklevel`` that points a warning at the first caller outside dehub."""
     level = 1
     frame: FrameType | None = sys._getframe(1)
@@ -189,26 +189,6 @@ def check_k(k, n: int, *, name: str = "k", what: str = "reference items") -> int
     return k
 
 
-def check_ids(ids, n: int, name: str = "ids") -> np.ndarray:
-    """Check a 1-D array of ``n`` unique int64 ids; return it as int64."""
-    arr = np.asarray(ids)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"{name} must be a 1-D array with one id per row ({n}); received shape {arr.shape}")
-    if arr.dtype.kind not in "iu":
-        raise TypeError(
-            f"{name} must be integers; received dtype {arr.dtype}. Convert with {name}.astype(np.int64)."
-        )
-    arr = arr.astype(np.int64, copy=False)
-    uniq, counts = np.unique(arr, return_counts=True)
-    if uniq.size != arr.size:
-        dup = uniq[counts > 1]
-        raise ValueError(
-            f"{name} must be unique; {dup.size} ids occur more than once, e.g. "
-            f"{dup[:5].tolist()}. Deduplicate the gallery or assign fresh ids."
-        )
-    return arr
-
-
 def check_normalization(x: np.ndarray, name: str, mode: NormalizeMode = "warn") -> np.ndarray:
     """Handle rows that are not unit-norm.
 
@@ -262,4 +242,4 @@ def _report_norms(lo: float, hi: float, name: str, mode: str) -> None:
         )
         if mode == "error":
             raise ValueError(msg)
-        warnings.warn(msg, UnnormalizedWarning, stacklevel=_user_stacklevel())
+        warnings.warn(msg, UnnormalizedWarning, stacklevel=user_stacklevel())

@@ -324,14 +324,7 @@ def _run_search(args: argparse.Namespace) -> int:
 
     index = _load_index(args.index, mmap=args.mmap)
     if args.alpha is not None:
-        from .evaluation.protocol import method_parameters
-
-        if "alpha" not in method_parameters(index.model.name):
-            raise ValueError(
-                f"--alpha does not apply to this index's method {index.model.name!r}; its "
-                f"parameters are {method_parameters(index.model.name) or 'none'}"
-            )
-        index.model.alpha = args.alpha
+        index = index.with_params(alpha=args.alpha)
     queries = _load_npy(args.queries, "queries")
     qids = _query_ids(args, queries.shape[0])
     top = args.top

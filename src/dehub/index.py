@@ -11,6 +11,7 @@ ids in the id space of :mod:`dehub._ids`; statistics that fit the gallery).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import warnings
@@ -112,14 +113,17 @@ class Index(IncrementalMixin):
         ``keep_reference=True`` stores the (validated) reference set in the index, so
         :meth:`add` needs no reference argument; the file grows by the reference size.
         """
-        if ids is not None:
-            check_ids(ids, np.shape(gallery)[0] if not hasattr(gallery, "shape") else gallery.shape[0])
+        if ids is not None:  # before the fit, once
+            ids = check_ids(ids, np.shape(gallery)[0] if not hasattr(gallery, "shape") else gallery.shape[0])
         model = get_method(method, **params)
         model.fit(gallery, reference, normalize=normalize, memory_budget=memory_budget, progress=progress)
         kept = None
         if keep_reference:
             kept = model._prepare(reference, "reference", "none" if normalize == "warn" else normalize)
-        return cls(model, ids=ids, metadata=metadata, reference=kept, n_reference=int(reference.shape[0]))
+        index = cls(model, metadata=metadata, reference=kept, n_reference=int(reference.shape[0]))
+        if ids is not None:
+            index.ids = ids  # checked above (checking again would sort them a second time)
+        return index
 
     @property
     def n_items(self) -> int:
@@ -177,6 +181,17 @@ class Index(IncrementalMixin):
         scores, rows = self.model.search(queries, k, **kwargs)
         return scores, self._map_rows(rows)
 
+    def with_params(self, **params: Any) -> Index:
+        """A new index whose model is ``model.with_params(**params)`` (same ids, metadata, file).
+
+        Only parameters the fitted statistics serve can change (NNN's ``alpha``, ``k`` up
+        to the fitted one); others raise naming ``fit`` (rebuild the index).
+        """
+        self._check_file()
+        new = copy.copy(self)
+        new.model = self.model.with_params(**params)
+        return new
+
     # ------------------------------------------------------------------ updates (ids)
     def add(self, vectors, ids=None, **kwargs):
         """Add gallery items (see :meth:`IncrementalMixin.add`); ids as in the class doc.
@@ -212,7 +227,7 @@ class Index(IncrementalMixin):
         self._check_file()
         path = Path(path)
         arrays = {"gallery": np.asarray(self.model.gallery_), "ids": self.ids}
-        for name, arr in self.model._fitted_arrays().items():
+        for name, arr in self.model.persistence_arrays().items():
             arrays[f"model.{name}"] = arr
         if self.reference is not None:
             arrays["reference"] = np.asarray(self.reference)
@@ -282,10 +297,7 @@ class Index(IncrementalMixin):
                 f"{path}: stored parameters {params!r} do not fit method {method!r}: {exc}"
             ) from None
         try:
-            model._restore(gallery, fitted)
-            check = getattr(model, "_check_params", None)
-            if check is not None:
-                check()
+            model.restore(gallery, fitted)
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise IndexFormatError(f"{path}: stored statistics are inconsistent: {exc}") from None
         index = cls(model, metadata=header.get("metadata"), reference=reference, n_reference=n_reference)

@@ -29,8 +29,7 @@ class PlantedDebias(AdditiveBiasCorrector):
         self.h_ = np.asarray(gallery[:, -1], dtype=np.float32)
         return self
 
-    @property
-    def bias_(self):
+    def _compute_bias(self):
         return np.float32(self.scale) * self.h_
 
 

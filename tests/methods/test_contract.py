@@ -196,8 +196,9 @@ def test_changed_temperature_after_fit_asks_for_refit(data):
 def test_cached_k_refits_larger(data):
     g, r = data["gallery"], data["reference"]
     model = dehub.CSLS(k=4).fit(g, r)
-    model.set_params(k=2)
-    model.search(data["queries"], 3)  # served from the cache
+    model.with_params(k=2).search(data["queries"], 3)  # served from the cache
+    with pytest.raises(ValueError, match="exceeds the k=4 used in fit"):
+        model.with_params(k=8)
     model.set_params(k=8)
     with pytest.raises(ValueError, match="exceeds the k=4 used in fit"):
         model.search(data["queries"], 3)

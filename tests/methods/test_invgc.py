@@ -72,5 +72,5 @@ def test_bad_parameters(data):
         dehub.InvGC(r_g=-1.0).fit(data["gallery"], data["reference"])
     model = dehub.InvGC().fit(data["gallery"], data["reference"])
     model.set_params(r_q=2.0)
-    with pytest.raises(ValueError, match="differ from the values"):
+    with pytest.raises(ValueError, match=r"parameters changed after fit \(r_q: 0.5 -> 2.0\)"):
         model.search(data["queries"], 3)

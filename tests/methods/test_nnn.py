@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 
 import dehub
 from dehub import NNN, NotFittedError, Plain, exact_search
+from dehub.methods.base import KClampedWarning, RefitRequiredError, StaleFitError
 from reference_nnn import (
     assert_topk_match,
     ref_bias,
@@ -78,7 +81,7 @@ def test_hand_checkable_hub():
     np.testing.assert_array_equal(i, [[0, 2, 1], [0, 2, 1], [1, 2, 0], [0, 2, 1]])
     np.testing.assert_allclose(s, np.take_along_axis(expected, i, axis=1), atol=1e-6)
 
-    model.alpha = 0.5
+    model = model.with_params(alpha=0.5)
     np.testing.assert_allclose(model.bias_, [0.35, 0.45, 0.49], atol=1e-6)
     np.testing.assert_allclose(model.score(queries[:1]), [[0.45, 0.15, 0.47]], atol=1e-6)
     assert model.search(queries[:1], 1)[1][0, 0] == 2
@@ -109,11 +112,15 @@ def test_search_and_score_match_reference(dtype, k_search):
     gallery, reference, queries = _data(2, 40, 64, 25, 12, dtype)
     model = NNN(k=8, alpha=0.6).fit(gallery, reference)
     rs, ri, dense = ref_nnn_search(queries, gallery, reference, 8, 0.6, k_search)
-    s, i = model.search(queries, k_search)
-    assert s.dtype == np.float32 and i.dtype == np.int64 and s.shape == (25, k_search)
+    kept = min(k_search, 40)  # k above the gallery is clamped to it (one KClampedWarning)
+    rs, ri = rs[:, :kept], ri[:, :kept]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KClampedWarning)
+        s, i = model.search(queries, k_search)
+        s2, i2 = model.search(queries, k_search, memory_budget=64 * 1024)
+    assert s.dtype == np.float32 and i.dtype == np.int64 and s.shape == (25, kept)
     assert_topk_match(s, i, rs, ri, dense, atol=1e-5)
     np.testing.assert_allclose(model.score(queries), dense, atol=1e-5)
-    s2, i2 = model.search(queries, k_search, memory_budget=64 * 1024)
     assert_topk_match(s2, i2, rs, ri, dense, atol=1e-5)
 
 
@@ -126,8 +133,10 @@ def test_quantized_ties_follow_the_smaller_row_rule():
     queries = (rng.integers(-2, 3, size=(30, 4)) / 2).astype(np.float32)
     model = NNN(k=4, alpha=0.5).fit(gallery, reference, normalize="none")
     for k in (1, 5, 60, 61):
-        rs, ri, dense = ref_nnn_search(queries, gallery, reference, 4, 0.5, k)
-        s, i = model.search(queries, k, normalize="none")
+        rs, ri, dense = ref_nnn_search(queries, gallery, reference, 4, 0.5, min(k, 60))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", KClampedWarning)  # 61 > the 60 gallery items
+            s, i = model.search(queries, k, normalize="none")
         assert_topk_match(s, i, rs, ri, dense, atol=0, exact_ties=True)
 
 
@@ -178,13 +187,13 @@ def test_alpha_change_after_fit_needs_no_recompute(monkeypatch):
     import dehub.methods.nnn as nnn_module
 
     monkeypatch.setattr(nnn_module, "topk_search", forbidden)  # the only path to the reference
-    model.alpha = 0.25
+    model = model.with_params(alpha=0.25)
     assert model.topk_scores_ is cache
     np.testing.assert_allclose(model.bias_, ref_bias(gallery, reference, 5, 0.25), atol=1e-6)
     np.testing.assert_allclose(
         model.score(queries), ref_corrected_scores(queries, gallery, reference, 5, 0.25), atol=1e-5
     )
-    model.set_params(k=2)
+    model = model.with_params(k=2)
     np.testing.assert_allclose(model.bias_, ref_bias(gallery, reference, 2, 0.25), atol=1e-6)
 
 
@@ -210,8 +219,18 @@ def test_refit_with_a_larger_k():
     [
         ({"k": 0}, r"k must be an integer >= 1; received k=0"),
         ({"k": 2.5}, r"k must be an integer >= 1; received k=2.5"),
-        ({"alpha": -0.1}, r"alpha must be a finite real number >= 0; received alpha=-0.1"),
-        ({"alpha": float("nan")}, r"alpha must be a finite real number >= 0; received alpha=nan"),
+        (
+            {"alpha": -0.1},
+            r"alpha must be a finite real number >= 0 and <= 3.40282e\+38; received alpha=-0.1",
+        ),
+        (
+            {"alpha": float("nan")},
+            r"alpha must be a finite real number >= 0 and <= 3.40282e\+38; received alpha=nan",
+        ),
+        (
+            {"alpha": 1e39},
+            r"alpha must be a finite real number >= 0 and <= 3.40282e\+38; received alpha=1e\+39",
+        ),
     ],
 )
 def test_bad_parameters(params, match):
@@ -292,11 +311,13 @@ shapes = st.fixed_dictionaries(
 def test_alpha_zero_is_the_plain_ranking(shape, k_frac, k_search):
     gallery, reference, queries = _data(**shape)
     k = 1 + int(k_frac * (shape["n_reference"] - 1))
-    s, i = NNN(k=k, alpha=0.0).fit(gallery, reference).search(queries, k_search)
-    ps, pi = exact_search(queries, gallery, k_search)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", KClampedWarning)  # k_search may exceed the gallery
+        s, i = NNN(k=k, alpha=0.0).fit(gallery, reference).search(queries, k_search)
+        bs, bi = Plain().fit(gallery, reference).search(queries, k_search)
+    ps, pi = exact_search(queries, gallery, min(k_search, shape["n_gallery"]))
     np.testing.assert_array_equal(i, pi)
     np.testing.assert_array_equal(s, ps)
-    bs, bi = Plain().fit(gallery, reference).search(queries, k_search)
     np.testing.assert_array_equal(bi, pi)
 
 
@@ -308,8 +329,7 @@ def test_bias_is_monotone_in_alpha(shape, alphas):
     mean = model.mean_topk().astype(np.float64)
     biases = []
     for alpha in sorted(alphas):
-        model.alpha = alpha
-        biases.append(model.bias_.astype(np.float64))
+        biases.append(model.with_params(alpha=alpha).bias_.astype(np.float64))
         np.testing.assert_allclose(biases[-1], alpha * mean, atol=1e-6)
     steps = np.diff(np.array(biases), axis=0)  # (len-1, n_gallery)
     # b(r) = alpha * m(r) moves in the direction of m(r): up where the mean is positive.
@@ -338,8 +358,7 @@ def test_smaller_k_after_fit_equals_a_fresh_fit(shape, k_fit_frac, k_small_frac)
     gallery, reference, queries = _data(**shape)
     k_fit = 1 + int(k_fit_frac * (shape["n_reference"] - 1))
     k_small = 1 + int(k_small_frac * (k_fit - 1))
-    cached = NNN(k=k_fit, alpha=0.5).fit(gallery, reference)
-    cached.k = k_small
+    cached = NNN(k=k_fit, alpha=0.5).fit(gallery, reference).with_params(k=k_small)
     fresh = NNN(k=k_small, alpha=0.5).fit(gallery, reference)
     np.testing.assert_allclose(cached.bias_, fresh.bias_, atol=1e-6)
     dense = ref_corrected_scores(queries, gallery, reference, k_small, 0.5)
@@ -404,7 +423,7 @@ def test_fit_grid_yields_the_same_as_separate_fits(shape, ks, alphas):
 
 
 @pytest.mark.parametrize("cls", [NNN, dehub.RobustNNN, dehub.SoftNNN])
-def test_bias_is_cached_and_invalidated(cls, monkeypatch):
+def test_bias_is_fitted_once_and_never_changed_by_parameters(cls, monkeypatch):
     gallery, reference, queries = _data(12, 50, 40, 3, 6)
     model = cls(k=8, alpha=0.5).fit(gallery, reference)
     expected_k4 = cls(k=4, alpha=1.0).fit(gallery, reference).bias_
@@ -417,17 +436,33 @@ def test_bias_is_cached_and_invalidated(cls, monkeypatch):
 
     monkeypatch.setattr(cls, "_compute_bias", counting)
     first = model.bias_
+    before = model.search(queries, 5)
     for _ in range(3):
         model.search(queries[:1], 5)  # one query: no pass over the cache per search
-    assert len(calls) == 1 and model.bias_ is first
-    assert not first.flags.writeable  # callers cannot corrupt the cache
+    assert calls == [] and model.bias_ is first  # computed by fit, a plain array
+    assert not first.flags.writeable  # callers cannot corrupt it
+    # set_params after fit cannot change a search's result: it asks for fit or with_params
     model.set_params(alpha=1.0)
-    np.testing.assert_allclose(model.bias_, 2 * first, rtol=1e-6)
-    assert len(calls) == 2
-    model.k = 4  # plain attribute assignment invalidates too
-    np.testing.assert_allclose(model.bias_, expected_k4, rtol=1e-6)
-    assert len(calls) == 3
+    assert model.bias_ is first
+    with pytest.raises(
+        StaleFitError, match=r"alpha: 0.5 -> 1.0.*fit\(gallery, reference\).*with_params\(alpha=1.0\)"
+    ):
+        model.search(queries, 5)
+    model.set_params(alpha=0.5)  # back to the fitted values: the fit serves again
+    np.testing.assert_array_equal(model.search(queries, 5)[1], before[1])
+    model.k = 4  # plain attribute assignment is caught the same way
+    with pytest.raises(StaleFitError):
+        model.score(queries)
+    model.k = 8
+    # with_params: a NEW fitted estimator from the same cache; the original is untouched
+    changed = model.with_params(alpha=1.0, k=4)
+    assert len(calls) == 1 and changed is not model and changed.topk_scores_ is model.topk_scores_
+    np.testing.assert_allclose(changed.bias_, expected_k4, rtol=1e-6)
+    assert model.bias_ is first and model.get_params()["alpha"] == 0.5
+    with pytest.raises(RefitRequiredError, match=r"cannot change engine.*fit\(gallery, reference\)"):
+        model.with_params(engine="ivf")
+    with pytest.raises(ValueError, match="exceeds the k=8 used in fit"):
+        model.with_params(k=9)
     model.fit(gallery, reference[:20])  # a refit replaces the statistics
-    refit = model.bias_
-    assert len(calls) == 4
-    np.testing.assert_allclose(refit, cls(k=4, alpha=1.0).fit(gallery, reference[:20]).bias_)
+    assert len(calls) == 2
+    np.testing.assert_allclose(model.bias_, cls(k=8, alpha=0.5).fit(gallery, reference[:20]).bias_)

@@ -33,7 +33,8 @@ import numpy as np
 
 from .._json import jsonable
 from .._progress import progress_bar
-from .._validation import check_embeddings, check_ids, check_k, check_normalization
+from .._ids import check_ids
+from .._validation import check_embeddings, check_k, check_normalization
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._inputs import Part, Source, list_sources, open_matrix, plan_parts, read_part
 from ._manifest import claim, count_claims, run_key, validate_part, write_manifest, write_part

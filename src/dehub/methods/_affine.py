@@ -35,6 +35,9 @@ class AffineBiasCorrector(AdditiveBiasCorrector):
     def _scale(self) -> float:
         return 1.0
 
+    def _score_scale(self) -> float:
+        return self._scale()
+
     def _query_term(self, queries: np.ndarray, *, memory_budget: int) -> np.ndarray | None:
         """Per-query additive term ``c(q)``, shape (n_queries,), or None for zero."""
         return None
@@ -62,7 +65,6 @@ class AffineBiasCorrector(AdditiveBiasCorrector):
         int64 gallery rows, ties broken by the smaller row, padded with ``-inf``/``-1``.
         """
         queries = self._prepare_queries(queries, normalize)
-        self._check_params()
         s, ids = exact_search(
             queries,
             self.gallery_,
@@ -76,7 +78,6 @@ class AffineBiasCorrector(AdditiveBiasCorrector):
     def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
         """Dense corrected scores, shape (n_queries, n_gallery), float32."""
         queries = self._prepare_queries(queries, normalize)
-        self._check_params()
         dt = compute_dtype(queries, self.gallery_)
         s = (np.asarray(queries, dtype=dt) @ np.asarray(self.gallery_, dtype=dt).T).astype(np.float64)
         s -= self.bias_.astype(np.float64)

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = [
+    "FLOAT32_MAX",
     "InvalidParameterError",
     "Interval",
     "Options",
@@ -38,6 +39,11 @@ __all__ = [
     "check_real",
     "check_int",
 ]
+
+
+#: float32's largest finite value: the upper bound of every scale parameter (alpha, beta,
+#: tau, lambda), whose products with scores must stay representable in float32 results.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class InvalidParameterError(ValueError, TypeError):

@@ -37,7 +37,7 @@ from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
 from ._params import check_real
 from ._stats import activation_ids, activation_mask, compute_dtype, streamed_logsumexp
 from ._tags import MethodTags
-from .base import AdditiveBiasCorrector, NotFittedError
+from .base import AdditiveBiasCorrector
 
 __all__ = ["InvertedSoftmaxBase"]
 
@@ -222,12 +222,11 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
     def _scale(self) -> float:
         return float(sum(self._betas()))
 
-    @property
-    def bias_(self) -> np.ndarray:
+    def _score_scale(self) -> float:
+        return self._scale()
+
+    def _compute_bias(self) -> np.ndarray:
         """``sum_b L_b / sum_b beta_b``: the offset of fully gated (static) queries, float64."""
-        if getattr(self, "lse_", None) is None:
-            raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
-        self._check_params()
         return self.lse_.sum(axis=0) / self._scale()
 
     def _gates(self, top1: np.ndarray) -> np.ndarray:
@@ -253,7 +252,6 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         first and int64 gallery rows (ties -> smaller row; padding ``-inf``/``-1``).
         """
         queries = self._prepare_queries(queries, normalize)
-        self._check_params()
         scale = self._scale()
         label = "search" if progress else False
         if not self.dynamic:
@@ -284,7 +282,6 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         (the dynamic top-1 comes from the same exact engine, so both agree).
         """
         queries = self._prepare_queries(queries, normalize)
-        self._check_params()
         dt = compute_dtype(queries, self.gallery_)
         s = (np.asarray(queries, dtype=dt) @ np.asarray(self.gallery_, dtype=dt).T).astype(np.float64)
         s *= self._scale()
@@ -312,7 +309,6 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
 
     # ------------------------------------------------------------------ persistence
     def _fitted_arrays(self) -> dict[str, np.ndarray]:
-        self._check_params()
         arrays = {"lse": self.lse_, "fitted_betas": np.asarray(self.fitted_betas_, dtype=np.float64)}
         if self.activated_ is not None:
             arrays["activated"] = self.activated_

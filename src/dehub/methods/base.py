@@ -17,6 +17,24 @@ Relations between parameters and checks against the fitted state go in
 :meth:`BaseCorrector._check_consistency`. Unknown parameters and grid keys are
 :class:`~dehub.methods._params.InvalidParameterError` naming the real parameters.
 
+Fitted state
+------------
+Fitted attributes (trailing underscore) are plain arrays set by ``fit`` and never
+changed by parameters afterwards (scikit-learn's rule). The base class seals every
+subclass's public entry points once, in :meth:`BaseCorrector.__init_subclass__`:
+
+* ``fit`` records the parameters it was run with and, for additive-offset methods,
+  computes ``bias_`` once (refusing parameters whose bias overflows float32);
+* ``search``/``score`` check that the estimator is fitted with its current parameters
+  (a parameter changed after ``fit`` raises :class:`StaleFitError` naming ``fit`` and
+  :meth:`BaseCorrector.with_params`) and ``search`` clamps ``k`` to the gallery with
+  one :class:`KClampedWarning`; they never re-validate the parameters;
+* ``fit_grid`` runs on a clone and yields independent fitted estimators.
+
+:meth:`BaseCorrector.with_params` returns a NEW fitted estimator with some parameters
+changed where the fitted statistics serve them (NNN's ``alpha`` and any ``k`` up to the
+fitted one); other changes raise :class:`RefitRequiredError` naming ``fit``.
+
 Capabilities
 ------------
 What a method can do is asked of it with :func:`dehub.methods.get_tags` (its
@@ -65,6 +83,7 @@ import copy
 import functools
 import inspect
 import itertools
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -76,10 +95,11 @@ from .._validation import (
     check_embeddings,
     check_k,
     check_same_dim,
+    user_stacklevel,
     validate_embeddings,
 )
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
-from ._params import Constraint, InvalidParameterError, validate_parameters
+from ._params import FLOAT32_MAX, Constraint, InvalidParameterError, validate_parameters
 from ._stats import compute_dtype
 from ._tags import MethodTags
 
@@ -89,6 +109,9 @@ __all__ = [
     "ReferenceFit",
     "RowDecomposable",
     "NotFittedError",
+    "StaleFitError",
+    "RefitRequiredError",
+    "KClampedWarning",
     "InvalidParameterError",
 ]
 
@@ -99,6 +122,93 @@ class NotFittedError(RuntimeError):
     """The estimator was used before ``fit``."""
 
 
+class StaleFitError(NotFittedError, ValueError):
+    """A parameter changed after ``fit``: the fitted state no longer matches the parameters."""
+
+
+class RefitRequiredError(InvalidParameterError):
+    """:meth:`BaseCorrector.with_params` was asked for a change the fitted statistics cannot serve."""
+
+
+class KClampedWarning(UserWarning):
+    """``k`` exceeded the number of gallery items and was lowered to it."""
+
+
+#: Largest magnitude a bias may have: scores ``q . r - bias`` then stay finite in float32
+#: for any query with ``|q . r| <= FLOAT32_MAX / 2``.
+BIAS_LIMIT = FLOAT32_MAX / 2
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # arrays or exotic values: compare by identity
+        return a is b
+
+
+def _sealed_fit(fit):
+    """``fit`` that leaves the estimator unfitted on failure and sealed on success."""
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        if self.__dict__.get("_fitting"):  # a subclass's fit calling super().fit()
+            return fit(self, *args, **kwargs)
+        self._unseal()
+        self.__dict__["_fitting"] = True
+        try:
+            fit(self, *args, **kwargs)
+        finally:
+            del self.__dict__["_fitting"]
+        self._seal()
+        return self
+
+    wrapper.__dehub_entry__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _independent_grid(fit_grid):
+    """``fit_grid`` run on a clone, each step yielded as its own sealed estimator."""
+
+    @functools.wraps(fit_grid)
+    def wrapper(self, gallery, reference, grid=None, **fit_kwargs):
+        work = self.clone()
+        for params, model in fit_grid(work, gallery, reference, grid, **fit_kwargs):
+            yield params, (model._detached() if model is work else model)
+
+    wrapper.__dehub_entry__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _checked_search(search):
+    """``search`` of a fitted estimator with ``k`` clamped to the gallery (one warning)."""
+
+    @functools.wraps(search)
+    def wrapper(self, queries, k: int = 10, **kwargs):
+        self._check_fitted()
+        return search(self, queries, self._clamp_k(k), **kwargs)
+
+    wrapper.__dehub_entry__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _checked_score(score):
+    @functools.wraps(score)
+    def wrapper(self, queries, **kwargs):
+        self._check_fitted()
+        return score(self, queries, **kwargs)
+
+    wrapper.__dehub_entry__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+_ENTRY_POINTS = {
+    "fit": _sealed_fit,
+    "fit_grid": _independent_grid,
+    "search": _checked_search,
+    "score": _checked_score,
+}
+
+
 class BaseCorrector(ABC):
     """Base class: parameter handling, input checks and the search/score contract."""
 
@@ -106,6 +216,19 @@ class BaseCorrector(ABC):
     name: ClassVar[str] = ""
     #: Allowed values of every ``__init__`` parameter (see :mod:`dehub.methods._params`).
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {}
+    #: Parameters :meth:`with_params` may change on a fitted estimator (served by its
+    #: fitted statistics); :meth:`_check_consistency` says which values they may take.
+    _cached_params: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Seal the public entry points of every estimator class (module docstring)."""
+        super().__init_subclass__(**kwargs)
+        for name, seal in _ENTRY_POINTS.items():
+            fn = getattr(cls, name, None)
+            if fn is None or getattr(fn, "__isabstractmethod__", False):
+                continue
+            if not getattr(fn, "__dehub_entry__", False):
+                setattr(cls, name, seal(fn))
 
     # ------------------------------------------------------------------ tags
     def __dehub_tags__(self) -> MethodTags:
@@ -136,7 +259,12 @@ class BaseCorrector(ABC):
         return {p: getattr(self, p) for p in self._get_param_names()}
 
     def set_params(self: _E, **params: Any) -> _E:
-        """Set parameters by name (unknown names raise, naming the real ones); returns ``self``."""
+        """Set parameters by name (unknown names raise, naming the real ones); returns ``self``.
+
+        On a fitted estimator a changed parameter takes effect only through a new
+        ``fit``: until then ``search``/``score`` raise :class:`StaleFitError`. To change
+        parameters that the fitted statistics serve, use :meth:`with_params`.
+        """
         self.check_param_names(params)
         for key, value in params.items():
             setattr(self, key, value)
@@ -146,6 +274,40 @@ class BaseCorrector(ABC):
         """A new unfitted estimator with the same parameters (deep-copied), updated by ``params``."""
         self.check_param_names(params)
         return type(self)(**{**copy.deepcopy(self.get_params()), **params})
+
+    def with_params(self: _E, **params: Any) -> _E:
+        """A NEW fitted estimator with ``params`` changed, sharing this one's fitted arrays.
+
+        Only what the fitted statistics serve is allowed (the class's ``_cached_params``,
+        e.g. NNN's ``alpha`` and any ``k`` up to the fitted one); anything else raises
+        :class:`RefitRequiredError` naming ``fit``. ``self`` is left untouched.
+        """
+        self._check_fitted()
+        self.check_param_names(params)
+        current = self.get_params()
+        changed = {key: value for key, value in params.items() if not _same(current[key], value)}
+        blocked = sorted(set(changed) - self._cached_param_names())
+        label = type(self).__name__
+        if blocked:
+            served = ", ".join(sorted(self._cached_param_names())) or "none"
+            asked = ", ".join(f"{key}={changed[key]!r}" for key in blocked)
+            raise RefitRequiredError(
+                f"{label}.with_params cannot change {', '.join(blocked)} without a new pass over the "
+                f"data (the fitted statistics depend on them; it serves: {served}); received {asked}. "
+                f"Fit a new estimator: {label}(...).fit(gallery, reference) or "
+                f"clone({asked}).fit(gallery, reference)"
+            )
+        new = copy.copy(self)
+        new._unseal()
+        for key, value in changed.items():
+            setattr(new, key, value)
+        new._check_params()
+        new._seal()
+        return new
+
+    def _cached_param_names(self) -> frozenset[str]:
+        """The parameters :meth:`with_params` may change (class attribute ``_cached_params``)."""
+        return self._cached_params
 
     def _check_params(self) -> None:
         """Validate every parameter against ``_parameter_constraints``, then the relations."""
@@ -198,17 +360,72 @@ class BaseCorrector(ABC):
 
     # ------------------------------------------------------------------ checks
     def _check_fitted(self) -> None:
-        if getattr(self, "gallery_", None) is None:
+        """Raise unless fitted with the current parameters (no parameter validation here)."""
+        fitted = self.__dict__.get("_fitted_params_")
+        if fitted is None or getattr(self, "gallery_", None) is None:
             raise NotFittedError(
                 f"this {type(self).__name__} is not fitted yet; call fit(gallery, reference) first"
             )
+        now = self.get_params()
+        if not all(_same(now[key], fitted[key]) for key in now):
+            self._stale(fitted, now)
+
+    def _stale(self, fitted: dict[str, Any], now: dict[str, Any]) -> None:
+        # The method's own relation checks say best why (e.g. "k=8 exceeds the k=4 used in fit").
+        self._check_consistency()
+        diff = ", ".join(
+            f"{key}: {fitted[key]!r} -> {now[key]!r}" for key in now if not _same(now[key], fitted[key])
+        )
+        changed = ", ".join(f"{key}={now[key]!r}" for key in now if not _same(now[key], fitted[key]))
+        raise StaleFitError(
+            f"{type(self).__name__}: parameters changed after fit ({diff}); the fitted state "
+            f"belongs to the old values. Call fit(gallery, reference) again, or start from the "
+            f"fitted parameters and use with_params({changed}) where the fitted statistics serve it"
+        )
+
+    def _clamp_k(self, k: Any) -> int:
+        """``k`` as a positive int, lowered to the gallery size with one :class:`KClampedWarning`."""
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            raise TypeError(f"k must be a positive integer; received {k!r}")
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1; received k={k}")
+        n = int(self.gallery_.shape[0])
+        if k > n:
+            warnings.warn(
+                f"k={k} exceeds the {n} gallery items; returning {n} results per query",
+                KClampedWarning,
+                stacklevel=user_stacklevel(),
+            )
+            k = n
+        return k
+
+    # ------------------------------------------------------------------ sealing
+    def _seal(self) -> None:
+        """Record the parameters of the fitted state and derive what follows from them."""
+        self._finish_fit()
+        self.__dict__["_fitted_params_"] = copy.deepcopy(self.get_params())
+
+    def _unseal(self) -> None:
+        self.__dict__.pop("_fitted_params_", None)
+
+    def _finish_fit(self) -> None:
+        """Derived fitted arrays computed once from the fitted statistics (override)."""
+        return None
+
+    def _detached(self: _E) -> _E:
+        """A copy of this fitted estimator, sealed with its current parameters (``fit_grid``)."""
+        new = copy.copy(self)
+        fitted = self.__dict__.get("_fitted_params_")
+        if fitted is None or not all(_same(v, fitted[key]) for key, v in self.get_params().items()):
+            new._seal()
+        return new
 
     @staticmethod
     def _prepare(x, name: str, normalize: NormalizeMode) -> np.ndarray:
         return validate_embeddings(x, name, normalize)  # one pass over the rows
 
     def _prepare_queries(self, queries, normalize: NormalizeMode) -> np.ndarray:
-        self._check_fitted()
         queries = self._prepare(queries, "queries", normalize)
         check_same_dim(queries, self.gallery_, "queries", "gallery")
         return queries
@@ -246,6 +463,27 @@ class BaseCorrector(ABC):
         """Dense corrected scores, shape (n_queries, n_gallery), float32."""
 
     # ------------------------------------------------------------------ persistence
+    def persistence_arrays(self) -> dict[str, np.ndarray]:
+        """The fitted arrays an index file stores beside the gallery (name -> array)."""
+        self._check_fitted()
+        return self._fitted_arrays()
+
+    def restore(self: _E, gallery: np.ndarray, arrays: Mapping[str, np.ndarray]) -> _E:
+        """Make this (unfitted) estimator fitted from a checked gallery and stored arrays.
+
+        The inverse of :meth:`persistence_arrays`; the parameters are validated once
+        here (they come from a file). Returns ``self``.
+        """
+        self._unseal()
+        self._check_params_unfitted()
+        self._restore(gallery, dict(arrays))
+        self._check_params()
+        self._seal()
+        return self
+
+    def _check_params_unfitted(self) -> None:
+        validate_parameters(self._parameter_constraints, self.get_params(), type(self).__name__)
+
     def _fitted_arrays(self) -> dict[str, np.ndarray]:
         """Fitted statistics to store in an index file (the gallery is stored apart)."""
         return {}
@@ -258,7 +496,9 @@ class BaseCorrector(ABC):
 class AdditiveBiasCorrector(BaseCorrector):
     """Search, score and export for a corrected score ``q . r - bias_[r]``.
 
-    Subclasses provide ``fit`` and the property ``bias_`` (shape ``(n_gallery,)``).
+    Subclasses provide ``fit`` and :meth:`_compute_bias`; the sealed ``fit`` stores its
+    result once as the read-only array ``bias_`` (shape ``(n_gallery,)``), refusing
+    parameters whose bias would overflow float32.
     Search then is one exact inner-product search with ``bias_`` as offset;
     :meth:`export_vectors` gives the ``d + 1`` vectors with which any inner-product
     index serves the corrected scores exactly. Whether the offset holds for every
@@ -266,12 +506,40 @@ class AdditiveBiasCorrector(BaseCorrector):
     code but gates its offsets per query).
     """
 
+    bias_: np.ndarray
+
     def __dehub_tags__(self) -> MethodTags:
         return MethodTags(offset=True)
 
-    @property
     @abstractmethod
-    def bias_(self) -> np.ndarray: ...
+    def _compute_bias(self) -> np.ndarray:
+        """The per-item offset from the fitted statistics and the parameters, shape (n_gallery,)."""
+
+    def _score_scale(self) -> float:
+        """Factor applied to ``q . r - bias`` in the returned scores (affine methods)."""
+        return 1.0
+
+    def _finish_fit(self) -> None:
+        super()._finish_fit()
+        self.__dict__.pop("bias_", None)
+        bias = np.asarray(self._compute_bias())
+        with np.errstate(over="ignore", invalid="ignore"):
+            peak = float(np.abs(bias).max()) if bias.size else 0.0
+            worst = abs(float(self._score_scale())) * (peak + 1.0)
+        if not (np.isfinite(peak) and peak <= BIAS_LIMIT and np.isfinite(worst) and worst <= FLOAT32_MAX):
+            params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+            raise InvalidParameterError(
+                f"{type(self).__name__}({params}): the corrected scores would overflow float32 "
+                f"(largest |bias| {peak:.3g} times scale {self._score_scale():.3g}; the bias must stay "
+                f"within {BIAS_LIMIT:.3g} and scale * (|bias| + 1) within {FLOAT32_MAX:.3g}). "
+                f"{self._overflow_hint(peak)}"
+            )
+        bias.setflags(write=False)
+        self.bias_ = bias
+
+    def _overflow_hint(self, peak: float) -> str:
+        """How to bring the bias into range (methods name their parameter and bound)."""
+        return "Lower the scale parameters."
 
     def search(
         self,
@@ -289,7 +557,6 @@ class AdditiveBiasCorrector(BaseCorrector):
         padded with ``-inf``/``-1`` when the gallery has fewer than ``k`` items.
         """
         queries = self._prepare_queries(queries, normalize)
-        self._check_params()
         return exact_search(
             queries,
             self.gallery_,
@@ -297,13 +564,16 @@ class AdditiveBiasCorrector(BaseCorrector):
             offset=self.bias_,
             memory_budget=memory_budget,
             progress="search" if progress else False,
-            precision=getattr(self, "precision", "fp32"),
+            precision=self.search_precision(),
         )
+
+    def search_precision(self) -> str:
+        """The exact engine's precision for this estimator's searches (NNN's ``precision``)."""
+        return "fp32"
 
     def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
         """Dense corrected scores ``q . r - bias_[r]``, shape (n_queries, n_gallery), float32."""
         queries = self._prepare_queries(queries, normalize)
-        self._check_params()
         dt = compute_dtype(queries, self.gallery_)
         s: np.ndarray = np.matmul(np.asarray(queries, dtype=dt), np.asarray(self.gallery_, dtype=dt).T)
         s -= self.bias_.astype(dt)
@@ -340,6 +610,7 @@ class RowDecomposable(ABC):
 
     # Provided by BaseCorrector.
     _check_params: Any
+    _seal: Any
     _prepare: Any
     clone: Any
     name: ClassVar[str]
@@ -419,6 +690,7 @@ class RowDecomposable(ABC):
         model = self.clone()
         model._check_params()
         model._set_statistics(gallery, dict(statistics), n_reference)
+        model._seal()
         return model
 
     # ------------------------------------------------------------------ growth hooks

@@ -62,6 +62,7 @@ class CSLS(TopKStatistics, ReferenceFit, AffineBiasCorrector):
     """
 
     name = "csls"
+    _cached_params = frozenset({"k"})
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {"k": [Interval(Integral, 1, None)]}
 
     def __init__(self, k: int = 10) -> None:
@@ -107,7 +108,7 @@ class CSLS(TopKStatistics, ReferenceFit, AffineBiasCorrector):
         """Every K of ``grid`` from ONE pass over the reference (the largest K's top-K).
 
         K values larger than the reference set or the gallery are skipped. The same
-        estimator is re-parameterized and yielded each time.
+        yielded estimators are independent.
         """
         grid = self._check_grid(grid)
         limit = min(reference.shape[0], gallery.shape[0])
@@ -127,7 +128,6 @@ class CSLS(TopKStatistics, ReferenceFit, AffineBiasCorrector):
         """Mean similarity of every gallery item to its k nearest reference queries (float64)."""
         if getattr(self, "topk_scores_", None) is None:
             raise NotFittedError("CSLS is not fitted yet; call fit(gallery, reference) first")
-        self._check_params()
         return self.topk_scores_[:, : self.k].mean(axis=1, dtype=np.float64)
 
     def r_T(self, queries, *, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> np.ndarray:
@@ -137,8 +137,7 @@ class CSLS(TopKStatistics, ReferenceFit, AffineBiasCorrector):
         s, _ = exact_search(queries, self.gallery_, int(self.k), memory_budget=memory_budget)
         return s.mean(axis=1, dtype=np.float64)
 
-    @property
-    def bias_(self) -> np.ndarray:
+    def _compute_bias(self) -> np.ndarray:
         return 0.5 * self.r_S()
 
     def _scale(self) -> float:

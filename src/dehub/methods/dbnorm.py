@@ -48,7 +48,7 @@ from typing import ClassVar
 
 from .._validation import NormalizeMode
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ._params import Boolean, Constraint, Interval
+from ._params import FLOAT32_MAX, Boolean, Constraint, Interval
 from ._softmax import InvertedSoftmaxBase
 
 __all__ = ["DBNorm", "DBNormDIS"]
@@ -81,8 +81,8 @@ class DBNorm(InvertedSoftmaxBase):
 
     name = "dbnorm"
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
-        "beta1": [Interval(Real, 0.0, None)],
-        "beta2": [Interval(Real, 0.0, None)],
+        "beta1": [Interval(Real, 0.0, FLOAT32_MAX)],
+        "beta2": [Interval(Real, 0.0, FLOAT32_MAX)],
         "k": [Interval(Integral, 1, None)],
         "dynamic": [Boolean()],
     }

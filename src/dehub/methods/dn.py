@@ -35,10 +35,9 @@ import numpy as np
 from .._validation import NormalizeMode, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._affine import AffineBiasCorrector
-from ._params import Constraint, Interval
+from ._params import FLOAT32_MAX, Constraint, Interval, InvalidParameterError
 from ._stats import column_mean, matvec
 from ._tags import MethodTags
-from .base import NotFittedError
 
 __all__ = ["DN"]
 
@@ -65,7 +64,10 @@ class DN(AffineBiasCorrector):
     """
 
     name = "dn"
-    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {"lambda_": [Interval(Real, 0.0, None)]}
+    _cached_params = frozenset({"lambda_"})
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        "lambda_": [Interval(Real, 0.0, FLOAT32_MAX)]
+    }
 
     def __dehub_tags__(self) -> MethodTags:
         # Offset: the query-only bracket of the expansion never changes a ranking.
@@ -119,12 +121,22 @@ class DN(AffineBiasCorrector):
             self._check_params()
             yield {"lambda_": lam}, self
 
-    @property
-    def bias_(self) -> np.ndarray:
-        if getattr(self, "mean_reference_score_", None) is None:
-            raise NotFittedError("DN is not fitted yet; call fit(gallery, reference) first")
-        self._check_params()
+    def _compute_bias(self) -> np.ndarray:
         return float(self.lambda_) * self.mean_reference_score_
+
+    def _finish_fit(self) -> None:
+        super()._finish_fit()
+        # The query term lambda^2 mu_Q . mu_G - lambda q . mu_G must stay finite too (|q| <= 1).
+        lam = float(self.lambda_)
+        worst = lam * lam * abs(float(self.reference_mean_ @ self.gallery_bank_mean_)) + lam * float(
+            np.linalg.norm(self.gallery_bank_mean_)
+        )
+        if not worst <= FLOAT32_MAX:
+            mu = max(abs(float(self.reference_mean_ @ self.gallery_bank_mean_)), 1e-300)
+            raise InvalidParameterError(
+                f"DN(lambda_={self.lambda_!r}): the corrected scores would overflow float32 (the query "
+                f"term reaches {worst:.3g}); for this fit lambda_ must be about <= {np.sqrt(FLOAT32_MAX / 2 / mu):.4g}"
+            )
 
     def _query_term(self, queries, *, memory_budget: int) -> np.ndarray:
         lam = float(self.lambda_)

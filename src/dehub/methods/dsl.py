@@ -150,7 +150,6 @@ class DSL(BaseCorrector):
     def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
         """Dense DSL scores ``s * n_Q * softmax_Q(s / T)``, shape (n_queries, n_gallery), float32."""
         queries = self._prepare_queries(queries, normalize)
-        self._check_params()
         with np.errstate(over="ignore"):  # see the module docstring (values beyond float32)
             return self._scores(queries, slice(0, queries.shape[0])).astype(np.float32)
 
@@ -165,7 +164,6 @@ class DSL(BaseCorrector):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` under DSL (exact, blocked); the values of :meth:`score`."""
         queries = self._prepare_queries(queries, normalize)
-        self._check_params()
         return dense_search(
             queries.shape[0],
             self.gallery_.shape[0],

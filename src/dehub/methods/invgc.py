@@ -253,15 +253,6 @@ class InvGC(BaseCorrector):
                         )
 
     # ------------------------------------------------------------------ contract
-    def _check_fitted_params(self) -> None:
-        fitted = getattr(self, "fitted_", None)
-        now = (float(self.r_g), float(self.r_q), bool(self.local_adj), float(self.pool_rate))
-        if fitted is not None and fitted != now:
-            raise ValueError(
-                f"parameters {now} differ from the values {fitted} used in fit; the new gallery "
-                "vectors depend on them. Refit."
-            )
-
     def search(
         self,
         queries,
@@ -273,7 +264,6 @@ class InvGC(BaseCorrector):
     ):
         """Top-``k`` of ``q . x'`` (exact engine over ``transformed_gallery_``)."""
         queries = self._prepare_queries(queries, normalize)
-        self._check_fitted_params()
         return exact_search(
             queries,
             self.transformed_gallery_,
@@ -285,7 +275,6 @@ class InvGC(BaseCorrector):
     def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
         """Dense ``q . x'``, shape (n_queries, n_gallery), float32."""
         queries = self._prepare_queries(queries, normalize)
-        self._check_fitted_params()
         return (np.asarray(queries, dtype=np.float32) @ self.transformed_gallery_.T).astype(np.float32)
 
     def export_vectors(self) -> np.ndarray:

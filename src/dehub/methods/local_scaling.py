@@ -147,7 +147,6 @@ class NeighborStatsCorrector(BaseCorrector):
     def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
         """Dense scores (negated LS / NICDM / MP distances), shape (n_queries, n_gallery), float32."""
         queries = self._prepare_queries(queries, normalize)
-        self._check_params()
         return self._transform(self._query_distances(queries, slice(0, queries.shape[0]))).astype(np.float32)
 
     def search(
@@ -161,7 +160,6 @@ class NeighborStatsCorrector(BaseCorrector):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` under the corrected score, the values of :meth:`score` (exact, blocked)."""
         queries = self._prepare_queries(queries, normalize)
-        self._check_params()
         return dense_search(
             queries.shape[0],
             self.gallery_.shape[0],

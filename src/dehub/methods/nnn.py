@@ -15,24 +15,25 @@ corrected.
 pass over the reference set (the cumulative sums of the sorted scores give every smaller
 k's mean). That is also what the validation sweep and incremental reference growth use.
 
-``bias_`` is cached: computed once per (parameters, fitted statistics) and reused by every
-search until ``alpha``/``k`` (or another parameter of the statistic) or the fit change,
-so one query against a large gallery costs one search, not a pass over the cache too.
+``bias_`` is a plain read-only array computed once by ``fit``; parameters changed later
+do not touch it (``search`` then asks for a new ``fit``). ``with_params(alpha=..., k=...)``
+returns a new fitted estimator whose bias comes from the same cached scores.
 """
 
 from __future__ import annotations
 
+import itertools
 from numbers import Integral, Real
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
 from ..engine import topk_search
 from ..engine.accel import PRECISIONS
-from ._params import Constraint, Interval, Options
+from ._params import FLOAT32_MAX, Constraint, Interval, Options
 from ._tags import MethodTags
 from ._topk_cache import TopKStatistics
-from .base import AdditiveBiasCorrector, NotFittedError, ReferenceFit
+from .base import BIAS_LIMIT, AdditiveBiasCorrector, NotFittedError, ReferenceFit
 
 __all__ = ["NNN"]
 
@@ -73,8 +74,8 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
     n_reference_ : int or None
         Reference rows of the fit (None when restored from a file that does not say).
     bias_ : (n_gallery,) float32, read-only
-        ``alpha * mean(topk_scores_[:, :k])``: cached, recomputed only when ``alpha``,
-        ``k`` or the fitted statistics change.
+        ``alpha * mean(topk_scores_[:, :k])``, computed once by ``fit`` (or
+        ``with_params``).
     gallery_ : the gallery passed to ``fit`` (not copied).
 
     Examples
@@ -92,12 +93,13 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
     name = "nnn"
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
         "k": [Interval(Integral, 1, None)],
-        "alpha": [Interval(Real, 0.0, None)],
+        "alpha": [Interval(Real, 0.0, FLOAT32_MAX)],
         "engine": [Options(*ENGINES)],
         "engine_params": [None, dict],
         "precision": [Options(*PRECISIONS)],
     }
-    #: Parameters the bias depends on (the cache key, with the fitted statistics).
+    #: Parameters the bias depends on, all served by the cached top-k scores
+    #: (``with_params`` may change them; k up to the fitted k).
     _bias_params: ClassVar[tuple[str, ...]] = ("k", "alpha")
 
     def __init__(
@@ -118,6 +120,12 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
         # b(r) depends only on r's top-k scores over the reference (Eq. 1): offset,
         # per-row statistics, and growth by appending / dropping / merging top-k lists.
         return MethodTags(offset=True, incremental=True, row_decomposable=True)
+
+    def _cached_param_names(self) -> frozenset[str]:
+        return frozenset(self._bias_params)
+
+    def search_precision(self) -> str:
+        return str(self.precision)
 
     def _check_consistency(self) -> None:
         fitted = getattr(self, "fitted_k_", None)
@@ -142,11 +150,9 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
         and every other parameter of the statistic (alpha, ...) from the same cache.
         k values larger than the reference set are skipped. Grid keys must be
         parameters of the method; parameters that change the reference pass itself
-        (``engine``, ``engine_params``) cannot be swept here. The same estimator is
-        re-parameterized and yielded each time.
+        (``engine``, ``engine_params``) cannot be swept here. Every yielded estimator
+        is independent (they share the read-only cached scores).
         """
-        import itertools
-
         grid = self._check_grid(grid)
         fixed = [n for n in ("engine", "engine_params") if n in grid]
         if fixed:
@@ -211,22 +217,10 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
         return (csum / np.arange(1, self.topk_scores_.shape[1] + 1)).astype(np.float32)
 
     def _compute_bias(self) -> np.ndarray:
-        return (np.float32(self.alpha) * self.mean_topk()).astype(np.float32)
+        with np.errstate(over="ignore"):  # an overflow is refused by the sealing check
+            return (np.float32(self.alpha) * self.mean_topk()).astype(np.float32)
 
-    @property
-    def bias_(self) -> np.ndarray:
-        self._check_params()
-        if getattr(self, "topk_scores_", None) is None:
-            raise NotFittedError(
-                f"{type(self).__name__} is not fitted yet; call fit(gallery, reference) first"
-            )
-        key = tuple(getattr(self, n) for n in self._bias_params)
-        cached: tuple[Any, Any, np.ndarray] | None = getattr(self, "_bias_cache", None)
-        # The cache holds the statistics array itself, so identity cannot be reused by
-        # another array while the entry lives; refits and updates install new arrays.
-        if cached is not None and cached[0] == key and cached[1] is self.topk_scores_:
-            return cached[2]
-        bias = self._compute_bias()
-        bias.setflags(write=False)
-        self._bias_cache = (key, self.topk_scores_, bias)
-        return bias
+    def _overflow_hint(self, peak: float) -> str:
+        top = float(np.abs(self.topk_scores_[:, : int(self.k)]).max(initial=0.0))
+        bound = BIAS_LIMIT / top if top > 0 else FLOAT32_MAX
+        return f"For this fit alpha must be <= {bound:.4g}; received alpha={self.alpha!r}."

@@ -42,7 +42,5 @@ class Plain(ReferenceFit, AdditiveBiasCorrector):
     def _restore(self, gallery, arrays) -> None:
         self._set_statistics(gallery, arrays, None)
 
-    @property
-    def bias_(self) -> np.ndarray:
-        self._check_fitted()
+    def _compute_bias(self) -> np.ndarray:
         return np.zeros(self.gallery_.shape[0], dtype=np.float32)

@@ -37,7 +37,7 @@ import numpy as np
 
 from .._validation import NormalizeMode
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ._params import Boolean, Constraint, Interval
+from ._params import FLOAT32_MAX, Boolean, Constraint, Interval
 from ._softmax import InvertedSoftmaxBase
 from ._stats import streamed_logsumexp
 from ._tags import MethodTags
@@ -77,7 +77,7 @@ class QBNorm(RowDecomposable, InvertedSoftmaxBase):
 
     name = "qbnorm"
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
-        "beta": [Interval(Real, 0.0, None, closed="neither")],
+        "beta": [Interval(Real, 0.0, FLOAT32_MAX, closed="neither")],
         "k": [Interval(Integral, 1, None)],
         "dynamic": [Boolean()],
     }
@@ -169,7 +169,6 @@ class QBNorm(RowDecomposable, InvertedSoftmaxBase):
         self._require_static("fitted_statistics")
         if getattr(self, "lse_", None) is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted yet; call fit first")
-        self._check_params()
         return {"lse": self.lse_.T}
 
     def merge_reference_statistics(self, statistics, new_statistics, *, n_reference: int):

@@ -135,13 +135,6 @@ class Renorm(BaseCorrector):
                 self._transform_gallery(self.gallery_)
             yield {"variant": variant}, self
 
-    def _check_variant(self) -> None:
-        self._check_params()
-        if getattr(self, "fitted_variant_", self.variant) != self.variant:
-            raise ValueError(
-                f"variant={self.variant!r} differs from the {self.fitted_variant_!r} used in fit; refit"
-            )
-
     def _queries(self, queries) -> np.ndarray:
         if self.variant == "projection":
             return np.asarray(queries, dtype=np.float32)
@@ -158,7 +151,6 @@ class Renorm(BaseCorrector):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` by the cosine of the renormalized query and gallery item."""
         queries = self._prepare_queries(queries, normalize)
-        self._check_variant()
         q = self._queries(queries)
         s, ids = exact_search(
             q,
@@ -179,7 +171,6 @@ class Renorm(BaseCorrector):
     def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
         """Dense cosine scores of the renormalized embeddings, (n_queries, n_gallery) float32."""
         queries = self._prepare_queries(queries, normalize)
-        self._check_variant()
         q = self._queries(queries)
         s = q.astype(np.float64) @ self.transformed_gallery_.T.astype(np.float64)
         if self.variant == "projection":

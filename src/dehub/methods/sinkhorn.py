@@ -52,7 +52,7 @@ import numpy as np
 from .._progress import progress_bar
 from .._validation import NormalizeMode, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ._params import Constraint, Interval
+from ._params import FLOAT32_MAX, Constraint, Interval
 from ._stats import compute_dtype
 from .base import AdditiveBiasCorrector, NotFittedError
 
@@ -266,7 +266,7 @@ class SN(AdditiveBiasCorrector):
     name = "sn"
     fitted_: tuple[float, int, float | None] | None
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
-        "tau": [Interval(Real, 0.0, None, closed="neither")],
+        "tau": [Interval(Real, 0.0, FLOAT32_MAX, closed="neither")],
         "n_iter": [Interval(Integral, 1, None)],
         "tol": [None, Interval(Real, 0.0, None, closed="neither")],
     }
@@ -385,13 +385,7 @@ class SN(AdditiveBiasCorrector):
                     params = {"tau": tau, "n_iter": it, "tol": tol}
                     yield {k: v for k, v in params.items() if k in grid}, self
 
-    @property
-    def bias_(self) -> np.ndarray:
-        if getattr(self, "offsets_", None) is None:
-            raise NotFittedError(
-                f"{type(self).__name__} is not fitted yet; call fit(gallery, reference) first"
-            )
-        self._check_params()
+    def _compute_bias(self) -> np.ndarray:
         return self.offsets_
 
     # ------------------------------------------------------------------ persistence
@@ -401,7 +395,6 @@ class SN(AdditiveBiasCorrector):
             raise NotFittedError(
                 f"{type(self).__name__} is not fitted yet; call fit(gallery, reference) first"
             )
-        self._check_params()  # the saved header's params must be the ones the offsets came from
         return {
             "offsets": self.offsets_,
             "log_v": self.log_v_,

@@ -132,7 +132,7 @@ def run_shift_study(
         best: tuple[float, int, float] = (-1.0, 0, 0.0)
         for k in grid_k:
             for alpha in grid_alpha:
-                v = float(s1(model.set_params(k=k, alpha=alpha), val, v_rows, v_rel).mean())
+                v = float(s1(model.with_params(k=k, alpha=alpha), val, v_rows, v_rel).mean())
                 if v > best[0]:
                     best = (v, k, alpha)
         chosen_params[name] = {"k": best[1], "alpha": best[2], "validation_success@1": best[0]}

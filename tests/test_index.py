@@ -44,7 +44,7 @@ def _same_search(a: Index, b: Index, queries, k=10):
 # --------------------------------------------------------------------------- build/search
 def test_search_returns_external_ids_and_matches_reference(index, data):
     gallery, reference, queries = data
-    with pytest.warns(KClampedWarning, match=r"k=45 exceeds the 40 items in the index; returning 40"):
+    with pytest.warns(KClampedWarning, match=r"k=45 exceeds the 40 gallery items; returning 40"):
         s, ids = index.search(queries, 45)  # more than the gallery: clamped, no padding
     assert ids.shape == s.shape == (15, 40) and np.all(ids >= 100)
     rows = np.where(ids >= 0, (ids - 100) // 7, -1)
@@ -556,7 +556,7 @@ def test_add_past_the_largest_id_is_a_clear_error(data):
 # --------------------------------------------------------------------------- k and memory (issue 9)
 def test_k_is_clamped_before_allocation(index, data):
     _, _, queries = data
-    with pytest.warns(KClampedWarning, match=r"k=1000000000 exceeds the 40 items"):
+    with pytest.warns(KClampedWarning, match=r"k=1000000000 exceeds the 40 gallery items"):
         s, ids = index.search(queries, 10**9)  # before: asked for 15 x 1e9 x 12 bytes
     assert s.shape == ids.shape == (15, 40)
     with pytest.raises(ValueError, match="k must be >= 1; received k=0"):

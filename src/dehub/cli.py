@@ -19,6 +19,28 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cli_support import (
+    NORMALIZE_CHOICES,
+    json_object,
+    load_int_ids,
+    load_npy,
+    method_params,
+    positive_int,
+)
+from ._format import IndexFormatError
+from ._loading import describe, load, verify
+from ._version import __version__
+from .datasets.loaders import load_ids
+from .distributed.cli import run_build
+from .embed.cli import SUBCOMMANDS as embed_cmds
+from .evaluation.cli import SUBCOMMANDS as evaluation_cmds
+from .export.cli import SUBCOMMANDS as export_cmds
+from .index import Index
+from .methods._cli import add_method_param_options
+from .serve.cli import SUBCOMMANDS as serve_cmds
+from .studies.cli import STUDY_RUNNER, gate_for_add
+from .studies.cli import SUBCOMMANDS as studies_cmds
+
 __all__ = ["main", "build_parser"]
 
 _EPILOG = """examples:
@@ -63,10 +85,9 @@ _EXAMPLES = {
   dehub remove coco.dehub --ids 17,42,99
   dehub remove coco.dehub --ids stale_ids.npy -o coco-v2.dehub
   dehub remove coco.dehub --ids stale_ids.txt                  # one integer id per line
+  dehub remove coco.dehub --ids @stale                         # @FILE: any file name
 """,
 }
-
-_NORMALIZE_CHOICES = ["warn", "l2", "none", "error"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,87 +121,6 @@ def cli_words(message: str) -> str:
     message = re.sub(rf"\b({names})=(['\"]?)([\w.-]+)\2", flag, message)
     message = re.sub(r"`?pip install dehub\[(\w+)\]`?", r"pip install -e '.[\1]' in a dehub clone", message)
     return message
-
-
-def _int_at_least(minimum: int, what: str) -> Callable[[str], int]:
-    """An argparse type: an integer ``>= minimum``; errors say what was expected and received."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}; received {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}; received {value}")
-        return value
-
-    return parse
-
-
-positive_int = _int_at_least(1, "a positive integer")
-nonnegative_int = _int_at_least(0, "a non-negative integer (0, 1, 2, ...)")
-
-
-def json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"expected a JSON object; received {text!r} ({exc.msg})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"k\": 16}}'; received {text!r}")
-    return value
-
-
-def _load_npy(path: str, what: str, mmap: bool = True):
-    """Embeddings from a .npy file (memory-mapped), a directory of .npy shards, or a
-    clip-retrieval / embedding-reader layout, parquet embedding column or fsspec URL."""
-    from .datasets.layouts import cli_embeddings
-    from .datasets.loaders import load_embeddings
-
-    if (layout := cli_embeddings(path, what)) is not None:
-        return layout
-    return load_embeddings(path, mmap=mmap, name=what)
-
-
-def _load_int_ids(path_or_list: str, what: str) -> np.ndarray:
-    """Integer ids from a .npy file, a text file (one per line) or a comma-separated list."""
-    from .datasets.loaders import read_npy
-
-    p = Path(path_or_list)
-    if p.is_file():
-        if p.suffix == ".npy":
-            raw = np.asarray(read_npy(p, what, mmap=False))
-            if raw.ndim != 1:
-                raise ValueError(f"{what} file {p} must hold a 1-D array of ids; received shape {raw.shape}")
-            if raw.dtype.kind not in "iu":
-                raise ValueError(
-                    f"{what} file {p} must hold integers; received dtype {raw.dtype}. "
-                    "Save them with np.save(path, ids.astype(np.int64))"
-                )
-            if raw.dtype.kind == "u" and raw.size and int(raw.max()) > np.iinfo(np.int64).max:
-                raise ValueError(
-                    f"{what} file {p} holds ids above 2**63-1 (max {int(raw.max())}); dehub ids are int64"
-                )
-            return raw.astype(np.int64)
-        tokens = [t.strip() for t in p.read_text(encoding="utf-8").split()]
-        source = f"{what} file {p}"
-    else:
-        if p.suffix in (".npy", ".txt") or "/" in path_or_list:
-            raise FileNotFoundError(f"{what} file not found: {p}")
-        tokens = [t.strip() for t in path_or_list.split(",")]
-        source = what
-    bad = [t for t in tokens if not re.fullmatch(r"[+-]?\d+", t)]
-    if bad or not tokens:
-        raise ValueError(
-            f"{source}: expected exact integer ids (e.g. 17,42 or a file with one per line); "
-            f"received {bad[:5] if bad else 'nothing'}"
-        )
-    values = [int(t) for t in tokens]
-    info = np.iinfo(np.int64)
-    out_of_range = [v for v in values if not info.min <= v <= info.max]
-    if out_of_range:
-        raise ValueError(f"{source}: ids must fit in int64; received {out_of_range[:5]}")
-    return np.array(values, dtype=np.int64)
 
 
 def _setup_build(p: argparse.ArgumentParser) -> None:
@@ -237,33 +177,16 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
         help="local (one process, default) or ray: gallery shards in parallel on a Ray cluster; "
         "-o is then a directory (see docs/distributed.md)",
     )
-    from .methods._cli import add_method_param_options
-
     add_method_param_options(p)  # --k, --alpha, --beta, --lambda, ... of every registered method
-
-
-def _method_params(args: argparse.Namespace) -> dict:
-    """The method parameters given on the command line; options of other methods are errors.
-
-    Which parameters a method has is asked of the method (``methods._cli``, from its
-    declared parameters), so a new method or parameter needs no change here.
-    """
-    from .methods._cli import method_params_from_args
-
-    return method_params_from_args(args, args.method)  # inapplicable options are errors
 
 
 def _run_build(args: argparse.Namespace) -> int:
     if args.runner == "ray":
-        from .distributed.cli import run_build
-
         return run_build(args)
-    from .index import Index
-
-    params = _method_params(args)
-    gallery = _load_npy(args.gallery, "gallery")
-    reference = _load_npy(args.reference, "reference")
-    ids = _load_int_ids(args.ids, "--ids") if args.ids else None
+    params = method_params(args)
+    gallery = load_npy(args.gallery, "gallery")
+    reference = load_npy(args.reference, "reference")
+    ids = load_int_ids(args.ids, "--ids") if args.ids else None
     _check_output_file(args.output)
     index = Index.build(
         gallery,
@@ -303,7 +226,7 @@ def _setup_search(p: argparse.ArgumentParser) -> None:
         "-o", "--output", help=".npz to write with arrays 'query_ids', 'scores' and 'ids'; default: print"
     )
     p.add_argument("--alpha", type=float, help="override NNN's alpha for this search")
-    p.add_argument("--normalize", choices=_NORMALIZE_CHOICES, default="warn")
+    p.add_argument("--normalize", choices=NORMALIZE_CHOICES, default="warn")
     p.add_argument("--mmap", action="store_true", help="memory-map the gallery instead of reading it")
     p.add_argument("--quiet", action="store_true", help="no progress bars (warnings are still shown)")
 
@@ -311,8 +234,6 @@ def _setup_search(p: argparse.ArgumentParser) -> None:
 def _query_ids(args: argparse.Namespace, n: int) -> np.ndarray:
     if not args.query_ids:
         return np.arange(n, dtype=np.int64)
-    from .datasets.loaders import load_ids
-
     ids = load_ids(args.query_ids, n, name="--query-ids")
     try:
         return np.array([int(x) for x in ids], dtype=np.int64)
@@ -321,11 +242,10 @@ def _query_ids(args: argparse.Namespace, n: int) -> np.ndarray:
 
 
 def _run_search(args: argparse.Namespace) -> int:
-
-    index = _load_index(args.index, mmap=args.mmap)
+    index = load(args.index, mmap=args.mmap)
     if args.alpha is not None:
         index = index.with_params(alpha=args.alpha)
-    queries = _load_npy(args.queries, "queries")
+    queries = load_npy(args.queries, "queries")
     qids = _query_ids(args, queries.shape[0])
     top = args.top
     if top > index.n_items:
@@ -350,39 +270,6 @@ def _run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_index(path: str, *, mmap: bool = False):
-    """Load (and verify) an index file: the one place the CLI opens indexes.
-
-    ``Index.load`` checks every array's checksum and the content; when the index module
-    grows a dedicated verification function, this is the line that switches to it.
-    """
-    from .index import Index
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"index file not found: {p}")
-    from .distributed import is_manifest_dir
-
-    if p.is_dir() and not is_manifest_dir(p):
-        raise ValueError(
-            f"{p} is a directory without manifest.json; expected an index file written by "
-            "'dehub build' or the output directory of 'dehub build --runner ray'"
-        )
-    return Index.load(p, mmap=mmap)
-
-
-def _verify_index(path: str) -> dict:
-    """Full checksum + content verification of an index file (:meth:`Index.verify_file`)."""
-    from .index import Index
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"index file not found: {p}")
-    if p.is_dir():
-        raise ValueError(f"{p} is a directory; expected an index file written by 'dehub build'")
-    return Index.verify_file(p)
-
-
 def _safe(value: object) -> str:
     """Header text as printable characters: a hostile header cannot send terminal escapes."""
     text = value if isinstance(value, str) else json.dumps(value)
@@ -400,15 +287,10 @@ def _setup_info(p: argparse.ArgumentParser) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from .index import Index
-
-    p = Path(args.index)
-    if not p.exists():
-        raise FileNotFoundError(f"index file not found: {p}")
-    header = Index.describe_file(args.index)
+    header = describe(args.index)
     if not isinstance(header, dict):
-        raise ValueError(f"{p}: the header is not a JSON object; not a dehub index")
-    verified = _verify_index(args.index) if args.verify else None
+        raise ValueError(f"{args.index}: the header is not a JSON object; not a dehub index")
+    verified = verify(args.index) if args.verify else None
     if args.json:
         print(json.dumps(header, indent=2, sort_keys=True))
     else:
@@ -427,7 +309,9 @@ def _run_info(args: argparse.Namespace) -> int:
             print(f"metadata: {_safe(header['metadata'])}")
     if verified is not None:
         print(
-            f"verified: every checksum and the content are valid ({verified['n_items']} items, d={verified['dim']}, {verified['verified_bytes']} bytes hashed)",
+            f"verified: every checksum and the content are valid ({verified['n_items']} items, "
+            f"d={verified['dim']}"
+            + (f", {verified['verified_bytes']} bytes hashed)" if "verified_bytes" in verified else ")"),
             file=sys.stderr if args.json else sys.stdout,
         )
     return 0
@@ -444,7 +328,7 @@ def _setup_add(p: argparse.ArgumentParser) -> None:
         help="the reference set the index was built with (not needed if it was built with --keep-reference)",
     )
     p.add_argument("-o", "--output", help="write the updated index here instead of in place")
-    p.add_argument("--normalize", choices=_NORMALIZE_CHOICES, default="warn")
+    p.add_argument("--normalize", choices=NORMALIZE_CHOICES, default="warn")
     p.add_argument("--memory-budget-mb", type=positive_int, default=512, help="working memory (MiB)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (warnings are still shown)")
     p.add_argument(
@@ -456,15 +340,13 @@ def _setup_add(p: argparse.ArgumentParser) -> None:
 
 
 def _run_add(args: argparse.Namespace) -> int:
-    index = _load_index(args.index)
-    vectors = _load_npy(args.vectors, "--vectors")
-    ids = _load_int_ids(args.ids, "--ids") if args.ids else None
-    reference = _load_npy(args.reference, "--reference") if args.reference else None
+    index = load(args.index)
+    vectors = load_npy(args.vectors, "--vectors")
+    ids = load_int_ids(args.ids, "--ids") if args.ids else None
+    reference = load_npy(args.reference, "--reference") if args.reference else None
     out = args.output or args.index
     _check_output_file(out)
     if args.gate:
-        from .studies.cli import gate_for_add
-
         gate_for_add(index, vectors, reference, args.gate, normalize=args.normalize)
     before = index.n_items
     index.add(
@@ -485,14 +367,15 @@ def _setup_remove(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ids",
         required=True,
-        help="exact integer ids to remove: a comma-separated list (17,42), a .npy file or a text file",
+        help="exact integer ids to remove: a comma-separated list of any length (17,42,...), @FILE "
+        "(a text file, one id per line, or a .npy), or a path ending in .npy/.txt",
     )
     p.add_argument("-o", "--output", help="write the updated index here instead of in place")
 
 
 def _run_remove(args: argparse.Namespace) -> int:
-    index = _load_index(args.index)
-    ids = _load_int_ids(args.ids, "--ids")
+    index = load(args.index)
+    ids = load_int_ids(args.ids, "--ids")
     out = args.output or args.index
     _check_output_file(out)
     before = index.n_items
@@ -516,27 +399,12 @@ _CORE: dict[str, Subcommand] = {
 def subcommands() -> dict[str, Subcommand]:
     """The core subcommands plus those that live with their feature modules."""
     cmds = dict(_CORE)
-    try:
-        from .evaluation.cli import SUBCOMMANDS as evaluation_cmds
-    except ImportError:  # the evaluation package not present (yet)
-        evaluation_cmds = {}
-    cmds.update(evaluation_cmds)
-    from .embed.cli import SUBCOMMANDS as embed_cmds
-    from .export.cli import SUBCOMMANDS as export_cmds
-    from .serve.cli import SUBCOMMANDS as serve_cmds
-
-    cmds.update(embed_cmds)
-    cmds.update(export_cmds)
-    cmds.update(serve_cmds)
-    from .studies.cli import SUBCOMMANDS as studies_cmds
-
-    cmds.update(studies_cmds)
+    for feature in (evaluation_cmds, embed_cmds, export_cmds, serve_cmds, studies_cmds):
+        cmds.update(feature)
     return cmds
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
     parser = _Parser(
         prog="dehub",
         description="Training-free hubness correction (Nearest Neighbor Normalization and family).",
@@ -555,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
         )
         setup(p)  # a feature's setup may set p.epilog to its own examples
         p.set_defaults(_run=run)
+        if name == "eval":  # the composition root binds the studies into `dehub eval --studies`
+            p.set_defaults(study_runner=STUDY_RUNNER)
     return parser
 
 
@@ -593,8 +463,6 @@ def _quiet_pipe() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ._format import IndexFormatError
-
     args = build_parser().parse_args(argv)
     old_show = warnings.showwarning
     warnings.showwarning = _show_warning

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +35,15 @@ from ._version import __version__
 from .engine.exact import DEFAULT_MEMORY_BUDGET
 from .incremental import IncrementalMixin
 from .methods import METHODS, BaseCorrector, get_method
+from .methods.base import KClampedWarning
 
-__all__ = ["Index", "IndexFormatError", "KClampedWarning"]
+__all__ = ["Index", "IndexFormatError", "KClampedWarning"]  # KClampedWarning: dehub.methods.base
 
 _KIND = "dehub.index"
 _GALLERY_DTYPES = ("<f2", "<f4", "<f8")
 #: dtypes docs/index-format.md documents for the shared top-k statistics (NNN, CSLS)
 _STATISTIC_DTYPES = {"topk_scores": "<f4", "topk_ids": "<i8"}
 _MAP_CHUNK = 1 << 18  # ids mapped per step in search (2 MiB of int64 scratch)
-
-
-class KClampedWarning(UserWarning):
-    """``k`` exceeded the number of indexed items and was lowered to it."""
 
 
 class Index(IncrementalMixin):
@@ -138,22 +134,6 @@ class Index(IncrementalMixin):
         if self._mapped is not None:
             self._mapped.check()
 
-    def _clamp_k(self, k) -> int:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"k must be a positive integer; received {k!r}")
-        k = int(k)
-        if k < 1:
-            raise ValueError(f"k must be >= 1; received k={k}")
-        if k > self.n_items:
-            warnings.warn(
-                f"k={k} exceeds the {self.n_items} items in the index; returning {self.n_items} "
-                "results per query",
-                KClampedWarning,
-                stacklevel=3,
-            )
-            k = self.n_items
-        return k
-
     def _map_rows(self, rows: np.ndarray) -> np.ndarray:
         """Gallery rows -> external ids in place (``-1`` stays), in bounded chunks."""
         if rows.dtype != np.int64 or not rows.flags.c_contiguous or not rows.flags.writeable:
@@ -177,8 +157,7 @@ class Index(IncrementalMixin):
         (before anything is allocated): results have ``min(k, n_items)`` columns.
         """
         self._check_file()
-        k = self._clamp_k(k)
-        scores, rows = self.model.search(queries, k, **kwargs)
+        scores, rows = self.model.search(queries, k, **kwargs)  # clamps k (the estimator's entry point)
         return scores, self._map_rows(rows)
 
     def with_params(self, **params: Any) -> Index:
@@ -258,13 +237,15 @@ class Index(IncrementalMixin):
         mapped file would kill the process with SIGBUS). ``verify`` checks every array's
         SHA-256 (reads the whole file once). Raises :class:`IndexFormatError` for files
         that are not dehub indexes, of an unsupported version, truncated, corrupt, or
-        whose content is not a valid index; see ``docs/index-format.md``.
+        whose content is not a valid index; see ``docs/index-format.md``. A distributed
+        run's output directory opens with :func:`dehub.load`, which takes both.
         """
-        from .distributed import is_manifest_dir, load_index
-
-        if is_manifest_dir(path):  # a distributed run's output (manifest + statistic parts)
-            return load_index(path, verify=verify)
         path = Path(path)
+        if path.is_dir():
+            raise IndexFormatError(
+                f"{path} is a directory, not an index file; the output directory of a distributed "
+                "run (manifest.json + parts) opens with dehub.load(path)"
+            )
         header = read_header(path)
         _check_index_header(path, header)
         present = {a["name"] for a in header["arrays"]}

@@ -198,11 +198,12 @@ def test_search_is_stateless_and_takes_settings_per_call(clustered_data, engine,
     np.testing.assert_array_equal(before[0], again[0])
 
 
-def test_evaluate_engine_public_names():
-    from dehub.engine import evaluate_engine as from_engine
+def test_evaluate_engine_lives_in_evaluation_only():
+    """evaluate_engine is evaluation (a layer above the engine): no re-export pulls it down."""
+    import dehub.evaluation.engine_eval
 
-    assert dehub.evaluate_engine is evaluate_engine is from_engine
-    assert "evaluate_engine" in dehub.__all__
+    assert dehub.evaluation.engine_eval.evaluate_engine is evaluate_engine
+    assert not hasattr(dehub.engine, "evaluate_engine") and "evaluate_engine" not in dehub.__all__
 
 
 def test_one_nlist_nprobe_default():

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from .shards import ShardedArray
+
 __all__ = ["read_embeddings", "read_metadata", "attach_metadata", "cli_embeddings", "is_url"]
 
 _NUM = re.compile(r"(\d+)")
@@ -145,8 +147,6 @@ def _npy_shards(fs: _FS, directory: str, *, mmap: bool):
     if not files:
         raise FileNotFoundError(f"no .npy shards in {directory}")
     if fs.fs is None:
-        from .shards import ShardedArray
-
         return (ShardedArray(files) if len(files) > 1 else fs.load_npy(files[0], mmap)), files
     parts = [fs.load_npy(f) for f in files]
     for f, p in zip(files, parts):

@@ -31,7 +31,9 @@ the evaluation applies its documented ``no_positive`` policy and reports their c
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +42,7 @@ import numpy as np
 
 from ..relevance import Relevance
 from .base import PairedBenchmark, PairedSplit
+from .shards import ShardedArray
 
 __all__ = [
     "load_embeddings",
@@ -131,7 +134,6 @@ def row_hashes(x, *, block_rows: int = 65536) -> np.ndarray:
 
 def content_fingerprint(x, *, n_sample: int = 256) -> str:
     """A cheap fingerprint of an embedding matrix: shape + hash of evenly sampled rows."""
-    import hashlib
 
     n = int(x.shape[0])
     rows = np.unique(np.linspace(0, max(n - 1, 0), num=min(n, n_sample)).astype(np.int64))
@@ -170,7 +172,6 @@ def check_content_disjoint(
     ``allow_overlap``; a smaller one (or an allowed one) is a warning. Returns
     ``{"name_1 ~ name_2": shared rows}`` for every pair checked.
     """
-    import warnings
 
     counts = {}
     for a, b, why in pairs:
@@ -199,8 +200,6 @@ def load_embeddings(path: str | Path, *, mmap: bool = True, name: str = "embeddi
     p = Path(path)
     arr: Any
     if p.is_dir():
-        from .shards import ShardedArray
-
         try:
             arr = ShardedArray(p)
         except (FileNotFoundError, ValueError) as exc:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ..datasets.shards import ShardedArray, shard_paths
+
 __all__ = ["Source", "Part", "list_sources", "plan_parts", "read_part", "open_matrix", "is_url"]
 
 _FLOATS = (np.float16, np.float32, np.float64)
@@ -110,8 +112,6 @@ def _list_files(spec: str) -> list[str]:
         return [spec]
     p = Path(_local(spec))
     if p.is_dir():
-        from ..datasets.shards import shard_paths
-
         return [str(f.resolve()) for f in shard_paths(p)]
     if not p.exists():
         raise FileNotFoundError(f"no embeddings at {p}; expected a .npy file or a directory of .npy shards")
@@ -221,7 +221,6 @@ def open_matrix(sources: list[Source]) -> Any:
     if all(not is_url(s.url) for s in sources):
         if len(sources) == 1:
             return np.load(sources[0].url, mmap_mode="r", allow_pickle=False)
-        from ..datasets.shards import ShardedArray
 
         return ShardedArray([s.url for s in sources])
     blocks = [read_part(p) for p in plan_parts(sources, max(s.rows for s in sources))]

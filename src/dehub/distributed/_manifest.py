@@ -27,9 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
 from .._io import atomic_path, atomic_write_text, sha256_file
-from ._inputs import Part, Source
+from .._version import __version__
+from ..datasets.shards import ShardedArray
+from ..index import Index
+from ..methods import get_method
+from ._inputs import Part, Source, list_sources, open_matrix
+from ._methods import fitted_from_statistics
 
 __all__ = [
     "MANIFEST",
@@ -209,8 +213,6 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
 def _statistic_view(paths: list[Path]) -> Any:
     """The statistic of every part as one array: memory-mapped shards for 2-D statistics."""
     if all(np.load(p, mmap_mode="r").ndim == 2 for p in paths):
-        from ..datasets.shards import ShardedArray
-
         return ShardedArray(paths)
     return np.concatenate([np.load(p, mmap_mode="r") for p in paths], axis=0)
 
@@ -224,10 +226,6 @@ def load_index(manifest_dir: str | os.PathLike, *, verify: bool = True) -> Any:
     for 1M items at k=16). ``verify`` checks each part file's SHA-256 against the
     manifest (reads the statistics once).
     """
-    from ..index import Index
-    from ..methods import get_method
-    from ._inputs import list_sources, open_matrix
-    from ._methods import fitted_from_statistics
 
     root = Path(manifest_dir)
     manifest = read_manifest(root)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -35,9 +36,11 @@ from .._ids import check_ids
 from .._json import jsonable
 from .._progress import progress_bar
 from .._validation import check_embeddings, check_k, check_normalization
+from ..engine import EngineParams, build_reference_index, choose_engine
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
+from ..methods import get_method
 from ._inputs import Part, Source, list_sources, open_matrix, plan_parts, read_part
-from ._manifest import claim, count_claims, run_key, validate_part, write_manifest, write_part
+from ._manifest import _save_npy, claim, count_claims, run_key, validate_part, write_manifest, write_part
 from ._methods import check_distributable, part_statistics, uses_engine
 
 __all__ = ["fit", "RunSummary", "ShardError", "DistributedRunError", "DEFAULT_PART_ROWS"]
@@ -110,7 +113,6 @@ class _PartWorker:
         memory_budget: int,
         normalize: str,
     ) -> None:
-        from ..methods import get_method
 
         self.out = Path(out)
         self.key = key
@@ -166,8 +168,6 @@ class _PartWorker:
 
 # --------------------------------------------------------------------------- driver
 def _resolve_model(method: Any, params: dict[str, Any]) -> Any:
-    from ..methods import get_method
-
     if isinstance(method, str):
         return get_method(method, **params)
     return method.clone(**params)  # never mutate the caller's estimator
@@ -240,7 +240,6 @@ def _shard_error(exc: BaseException) -> ShardError | None:
         if isinstance(e, ShardError):
             return ShardError(str(e))
         todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
-    import re
 
     m = re.search(r"ShardError: (.+)", str(exc))
     return ShardError(m.group(1).strip()) if m else None
@@ -351,8 +350,6 @@ def fit(
     check_normalization(ref, "reference", normalize)  # type: ignore[arg-type]
     ids_arr = None if ids is None else check_ids(ids, n_rows)
 
-    from ..engine import EngineParams, choose_engine
-
     eparams = EngineParams.coerce(getattr(model, "engine_params", None)) if uses_engine(model) else None
     if eng == "auto":
         eng = choose_engine(n_rows, n_ref, dim, eparams)
@@ -414,8 +411,6 @@ def fit(
             workers = _pool_size(ray, num_workers, int(memory_budget) + part_bytes)
             index_ref = None
             if eng == "ivf":
-                from ..engine import build_reference_index
-
                 index = build_reference_index(
                     ref, engine="ivf", engine_params=eparams, progress="IVF build" if progress else False
                 )
@@ -500,8 +495,6 @@ def fit(
     retried = sum(1 for p in todo if attempts.get(p.name, 0) > 1)
     ids_sha = None
     if ids_arr is not None:
-        from ._manifest import _save_npy
-
         ids_sha = _save_npy(out_path / "ids.npy", ids_arr)
     seconds = time.perf_counter() - t_start
     summary = RunSummary(

@@ -1,6 +1,6 @@
 """``dehub build --runner ray``: the build subcommand's options, run on Ray.
 
-``-o`` names the output directory (manifest + statistic parts), which ``Index.load`` and
+``-o`` names the output directory (manifest + statistic parts), which ``dehub.load`` and
 so ``dehub search``, ``dehub export`` and ``dehub serve`` read.
 The cluster is ``RAY_ADDRESS`` when set (``ray job submit`` sets it), else a local one
 with every CPU of this machine.
@@ -11,27 +11,27 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._cli_support import load_npy, method_params
+from ._runner import fit
+
 __all__ = ["run_build"]
 
 
 def run_build(args: argparse.Namespace) -> int:
     """Run ``dehub build`` with ``--runner ray``; user mistakes exit 2 with one line."""
-    from ..cli import _load_npy, _method_params
-    from . import fit
-
     if getattr(args, "keep_reference", False):
         raise SystemExit(
             "dehub: --keep-reference is not available with --runner ray (the reference stays in its "
             "files; pass it to 'dehub add' instead)"
         )
-    ids = _load_npy(args.ids, "ids", mmap=False) if args.ids else None
+    ids = load_npy(args.ids, "ids", mmap=False) if args.ids else None
     try:
         import ray  # noqa: F401
     except ImportError:
         raise SystemExit(
             "dehub: --runner ray needs Ray Data; install it with `pip install dehub[ray]`"
         ) from None
-    params = _method_params(args)
+    params = method_params(args)
     summary = fit(
         args.method,
         args.gallery,

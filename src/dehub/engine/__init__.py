@@ -8,12 +8,11 @@ nlist/nprobe default), :mod:`~dehub.engine.ivf` (numpy IVF), :mod:`~dehub.engine
 :mod:`~dehub.engine.reference` (the approximate search contract),
 :mod:`~dehub.engine.hardware` (sizes from the machine), :mod:`~dehub.engine._workers` and
 :mod:`~dehub.engine._blas` (one worker per core, each with a single-threaded BLAS).
-``evaluate_engine`` lives in :mod:`dehub.evaluation.engine_eval` (re-exported here lazily).
+``evaluate_engine`` (the recall of an approximate engine against this exact oracle) is
+evaluation, a layer above: :mod:`dehub.evaluation.engine_eval`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from .dispatch import ENGINES, EngineName, build_reference_index, choose_engine, topk_search
 from .exact import DEFAULT_MEMORY_BUDGET, BlockPlan, exact_search, plan_blocks
@@ -46,15 +45,4 @@ __all__ = [
     "HNSWIndex",
     "spherical_kmeans",
     "import_faiss",
-    "evaluate_engine",
-    "ApproxReport",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # evaluate_engine is evaluation, which imports the engine: resolve it on first use
-    if name in ("evaluate_engine", "ApproxReport"):
-        from ..evaluation import engine_eval
-
-        return getattr(engine_eval, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

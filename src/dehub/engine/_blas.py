@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy  # noqa: F401 (its BLAS must be loaded before the controller looks)
+
 __all__ = ["single_threaded_blas", "blas_controllable", "blas_limited_now"]
 
 
@@ -29,7 +31,6 @@ __all__ = ["single_threaded_blas", "blas_controllable", "blas_limited_now"]
 def _controller() -> Any:
     """threadpoolctl's controller over numpy's BLAS, or None (not installed / no BLAS)."""
     try:
-        import numpy  # noqa: F401  (its BLAS must be loaded before the controller looks)
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return None

@@ -27,8 +27,13 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+
+from .accel import cpu_bf16_flags
 
 __all__ = [
     "CacheSizes",
@@ -167,7 +172,6 @@ def selection_workers() -> int:
 
 def cpu_model(path: str = "/proc/cpuinfo") -> str:
     """The CPU's model name as the kernel reports it (``platform.processor()`` otherwise)."""
-    import platform
 
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
@@ -186,11 +190,6 @@ def describe_machine() -> dict:
     were read), native-bf16 flags, the load average at the time of the call, and the Python
     and numpy versions.
     """
-    import platform
-
-    import numpy as np
-
-    from .accel import cpu_bf16_flags
 
     c = cache_sizes()
     return {

@@ -11,7 +11,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from pathlib import Path
+from typing import Any
+
+from .._cli_support import json_object, nonnegative_int, positive_int
 
 __all__ = ["SUBCOMMANDS"]
 
@@ -48,8 +52,6 @@ def _int_list(text: str) -> list[int]:
 
 
 def _setup(p: argparse.ArgumentParser) -> None:
-    from ..cli import nonnegative_int, positive_int
-
     p.epilog = _EXAMPLES
     p.add_argument(
         "--methods",
@@ -144,8 +146,6 @@ def _setup(p: argparse.ArgumentParser) -> None:
 
 
 def _params_json(text: str) -> dict:
-    from ..cli import json_object
-
     return json_object(text)
 
 
@@ -246,10 +246,13 @@ def _run(args: argparse.Namespace) -> int:
     slug_out = Path(args.output) if args.output else None
     if slug_out is not None and slug_out.exists() and not slug_out.is_dir():
         raise ValueError(f"-o {slug_out} is a file; expected a directory for the report (it is created)")
+    studies: Any = getattr(args, "study_runner", None)  # bound by dehub.cli (studies sit beside evaluation)
     if args.studies:
-        from ..studies.runner import check_study_names
-
-        check_study_names(args.studies)
+        if studies is None:
+            raise ValueError(
+                "--studies needs the studies package (dehub.studies), which this command was built without"
+            )
+        studies.check(args.studies)
     bench, directions = _load(args)
     result = run_evaluation(
         bench,
@@ -264,13 +267,9 @@ def _run(args: argparse.Namespace) -> int:
         no_positive=args.no_positive,
         progress=not args.quiet,
     )
-    if args.studies:
-        import time
-
-        from ..studies.runner import run_studies
-
+    if args.studies and studies is not None:
         t0 = time.perf_counter()
-        result.data["studies"] = run_studies(
+        result.data["studies"] = studies.run(
             bench, args.studies, seed=args.seed, n_bootstrap=args.n_bootstrap, progress=not args.quiet
         )
         result.data["timings"]["studies_seconds"] = time.perf_counter() - t0

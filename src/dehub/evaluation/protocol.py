@@ -360,7 +360,7 @@ def run_evaluation(
         anything runs: ``"warn"`` (default), ``"l2"`` (normalize copies), ``"none"``,
         ``"error"``
     """
-    from .. import __version__
+    from .._version import __version__
 
     t_start = time.perf_counter()
     ks = check_ks(ks)

@@ -64,7 +64,7 @@ def metadata_table(metadata, n: int):
 
 def describe(source: Any, items: AugmentedItems, *, metric: str, dim: int, extra: dict | None = None) -> dict:
     """The JSON-able description stored with an export (table / collection metadata)."""
-    from .. import __version__
+    from .._version import __version__
 
     model = getattr(source, "model", source)
     params = {}

@@ -52,14 +52,14 @@ def _setup(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..index import Index
+    from .._loading import load
     from . import export_faiss, export_lancedb, export_qdrant, update_store
 
     if args.to == "faiss" and args.metadata and not args.update:
         raise ValueError(
             "--metadata: a FAISS file stores no metadata; export to lancedb or qdrant to keep it"
         )
-    index = Index.load(args.index)
+    index = load(args.index)  # an index file or a distributed run directory
     metadata = None
     if args.metadata:
         from ..datasets.layouts import read_metadata

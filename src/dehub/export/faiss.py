@@ -159,7 +159,7 @@ def export_faiss(
         )
     with atomic_path(path) as tmp:
         faiss.write_index(index, tmp)
-    from .. import __version__
+    from .._version import __version__
 
     search_params: dict[str, int] = {}
     if index_type in ("ivf", "ivf-sq8"):

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from numbers import Integral
 
+from . import METHODS
 from ._params import Boolean, Interval, InvalidParameterError
 
 __all__ = ["add_method_param_options", "option_name", "method_params_from_args"]
@@ -70,7 +71,6 @@ def add_method_param_options(parser: argparse.ArgumentParser) -> None:
     Options the parser already has (declared explicitly by the core CLI) are kept as
     they are; their ``dest`` must be the parameter name for ``_method_params``.
     """
-    from . import METHODS
 
     seen: dict[str, tuple[Callable[[str], object], list[str]]] = {}
     for name, cls in METHODS.items():
@@ -98,7 +98,6 @@ def method_params_from_args(args: argparse.Namespace, method: str) -> dict:
     An option that belongs only to other methods (``--alpha`` with ``--method plain``)
     is an :class:`~dehub.methods.InvalidParameterError` naming ``method``'s parameters.
     """
-    from . import METHODS
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import merge_topk
+from .base import NotFittedError
 
 __all__ = ["TopKStatistics"]
 
@@ -40,8 +41,6 @@ class TopKStatistics:
 
     def fitted_statistics(self) -> dict[str, np.ndarray]:
         if getattr(self, "topk_scores_", None) is None:
-            from .base import NotFittedError
-
             raise NotFittedError(
                 f"this {type(self).__name__} is not fitted yet; call fit(gallery, reference) first"
             )

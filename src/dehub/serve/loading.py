@@ -135,7 +135,7 @@ def load_served(
     from ..datasets.encoder import EMBEDDING_DIM, ENCODER_NAME
 
     path = Path(source)
-    from ..distributed import is_manifest_dir
+    from ..distributed import is_manifest_dir, load_index
 
     if not (path.is_file() or is_manifest_dir(path)):
         raise FileNotFoundError(
@@ -176,7 +176,7 @@ def load_served(
     from ..index import Index
 
     if is_manifest_dir(path):  # a `dehub build --runner ray` run directory (manifest + parts)
-        index = Index.load(path)  # its gallery and statistic parts stay memory-mapped
+        index = load_index(path)  # its gallery and statistic parts stay memory-mapped
     else:
         header = Index.describe_file(path)
         n_items = 0

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
+from ..evaluation.statistics import bootstrap_comparisons
 from ..methods import METHODS, BaseCorrector
 
 __all__ = [
@@ -73,7 +75,6 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     """Wilson score interval of a binomial proportion (``(nan, nan)`` for ``n == 0``)."""
     if n == 0:
         return float("nan"), float("nan")
-    from statistics import NormalDist
 
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     p = successes / n
@@ -87,7 +88,6 @@ def bootstrap_mean_ci(
     values: np.ndarray, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95
 ) -> dict[str, float]:
     """Mean of per-unit ``values`` with a percentile bootstrap interval."""
-    from ..evaluation.statistics import bootstrap_comparisons
 
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
@@ -105,7 +105,6 @@ def paired_ci(
     confidence: float = 0.95,
 ) -> dict[str, Any]:
     """Per-unit outcomes of several arms (same units): means and paired differences with CIs."""
-    from ..evaluation.statistics import bootstrap_comparisons
 
     res = bootstrap_comparisons(
         {k: {"v": np.asarray(v, dtype=np.float64)} for k, v in outcomes.items()},

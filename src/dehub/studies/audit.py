@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,7 +291,6 @@ def run_audit_study(
     CIs over queries), the audit's and the gate's detection precision/recall (Wilson
     intervals), and the clean success@1 cost of each method with the hubs present.
     """
-    import time
 
     t0 = time.perf_counter()
     test = bench.test.task("a2b")

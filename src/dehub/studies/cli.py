@@ -5,11 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["SUBCOMMANDS", "gate_for_add"]
+from .._cli_support import load_npy, positive_int
+from .._loading import load
+from ._common import unit_rows
+from .audit import AdmissionGate, audit_gallery
+from .runner import check_study_names, json_ready, run_studies
+
+__all__ = ["SUBCOMMANDS", "STUDY_RUNNER", "StudyRunner", "gate_for_add"]
+
+
+class StudyRunner(NamedTuple):
+    """What ``dehub eval --studies`` calls (bound by ``dehub.cli``: evaluation does not import studies)."""
+
+    check: Callable[[Sequence[str]], list[str]]
+    run: Callable[..., dict[str, Any]]
+
+
+STUDY_RUNNER = StudyRunner(check=check_study_names, run=run_studies)
 
 _HELP = "audit an index for hubs: k-occurrence over reference (and live) queries, robust z, top suspects"
 
@@ -21,8 +38,6 @@ _EXAMPLES = """examples:
 
 
 def _setup(p: argparse.ArgumentParser) -> None:
-    from ..cli import positive_int
-
     p.epilog = _EXAMPLES
     p.add_argument("index", help="index file written by 'dehub build'")
     p.add_argument(
@@ -38,10 +53,8 @@ def _setup(p: argparse.ArgumentParser) -> None:
 
 
 def _reference_of(index: Any, path: str | None, what: str) -> np.ndarray:
-    from ..cli import _load_npy
-
     if path:
-        ref = np.asarray(_load_npy(path, what), dtype=np.float32)
+        ref = np.asarray(load_npy(path, what), dtype=np.float32)
     elif index.reference is not None:
         ref = np.asarray(index.reference, dtype=np.float32)
     else:
@@ -54,15 +67,11 @@ def _reference_of(index: Any, path: str | None, what: str) -> np.ndarray:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..cli import _load_index, _load_npy
-    from .audit import audit_gallery
-    from .runner import json_ready
-
-    index = _load_index(args.index)
+    index = load(args.index)
     reference = _reference_of(index, args.reference, "--reference")
     queries = None
     if args.queries:
-        queries = np.asarray(_load_npy(args.queries, "--queries"), dtype=np.float32)
+        queries = np.asarray(load_npy(args.queries, "--queries"), dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != index.dim:
             raise ValueError(f"--queries must be (n, {index.dim}); received shape {queries.shape}")
     if args.z <= 0:
@@ -120,8 +129,6 @@ def gate_for_add(
     ``mode="refuse"`` raises ``ValueError`` (nothing is written) when any item would be one.
     ``normalize="l2"`` (``dehub add --normalize l2``) judges the L2-normalized rows.
     """
-    from .audit import AdmissionGate
-
     sentinels = reference if reference is not None else index.reference
     if sentinels is None:
         raise ValueError(
@@ -130,8 +137,6 @@ def gate_for_add(
     sentinels = np.asarray(sentinels, dtype=np.float32)
     items = np.asarray(vectors, dtype=np.float32)
     if normalize == "l2":  # judge the rows as the index will store them
-        from ._common import unit_rows
-
         items, sentinels = unit_rows(items), unit_rows(sentinels)
     gallery = np.asarray(index.model.gallery_, dtype=np.float32)
     if items.ndim != 2 or items.shape[1] != gallery.shape[1]:

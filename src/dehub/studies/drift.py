@@ -15,9 +15,14 @@ warning is raised when ``p < level`` and the live queries are *farther* from the
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
+
+from ..evaluation.metrics import first_relevant_rank_topk
+from ..methods import NNN
+from ._common import fit_method, paired_ci, wilson_interval
 
 __all__ = [
     "OOD_ALPHA_RANGE",
@@ -168,7 +173,6 @@ def false_alarm_rate(
     Each trial draws a reference and a disjoint live sample from ``pool`` (rows of one
     distribution), fits a :class:`DriftMonitor` and tests; the rate should be near
     ``level`` (a Wilson interval is returned)."""
-    from ._common import wilson_interval
 
     rng = np.random.default_rng(seed)
     pool = np.asarray(pool, dtype=np.float32)
@@ -189,9 +193,6 @@ def run_drift_study(
 ) -> dict[str, Any]:
     """Drift checks of several query sets against the definition bank (a2b) and the NNN
     gain that goes with each, plus the false-alarm rate on same-distribution splits."""
-    import time
-
-    from ._common import fit_method, paired_ci
 
     t0 = time.perf_counter()
     ref_a = bench.reference_for("a2b")
@@ -209,14 +210,12 @@ def run_drift_study(
     task = bench.test.task("a2b")
     rows = np.flatnonzero(task.relevance.counts() > 0)
     sub = task.relevance.subset(rows)
-    from ..evaluation.metrics import first_relevant_rank_topk
 
     def s1(model: Any) -> np.ndarray:
         ids = model.search(task.queries[rows], 1, normalize="none")[1]
         return (first_relevant_rank_topk(ids, sub) == 1).astype(np.float64)
 
     arms = {"plain": s1(fit_method("plain", task.gallery, ref_a))}
-    from ..methods import NNN
 
     # the other side's reference rows serve as an out-of-distribution bank, where the
     # benchmark has them (embedding-file benchmarks hold one direction only)

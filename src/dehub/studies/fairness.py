@@ -18,9 +18,13 @@ carry; :func:`run_fairness_study` runs it on a synthetic gallery with a planted 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
+
+from ..methods import NNN, Plain
+from ._common import paired_ci, unit_rows
 
 __all__ = ["bias_at_k", "run_fairness_study"]
 
@@ -50,10 +54,6 @@ def run_fairness_study(*, seed: int = 0, n_bootstrap: int = 1000) -> dict[str, A
     component that makes them hubs), as the paper's CLIP images of men do. The reference
     bank is neutral queries of other instances. Bias@K of plain and NNN with CIs over
     queries."""
-    import time
-
-    from ..methods import NNN, Plain
-    from ._common import paired_ci, unit_rows
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from ..evaluation.metrics import first_relevant_rank_topk
 from ..methods import BaseCorrector, get_tags
-from ._common import STUDY_METHODS, fit_method, rank_of, unit_rows, wilson_interval
+from ._common import STUDY_METHODS, fit_method, paired_ci, rank_of, unit_rows, wilson_interval
 from .audit import robust_z
 
 __all__ = [
@@ -159,7 +160,6 @@ def run_poisoning_study(
     intervals over targets. Defences are measured for NNN (attack success and the clean
     success@1 cost on all test queries, paired bootstrap CI).
     """
-    from ..evaluation.metrics import first_relevant_rank_topk
 
     t0 = time.perf_counter()
     task = bench.test.task("a2b")
@@ -265,7 +265,6 @@ def run_poisoning_study(
                 if b == 0:
                     arms[name] = success_at1(model)
             defences[name] = curve
-        from ._common import paired_ci
 
         out["defences"] = {
             "method": "nnn",

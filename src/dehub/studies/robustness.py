@@ -23,6 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from ..datasets.encoder import embed_texts
+from ..evaluation.metrics import first_relevant_rank_topk
+from ._common import fit_method, paired_ci
+
 __all__ = ["typo", "drop_words", "random_case", "PERTURBATIONS", "perturb_texts", "run_robustness_study"]
 
 
@@ -85,9 +89,6 @@ def run_robustness_study(
     bench: Any, *, n_queries: int = 1000, seed: int = 0, n_bootstrap: int = 1000, progress: bool = False
 ) -> dict[str, Any]:
     """Clean vs perturbed test definitions (a2b), re-embedded with the bundled MiniLM."""
-    from ..datasets.encoder import embed_texts
-    from ..evaluation.metrics import first_relevant_rank_topk
-    from ._common import fit_method, paired_ci
 
     t0 = time.perf_counter()
     task = bench.test.task("a2b")

@@ -7,42 +7,37 @@ from typing import Any
 
 import numpy as np
 
+from .audit import run_audit_study
+from .drift import run_drift_study
+from .fairness import run_fairness_study
+from .poisoning import run_poisoning_study
+from .robustness import run_robustness_study
+from .shift import run_shift_study
+
 __all__ = ["STUDIES", "run_studies", "check_study_names", "json_ready"]
 
 
 def _audit(bench: Any, seed: int, n_bootstrap: int, progress: bool, **kw: Any) -> dict[str, Any]:
-    from .audit import run_audit_study
-
     return run_audit_study(bench, seed=seed, n_bootstrap=n_bootstrap, progress=progress, **kw)
 
 
 def _poisoning(bench: Any, seed: int, n_bootstrap: int, progress: bool, **kw: Any) -> dict[str, Any]:
-    from .poisoning import run_poisoning_study
-
     return run_poisoning_study(bench, seed=seed, n_bootstrap=n_bootstrap, progress=progress, **kw)
 
 
 def _drift(bench: Any, seed: int, n_bootstrap: int, progress: bool, **kw: Any) -> dict[str, Any]:
-    from .drift import run_drift_study
-
     return run_drift_study(bench, seed=seed, progress=progress, **kw)
 
 
 def _fairness(bench: Any, seed: int, n_bootstrap: int, progress: bool, **kw: Any) -> dict[str, Any]:
-    from .fairness import run_fairness_study
-
     return run_fairness_study(seed=seed, n_bootstrap=n_bootstrap, **kw)
 
 
 def _robustness(bench: Any, seed: int, n_bootstrap: int, progress: bool, **kw: Any) -> dict[str, Any]:
-    from .robustness import run_robustness_study
-
     return run_robustness_study(bench, seed=seed, n_bootstrap=n_bootstrap, progress=progress, **kw)
 
 
 def _shift(bench: Any, seed: int, n_bootstrap: int, progress: bool, **kw: Any) -> dict[str, Any]:
-    from .shift import run_shift_study
-
     return run_shift_study(bench, seed=seed, n_bootstrap=n_bootstrap, progress=progress, **kw)
 
 

@@ -28,6 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from ..evaluation.metrics import first_relevant_rank_topk
+from ..methods import NNN, Plain
+from ._common import paired_ci
+
 __all__ = ["GROUPS", "load_hierarchy", "hierarchy_split", "group_of", "run_shift_study"]
 
 GROUPS = ("same", "sibling", "cousin", "unrelated")
@@ -81,9 +85,6 @@ def run_shift_study(
     progress: bool = False,
     hierarchy: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    from ..evaluation.metrics import first_relevant_rank_topk
-    from ..methods import NNN, Plain
-    from ._common import paired_ci
 
     t0 = time.perf_counter()
     anc = hierarchy if hierarchy is not None else load_hierarchy()

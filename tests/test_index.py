@@ -389,7 +389,7 @@ def _nnn_arrays(index):
         (
             lambda a: a["model.topk_ids"].__setitem__((0, 0), 90),
             {},
-            r"'model.topk_ids' must be reference rows in \[0, 90\)",
+            r"statistic 'topk_ids' must be reference rows in \[0, 90\)",
         ),
         (lambda a: a["model.topk_ids"].__setitem__((0, 0), -3), {}, r"found values in \[-3,"),
         (
@@ -402,12 +402,12 @@ def _nnn_arrays(index):
         (
             lambda a: a.update({"model.topk_scores": a["model.topk_scores"].astype(np.float64)}),
             {},
-            r"'model.topk_scores' must be stored as '<f4'; found dtype <f8",
+            r"statistic 'topk_scores' must be stored as '<f4'; found dtype <f8",
         ),
         (
             lambda a: a.update({"model.topk_ids": a["model.topk_ids"].astype(np.uint64)}),
             {},
-            r"'model.topk_ids' must be stored as '<i8'; found dtype <u8",
+            r"statistic 'topk_ids' must be stored as '<i8'; found dtype <u8",
         ),
         (lambda a: None, {"metadata": [1]}, r"metadata must be a JSON object or null; found list"),
         (

@@ -12,7 +12,6 @@ ids in the id space of :mod:`dehub._ids`; statistics that fit the gallery).
 from __future__ import annotations
 
 import copy
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from ._format import (
 from ._ids import check_ids, check_new_ids, check_remove_ids, next_ids
 from ._io import resolve_target
 from ._json import jsonable
-from ._validation import NormalizeMode, check_embeddings
+from ._validation import NormalizeMode, check_embeddings, validate_embeddings
 from ._version import __version__
 from .engine.exact import DEFAULT_MEMORY_BUDGET
 from .incremental import IncrementalMixin
@@ -41,8 +40,6 @@ __all__ = ["Index", "IndexFormatError", "KClampedWarning"]  # KClampedWarning: d
 
 _KIND = "dehub.index"
 _GALLERY_DTYPES = ("<f2", "<f4", "<f8")
-#: dtypes docs/index-format.md documents for the shared top-k statistics (NNN, CSLS)
-_STATISTIC_DTYPES = {"topk_scores": "<f4", "topk_ids": "<i8"}
 _MAP_CHUNK = 1 << 18  # ids mapped per step in search (2 MiB of int64 scratch)
 
 
@@ -76,7 +73,7 @@ class Index(IncrementalMixin):
         reference=None,
         n_reference: int | None = None,
     ):
-        model._check_fitted()
+        model.check_fitted()
         n = model.gallery_.shape[0]
         self.model = model
         self.ids = np.arange(n, dtype=np.int64) if ids is None else check_ids(ids, n)
@@ -115,7 +112,7 @@ class Index(IncrementalMixin):
         model.fit(gallery, reference, normalize=normalize, memory_budget=memory_budget, progress=progress)
         kept = None
         if keep_reference:
-            kept = model._prepare(reference, "reference", "none" if normalize == "warn" else normalize)
+            kept = validate_embeddings(reference, "reference", "none" if normalize == "warn" else normalize)
         index = cls(model, metadata=metadata, reference=kept, n_reference=int(reference.shape[0]))
         if ids is not None:
             index.ids = ids  # checked above (checking again would sort them a second time)
@@ -243,8 +240,8 @@ class Index(IncrementalMixin):
         path = Path(path)
         if path.is_dir():
             raise IndexFormatError(
-                f"{path} is a directory, not an index file; the output directory of a distributed "
-                "run (manifest.json + parts) opens with dehub.load(path)"
+                f"{path}: is a directory; expected a dehub index file (the output directory of a "
+                "distributed run, manifest.json + parts, opens with dehub.load(path))"
             )
         header = read_header(path)
         _check_index_header(path, header)
@@ -269,7 +266,7 @@ class Index(IncrementalMixin):
         if reference is not None:
             reference = _check_reference(path, header, reference, gallery, n_reference)
         fitted = {n.split(".", 1)[1]: a for n, a in arrays.items() if n.startswith("model.")}
-        _check_statistics(path, fitted, n_reference)
+        _check_statistics(path, fitted)
         method, params = header["method"], header.get("params", {})
         try:
             model = get_method(method, **params)
@@ -278,7 +275,7 @@ class Index(IncrementalMixin):
                 f"{path}: stored parameters {params!r} do not fit method {method!r}: {exc}"
             ) from None
         try:
-            model.restore(gallery, fitted)
+            model.restore(gallery, fitted, n_reference=n_reference)
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             raise IndexFormatError(f"{path}: stored statistics are inconsistent: {exc}") from None
         index = cls(model, metadata=header.get("metadata"), reference=reference, n_reference=n_reference)
@@ -407,13 +404,8 @@ def _check_reference(
         raise IndexFormatError(f"{path}: {exc}") from None
 
 
-def _check_statistics(path: Path, fitted: dict[str, np.ndarray], n_reference: int | None) -> None:
-    """Method statistics: finite floats; reference row numbers within the reference."""
-    for name, want in _STATISTIC_DTYPES.items():
-        if name in fitted and fitted[name].dtype != np.dtype(want):
-            raise IndexFormatError(
-                f"{path}: 'model.{name}' must be stored as {want!r}; found dtype {fitted[name].dtype.str}"
-            )
+def _check_statistics(path: Path, fitted: dict[str, np.ndarray]) -> None:
+    """Method statistics hold finite floats (what each array must be, the method checks)."""
     for name, arr in fitted.items():
         flat = arr.reshape(-1)
         step = max(1, (16 << 20) // max(arr.itemsize, 1))
@@ -422,17 +414,6 @@ def _check_statistics(path: Path, fitted: dict[str, np.ndarray], n_reference: in
                 if not np.isfinite(flat[s : s + step]).all():
                     raise IndexFormatError(
                         f"{path}: stored statistic 'model.{name}' holds NaN or infinite values; expected finite floats"
-                    )
-        if name == "topk_ids":
-            if arr.dtype.kind not in "iu":
-                raise IndexFormatError(f"{path}: 'model.topk_ids' must be integers; found dtype {arr.dtype}")
-            hi = n_reference if n_reference is not None else math.inf
-            for s in range(0, flat.size, step):
-                blk = flat[s : s + step]
-                if blk.size and (int(blk.min()) < 0 or int(blk.max()) >= hi):
-                    raise IndexFormatError(
-                        f"{path}: 'model.topk_ids' must be reference rows in [0, {hi}); found values in "
-                        f"[{int(blk.min())}, {int(blk.max())}]"
                     )
 
 

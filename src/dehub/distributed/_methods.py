@@ -1,13 +1,13 @@
 """Which methods the distributed runner can fit, and how it asks them for statistics.
 
-The ONE place the runner talks to methods, through the estimator contract:
-``dehub.methods.get_tags(model).row_decomposable`` answers the capability question;
-``model.gallery_statistics(rows, reference, ...)`` gives a part's statistics and
-``model.from_statistics(gallery, statistics, n_reference=...)`` the fitted estimator.
-The one exception is the approximate engine: its index is built once by the driver and
-broadcast, so a part's top-k comes from that index's ``search`` (what NNN's
-``gallery_statistics`` computes with ``engine="ivf"``, without rebuilding the index for
-every part).
+The ONE place the runner talks to methods, through public hooks of the estimator
+contract (:class:`dehub.methods.BaseCorrector`), never by name or parameter name:
+``get_tags(model).row_decomposable`` and ``model.distributed_obstacle()`` answer the
+capability question; ``model.gallery_statistics(rows, reference, ...)`` gives a part's
+statistics and ``model.from_statistics(gallery, statistics, n_reference=...)`` the fitted
+estimator. With the approximate engine the reference index is built once by the driver
+and broadcast; a method whose statistics are a reference top-k (``model.reference_topk()``)
+turns that index's search into its statistics (``statistics_from_reference_topk``).
 """
 
 from __future__ import annotations
@@ -26,16 +26,6 @@ __all__ = [
     "uses_engine",
 ]
 
-#: Why the others cannot be cut along the gallery (shown to users).
-_WHY_NOT = {
-    "qbnorm": "with dynamic=True its activation set ranks the whole gallery for every reference "
-    "query (QBNorm(dynamic=False) decomposes)",
-    "qbnorm_dis": "its activation set ranks the whole gallery for every reference query",
-    "dbnorm": "its gallery-bank normalizer couples every gallery row with all the others",
-    "dbnorm_dis": "its gallery-bank normalizer couples every gallery row with all the others",
-    "dn": "its gallery-bank mean is a statistic of the whole gallery, not of each row",
-}
-
 
 class NotDistributableError(ValueError):
     """The method's fitted statistics do not decompose over gallery rows."""
@@ -47,11 +37,11 @@ def _distributable_names() -> list[str]:
 
 
 def check_distributable(model: Any) -> None:
-    """Raise :class:`NotDistributableError` naming the method and why, unless it decomposes."""
-    if get_tags(model).row_decomposable:
+    """Raise :class:`NotDistributableError` naming the method and why (its own answer), unless it decomposes."""
+    why = None if get_tags(model).row_decomposable else model.distributed_obstacle()
+    if why is None:
         return
-    name = getattr(model, "name", type(model).__name__)
-    why = _WHY_NOT.get(name, "its fitted statistics are not per gallery row (row_decomposable is false)")
+    name = model.name or type(model).__name__
     raise NotDistributableError(
         f"method {name!r} with {model.get_params()} cannot be fitted by the distributed runner: "
         f"{why}. Methods that can: {_distributable_names()} (each gallery row's statistics "
@@ -60,8 +50,8 @@ def check_distributable(model: Any) -> None:
 
 
 def uses_engine(model: Any) -> bool:
-    """Whether the method has an ``engine`` parameter (approximate top-k allowed)."""
-    return "engine" in model.get_params()
+    """Whether the method searches the reference with a choice of engine (approximate top-k allowed)."""
+    return model.reference_engine() is not None
 
 
 def part_statistics(
@@ -81,8 +71,8 @@ def part_statistics(
     if index is None:
         stats = model.gallery_statistics(rows, reference, normalize="none", memory_budget=memory_budget)
         return {str(n): np.asarray(a) for n, a in stats.items()}
-    scores, ids = index.search(rows, int(model.k))  # NNN's statistics with the broadcast index
-    return {"topk_scores": scores, "topk_ids": ids}
+    scores, ids = index.search(rows, int(model.reference_topk()))
+    return model.statistics_from_reference_topk(scores, ids)
 
 
 def fitted_from_statistics(model: Any, gallery: Any, statistics: dict[str, Any], *, n_reference: int) -> Any:

@@ -35,13 +35,13 @@ import numpy as np
 from .._ids import check_ids
 from .._json import jsonable
 from .._progress import progress_bar
-from .._validation import check_embeddings, check_k, check_normalization
+from .._validation import check_embeddings, check_normalization
 from ..engine import EngineParams, build_reference_index, choose_engine
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ..methods import get_method
 from ._inputs import Part, Source, list_sources, open_matrix, plan_parts, read_part
 from ._manifest import _save_npy, claim, count_claims, run_key, validate_part, write_manifest, write_part
-from ._methods import check_distributable, part_statistics, uses_engine
+from ._methods import check_distributable, part_statistics
 
 __all__ = ["fit", "RunSummary", "ShardError", "DistributedRunError", "DEFAULT_PART_ROWS"]
 
@@ -106,8 +106,7 @@ class _PartWorker:
         out: str,
         key: str,
         parts: list[Part],
-        method: str,
-        params: dict[str, Any],
+        model: Any,
         reference: list[Source],
         index_ref: list[Any] | None,
         memory_budget: int,
@@ -117,7 +116,7 @@ class _PartWorker:
         self.out = Path(out)
         self.key = key
         self.parts = parts
-        self.model = get_method(method, **params)
+        self.model = model.clone()  # the estimator itself travels (no registry look-up by name)
         self.reference = open_matrix(reference)
         self.dim = int(reference[0].dim)
         self.memory_budget = int(memory_budget)
@@ -312,17 +311,17 @@ def fit(
         or memory_budget <= 0
     ):
         raise ValueError(f"memory_budget must be a positive number of bytes; received {memory_budget!r}")
+    current = model.reference_engine()  # the method says whether it has an engine choice
     if engine is not None or engine_params is not None:
-        if uses_engine(model):
-            model.set_params(
-                **({"engine": engine} if engine is not None else {}),
-                **({"engine_params": engine_params} if engine_params is not None else {}),
+        if current is not None:
+            model = model.with_reference_engine(
+                engine if engine is not None else current[0],
+                engine_params if engine_params is not None else current[1],
             )
+            current = model.reference_engine()
         elif engine not in (None, "exact") or engine_params:
-            raise ValueError(
-                f"method {model.name!r} has no engine parameter; it always uses the exact engine"
-            )
-    eng = getattr(model, "engine", "exact") if uses_engine(model) else "exact"
+            model.with_reference_engine(str(engine), engine_params)  # raises, in the method's words
+    eng = current[0] if current is not None else "exact"
     if eng not in _ENGINES:
         raise ValueError(
             f"the distributed runner supports engines {list(_ENGINES)}; received {eng!r} (the FAISS "
@@ -339,29 +338,26 @@ def fit(
             )
     n_rows = sum(s.rows for s in g_sources)
     n_ref = sum(s.rows for s in r_sources)
-    if hasattr(model, "_check_params"):
-        model._check_params()
-    k = int(model.get_params().get("k", 1))
-    check_k(k, n_ref, name="k", what="reference items")
-    if model.name == "csls":
-        check_k(k, n_rows, name="k", what="gallery items (r_T(q) averages k of them)")
+    model.check_params()
+    model.check_fit_sizes(n_rows, n_ref)
+    k = int(model.reference_topk() or 1)  # statistic columns per row, for the memory estimate
     ref = open_matrix(r_sources)
     ref = check_embeddings(ref, "reference")
     check_normalization(ref, "reference", normalize)  # type: ignore[arg-type]
     ids_arr = None if ids is None else check_ids(ids, n_rows)
 
-    eparams = EngineParams.coerce(getattr(model, "engine_params", None)) if uses_engine(model) else None
+    eparams = EngineParams.coerce(current[1]) if current is not None else None
     if eng == "auto":
         eng = choose_engine(n_rows, n_ref, dim, eparams)
         if eng not in ("exact", "ivf"):
             raise ValueError(
                 f"engine='auto' chose {eng!r}, which the distributed runner does not broadcast; pass engine='ivf'"
             )
-    if eng == "exact" and uses_engine(model):
-        model.set_params(engine="exact")  # 'auto' resolved once for the whole gallery, not per part
+    if eng == "exact" and current is not None:
+        model = model.with_reference_engine("exact", current[1])  # 'auto' resolved once, not per part
     if eng == "ivf" and eparams is not None:
         eparams = replace(eparams, memory_budget=int(memory_budget))
-        model.set_params(engine="ivf", engine_params=asdict(eparams))
+        model = model.with_reference_engine("ivf", asdict(eparams))
     params_doc = jsonable(model.get_params())
     if isinstance(params_doc.get("engine_params"), dict):  # knobs that do not change results
         params_doc["engine_params"] = {
@@ -437,8 +433,7 @@ def fit(
                             "out": str(out_path),
                             "key": key,
                             "parts": parts,
-                            "method": model.name,
-                            "params": model.get_params(),
+                            "model": model,
                             "reference": r_sources,
                             "index_ref": index_ref,
                             "memory_budget": int(memory_budget),

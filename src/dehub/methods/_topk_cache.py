@@ -21,6 +21,8 @@ from .base import NotFittedError
 __all__ = ["TopKStatistics"]
 
 _KEYS = ("topk_scores", "topk_ids")
+#: the stored dtypes docs/index-format.md documents for these statistics
+_DTYPES = {"topk_scores": "<f4", "topk_ids": "<i8"}
 
 
 class TopKStatistics:
@@ -35,6 +37,12 @@ class TopKStatistics:
     fitted_k_: int | None
     gallery_: Any
     k: int
+
+    def reference_topk(self) -> int | None:
+        return int(self.k)
+
+    def statistics_from_reference_topk(self, scores: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
+        return {"topk_scores": scores, "topk_ids": ids}
 
     def _reset_fit(self) -> None:
         self.fitted_k_ = None
@@ -85,6 +93,27 @@ class TopKStatistics:
         return {"topk_scores": scores, "topk_ids": ids}
 
     # ------------------------------------------------------------------ persistence
+    def check_persistence_arrays(self, arrays, n_reference: int | None) -> None:
+        """``topk_scores`` float32, ``topk_ids`` int64 reference rows in ``[0, n_reference)``."""
+        for name, want in _DTYPES.items():
+            if name in arrays and np.asarray(arrays[name]).dtype != np.dtype(want):
+                raise ValueError(
+                    f"stored statistic {name!r} must be stored as {want!r}; found dtype {np.asarray(arrays[name]).dtype.str}"
+                )
+        ids = arrays.get("topk_ids")
+        if ids is None:
+            return
+        flat = np.asarray(ids).reshape(-1)
+        hi = n_reference if n_reference is not None else np.iinfo(np.int64).max
+        step = 1 << 21
+        for s in range(0, flat.size, step):
+            blk = flat[s : s + step]
+            if blk.size and (int(blk.min()) < 0 or int(blk.max()) >= hi):
+                raise ValueError(
+                    f"stored statistic 'topk_ids' must be reference rows in [0, {hi}); found values in "
+                    f"[{int(blk.min())}, {int(blk.max())}]"
+                )
+
     def _fitted_arrays(self) -> dict[str, np.ndarray]:
         return self.fitted_statistics()
 

@@ -322,6 +322,47 @@ class BaseCorrector(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
+    def check_params(self) -> None:
+        """Validate the parameters (values and relations) once, at an entry point."""
+        self._check_params()
+
+    def check_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless fitted with the current parameters."""
+        self._check_fitted()
+
+    # ------------------------------------------------------------------ what the method answers
+    # The distributed runner, Index, the exports and the CLI ask these, never a method's
+    # name or parameter names (docs/architecture.md).
+    def check_fit_sizes(self, n_gallery: int, n_reference: int) -> None:
+        """Raise ``ValueError`` when a fit on these sizes cannot succeed (e.g. ``k`` > rows)."""
+        return None
+
+    def distributed_obstacle(self) -> str | None:
+        """Why this estimator cannot be fitted gallery part by part, or None when it can."""
+        if self.__dehub_tags__().row_decomposable:
+            return None
+        return "its fitted statistics are not per gallery row (row_decomposable is false)"
+
+    def reference_engine(self) -> tuple[str, dict | None] | None:
+        """``(engine, engine_params)`` of the top-k search over the reference this method runs,
+        or None when it has no engine choice (always exact)."""
+        return None
+
+    def with_reference_engine(self: _E, engine: str, engine_params: dict | None = None) -> _E:
+        """A new unfitted estimator whose reference top-k uses ``engine`` (see :meth:`reference_engine`)."""
+        raise InvalidParameterError(
+            f"method {self.name or type(self).__name__!r} has no engine parameter; it always uses the exact engine"
+        )
+
+    def reference_topk(self) -> int | None:
+        """``k`` when the fitted statistics are each gallery row's top-``k`` reference scores
+        (:meth:`statistics_from_reference_topk` builds them from any top-k search), else None."""
+        return None
+
+    def statistics_from_reference_topk(self, scores: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-row statistics from a top-``reference_topk()`` search of gallery rows over the reference."""
+        raise NotImplementedError(f"{type(self).__name__} statistics are not a reference top-k")
+
     # ------------------------------------------------------------------ sweeps
     @classmethod
     def default_grid(cls) -> dict[str, list]:
@@ -468,18 +509,27 @@ class BaseCorrector(ABC):
         self._check_fitted()
         return self._fitted_arrays()
 
-    def restore(self: _E, gallery: np.ndarray, arrays: Mapping[str, np.ndarray]) -> _E:
+    def restore(
+        self: _E, gallery: np.ndarray, arrays: Mapping[str, np.ndarray], *, n_reference: int | None = None
+    ) -> _E:
         """Make this (unfitted) estimator fitted from a checked gallery and stored arrays.
 
         The inverse of :meth:`persistence_arrays`; the parameters are validated once
-        here (they come from a file). Returns ``self``.
+        here (they come from a file), the arrays by :meth:`check_persistence_arrays`.
+        ``n_reference``: the reference rows of the fit, when the file says. Returns ``self``.
         """
         self._unseal()
         self._check_params_unfitted()
+        self.check_persistence_arrays(arrays, n_reference)
         self._restore(gallery, dict(arrays))
         self._check_params()
         self._seal()
         return self
+
+    def check_persistence_arrays(self, arrays: Mapping[str, np.ndarray], n_reference: int | None) -> None:
+        """Raise ``ValueError`` naming the array when stored arrays are not what this method writes
+        (dtypes, value ranges); shapes against the gallery are checked by ``_restore``."""
+        return None
 
     def _check_params_unfitted(self) -> None:
         validate_parameters(self._parameter_constraints, self.get_params(), type(self).__name__)

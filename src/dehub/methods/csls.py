@@ -88,6 +88,10 @@ class CSLS(TopKStatistics, ReferenceFit, AffineBiasCorrector):
                 f"reference scores serve any k <= {fitted}. Refit with k={self.k}."
             )
 
+    def check_fit_sizes(self, n_gallery: int, n_reference: int) -> None:
+        check_k(int(self.k), n_reference, name="k", what="reference items")
+        check_k(int(self.k), n_gallery, name="k", what="gallery items (r_T(q) averages k of them)")
+
     def _reference_size_check(self, reference: np.ndarray) -> None:
         self._check_k_reference(int(self.k), reference)
 

@@ -102,6 +102,9 @@ class DBNorm(InvertedSoftmaxBase):
         """
         return {"beta1": [0.0, 10.0, 20.0, 40.0], "beta2": [0.0, 10.0, 20.0, 40.0]}
 
+    def distributed_obstacle(self) -> str | None:
+        return "its gallery-bank normalizer couples every gallery row with all the others"
+
     @staticmethod
     def _banks(gallery, reference, gallery_bank):
         bank = gallery if gallery_bank is None else gallery_bank

@@ -124,6 +124,9 @@ class DN(AffineBiasCorrector):
     def _compute_bias(self) -> np.ndarray:
         return float(self.lambda_) * self.mean_reference_score_
 
+    def distributed_obstacle(self) -> str | None:
+        return "its gallery-bank mean is a statistic of the whole gallery, not of each row"
+
     def _finish_fit(self) -> None:
         super()._finish_fit()
         # The query term lambda^2 mu_Q . mu_G - lambda q . mu_G must stay finite too (|q| <= 1).

@@ -28,6 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._validation import check_k
 from ..engine import topk_search
 from ..engine.accel import PRECISIONS
 from ._params import FLOAT32_MAX, Constraint, Interval, Options
@@ -126,6 +127,15 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
 
     def search_precision(self) -> str:
         return str(self.precision)
+
+    def reference_engine(self) -> tuple[str, dict | None] | None:
+        return str(self.engine), self.engine_params
+
+    def with_reference_engine(self, engine: str, engine_params: dict | None = None):
+        return self.clone(engine=engine, engine_params=engine_params)
+
+    def check_fit_sizes(self, n_gallery: int, n_reference: int) -> None:
+        check_k(int(self.k), n_reference, name="k", what="reference items")
 
     def _check_consistency(self) -> None:
         fitted = getattr(self, "fitted_k_", None)

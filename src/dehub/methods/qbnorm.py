@@ -129,6 +129,14 @@ class QBNorm(RowDecomposable, InvertedSoftmaxBase):
         yield from self._grid_with(gallery, [reference], ["reference"], grid, fit_kwargs)
 
     # ------------------------------------------------------------------ per-row statistics (IS)
+    def distributed_obstacle(self) -> str | None:
+        if not self.dynamic:
+            return None
+        return (
+            "with dynamic=True its activation set ranks the whole gallery for every reference "
+            "query (QBNorm(dynamic=False) decomposes)"
+        )
+
     def _require_static(self, what: str) -> None:
         if self.dynamic:
             raise ValueError(

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from ._cli_support import (
     method_params,
     positive_int,
 )
+from ._errors import InputError
 from ._format import IndexFormatError
 from ._loading import describe, load, verify
 from ._version import __version__
@@ -36,7 +38,7 @@ from .embed.cli import SUBCOMMANDS as embed_cmds
 from .evaluation.cli import SUBCOMMANDS as evaluation_cmds
 from .export.cli import SUBCOMMANDS as export_cmds
 from .index import Index
-from .methods._cli import add_method_param_options
+from .methods._cli import add_method_param_options, option_name
 from .serve.cli import SUBCOMMANDS as serve_cmds
 from .studies.cli import STUDY_RUNNER, gate_for_add
 from .studies.cli import SUBCOMMANDS as studies_cmds
@@ -91,7 +93,21 @@ _EXAMPLES = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``dehub build: error: ... (see dehub build --help)``."""
+    """argparse with one-line errors: ``dehub build: error: ... (see dehub build --help)``.
+
+    It also records each option's flag by destination (``flags``), so a structured library
+    error (:class:`dehub._errors.InputError`) names the flag of the running command.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.flags: dict[str, str] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):  # type: ignore[override]
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings:
+            self.flags[action.dest] = max(action.option_strings, key=len)
+        return action
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {cli_words(message)} (see '{self.prog} --help')\n")
@@ -422,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         setup(p)  # a feature's setup may set p.epilog to its own examples
-        p.set_defaults(_run=run)
+        p.set_defaults(_run=run, _flags=p.flags)
         if name == "eval":  # the composition root binds the studies into `dehub eval --studies`
             p.set_defaults(study_runner=STUDY_RUNNER)
     return parser
@@ -462,6 +478,46 @@ def _quiet_pipe() -> None:
         pass
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+#: exit status of an internal error (BSD sysexits EX_SOFTWARE)
+EXIT_BUG = 70
+
+
+def _raised_by_dehub(exc: BaseException) -> bool:
+    """Whether the innermost frame that raised ``exc`` is dehub's own code (a checked input),
+    rather than a library dehub called (numpy refusing an array dehub built: a bug)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return True
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE_DIR)
+
+
+def _report_bug(exc: BaseException) -> int:
+    """An internal error: the traceback, then one line saying it is dehub's bug, to report."""
+    traceback.print_exception(exc, file=sys.stderr)
+    print(
+        f"dehub: internal error ({type(exc).__name__}): this is a bug in dehub, not a problem with "
+        f"your input. Please report it with the command line and the traceback above "
+        f"(dehub {__version__}, Python {sys.version.split()[0]}).",
+        file=sys.stderr,
+    )
+    return EXIT_BUG
+
+
+def _cli_spelling(flags: dict[str, str]):
+    """How the command line passes a parameter: its flag (``--reference FILE``), not ``reference=...``."""
+
+    def spell(param: str, value: str | None) -> str:
+        flag = flags.get(param) or option_name(param)
+        if value in ("True", None):
+            return flag if value == "True" else f"{flag} {param.rstrip('_').upper()}"
+        return f"{flag} {value.strip(chr(39) + chr(34))}"
+
+    return spell
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     old_show = warnings.showwarning
@@ -479,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dehub: interrupted", file=sys.stderr)
         return 130
+    except InputError as exc:  # structured: rendered with this command's own flags
+        print(f"dehub: error: {exc.render(_cli_spelling(getattr(args, '_flags', {})))}", file=sys.stderr)
+        return 2
     except ImportError as exc:
         print(f"dehub: error: {cli_words(str(exc))}", file=sys.stderr)
         return 2
@@ -490,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dehub: error: {cli_words(str(msg))}", file=sys.stderr)
         return 2
     except (IndexFormatError, ValueError, TypeError, EOFError, OverflowError, MemoryError) as exc:
+        if isinstance(exc, (ValueError, TypeError)) and not _raised_by_dehub(exc):
+            return _report_bug(exc)  # e.g. numpy refusing what dehub handed it: dehub's fault
         text = " ".join(str(exc).split()) or type(exc).__name__
         print(f"dehub: error: {cli_words(text)}", file=sys.stderr)
         return 2
@@ -500,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
         # other usage error, and main() returns instead of exiting the caller.
         print(exc.code, file=sys.stderr)
         return 2
+    except Exception as exc:  # anything else is a bug in dehub, shown as one
+        return _report_bug(exc)
     finally:
         warnings.showwarning = old_show
 

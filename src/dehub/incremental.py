@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import InputError
 from ._validation import NormalizeMode, check_same_dim, validate_embeddings
 from .engine.exact import DEFAULT_MEMORY_BUDGET
 from .methods import get_tags
@@ -137,9 +138,12 @@ class IncrementalMixin:
     def _reference_for_add(self, reference, normalize: NormalizeMode):
         if reference is None:
             if self.reference is None:
-                raise ValueError(
-                    "adding items needs the reference set to compute their biases; pass "
-                    "reference=... to add(), or build the index with keep_reference=True"
+                raise InputError(
+                    "adding items needs the reference set to compute their biases",
+                    expected="the reference set the index was built with",
+                    received="none (this index was built without keeping it)",
+                    fix="Pass {reference}, or build the index with {keep_reference}",
+                    params={"reference": None, "keep_reference": "True"},
                 )
             return self.reference
         reference = self._prepare_rows(reference, "reference", normalize)

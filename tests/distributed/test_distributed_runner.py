@@ -303,7 +303,10 @@ def test_cli_build_runner_ray_then_search(cluster, data, tmp_path):
         ]
     )
     assert rc == 0
-    index = dehub.Index.load(out)  # the one-call hook in Index.load
+    index = dehub.load(out)  # a run directory opens like an index file
+    with pytest.raises(dehub.IndexFormatError, match=r"dehub.load\(path\)"):
+        dehub.Index.load(out)  # Index reads files only (index does not import distributed)
+    assert main(["info", str(out)]) == 0  # every command that takes an index takes a run directory
     single = dehub.Index.build(data["gallery"], data["reference"], k=8, alpha=0.5)
     np.save(tmp_path / "q.npy", data["queries"])
     assert (

@@ -103,7 +103,7 @@ class _Parser(argparse.ArgumentParser):
         self.flags: dict[str, str] = {}
         super().__init__(*args, **kwargs)
 
-    def add_argument(self, *args, **kwargs):  # type: ignore[override]
+    def add_argument(self, *args, **kwargs):
         action = super().add_argument(*args, **kwargs)
         if action.option_strings:
             self.flags[action.dest] = max(action.option_strings, key=len)

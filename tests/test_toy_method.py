@@ -130,7 +130,8 @@ def test_faiss_export_serves_the_toy_scores(registered, data, tmp_path):
 def cluster():
     ray = pytest.importorskip("ray", reason="the distributed runner needs Ray (pip install dehub[ray])")
     pytest.importorskip("ray.data", reason="the distributed runner needs Ray Data")
-    cloudpickle = pytest.importorskip("cloudpickle")
+    from ray import cloudpickle  # Ray's own copy pickles the actors' arguments
+
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the toy class travels to the workers
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     tmp = tempfile.mkdtemp(prefix="dhtoy-")

@@ -24,7 +24,7 @@ class PlantedDebias(AdditiveBiasCorrector):
     def default_grid(cls):
         return {"scale": [0.0, 0.5, 1.0, 1.5, 2.0]}
 
-    def fit(self, gallery, reference, **kwargs):
+    def _fit(self, gallery, reference, **kwargs):
         self.gallery_ = gallery
         self.h_ = np.asarray(gallery[:, -1], dtype=np.float32)
         return self
@@ -45,16 +45,15 @@ class DenseOnly(BaseCorrector):
     def default_grid(cls):
         return {"scale": [0.0, 1.0, 2.0]}
 
-    def fit(self, gallery, reference, **kwargs):
+    def _fit(self, gallery, reference, **kwargs):
         self.gallery_ = np.asarray(gallery, dtype=np.float32)
-        return self
 
-    def score(self, queries, **kwargs):
+    def _score(self, queries):
         g = self.gallery_
         return np.asarray(queries, dtype=np.float32) @ g.T - self.scale * g[:, -1]
 
-    def search(self, queries, k=10, **kwargs):
-        s = self.score(queries)
+    def _search(self, queries, k, **kwargs):
+        s = self._score(queries)
         ids = np.argsort(-s, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(s, ids, axis=1), ids
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import NormalizeMode
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
 from ._params import check_int, check_real
 from ._stats import compute_dtype
@@ -49,14 +48,8 @@ class AffineBiasCorrector(AdditiveBiasCorrector):
             out += c[:, None]
         return out.astype(np.float32)
 
-    def search(
-        self,
-        queries,
-        k: int = 10,
-        *,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
+    def _search(
+        self, queries: np.ndarray, k: int, *, memory_budget: int, progress: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` gallery rows per query under the corrected score.
 
@@ -64,7 +57,6 @@ class AffineBiasCorrector(AdditiveBiasCorrector):
         method's true scores (the same values as :meth:`score`), best first; ids are
         int64 gallery rows, ties broken by the smaller row, padded with ``-inf``/``-1``.
         """
-        queries = self._prepare_queries(queries, normalize)
         s, ids = exact_search(
             queries,
             self.gallery_,
@@ -75,9 +67,8 @@ class AffineBiasCorrector(AdditiveBiasCorrector):
         )
         return self._finish(s, queries, memory_budget), ids
 
-    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
+    def _score(self, queries: np.ndarray) -> np.ndarray:
         """Dense corrected scores, shape (n_queries, n_gallery), float32."""
-        queries = self._prepare_queries(queries, normalize)
         dt = compute_dtype(queries, self.gallery_)
         s = (np.asarray(queries, dtype=dt) @ np.asarray(self.gallery_, dtype=dt).T).astype(np.float64)
         s -= self.bias_.astype(np.float64)

@@ -17,8 +17,10 @@ from .._progress import progress_bar
 from ..engine.exact import exact_search
 from ..engine.topk import RunningTopK
 from ._stats import compute_dtype
+from .base import BaseCorrector
 
 __all__ = [
+    "DenseScoreCorrector",
     "dense_search",
     "query_blocks",
     "similarity_to_distance",
@@ -90,3 +92,25 @@ def distance_moments(x, database, *, memory_budget: int) -> tuple[np.ndarray, np
         mean[sl] = d.mean(axis=1)
         std[sl] = d.std(axis=1)
     return mean, std
+
+
+class DenseScoreCorrector(BaseCorrector):
+    """A corrector whose score of a pair needs the query's own statistics: no per-item offset.
+
+    Subclasses provide :meth:`_block_scores` (the corrected scores of some queries against
+    the whole gallery); search keeps the top-k of each block with the engine's rules
+    (:func:`dense_search`), the memory bounded by the block plan.
+    """
+
+    def _block_scores(self, queries: np.ndarray, rows: slice) -> np.ndarray:
+        raise NotImplementedError
+
+    def _search(self, queries: np.ndarray, k: int, *, memory_budget: int, progress: bool):
+        return dense_search(
+            queries.shape[0],
+            self.gallery_.shape[0],
+            k,
+            lambda rows: self._block_scores(queries, rows),
+            memory_budget=memory_budget,
+            progress="search" if progress else False,
+        )

@@ -237,21 +237,14 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
             raise ValueError("dynamic=True needs the activation sets; refit with dynamic=True")
         return self.activated_[:, top1].T
 
-    def search(
-        self,
-        queries,
-        k: int = 10,
-        *,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
+    def _search(
+        self, queries: np.ndarray, k: int, *, memory_budget: int, progress: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` gallery rows per query under the (dual) inverted softmax, exactly.
 
         Returns float32 log inverted-softmax scores (the values of :meth:`score`) best
         first and int64 gallery rows (ties -> smaller row; padding ``-inf``/``-1``).
         """
-        queries = self._prepare_queries(queries, normalize)
         scale = self._scale()
         label = "search" if progress else False
         if not self.dynamic:
@@ -275,13 +268,12 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
             s[rows], ids[rows] = s_c, ids_c
         return (s * scale).astype(np.float32), ids
 
-    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
+    def _score(self, queries: np.ndarray) -> np.ndarray:
         """Dense log (dual) inverted-softmax scores, shape (n_queries, n_gallery), float32.
 
         ``sum_b beta_b * s(q, r) - sum_b g_b(q) * L_b(r)``; gates as in :meth:`search`
         (the dynamic top-1 comes from the same exact engine, so both agree).
         """
-        queries = self._prepare_queries(queries, normalize)
         dt = compute_dtype(queries, self.gallery_)
         s = (np.asarray(queries, dtype=dt) @ np.asarray(self.gallery_, dtype=dt).T).astype(np.float64)
         s *= self._scale()

@@ -20,15 +20,18 @@ Relations between parameters and checks against the fitted state go in
 Fitted state
 ------------
 Fitted attributes (trailing underscore) are plain arrays set by ``fit`` and never
-changed by parameters afterwards (scikit-learn's rule). The base class seals every
-subclass's public entry points once, in :meth:`BaseCorrector.__init_subclass__`:
+changed by parameters afterwards (scikit-learn's rule). The base class holds the
+public entry points; ``fit`` and ``fit_grid`` of every subclass are sealed once, in
+:meth:`BaseCorrector.__init_subclass__`:
 
 * ``fit`` records the parameters it was run with and, for additive-offset methods,
   computes ``bias_`` once (refusing parameters whose bias overflows float32);
-* ``search``/``score`` check that the estimator is fitted with its current parameters
-  (a parameter changed after ``fit`` raises :class:`StaleFitError` naming ``fit`` and
-  :meth:`BaseCorrector.with_params`) and ``search`` clamps ``k`` to the gallery with
-  one :class:`KClampedWarning`; they never re-validate the parameters;
+* the public ``search``/``score`` (one body, in :class:`BaseCorrector`) check that the
+  estimator is fitted with its current parameters (a parameter changed after ``fit``
+  raises :class:`StaleFitError` naming ``fit`` and :meth:`BaseCorrector.with_params`),
+  clamp ``k`` to the gallery with one :class:`KClampedWarning` and validate the queries
+  once, then call the method's ``_search``/``_score`` with prepared arrays; they never
+  re-validate the parameters;
 * ``fit_grid`` runs on a clone and yields independent fitted estimators.
 
 :meth:`BaseCorrector.with_params` returns a NEW fitted estimator with some parameters
@@ -179,34 +182,9 @@ def _independent_grid(fit_grid):
     return wrapper
 
 
-def _checked_search(search):
-    """``search`` of a fitted estimator with ``k`` clamped to the gallery (one warning)."""
-
-    @functools.wraps(search)
-    def wrapper(self, queries, k: int = 10, **kwargs):
-        self._check_fitted()
-        return search(self, queries, self._clamp_k(k), **kwargs)
-
-    wrapper.__dehub_entry__ = True  # type: ignore[attr-defined]
-    return wrapper
-
-
-def _checked_score(score):
-    @functools.wraps(score)
-    def wrapper(self, queries, **kwargs):
-        self._check_fitted()
-        return score(self, queries, **kwargs)
-
-    wrapper.__dehub_entry__ = True  # type: ignore[attr-defined]
-    return wrapper
-
-
-_ENTRY_POINTS = {
-    "fit": _sealed_fit,
-    "fit_grid": _independent_grid,
-    "search": _checked_search,
-    "score": _checked_score,
-}
+#: Public methods a subclass may still override, sealed for it (``fit`` by subclasses
+#: written before the ``_fit`` hook, such as test doubles).
+_ENTRY_POINTS = {"fit": _sealed_fit, "fit_grid": _independent_grid}
 
 
 class BaseCorrector(ABC):
@@ -224,10 +202,8 @@ class BaseCorrector(ABC):
         """Seal the public entry points of every estimator class (module docstring)."""
         super().__init_subclass__(**kwargs)
         for name, seal in _ENTRY_POINTS.items():
-            fn = getattr(cls, name, None)
-            if fn is None or getattr(fn, "__isabstractmethod__", False):
-                continue
-            if not getattr(fn, "__dehub_entry__", False):
+            fn = cls.__dict__.get(name)  # overridden in this class itself
+            if fn is not None and not getattr(fn, "__dehub_entry__", False):
                 setattr(cls, name, seal(fn))
 
     # ------------------------------------------------------------------ tags
@@ -466,28 +442,68 @@ class BaseCorrector(ABC):
     def _prepare(x, name: str, normalize: NormalizeMode) -> np.ndarray:
         return validate_embeddings(x, name, normalize)  # one pass over the rows
 
+    def _prepare_banks(self, gallery, reference, gallery_bank, normalize: NormalizeMode):
+        """Prepared ``(gallery, reference, gallery bank)``; the bank is the gallery when None."""
+        gallery = self._prepare(gallery, "gallery", normalize)
+        reference = self._prepare(reference, "reference", normalize)
+        check_same_dim(gallery, reference, "gallery", "reference")
+        if gallery_bank is None:
+            return gallery, reference, gallery
+        bank = self._prepare(gallery_bank, "gallery_bank", normalize)
+        check_same_dim(gallery, bank, "gallery", "gallery_bank")
+        return gallery, reference, bank
+
     def _prepare_queries(self, queries, normalize: NormalizeMode) -> np.ndarray:
         queries = self._prepare(queries, "queries", normalize)
         check_same_dim(queries, self.gallery_, "queries", "gallery")
         return queries
 
     # ------------------------------------------------------------------ contract
-    @abstractmethod
     def fit(
-        self,
+        self: _E,
         gallery: Any,
         reference: Any,
         *,
         normalize: NormalizeMode = "warn",
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         progress: bool = False,
-    ) -> Any:
+        **inputs: Any,
+    ) -> _E:
         """Learn the fitted attributes from ``gallery`` and ``reference``; return ``self``.
 
-        Methods may add keyword-only fit inputs (DBNorm's and DN's ``gallery_bank``).
+        Parameters
+        ----------
+        gallery : (n_gallery, d) float array, memmap or shard view
+            Retrieval candidates (images for text-to-image); kept, not copied.
+        reference : (n_reference, d) float array
+            Reference queries or query bank, disjoint from the test queries (e.g.
+            training captions).
+        normalize : {'warn', 'l2', 'none', 'error'}
+            What to do with rows that are not unit-norm (see ``dehub._validation``).
+        memory_budget : int
+            Working-memory bytes of the blocked exact engine.
+        progress : bool
+            Show progress bars.
+        **inputs
+            A method's own fit inputs (DBNorm's, DN's, InvGC's and DBSN's ``gallery_bank``;
+            see the class).
+
+        The estimator is unfitted until the fit succeeds; then its parameters are recorded
+        with the fitted state (see the module docstring).
         """
+        self._unseal()
+        self._fit(
+            gallery, reference, normalize=normalize, memory_budget=memory_budget, progress=progress, **inputs
+        )
+        self._seal()
+        return self
 
     @abstractmethod
+    def _fit(
+        self, gallery: Any, reference: Any, *, normalize: NormalizeMode, memory_budget: int, progress: bool
+    ) -> Any:
+        """The method's fit: validate its inputs and parameters once, set the fitted arrays."""
+
     def search(
         self,
         queries: Any,
@@ -497,11 +513,34 @@ class BaseCorrector(ABC):
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         progress: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` ``(scores, ids)`` under the corrected score (see the module docstring)."""
+        """Top-``k`` gallery rows per query under the corrected score.
+
+        The entry point of every method: checks the estimator is fitted with its current
+        parameters, clamps ``k`` to the gallery (one :class:`KClampedWarning`), validates the
+        queries once, then runs the method's :meth:`_search`. Returns ``(scores, ids)`` of
+        shape ``(n_queries, min(k, n_gallery))``: float32 scores best first (the values of
+        :meth:`score`) and int64 gallery rows, ties broken by the smaller row, padded with
+        ``-inf``/``-1`` where a query has fewer results.
+        """
+        self._check_fitted()
+        k = self._clamp_k(k)
+        prepared = self._prepare_queries(queries, normalize)
+        return self._search(prepared, k, memory_budget=memory_budget, progress=progress)
+
+    def score(self, queries: Any, *, normalize: NormalizeMode = "warn") -> np.ndarray:
+        """Dense corrected scores, shape (n_queries, n_gallery), float32 (small galleries)."""
+        self._check_fitted()
+        return self._score(self._prepare_queries(queries, normalize))
 
     @abstractmethod
-    def score(self, queries: Any, *, normalize: NormalizeMode = "warn") -> np.ndarray:
-        """Dense corrected scores, shape (n_queries, n_gallery), float32."""
+    def _search(
+        self, queries: np.ndarray, k: int, *, memory_budget: int, progress: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The method's top-``k`` of prepared queries (fitted, ``1 <= k <= n_gallery``)."""
+
+    @abstractmethod
+    def _score(self, queries: np.ndarray) -> np.ndarray:
+        """The method's dense scores of prepared queries."""
 
     # ------------------------------------------------------------------ persistence
     def persistence_arrays(self) -> dict[str, np.ndarray]:
@@ -591,22 +630,10 @@ class AdditiveBiasCorrector(BaseCorrector):
         """How to bring the bias into range (methods name their parameter and bound)."""
         return "Lower the scale parameters."
 
-    def search(
-        self,
-        queries,
-        k: int = 10,
-        *,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
+    def _search(
+        self, queries: np.ndarray, k: int, *, memory_budget: int, progress: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` gallery rows per query under the corrected score.
-
-        Returns ``(scores, ids)`` of shape ``(n_queries, k)``: float32 corrected scores
-        best first and int64 gallery row numbers, ties broken by the smaller row,
-        padded with ``-inf``/``-1`` when the gallery has fewer than ``k`` items.
-        """
-        queries = self._prepare_queries(queries, normalize)
+        """One exact inner-product search with ``bias_`` as offset."""
         return exact_search(
             queries,
             self.gallery_,
@@ -621,9 +648,8 @@ class AdditiveBiasCorrector(BaseCorrector):
         """The exact engine's precision for this estimator's searches (NNN's ``precision``)."""
         return "fp32"
 
-    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
-        """Dense corrected scores ``q . r - bias_[r]``, shape (n_queries, n_gallery), float32."""
-        queries = self._prepare_queries(queries, normalize)
+    def _score(self, queries: np.ndarray) -> np.ndarray:
+        """Dense corrected scores ``q . r - bias_[r]``."""
         dt = compute_dtype(queries, self.gallery_)
         s: np.ndarray = np.matmul(np.asarray(queries, dtype=dt), np.asarray(self.gallery_, dtype=dt).T)
         s -= self.bias_.astype(dt)
@@ -804,15 +830,7 @@ class ReferenceFit(RowDecomposable):
     and installs them. Used by Plain, NNN (and variants) and CSLS.
     """
 
-    def fit(
-        self,
-        gallery,
-        reference,
-        *,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
-    ):
+    def _fit(self, gallery, reference, *, normalize, memory_budget, progress):
         """Learn the gallery statistics from a reference set of queries.
 
         Parameters

@@ -46,8 +46,6 @@ from __future__ import annotations
 from numbers import Integral, Real
 from typing import ClassVar
 
-from .._validation import NormalizeMode
-from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._params import FLOAT32_MAX, Boolean, Constraint, Interval
 from ._softmax import InvertedSoftmaxBase
 
@@ -110,16 +108,7 @@ class DBNorm(InvertedSoftmaxBase):
         bank = gallery if gallery_bank is None else gallery_bank
         return [reference, bank], ["reference", "gallery_bank"]
 
-    def fit(
-        self,
-        gallery,
-        reference,
-        *,
-        gallery_bank=None,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
-    ) -> DBNorm:
+    def _fit(self, gallery, reference, *, gallery_bank=None, normalize, memory_budget, progress):
         """Compute both bank normalizers (and, for DualDIS, both activation sets).
 
         Parameters

@@ -32,8 +32,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._validation import NormalizeMode, check_same_dim
-from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._affine import AffineBiasCorrector
 from ._params import FLOAT32_MAX, Constraint, Interval, InvalidParameterError
 from ._stats import column_mean, matvec
@@ -81,16 +79,7 @@ class DN(AffineBiasCorrector):
         """lambda in 0.25..1.5 step 0.125 (NNN's alpha grid, since alpha = lambda)."""
         return {"lambda_": [0.25 + 0.125 * i for i in range(11)]}
 
-    def fit(
-        self,
-        gallery,
-        reference,
-        *,
-        gallery_bank=None,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
-    ) -> DN:
+    def _fit(self, gallery, reference, *, gallery_bank=None, normalize, memory_budget, progress):
         """Compute the bank means and the per-item bias statistic.
 
         ``gallery_bank`` defaults to the gallery itself (see the module docstring);
@@ -98,14 +87,7 @@ class DN(AffineBiasCorrector):
         are streamed in fixed-size chunks).
         """
         self._check_params()
-        gallery = self._prepare(gallery, "gallery", normalize)
-        reference = self._prepare(reference, "reference", normalize)
-        check_same_dim(gallery, reference, "gallery", "reference")
-        if gallery_bank is None:
-            bank = gallery
-        else:
-            bank = self._prepare(gallery_bank, "gallery_bank", normalize)
-            check_same_dim(gallery, bank, "gallery", "gallery_bank")
+        gallery, reference, bank = self._prepare_banks(gallery, reference, gallery_bank, normalize)
         self.reference_mean_ = column_mean(reference)
         self.gallery_bank_mean_ = column_mean(bank)
         self.mean_reference_score_ = matvec(gallery, self.reference_mean_)

@@ -33,18 +33,18 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._validation import NormalizeMode, check_same_dim
+from .._validation import check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ._dense import dense_search
+from ._dense import DenseScoreCorrector
 from ._params import Constraint, Interval, check_real
 from ._stats import compute_dtype, streamed_logsumexp
 from ._tags import MethodTags
-from .base import BaseCorrector, NotFittedError
+from .base import NotFittedError
 
 __all__ = ["DSL"]
 
 
-class DSL(BaseCorrector):
+class DSL(DenseScoreCorrector):
     """Dual softmax inference (CAMoE); transductive: fit with the test queries as ``reference``.
 
     Parameters
@@ -90,15 +90,7 @@ class DSL(BaseCorrector):
         check_same_dim(gallery, reference, "gallery", "reference")
         return gallery, reference
 
-    def fit(
-        self,
-        gallery,
-        reference,
-        *,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
-    ) -> DSL:
+    def _fit(self, gallery, reference, *, normalize, memory_budget, progress):
         """Normalizers of the softmax over ``reference`` (the test queries, transductively)."""
         self.fitted_temperature_ = None
         self._check_params()
@@ -139,6 +131,9 @@ class DSL(BaseCorrector):
             self._set(gallery, lse[:, j], reference.shape[0], t)
             yield {"temperature": t}, self
 
+    def _block_scores(self, queries: np.ndarray, rows: slice) -> np.ndarray:
+        return self._scores(queries, rows)
+
     def _scores(self, queries: np.ndarray, rows: slice) -> np.ndarray:
         if getattr(self, "lse_", None) is None:
             raise NotFittedError("DSL is not fitted yet; call fit(gallery, reference) first")
@@ -147,31 +142,10 @@ class DSL(BaseCorrector):
         prior = np.exp(s / float(self.temperature) - self.lse_[None, :])
         return s * prior * self.n_bank_
 
-    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
+    def _score(self, queries: np.ndarray) -> np.ndarray:
         """Dense DSL scores ``s * n_Q * softmax_Q(s / T)``, shape (n_queries, n_gallery), float32."""
-        queries = self._prepare_queries(queries, normalize)
         with np.errstate(over="ignore"):  # see the module docstring (values beyond float32)
             return self._scores(queries, slice(0, queries.shape[0])).astype(np.float32)
-
-    def search(
-        self,
-        queries,
-        k: int = 10,
-        *,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` under DSL (exact, blocked); the values of :meth:`score`."""
-        queries = self._prepare_queries(queries, normalize)
-        return dense_search(
-            queries.shape[0],
-            self.gallery_.shape[0],
-            k,
-            lambda rows: self._scores(queries, rows),
-            memory_budget=memory_budget,
-            progress="search" if progress else False,
-        )
 
     def export_vectors(self) -> np.ndarray:
         """Not exportable: the score multiplies s(q, r) by a per-pair prior."""

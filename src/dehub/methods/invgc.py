@@ -38,7 +38,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._validation import NormalizeMode, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
 from ._params import Boolean, Constraint, Interval
 from ._stats import column_mean, compute_dtype
@@ -169,26 +168,9 @@ class InvGC(BaseCorrector):
         return {"r_g": [0.0, 0.25, 0.5, 1.0], "r_q": [0.0, 0.25, 0.5, 1.0]}
 
     def _inputs(self, gallery, reference, gallery_bank, normalize):
-        gallery = self._prepare(gallery, "gallery", normalize)
-        reference = self._prepare(reference, "reference", normalize)
-        check_same_dim(gallery, reference, "gallery", "reference")
-        if gallery_bank is None:
-            bank = gallery
-        else:
-            bank = self._prepare(gallery_bank, "gallery_bank", normalize)
-            check_same_dim(gallery, bank, "gallery", "gallery_bank")
-        return gallery, reference, bank
+        return self._prepare_banks(gallery, reference, gallery_bank, normalize)
 
-    def fit(
-        self,
-        gallery,
-        reference,
-        *,
-        gallery_bank=None,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
-    ) -> InvGC:
+    def _fit(self, gallery, reference, *, gallery_bank=None, normalize, memory_budget, progress):
         """Compute the new gallery vectors from both banks (``gallery_bank`` defaults to the gallery)."""
         self._check_params()
         gallery, reference, bank = self._inputs(gallery, reference, gallery_bank, normalize)
@@ -253,17 +235,10 @@ class InvGC(BaseCorrector):
                         )
 
     # ------------------------------------------------------------------ contract
-    def search(
-        self,
-        queries,
-        k: int = 10,
-        *,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
-    ):
+    def _search(
+        self, queries: np.ndarray, k: int, *, memory_budget: int, progress: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` of ``q . x'`` (exact engine over ``transformed_gallery_``)."""
-        queries = self._prepare_queries(queries, normalize)
         return exact_search(
             queries,
             self.transformed_gallery_,
@@ -272,9 +247,8 @@ class InvGC(BaseCorrector):
             progress="search" if progress else False,
         )
 
-    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
+    def _score(self, queries: np.ndarray) -> np.ndarray:
         """Dense ``q . x'``, shape (n_queries, n_gallery), float32."""
-        queries = self._prepare_queries(queries, normalize)
         return (np.asarray(queries, dtype=np.float32) @ self.transformed_gallery_.T).astype(np.float32)
 
     def export_vectors(self) -> np.ndarray:

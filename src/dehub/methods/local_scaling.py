@@ -31,20 +31,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .._validation import NormalizeMode, check_k, check_same_dim
-from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ._dense import dense_search, nearest_distances, similarity_to_distance
+from .._validation import check_k, check_same_dim
+from ._dense import DenseScoreCorrector, nearest_distances, similarity_to_distance
 from ._params import Constraint, Interval, Options
 from ._stats import compute_dtype
 from ._tags import MethodTags
-from .base import BaseCorrector, NotFittedError
+from .base import NotFittedError
 
 __all__ = ["LocalScaling", "NeighborStatsCorrector"]
 
 _EPS = 1e-24  # floor of sigma_x sigma_y / mu_x mu_y (a point at distance 0 from k neighbours)
 
 
-class NeighborStatsCorrector(BaseCorrector):
+class NeighborStatsCorrector(DenseScoreCorrector):
     """Shared fit/search of the methods scored from both sides' neighbour distances.
 
     ``fit`` caches each gallery item's sorted distances to its ``k`` nearest reference
@@ -82,15 +81,7 @@ class NeighborStatsCorrector(BaseCorrector):
             self.neighbor_distances_ = None
         self.fitted_k_ = kmax
 
-    def fit(
-        self,
-        gallery,
-        reference,
-        *,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
-    ):
+    def _fit(self, gallery, reference, *, normalize, memory_budget, progress):
         """Cache every gallery item's distances to its ``k`` nearest reference queries."""
         self.fitted_k_ = None
         vars(self).pop("gallery_", None)  # unfitted until this fit succeeds
@@ -144,30 +135,12 @@ class NeighborStatsCorrector(BaseCorrector):
     def _transform(self, dist: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
-        """Dense scores (negated LS / NICDM / MP distances), shape (n_queries, n_gallery), float32."""
-        queries = self._prepare_queries(queries, normalize)
-        return self._transform(self._query_distances(queries, slice(0, queries.shape[0]))).astype(np.float32)
+    def _block_scores(self, queries: np.ndarray, rows: slice) -> np.ndarray:
+        return self._transform(self._query_distances(queries, rows))
 
-    def search(
-        self,
-        queries,
-        k: int = 10,
-        *,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` under the corrected score, the values of :meth:`score` (exact, blocked)."""
-        queries = self._prepare_queries(queries, normalize)
-        return dense_search(
-            queries.shape[0],
-            self.gallery_.shape[0],
-            k,
-            lambda rows: self._transform(self._query_distances(queries, rows)),
-            memory_budget=memory_budget,
-            progress="search" if progress else False,
-        )
+    def _score(self, queries: np.ndarray) -> np.ndarray:
+        """Dense scores (negated LS / NICDM / MP distances), shape (n_queries, n_gallery), float32."""
+        return self._transform(self._query_distances(queries, slice(0, queries.shape[0]))).astype(np.float32)
 
     def export_vectors(self) -> np.ndarray:
         """Not exportable: the correction scales each pair by statistics of its query."""

@@ -133,7 +133,7 @@ class MutualProximity(NeighborStatsCorrector):
         finally:
             self._need_all = False
 
-    def fit(self, gallery, reference, **kwargs):
+    def _fit(self, gallery, reference, **kwargs):
         """Fit each gallery item's Gaussian (k nearest reference distances, or all of them).
 
         Keyword arguments as :meth:`dehub.NNN.fit` (``normalize``, ``memory_budget``,
@@ -141,7 +141,7 @@ class MutualProximity(NeighborStatsCorrector):
         """
         self.all_mean_ = None
         kwargs.setdefault("memory_budget", DEFAULT_MEMORY_BUDGET)
-        return super().fit(gallery, reference, **kwargs)
+        return super()._fit(gallery, reference, **kwargs)
 
     def gallery_moments(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) of each gallery item's distance Gaussian for the current ``k``."""

@@ -35,8 +35,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._validation import NormalizeMode
-from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._params import FLOAT32_MAX, Boolean, Constraint, Interval
 from ._softmax import InvertedSoftmaxBase
 from ._stats import streamed_logsumexp
@@ -97,15 +95,7 @@ class QBNorm(RowDecomposable, InvertedSoftmaxBase):
         """beta log-spaced: 5, 10, 20, 40, 80 (one bank pass for all); k stays at 1."""
         return {"beta": [5.0, 10.0, 20.0, 40.0, 80.0]}
 
-    def fit(
-        self,
-        gallery,
-        reference,
-        *,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
-    ) -> QBNorm:
+    def _fit(self, gallery, reference, *, normalize, memory_budget, progress):
         """Compute the bank normalizers ``L(r)`` (and, for DIS, the activation set).
 
         ``reference`` is the query bank (queries of the query modality, e.g. training

@@ -31,8 +31,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._validation import NormalizeMode, check_same_dim
-from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
+from .._validation import check_same_dim
+from ..engine.exact import exact_search
 from ._params import Constraint, Options
 from ._stats import column_mean
 from ._tags import MethodTags
@@ -90,15 +90,7 @@ class Renorm(BaseCorrector):
         """Both variants."""
         return {"variant": list(_VARIANTS)}
 
-    def fit(
-        self,
-        gallery,
-        reference,
-        *,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
-    ) -> Renorm:
+    def _fit(self, gallery, reference, *, normalize, memory_budget, progress):
         """Estimate the shared mean and renormalize the gallery.
 
         ``memory_budget``/``progress`` are accepted for the common contract (one
@@ -140,17 +132,10 @@ class Renorm(BaseCorrector):
             return np.asarray(queries, dtype=np.float32)
         return _unit(renormalize(queries, self.mean_, self.variant)).astype(np.float32)
 
-    def search(
-        self,
-        queries,
-        k: int = 10,
-        *,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
+    def _search(
+        self, queries: np.ndarray, k: int, *, memory_budget: int, progress: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` by the cosine of the renormalized query and gallery item."""
-        queries = self._prepare_queries(queries, normalize)
         q = self._queries(queries)
         s, ids = exact_search(
             q,
@@ -168,9 +153,8 @@ class Renorm(BaseCorrector):
         qn = np.linalg.norm(renormalize(queries, self.mean_, "projection"), axis=1)
         return np.maximum(qn, 1e-12)
 
-    def score(self, queries, *, normalize: NormalizeMode = "warn") -> np.ndarray:
+    def _score(self, queries: np.ndarray) -> np.ndarray:
         """Dense cosine scores of the renormalized embeddings, (n_queries, n_gallery) float32."""
-        queries = self._prepare_queries(queries, normalize)
         q = self._queries(queries)
         s = q.astype(np.float64) @ self.transformed_gallery_.T.astype(np.float64)
         if self.variant == "projection":

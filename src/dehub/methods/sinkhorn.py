@@ -50,7 +50,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._progress import progress_bar
-from .._validation import NormalizeMode, check_same_dim
+from .._validation import check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._params import FLOAT32_MAX, Constraint, Interval
 from ._stats import compute_dtype
@@ -289,15 +289,7 @@ class SN(AdditiveBiasCorrector):
                 f"{fitted} used in fit; the offsets depend on them. Refit."
             )
 
-    def fit(
-        self,
-        gallery,
-        reference,
-        *,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
-    ) -> SN:
+    def _fit(self, gallery, reference, *, normalize, memory_budget, progress):
         """Solve the Sinkhorn scalings of the gallery against the query bank ``reference``.
 
         Parameters
@@ -307,9 +299,9 @@ class SN(AdditiveBiasCorrector):
             The query bank (query modality, e.g. training captions for text-to-image).
         normalize, memory_budget, progress : as :meth:`dehub.NNN.fit`.
         """
-        return self._fit(gallery, reference, None, normalize, memory_budget, progress)
+        return self._solve(gallery, reference, None, normalize, memory_budget, progress)
 
-    def _fit(self, gallery, reference, gallery_bank, normalize, memory_budget, progress):
+    def _solve(self, gallery, reference, gallery_bank, normalize, memory_budget, progress):
         self.fitted_ = None
         self._check_params()
         gallery, reference, parts = self._inputs(gallery, reference, gallery_bank, normalize)
@@ -426,16 +418,7 @@ class DBSN(SN):
 
     name = "dbsn"
 
-    def fit(
-        self,
-        gallery,
-        reference,
-        *,
-        gallery_bank=None,
-        normalize: NormalizeMode = "warn",
-        memory_budget: int = DEFAULT_MEMORY_BUDGET,
-        progress: bool = False,
-    ) -> DBSN:
+    def _fit(self, gallery, reference, *, gallery_bank=None, normalize, memory_budget, progress):
         """Solve the Sinkhorn scalings of ``[gallery; gallery_bank]`` against the query bank.
 
         Parameters
@@ -448,4 +431,4 @@ class DBSN(SN):
             images). None: no bank, which is SN (see the module docstring).
         normalize, memory_budget, progress : as :meth:`dehub.NNN.fit`.
         """
-        return self._fit(gallery, reference, gallery_bank, normalize, memory_budget, progress)
+        return self._solve(gallery, reference, gallery_bank, normalize, memory_budget, progress)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .datasets.layouts import cli_embeddings
-from .datasets.loaders import load_embeddings, read_npy
+from .datasets.npy import load_embeddings, read_npy
 from .methods._cli import method_params_from_args
 
 __all__ = [

@@ -32,7 +32,7 @@ from ._errors import InputError
 from ._format import IndexFormatError
 from ._loading import describe, load, verify
 from ._version import __version__
-from .datasets.loaders import load_ids
+from .datasets.pairs import load_ids
 from .distributed.cli import run_build
 from .embed.cli import SUBCOMMANDS as embed_cmds
 from .evaluation.cli import SUBCOMMANDS as evaluation_cmds

@@ -1,5 +1,10 @@
 """Load a user's own embeddings and relevance into dehub's paired containers.
 
+One module per concern: :mod:`~dehub.datasets.npy` (embedding files),
+:mod:`~dehub.datasets.overlap` (content overlap between sets),
+:mod:`~dehub.datasets.pairs` (ids, relevance pairs, paired splits); this module builds
+whole benchmarks from them (user files, Karpathy splits) and re-exports their names.
+
 Formats (documented in ``docs/evaluation.md``):
 
 * **Embeddings**: ``.npy`` float16/32/64 arrays of shape (n, d), memory-mapped by default,
@@ -30,19 +35,23 @@ the evaluation applies its documented ``no_positive`` policy and reports their c
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
-from ..relevance import Relevance
 from .base import PairedBenchmark, PairedSplit
-from .shards import ShardedArray
+from .npy import load_embeddings, read_npy
+from .overlap import (
+    MAX_OVERLAP_SHARE,
+    check_content_disjoint,
+    content_fingerprint,
+    count_shared_rows,
+    row_hashes,
+)
+from .pairs import check_disjoint, load_ids, load_paired_split, load_relevance, read_pairs
 
 __all__ = [
     "load_embeddings",
@@ -60,294 +69,6 @@ __all__ = [
     "check_content_disjoint",
     "MAX_OVERLAP_SHARE",
 ]
-
-#: Share of the smaller set's rows that two sets may share before
-#: :func:`check_content_disjoint` refuses them (identical rows do occur by chance in real
-#: data, e.g. a caption that appears in two splits; copies of a whole file do not).
-MAX_OVERLAP_SHARE = 0.01
-
-_NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGIC = b"PK\x03\x04"
-
-
-def read_npy(path: str | Path, name: str, *, mmap: bool = True) -> np.ndarray:
-    """A numeric ``.npy`` array, with one clear error for anything else.
-
-    Text/CSV files, ``.npz`` archives and object (pickled) arrays are refused with a
-    message naming the file and what it holds; the file is never unpickled.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{name} file not found: {p}")
-    if p.is_dir():
-        raise IsADirectoryError(f"{name}: {p} is a directory; expected a .npy file")
-    with open(p, "rb") as fh:
-        head = fh.read(8)
-    if head.startswith(_ZIP_MAGIC):
-        raise ValueError(
-            f"{name} file {p} is an .npz archive; expected a single .npy array (save it with np.save)"
-        )
-    if not head.startswith(_NPY_MAGIC):
-        kind = "an empty file" if not head else f"a file beginning with {head!r}"
-        raise ValueError(
-            f"{name} file {p} is not a .npy array ({kind}); expected an array saved with "
-            "numpy.save (text or CSV files are not read as arrays: convert with "
-            "np.save(path, np.loadtxt(text_file)))"
-        )
-    try:
-        arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc) or "Python objects" in str(exc):
-            raise ValueError(
-                f"{name} file {p} holds Python objects (an object-dtype array), not numbers; "
-                "expected a numeric array (save it with np.save(path, arr.astype(np.float32)))"
-            ) from None
-        raise ValueError(f"{name} file {p} is not a readable .npy array: {exc}") from None
-    except (EOFError, OSError) as exc:
-        raise ValueError(f"{name} file {p} is truncated or unreadable: {exc}") from None
-    return arr
-
-
-def row_hashes(x, *, block_rows: int = 65536) -> np.ndarray:
-    """A uint64 hash of every row (after a cast to float32), read in row blocks.
-
-    Rows with equal float32 values get equal hashes; different rows collide with
-    probability about 2**-64 per pair (a random odd multiplier per 64-bit word, summed
-    mod 2**64). :func:`count_shared_rows` confirms every hash match on the rows
-    themselves, so the overlap it reports is exact.
-    """
-    n, d = int(x.shape[0]), int(x.shape[1])
-    words = -(-d // 2)  # two float32 per uint64 word
-    rng = np.random.default_rng(0x5EED)
-    mult = rng.integers(1, 2**63, size=words, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    out = np.empty(n, dtype=np.uint64)
-    for start in range(0, n, block_rows):
-        stop = min(start + block_rows, n)
-        block = np.zeros((stop - start, 2 * words), dtype=np.float32)
-        block[:, :d] = np.asarray(x[start:stop], dtype=np.float32)
-        block += 0.0  # -0.0 -> +0.0: equal values, equal bytes
-        w = block.view(np.uint64)
-        with np.errstate(over="ignore"):
-            out[start:stop] = (w * mult).sum(axis=1, dtype=np.uint64)
-    return out
-
-
-def content_fingerprint(x, *, n_sample: int = 256) -> str:
-    """A cheap fingerprint of an embedding matrix: shape + hash of evenly sampled rows."""
-
-    n = int(x.shape[0])
-    rows = np.unique(np.linspace(0, max(n - 1, 0), num=min(n, n_sample)).astype(np.int64))
-    h = hashlib.sha256(repr(tuple(int(s) for s in x.shape)).encode())
-    h.update(row_hashes(np.asarray(x[rows]) if n else np.zeros((0, x.shape[1]))).tobytes())
-    return h.hexdigest()[:16]
-
-
-def count_shared_rows(x, y) -> tuple[int, np.ndarray]:
-    """(number of rows of ``x`` equal to some row of ``y``, up to 5 of those rows of ``x``)."""
-    hx, hy = row_hashes(x), row_hashes(y)
-    cand = np.flatnonzero(np.isin(hx, hy))
-    if cand.size == 0:
-        return 0, cand
-    order = np.argsort(hy, kind="stable")
-    sorted_h = hy[order]
-    confirmed = []
-    for i in cand.tolist():  # confirm every hash match on the values (exact)
-        lo, hi = np.searchsorted(sorted_h, hx[i], "left"), np.searchsorted(sorted_h, hx[i], "right")
-        xi = np.asarray(x[i], dtype=np.float32)
-        if any(np.array_equal(xi, np.asarray(y[int(j)], dtype=np.float32)) for j in order[lo:hi]):
-            confirmed.append(i)
-    return len(confirmed), np.asarray(confirmed[:5], dtype=np.int64)
-
-
-def check_content_disjoint(
-    sets: dict[str, object],
-    pairs: list[tuple[str, str, str]],
-    *,
-    allow_overlap: bool = False,
-    max_share: float = MAX_OVERLAP_SHARE,
-) -> dict[str, int]:
-    """Refuse data sets that share rows: ``pairs`` are ``(name_1, name_2, why it matters)``.
-
-    An overlap above ``max_share`` of the smaller set's rows is a ``ValueError`` unless
-    ``allow_overlap``; a smaller one (or an allowed one) is a warning. Returns
-    ``{"name_1 ~ name_2": shared rows}`` for every pair checked.
-    """
-
-    counts = {}
-    for a, b, why in pairs:
-        x, y = sets[a], sets[b]
-        n, examples = count_shared_rows(x, y)
-        counts[f"{a} ~ {b}"] = n
-        if n == 0:
-            continue
-        smaller = min(int(x.shape[0]), int(y.shape[0]))  # type: ignore[attr-defined]
-        msg = f"{a} and {b} share {n} identical rows (e.g. rows {examples.tolist()} of {a}); {why}"
-        if n > max_share * smaller and not allow_overlap:
-            raise ValueError(
-                msg
-                + ". Provide disjoint data, or pass --allow-overlap (allow_overlap=True) if this is intended."
-            )
-        warnings.warn(msg, UserWarning, stacklevel=2)
-    return counts
-
-
-def load_embeddings(path: str | Path, *, mmap: bool = True, name: str = "embeddings"):
-    """A 2-D float ``.npy`` array (memory-mapped unless ``mmap=False``), or a shard directory.
-
-    A directory of ``.npy`` shards (``img_emb_0.npy``, ``img_emb_1.npy``, ...) is read as
-    one :class:`~dehub.datasets.ShardedArray` (rows in natural file-name order).
-    """
-    p = Path(path)
-    arr: Any
-    if p.is_dir():
-        try:
-            arr = ShardedArray(p)
-        except (FileNotFoundError, ValueError) as exc:
-            raise ValueError(f"{name} directory {p}: {exc}") from None
-    else:
-        arr = read_npy(p, name, mmap=mmap)
-    if arr.ndim != 2 or arr.dtype.kind != "f":
-        raise ValueError(
-            f"{name} file {p} must hold a 2-D float array (n, d); received shape {arr.shape}, "
-            f"dtype {arr.dtype}"
-        )
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} file {p} has no rows; expected at least one embedding")
-    return arr
-
-
-def load_ids(path: str | Path, n: int, *, name: str = "ids") -> np.ndarray:
-    """Row ids as a 1-D array of ``n`` unique strings (from .npy or one-per-line text)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{name} file not found: {p}")
-    if p.suffix == ".npy":
-        raw = read_npy(p, name, mmap=False)
-        if raw.ndim != 1:
-            raise ValueError(f"{name} file {p} must hold a 1-D array; received shape {raw.shape}")
-        ids = np.array([str(x) for x in raw.tolist()], dtype=object)
-    else:
-        lines = p.read_text(encoding="utf-8").splitlines()
-        ids = np.array([ln.strip() for ln in lines if ln.strip()], dtype=object)
-    return _check_unique(ids, n, f"{name} ({p})")
-
-
-def _check_unique(ids: np.ndarray, n: int, name: str) -> np.ndarray:
-    if ids.shape[0] != n:
-        raise ValueError(f"{name}: {ids.shape[0]} ids for {n} embedding rows; expected one id per row")
-    uniq, counts = np.unique(ids.astype(str), return_counts=True)
-    if uniq.size != ids.size:
-        dup = uniq[counts > 1][:5].tolist()
-        raise ValueError(f"{name}: ids must be unique; duplicated e.g. {dup}")
-    return ids
-
-
-def _default_ids(n: int) -> np.ndarray:
-    return np.array([str(i) for i in range(n)], dtype=object)
-
-
-def read_pairs(path: str | Path) -> tuple[list[str], list[str]]:
-    """(query ids, gallery ids) of every pair in a CSV or JSONL pairs file, as strings."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"pairs file not found: {p}")
-    qs: list[str] = []
-    gs: list[str] = []
-    if p.suffix in (".jsonl", ".json", ".ndjson"):
-        with open(p, encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                    q, g = obj["query_id"], obj["gallery_id"]
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ValueError(
-                        f"{p}:{line_no}: expected a JSON object with 'query_id' and "
-                        f"'gallery_id'; received {line.strip()[:80]!r} ({exc})"
-                    ) from None
-                for gi in g if isinstance(g, list) else [g]:
-                    qs.append(str(q))
-                    gs.append(str(gi))
-    else:
-        with open(p, encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            fields = reader.fieldnames or []
-            if "query_id" not in fields or "gallery_id" not in fields:
-                raise ValueError(
-                    f"{p}: a CSV pairs file needs a header with 'query_id' and 'gallery_id' "
-                    f"columns; received columns {fields}"
-                )
-            for row in reader:
-                qs.append(str(row["query_id"]).strip())
-                gs.append(str(row["gallery_id"]).strip())
-    if not qs:
-        raise ValueError(f"pairs file {p} holds no pairs")
-    return qs, gs
-
-
-def _rows_of(ids: np.ndarray, wanted: Sequence[str], what: str, source: str) -> np.ndarray:
-    keys = ids.astype(str)
-    order = np.argsort(keys)
-    sorted_keys = keys[order]
-    w = np.asarray(wanted, dtype=str)
-    pos = np.searchsorted(sorted_keys, w)
-    pos_c = np.minimum(pos, max(sorted_keys.size - 1, 0))
-    found = (pos < sorted_keys.size) & (sorted_keys[pos_c] == w)
-    if not found.all():
-        missing = list(dict.fromkeys(w[~found].tolist()))
-        raise ValueError(
-            f"{source}: {int((~found).sum())} pairs name {what} ids that are not among the "
-            f"{what} ids, e.g. {missing[:5]}. Check that the pairs file and the {what} "
-            "embeddings/ids belong together."
-        )
-    return order[pos_c].astype(np.int64)
-
-
-def load_relevance(
-    pairs_path: str | Path,
-    query_ids: np.ndarray,
-    gallery_ids: np.ndarray,
-) -> Relevance:
-    """A :class:`Relevance` from a pairs file; ids are mapped to rows via the id arrays."""
-    qs, gs = read_pairs(pairs_path)
-    q = _rows_of(np.asarray(query_ids, dtype=object), qs, "query", str(pairs_path))
-    g = _rows_of(np.asarray(gallery_ids, dtype=object), gs, "gallery", str(pairs_path))
-    return Relevance.from_pairs(q, g, len(query_ids), len(gallery_ids))
-
-
-def load_paired_split(
-    a: str | Path,
-    b: str | Path,
-    pairs: str | Path,
-    *,
-    a_ids: str | Path | None = None,
-    b_ids: str | Path | None = None,
-    mmap: bool = True,
-) -> tuple[PairedSplit, np.ndarray, np.ndarray]:
-    """A split from files: side ``a`` = queries, side ``b`` = gallery; returns (split, a ids, b ids)."""
-    ea = load_embeddings(a, mmap=mmap, name="query embeddings")
-    eb = load_embeddings(b, mmap=mmap, name="gallery embeddings")
-    if ea.shape[1] != eb.shape[1]:
-        raise ValueError(
-            f"query embeddings {a} have dimension {ea.shape[1]} but gallery embeddings {b} "
-            f"have {eb.shape[1]}; were they produced by the same encoder?"
-        )
-    ia = load_ids(a_ids, ea.shape[0], name="query ids") if a_ids else _default_ids(ea.shape[0])
-    ib = load_ids(b_ids, eb.shape[0], name="gallery ids") if b_ids else _default_ids(eb.shape[0])
-    rel = load_relevance(pairs, ia, ib)
-    p = np.stack([rel.query_rows(), rel.indices], axis=1)
-    return PairedSplit(a=ea, b=eb, pairs=p), ia, ib
-
-
-def check_disjoint(ids_1: np.ndarray, ids_2: np.ndarray, what: str) -> None:
-    """Raise if two id sets overlap (e.g. validation and test queries)."""
-    common = np.intersect1d(np.asarray(ids_1, dtype=str), np.asarray(ids_2, dtype=str))
-    if common.size:
-        raise ValueError(
-            f"{what} overlap: {common.size} ids occur in both, e.g. {common[:5].tolist()}. "
-            "Hyperparameters must be chosen on data disjoint from the test split."
-        )
 
 
 def load_file_benchmark(

@@ -296,8 +296,40 @@ def fit(
     """
     t_start = time.perf_counter()
     out_path = Path(os.fspath(out)).resolve()
-    model = _resolve_model(method, params)
-    check_distributable(model)
+    _check_run_options(normalize, max_retries, memory_budget)
+    plan = _plan_run(
+        _resolve_model(method, params),
+        gallery,
+        reference,
+        ids,
+        engine,
+        engine_params,
+        normalize,
+        memory_budget,
+    )
+    parts = plan_parts(plan.g_sources, part_rows)
+    kept = _kept_parts(out_path, parts, plan.key, verify_parts)
+    todo = [p for p in parts if p.number not in kept]
+    run = _RunResult(records=dict(kept))
+    if todo:
+        run = _run_parts(
+            plan,
+            parts,
+            todo,
+            kept,
+            out_path,
+            part_rows=part_rows,
+            num_workers=num_workers,
+            memory_budget=int(memory_budget),
+            max_retries=max_retries,
+            ray_address=ray_address,
+            progress=progress,
+        )
+    return _finish(plan, parts, todo, kept, run, out_path, memory_budget=int(memory_budget), t_start=t_start)
+
+
+def _check_run_options(normalize: str, max_retries: Any, memory_budget: Any) -> None:
+    """The run's own options, checked before any data is read."""
     if normalize not in ("warn", "none", "error"):
         raise ValueError(
             f"normalize must be 'warn', 'none' or 'error' in the distributed runner; received "
@@ -311,23 +343,61 @@ def fit(
         or memory_budget <= 0
     ):
         raise ValueError(f"memory_budget must be a positive number of bytes; received {memory_budget!r}")
-    current = model.reference_engine()  # the method says whether it has an engine choice
-    if engine is not None or engine_params is not None:
-        if current is not None:
-            model = model.with_reference_engine(
-                engine if engine is not None else current[0],
-                engine_params if engine_params is not None else current[1],
-            )
-            current = model.reference_engine()
-        elif engine not in (None, "exact") or engine_params:
-            model.with_reference_engine(str(engine), engine_params)  # raises, in the method's words
+
+
+def _with_engine(model: Any, engine: str | None, engine_params: dict[str, Any] | None) -> Any:
+    """The estimator with the requested reference engine (the method says whether it has one)."""
+    current = model.reference_engine()
+    if engine is None and engine_params is None:
+        return model
+    if current is not None:
+        return model.with_reference_engine(
+            engine if engine is not None else current[0],
+            engine_params if engine_params is not None else current[1],
+        )
+    if engine not in (None, "exact") or engine_params:
+        model.with_reference_engine(str(engine), engine_params)  # raises, in the method's words
+    return model
+
+
+@dataclass
+class _Plan:
+    """What a run computes: the estimator, its engine, the inputs, and the run's identity."""
+
+    model: Any
+    engine: str
+    engine_params: Any
+    g_sources: list[Source]
+    r_sources: list[Source]
+    reference: Any
+    dim: int
+    n_rows: int
+    k: int
+    ids: np.ndarray | None
+    config: dict[str, Any]
+    key: str
+
+
+def _plan_run(
+    model: Any,
+    gallery: Any,
+    reference: Any,
+    ids: Any,
+    engine: str | None,
+    engine_params: dict[str, Any] | None,
+    normalize: str,
+    memory_budget: int,
+) -> _Plan:
+    """Check the method and the inputs once, resolve the engine, and name the run (its key)."""
+    check_distributable(model)
+    model = _with_engine(model, engine, engine_params)
+    current = model.reference_engine()
     eng = current[0] if current is not None else "exact"
     if eng not in _ENGINES:
         raise ValueError(
             f"the distributed runner supports engines {list(_ENGINES)}; received {eng!r} (the FAISS "
             "engines' indexes are not broadcast yet: use 'ivf', or the local runner)"
         )
-
     g_sources = list_sources(gallery, "gallery")
     r_sources = list_sources(reference, "reference")
     dim = r_sources[0].dim
@@ -340,12 +410,9 @@ def fit(
     n_ref = sum(s.rows for s in r_sources)
     model.check_params()
     model.check_fit_sizes(n_rows, n_ref)
-    k = int(model.reference_topk() or 1)  # statistic columns per row, for the memory estimate
-    ref = open_matrix(r_sources)
-    ref = check_embeddings(ref, "reference")
+    ref = check_embeddings(open_matrix(r_sources), "reference")
     check_normalization(ref, "reference", normalize)  # type: ignore[arg-type]
     ids_arr = None if ids is None else check_ids(ids, n_rows)
-
     eparams = EngineParams.coerce(current[1]) if current is not None else None
     if eng == "auto":
         eng = choose_engine(n_rows, n_ref, dim, eparams)
@@ -358,30 +425,48 @@ def fit(
     if eng == "ivf" and eparams is not None:
         eparams = replace(eparams, memory_budget=int(memory_budget))
         model = model.with_reference_engine("ivf", asdict(eparams))
-    params_doc = jsonable(model.get_params())
-    if isinstance(params_doc.get("engine_params"), dict):  # knobs that do not change results
-        params_doc["engine_params"] = {
-            name: v
-            for name, v in params_doc["engine_params"].items()
-            if name not in ("memory_budget", "batch_size")
-        }
     config = {
         "method": model.name,
-        "params": params_doc,
+        "params": _result_params(jsonable(model.get_params())),
         "engine": eng,
         "engine_params": None
         if eng == "exact" or eparams is None
-        else jsonable(
-            {name: v for name, v in asdict(eparams).items() if name not in ("memory_budget", "batch_size")}
-        ),
+        else jsonable(_result_params({"engine_params": asdict(eparams)})["engine_params"]),
         "n_reference": n_ref,
         "dim": dim,
         "reference": [(s.url, s.rows, s.fingerprint) for s in r_sources],
         "normalize": normalize,
     }
-    key = run_key(config)
-    parts = plan_parts(g_sources, part_rows)
+    return _Plan(
+        model=model,
+        engine=eng,
+        engine_params=eparams,
+        g_sources=g_sources,
+        r_sources=r_sources,
+        reference=ref,
+        dim=dim,
+        n_rows=n_rows,
+        k=int(model.reference_topk() or 1),  # statistic columns per row, for the memory estimate
+        ids=ids_arr,
+        config=config,
+        key=run_key(config),
+    )
 
+
+def _result_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters without the engine knobs that do not change results (they are not in the key)."""
+    if isinstance(params.get("engine_params"), dict):
+        params = dict(params)
+        params["engine_params"] = {
+            name: v
+            for name, v in params["engine_params"].items()
+            if name not in ("memory_budget", "batch_size")
+        }
+    return params
+
+
+def _kept_parts(out_path: Path, parts: list[Part], key: str, verify: bool) -> dict[int, dict[str, Any]]:
+    """The parts an earlier run of the same key committed (a rerun resumes from them)."""
     out_path.mkdir(parents=True, exist_ok=True)
     claims = out_path / "claims"
     if claims.is_dir():
@@ -389,132 +474,178 @@ def fit(
             f.unlink()
     kept: dict[int, dict[str, Any]] = {}
     for p in parts:
-        rec = validate_part(out_path, p, key, check_files=verify_parts)
+        rec = validate_part(out_path, p, key, check_files=verify)
         if rec is not None:
             kept[p.number] = rec
-    todo = [p for p in parts if p.number not in kept]
-    records = dict(kept)
-    computed = present = 0
-    build_seconds = 0.0
-    workers = 0
-    if todo:
-        started = _start_ray(ray_address, num_workers, out_path)
-        try:
-            import ray
-            import ray.data
+    return kept
 
-            part_bytes = part_rows * dim * 8 + part_rows * k * 24
-            workers = _pool_size(ray, num_workers, int(memory_budget) + part_bytes)
-            index_ref = None
-            if eng == "ivf":
-                index = build_reference_index(
-                    ref, engine="ivf", engine_params=eparams, progress="IVF build" if progress else False
+
+@dataclass
+class _RunResult:
+    records: dict[int, dict[str, Any]]
+    computed: int = 0
+    present: int = 0
+    build_seconds: float = 0.0
+    workers: int = 0
+
+
+def _run_parts(
+    plan: _Plan,
+    parts: list[Part],
+    todo: list[Part],
+    kept: dict[int, dict[str, Any]],
+    out_path: Path,
+    *,
+    part_rows: int,
+    num_workers: int | None,
+    memory_budget: int,
+    max_retries: int,
+    ray_address: str | None,
+    progress: bool,
+) -> _RunResult:
+    """Compute the missing parts on an actor pool (Ray started here when none runs)."""
+    run = _RunResult(records=dict(kept))
+    started = _start_ray(ray_address, num_workers, out_path)
+    try:
+        import ray
+        import ray.data
+
+        part_bytes = part_rows * plan.dim * 8 + part_rows * plan.k * 24
+        run.workers = _pool_size(ray, num_workers, memory_budget + part_bytes)
+        index_ref = None
+        if plan.engine == "ivf":
+            index = build_reference_index(
+                plan.reference,
+                engine="ivf",
+                engine_params=plan.engine_params,
+                progress="IVF build" if progress else False,
+            )
+            run.build_seconds = index.build_seconds
+            index.database = None  # each worker re-opens the reference itself
+            index_ref = [ray.put(index)]
+            del index
+        data_log = logging.getLogger("ray.data")
+        log_level = data_log.level
+        data_log.setLevel(max(log_level, logging.WARNING))  # our own progress bar instead
+        with warnings.catch_warnings():  # Ray's own deprecated fields, set by its constructor
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx = ray.data.DataContext.get_current()
+        saved = (ctx.enable_progress_bars, ctx.max_errored_blocks)
+        ctx.enable_progress_bars = False
+        ctx.max_errored_blocks = 0  # a failed part fails the job, never a silent gap
+        try:
+            ds = ray.data.from_items([{"part": p.number} for p in todo], override_num_blocks=len(todo))
+            with warnings.catch_warnings():  # max_restarts/max_task_retries have no named parameter
+                warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+                results = ds.map_batches(
+                    _PartWorker,
+                    fn_constructor_kwargs={
+                        "out": str(out_path),
+                        "key": plan.key,
+                        "parts": parts,
+                        "model": plan.model,
+                        "reference": plan.r_sources,
+                        "index_ref": index_ref,
+                        "memory_budget": memory_budget,
+                        "normalize": plan.config["normalize"],
+                    },
+                    batch_size=1,
+                    batch_format="numpy",
+                    compute=ray.data.ActorPoolStrategy(size=min(run.workers, len(todo))),
+                    num_cpus=1,
+                    memory=memory_budget + part_bytes,
+                    max_restarts=max_retries,
+                    max_task_retries=max_retries,
                 )
-                build_seconds = index.build_seconds
-                index.database = None  # each worker re-opens the reference itself
-                index_ref = [ray.put(index)]
-                del index
-            data_log = logging.getLogger("ray.data")
-            log_level = data_log.level
-            data_log.setLevel(max(log_level, logging.WARNING))  # our own progress bar instead
-            with warnings.catch_warnings():  # Ray's own deprecated fields, set by its constructor
-                warnings.simplefilter("ignore", DeprecationWarning)
-                ctx = ray.data.DataContext.get_current()
-            saved = (ctx.enable_progress_bars, ctx.max_errored_blocks)
-            ctx.enable_progress_bars = False
-            ctx.max_errored_blocks = 0  # a failed part fails the job, never a silent gap
-            try:
-                ds = ray.data.from_items([{"part": p.number} for p in todo], override_num_blocks=len(todo))
-                with warnings.catch_warnings():  # max_restarts/max_task_retries have no named parameter
-                    warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-                    results = ds.map_batches(
-                        _PartWorker,
-                        fn_constructor_kwargs={
-                            "out": str(out_path),
-                            "key": key,
-                            "parts": parts,
-                            "model": model,
-                            "reference": r_sources,
-                            "index_ref": index_ref,
-                            "memory_budget": int(memory_budget),
-                            "normalize": normalize,
-                        },
-                        batch_size=1,
-                        batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=min(workers, len(todo))),
-                        num_cpus=1,
-                        memory=int(memory_budget) + part_bytes,
-                        max_restarts=max_retries,
-                        max_task_retries=max_retries,
-                    )
-                n_done_rows = sum(int(r["rows"]) for r in kept.values())
-                with progress_bar(total=len(parts), desc="dehub parts", enable=progress, unit="part") as bar:
-                    bar.update(len(kept))
-                    for row in results.iter_rows():
-                        rec = json.loads(row["record"])
-                        records[int(row["part"])] = rec
-                        if row["status"] == "computed":
-                            computed += 1
-                        else:
-                            present += 1
-                        n_done_rows += int(rec["rows"])
-                        bar.update(1)
-                        bar.set_postfix_str(f"{n_done_rows}/{n_rows} rows")
-            except Exception as exc:
-                err = _shard_error(exc)
-                if err is not None:
-                    raise err from None
-                if isinstance(exc, ray.exceptions.RayError):  # e.g. a worker died past max_retries
-                    committed = len(records) + sum(
-                        1
-                        for p in todo
-                        if p.number not in records and validate_part(out_path, p, key, check_files=False)
-                    )
-                    first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                    raise DistributedRunError(
-                        f"the Ray job failed ({type(exc).__name__}: {first}); {committed} of {len(parts)} "
-                        f"parts are committed in {out_path}: run the same call again to resume"
-                    ) from exc
-                raise
-            finally:
-                ctx.enable_progress_bars, ctx.max_errored_blocks = saved
-                data_log.setLevel(log_level)
-                del index_ref
+            _collect(results, run, kept, len(parts), plan.n_rows, progress)
+        except Exception as exc:
+            _raise_run_error(exc, ray, run.records, todo, parts, out_path, plan.key)
+            raise
         finally:
-            if started:
-                ray.shutdown()
-    missing = [p.describe() for p in parts if p.number not in records]
+            ctx.enable_progress_bars, ctx.max_errored_blocks = saved
+            data_log.setLevel(log_level)
+            del index_ref
+    finally:
+        if started:
+            ray.shutdown()
+    return run
+
+
+def _collect(results: Any, run: _RunResult, kept: dict, n_parts: int, n_rows: int, progress: bool) -> None:
+    """Record each finished part as it arrives, with an honest rows-done progress line."""
+    n_done_rows = sum(int(r["rows"]) for r in kept.values())
+    with progress_bar(total=n_parts, desc="dehub parts", enable=progress, unit="part") as bar:
+        bar.update(len(kept))
+        for row in results.iter_rows():
+            rec = json.loads(row["record"])
+            run.records[int(row["part"])] = rec
+            if row["status"] == "computed":
+                run.computed += 1
+            else:
+                run.present += 1
+            n_done_rows += int(rec["rows"])
+            bar.update(1)
+            bar.set_postfix_str(f"{n_done_rows}/{n_rows} rows")
+
+
+def _raise_run_error(
+    exc: Exception, ray: Any, records: dict, todo: list, parts: list, out_path: Path, key: str
+):
+    """A bad shard as :class:`ShardError`; a failed Ray job as a resumable :class:`DistributedRunError`."""
+    err = _shard_error(exc)
+    if err is not None:
+        raise err from None
+    if isinstance(exc, ray.exceptions.RayError):  # e.g. a worker died past max_retries
+        committed = len(records) + sum(
+            1 for p in todo if p.number not in records and validate_part(out_path, p, key, check_files=False)
+        )
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise DistributedRunError(
+            f"the Ray job failed ({type(exc).__name__}: {first}); {committed} of {len(parts)} "
+            f"parts are committed in {out_path}: run the same call again to resume"
+        ) from exc
+
+
+def _finish(
+    plan: _Plan,
+    parts: list[Part],
+    todo: list[Part],
+    kept: dict[int, dict[str, Any]],
+    run: _RunResult,
+    out_path: Path,
+    *,
+    memory_budget: int,
+    t_start: float,
+) -> RunSummary:
+    """Write the ids and the manifest (the run's commit point) and return the summary."""
+    missing = [p.describe() for p in parts if p.number not in run.records]
     if missing:  # cannot happen unless Ray dropped a block: refuse to write a short manifest
         raise RuntimeError(f"{len(missing)} parts produced no result: {missing[:5]}")
     attempts = count_claims(out_path)
-    retried = sum(1 for p in todo if attempts.get(p.name, 0) > 1)
-    ids_sha = None
-    if ids_arr is not None:
-        ids_sha = _save_npy(out_path / "ids.npy", ids_arr)
-    seconds = time.perf_counter() - t_start
+    ids_sha = None if plan.ids is None else _save_npy(out_path / "ids.npy", plan.ids)
     summary = RunSummary(
         out=str(out_path),
         manifest=str(out_path / "manifest.json"),
-        method=model.name,
-        engine=eng,
-        rows=n_rows,
+        method=plan.model.name,
+        engine=plan.engine,
+        rows=plan.n_rows,
         parts=len(parts),
-        computed=computed,
-        skipped=len(kept) + present,
-        retried=retried,
+        computed=run.computed,
+        skipped=len(kept) + run.present,
+        retried=sum(1 for p in todo if attempts.get(p.name, 0) > 1),
         attempts=sum(attempts.get(p.name, 0) for p in todo),
-        num_workers=workers,
-        memory_budget=int(memory_budget),
-        seconds=round(seconds, 3),
-        build_seconds=round(build_seconds, 3),
+        num_workers=run.workers,
+        memory_budget=memory_budget,
+        seconds=round(time.perf_counter() - t_start, 3),
+        build_seconds=round(run.build_seconds, 3),
     )
     write_manifest(
         out_path,
-        config=config,
-        key=key,
-        gallery=g_sources,
-        reference=r_sources,
-        records=list(records.values()),
+        config=plan.config,
+        key=plan.key,
+        gallery=plan.g_sources,
+        reference=plan.r_sources,
+        records=list(run.records.values()),
         summary=summary.as_dict(),
         ids_sha256=ids_sha,
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets.shards import ShardedArray, shard_paths
+from .._shards import ShardedArray, shard_paths
 
 __all__ = ["Source", "Part", "list_sources", "plan_parts", "read_part", "open_matrix", "is_url"]
 

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_path, atomic_write_text, sha256_file
+from .._shards import ShardedArray
 from .._version import __version__
-from ..datasets.shards import ShardedArray
 from ..index import Index
 from ..methods import get_method
 from ._inputs import Part, Source, list_sources, open_matrix

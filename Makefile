@@ -38,7 +38,7 @@ lint: $(TEST_VENV)/.installed
 	$(TEST_VENV)/bin/ruff check src tests benchmarks examples scripts
 	$(TEST_VENV)/bin/ruff format --check src tests benchmarks examples scripts
 	$(TEST_VENV)/bin/mypy
-	cd src && ../$(TEST_VENV)/bin/lint-imports --config ../.importlinter
+	cd src && ../$(TEST_VENV)/bin/lint-imports --no-cache --config ../.importlinter
 
 run: $(RUN_VENV)/.installed
 	$(RUN_VENV)/bin/dehub eval

@@ -217,8 +217,9 @@ def bench_qdrant(model, q, exact, args) -> list[dict]:
 
     rows = []
     n = min(args.qdrant_n, model.gallery_.shape[0])
-    sub_model = dehub.NNN(k=model.k, alpha=model.alpha)
-    sub_model._restore(model.gallery_[:n], {k: v[:n] for k, v in model._fitted_arrays().items()})
+    sub_model = dehub.NNN(k=model.k, alpha=model.alpha).restore(
+        model.gallery_[:n], {k: v[:n] for k, v in model.persistence_arrays().items()}
+    )
     sub_exact = sub_model.search(q, 10)[1]
     qn = q[: args.qdrant_queries]
     for form, distance in (("plain", "dot"), ("d+1", "dot"), ("d+2", "cosine"), ("d+2", "euclid")):

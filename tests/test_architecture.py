@@ -71,7 +71,7 @@ def test_layers_contract_is_kept():
     if not Path(lint).exists():
         pytest.skip("import-linter is not installed (pip install -e '.[dev]')")
     out = subprocess.run(
-        [lint, "--config", str(ROOT / ".importlinter"), "--contract", "layers"],
+        [lint, "--no-cache", "--config", str(ROOT / ".importlinter"), "--contract", "layers"],
         capture_output=True,
         text=True,
         cwd=SRC,

@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from .._json import parse_json
 from ._common import describe, export_ids, metadata_table
 from .vectors import augment_items, item_vectors, padded_dim
 
@@ -91,7 +92,7 @@ def lancedb_description(table) -> dict:
         raise ValueError(
             f"LanceDB table {table.name!r} was not written by dehub.export (no 'dehub' schema metadata)"
         )
-    return json.loads(raw)
+    return parse_json(raw, source=f"LanceDB table {table.name!r}: 'dehub' schema metadata")
 
 
 def lancedb_search_params(index: str | None, n: int, num_partitions: int, form: str = "d+2") -> dict:

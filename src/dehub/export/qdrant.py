@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .._json import JSONLimits, read_json
 from ._common import describe, export_ids, metadata_table
 from .vectors import augment_items
 
@@ -59,6 +60,9 @@ def qdrant_client_for(location):
         return QdrantClient(":memory:")
     if loc.startswith(("http://", "https://")):
         return QdrantClient(url=loc)
+    meta = os.path.join(loc, "meta.json")
+    if os.path.isfile(meta):  # bounded before qdrant-client parses it (no RecursionError)
+        read_json(meta, limits=JSONLimits(max_bytes=256 << 20, max_depth=64, max_values=1 << 24), strict=False)
     return QdrantClient(path=loc)
 
 

@@ -35,6 +35,7 @@ import numpy as np
 __all__ = [
     "jsonable",
     "JSONLimits",
+    "OPTION_JSON_LIMITS",
     "JSONReadError",
     "parse_json",
     "read_json",
@@ -74,6 +75,9 @@ class JSONLimits:
     max_depth: int = 64
     max_values: int = 1 << 20
 
+
+#: A JSON value given on the command line (``--params``, ``--engine-params``).
+OPTION_JSON_LIMITS = JSONLimits(max_bytes=1 << 20, max_depth=16, max_values=1 << 16)
 
 _SCAN_CHUNK = 1 << 18
 

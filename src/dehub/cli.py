@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._json import OPTION_JSON_LIMITS, JSONReadError, parse_json
+
 __all__ = ["main", "build_parser"]
 
 _EPILOG = """examples:
@@ -123,9 +125,9 @@ nonnegative_int = _int_at_least(0, "a non-negative integer (0, 1, 2, ...)")
 
 def json_object(text: str) -> dict:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"expected a JSON object; received {text!r} ({exc.msg})") from None
+        value = parse_json(text, source="the option's JSON", limits=OPTION_JSON_LIMITS)
+    except JSONReadError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object; received {text[:80]!r}: {exc}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"k\": 16}}'; received {text!r}")
     return value

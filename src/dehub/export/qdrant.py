@@ -62,7 +62,9 @@ def qdrant_client_for(location):
         return QdrantClient(url=loc)
     meta = os.path.join(loc, "meta.json")
     if os.path.isfile(meta):  # bounded before qdrant-client parses it (no RecursionError)
-        read_json(meta, limits=JSONLimits(max_bytes=256 << 20, max_depth=64, max_values=1 << 24), strict=False)
+        read_json(
+            meta, limits=JSONLimits(max_bytes=256 << 20, max_depth=64, max_values=1 << 24), strict=False
+        )
     return QdrantClient(path=loc)
 
 

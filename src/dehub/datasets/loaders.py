@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._json import JSONLimits, read_json, read_jsonl
 from ..relevance import Relevance
 from .base import PairedBenchmark, PairedSplit
 
@@ -64,6 +65,9 @@ __all__ = [
 MAX_OVERLAP_SHARE = 0.01
 
 _NPY_MAGIC = b"\x93NUMPY"
+#: One line of a pairs file; a Karpathy split file (dataset_coco.json is about 140 MB).
+_PAIR_LIMITS = JSONLimits(max_bytes=16 << 20, max_depth=8, max_values=1 << 20)
+_KARPATHY_LIMITS = JSONLimits(max_bytes=2 << 30, max_depth=16, max_values=1 << 28)
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
@@ -255,21 +259,17 @@ def read_pairs(path: str | Path) -> tuple[list[str], list[str]]:
     qs: list[str] = []
     gs: list[str] = []
     if p.suffix in (".jsonl", ".json", ".ndjson"):
-        with open(p, encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                    q, g = obj["query_id"], obj["gallery_id"]
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ValueError(
-                        f"{p}:{line_no}: expected a JSON object with 'query_id' and "
-                        f"'gallery_id'; received {line.strip()[:80]!r} ({exc})"
-                    ) from None
-                for gi in g if isinstance(g, list) else [g]:
-                    qs.append(str(q))
-                    gs.append(str(gi))
+        for line_no, obj in read_jsonl(p, limits=_PAIR_LIMITS, strict=False):
+            try:
+                q, g = obj["query_id"], obj["gallery_id"]
+            except (KeyError, TypeError, IndexError) as exc:
+                raise ValueError(
+                    f"{p}:{line_no}: expected a JSON object with 'query_id' and "
+                    f"'gallery_id'; received {json.dumps(obj)[:80]!r} ({exc!r})"
+                ) from None
+            for gi in g if isinstance(g, list) else [g]:
+                qs.append(str(q))
+                gs.append(str(gi))
     else:
         with open(p, encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh)
@@ -463,7 +463,7 @@ def load_karpathy_benchmark(
     p = Path(json_path)
     if not p.is_file():
         raise FileNotFoundError(f"Karpathy split file not found: {p}")
-    data = json.loads(p.read_text(encoding="utf-8"))
+    data = read_json(p, limits=_KARPATHY_LIMITS, strict=False)
     images = data.get("images") if isinstance(data, dict) else None
     if not images:
         raise ValueError(f"{p}: expected a JSON object with a non-empty 'images' list")

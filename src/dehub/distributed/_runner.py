@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -43,7 +44,6 @@ __all__ = ["fit", "RunSummary", "ShardError", "DistributedRunError", "DEFAULT_PA
 
 DEFAULT_PART_ROWS = 65536  # gallery rows per unit of work (and per statistic file)
 _ENGINES = ("exact", "ivf", "auto")
-_MAX_TEMP_DIR = 40  # Ray's unix sockets live ~60 characters below its temp dir (limit 107)
 
 
 class ShardError(ValueError):
@@ -172,18 +172,61 @@ def _resolve_model(method: Any, params: dict[str, Any]) -> Any:
     return method.clone(**params)  # never mutate the caller's estimator
 
 
-def _ray_temp_dir(out: Path) -> str:
-    """Ray's temp/spill directory inside the run's directory, or a short one when the run's
-    path is too long for Ray's unix sockets (107 characters)."""
-    candidate = out / ".ray"
-    if len(str(candidate)) <= _MAX_TEMP_DIR:
-        candidate.mkdir(parents=True, exist_ok=True)
-        return str(candidate)
-    return tempfile.mkdtemp(prefix="dehub-ray-")
+class _RayNotes(logging.Filter):
+    """Ray's alarming lines, said in what they mean for a dehub run (``None``: dropped).
+
+    * Ray Data's "The job may hang forever unless the cluster scales up": logged while the
+      pool waits for CPUs that another job or a busy machine holds; the run goes on.
+    * "Token authentication is enabled for this Ray cluster": Ray's default for a local
+      cluster (its token in ``~/.ray/auth_token``), which is what dehub wants: said once
+      by Ray on every start, dropped.
+    * "Progress bars disabled": dehub turns Ray Data's bars off and shows its own.
+    """
+
+    NOTES = {
+        "hang forever unless the cluster scales up": (
+            "dehub: the worker pool is waiting for free CPUs on the Ray cluster (another job or "
+            "a busy machine holds them); the run continues when they are free"
+        ),
+        "Token authentication is enabled for this Ray cluster": None,
+        "Progress bars disabled": None,  # dehub shows its own progress bar
+    }
+    LOGGERS = (
+        "ray.data._internal.progress",
+        "ray.data._internal.execution.resource_manager",
+        "ray._private.authentication.authentication_token_setup",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        for key, note in self.NOTES.items():
+            if key in text:
+                if note is None:
+                    return False
+                record.msg, record.args = note, ()
+        return True
+
+    def attach(self) -> None:
+        for name in self.LOGGERS:  # a filter sees only its own logger's records
+            logging.getLogger(name).addFilter(self)
+
+    def detach(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeFilter(self)
 
 
-def _start_ray(address: str | None, num_workers: int | None, out: Path) -> bool:
-    """Connect to (or start) Ray; return True when this call started it (to stop it)."""
+_NOTES = _RayNotes()  # stateless: attached while a run uses Ray
+
+
+def _start_ray(address: str | None, num_workers: int | None) -> str | None:
+    """Connect to (or start) Ray. Returns None when Ray was already running (left as it
+    is); "" when this call connected to a cluster; else the temp directory of the local
+    cluster it started (removed with :func:`_stop_ray`).
+
+    A local cluster has its temp and spill files in a short directory of the system's
+    temp (never in the user's output directory), no dashboard, node address 127.0.0.1,
+    and Ray's default token authentication.
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
@@ -191,20 +234,37 @@ def _start_ray(address: str | None, num_workers: int | None, out: Path) -> bool:
         raise ImportError(
             "the distributed runner needs Ray Data; install it with `pip install dehub[ray]`"
         ) from exc
+    _NOTES.attach()
     if ray.is_initialized():
-        return False
+        return None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        return True
-    ray.init(
-        num_cpus=num_workers or os.cpu_count() or 1,
-        include_dashboard=False,
-        _temp_dir=_ray_temp_dir(out),
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
-    return True
+        return ""
+    tmp = tempfile.mkdtemp(prefix="dehub-ray-")  # short: Ray's unix sockets (107 characters)
+    try:
+        ray.init(
+            num_cpus=num_workers or os.cpu_count() or 1,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            _temp_dir=tmp,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    except BaseException:
+        _NOTES.detach()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _stop_ray(ray: Any, started: str | None) -> None:
+    _NOTES.detach()
+    if started is None:
+        return
+    ray.shutdown()
+    if started:
+        shutil.rmtree(started, ignore_errors=True)
 
 
 def _pool_size(ray: Any, num_workers: int | None, worker_bytes: int) -> int:
@@ -288,8 +348,8 @@ def fit(
     ids : (n_gallery,) external ids, stored as ``ids.npy`` beside the manifest.
     max_retries : restarts of a dead worker and retries of its part (finite).
     ray_address : an existing cluster (``"auto"``, ``"ray://host:10001"``); default: the
-        running Ray, ``RAY_ADDRESS``, or a local cluster started (and stopped) here with
-        its temp and spill files under ``out/.ray``.
+        running Ray, ``RAY_ADDRESS``, or a local cluster started (and stopped) here on
+        127.0.0.1 with its temp and spill files in the system's temp directory (removed).
     verify_parts : on a rerun, check the SHA-256 of every committed part before keeping it
         (reads all statistics once: 384 GB for 2B items at k=16); False keeps parts whose
         sidecar matches and whose files exist, and leaves the checksums to ``load_index``.
@@ -404,7 +464,7 @@ def fit(
     build_seconds = 0.0
     workers = 0
     if todo:
-        started = _start_ray(ray_address, num_workers, out_path)
+        started = _start_ray(ray_address, num_workers)
         try:
             import ray
             import ray.data
@@ -490,8 +550,7 @@ def fit(
                 data_log.setLevel(log_level)
                 del index_ref
         finally:
-            if started:
-                ray.shutdown()
+            _stop_ray(ray, started)
     missing = [p.describe() for p in parts if p.number not in records]
     if missing:  # cannot happen unless Ray dropped a block: refuse to write a short manifest
         raise RuntimeError(f"{len(missing)} parts produced no result: {missing[:5]}")

@@ -309,7 +309,7 @@ def test_interrupted_job_resumes_computing_only_missing_parts(cluster, heavy, tm
         assert driver.poll() is None, f"the driver exited with {driver.returncode} before it was interrupted"
         driver.send_signal(signal.SIGKILL)  # the whole job dies: driver first, then its actors
     finally:
-        driver.communicate(timeout=120)
+        driver.communicate(timeout=600)
     assert not (out / "manifest.json").exists()
     # the dead job's actors give their CPUs back once the cluster has reaped them
     _wait_for(lambda: ray.available_resources().get("CPU", 0) >= 2, "the dead job's CPUs")

@@ -87,7 +87,7 @@ def test_plain_faiss_example_runs_without_dehub_at_serving(tmp_path):
         [sys.executable, str(ROOT / "examples" / "serve_with_plain_faiss.py")],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         check=True,
     )
     assert "same top-5: True" in out.stdout

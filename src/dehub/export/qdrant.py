@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .._json import JSONLimits, read_json
-from ._common import describe, export_ids, metadata_table
+from ._common import check_description, describe, export_ids, metadata_table, seal_description
 from .vectors import augment_items
 
 __all__ = ["export_qdrant", "qdrant_client_for", "qdrant_description", "QDRANT_DISTANCES"]
@@ -72,7 +72,7 @@ def qdrant_description(client, name: str = "dehub") -> dict:
     meta = client.get_collection(name).config.metadata or {}
     if meta.get("kind") != "dehub.store-export":
         raise ValueError(f"Qdrant collection {name!r} was not written by dehub.export (no dehub metadata)")
-    return dict(meta)
+    return check_description(dict(meta), source=f"Qdrant collection {name!r}: dehub metadata")
 
 
 def _payloads(ids: np.ndarray, bias: np.ndarray, meta, start: int, stop: int) -> list[dict[str, Any]]:
@@ -177,7 +177,7 @@ def export_qdrant(
         collection_name=name,
         vectors_config=models.VectorParams(size=dim, distance=dist),
         hnsw_config=models.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct),
-        metadata=description,
+        metadata=seal_description(description),
     )
     upsert_points(client, name, item_ids, vectors, items.bias, meta, batch_size=batch_size)
     return client

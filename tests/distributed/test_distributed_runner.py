@@ -403,13 +403,30 @@ def test_a_pool_larger_than_the_cluster_is_refused(cluster, data, tmp_path):
         )
 
 
-def test_cli_build_starts_a_quiet_local_cluster_and_leaves_no_ray_files(data, tmp_path):
-    """A local cluster started by ``dehub build --runner ray``: its temp files outside the
-    output directory and removed, Ray's token and progress-bar notices not printed.
-    Before: ``out/.ray`` stayed behind and the token-auth warning was printed."""
+def _listening(root_pid: int) -> set[str]:
+    """The addresses that ``root_pid`` and its descendants listen on (TCP)."""
+    psutil = pytest.importorskip("psutil")
+    try:
+        root = psutil.Process(root_pid)
+        pids = {root_pid} | {p.pid for p in root.children(recursive=True)}
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return set()
+    return {c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN and c.pid in pids}
+
+
+def test_cli_build_starts_a_local_only_quiet_cluster_and_leaves_no_ray_files(data, tmp_path):
+    """``dehub build --runner ray`` with no cluster: every Ray server listens on loopback
+    only, the cluster's temp files stay outside the output directory and are removed, Ray's
+    token and progress-bar notices are not printed. Before: Ray listened on every
+    interface, ``out/.ray`` stayed behind and the token-auth warning was printed."""
     short = Path(tempfile.mkdtemp(prefix="dht-"))  # TMPDIR short: Ray's unix socket paths
     try:
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+        }
         env.update(TMPDIR=str(short), PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         out = tmp_path / "built"
         args = [
@@ -422,18 +439,25 @@ def test_cli_build_starts_a_quiet_local_cluster_and_leaves_no_ray_files(data, tm
             "--k",
             "8",
         ]
-        res = subprocess.run(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "dehub.cli", "build", "--runner", "ray", *map(str, args)],
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=900,
         )
-        assert res.returncode == 0, res.stderr[-3000:]
+        seen: set[str] = set()
+        while proc.poll() is None:  # sample what the cluster listens on while it runs
+            seen |= _listening(proc.pid)
+            time.sleep(0.1)
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr[-3000:]
+        assert seen, "never saw the cluster listening"
+        assert seen <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, seen
         assert sorted(p.name for p in out.iterdir()) == ["claims", "manifest.json", "parts"]
         assert list(short.iterdir()) == []  # the cluster's temp directory is gone too
         for line in ("Token authentication", "Progress bars disabled", "Traceback"):
-            assert line not in res.stderr, res.stderr
+            assert line not in stderr, stderr
     finally:
         shutil.rmtree(short, ignore_errors=True)
 

@@ -8,9 +8,16 @@ The NNN reference implementation and the tie-aware comparison live in
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import pytest
+
+# Every Ray cluster the tests start (in this process or a child) is local-only: Ray's own
+# switch makes its node address 127.0.0.1 and every server listen on loopback (set before
+# any test module imports ray; without it Ray swaps 127.0.0.1 for the machine's address).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 def _unit_rows(rng: np.random.Generator, n: int, d: int, dtype=np.float32) -> np.ndarray:

@@ -289,7 +289,7 @@ def _dehub(args, *, env_path=None, cwd=None):
         text=True,
         env=env,
         cwd=cwd,
-        timeout=120,
+        timeout=600,
     )
 
 
@@ -425,7 +425,7 @@ def test_closed_pipe_ends_quietly(world, rng, unit):
         f"set -o pipefail; {sys.executable} -m dehub.cli search {paths['index']} "
         f"--queries {t / 'many.npy'} --top 20 --quiet | head -n 2"
     )
-    res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=120)
+    res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr
     assert len(res.stdout.splitlines()) == 2
     assert "Broken pipe" not in res.stderr and "BrokenPipeError" not in res.stderr, res.stderr

@@ -627,7 +627,7 @@ try:
 except IndexFormatError as exc:
     print("ERR", exc)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
     assert "changed size from" in out.stdout and "to 200 bytes after it was loaded" in out.stdout
 

@@ -68,7 +68,7 @@ def _run(case: dict) -> dict:
         [sys.executable, "-c", _CHILD, json.dumps(case)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
         env=_ENV,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

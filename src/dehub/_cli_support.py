@@ -9,7 +9,6 @@ layer has no cycle (``docs/architecture.md``). Indexes open with :func:`dehub.lo
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._json import OPTION_JSON_LIMITS, JSONReadError, parse_json
 from .datasets.layouts import cli_embeddings
 from .datasets.npy import load_embeddings, read_npy
 from .methods._cli import method_params_from_args
@@ -58,9 +58,9 @@ nonnegative_int = _int_at_least(0, "a non-negative integer (0, 1, 2, ...)")
 
 def json_object(text: str) -> dict:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"expected a JSON object; received {text!r} ({exc.msg})") from None
+        value = parse_json(text, source="the option's JSON", limits=OPTION_JSON_LIMITS)
+    except JSONReadError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object; received {text[:80]!r}: {exc}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"k\": 16}}'; received {text!r}")
     return value

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from ._io import atomic_path
+from ._json import JSONLimits, JSONReadError, parse_json
 
 __all__ = [
     "FORMAT_VERSION",
@@ -72,6 +73,7 @@ _ALLOWED = {"<f2", "<f4", "<f8", "<i4", "<i8", "<u1", "|u1", "|b1", "<u4", "<u8"
 MAX_HEADER_BYTES = 16 << 20
 #: Deepest JSON nesting the reader accepts (an index header nests 4 levels).
 MAX_JSON_DEPTH = 64
+_HEADER_LIMITS = JSONLimits(max_bytes=MAX_HEADER_BYTES, max_depth=MAX_JSON_DEPTH, max_values=1 << 22)
 _MAX_NDIM = 32
 _MAX_ARRAYS = 4096
 _MAX_ELEMENTS_BYTES = 2**62  # prod(max(dim, 1)) * itemsize must stay below this (numpy's intp)
@@ -217,70 +219,11 @@ def _bad(path: Path, what: str) -> IndexFormatError:
     return IndexFormatError(f"{path}: malformed header: {what}")
 
 
-def _json_depth(raw: bytes, chunk: int = 1 << 18) -> int:
-    """Deepest ``[``/``{`` nesting outside JSON strings: vectorized, no recursion.
-
-    A quote opens or closes a string unless an odd number of backslashes precedes it;
-    brackets count only outside strings. Works in ``chunk``-byte steps (bounded scratch),
-    carrying the string state and the run of trailing backslashes across steps.
-    """
-    data = np.frombuffer(raw, dtype=np.uint8)
-    depth = deepest = 0
-    in_string = 0
-    backslashes = 0  # consecutive backslashes at the end of the previous chunk
-    for s in range(0, data.size, chunk):
-        b = data[s : s + chunk]
-        idx = np.arange(b.size, dtype=np.int64)
-        last_other = np.maximum.accumulate(np.where(b != 92, idx, -1))  # last non-backslash <= i
-        before = np.empty_like(last_other)
-        before[0], before[1:] = -1, last_other[:-1]  # last non-backslash < i
-        run = idx - 1 - before + np.where(before < 0, backslashes, 0)
-        quote = (b == 34) & (run % 2 == 0)
-        outside = (np.cumsum(quote, dtype=np.int64) + in_string) % 2 == 0
-        steps = (((b == 91) | (b == 123)) & outside).astype(np.int64)
-        steps -= ((b == 93) | (b == 125)) & outside
-        levels = np.cumsum(steps) + depth
-        deepest = max(deepest, int(levels.max()))
-        depth = int(levels[-1])
-        in_string = 0 if outside[-1] else 1
-        tail = b.size - 1 - int(last_other[-1])
-        backslashes = tail + (backslashes if last_other[-1] < 0 else 0)
-    return deepest
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text[:20]!r} overflows a float")
-    return value
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
 def _parse_json(path: Path, hbytes: bytes) -> Any:
-    depth = _json_depth(hbytes)
-    if depth > MAX_JSON_DEPTH:
-        raise _bad(path, f"JSON nested {depth} levels deep; expected at most {MAX_JSON_DEPTH}")
     try:
-        return json.loads(
-            hbytes.decode("utf-8"),
-            parse_constant=_no_constants,
-            parse_float=_finite_float,
-            object_pairs_hook=_no_duplicates,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise IndexFormatError(f"{path}: header is not valid JSON: {exc}") from None
+        return parse_json(hbytes, source=f"{path}: header", limits=_HEADER_LIMITS)
+    except JSONReadError as exc:
+        raise IndexFormatError(str(exc)) from None
 
 
 def _is_int(v: Any) -> bool:

@@ -160,3 +160,50 @@ def test_cli_refuses_a_method_that_does_not_decompose_in_one_line(shards, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert "method 'dn'" in err[0] and "cannot be fitted by the distributed runner" in err[0]
+
+
+def _written_run(shards, tmp_path, rng):
+    d, _ = shards
+    gallery = list_sources(d, "gallery")
+    out = tmp_path / "out"
+    key = run_key({"x": 1})
+    records = [_commit(out, p, key, rng)[0] for p in plan_parts(gallery, 512)]
+    write_manifest(
+        out,
+        config={"method": "nnn", "params": {"k": 3, "alpha": 0.75}, "n_reference": 50, "engine": "exact"},
+        key=key,
+        gallery=gallery,
+        reference=gallery[:1],
+        records=records,
+        summary={},
+        ids_sha256=None,
+    )
+    return out
+
+
+def test_an_edited_manifest_is_refused(shards, tmp_path, rng):
+    """Before: alpha changed from 0.75 to 9 by hand loaded silently (no self-checksum)."""
+    out = _written_run(shards, tmp_path, rng)
+    assert load_index(out).model.alpha == 0.75
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["format_version"] == 2 and len(m["manifest_sha256"]) == 64
+    m["params"]["alpha"] = 9
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ManifestError, match=r"manifest\.json: its content does not match its own checksum"):
+        load_index(out)
+    # a downgrade to the unsealed version 1 cannot switch the check off
+    del m["manifest_sha256"]
+    m["format_version"] = 1
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ManifestError, match=r"format version 1; this dehub reads version 2 only"):
+        load_index(out)
+
+
+def test_a_manifest_nested_100k_deep_gives_a_clear_error(shards, tmp_path, rng):
+    """Before: RecursionError traceback from json.loads."""
+    out = _written_run(shards, tmp_path, rng)
+    (out / "manifest.json").write_text('{"kind": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(
+        ManifestError, match=r"manifest\.json: JSON nested 100001 levels deep; expected at most 32"
+    ):
+        read_manifest(out)

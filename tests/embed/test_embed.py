@@ -204,7 +204,7 @@ def test_onnx_encoder_runs_without_torch(onnx_dir, wordnet_text, tmp_path):
         "print(json.dumps([x.shape[0], x.shape[1], e.name]))\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [
         2,
@@ -239,3 +239,14 @@ def test_open_clip_random_weights_texts_and_images(tmp_path):
         1,
         enc.dim,
     )
+
+
+def test_jsonl_input_nested_100k_deep_is_a_clear_cli_error(tmp_path, capsys):
+    """Before: RecursionError traceback from json.loads on one line of the input."""
+    from dehub.cli import main
+
+    (tmp_path / "deep.jsonl").write_text('{"text": "a"}\n{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    assert main(["embed", str(tmp_path / "deep.jsonl"), "-o", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "deep.jsonl:2: JSON nested 100001 levels deep; expected at most 32 levels" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

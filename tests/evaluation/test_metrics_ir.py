@@ -53,10 +53,22 @@ def _brute(scores, rel, ks):
     return {k: np.array(v) for k, v in out.items()}
 
 
-@pytest.mark.slow  # ranx compiles its metrics with numba on first use (~10 s)
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_against_ranx(seed):
+@pytest.fixture(scope="session")
+def ranx():
+    """ranx with its metrics compiled: numba compiles each on first use (10 s on a quiet
+    machine, minutes on a busy one), once per session here rather than inside a test."""
     ranx = pytest.importorskip("ranx")
+    qrels = ranx.Qrels.from_dict({"q": {"a": 1, "b": 1}})
+    run = ranx.Run.from_dict({"q": {"a": 0.5, "b": 0.25, "c": 0.75}})
+    metrics = ["hit_rate@1", "recall@1", "ndcg@1", "mrr", "map@2"]
+    ranx.evaluate(qrels, run, metrics, return_mean=False, make_comparable=True)
+    ranx.evaluate(qrels, run, "map@2", return_mean=False)
+    return ranx
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_against_ranx(ranx, seed):
     scores, relevance, rel, order = _case(seed)
     ks = (1, 3, 10)
     top = order[:, :10]

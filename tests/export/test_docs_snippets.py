@@ -29,7 +29,7 @@ def _run(snippet: str, cwd: Path) -> np.ndarray:
     code = "import sys\nsys.modules['dehub'] = None  # the snippet must not need dehub\n" + snippet
     code += "\nimport numpy as _np\n_np.save('ids_out.npy', _np.asarray(ids, dtype=_np.int64))\n"
     assert "dehub" not in snippet.replace('"dehub"', "").replace("'dehub'", "")
-    subprocess.run([sys.executable, "-c", code], cwd=cwd, check=True, timeout=120, capture_output=True)
+    subprocess.run([sys.executable, "-c", code], cwd=cwd, check=True, timeout=600, capture_output=True)
     return np.load(cwd / "ids_out.npy")
 
 

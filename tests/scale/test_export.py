@@ -87,7 +87,7 @@ def test_plain_faiss_example_runs_without_dehub_at_serving(tmp_path):
         [sys.executable, str(ROOT / "examples" / "serve_with_plain_faiss.py")],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
         check=True,
     )
     assert "same top-5: True" in out.stdout
@@ -96,9 +96,10 @@ def test_plain_faiss_example_runs_without_dehub_at_serving(tmp_path):
     assert "dehub" not in serve_src.split('"""', 2)[-1]
 
 
-def test_version1_sidecar_still_loads(fitted, tmp_path):
-    """Sidecars written by wave 1 (version 1: no form, M or self-checksum) keep loading."""
-    from dehub.export import export_faiss, load_sidecar
+def test_version1_sidecar_is_refused(fitted, tmp_path):
+    """Sidecars of wave 1 (version 1: no form, M or self-checksum) are refused: a version
+    field cannot switch the self-check off (issue 24)."""
+    from dehub.export import SidecarError, export_faiss, load_sidecar
 
     path = export_faiss(fitted, tmp_path / "g.faiss")
     side = json.loads(Path(str(path) + ".json").read_text())
@@ -106,4 +107,5 @@ def test_version1_sidecar_still_loads(fitted, tmp_path):
         side.pop(key)
     side["version"] = 1
     Path(str(path) + ".json").write_text(json.dumps(side))
-    assert load_sidecar(path)["n_items"] == 600
+    with pytest.raises(SidecarError, match="format version 1; this dehub reads version 2 only"):
+        load_sidecar(path)

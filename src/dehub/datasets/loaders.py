@@ -35,13 +35,13 @@ the evaluation applies its documented ``no_positive`` policy and reports their c
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from .._json import JSONLimits, read_json
 from .base import PairedBenchmark, PairedSplit
 from .npy import load_embeddings, read_npy
 from .overlap import (
@@ -69,6 +69,9 @@ __all__ = [
     "check_content_disjoint",
     "MAX_OVERLAP_SHARE",
 ]
+
+#: A Karpathy split file (dataset_coco.json is about 140 MB).
+_KARPATHY_LIMITS = JSONLimits(max_bytes=2 << 30, max_depth=16, max_values=1 << 28)
 
 
 def load_file_benchmark(
@@ -183,7 +186,7 @@ def load_karpathy_benchmark(
     p = Path(json_path)
     if not p.is_file():
         raise FileNotFoundError(f"Karpathy split file not found: {p}")
-    data = json.loads(p.read_text(encoding="utf-8"))
+    data = read_json(p, limits=_KARPATHY_LIMITS, strict=False)
     images = data.get("images") if isinstance(data, dict) else None
     if not images:
         raise ValueError(f"{p}: expected a JSON object with a non-empty 'images' list")

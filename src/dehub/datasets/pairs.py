@@ -9,9 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .._json import JSONLimits, read_jsonl
 from ..relevance import Relevance
 from .base import PairedSplit
 from .npy import load_embeddings, read_npy
+
+#: One line of a pairs file.
+_PAIR_LIMITS = JSONLimits(max_bytes=16 << 20, max_depth=8, max_values=1 << 20)
 
 __all__ = ["load_ids", "read_pairs", "load_relevance", "load_paired_split", "check_disjoint"]
 
@@ -54,21 +58,17 @@ def read_pairs(path: str | Path) -> tuple[list[str], list[str]]:
     qs: list[str] = []
     gs: list[str] = []
     if p.suffix in (".jsonl", ".json", ".ndjson"):
-        with open(p, encoding="utf-8") as fh:
-            for line_no, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                    q, g = obj["query_id"], obj["gallery_id"]
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ValueError(
-                        f"{p}:{line_no}: expected a JSON object with 'query_id' and "
-                        f"'gallery_id'; received {line.strip()[:80]!r} ({exc})"
-                    ) from None
-                for gi in g if isinstance(g, list) else [g]:
-                    qs.append(str(q))
-                    gs.append(str(gi))
+        for line_no, obj in read_jsonl(p, limits=_PAIR_LIMITS, strict=False):
+            try:
+                q, g = obj["query_id"], obj["gallery_id"]
+            except (KeyError, TypeError, IndexError) as exc:
+                raise ValueError(
+                    f"{p}:{line_no}: expected a JSON object with 'query_id' and "
+                    f"'gallery_id'; received {json.dumps(obj)[:80]!r} ({exc!r})"
+                ) from None
+            for gi in g if isinstance(g, list) else [g]:
+                qs.append(str(q))
+                gs.append(str(gi))
     else:
         with open(p, encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh)

@@ -18,12 +18,12 @@ needs only numpy. Every file is checked against the sha256 in ``manifest.json``.
 from __future__ import annotations
 
 import gzip
-import json
 from pathlib import Path
 
 import numpy as np
 
 from .._io import sha256_file
+from .._json import JSONLimits, JSONReadError, parse_json, read_json
 from .base import PairedBenchmark, PairedSplit
 
 __all__ = [
@@ -36,6 +36,8 @@ __all__ = [
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "wordnet"
 FORMAT_VERSION = 1
+#: The bundled texts (3.5 MB decompressed); the bound keeps a corrupt file from ballooning.
+_TEXT_LIMITS = JSONLimits(max_bytes=256 << 20, max_depth=16, max_values=1 << 24)
 SPLITS = ("test", "validation", "reference")
 SIDES = ("definition", "lemma")
 
@@ -56,12 +58,12 @@ def wordnet_manifest(data_dir: str | Path | None = None) -> dict:
     if not path.is_file():
         raise DatasetIntegrityError(f"WordNet benchmark manifest missing: {path}. {_REBUILD}")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        manifest = read_json(path)
+    except JSONReadError as exc:
         raise DatasetIntegrityError(
             f"WordNet benchmark manifest {path} is not valid JSON ({exc}). {_REBUILD}"
         ) from exc
-    version = manifest.get("format_version")
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != FORMAT_VERSION:
         raise DatasetIntegrityError(
             f"WordNet benchmark manifest {path} has format_version {version!r}; this "
@@ -143,9 +145,9 @@ def load_wordnet_benchmark(*, verify: bool = True, data_dir: str | Path | None =
 
     text_path = _check_file(data_dir, manifest["text_file"], manifest, verify)
     try:
-        with gzip.open(text_path, "rt", encoding="utf-8") as fh:
-            text = json.load(fh)
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with gzip.open(text_path, "rb") as fh:
+            text = parse_json(fh.read(_TEXT_LIMITS.max_bytes + 1), source=str(text_path), limits=_TEXT_LIMITS)
+    except (OSError, EOFError, JSONReadError) as exc:
         raise DatasetIntegrityError(
             f"WordNet benchmark file {text_path} is not readable gzip JSON ({exc}). {_REBUILD}"
         ) from exc

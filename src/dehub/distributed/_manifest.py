@@ -9,8 +9,11 @@ cluster, a shared file system such as NFS/EFS/Lustre on a real one)::
     OUT/claims/part-00007.<pid>.<tag>  one empty file per attempt (counts retries)
     OUT/ids.npy                        external gallery ids, when given
 
-Every file is written atomically (:func:`dehub._io.atomic_path`); a part's sidecar is its
-commit record: it names the run, the input rows, and the SHA-256 of each statistic file,
+Every file is written atomically (:func:`dehub._io.atomic_path`) and read back by the
+bounded JSON reader (:func:`dehub._json.read_json`). The manifest is sealed
+(:class:`dehub._json.Seal`: kind, format version 2, ``manifest_sha256`` over every other
+field), so a hand edit (``alpha`` 0.75 -> 9) or a version-1 manifest (no checksum) is
+refused. A part's sidecar is its commit record: it names the run, the input rows, and the SHA-256 of each statistic file,
 so a restarted job keeps exactly the parts whose sidecar and files validate and
 recomputes the rest. A part is a fixed row range of one input file, so rows can never be
 counted twice.
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_path, atomic_write_text, sha256_file
+from .._json import JSONLimits, JSONReadError, Seal, SealError, read_json
 from .._shards import ShardedArray
 from .._version import __version__
 from ..index import Index
@@ -51,8 +55,12 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _KIND = "dehub.distributed.manifest"
+_SEAL = Seal(_KIND, FORMAT_VERSION, checksum_key="manifest_sha256")
+#: A manifest lists every part (about 40 values each) and its input files.
+_MANIFEST_LIMITS = JSONLimits(max_bytes=256 << 20, max_depth=32, max_values=1 << 24)
+_PART_LIMITS = JSONLimits(max_bytes=1 << 20, max_depth=16, max_values=1 << 12)
 
 
 class ManifestError(ValueError):
@@ -109,8 +117,8 @@ def validate_part(out: Path, part: Part, key: str, *, check_files: bool = True) 
     """The part's record if its sidecar matches this run and input and its files check out."""
     pdir = _parts_dir(out)
     try:
-        record = json.loads((pdir / f"{part.name}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = read_json(pdir / f"{part.name}.json", limits=_PART_LIMITS)
+    except (OSError, JSONReadError):
         return None
     if not isinstance(record, dict) or record.get("run") != key or record.get("input") != part.key():
         return None
@@ -162,8 +170,6 @@ def write_manifest(
             raise ManifestError(f"part {r['part']} starts at row {r['first']}, expected {expected}")
         expected += int(r["rows"])
     manifest = {
-        "kind": _KIND,
-        "format_version": FORMAT_VERSION,
         "created_by": f"dehub {__version__}",
         "run": key,
         **config,
@@ -176,7 +182,7 @@ def write_manifest(
         "summary": summary,
     }
     path = out / MANIFEST
-    atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=True))
+    atomic_write_text(path, json.dumps(_SEAL.apply(manifest), indent=1, sort_keys=True))
     return path
 
 
@@ -191,23 +197,18 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     mpath = p / MANIFEST if p.is_dir() else p
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        manifest = read_json(mpath, limits=_MANIFEST_LIMITS)
     except FileNotFoundError:
         raise ManifestError(
             f"{p}: no {MANIFEST}; expected the output directory of dehub.distributed.fit "
             "(an unfinished run has parts but no manifest: rerun it to finish)"
         ) from None
-    except ValueError as exc:
-        raise ManifestError(f"{mpath}: not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("kind") != _KIND:
-        raise ManifestError(
-            f"{mpath}: holds {manifest.get('kind') if isinstance(manifest, dict) else None!r}, expected {_KIND!r}"
-        )
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ManifestError(
-            f"{mpath}: format version {manifest.get('format_version')!r}; this dehub reads version {FORMAT_VERSION}"
-        )
-    return manifest
+    except JSONReadError as exc:
+        raise ManifestError(str(exc)) from None
+    try:
+        return _SEAL.check(manifest, source=str(mpath))
+    except SealError as exc:
+        raise ManifestError(str(exc)) from None
 
 
 def _statistic_view(paths: list[Path]) -> Any:

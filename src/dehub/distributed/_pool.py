@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -31,8 +33,6 @@ from ._manifest import claim, validate_part, write_part
 from ._methods import part_statistics
 
 __all__ = ["ShardError", "DistributedRunError", "PoolResult", "run_parts"]
-
-_MAX_TEMP_DIR = 40  # Ray's unix sockets live ~60 characters below its temp dir (limit 107)
 
 
 class ShardError(ValueError):
@@ -112,39 +112,104 @@ class _PartWorker:
         return {"part": numbers, "status": statuses, "record": records}
 
 
-def _ray_temp_dir(out: Path) -> str:
-    """Ray's temp/spill directory inside the run's directory, or a short one when the run's
-    path is too long for Ray's unix sockets (107 characters)."""
-    candidate = out / ".ray"
-    if len(str(candidate)) <= _MAX_TEMP_DIR:
-        candidate.mkdir(parents=True, exist_ok=True)
-        return str(candidate)
-    return tempfile.mkdtemp(prefix="dehub-ray-")
+class _RayNotes(logging.Filter):
+    """Ray's alarming lines, said in what they mean for a dehub run (``None``: dropped).
+
+    * Ray Data's "The job may hang forever unless the cluster scales up": logged while the
+      pool waits for CPUs that another job or a busy machine holds; the run goes on.
+    * "Token authentication is enabled for this Ray cluster": Ray's default for a local
+      cluster (its token in ``~/.ray/auth_token``), which is what dehub wants: said once
+      by Ray on every start, dropped.
+    * "Progress bars disabled": dehub turns Ray Data's bars off and shows its own.
+    """
+
+    NOTES = {
+        "hang forever unless the cluster scales up": (
+            "dehub: the worker pool is waiting for free CPUs on the Ray cluster (another job or "
+            "a busy machine holds them); the run continues when they are free"
+        ),
+        "Token authentication is enabled for this Ray cluster": None,
+        "Progress bars disabled": None,  # dehub shows its own progress bar
+    }
+    LOGGERS = (
+        "ray.data._internal.progress",
+        "ray.data._internal.execution.resource_manager",
+        "ray._private.authentication.authentication_token_setup",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        for key, note in self.NOTES.items():
+            if key in text:
+                if note is None:
+                    return False
+                record.msg, record.args = note, ()
+        return True
+
+    def attach(self) -> None:
+        for name in self.LOGGERS:  # a filter sees only its own logger's records
+            logging.getLogger(name).addFilter(self)
+
+    def detach(self) -> None:
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeFilter(self)
 
 
-def _start_ray(address: str | None, num_workers: int | None, out: Path) -> bool:
-    """Connect to (or start) Ray; return True when this call started it (to stop it)."""
+_NOTES = _RayNotes()  # stateless: attached while a run uses Ray
+
+
+def _start_ray(address: str | None, num_workers: int | None) -> str | None:
+    """Connect to (or start) Ray. Returns None when Ray was already running (left as it
+    is); "" when this call connected to a cluster; else the temp directory of the local
+    cluster it started (removed with :func:`_stop_ray`).
+
+    A local cluster has its temp and spill files in a short directory of the system's
+    temp (never in the user's output directory), no dashboard, node address 127.0.0.1
+    with every server on the loopback interface, and Ray's default token authentication.
+    Ray replaces a node address 127.0.0.1 by the machine's address unless its own switch
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` (local-only, as on macOS) is set before Ray is
+    imported: it is set here when no cluster address is given and Ray is not imported yet.
+    """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not (address or os.environ.get("RAY_ADDRESS")) and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError as exc:
         raise ImportError(
             "the distributed runner needs Ray Data; install it with `pip install dehub[ray]`"
         ) from exc
+    _NOTES.attach()
     if ray.is_initialized():
-        return False
+        return None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-        return True
-    ray.init(
-        num_cpus=num_workers or os.cpu_count() or 1,
-        include_dashboard=False,
-        _temp_dir=_ray_temp_dir(out),
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
-    return True
+        return ""
+    tmp = tempfile.mkdtemp(prefix="dehub-ray-")  # short: Ray's unix sockets (107 characters)
+    try:
+        ray.init(
+            num_cpus=num_workers or os.cpu_count() or 1,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            _temp_dir=tmp,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+        )
+    except BaseException:
+        _NOTES.detach()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _stop_ray(ray: Any, started: str | None) -> None:
+    _NOTES.detach()
+    if started is None:
+        return
+    ray.shutdown()
+    if started:
+        shutil.rmtree(started, ignore_errors=True)
 
 
 def _pool_size(ray: Any, num_workers: int | None, worker_bytes: int) -> int:
@@ -209,7 +274,7 @@ def run_parts(
 ) -> PoolResult:
     """Compute the missing parts on an actor pool (Ray started here when none runs)."""
     run = PoolResult(records=dict(kept))
-    started = _start_ray(ray_address, num_workers, out_path)
+    started = _start_ray(ray_address, num_workers)
     try:
         import ray
         import ray.data
@@ -270,8 +335,7 @@ def run_parts(
             data_log.setLevel(log_level)
             del index_ref
     finally:
-        if started:
-            ray.shutdown()
+        _stop_ray(ray, started)
     return run
 
 

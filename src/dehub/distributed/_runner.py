@@ -130,8 +130,8 @@ def fit(
     ids : (n_gallery,) external ids, stored as ``ids.npy`` beside the manifest.
     max_retries : restarts of a dead worker and retries of its part (finite).
     ray_address : an existing cluster (``"auto"``, ``"ray://host:10001"``); default: the
-        running Ray, ``RAY_ADDRESS``, or a local cluster started (and stopped) here with
-        its temp and spill files under ``out/.ray``.
+        running Ray, ``RAY_ADDRESS``, or a local cluster started (and stopped) here on
+        127.0.0.1 with its temp and spill files in the system's temp directory (removed).
     verify_parts : on a rerun, check the SHA-256 of every committed part before keeping it
         (reads all statistics once: 384 GB for 2B items at k=16); False keeps parts whose
         sidecar matches and whose files exist, and leaves the checksums to ``load_index``.

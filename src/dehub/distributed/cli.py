@@ -9,6 +9,7 @@ with every CPU of this machine.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 
 from .._cli_support import load_npy, method_params
@@ -25,12 +26,8 @@ def run_build(args: argparse.Namespace) -> int:
             "files; pass it to 'dehub add' instead)"
         )
     ids = load_npy(args.ids, "ids", mmap=False) if args.ids else None
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise SystemExit(
-            "dehub: --runner ray needs Ray Data; install it with `pip install dehub[ray]`"
-        ) from None
+    if importlib.util.find_spec("ray") is None:  # not imported here: fit sets Ray up first
+        raise SystemExit("dehub: --runner ray needs Ray Data; install it with `pip install dehub[ray]`")
     params = method_params(args)
     summary = fit(
         args.method,

@@ -16,6 +16,14 @@ Every encoder returns L2-normalized float32 rows and exposes ``name``, ``dim`` a
 
 ``fp16=True`` halves the weights on a CUDA device; other devices run float32 (with a
 warning), because float16 matmuls on CPU are emulated and slower.
+
+Every text is cut to :func:`max_chars` of the model's maximum length (``max_tokens *
+128`` characters) *before* tokenization: the models truncate to ``max_tokens`` tokens
+anyway, but a tokenizer first splits the whole text, so one 20 MB line used to cost
+3.4 GB. A token covers at most 100 characters in WordPiece (a longer word becomes one
+``[UNK]``), fewer in BPE, so the cut is after the model's own truncation point except in
+text with runs of whitespace or characters the tokenizer drops; memory per batch is
+then bounded by ``batch_size * max_chars`` characters whatever the input.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from .._json import read_json
+
 __all__ = [
     "Encoder",
     "SentenceTransformerEncoder",
@@ -41,6 +51,19 @@ __all__ = [
 
 DEFAULT_MODEL = "minilm"
 _ONNX_CONFIG = "dehub_onnx.json"
+#: Characters kept per token of the model's maximum length (see the module docstring).
+CHARS_PER_TOKEN = 128
+
+
+def max_chars(max_tokens: int) -> int:
+    """The characters of a text that can reach a model truncating at ``max_tokens``."""
+    return int(max_tokens) * CHARS_PER_TOKEN
+
+
+def _cut(texts: Sequence[str], max_tokens: int) -> list[str]:
+    """``texts`` cut to :func:`max_chars` characters each (a slice: no copy of the rest)."""
+    limit = max_chars(max_tokens)
+    return [t if len(t) <= limit else t[:limit] for t in texts]
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -60,6 +83,7 @@ class Encoder:
 
     name: str = ""
     dim: int = 0
+    max_tokens: int = 512  # the model's maximum text length in tokens
     modalities: frozenset[str] = frozenset({"text"})
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -119,10 +143,14 @@ class SentenceTransformerEncoder(Encoder):
         if "clip" in type(self.model[0]).__name__.lower():
             kinds.add("image")
         self.modalities = frozenset(kinds)
+        length: Any = self.model.max_seq_length or getattr(
+            getattr(self.model, "tokenizer", None), "model_max_length", 512
+        )
+        self.max_tokens = min(int(length), 8192)  # some tokenizers say 1e30: no limit
 
     def encode_texts(self, texts, batch_size=64):
         emb = self.model.encode(
-            list(texts),
+            _cut(texts, self.max_tokens),
             batch_size=batch_size,
             show_progress_bar=False,
             convert_to_numpy=True,
@@ -166,6 +194,7 @@ class OpenClipEncoder(Encoder):
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.name = f"open_clip:{model_name}" + (f":{pretrained}" if pretrained else "")
+        self.max_tokens = int(getattr(self.tokenizer, "context_length", 77))
         with torch.no_grad():
             self.dim = int(self.model.encode_text(self.tokenizer(["a"]).to(device)).shape[1])
 
@@ -174,7 +203,7 @@ class OpenClipEncoder(Encoder):
         out = []
         with torch.no_grad():
             for s in range(0, len(texts), batch_size):
-                tokens = self.tokenizer(list(texts[s : s + batch_size])).to(self.device)
+                tokens = self.tokenizer(_cut(texts[s : s + batch_size], self.max_tokens)).to(self.device)
                 out.append(self.model.encode_text(tokens).float().cpu().numpy())
         return _normalize(np.concatenate(out) if out else np.zeros((0, self.dim), np.float32))
 
@@ -211,7 +240,9 @@ class OnnxEncoder(Encoder):
             raise FileNotFoundError(
                 f"{d}: expected model.onnx and tokenizer.json (write them with export_onnx)"
             )
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        cfg = read_json(cfg_path) if cfg_path.is_file() else {}
+        if not isinstance(cfg, dict):
+            raise ValueError(f"{cfg_path}: expected a JSON object (written by export_onnx)")
         _fp16_ok(device, fp16)
         opts = ort.SessionOptions()
         if threads:
@@ -220,7 +251,8 @@ class OnnxEncoder(Encoder):
         self.session = ort.InferenceSession(str(d / "model.onnx"), opts, providers=providers)
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.tokenizer = Tokenizer.from_file(str(d / "tokenizer.json"))
-        self.tokenizer.enable_truncation(max_length=int(cfg.get("max_seq_length", 256)))
+        self.max_tokens = int(cfg.get("max_seq_length", 256))
+        self.tokenizer.enable_truncation(max_length=self.max_tokens)
         self.tokenizer.enable_padding(
             pad_id=int(cfg.get("pad_id", 0)), pad_token=cfg.get("pad_token", "[PAD]")
         )
@@ -230,7 +262,7 @@ class OnnxEncoder(Encoder):
     def encode_texts(self, texts, batch_size=64):
         out = []
         for s in range(0, len(texts), batch_size):
-            enc = self.tokenizer.encode_batch(list(texts[s : s + batch_size]))
+            enc = self.tokenizer.encode_batch(_cut(texts[s : s + batch_size], self.max_tokens))
             ids = np.asarray([e.ids for e in enc], dtype=np.int64)
             mask = np.asarray([e.attention_mask for e in enc], dtype=np.int64)
             feed: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
@@ -294,7 +326,7 @@ def export_onnx(out_dir: str | os.PathLike, model: str | None = None, *, opset: 
         )
     shutil.copyfile(src / "tokenizer.json", out / "tokenizer.json")
     st_cfg = src / "sentence_bert_config.json"
-    max_len = json.loads(st_cfg.read_text()).get("max_seq_length", 256) if st_cfg.is_file() else 256
+    max_len = read_json(st_cfg).get("max_seq_length", 256) if st_cfg.is_file() else 256
     name = "sentence-transformers/all-MiniLM-L6-v2" if model in (None, DEFAULT_MODEL) else str(model)
     cfg = {
         "name": f"onnx:{name}",

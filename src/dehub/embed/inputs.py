@@ -13,13 +13,17 @@ Returns the kind (``"text"`` or ``"image"``), the items, and the metadata column
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
+
+from .._json import JSONLimits, read_jsonl
 
 __all__ = ["read_inputs", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+#: One JSONL line: a text of any length the encoder truncates anyway (see encoders), a
+#: few fields, shallow; read by the bounded JSON reader.
+_LINE_LIMITS = JSONLimits(max_bytes=256 << 20, max_depth=32, max_values=1 << 16)
 
 
 def _image_meta(items: list[str]) -> dict[str, list]:
@@ -53,13 +57,7 @@ def read_inputs(path: str | os.PathLike, *, kind: str | None = None, column: str
     elif suffix in (".jsonl", ".ndjson"):
         items = []
         keys = [column] if column else (["text"] if kind == "text" else ["path", "url"])
-        for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{p}:{lineno}: not valid JSON: {exc}") from None
+        for lineno, obj in read_jsonl(p, limits=_LINE_LIMITS, strict=False):
             key = next((k for k in keys if isinstance(obj, dict) and k in obj), None)
             if key is None:
                 raise ValueError(

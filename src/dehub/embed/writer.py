@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_path
+from .._json import read_json
 from .._progress import progress_bar
 from .encoders import Encoder, get_encoder
 from .inputs import read_inputs
@@ -106,7 +107,11 @@ def embed(
         "input_sha256": _digest(items),
     }
     if cfg_path.is_file():
-        old = json.loads(cfg_path.read_text(encoding="utf-8"))
+        old = read_json(cfg_path)
+        if not isinstance(old, dict):
+            raise ValueError(
+                f"{cfg_path}: expected the JSON object dehub embed writes; found {type(old).__name__}"
+            )
         diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
         if diff:
             raise ValueError(

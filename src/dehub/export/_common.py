@@ -6,7 +6,27 @@ from typing import Any
 
 import numpy as np
 
+from .._json import Seal
 from .vectors import AugmentedItems
+
+#: Every store export's description is sealed (:class:`dehub._json.Seal`): version 2
+#: carries ``description_sha256``; an edited or unsealed (version 1) description is refused.
+STORE_SEAL = Seal("dehub.store-export", 2, version_key="version", checksum_key="description_sha256")
+
+
+def seal_description(desc: dict) -> dict:
+    """``desc`` as it is stored: with kind, version and its self-checksum (a new dict).
+
+    Top-level ``None`` values are left out (read back as missing, ``desc.get`` gives
+    None): Qdrant's metadata update deletes the keys it is given as null, which would
+    break the checksum."""
+    return STORE_SEAL.apply({k: v for k, v in desc.items() if v is not None})
+
+
+def check_description(desc: Any, *, source: str) -> dict:
+    """A stored description, checked against its seal (``ValueError`` naming ``source``)."""
+    return STORE_SEAL.check(desc, source=source, error=ValueError)
+
 
 __all__ = ["export_ids", "metadata_table", "describe", "RESERVED_COLUMNS"]
 
@@ -71,8 +91,8 @@ def describe(source: Any, items: AugmentedItems, *, metric: str, dim: int, extra
     for k, v in model.get_params().items():
         params[k] = v.item() if isinstance(v, np.generic) else v
     desc = {
-        "kind": "dehub.store-export",
-        "version": 1,
+        "kind": STORE_SEAL.kind,
+        "version": STORE_SEAL.version,
         "created_by": f"dehub {__version__}",
         "method": model.name,
         "params": params,

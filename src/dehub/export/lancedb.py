@@ -25,7 +25,8 @@ import os
 
 import numpy as np
 
-from ._common import describe, export_ids, metadata_table
+from .._json import parse_json
+from ._common import check_description, describe, export_ids, metadata_table, seal_description
 from .vectors import augment_items, item_vectors, padded_dim
 
 __all__ = ["export_lancedb", "LANCEDB_INDEXES", "lancedb_description", "lancedb_search_params"]
@@ -53,7 +54,7 @@ def _arrow_table(ids: np.ndarray, vectors: np.ndarray, bias: np.ndarray, meta, d
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
         "bias": pa.array(bias, pa.float32()),
     }
-    text = json.dumps(description, sort_keys=True)
+    text = json.dumps(seal_description(description), sort_keys=True)
     fields = [
         pa.field("id", pa.int64()),
         pa.field("vector", cols["vector"].type, metadata={"dehub": text}),
@@ -91,7 +92,8 @@ def lancedb_description(table) -> dict:
         raise ValueError(
             f"LanceDB table {table.name!r} was not written by dehub.export (no 'dehub' schema metadata)"
         )
-    return json.loads(raw)
+    source = f"LanceDB table {table.name!r}: 'dehub' schema metadata"
+    return check_description(parse_json(raw, source=source), source=source)
 
 
 def lancedb_search_params(index: str | None, n: int, num_partitions: int, form: str = "d+2") -> dict:

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ._common import describe, export_ids, metadata_table
+from .._json import JSONLimits, read_json
+from ._common import check_description, describe, export_ids, metadata_table, seal_description
 from .vectors import augment_items
 
 __all__ = ["export_qdrant", "qdrant_client_for", "qdrant_description", "QDRANT_DISTANCES"]
@@ -59,6 +60,11 @@ def qdrant_client_for(location):
         return QdrantClient(":memory:")
     if loc.startswith(("http://", "https://")):
         return QdrantClient(url=loc)
+    meta = os.path.join(loc, "meta.json")
+    if os.path.isfile(meta):  # bounded before qdrant-client parses it (no RecursionError)
+        read_json(
+            meta, limits=JSONLimits(max_bytes=256 << 20, max_depth=64, max_values=1 << 24), strict=False
+        )
     return QdrantClient(path=loc)
 
 
@@ -66,7 +72,7 @@ def qdrant_description(client, name: str = "dehub") -> dict:
     meta = client.get_collection(name).config.metadata or {}
     if meta.get("kind") != "dehub.store-export":
         raise ValueError(f"Qdrant collection {name!r} was not written by dehub.export (no dehub metadata)")
-    return dict(meta)
+    return check_description(dict(meta), source=f"Qdrant collection {name!r}: dehub metadata")
 
 
 def _payloads(ids: np.ndarray, bias: np.ndarray, meta, start: int, stop: int) -> list[dict[str, Any]]:
@@ -171,7 +177,7 @@ def export_qdrant(
         collection_name=name,
         vectors_config=models.VectorParams(size=dim, distance=dist),
         hnsw_config=models.HnswConfigDiff(m=hnsw_m, ef_construct=hnsw_ef_construct),
-        metadata=description,
+        metadata=seal_description(description),
     )
     upsert_points(client, name, item_ids, vectors, items.bias, meta, batch_size=batch_size)
     return client

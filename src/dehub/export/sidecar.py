@@ -12,15 +12,21 @@ self-describing *and* checkable:
 * against the FAISS file: ``index_sha256`` (the file's bytes), and, reading the file, its
   dimension, item count, metric and stored ids.
 
-The checksum guards against mistakes and careless edits, not against an attacker who
+The seal is :class:`dehub._json.Seal`, the one every stored description uses. The
+checksum guards against mistakes and careless edits, not against an attacker who
 rewrites both files (anyone can recompute a SHA-256): keep exports where only their
-writer can write. Version 1 sidecars (dehub 0.1 wave 1, no self-checksum) still load; they
-get the checks against the FAISS file.
+writer can write. Version 1 sidecars (dehub 0.1 wave 1) carried no self-checksum and are
+refused (export again): a sidecar downgraded to ``"version": 1`` cannot skip the check.
+The sidecar is read by the bounded reader (:func:`dehub._json.read_json`): size, depth
+and value count are checked before it is parsed.
+
+``search_params`` (applied by a server through FAISS's ``ParameterSpace``) are checked
+against the index type and their range: ``nprobe`` an integer in ``[1, nlist]`` for the
+IVF types, ``efSearch`` an integer in ``[1, 2**31 - 1]`` for HNSW, nothing for flat.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -29,15 +35,19 @@ from typing import Any
 import numpy as np
 
 from .._io import atomic_write_text, sha256_file
+from .._json import JSONLimits, JSONReadError, Seal, SealError, read_json
 
 __all__ = ["SidecarError", "SIDECAR_KIND", "SIDECAR_VERSION", "sidecar_path", "write_sidecar", "load_sidecar"]
 
 SIDECAR_KIND = "dehub.faiss-export"
 SIDECAR_VERSION = 2
-_KNOWN_VERSIONS = (1, 2)
+_SEAL = Seal(SIDECAR_KIND, SIDECAR_VERSION, version_key="version", checksum_key="sidecar_sha256")
 _METRICS = {"d+1": ("inner_product",), "d+2": ("l2", "inner_product")}
 _INDEX_TYPES = ("flat", "ivf", "ivf-sq8", "hnsw")
-_MAX_SIDECAR_BYTES = 1 << 31
+#: A sidecar lists every id (about 12 bytes each): 2 GiB allows 150M ids.
+_LIMITS = JSONLimits(max_bytes=1 << 31, max_depth=16, max_values=1 << 28)
+_INT_MAX = 2**31 - 1  # FAISS's search parameters are C ints
+_SEARCH_PARAMS = {"flat": (), "ivf": ("nprobe",), "ivf-sq8": ("nprobe",), "hnsw": ("efSearch",)}
 
 
 class SidecarError(ValueError):
@@ -48,17 +58,10 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(str(path) + ".json")
 
 
-def _canonical(fields: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in fields.items() if k != "sidecar_sha256"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
 def write_sidecar(path: str | os.PathLike, fields: dict[str, Any]) -> Path:
-    """Write ``fields`` plus their self-checksum as ``<path>.json`` atomically."""
-    fields = dict(fields)
-    fields["sidecar_sha256"] = hashlib.sha256(_canonical(fields)).hexdigest()
+    """Write ``fields`` sealed (kind, version, self-checksum) as ``<path>.json`` atomically."""
     out = sidecar_path(path)
-    atomic_write_text(out, json.dumps(fields, indent=1, sort_keys=True))
+    atomic_write_text(out, json.dumps(_SEAL.apply(fields), indent=1, sort_keys=True))
     return out
 
 
@@ -66,23 +69,11 @@ def _fail(path: Path, msg: str) -> SidecarError:
     return SidecarError(f"{path}.json: {msg}")
 
 
-def _check_self(path: Path, side: dict[str, Any]) -> None:
-    version = side.get("version")
-    if isinstance(version, bool) or version not in _KNOWN_VERSIONS:
-        raise _fail(
-            path,
-            f"format version {version!r} is not one this dehub reads (expected one of {_KNOWN_VERSIONS})",
-        )
-    stored = side.get("sidecar_sha256")
-    if version >= 2 or stored is not None:
-        if not isinstance(stored, str):
-            raise _fail(path, "has no sidecar_sha256; it was edited or not written by dehub: export again")
-        if hashlib.sha256(_canonical(side)).hexdigest() != stored:
-            raise _fail(
-                path,
-                "its content does not match its own checksum (sidecar_sha256): a field "
-                "(alpha, k, d, dim, n_items, ids, version...) was changed after export; export again",
-            )
+def _check_self(path: Path, side: Any) -> None:
+    try:
+        _SEAL.check(side, source=f"{path}.json")
+    except SealError as exc:
+        raise SidecarError(str(exc)) from None
     form = side.get("form", "d+1")
     if form not in _METRICS:
         raise _fail(path, f"form must be one of {sorted(_METRICS)}; found {form!r}")
@@ -117,6 +108,31 @@ def _check_self(path: Path, side: dict[str, Any]) -> None:
             raise _fail(path, f"form 'd+2' needs a finite common norm M >= 0; found {m!r}")
     if not isinstance(side.get("params", {}), dict):
         raise _fail(path, "params must be an object")
+    _check_search_params(path, side, nlist=None)
+
+
+def _check_search_params(path: Path, side: dict[str, Any], *, nlist: int | None) -> None:
+    """``search_params`` fit the index type and their range (``nprobe <= nlist``, known
+    from the FAISS file when it was read, else ``<= n_items``)."""
+    sp = side.get("search_params", {})
+    if not isinstance(sp, dict):
+        raise _fail(path, f"search_params must be an object; found {sp!r}")
+    allowed = _SEARCH_PARAMS[side["index_type"]]
+    for key, value in sp.items():
+        if key not in allowed:
+            raise _fail(
+                path,
+                f"search parameter {key!r} does not apply to index_type {side['index_type']!r} "
+                f"(expected {' or '.join(allowed) or 'none'})",
+            )
+        top = _INT_MAX if key == "efSearch" else max(1, nlist if nlist is not None else side["n_items"])
+        if type(value) is not int or not 1 <= value <= top:
+            bound = "nlist" if nlist is not None else "n_items"
+            raise _fail(
+                path,
+                f"search parameter {key} = {value!r}; expected an integer in [1, {top}]"
+                + (f" (the index's {bound})" if key == "nprobe" else " (a C int)"),
+            )
 
 
 def _faiss_ids(index) -> np.ndarray:
@@ -172,6 +188,8 @@ def _check_against_file(path: Path, side: dict[str, Any]) -> None:
     )
     if not same:
         raise _fail(path, "its ids differ from the ids stored in the FAISS file")
+    if side["index_type"] in ("ivf", "ivf-sq8"):
+        _check_search_params(path, side, nlist=int(faiss.extract_index_ivf(index).nlist))
 
 
 def load_sidecar(path: str | os.PathLike, *, verify: bool = True) -> dict[str, Any]:
@@ -182,16 +200,11 @@ def load_sidecar(path: str | os.PathLike, *, verify: bool = True) -> dict[str, A
     path = Path(path)
     sp = sidecar_path(path)
     try:
-        if sp.stat().st_size > _MAX_SIDECAR_BYTES:
-            raise _fail(path, f"is {sp.stat().st_size} bytes, larger than any sidecar dehub writes")
-        side = json.loads(sp.read_text(encoding="utf-8"))
+        side = read_json(sp, limits=_LIMITS)
     except FileNotFoundError:
         raise SidecarError(f"{sp}: no sidecar next to the FAISS file (expected {sp.name})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise _fail(path, f"is not valid JSON: {exc}") from None
-    if not isinstance(side, dict) or side.get("kind") != SIDECAR_KIND:
-        kind = side.get("kind") if isinstance(side, dict) else type(side).__name__
-        raise _fail(path, f"is not a dehub FAISS export sidecar (kind={kind!r})")
+    except JSONReadError as exc:
+        raise SidecarError(str(exc)) from None
     _check_self(path, side)
     if verify:
         _check_against_file(path, side)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import metadata_table
+from ._common import metadata_table, seal_description
 from .vectors import augment_items, item_vectors
 
 __all__ = ["update_store"]
@@ -132,7 +132,7 @@ def _lance_columns(table, columns: list[str]):
 
 
 def _set_lancedb_description(table, desc: dict) -> None:
-    text = json.dumps(desc, sort_keys=True)
+    text = json.dumps(seal_description(desc), sort_keys=True)
     if hasattr(table, "update_field_metadata"):
         table.update_field_metadata({"path": "vector", "metadata": {"dehub": text}})
     else:  # pragma: no cover - lancedb < 0.33
@@ -184,7 +184,7 @@ def _update_qdrant(index, location, name: str, metadata) -> dict[str, Any]:
             keys = sorted({k for row in rows for k in row})
             sub_meta = pa.table({k: [row.get(k) for row in rows] for k in keys}) if keys else None
         upsert_points(client, name, ids[write], vectors[write], items.bias[write], sub_meta)
-    client.update_collection(name, metadata=desc)
+    client.update_collection(name, metadata=seal_description(desc))
     return {
         "added": int(sum(1 for r in write if int(ids[r]) not in set(store_ids))),
         "removed": len(delete),

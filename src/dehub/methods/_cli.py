@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 from collections.abc import Callable
 from numbers import Integral
 
+from .._json import OPTION_JSON_LIMITS, JSONReadError, parse_json
 from . import METHODS
 from ._params import Boolean, Interval, InvalidParameterError
 
@@ -37,9 +37,9 @@ def _parse_bool(text: str) -> bool:
 
 def _json_object(text: str) -> dict:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"expected a JSON object; received {text!r} ({exc.msg})") from None
+        value = parse_json(text, source="the option's JSON", limits=OPTION_JSON_LIMITS)
+    except JSONReadError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object; received {text[:80]!r}: {exc}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(
             f"expected a JSON object such as '{{\"nprobe\": 8}}'; received {text!r}"

@@ -7,7 +7,6 @@ it while the next request sees the new one.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._json import jsonable
+from .._json import JSONLimits, JSONReadError, jsonable, parse_json, read_json
 from .backends import BackendName, ExactBackend, FaissBackend, choose_backend, is_offset_method
 
 __all__ = ["Served", "Examples", "load_served", "load_demo", "k_occurrence", "DEMO_NAME"]
@@ -25,6 +24,7 @@ DEMO_NAME = "wordnet-demo"
 KOCC_K = 10
 _KOCC_MAX_QUERIES = 5_000
 _KOCC_MAX_ITEMS = 1_000_000
+_TEXTS_LIMITS = JSONLimits(max_bytes=1 << 30, max_depth=8, max_values=1 << 27)  # a JSON list of item texts
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,9 @@ def _texts_from(metadata: dict[str, Any], texts_file: str | None, n: int) -> tup
     if texts_file:
         p = Path(texts_file)
         raw = p.read_text(encoding="utf-8")
-        texts = json.loads(raw) if p.suffix == ".json" else raw.splitlines()
+        texts = (
+            parse_json(raw, source=str(p), limits=_TEXTS_LIMITS) if p.suffix == ".json" else raw.splitlines()
+        )
     elif isinstance(metadata.get("item_text"), list):
         texts = metadata["item_text"]
     if texts is None:
@@ -145,11 +147,13 @@ def load_served(
     name = name or path.stem
     sidecar_path = Path(str(path) + ".json")
     if sidecar_path.is_file():
-        try:
-            side = json.loads(sidecar_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        try:  # bounded: a sidecar is checked in full by load_sidecar below
+            side = read_json(
+                sidecar_path, limits=JSONLimits(max_bytes=1 << 31, max_depth=16, max_values=1 << 28)
+            )
+        except JSONReadError:
             side = {}
-        if side.get("kind") == "dehub.faiss-export":
+        if isinstance(side, dict) and side.get("kind") == "dehub.faiss-export":
             from ..export import load_sidecar
 
             side = load_sidecar(path)

@@ -25,17 +25,22 @@ Steps, per block of query rows:
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .._progress import progress_bar
-from ._rows import row_blocks
-from .accel import bf16_matmul, import_torch
-from .exact import scored_by_gemv
-from .topk import select_topk
+from ._rows import even_blocks, row_blocks, scored_by_gemv
+from ._workers import parallel_scope
+from .accel import bf16_matmul, import_torch, resolve_precision
+from .hardware import selection_workers
+from .topk import KernelTopK, kernel_isa, select_topk
 
 __all__ = [
     "BoundCoefficients",
@@ -107,11 +112,25 @@ def pair_bound(
     return coef.a * qn * xn + coef.b * np.asarray(offset_abs, np.float64) + coef.c * (sd * (qn + xn) + coef.d)
 
 
-def _row_norms(a: Any, block: int = 65536) -> np.ndarray:
-    out = np.empty(a.shape[0], np.float64)
-    for s in row_blocks(a.shape[0], block):
-        x = np.asarray(a[s], dtype=np.float64)
-        out[s] = np.sqrt(np.einsum("ij,ij->i", x, x))
+def _norms_upper(a: Any, block: int = 65536) -> np.ndarray:
+    """Upper bounds (float64) of the row norms, from float32 sums of squares.
+
+    A float32 sum of ``d`` float32 squares, in any order, is at least ``(1 - gamma_{d+1})``
+    times the exact sum, less ``d 2^-126`` for products flushed to zero; float64 inputs lose
+    at most a relative ``u32`` (and ``2^-126`` per coordinate) on their way to float32.
+    So ``sqrt(s / (1 - gamma) + d 2^-125) / (1 - u32) + sqrt(d) 2^-125`` bounds the exact
+    norm (the float64 evaluation is covered by the bound's safety factor). One float32
+    pass over the set, not a float64 copy of it.
+    """
+    n, d = a.shape
+    g = _gamma(d + 1, U_FP32)
+    out = np.empty(n, np.float64)
+    for s in row_blocks(n, block):
+        x = np.asarray(a[s], dtype=np.float32)
+        out[s] = np.einsum("ij,ij->i", x, x)
+    np.sqrt(out / (1.0 - g) + d * 2.0 * ETA, out=out)
+    out /= 1.0 - U_FP32
+    out += math.sqrt(d) * 2.0 * ETA
     return out
 
 
@@ -122,7 +141,8 @@ class LowpStats:
     n_pairs: int = 0
     n_candidates: int = 0  # pairs re-scored exactly (after the final filter)
     n_rescore_pairs: int = 0  # GEMM entries computed by the re-score (group unions, padding)
-    fell_back: bool = False  # more candidates than the budget holds: the fp32 engine ran
+    fell_back: bool = False  # rows left unresolved and no fallback given: the caller's fp32 engine ran
+    n_fp32_rows: int = 0  # query rows whose candidates the bound could not hold: fp32 engine
 
     @property
     def candidate_fraction(self) -> float:
@@ -137,6 +157,9 @@ def _round_down_f32(x64: np.ndarray) -> np.ndarray:
     return x32
 
 
+Fallback = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
 def bf16_search(
     queries: Any,
     database: Any,
@@ -149,12 +172,14 @@ def bf16_search(
     database_block: int | None = None,
     progress: bool | str = False,
     stats: LowpStats | None = None,
+    fallback: Fallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The exact engine's top-k through a bf16 pass; None when torch is missing, the
-    scores could overflow bf16, or the kept candidates of a query block would exceed a
-    third of ``memory_budget`` (scores too close together for the bound to prune; the
-    caller then runs the fp32 engine).
+    scores could overflow bf16, or some rows' scores are too close together for the bound
+    to prune and no ``fallback`` was given (the caller then runs the fp32 engine).
 
+    ``fallback(rows)``: the fp32 engine's ``(scores, ids)`` of those query rows (float32,
+    int64, ``(len(rows), k)``), for the few rows the bf16 pass leaves unresolved.
     Inputs are validated shapes (by :func:`~dehub.engine.exact.exact_search`).
     """
     torch = import_torch()
@@ -163,79 +188,274 @@ def bf16_search(
     nq, d = queries.shape
     nd = database.shape[0]
     dt = np.dtype(np.float64) if np.float64 in (queries.dtype, database.dtype) else np.dtype(np.float32)
-    in_dt = dt
     kk = min(k, nd)
     out_v = np.full((nq, k), -np.inf, dtype=np.float32)
     out_i = np.full((nq, k), -1, dtype=np.int64)
-    coef = bound_coefficients(d, in_dt, dt)
-    qn = _row_norms(queries)
-    xn = _row_norms(database)
-    x_max = float(xn.max())
+    coef = bound_coefficients(d, dt, dt)
+    qn = _norms_upper(queries)
+    x_max = float(_norms_upper(database).max())
     off = None if offset is None else np.asarray(offset).astype(dt, copy=False)
     o_max = 0.0 if off is None else float(np.abs(off).max())
-    if float(qn.max()) * x_max + o_max > 1e37:  # bf16/fp32 range: leave it to the fp32 engine
+    if not float(qn.max()) * x_max + o_max <= 1e37:  # bf16/fp32 range: leave it to the fp32 engine
         return None
     # E_i bounds |t_b - t| for every pair of row i (docs/precision.md, Corollary 2)
     e_row = pair_bound(coef, qn, x_max, o_max)
-    # a one-query search is scored by one-row GEMM calls in the fp32 engine (rounded
-    # differently from its tiles): the re-score then uses one-row calls too
     gemv = scored_by_gemv(nq)
     dev = torch.device(device)
-    lanes = max(_LANES, 4 * kk)
-    db_rows = database_block or max(lanes, (min(nd, 16384) // lanes) * lanes or lanes)
-    qb_rows = query_block or max(1, min(nq, (memory_budget // 3) // max(1, db_rows * 8)))
-    qb_rows = max(1, min(qb_rows, 2048))
+    kernel = dev.type == "cpu" and kernel_isa() is not None
+    plan = _plan(nq, nd, d, kk, memory_budget, kernel, query_block, database_block)
     # the whole database in bf16 once, when it fits a third of the budget
-    x_bf_all = None
-    if 2 * nd * d <= memory_budget // 3:
-        x_bf_all = _to_bf16(torch, database, dev)
-    off_t = None if off is None else torch.from_numpy(off.astype(np.float32)).to(dev)
-    db_blocks = list(row_blocks(nd, db_rows))
+    x_bf_all = _to_bf16(torch, database, dev) if 2 * nd * d <= memory_budget // 3 else None
+    off32 = None if off is None else np.ascontiguousarray(off, dtype=np.float32)
+    db_blocks = list(row_blocks(nd, plan.database_block))
     if stats is not None:
         stats.n_pairs += nq * nd
-    kept_cap = max(1, memory_budget // 3) // _KEPT_BYTES  # kept entries of one query block
     label = progress if isinstance(progress, str) else "search (bf16)"
-    n_qb = -(-nq // qb_rows)
-    with progress_bar(total=n_qb * len(db_blocks), desc=label, enable=bool(progress), unit="block") as bar:
-        for qs in row_blocks(nq, qb_rows):
+    n_qb = -(-nq // plan.query_block)
+    width = _first_width(kk)
+    unresolved: list[np.ndarray] = []
+    workers = selection_workers() if kernel else 1
+    with (
+        progress_bar(total=n_qb * len(db_blocks), desc=label, enable=bool(progress), unit="block") as bar,
+        ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool,
+    ):
+        scan = _Scan(torch, dev, database, x_bf_all, off32, db_blocks, pool, workers, bar, memory_budget // 3)
+        for qs in even_blocks(nq, plan.query_block):
             q_np = np.asarray(queries[qs], dtype=dt)
             q_bf = _to_bf16(torch, q_np, dev)
-            m = q_bf.shape[0]
-            two_e = torch.from_numpy(2.0 * e_row[qs]).to(dev)
-            lane_max = torch.full((m, lanes), -math.inf, dtype=torch.float32, device=dev)
-            kept: list[tuple[Any, Any, Any]] = []
-            n_kept = 0
-            for ds in db_blocks:
-                x_bf = x_bf_all[ds] if x_bf_all is not None else _to_bf16(torch, database[ds], dev)
-                t = bf16_matmul(torch, q_bf, x_bf)  # bf16 scores
-                if off_t is not None:  # fp32 only where an offset is subtracted
-                    t = t.float()
-                    t -= off_t[ds]
-                _update_lanes(torch, lane_max, t, lanes)
-                thr = _threshold(torch, lane_max, kk, two_e)
-                mask = t >= thr[:, None]
-                rows, cols = torch.nonzero(mask, as_tuple=True)
-                kept.append((rows, cols + ds.start, t[rows, cols].float()))
-                n_kept += int(rows.numel())
-                if n_kept > kept_cap:  # scores too close for the bound to prune: fp32 engine
-                    if stats is not None:
-                        stats.fell_back = True
-                    return None
-                bar.update(1)
-            thr = _threshold(torch, lane_max, kk, two_e)
-            rows = torch.cat([r for r, _, _ in kept])
-            cols = torch.cat([c for _, c, _ in kept])
-            vals = torch.cat([v for _, _, v in kept])
-            final = vals >= thr[rows]
-            rows_np = rows[final].cpu().numpy().astype(np.int64)
-            cols_np = cols[final].cpu().numpy().astype(np.int64)
-            v, i, n_gemm = _rescore(q_np, database, rows_np, cols_np, off, kk, dt, gemv)
+            two_e = 2.0 * e_row[qs]
+            if kernel:
+                rows, cols, lost, counts = scan.kernel_pass(q_bf, kk, width, two_e)
+                if counts.size:  # the next blocks keep what this one needed, and some
+                    width = _next_width(kk, counts)
+            else:
+                got = scan.torch_pass(q_bf, kk, two_e, max(1, memory_budget // 3) // _KEPT_BYTES)
+                if got is None:
+                    lost = np.arange(qs.stop - qs.start)
+                    rows = cols = np.empty(0, np.int64)
+                else:
+                    (rows, cols), lost = got, np.empty(0, np.int64)
+            key = scan.best if kernel else None
+            v, i, n_gemm = _rescore(q_np, database, rows, cols, off, kk, dt, gemv, key)
             if stats is not None:
-                stats.n_candidates += int(rows_np.size)
+                stats.n_candidates += int(rows.size)
                 stats.n_rescore_pairs += n_gemm
             out_v[qs, :kk] = v
             out_i[qs, :kk] = i
+            if lost.size:
+                unresolved.append(lost + qs.start)
+    if unresolved:
+        lost = np.concatenate(unresolved)
+        if stats is not None:
+            stats.n_fp32_rows += int(lost.size)
+        if fallback is None:
+            if stats is not None:
+                stats.fell_back = True
+            return None
+        fv, fi = fallback(lost)
+        out_v[lost], out_i[lost] = fv, fi
     return out_v, out_i
+
+
+@dataclass(frozen=True)
+class _Plan:
+    query_block: int
+    database_block: int
+
+
+_KERNEL_DB_BLOCK = 16384  # columns of one bf16 tile
+_KERNEL_TILE_BYTES = 32 * 2**20  # a bf16 tile of 1,024 x 16,384 scores
+
+
+def _plan(
+    nq: int,
+    nd: int,
+    d: int,
+    k: int,
+    memory_budget: int,
+    kernel: bool,
+    query_block: int | None,
+    database_block: int | None,
+) -> _Plan:
+    """Blocks of the bf16 pass. The compiled selection reads bf16 tiles of up to 32 MiB
+    (1,024 x 16,384 scores) straight from the GEMM's output; the torch selection keeps
+    the previous 2,048-row blocks."""
+    lanes = max(_LANES, 4 * k)
+    if kernel:
+        db = database_block or min(nd, _KERNEL_DB_BLOCK)
+        qb = query_block or max(
+            2, min(nq, _KERNEL_TILE_BYTES // (2 * max(db, 1)), (memory_budget // 3) // (6 * db))
+        )
+        return _Plan(max(1, min(qb, nq)), max(1, db))
+    db = database_block or max(lanes, (min(nd, 16384) // lanes) * lanes or lanes)
+    qb = query_block or max(1, min(nq, (memory_budget // 3) // max(1, db * 8)))
+    return _Plan(max(1, min(qb, 2048)), db)
+
+
+def _first_width(k: int) -> int:
+    """Entries kept per row by the first query block's selection: k and as many again
+    (at least 32 more); later blocks size it from what the rows before them needed."""
+    return k + max(32, k)
+
+
+def _next_width(k: int, counts: np.ndarray) -> int:
+    """Kept entries per row for the next query block: 1.25 x the 99th percentile of the
+    candidates per row so far, plus 16 (at least k + 16)."""
+    need = float(np.quantile(counts, 0.99))
+    return int(max(k + 16, math.ceil(1.25 * need) + 16))
+
+
+class _Scan:
+    """The bf16 pass of one search: a query block against every database block."""
+
+    def __init__(
+        self,
+        torch: Any,
+        dev: Any,
+        database: Any,
+        x_bf_all: Any,
+        off32: np.ndarray | None,
+        db_blocks: list[slice],
+        pool: Any,
+        workers: int,
+        bar: Any,
+        kept_bytes: int,
+    ) -> None:
+        self.torch, self.dev, self.database, self.x_bf_all = torch, dev, database, x_bf_all
+        self.off32, self.db_blocks, self.pool, self.workers, self.bar = off32, db_blocks, pool, workers, bar
+        self.off_t = None if off32 is None else torch.from_numpy(off32.copy()).to(dev)
+        self.kept_bytes = kept_bytes
+        self.best = np.zeros(0, np.int64)  # each row's best bf16 candidate (last kernel pass)
+
+    def _x(self, ds: slice) -> Any:
+        if self.x_bf_all is not None:
+            return self.x_bf_all[ds]
+        return _to_bf16(self.torch, self.database[ds], self.dev)
+
+    def kernel_pass(
+        self, q_bf: Any, k: int, width: int, two_e: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates through the compiled selection, which reads the bf16 tiles the GEMM
+        wrote: the ``width`` best bf16 scores of each row (offset subtracted in float32
+        inside the same pass, floor from the first tile), then the bound's filter on them.
+
+        Returns ``(rows, cols, unresolved rows, candidates per resolved row)``: a row is
+        resolved when every entry that the bound keeps is among its kept ones (fewer than
+        ``width`` above the floor, or the ``width``-th below the threshold) and the floor
+        lies below the threshold; the others are searched again with four times the width
+        and a proven floor, and what still fails goes to the fp32 engine.
+        """
+        torch = self.torch
+        m = q_bf.shape[0]
+        nd = self.db_blocks[-1].stop
+        lost = np.arange(m)
+        self.best = np.zeros(m, np.int64)
+        found_r: list[np.ndarray] = []
+        found_c: list[np.ndarray] = []
+        found_n: list[np.ndarray] = []
+        bet = True
+        while True:
+            q_sub = q_bf if lost.size == m else q_bf[torch.from_numpy(lost)]
+            r, c, lost, counts = self._kernel_rows(q_sub, lost, k, width, two_e[lost], bet)
+            found_r.append(r)
+            found_c.append(c)
+            found_n.append(counts)
+            width, bet = 4 * width, False
+            # the state of a wider pass (12 bytes a kept entry, twice for the buffer)
+            if not lost.size or width > 4 * nd or lost.size * width * 24 > self.kept_bytes:
+                break
+        return np.concatenate(found_r), np.concatenate(found_c), lost, np.concatenate(found_n)
+
+    def _kernel_rows(
+        self, q_bf: Any, row_ids: np.ndarray, k: int, width: int, two_e: np.ndarray, bet: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        torch = self.torch
+        m = q_bf.shape[0]
+        nd = self.db_blocks[-1].stop
+        width = min(width, nd)
+        top = KernelTopK(m, width, np.float32)
+        first = self.db_blocks[0].stop - self.db_blocks[0].start
+        j = _bet_rank(width, first, nd) if bet else None
+        tiles: dict[int, Any] = {}
+        parts = list(even_blocks(m, -(-m // self.workers))) if m >= 2 * self.workers else [slice(0, m)]
+        for ds in self.db_blocks:
+            nb = ds.stop - ds.start
+            if nb not in tiles:
+                tiles[nb] = torch.empty((m, nb), dtype=torch.bfloat16, device=self.dev)
+            t = tiles[nb]
+            torch.mm(q_bf, self._x(ds).T, out=t)
+            bits = t.view(torch.int16).numpy()
+            off_b = None if self.off32 is None else self.off32[ds]
+
+            def push(
+                r: slice, bits: np.ndarray = bits, off_b: np.ndarray | None = off_b, start: int = ds.start
+            ) -> None:
+                top.push(bits[r], start, r.start, offset=off_b, floor_rank=j)
+
+            if self.pool is None or len(parts) == 1:
+                push(slice(0, m))
+            else:
+                list(self.pool.map(push, parts))
+            if self.bar is not None and bet:
+                self.bar.update(1)
+        v, i = top.result()
+        n_kept = (i >= 0).sum(axis=1)
+        kth = v[np.arange(m), np.minimum(k, n_kept.clip(1)) - 1].astype(np.float64)
+        thr = _round_down_f32(kth - two_e)
+        flo = top.flo
+        ok = (n_kept >= k) & ((thr > flo) | ~np.isfinite(flo))
+        ok &= (n_kept < width) | (v[:, width - 1] < thr) | (n_kept == nd)
+        keep = (v >= thr[:, None]) & ok[:, None]
+        r, c = np.nonzero(keep)
+        counts = keep.sum(axis=1)[ok]
+        self.best[row_ids] = i[:, 0]
+        return row_ids[r], i[r, c], row_ids[~ok], counts
+
+    def torch_pass(
+        self, q_bf: Any, kk: int, two_e64: np.ndarray, kept_cap: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Candidates through torch ops (any device): running lane maxima of each row, every
+        entry within ``2 E_i`` of the k-th largest lane maximum kept, the final filter with
+        the final maxima. None: more kept entries than ``kept_cap``."""
+        torch, dev = self.torch, self.dev
+        m = q_bf.shape[0]
+        lanes = max(_LANES, 4 * kk)
+        two_e = torch.from_numpy(two_e64).to(dev)
+        lane_max = torch.full((m, lanes), -math.inf, dtype=torch.float32, device=dev)
+        kept: list[tuple[Any, Any, Any]] = []
+        n_kept = 0
+        for ds in self.db_blocks:
+            t = bf16_matmul(torch, q_bf, self._x(ds))  # bf16 scores
+            if self.off_t is not None:  # fp32 only where an offset is subtracted
+                t = t.float()
+                t -= self.off_t[ds]
+            _update_lanes(torch, lane_max, t, lanes)
+            thr = _threshold(torch, lane_max, kk, two_e)
+            rows, cols = torch.nonzero(t >= thr[:, None], as_tuple=True)
+            kept.append((rows, cols + ds.start, t[rows, cols].float()))
+            n_kept += int(rows.numel())
+            if n_kept > kept_cap:  # scores too close for the bound to prune
+                return None
+            if self.bar is not None:
+                self.bar.update(1)
+        thr = _threshold(torch, lane_max, kk, two_e)
+        rows = torch.cat([r for r, _, _ in kept])
+        cols = torch.cat([c for _, c, _ in kept])
+        vals = torch.cat([v for _, _, v in kept])
+        final = vals >= thr[rows]
+        return rows[final].cpu().numpy().astype(np.int64), cols[final].cpu().numpy().astype(np.int64)
+
+
+def _bet_rank(width: int, first: int, nd: int) -> int | None:
+    """The floor's lane rank for a selection of ``width`` entries over ``nd`` columns whose
+    first tile has ``first``: the engine's bet (about ``e + 4 sqrt(e) + 4`` with ``e`` the
+    expected number of a row's best ``width`` in that tile); None: a proven floor. A lost
+    bet only costs a second pass over that row."""
+    if nd < 4 * first:
+        return None
+    e = width * first / nd
+    j = int(math.ceil(e + 4.0 * math.sqrt(e) + 4.0))
+    return j if j < width else None
 
 
 def _to_bf16(torch: Any, a: Any, dev: Any) -> Any:
@@ -272,6 +492,33 @@ def _threshold(torch: Any, lane_max: Any, k: int, two_e: Any) -> Any:
 _GEMV_MIN_COLS = 64  # GEMV tails round differently: pad single-row re-scores to this many
 
 
+@functools.cache
+def rescore_group_shape(d: int, dt: np.dtype) -> tuple[int, int]:
+    """Rows and minimum columns of the re-score's GEMMs, checked on this BLAS once per
+    process: the fewest rows (2, else 8) whose GEMMs give every entry the same bits as a
+    large GEMM of the same vectors. OpenBLAS 0.3.31 (SkylakeX) takes a small-matrix kernel,
+    which rounds differently, below about 1,280 rows x columns, and GEMV for one row:
+    2 x 1,024 stays on the main path and wastes a quarter of the 8 x 256 groups' entries
+    when a row has a few hundred candidates. Falls back to the 8 x 256 groups."""
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((64, d)).astype(dt)
+    x = rng.standard_normal((3000, d)).astype(dt)
+    full = q @ x.T
+    for rows, cols in ((2, 1024), (4, 512)):
+        ok = True
+        for n in (cols, cols + 37, 2 * cols + 5):
+            r = rng.choice(64, rows, replace=False)
+            c = rng.choice(3000, n, replace=False)
+            part = q[r] @ x[c].T
+            ok = ok and bool(
+                np.array_equal(part, full[np.ix_(r, c)])
+                and np.array_equal(np.signbit(part), np.signbit(full[np.ix_(r, c)]))
+            )
+        if ok:
+            return rows, cols
+    return _GROUP_ROWS, _MIN_GROUP_COLS
+
+
 def _rescore(
     q: np.ndarray,
     database: Any,
@@ -281,12 +528,17 @@ def _rescore(
     k: int,
     dt: np.dtype,
     gemv: bool = False,
+    key: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Exact scores of the kept pairs, the fp32 engine's GEMM entries, and the top-k.
 
     ``gemv``: the engine scored this search with one-row GEMV calls (a single query,
-    :func:`~dehub.engine.exact.scored_by_gemv`); its candidates are then re-scored with a
-    one-row call too, else with 8-row GEMMs."""
+    :func:`~dehub.engine._rows.scored_by_gemv`); its candidates are then re-scored with a
+    one-row call too, else with GEMMs of 8 rows against the union of their candidates.
+    ``key`` (one id per row, e.g. its best bf16 candidate): rows with near keys are grouped
+    together, so a group's rows share candidates and its union stays small. Groups run on
+    the worker threads, one BLAS thread each (:func:`~dehub.engine._workers.parallel_scope`).
+    """
     m = q.shape[0]
     order = np.lexsort((cols, rows))
     rows, cols = rows[order], cols[order]
@@ -296,37 +548,42 @@ def _rescore(
     si = np.full((m, width), -1, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(counts)])
     pos = np.arange(rows.size) - starts[rows]
-    n_gemm = 0
-    step = 1 if gemv else _GROUP_ROWS
-    for g0 in range(0, m, step):
-        g1 = min(g0 + step, m)
-        a, b = starts[g0], starts[g1]
-        if a == b:
-            continue
-        gr, gc, gp = rows[a:b], cols[a:b], pos[a:b]
+    row_order = np.arange(m) if key is None or gemv else np.argsort(key, kind="stable")
+    group_rows, min_cols = rescore_group_shape(q.shape[1], dt)
+    step = 1 if gemv else group_rows
+    groups = [row_order[g : g + step] for g in range(0, m, step)]
+
+    def one(g: np.ndarray) -> int:
+        sel = np.concatenate([np.arange(starts[r], starts[r + 1]) for r in g])
+        if sel.size == 0:
+            return 0
+        gr, gc, gp = rows[sel], cols[sel], pos[sel]
         if gemv:  # pad the columns so the one-row call rounds as the engine's GEMV did
             cp = np.concatenate([gc, np.full(max(0, _GEMV_MIN_COLS - gc.size), gc[0])])
-            s1 = np.matmul(q[g0:g1], np.asarray(database[cp], dtype=dt).T)
+            s1 = np.matmul(q[g], np.asarray(database[cp], dtype=dt).T)
             if off is not None:
                 np.subtract(s1, off[cp], out=s1)
-            n_gemm += s1.size
-            sv[g0, gp] = s1[0, : gc.size]
-            si[g0, gp] = gc
-            continue
+            sv[gr, gp] = s1[0, : gc.size]
+            si[gr, gp] = gc
+            return int(s1.size)
         union, inv = np.unique(gc, return_inverse=True)
         n_u = union.size
-        if n_u < _MIN_GROUP_COLS:  # pad the columns so the GEMM takes the main path
-            union = np.concatenate([union, np.full(_MIN_GROUP_COLS - n_u, union[0])])
-        qg = q[g0:g1]
-        if qg.shape[0] < _GROUP_ROWS:  # pad the rows likewise
-            qg = np.concatenate([qg, np.repeat(qg[:1], _GROUP_ROWS - qg.shape[0], axis=0)])
+        if n_u < min_cols:  # pad the columns so the GEMM takes the main path
+            union = np.concatenate([union, np.full(min_cols - n_u, union[0])])
+        gq = g if g.size >= group_rows else np.concatenate([g, np.repeat(g[:1], group_rows - g.size)])
+        local = np.empty(m, np.int64)
+        local[g] = np.arange(g.size)
         xu = np.asarray(database[union], dtype=dt)
-        s = np.matmul(qg, xu.T)
-        n_gemm += s.size
+        s = np.matmul(q[gq], xu.T)  # rows padded likewise
         if off is not None:
             np.subtract(s, off[union], out=s)
-        sv[gr, gp] = s[gr - g0, inv]
+        sv[gr, gp] = s[local[gr], inv]
         si[gr, gp] = gc
+        return int(s.size)
+
+    with parallel_scope(min(selection_workers(), max(1, len(groups) // 4))) as pool:
+        chunks = [groups[c : c + 16] for c in range(0, len(groups), 16)]
+        n_gemm = sum(pool.map(lambda ch: sum(one(g) for g in ch), chunks))
     v, i = select_topk(sv, k, ids=si)
     return v.astype(np.float32, copy=False), i, n_gemm
 
@@ -345,12 +602,11 @@ def search_with_precision(
     progress: bool | str = False,
     dense: bool = False,
     stats: LowpStats | None = None,
+    fallback: Fallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The hook of :func:`~dehub.engine.exact.exact_search`: the bf16 result, or None for
     "run the fp32 engine" (precision resolves to fp32, torch missing, or a small batch
     that the fp32 engine serves with one bandwidth-bound GEMM: ``dense``)."""
-    from .accel import resolve_precision
-
     if resolve_precision(precision, device) != "bf16":
         if str(device) != "cpu":
             raise ValueError(
@@ -375,4 +631,5 @@ def search_with_precision(
         database_block=database_block,
         progress=progress,
         stats=stats,
+        fallback=fallback,
     )

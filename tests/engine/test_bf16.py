@@ -167,11 +167,103 @@ def test_auto_follows_the_cpu_flags(monkeypatch):
     from dehub.engine import accel
 
     monkeypatch.setattr(accel, "cpu_bf16_flags", lambda path="/proc/cpuinfo": ())
-    assert resolve_precision("auto") == "fp32"
+    assert resolve_precision("auto") == "fp32"  # no native bf16: fp32, nothing measured
     monkeypatch.setattr(accel, "cpu_bf16_flags", lambda path="/proc/cpuinfo": ("amx_bf16",))
-    assert resolve_precision("auto") == "bf16"
+    assert resolve_precision("auto") == "auto"  # a measurement decides
     assert resolve_precision("auto", device="cuda:0") == "bf16"
     assert resolve_precision("fp32") == "fp32"
+
+
+@pytest.fixture
+def tuning_dir(tmp_path, monkeypatch):
+    """A fresh tuning cache, and "auto" eligible (torch and native bf16) on any CPU."""
+    from dehub.engine import accel, lowp
+
+    monkeypatch.setenv("DEHUB_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("DEHUB_TUNING", raising=False)
+    monkeypatch.setattr(accel, "cpu_bf16_flags", lambda path="/proc/cpuinfo": ("amx_bf16",))
+    monkeypatch.setattr(lowp, "_AUTO_MIN_PAIRS", 0)  # small test data is measured too
+    monkeypatch.setattr(lowp, "_AUTO_QUERIES", 64)
+    monkeypatch.setattr(lowp, "_AUTO_DATABASE", 1024)
+    return tmp_path
+
+
+def _count_bf16(monkeypatch):
+    from dehub.engine import lowp
+
+    calls = []
+    real = lowp.bf16_search
+    monkeypatch.setattr(lowp, "bf16_search", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    return calls
+
+
+def test_auto_is_the_cached_measurement(tuning_dir, monkeypatch):
+    """Given the cached measurement, "auto" is deterministic: it never measures again and
+    runs what the cache says; either way the results are the fp32 engine's."""
+    from dehub.engine import lowp, tuning
+
+    q, x = _data("clustered", 120, 3000, 32, seed=41)
+    want = exact_search(q, x, 10)
+    shape = tuning.shape_class(
+        "precision", d=32, dtype=np.float32, k=10, n_queries=120, n_database=3000, offset=False, device="cpu"
+    )
+
+    def no_measure(*a, **kw):
+        raise AssertionError("measured although the cache holds the choice")
+
+    monkeypatch.setattr(lowp, "measure_precision", no_measure)
+    for choice, bf16_runs in (("bf16", 1), ("fp32", 0)):
+        tuning.record_choice(shape, choice, {"bf16_over_fp32": 0.5 if choice == "bf16" else 1.5})
+        calls = _count_bf16(monkeypatch)
+        for _ in range(2):
+            got = exact_search(q, x, 10, precision="auto")
+            np.testing.assert_array_equal(got[1], want[1])
+            np.testing.assert_array_equal(got[0].view(np.int32), want[0].view(np.int32))
+        assert len(calls) == 2 * bf16_runs
+    report = tuning.tuning_report()
+    assert report["choices"][shape]["choice"] == "fp32"
+    assert report["cache_file"] == str(tuning_dir / "tuning.json")
+    assert tuning.reset_tuning() == 1 and tuning.tuning_report()["choices"] == {}
+
+
+def test_auto_measures_once_and_records(tuning_dir, monkeypatch):
+    from dehub.engine import lowp, tuning
+
+    q, x = _data("random", 100, 4000, 32, seed=42)
+    off = np.random.default_rng(1).random(4000).astype(np.float32) * 0.1
+    want = exact_search(q, x, 8, offset=off)
+    runs = []
+    real = lowp.measure_precision
+    monkeypatch.setattr(lowp, "measure_precision", lambda *a, **kw: runs.append(1) or real(*a, **kw))
+    for _ in range(2):
+        got = exact_search(q, x, 8, offset=off, precision="auto")
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0].view(np.int32), want[0].view(np.int32))
+    assert runs == [1]  # measured once, then read back
+    (entry,) = tuning.tuning_report()["choices"].values()
+    assert entry["choice"] in ("fp32", "bf16")
+    assert len(entry["fp32_s"]) == len(entry["bf16_s"]) == 3 and entry["sample"][:2] == [64, 1024]
+    assert (entry["choice"] == "bf16") == (entry["bf16_over_fp32"] <= 0.9)
+    # switched off: measures every time and keeps nothing
+    monkeypatch.setenv("DEHUB_TUNING", "off")
+    assert tuning.cached_choice(next(iter(tuning.tuning_report()["choices"]), "x")) is None
+    exact_search(q, x, 8, offset=off, precision="auto")
+    assert runs == [1, 1]
+
+
+def test_auto_without_native_bf16_or_torch_is_fp32(tuning_dir, monkeypatch):
+    from dehub.engine import accel, lowp
+
+    monkeypatch.setattr(lowp, "measure_precision", lambda *a, **kw: pytest.fail("measured"))
+    calls = _count_bf16(monkeypatch)
+    q, x = _data("random", 100, 3000, 16, seed=43)
+    want = exact_search(q, x, 5)
+    monkeypatch.setattr(accel, "cpu_bf16_flags", lambda path="/proc/cpuinfo": ())
+    np.testing.assert_array_equal(exact_search(q, x, 5, precision="auto")[1], want[1])
+    monkeypatch.setattr(accel, "cpu_bf16_flags", lambda path="/proc/cpuinfo": ("amx_bf16",))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    np.testing.assert_array_equal(exact_search(q, x, 5, precision="auto")[1], want[1])
+    assert calls == [] and not (tuning_dir / "tuning.json").exists()
 
 
 def test_fallback_without_torch(monkeypatch, capsys):
@@ -242,6 +334,14 @@ def test_device_path_on_cpu_tensors_and_device_errors():
     got = exact_search(q, x, 12, precision="bf16", device="cpu", **blocks)
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[0].view(np.int32), want[0].view(np.int32))
+    # the GPU's selection (torch ops: lane maxima, threshold, nonzero) on CPU tensors
+    default = exact_search(q, x, 12)
+    for kw in ({}, blocks):
+        st = LowpStats()
+        got = bf16_search(q, x, 12, stats=st, compiled=False, **{"memory_budget": BUDGET, **kw})
+        assert got is not None and st.n_candidates > 0
+        np.testing.assert_array_equal(got[1], default[1])
+        np.testing.assert_array_equal(got[0].view(np.int32), default[0].view(np.int32))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             exact_search(q, x, 12, precision="bf16", device="cuda")

@@ -246,6 +246,9 @@ def exact_search(
             and database_block is None
             and _dense_fits(nq, database, dt, memory_budget),
             fallback=fp32_rows,
+            fp32_engine=lambda q, x, kq, off_q: exact_search(
+                q, x, kq, offset=off_q, memory_budget=memory_budget
+            ),
         )
         if low is not None:
             return low

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -41,6 +42,7 @@ from ._workers import parallel_scope
 from .accel import bf16_matmul, import_torch, resolve_precision
 from .hardware import selection_workers
 from .topk import KernelTopK, kernel_isa, select_topk
+from .tuning import measured, shape_class
 
 __all__ = [
     "BoundCoefficients",
@@ -48,6 +50,9 @@ __all__ = [
     "pair_bound",
     "bf16_search",
     "search_with_precision",
+    "auto_precision",
+    "measure_precision",
+    "rescore_group_shapes",
     "LowpStats",
 ]
 
@@ -173,6 +178,7 @@ def bf16_search(
     progress: bool | str = False,
     stats: LowpStats | None = None,
     fallback: Fallback | None = None,
+    compiled: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The exact engine's top-k through a bf16 pass; None when torch is missing, the
     scores could overflow bf16, or some rows' scores are too close together for the bound
@@ -180,6 +186,8 @@ def bf16_search(
 
     ``fallback(rows)``: the fp32 engine's ``(scores, ids)`` of those query rows (float32,
     int64, ``(len(rows), k)``), for the few rows the bf16 pass leaves unresolved.
+    ``compiled``: select with the compiled kernel (CPU only; default: where it is built)
+    or with torch ops on ``device`` (``False``: the GPU's selection, run on CPU tensors).
     Inputs are validated shapes (by :func:`~dehub.engine.exact.exact_search`).
     """
     torch = import_torch()
@@ -202,10 +210,14 @@ def bf16_search(
     e_row = pair_bound(coef, qn, x_max, o_max)
     gemv = scored_by_gemv(nq)
     dev = torch.device(device)
-    kernel = dev.type == "cpu" and kernel_isa() is not None
-    plan = _plan(nq, nd, d, kk, memory_budget, kernel, query_block, database_block)
-    # the whole database in bf16 once, when it fits a third of the budget
-    x_bf_all = _to_bf16(torch, database, dev) if 2 * nd * d <= memory_budget // 3 else None
+    kernel = dev.type == "cpu" and kernel_isa() is not None and compiled is not False
+    plan = _plan(nq, nd, d, kk, memory_budget, kernel, query_block, database_block, dev.type == "cuda")
+    # the whole database in bf16 once, when it fits a third of the budget (on a GPU: a
+    # quarter of its free memory)
+    room = memory_budget // 3
+    if dev.type == "cuda":
+        room = max(room, int(torch.cuda.mem_get_info(dev)[0]) // 4)
+    x_bf_all = _to_bf16(torch, database, dev) if 2 * nd * d <= room else None
     off32 = None if off is None else np.ascontiguousarray(off, dtype=np.float32)
     db_blocks = list(row_blocks(nd, plan.database_block))
     if stats is not None:
@@ -276,6 +288,7 @@ def _plan(
     kernel: bool,
     query_block: int | None,
     database_block: int | None,
+    gpu: bool = False,
 ) -> _Plan:
     """Blocks of the bf16 pass. The compiled selection reads bf16 tiles of up to 32 MiB
     (1,024 x 16,384 scores) straight from the GEMM's output; the torch selection keeps
@@ -287,6 +300,9 @@ def _plan(
             2, min(nq, _KERNEL_TILE_BYTES // (2 * max(db, 1)), (memory_budget // 3) // (6 * db))
         )
         return _Plan(max(1, min(qb, nq)), max(1, db))
+    if gpu:  # large tiles: one kernel launch per step does more work
+        db = database_block or max(lanes, (min(nd, 65536) // lanes) * lanes or lanes)
+        return _Plan(max(1, min(query_block or 8192, nq)), db)
     db = database_block or max(lanes, (min(nd, 16384) // lanes) * lanes or lanes)
     qb = query_block or max(1, min(nq, (memory_budget // 3) // max(1, db * 8)))
     return _Plan(max(1, min(qb, 2048)), db)
@@ -493,30 +509,39 @@ _GEMV_MIN_COLS = 64  # GEMV tails round differently: pad single-row re-scores to
 
 
 @functools.cache
-def rescore_group_shape(d: int, dt: np.dtype) -> tuple[int, int]:
-    """Rows and minimum columns of the re-score's GEMMs, checked on this BLAS once per
-    process: the fewest rows (2, else 8) whose GEMMs give every entry the same bits as a
-    large GEMM of the same vectors. OpenBLAS 0.3.31 (SkylakeX) takes a small-matrix kernel,
-    which rounds differently, below about 1,280 rows x columns, and GEMV for one row:
-    2 x 1,024 stays on the main path and wastes a quarter of the 8 x 256 groups' entries
-    when a row has a few hundred candidates. Falls back to the 8 x 256 groups."""
+def rescore_group_shapes(d: int, dt: np.dtype) -> tuple[tuple[int, int], ...]:
+    """The (rows, minimum columns) shapes of re-score GEMMs that give every entry the same
+    bits as a large GEMM of the same vectors on this BLAS, checked once per process.
+
+    OpenBLAS 0.3.31 (SkylakeX) takes a small-matrix kernel, which rounds differently, below
+    about 1,280 rows x columns, and GEMV for one row; 8 x 256 (the shape the exactness
+    tests pin) is always among them. With ``c`` candidates a row, a group of ``g`` rows
+    computes about ``max(g c, columns)`` entries a row: 2 x 1,024 groups waste a quarter of
+    the 8 x 256 groups' entries when rows have a few hundred candidates, and 8 x 256 the
+    fewest when they have a few dozen (:func:`_group_shape`).
+    """
     rng = np.random.default_rng(0)
     q = rng.standard_normal((64, d)).astype(dt)
     x = rng.standard_normal((3000, d)).astype(dt)
     full = q @ x.T
+    shapes = []
     for rows, cols in ((2, 1024), (4, 512)):
         ok = True
         for n in (cols, cols + 37, 2 * cols + 5):
             r = rng.choice(64, rows, replace=False)
             c = rng.choice(3000, n, replace=False)
             part = q[r] @ x[c].T
-            ok = ok and bool(
-                np.array_equal(part, full[np.ix_(r, c)])
-                and np.array_equal(np.signbit(part), np.signbit(full[np.ix_(r, c)]))
-            )
+            want = full[np.ix_(r, c)]
+            ok = ok and bool(np.array_equal(part.view(np.uint8), want.view(np.uint8)))
         if ok:
-            return rows, cols
-    return _GROUP_ROWS, _MIN_GROUP_COLS
+            shapes.append((rows, cols))
+    shapes.append((_GROUP_ROWS, _MIN_GROUP_COLS))
+    return tuple(shapes)
+
+
+def _group_shape(shapes: tuple[tuple[int, int], ...], mean_candidates: float) -> tuple[int, int]:
+    """The shape that computes the fewest entries a row: ``max(rows x c, columns)``."""
+    return min(shapes, key=lambda s: max(s[0] * mean_candidates, s[1]))
 
 
 def _rescore(
@@ -549,7 +574,7 @@ def _rescore(
     starts = np.concatenate([[0], np.cumsum(counts)])
     pos = np.arange(rows.size) - starts[rows]
     row_order = np.arange(m) if key is None or gemv else np.argsort(key, kind="stable")
-    group_rows, min_cols = rescore_group_shape(q.shape[1], dt)
+    group_rows, min_cols = _group_shape(rescore_group_shapes(q.shape[1], dt), rows.size / max(1, m))
     step = 1 if gemv else group_rows
     groups = [row_order[g : g + step] for g in range(0, m, step)]
 
@@ -588,6 +613,86 @@ def _rescore(
     return v.astype(np.float32, copy=False), i, n_gemm
 
 
+Engine = Callable[[Any, Any, int, "np.ndarray | None"], tuple[np.ndarray, np.ndarray]]
+
+_AUTO_MIN_PAIRS = 2**27  # smaller searches: "auto" is fp32 (the measurement would cost more)
+_AUTO_QUERIES, _AUTO_DATABASE = 1024, 32768  # the measured sample of the real data
+_AUTO_ROUNDS = 3
+_AUTO_MARGIN = 0.9  # bf16 only when it measured at most 0.9x fp32: noise never makes it slower
+
+
+def auto_precision(
+    queries: Any, database: Any, k: int, offset: np.ndarray | None, fp32_engine: Engine, memory_budget: int
+) -> str:
+    """``precision="auto"`` on a CPU with torch and native bf16: ``"bf16"`` or ``"fp32"``,
+    whichever measured faster on a sample of this search's own data (the cached
+    measurement of its shape class on this machine when there is one,
+    :mod:`dehub.engine.tuning`). Searches under 2^27 pairs stay fp32 without measuring."""
+    nq, d = queries.shape
+    nd = database.shape[0]
+    if nq * nd < _AUTO_MIN_PAIRS:
+        return "fp32"
+    dt = np.dtype(np.float64) if np.float64 in (queries.dtype, database.dtype) else np.dtype(np.float32)
+    shape = shape_class(
+        "precision", d=d, dtype=dt, k=k, n_queries=nq, n_database=nd, offset=offset is not None, device="cpu"
+    )
+    return measured(
+        shape, lambda: measure_precision(queries, database, k, offset, fp32_engine, memory_budget)
+    )
+
+
+def measure_precision(
+    queries: Any,
+    database: Any,
+    k: int,
+    offset: np.ndarray | None,
+    fp32_engine: Engine,
+    memory_budget: int,
+    rounds: int = _AUTO_ROUNDS,
+) -> tuple[str, dict[str, Any]]:
+    """Time the fp32 engine and the bf16 path, alternating, on a sample of the search: up
+    to 1,024 query rows and 32,768 database rows spread over the inputs, ``k`` scaled to
+    the sample (the same share of the database). Returns the choice (bf16 when the median
+    of the per-round ratios is at most 0.9) and the timings."""
+    nq, nd = queries.shape[0], database.shape[0]
+    qi = np.unique(np.linspace(0, nq - 1, min(nq, _AUTO_QUERIES)).astype(np.int64))
+    xi = np.unique(np.linspace(0, nd - 1, min(nd, _AUTO_DATABASE)).astype(np.int64))
+    q = np.asarray(queries[qi])
+    x = np.asarray(database[xi])
+    off = None if offset is None else np.asarray(offset)[xi]
+    ks = int(max(1, min(xi.size, round(k * xi.size / nd))))
+
+    def fp32() -> None:
+        fp32_engine(q, x, ks, off)
+
+    def bf16() -> None:
+        bf16_search(
+            q,
+            x,
+            ks,
+            offset=off,
+            memory_budget=memory_budget,
+            fallback=lambda r: fp32_engine(q[r], x, ks, off),
+        )
+
+    bf16()  # first use: torch's and oneDNN's set-up is not the search's cost
+    t32: list[float] = []
+    t16: list[float] = []
+    for _ in range(rounds):
+        for fn, acc in ((fp32, t32), (bf16, t16)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    ratio = float(np.median(np.array(t16) / np.array(t32)))
+    choice = "bf16" if ratio <= _AUTO_MARGIN else "fp32"
+    return choice, {
+        "fp32_s": t32,
+        "bf16_s": t16,
+        "bf16_over_fp32": ratio,
+        "sample": [int(qi.size), int(xi.size), ks],
+    }
+
+
 def search_with_precision(
     queries: Any,
     database: Any,
@@ -603,11 +708,15 @@ def search_with_precision(
     dense: bool = False,
     stats: LowpStats | None = None,
     fallback: Fallback | None = None,
+    fp32_engine: Engine | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The hook of :func:`~dehub.engine.exact.exact_search`: the bf16 result, or None for
     "run the fp32 engine" (precision resolves to fp32, torch missing, or a small batch
-    that the fp32 engine serves with one bandwidth-bound GEMM: ``dense``)."""
-    if resolve_precision(precision, device) != "bf16":
+    that the fp32 engine serves with one bandwidth-bound GEMM: ``dense``, or ``"auto"``
+    measured fp32 faster on this machine for this kind of search: :func:`auto_precision`,
+    which times ``fp32_engine(queries, database, k, offset)`` against the bf16 path)."""
+    mode = resolve_precision(precision, device)
+    if mode == "fp32":
         if str(device) != "cpu":
             raise ValueError(
                 f"device={device!r} serves the bf16 pass (precision='bf16' or 'auto', with torch); "
@@ -620,6 +729,11 @@ def search_with_precision(
             raise ValueError(f"device={device!r} needs torch with a visible CUDA device; none was found")
     elif dense:
         return None
+    elif mode == "auto":
+        if fp32_engine is None:
+            raise ValueError("precision='auto' on a CPU needs the fp32 engine to measure against")
+        if auto_precision(queries, database, k, offset, fp32_engine, memory_budget) != "bf16":
+            return None
     return bf16_search(
         queries,
         database,

@@ -10,6 +10,7 @@ import pytest
 from dehub.engine import exact_search
 from dehub.engine.accel import check_precision, resolve_precision
 from dehub.engine.exact import scored_by_gemv
+from dehub.engine import lowp
 from dehub.engine.lowp import LowpStats, bf16_search, bound_coefficients, pair_bound
 
 torch = pytest.importorskip("torch")
@@ -132,6 +133,37 @@ def test_bound_holds_on_sampled_and_worst_case_pairs():
         assert (err <= bound).all(), float((err / bound).max())
         # the worst-case pairs use a sizeable part of the bound: it is not vacuous
         assert (err[-4:, 512:516] / bound[-4:, 512:516]).max() > 0.5
+        # Theorem 1': the measured residual norms in place of the worst-case input rounding
+        qn, qr = lowp._norm_bounds(q)
+        xn, xr = lowp._norm_bounds(x)
+        assert (qn >= np.linalg.norm(q.astype(np.float64), axis=1)).all()
+        exact_r = np.linalg.norm(
+            torch.from_numpy(x).bfloat16().double().numpy() - x.astype(np.float64), axis=1
+        )
+        assert (xr >= exact_r).all() and (xr <= exact_r * 1.001 + 1e-30).all()
+        tight = pair_bound(coef, qn[:, None], xn[None, :], np.abs(off), qr[:, None], xr[None, :])
+        assert (err <= tight).all(), float((err / tight).max())
+        assert (tight <= bound * 1.0001).all()  # never looser than the worst case
+        assert (err[-4:, 512:516] / tight[-4:, 512:516]).max() > 0.5
+        if d >= 256:  # random data: residuals far below the worst case, a tighter bound
+            assert np.median(tight[:64, :512] / bound[:64, :512]) < 0.85
+
+
+def test_bf16_bits_are_torch_rounding():
+    rng = np.random.default_rng(5)
+    x = np.concatenate(
+        [
+            rng.standard_normal(100000).astype(np.float32),
+            (rng.standard_normal(1000) * 1e-39).astype(np.float32),  # subnormal
+            np.array(
+                [0.0, -0.0, 1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), 3.3e38, -3.4e38, 2**-149], np.float32
+            ),
+            rng.integers(0, 2**32, 10000, dtype=np.uint64).astype(np.uint32).view(np.float32),
+        ]
+    )
+    x = x[np.isfinite(x)]
+    want = torch.from_numpy(x).bfloat16().view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(lowp.bf16_bits(x), want)
 
 
 def test_backend_accumulates_in_fp32():

@@ -76,12 +76,15 @@ def _gamma(n: int, u: float) -> float:
 
 @dataclass(frozen=True)
 class BoundCoefficients:
-    """``|t_b - t| <= a |q||x| + b |o| + c (sqrt(d) (|q| + |x|) + d)`` for every pair."""
+    """``|t_b - t| <= a |q||x| + b |o| + c (sqrt(d) (|q| + |x|) + d)`` for every pair;
+    ``a_input`` is the share of ``a`` that bounds the rounding of the inputs to bf16, which
+    measured residual norms replace (:func:`pair_bound`, Theorem 1')."""
 
     a: float
     b: float
     c: float
     d: int
+    a_input: float = 0.0
 
 
 def bound_coefficients(d: int, input_dtype: Any, compute_dtype: Any) -> BoundCoefficients:
@@ -101,7 +104,7 @@ def bound_coefficients(d: int, input_dtype: Any, compute_dtype: Any) -> BoundCoe
     a = (2 * rho + rho**2) + g_v * (1 + rho) ** 2 + u * grow + g_w + v * (1 + u) * grow + w * (1 + g_w)
     b = 2 * v + v * v + w  # the pass subtracts the float32 rounding of the offset
     c = 16.0 * ETA
-    return BoundCoefficients(a * _SAFETY, b * _SAFETY, c * _SAFETY, int(d))
+    return BoundCoefficients(a * _SAFETY, b * _SAFETY, c * _SAFETY, int(d), (2 * rho + rho**2) * _SAFETY)
 
 
 def pair_bound(
@@ -109,34 +112,71 @@ def pair_bound(
     q_norm: np.ndarray | float,
     x_norm: np.ndarray | float,
     offset_abs: np.ndarray | float = 0.0,
+    q_residual: np.ndarray | float | None = None,
+    x_residual: np.ndarray | float | None = None,
 ) -> np.ndarray:
-    """``E(q, x)`` (float64) for broadcastable arrays of norms and ``|offset|``."""
+    """``E(q, x)`` (float64) for broadcastable arrays of norms and ``|offset|``.
+
+    With the residual norms ``|bf16(q) - q|`` and ``|bf16(x) - x|`` (upper bounds, as
+    :func:`_norm_bounds` computes them), the input-rounding share ``a_input |q||x|`` is
+    replaced by ``(|q| + |r_q|) |r_x| + |r_q| |x|`` (Theorem 1', docs/precision.md): at most
+    the same, and about half of it for real data, whose residuals are far from the worst
+    case."""
     qn = np.asarray(q_norm, np.float64)
     xn = np.asarray(x_norm, np.float64)
     sd = math.sqrt(coef.d)
-    return coef.a * qn * xn + coef.b * np.asarray(offset_abs, np.float64) + coef.c * (sd * (qn + xn) + coef.d)
+    rest = coef.b * np.asarray(offset_abs, np.float64) + coef.c * (sd * (qn + xn) + coef.d)
+    if q_residual is None or x_residual is None:
+        return coef.a * qn * xn + rest
+    qr = np.asarray(q_residual, np.float64)
+    xr = np.asarray(x_residual, np.float64)
+    inputs = ((qn + qr) * xr + qr * xn) * _SAFETY
+    return (coef.a - coef.a_input) * qn * xn + inputs + rest
 
 
-def _norms_upper(a: Any, block: int = 65536) -> np.ndarray:
-    """Upper bounds (float64) of the row norms, from float32 sums of squares.
+def _sq_norm_upper(sq: np.ndarray, d: int) -> np.ndarray:
+    """Upper bounds of the norms from float32 sums of ``d`` squares, in any order: the sum
+    is at least ``(1 - gamma_{d+1})`` times the exact one, less ``d 2^-126`` for products
+    flushed to zero (the float64 evaluation is covered by the bound's safety factor)."""
+    g = _gamma(d + 1, U_FP32)
+    return np.sqrt(sq / (1.0 - g) + d * 2.0 * ETA)
 
-    A float32 sum of ``d`` float32 squares, in any order, is at least ``(1 - gamma_{d+1})``
-    times the exact sum, less ``d 2^-126`` for products flushed to zero; float64 inputs lose
-    at most a relative ``u32`` (and ``2^-126`` per coordinate) on their way to float32.
-    So ``sqrt(s / (1 - gamma) + d 2^-125) / (1 - u32) + sqrt(d) 2^-125`` bounds the exact
-    norm (the float64 evaluation is covered by the bound's safety factor). One float32
-    pass over the set, not a float64 copy of it.
+
+def _norm_bounds(a: Any, block: int = 32768) -> tuple[np.ndarray, np.ndarray]:
+    """Upper bounds (float64) of each row's norm ``|x|`` and of its bf16 residual's norm
+    ``|bf16(x) - x|``, in one pass over the rows (once per search, i.e. per fit).
+
+    float32 (and float16) rows: sums of squares in float32 (:func:`_sq_norm_upper`), the
+    residual ``bf16(x) - x`` exact in float32 (Sterbenz: the two are within a factor 2, or
+    the bf16 value is 0). float64 rows: the residual of the bf16 of their float32 rounding,
+    exact in float64, squares summed in float64 (``gamma_{d+1}(2^-53)``); the norm as
+    float32's, divided by ``1 - 2^-24`` and plus ``sqrt(d) 2^-125`` for the rounding to
+    float32. Residual norms get ``sqrt(d) 2^-125`` more: the GEMM flushes subnormal bf16
+    inputs to zero, which moves a component by less than ``2^-126``.
     """
     n, d = a.shape
-    g = _gamma(d + 1, U_FP32)
-    out = np.empty(n, np.float64)
+    norms = np.empty(n, np.float64)
+    res = np.empty(n, np.float64)
+    f64 = np.dtype(a.dtype) == np.float64
     for s in row_blocks(n, block):
-        x = np.asarray(a[s], dtype=np.float32)
-        out[s] = np.einsum("ij,ij->i", x, x)
-    np.sqrt(out / (1.0 - g) + d * 2.0 * ETA, out=out)
-    out /= 1.0 - U_FP32
-    out += math.sqrt(d) * 2.0 * ETA
-    return out
+        x = np.asarray(a[s])
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+        b = _bf16_as_f32(bf16_bits(x32))
+        norms[s] = np.einsum("ij,ij->i", x32, x32)
+        if f64:
+            r64 = b.astype(np.float64) - np.asarray(x, dtype=np.float64)
+            res[s] = np.einsum("ij,ij->i", r64, r64) / (1.0 - _gamma(d + 1, U_FP64))
+        else:
+            r = b - x32
+            res[s] = np.einsum("ij,ij->i", r, r)
+    norms = _sq_norm_upper(norms, d)
+    if f64:
+        norms = norms / (1.0 - U_FP32) + math.sqrt(d) * 2.0 * ETA
+        res = np.sqrt(res)
+    else:
+        res = _sq_norm_upper(res, d)
+    res += math.sqrt(d) * 2.0 * ETA
+    return norms, res
 
 
 @dataclass
@@ -200,14 +240,15 @@ def bf16_search(
     out_v = np.full((nq, k), -np.inf, dtype=np.float32)
     out_i = np.full((nq, k), -1, dtype=np.int64)
     coef = bound_coefficients(d, dt, dt)
-    qn = _norms_upper(queries)
-    x_max = float(_norms_upper(database).max())
+    qn, qr = _norm_bounds(queries)
+    xn, xr = _norm_bounds(database)
+    x_max, xr_max = float(xn.max()), float(xr.max())
     off = None if offset is None else np.asarray(offset).astype(dt, copy=False)
     o_max = 0.0 if off is None else float(np.abs(off).max())
     if not float(qn.max()) * x_max + o_max <= 1e37:  # bf16/fp32 range: leave it to the fp32 engine
         return None
     # E_i bounds |t_b - t| for every pair of row i (docs/precision.md, Corollary 2)
-    e_row = pair_bound(coef, qn, x_max, o_max)
+    e_row = pair_bound(coef, qn, x_max, o_max, qr, xr_max)
     gemv = scored_by_gemv(nq)
     dev = torch.device(device)
     kernel = dev.type == "cpu" and kernel_isa() is not None and compiled is not False
@@ -223,7 +264,8 @@ def bf16_search(
     if stats is not None:
         stats.n_pairs += nq * nd
     label = progress if isinstance(progress, str) else "search (bf16)"
-    n_qb = -(-nq // plan.query_block)
+    q_blocks = _query_blocks(nq, plan.query_block, kernel)
+    n_qb = len(q_blocks)
     width = _first_width(kk)
     unresolved: list[np.ndarray] = []
     workers = selection_workers() if kernel else 1
@@ -232,7 +274,7 @@ def bf16_search(
         ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool,
     ):
         scan = _Scan(torch, dev, database, x_bf_all, off32, db_blocks, pool, workers, bar, memory_budget // 3)
-        for qs in even_blocks(nq, plan.query_block):
+        for qs in q_blocks:
             q_np = np.asarray(queries[qs], dtype=dt)
             q_bf = _to_bf16(torch, q_np, dev)
             two_e = 2.0 * e_row[qs]
@@ -308,10 +350,23 @@ def _plan(
     return _Plan(max(1, min(qb, 2048)), db)
 
 
+_PROBE_ROWS = 64
+
+
+def _query_blocks(nq: int, block: int, kernel: bool) -> list[slice]:
+    """Query blocks of the bf16 pass. With the compiled selection and enough queries, the
+    first block is a probe of 64 rows: the candidates its rows need size the selection
+    of the blocks after it (a row that needs more is searched again, a second GEMM pass)."""
+    if not kernel or nq < 4 * _PROBE_ROWS:
+        return list(even_blocks(nq, block))
+    rest = [slice(_PROBE_ROWS + s.start, _PROBE_ROWS + s.stop) for s in even_blocks(nq - _PROBE_ROWS, block)]
+    return [slice(0, _PROBE_ROWS), *rest]
+
+
 def _first_width(k: int) -> int:
-    """Entries kept per row by the first query block's selection: k and as many again
-    (at least 32 more); later blocks size it from what the rows before them needed."""
-    return k + max(32, k)
+    """Entries kept per row by the first query block's selection: 4k, at least k + 256;
+    later blocks size it from what the rows before them needed."""
+    return max(4 * k, k + 256)
 
 
 def _next_width(k: int, counts: np.ndarray) -> int:
@@ -474,10 +529,28 @@ def _bet_rank(width: int, first: int, nd: int) -> int | None:
     return j if j < width else None
 
 
+def bf16_bits(x32: np.ndarray) -> np.ndarray:
+    """The bf16 rounding (to nearest, ties to even) of finite float32 values, as their bits
+    (uint16): the upper half of ``bits + 0x7FFF + (bit 16)``, which is exact for normal and
+    subnormal values alike (bf16 is float32 with the low 16 bits cut); numpy, a few passes,
+    and the same bits as torch's conversion (tested)."""
+    u = np.ascontiguousarray(x32, dtype=np.float32).view(np.uint32)
+    r = (u >> 16) & 1
+    r += u
+    r += 0x7FFF
+    r >>= 16
+    return r.astype(np.uint16)
+
+
+def _bf16_as_f32(bits: np.ndarray) -> np.ndarray:
+    """float32 values of bf16 bits (exact)."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
 def _to_bf16(torch: Any, a: Any, dev: Any) -> Any:
     """bf16 copy of an array block on ``dev`` (float64 goes through float32)."""
-    x = np.ascontiguousarray(np.asarray(a[:], dtype=np.float32))
-    return torch.from_numpy(x).to(dev).to(torch.bfloat16)
+    bits = bf16_bits(np.asarray(a[:], dtype=np.float32))
+    return torch.from_numpy(bits.view(np.int16)).view(torch.bfloat16).to(dev)
 
 
 def _update_lanes(torch: Any, lane_max: Any, t: Any, lanes: int) -> None:
@@ -516,9 +589,7 @@ def rescore_group_shapes(d: int, dt: np.dtype) -> tuple[tuple[int, int], ...]:
     OpenBLAS 0.3.31 (SkylakeX) takes a small-matrix kernel, which rounds differently, below
     about 1,280 rows x columns, and GEMV for one row; 8 x 256 (the shape the exactness
     tests pin) is always among them. With ``c`` candidates a row, a group of ``g`` rows
-    computes about ``max(g c, columns)`` entries a row: 2 x 1,024 groups waste a quarter of
-    the 8 x 256 groups' entries when rows have a few hundred candidates, and 8 x 256 the
-    fewest when they have a few dozen (:func:`_group_shape`).
+    reads about ``max(g c, columns) / g`` database rows per query row (:func:`_group_shape`).
     """
     rng = np.random.default_rng(0)
     q = rng.standard_normal((64, d)).astype(dt)
@@ -540,8 +611,11 @@ def rescore_group_shapes(d: int, dt: np.dtype) -> tuple[tuple[int, int], ...]:
 
 
 def _group_shape(shapes: tuple[tuple[int, int], ...], mean_candidates: float) -> tuple[int, int]:
-    """The shape that computes the fewest entries a row: ``max(rows x c, columns)``."""
-    return min(shapes, key=lambda s: max(s[0] * mean_candidates, s[1]))
+    """The shape that reads the fewest database rows per query row, ``max(rows x c,
+    columns) / rows``: gathering the union's rows and packing them is most of a group's
+    cost (a 2 x 800 x 512 GEMM costs about what an 8 x 800 x 512 one does, both bound by
+    reading the 800 rows), ties to the fewer rows."""
+    return min(shapes, key=lambda s: (max(s[0] * mean_candidates, s[1]) / s[0], s[0]))
 
 
 def _rescore(

@@ -7,10 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from dehub.engine import exact_search
+from dehub.engine import exact_search, lowp
 from dehub.engine.accel import check_precision, resolve_precision
 from dehub.engine.exact import scored_by_gemv
-from dehub.engine import lowp
 from dehub.engine.lowp import LowpStats, bf16_search, bound_coefficients, pair_bound
 
 torch = pytest.importorskip("torch")
@@ -164,6 +163,19 @@ def test_bf16_bits_are_torch_rounding():
     x = x[np.isfinite(x)]
     want = torch.from_numpy(x).bfloat16().view(torch.int16).numpy().view(np.uint16)
     np.testing.assert_array_equal(lowp.bf16_bits(x), want)
+    # the compiled pass: the same bits, and norm bounds at least the exact norms
+    x2 = x[: (x.size // 64) * 64].reshape(-1, 64)
+    bits = np.empty(x2.shape, np.uint16)
+    n1, r1 = lowp._norm_bounds(x2, bits)
+    np.testing.assert_array_equal(bits, want[: x2.size].reshape(x2.shape))
+    exact_n = np.sqrt((x2.astype(np.float64) ** 2).sum(1))
+    b64 = torch.from_numpy(x2).bfloat16().double().numpy()
+    exact_r = np.sqrt(((b64 - x2.astype(np.float64)) ** 2).sum(1))
+    assert (n1 >= exact_n).all() and (r1 >= exact_r).all()
+    # (numpy sums squares in float32: flushed ones add up to sqrt(d 2^-126), huge ones overflow)
+    big = (exact_n > 1e-15) & np.isfinite(n1)
+    assert big.mean() > 0.8
+    assert np.allclose(n1[big], exact_n[big], rtol=1e-5) and np.allclose(r1[big], exact_r[big], rtol=1e-5)
 
 
 def test_backend_accumulates_in_fp32():

@@ -567,7 +567,107 @@ static PyObject *finish(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ bf16 prepare */
+
+/* One row: the bf16 bits of each float32 component (round to nearest even: the upper half
+   of bits + 0x7FFF + bit 16; exact for normal and subnormal values), the sum of squares of
+   the components and of their residuals bf16(x) - x (exact in float32: the two are within
+   a factor 2, or the bf16 value is 0), in double: each product is exact, 8 partial sums. */
+LANE_MAX_TARGETS static void prepare_row(const float *x, Py_ssize_t d, uint16_t *bits, double *sq,
+                                         double *rsq) {
+    double s[8] = {0}, r[8] = {0};
+    Py_ssize_t j = 0;
+    for (; j + 8 <= d; j += 8) {
+        for (int l = 0; l < 8; l++) {
+            float v = x[j + l];
+            uint32_t u;
+            memcpy(&u, &v, sizeof u);
+            uint32_t b = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+            if (bits) bits[j + l] = (uint16_t)b;
+            uint32_t bu = b << 16;
+            float bf;
+            memcpy(&bf, &bu, sizeof bf);
+            double dv = (double)v, dr = (double)(bf - v);
+            s[l] += dv * dv;
+            r[l] += dr * dr;
+        }
+    }
+    for (; j < d; j++) {
+        float v = x[j];
+        uint32_t u;
+        memcpy(&u, &v, sizeof u);
+        uint32_t b = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+        if (bits) bits[j] = (uint16_t)b;
+        uint32_t bu = b << 16;
+        float bf;
+        memcpy(&bf, &bu, sizeof bf);
+        double dv = (double)v, dr = (double)(bf - v);
+        s[0] += dv * dv;
+        r[0] += dr * dr;
+    }
+    *sq = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    *rsq = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+}
+
+/* bf16_prepare(x (n, d) float32, bits (n, d) int16/uint16 or None, sq (n,) float64,
+   rsq (n,) float64): bf16 bits, squared norms and squared residual norms of every row */
+static PyObject *bf16_prepare(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ox, *obits, *osq, *orsq;
+    if (!PyArg_ParseTuple(args, "OOOO", &ox, &obits, &osq, &orsq)) return NULL;
+    Py_buffer x, bits, sq, rsq;
+    int held_bits = 0;
+    if (PyObject_GetBuffer(ox, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) return NULL;
+    if (PyObject_GetBuffer(osq, &sq, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) != 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(orsq, &rsq, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) != 0) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&sq);
+        return NULL;
+    }
+    if (obits != Py_None) {
+        if (PyObject_GetBuffer(obits, &bits, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) != 0) {
+            PyBuffer_Release(&x);
+            PyBuffer_Release(&sq);
+            PyBuffer_Release(&rsq);
+            return NULL;
+        }
+        held_bits = 1;
+    }
+    char kx = 0, ks = 0, kr = 0;
+    int ok = x.ndim == 2 && is_float(&x, &kx) && kx == 'f' && sq.ndim == 1 && is_float(&sq, &ks) &&
+             ks == 'd' && rsq.ndim == 1 && is_float(&rsq, &kr) && kr == 'd' &&
+             sq.shape[0] == x.shape[0] && rsq.shape[0] == x.shape[0] &&
+             (!held_bits || (bits.ndim == 2 && is_bf16_bits(&bits) && bits.shape[0] == x.shape[0] &&
+                             bits.shape[1] == x.shape[1]));
+    if (ok) {
+        Py_ssize_t n = x.shape[0], d = x.shape[1];
+        const float *xp = (const float *)x.buf;
+        uint16_t *bp = held_bits ? (uint16_t *)bits.buf : NULL;
+        double *sp = (double *)sq.buf, *rp = (double *)rsq.buf;
+        Py_BEGIN_ALLOW_THREADS;
+        for (Py_ssize_t a = 0; a < n; a++)
+            prepare_row(xp + a * d, d, bp ? bp + a * d : NULL, sp + a, rp + a);
+        Py_END_ALLOW_THREADS;
+    } else {
+        PyErr_SetString(PyExc_ValueError,
+                        "bf16_prepare expects x (n, d) float32, bits (n, d) 2-byte integers or None, "
+                        "sq and rsq (n,) float64, C-contiguous");
+    }
+    if (held_bits) PyBuffer_Release(&bits);
+    PyBuffer_Release(&rsq);
+    PyBuffer_Release(&sq);
+    PyBuffer_Release(&x);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"bf16_prepare", bf16_prepare, METH_VARARGS,
+     "bf16_prepare(x, bits, sq, rsq): bf16 bits (or None), squared norms and squared bf16 "
+     "residual norms of the rows of a float32 matrix."},
     {"push", push, METH_VARARGS,
      "push(scores, offset, id_start, ids, rows, v, id, fill, thr, flo, k, floor_rank): offer a "
      "tile of scores to the running top-k (see the module comment)."},

@@ -44,6 +44,11 @@ from .hardware import selection_workers
 from .topk import KernelTopK, kernel_isa, select_topk
 from .tuning import measured, shape_class
 
+try:  # the compiled bf16 preparation (rounding, norms, residual norms in one pass)
+    from . import _topk_kernel as _kernel
+except ImportError:  # not built: numpy does the same
+    _kernel = None  # type: ignore[assignment]
+
 __all__ = [
     "BoundCoefficients",
     "bound_coefficients",
@@ -142,7 +147,7 @@ def _sq_norm_upper(sq: np.ndarray, d: int) -> np.ndarray:
     return np.sqrt(sq / (1.0 - g) + d * 2.0 * ETA)
 
 
-def _norm_bounds(a: Any, block: int = 32768) -> tuple[np.ndarray, np.ndarray]:
+def _norm_bounds(a: Any, bits: np.ndarray | None = None, block: int = 32768) -> tuple[np.ndarray, np.ndarray]:
     """Upper bounds (float64) of each row's norm ``|x|`` and of its bf16 residual's norm
     ``|bf16(x) - x|``, in one pass over the rows (once per search, i.e. per fit).
 
@@ -153,7 +158,20 @@ def _norm_bounds(a: Any, block: int = 32768) -> tuple[np.ndarray, np.ndarray]:
     float32's, divided by ``1 - 2^-24`` and plus ``sqrt(d) 2^-125`` for the rounding to
     float32. Residual norms get ``sqrt(d) 2^-125`` more: the GEMM flushes subnormal bf16
     inputs to zero, which moves a component by less than ``2^-126``.
+
+    With the compiled kernel (float32/float16 rows): one C pass per row that also writes
+    the rows' bf16 ``bits`` (when given), sums of squares in double (exact products,
+    ``gamma_{d+1}(2^-53)`` for the sums).
     """
+    if _kernel is not None and kernel_isa() is not None and np.dtype(a.dtype) != np.float64:
+        n, d = a.shape
+        sq = np.empty(n, np.float64)
+        rsq = np.empty(n, np.float64)
+        for s in row_blocks(n, block):
+            x32 = np.ascontiguousarray(a[s], dtype=np.float32)
+            _kernel.bf16_prepare(x32, None if bits is None else bits[s], sq[s], rsq[s])
+        grow = 1.0 + _gamma(d + 1, U_FP64)
+        return np.sqrt(sq * grow), np.sqrt(rsq * grow) + math.sqrt(d) * 2.0 * ETA
     n, d = a.shape
     norms = np.empty(n, np.float64)
     res = np.empty(n, np.float64)
@@ -161,7 +179,10 @@ def _norm_bounds(a: Any, block: int = 32768) -> tuple[np.ndarray, np.ndarray]:
     for s in row_blocks(n, block):
         x = np.asarray(a[s])
         x32 = np.ascontiguousarray(x, dtype=np.float32)
-        b = _bf16_as_f32(bf16_bits(x32))
+        b16 = bf16_bits(x32)
+        if bits is not None:
+            bits[s] = b16
+        b = _bf16_as_f32(b16)
         norms[s] = np.einsum("ij,ij->i", x32, x32)
         if f64:
             r64 = b.astype(np.float64) - np.asarray(x, dtype=np.float64)
@@ -240,8 +261,14 @@ def bf16_search(
     out_v = np.full((nq, k), -np.inf, dtype=np.float32)
     out_i = np.full((nq, k), -1, dtype=np.int64)
     coef = bound_coefficients(d, dt, dt)
+    # the whole database in bf16 once, when it fits a third of the budget (on a GPU: a
+    # quarter of its free memory); its bits come from the pass that bounds the norms
+    room = memory_budget // 3
+    if torch.device(device).type == "cuda":
+        room = max(room, int(torch.cuda.mem_get_info(torch.device(device))[0]) // 4)
+    x_bits = np.empty((nd, d), np.uint16) if 2 * nd * d <= room else None
     qn, qr = _norm_bounds(queries)
-    xn, xr = _norm_bounds(database)
+    xn, xr = _norm_bounds(database, x_bits)
     x_max, xr_max = float(xn.max()), float(xr.max())
     off = None if offset is None else np.asarray(offset).astype(dt, copy=False)
     o_max = 0.0 if off is None else float(np.abs(off).max())
@@ -253,12 +280,9 @@ def bf16_search(
     dev = torch.device(device)
     kernel = dev.type == "cpu" and kernel_isa() is not None and compiled is not False
     plan = _plan(nq, nd, d, kk, memory_budget, kernel, query_block, database_block, dev.type == "cuda")
-    # the whole database in bf16 once, when it fits a third of the budget (on a GPU: a
-    # quarter of its free memory)
-    room = memory_budget // 3
-    if dev.type == "cuda":
-        room = max(room, int(torch.cuda.mem_get_info(dev)[0]) // 4)
-    x_bf_all = _to_bf16(torch, database, dev) if 2 * nd * d <= room else None
+    x_bf_all = (
+        None if x_bits is None else torch.from_numpy(x_bits.view(np.int16)).view(torch.bfloat16).to(dev)
+    )
     off32 = None if off is None else np.ascontiguousarray(off, dtype=np.float32)
     db_blocks = list(row_blocks(nd, plan.database_block))
     if stats is not None:

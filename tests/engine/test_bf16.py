@@ -425,3 +425,33 @@ def test_unprunable_scores_fall_back_to_fp32_within_the_budget():
     got = exact_search(q, x, 5, memory_budget=2**20, precision="bf16")
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_rows_the_bound_cannot_hold_go_to_fp32_alone():
+    """A few rows whose top-k lie among 12,000 copies of one vector: the bf16 pass cannot
+    hold their candidates within the budget; those rows alone go to the fp32 engine (the
+    ``fallback``), the others keep their bf16 pass; every row equals the fp32 engine."""
+    rng = np.random.default_rng(9)
+    hub = _unit(rng.standard_normal((1, 48)).astype(np.float32))
+    x = np.concatenate(
+        [_unit(rng.standard_normal((6000, 48)).astype(np.float32)), np.repeat(hub, 12000, axis=0)]
+    )
+    q = _unit(rng.standard_normal((300, 48)).astype(np.float32))
+    q[::50] = _unit(hub + 0.01 * rng.standard_normal((6, 48)).astype(np.float32))
+    budget = 2**20
+    want = exact_search(q, x, 8, memory_budget=budget)
+    st = LowpStats()
+    got = bf16_search(
+        q,
+        x,
+        8,
+        memory_budget=budget,
+        stats=st,
+        fallback=lambda r: exact_search(q[r], x, 8, memory_budget=budget),
+    )
+    assert got is not None and 0 < st.n_fp32_rows < q.shape[0] and st.n_candidates > 0
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0].view(np.int32), want[0].view(np.int32))
+    via_engine = exact_search(q, x, 8, memory_budget=budget, precision="bf16")
+    np.testing.assert_array_equal(via_engine[1], want[1])
+    np.testing.assert_array_equal(via_engine[0].view(np.int32), want[0].view(np.int32))

@@ -291,6 +291,7 @@ def bf16_search(
     q_blocks = _query_blocks(nq, plan.query_block, kernel)
     n_qb = len(q_blocks)
     width = _first_width(kk)
+    seen = np.empty(0, np.int64)  # candidates per row of the rows searched so far
     unresolved: list[np.ndarray] = []
     workers = selection_workers() if kernel else 1
     with (
@@ -304,8 +305,9 @@ def bf16_search(
             two_e = 2.0 * e_row[qs]
             if kernel:
                 rows, cols, lost, counts = scan.kernel_pass(q_bf, kk, width, two_e)
-                if counts.size:  # the next blocks keep what this one needed, and some
-                    width = _next_width(kk, counts)
+                if counts.size:  # the next blocks keep what the rows so far needed, and some
+                    seen = np.concatenate([seen, counts])[-_WIDTH_HISTORY:]
+                    width = _next_width(kk, seen)
             else:
                 got = scan.torch_pass(q_bf, kk, two_e, max(1, memory_budget // 3) // _KEPT_BYTES)
                 if got is None:
@@ -375,6 +377,7 @@ def _plan(
 
 
 _PROBE_ROWS = 64
+_WIDTH_HISTORY = 8192  # rows whose candidate counts size the selection
 
 
 def _query_blocks(nq: int, block: int, kernel: bool) -> list[slice]:
@@ -395,7 +398,8 @@ def _first_width(k: int) -> int:
 
 def _next_width(k: int, counts: np.ndarray) -> int:
     """Kept entries per row for the next query block: 1.25 x the 99th percentile of the
-    candidates per row so far, plus 16 (at least k + 16)."""
+    candidates per row of the (last 8,192) rows so far, plus 16 (at least k + 16); a row
+    that needs more is searched again on its own."""
     need = float(np.quantile(counts, 0.99))
     return int(max(k + 16, math.ceil(1.25 * need) + 16))
 

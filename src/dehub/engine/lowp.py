@@ -67,6 +67,8 @@ __all__ = [
     "auto_precision",
     "measure_precision",
     "rescore_group_shapes",
+    "PreparedDatabase",
+    "prepare_database",
     "LowpStats",
 ]
 
@@ -235,6 +237,25 @@ def _round_down_f32(x64: np.ndarray) -> np.ndarray:
 Fallback = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
+@dataclass(frozen=True)
+class PreparedDatabase:
+    """The once-per-search pass over a database: the largest norm and bf16 residual norm
+    (upper bounds) and, when kept, the bf16 bits of every row."""
+
+    norm_max: float
+    residual_max: float
+    bits: np.ndarray | None
+
+
+def prepare_database(database: Any, *, with_bits: bool = True) -> PreparedDatabase:
+    """:func:`_norm_bounds` of the database (and its bf16 bits when ``with_bits``)."""
+    bits = np.empty(database.shape, np.uint16) if with_bits else None
+    xn, xr = _norm_bounds(database, bits)
+    if xn.size == 0:
+        return PreparedDatabase(0.0, 0.0, bits)
+    return PreparedDatabase(float(xn.max()), float(xr.max()), bits)
+
+
 def bf16_search(
     queries: Any,
     database: Any,
@@ -249,6 +270,7 @@ def bf16_search(
     stats: LowpStats | None = None,
     fallback: Fallback | None = None,
     compiled: bool | None = None,
+    prepared: PreparedDatabase | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The exact engine's top-k through a bf16 pass; None when torch is missing, the
     scores could overflow bf16, or some rows' scores are too close together for the bound
@@ -258,6 +280,8 @@ def bf16_search(
     int64, ``(len(rows), k)``), for the few rows the bf16 pass leaves unresolved.
     ``compiled``: select with the compiled kernel (CPU only; default: where it is built)
     or with torch ops on ``device`` (``False``: the GPU's selection, run on CPU tensors).
+    ``prepared``: the database's once-per-search pass (:func:`prepare_database`) done
+    already, for several searches of the same database (the ``"auto"`` measurement).
     Inputs are validated shapes (by :func:`~dehub.engine.exact.exact_search`).
     """
     torch = import_torch()
@@ -275,10 +299,11 @@ def bf16_search(
     room = memory_budget // 3
     if torch.device(device).type == "cuda":
         room = max(room, int(torch.cuda.mem_get_info(torch.device(device))[0]) // 4)
-    x_bits = np.empty((nd, d), np.uint16) if 2 * nd * d <= room else None
+    if prepared is None:
+        prepared = prepare_database(database, with_bits=2 * nd * d <= room)
+    x_bits = prepared.bits
     qn, qr = _norm_bounds(queries)
-    xn, xr = _norm_bounds(database, x_bits)
-    x_max, xr_max = float(xn.max()), float(xr.max())
+    x_max, xr_max = prepared.norm_max, prepared.residual_max
     off = None if offset is None else np.asarray(offset).astype(dt, copy=False)
     o_max = 0.0 if off is None else float(np.abs(off).max())
     if not float(qn.max()) * x_max + o_max <= 1e37:  # bf16/fp32 range: leave it to the fp32 engine
@@ -727,7 +752,7 @@ def _rescore(
 Engine = Callable[[Any, Any, int, "np.ndarray | None"], tuple[np.ndarray, np.ndarray]]
 
 _AUTO_MIN_PAIRS = 2**27  # smaller searches: "auto" is fp32 (the measurement would cost more)
-_AUTO_QUERIES, _AUTO_DATABASE = 256, 262144  # the measured sample of the real data
+_AUTO_QUERIES, _AUTO_DATABASE = 128, 262144  # the measured sample of the real data
 _AUTO_ROUNDS = 3
 _AUTO_MARGIN = 0.9  # bf16 only when it measured at most 0.9x fp32: noise never makes it slower
 
@@ -762,11 +787,12 @@ def measure_precision(
     rounds: int = _AUTO_ROUNDS,
 ) -> tuple[str, dict[str, Any]]:
     """Time the fp32 engine and the bf16 path, alternating, on a sample of the search: up
-    to 256 query rows spread over the queries against the whole database (up to 262,144
+    to 128 query rows spread over the queries against the whole database (up to 262,144
     rows spread over it, ``k`` scaled to the sample's share), so each query row does its
     real work (its candidates, its share of the GEMM). The bf16 path's once-per-search
-    pass over the database (bf16 copy, norms) is timed apart and counted at its share
-    of the search (``m / n_queries``), as the search will pay it. Returns the choice
+    pass over the database (bf16 copy, norms: :func:`prepare_database`) is done once,
+    timed apart and counted at its share of the search (``m / n_queries``), as the search
+    will pay it. Returns the choice
     (bf16 when the median of the per-round ratios is at most 0.9) and the timings."""
     nq, nd = queries.shape[0], database.shape[0]
     qi = np.unique(np.linspace(0, nq - 1, min(nq, _AUTO_QUERIES)).astype(np.int64))
@@ -779,6 +805,11 @@ def measure_precision(
     def fp32() -> None:
         fp32_engine(q, x, ks, off)
 
+    t0 = time.perf_counter()
+    prepared = prepare_database(x)
+    prep = time.perf_counter() - t0
+    share = qi.size / nq
+
     def bf16() -> None:
         bf16_search(
             q,
@@ -787,13 +818,10 @@ def measure_precision(
             offset=off,
             memory_budget=memory_budget,
             fallback=lambda r: fp32_engine(q[r], x, ks, off),
+            prepared=prepared,
         )
 
     bf16()  # first use: torch's and oneDNN's set-up is not the search's cost
-    t0 = time.perf_counter()
-    _norm_bounds(x, np.empty(x.shape, np.uint16))
-    prep = time.perf_counter() - t0
-    share = qi.size / nq
     t32: list[float] = []
     t16: list[float] = []
     for _ in range(rounds):
@@ -801,7 +829,7 @@ def measure_precision(
             t0 = time.perf_counter()
             fn()
             acc.append(time.perf_counter() - t0)
-    t16_search = [max(t - prep, 0.0) + prep * share for t in t16]
+    t16_search = [t + prep * share for t in t16]
     ratio = float(np.median(np.array(t16_search) / np.array(t32)))
     choice = "bf16" if ratio <= _AUTO_MARGIN else "fp32"
     return choice, {

@@ -139,6 +139,9 @@ def _settings(args) -> dict[str, tuple[str, dict]]:
                 for dim in dims:
                     params = {"nprobe": nprobe, "nlist": args.nlist, "rerank": args.rerank}
                     name = engine + (f" nprobe={nprobe}" if len(nprobes) > 1 else "")
+                    if args.recall is not None and engine == "ivf":
+                        params["recall"] = args.recall
+                        name += f" recall={args.recall}"
                     if niter is not None:
                         params["niter"] = niter
                         name += f" niter={niter}" if len(niters) > 1 else ""
@@ -167,6 +170,12 @@ def main(argv=None) -> int:
         help="coordinates the lists are assigned on (default: the engine's, d // 4, >= 128); a comma list runs each",
     )
     p.add_argument("--nlist", type=int, default=None)
+    p.add_argument(
+        "--recall",
+        type=float,
+        default=None,
+        help="ivf: nprobe chosen per search from a recall check against the exact engine (e.g. 0.99)",
+    )
     p.add_argument("--rerank", type=int, default=None, help="exact re-rank shortlist size (ivf-sq8/hnsw)")
     p.add_argument(
         "--repeat",

@@ -3,15 +3,18 @@
 Run it under the benchmark lock of a shared machine::
 
     flock /tmp/dehub-bench.lock python benchmarks/bench_bf16.py --gallery 5000 --reference 118000 \
-        --dim 512 --k 128 --json benchmarks/results/bf16_coco.json
+        --dim 512 --k 128 --json benchmarks/results/bf16_coco_amx.json
     python benchmarks/bench_bf16.py --device cuda ...   # unchanged on a GPU machine
 
-Measures (best of ``--repeats``): the bare fp32 GEMM of the same pairs (numpy, blocked
-into a reused buffer: the bound no fp32 engine beats), the fp32 engine's bias
-(``exact_search(gallery, reference, k)``), the bf16 engine's bias, the fraction of pairs
-re-scored, and the same for a corrected search (``--search-queries`` queries against the
-reference-sized set with an offset). Checks that bf16 returns the fp32 ids and score bits.
-Records the CPU model, bf16 flags, caches, torch's CPU capability and the load.
+Measures, in one process, ``--rounds`` rounds of every variant in turn: the bare fp32 GEMM
+of the same pairs (numpy, blocked into a reused buffer: the bound no fp32 engine beats),
+torch's bare bf16 GEMM, the fp32 engine's bias (``exact_search(gallery, reference, k)``),
+``precision="auto"`` (after its first call, which measures and is timed apart) and the
+bf16 engine's bias; each ratio is the median of the per-round ratios (never best/best).
+The same for a corrected search (``--search-queries`` queries against the reference-sized
+set with an offset). Checks that bf16 and auto return the fp32 ids and score bits, counts
+the candidates re-scored. Records the CPU model, bf16 flags, caches, torch's CPU
+capability and the load.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,15 +68,6 @@ def load() -> str:
     return open("/proc/loadavg").read().strip()
 
 
-def best(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
-
-
 def data(n: int, d: int, seed: int, centres: int = 64) -> np.ndarray:
     """Clustered unit vectors (scores spread like real embeddings), built in blocks."""
     rng = np.random.default_rng(seed)
@@ -109,46 +104,81 @@ def step(rec: dict, key: str, seconds: float) -> None:
     print(f"  {rec['case']}: {key} = {seconds:.2f} (load {load()})", flush=True)
 
 
-def case(name: str, q, x, k, offset, repeats, device, bare_torch: bool = True) -> dict:
+def case(name: str, q, x, k, offset, rounds, device, bare_torch: bool = True) -> dict:
+    """One shape, every variant once per round, in turn (the machine's load drifts:
+    per-round ratios against the same round's bare fp32 GEMM, then their medians)."""
+    from dehub.engine import tuning
+
     torch = import_torch()
     rec: dict = {"case": name, "n_queries": q.shape[0], "n_database": x.shape[0], "dim": q.shape[1], "k": k}
     rec["load_before"] = load()
-    step(rec, "bare_numpy_fp32_gemm_s", best(lambda: bare_gemm(q, x), repeats)[0])
+    # "auto": its first use measures both on a sample (once per machine and shape class)
+    t0 = time.perf_counter()
+    exact_search(q, x, k, offset=offset, precision="auto", device=device)
+    step(rec, "auto_first_call_s", time.perf_counter() - t0)
+    rec["auto_choice"] = tuning.tuning_report()["choices"]
+    variants = {
+        "bare_numpy_fp32_gemm_s": lambda: bare_gemm(q, x),
+        "fp32_engine_s": lambda: exact_search(q, x, k, offset=offset),
+        "auto_engine_s": lambda: exact_search(q, x, k, offset=offset, precision="auto", device=device),
+        "bf16_engine_s": lambda: bf16_search(
+            q,
+            x,
+            k,
+            offset=offset,
+            memory_budget=512 * 2**20,
+            device=device,
+            stats=st,
+            fallback=lambda r: exact_search(q[r], x, k, offset=offset),
+        ),
+    }
     if torch is not None and bare_torch:
-        step(
-            rec,
-            "bare_torch_bf16_gemm_s",
-            best(lambda: bare_gemm_torch(torch, q, x, torch.bfloat16, device), repeats)[0],
+        variants["bare_torch_bf16_gemm_s"] = lambda: bare_gemm_torch(torch, q, x, torch.bfloat16, device)
+    times: dict = {key: [] for key in variants}
+    outs: dict = {}
+    for r in range(rounds):
+        for key, fn in variants.items():
+            st = LowpStats()
+            t0 = time.perf_counter()
+            outs[key] = fn()
+            times[key].append(time.perf_counter() - t0)
+        print(
+            f"  {name} round {r}: "
+            + ", ".join(f"{a}={b[-1]:.2f}" for a, b in times.items())
+            + f" (load {load()})",
+            flush=True,
         )
-    t, ref = best(lambda: exact_search(q, x, k, offset=offset), repeats)
-    step(rec, "fp32_engine_s", t)
-    # "auto": bf16 only where the CPU (or device) has native bf16, else the fp32 engine
-    rec["auto_resolves_to"] = resolve_precision("auto", device)
-    t, auto = best(lambda: exact_search(q, x, k, offset=offset, precision="auto", device=device), repeats)
-    step(rec, "auto_engine_s", t)
-    rec["auto_over_fp32_engine"] = rec["auto_engine_s"] / rec["fp32_engine_s"]
-    rec["auto_ids_identical"] = bool(np.array_equal(auto[1], ref[1]))  # type: ignore[index]
+    rec["times"] = times
+    bare = np.array(times["bare_numpy_fp32_gemm_s"])
+    f32 = np.array(times["fp32_engine_s"])
+    for key, ts in times.items():
+        rec[f"median_{key}"] = float(np.median(ts))
+        rec[f"{key[:-2]}_over_bare_fp32_gemm"] = float(np.median(np.array(ts) / bare))
+    rec["bf16_over_fp32_engine"] = float(np.median(np.array(times["bf16_engine_s"]) / f32))
+    rec["auto_over_fp32_engine"] = float(np.median(np.array(times["auto_engine_s"]) / f32))
+    v, i = outs["fp32_engine_s"]
+    for key in ("bf16_engine_s", "auto_engine_s"):
+        v2, i2 = outs[key]
+        rec[f"{key[:-2]}_ids_identical"] = bool(np.array_equal(i, i2))
+        rec[f"{key[:-2]}_scores_bit_identical"] = bool(np.array_equal(v.view(np.int32), v2.view(np.int32)))
     st = LowpStats()
-    t, got = best(
-        lambda: bf16_search(q, x, k, offset=offset, memory_budget=512 * 2**20, device=device, stats=st),
-        repeats,
+    bf16_search(
+        q,
+        x,
+        k,
+        offset=offset,
+        memory_budget=512 * 2**20,
+        device=device,
+        stats=st,
+        fallback=lambda r: exact_search(q[r], x, k, offset=offset),
     )
-    step(rec, "bf16_engine_s", t)
-    if got is None:
-        rec["bf16"] = "unavailable (torch missing)"
-        return rec
-    v, i = ref  # type: ignore[misc]
-    v2, i2 = got  # type: ignore[misc]
-    rec["ids_identical"] = bool(np.array_equal(i, i2))
-    rec["scores_bit_identical"] = bool(np.array_equal(v.view(np.int32), v2.view(np.int32)))
     rec["candidate_fraction"] = st.n_candidates / st.n_pairs
+    rec["candidates_per_row"] = st.n_candidates / q.shape[0]
     rec["rescore_gemm_fraction"] = st.n_rescore_pairs / st.n_pairs
-    rec["bf16_over_bare_fp32_gemm"] = rec["bf16_engine_s"] / rec["bare_numpy_fp32_gemm_s"]
-    rec["fp32_engine_over_bare_fp32_gemm"] = rec["fp32_engine_s"] / rec["bare_numpy_fp32_gemm_s"]
-    rec["bf16_over_fp32_engine"] = rec["bf16_engine_s"] / rec["fp32_engine_s"]
+    rec["fp32_rows"] = st.n_fp32_rows
     rec["peak_rss_mib_so_far"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rec["load_after"] = load()
-    print(json.dumps(rec), flush=True)
+    print(json.dumps({a: b for a, b in rec.items() if a != "times"}), flush=True)
     return rec
 
 
@@ -160,23 +190,25 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=128)
     ap.add_argument("--search-queries", type=int, default=5000)
     ap.add_argument("--search-k", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of every variant in turn")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument(
         "--no-bare-torch", action="store_true", help="skip torch's bare bf16 GEMM (saves its time)"
     )
     args = ap.parse_args(argv)
+    # a fresh tuning cache: "auto" measures on its first use here, as on a new machine
+    os.environ.setdefault("DEHUB_CACHE_DIR", tempfile.mkdtemp(prefix="dehub-bench-tuning-"))
     rec = {"machine": machine(), "args": vars(args), "cases": []}
     print(json.dumps(rec["machine"]), flush=True)
     g = data(args.gallery, args.dim, 1)
     r = data(args.reference, args.dim, 2)
-    rec["cases"].append(case("bias", g, r, args.k, None, args.repeats, args.device, not args.no_bare_torch))
+    rec["cases"].append(case("bias", g, r, args.k, None, args.rounds, args.device, not args.no_bare_torch))
     _write(args.json, rec)  # the bias case survives a run stopped during the search case
     qs = data(args.search_queries, args.dim, 3)
     off = (0.75 * np.random.default_rng(4).random(args.reference) * 0.4).astype(np.float32)
     rec["cases"].append(
-        case("search", qs, r, args.search_k, off, args.repeats, args.device, not args.no_bare_torch)
+        case("search", qs, r, args.search_k, off, args.rounds, args.device, not args.no_bare_torch)
     )
     _write(args.json, rec)
     return 0

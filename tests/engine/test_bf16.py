@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from dehub.engine import exact_search
+from dehub.engine import exact_search, lowp
 from dehub.engine.accel import check_precision, resolve_precision
 from dehub.engine.exact import scored_by_gemv
 from dehub.engine.lowp import LowpStats, bf16_search, bound_coefficients, pair_bound
@@ -132,6 +132,50 @@ def test_bound_holds_on_sampled_and_worst_case_pairs():
         assert (err <= bound).all(), float((err / bound).max())
         # the worst-case pairs use a sizeable part of the bound: it is not vacuous
         assert (err[-4:, 512:516] / bound[-4:, 512:516]).max() > 0.5
+        # Theorem 1': the measured residual norms in place of the worst-case input rounding
+        qn, qr = lowp._norm_bounds(q)
+        xn, xr = lowp._norm_bounds(x)
+        assert (qn >= np.linalg.norm(q.astype(np.float64), axis=1)).all()
+        exact_r = np.linalg.norm(
+            torch.from_numpy(x).bfloat16().double().numpy() - x.astype(np.float64), axis=1
+        )
+        assert (xr >= exact_r).all() and (xr <= exact_r * 1.001 + 1e-30).all()
+        tight = pair_bound(coef, qn[:, None], xn[None, :], np.abs(off), qr[:, None], xr[None, :])
+        assert (err <= tight).all(), float((err / tight).max())
+        assert (tight <= bound * 1.0001).all()  # never looser than the worst case
+        assert (err[-4:, 512:516] / tight[-4:, 512:516]).max() > 0.5
+        if d >= 256:  # random data: residuals far below the worst case, a tighter bound
+            assert np.median(tight[:64, :512] / bound[:64, :512]) < 0.85
+
+
+def test_bf16_bits_are_torch_rounding():
+    rng = np.random.default_rng(5)
+    x = np.concatenate(
+        [
+            rng.standard_normal(100000).astype(np.float32),
+            (rng.standard_normal(1000) * 1e-39).astype(np.float32),  # subnormal
+            np.array(
+                [0.0, -0.0, 1 + 2**-8, 1 + 3 * 2**-8, -(1 + 2**-8), 3.3e38, -3.4e38, 2**-149], np.float32
+            ),
+            rng.integers(0, 2**32, 10000, dtype=np.uint64).astype(np.uint32).view(np.float32),
+        ]
+    )
+    x = x[np.isfinite(x)]
+    want = torch.from_numpy(x).bfloat16().view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(lowp.bf16_bits(x), want)
+    # the compiled pass: the same bits, and norm bounds at least the exact norms
+    x2 = x[: (x.size // 64) * 64].reshape(-1, 64)
+    bits = np.empty(x2.shape, np.uint16)
+    n1, r1 = lowp._norm_bounds(x2, bits)
+    np.testing.assert_array_equal(bits, want[: x2.size].reshape(x2.shape))
+    exact_n = np.sqrt((x2.astype(np.float64) ** 2).sum(1))
+    b64 = torch.from_numpy(x2).bfloat16().double().numpy()
+    exact_r = np.sqrt(((b64 - x2.astype(np.float64)) ** 2).sum(1))
+    assert (n1 >= exact_n).all() and (r1 >= exact_r).all()
+    # (numpy sums squares in float32: flushed ones add up to sqrt(d 2^-126), huge ones overflow)
+    big = (exact_n > 1e-15) & np.isfinite(n1)
+    assert big.mean() > 0.8
+    assert np.allclose(n1[big], exact_n[big], rtol=1e-5) and np.allclose(r1[big], exact_r[big], rtol=1e-5)
 
 
 def test_backend_accumulates_in_fp32():
@@ -167,11 +211,103 @@ def test_auto_follows_the_cpu_flags(monkeypatch):
     from dehub.engine import accel
 
     monkeypatch.setattr(accel, "cpu_bf16_flags", lambda path="/proc/cpuinfo": ())
-    assert resolve_precision("auto") == "fp32"
+    assert resolve_precision("auto") == "fp32"  # no native bf16: fp32, nothing measured
     monkeypatch.setattr(accel, "cpu_bf16_flags", lambda path="/proc/cpuinfo": ("amx_bf16",))
-    assert resolve_precision("auto") == "bf16"
+    assert resolve_precision("auto") == "auto"  # a measurement decides
     assert resolve_precision("auto", device="cuda:0") == "bf16"
     assert resolve_precision("fp32") == "fp32"
+
+
+@pytest.fixture
+def tuning_dir(tmp_path, monkeypatch):
+    """A fresh tuning cache, and "auto" eligible (torch and native bf16) on any CPU."""
+    from dehub.engine import accel, lowp
+
+    monkeypatch.setenv("DEHUB_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("DEHUB_TUNING", raising=False)
+    monkeypatch.setattr(accel, "cpu_bf16_flags", lambda path="/proc/cpuinfo": ("amx_bf16",))
+    monkeypatch.setattr(lowp, "_AUTO_MIN_PAIRS", 0)  # small test data is measured too
+    monkeypatch.setattr(lowp, "_AUTO_QUERIES", 64)
+    monkeypatch.setattr(lowp, "_AUTO_DATABASE", 1024)
+    return tmp_path
+
+
+def _count_bf16(monkeypatch):
+    from dehub.engine import lowp
+
+    calls = []
+    real = lowp.bf16_search
+    monkeypatch.setattr(lowp, "bf16_search", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    return calls
+
+
+def test_auto_is_the_cached_measurement(tuning_dir, monkeypatch):
+    """Given the cached measurement, "auto" is deterministic: it never measures again and
+    runs what the cache says; either way the results are the fp32 engine's."""
+    from dehub.engine import lowp, tuning
+
+    q, x = _data("clustered", 120, 3000, 32, seed=41)
+    want = exact_search(q, x, 10)
+    shape = tuning.shape_class(
+        "precision", d=32, dtype=np.float32, k=10, n_queries=120, n_database=3000, offset=False, device="cpu"
+    )
+
+    def no_measure(*a, **kw):
+        raise AssertionError("measured although the cache holds the choice")
+
+    monkeypatch.setattr(lowp, "measure_precision", no_measure)
+    for choice, bf16_runs in (("bf16", 1), ("fp32", 0)):
+        tuning.record_choice(shape, choice, {"bf16_over_fp32": 0.5 if choice == "bf16" else 1.5})
+        calls = _count_bf16(monkeypatch)
+        for _ in range(2):
+            got = exact_search(q, x, 10, precision="auto")
+            np.testing.assert_array_equal(got[1], want[1])
+            np.testing.assert_array_equal(got[0].view(np.int32), want[0].view(np.int32))
+        assert len(calls) == 2 * bf16_runs
+    report = tuning.tuning_report()
+    assert report["choices"][shape]["choice"] == "fp32"
+    assert report["cache_file"] == str(tuning_dir / "tuning.json")
+    assert tuning.reset_tuning() == 1 and tuning.tuning_report()["choices"] == {}
+
+
+def test_auto_measures_once_and_records(tuning_dir, monkeypatch):
+    from dehub.engine import lowp, tuning
+
+    q, x = _data("random", 100, 4000, 32, seed=42)
+    off = np.random.default_rng(1).random(4000).astype(np.float32) * 0.1
+    want = exact_search(q, x, 8, offset=off)
+    runs = []
+    real = lowp.measure_precision
+    monkeypatch.setattr(lowp, "measure_precision", lambda *a, **kw: runs.append(1) or real(*a, **kw))
+    for _ in range(2):
+        got = exact_search(q, x, 8, offset=off, precision="auto")
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_array_equal(got[0].view(np.int32), want[0].view(np.int32))
+    assert runs == [1]  # measured once, then read back
+    (entry,) = tuning.tuning_report()["choices"].values()
+    assert entry["choice"] in ("fp32", "bf16")
+    assert len(entry["fp32_s"]) == len(entry["bf16_s"]) == 3 and entry["sample"][:2] == [64, 1024]
+    assert (entry["choice"] == "bf16") == (entry["bf16_over_fp32"] <= 0.9)
+    # switched off: measures every time and keeps nothing
+    monkeypatch.setenv("DEHUB_TUNING", "off")
+    assert tuning.cached_choice(next(iter(tuning.tuning_report()["choices"]), "x")) is None
+    exact_search(q, x, 8, offset=off, precision="auto")
+    assert runs == [1, 1]
+
+
+def test_auto_without_native_bf16_or_torch_is_fp32(tuning_dir, monkeypatch):
+    from dehub.engine import accel, lowp
+
+    monkeypatch.setattr(lowp, "measure_precision", lambda *a, **kw: pytest.fail("measured"))
+    calls = _count_bf16(monkeypatch)
+    q, x = _data("random", 100, 3000, 16, seed=43)
+    want = exact_search(q, x, 5)
+    monkeypatch.setattr(accel, "cpu_bf16_flags", lambda path="/proc/cpuinfo": ())
+    np.testing.assert_array_equal(exact_search(q, x, 5, precision="auto")[1], want[1])
+    monkeypatch.setattr(accel, "cpu_bf16_flags", lambda path="/proc/cpuinfo": ("amx_bf16",))
+    monkeypatch.setitem(sys.modules, "torch", None)
+    np.testing.assert_array_equal(exact_search(q, x, 5, precision="auto")[1], want[1])
+    assert calls == [] and not (tuning_dir / "tuning.json").exists()
 
 
 def test_fallback_without_torch(monkeypatch, capsys):
@@ -242,6 +378,14 @@ def test_device_path_on_cpu_tensors_and_device_errors():
     got = exact_search(q, x, 12, precision="bf16", device="cpu", **blocks)
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[0].view(np.int32), want[0].view(np.int32))
+    # the GPU's selection (torch ops: lane maxima, threshold, nonzero) on CPU tensors
+    default = exact_search(q, x, 12)
+    for kw in ({}, blocks):
+        st = LowpStats()
+        got = bf16_search(q, x, 12, stats=st, compiled=False, **{"memory_budget": BUDGET, **kw})
+        assert got is not None and st.n_candidates > 0
+        np.testing.assert_array_equal(got[1], default[1])
+        np.testing.assert_array_equal(got[0].view(np.int32), default[0].view(np.int32))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA"):
             exact_search(q, x, 12, precision="bf16", device="cuda")
@@ -281,3 +425,33 @@ def test_unprunable_scores_fall_back_to_fp32_within_the_budget():
     got = exact_search(q, x, 5, memory_budget=2**20, precision="bf16")
     np.testing.assert_array_equal(got[1], want[1])
     np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_rows_the_bound_cannot_hold_go_to_fp32_alone():
+    """A few rows whose top-k lie among 12,000 copies of one vector: the bf16 pass cannot
+    hold their candidates within the budget; those rows alone go to the fp32 engine (the
+    ``fallback``), the others keep their bf16 pass; every row equals the fp32 engine."""
+    rng = np.random.default_rng(9)
+    hub = _unit(rng.standard_normal((1, 48)).astype(np.float32))
+    x = np.concatenate(
+        [_unit(rng.standard_normal((6000, 48)).astype(np.float32)), np.repeat(hub, 12000, axis=0)]
+    )
+    q = _unit(rng.standard_normal((300, 48)).astype(np.float32))
+    q[::50] = _unit(hub + 0.01 * rng.standard_normal((6, 48)).astype(np.float32))
+    budget = 2**20
+    want = exact_search(q, x, 8, memory_budget=budget)
+    st = LowpStats()
+    got = bf16_search(
+        q,
+        x,
+        8,
+        memory_budget=budget,
+        stats=st,
+        fallback=lambda r: exact_search(q[r], x, 8, memory_budget=budget),
+    )
+    assert got is not None and 0 < st.n_fp32_rows < q.shape[0] and st.n_candidates > 0
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0].view(np.int32), want[0].view(np.int32))
+    via_engine = exact_search(q, x, 8, memory_budget=budget, precision="bf16")
+    np.testing.assert_array_equal(via_engine[1], want[1])
+    np.testing.assert_array_equal(via_engine[0].view(np.int32), want[0].view(np.int32))

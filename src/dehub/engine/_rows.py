@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
-__all__ = ["row_blocks", "even_blocks", "read_rows", "take_rows", "row_length_buffers"]
+__all__ = ["row_blocks", "even_blocks", "read_rows", "take_rows", "row_length_buffers", "scored_by_gemv"]
 
 
 def row_blocks(n: int, step: int) -> Iterator[slice]:
@@ -64,3 +64,13 @@ def row_length_buffers(size: int = 256) -> Iterator[None]:
         yield
     finally:
         np.setbufsize(old)
+
+
+def scored_by_gemv(n_queries: int) -> bool:
+    """Whether the exact engine scores with one-row GEMM calls (they round differently
+    from its other tiles): only for a single query. Every other tile, query block and
+    floor re-run of :mod:`~dehub.engine.exact` has at least two rows
+    (:func:`even_blocks`) and its database blocks at least 256 columns, so a score's bits
+    depend on the two vectors only, not on how the engine cut the work; the bf16 re-score
+    (:mod:`~dehub.engine.lowp`) relies on it."""
+    return n_queries == 1

@@ -135,15 +135,22 @@ typedef struct {
         T w = keep_best_##SUF(v, id, k + *fill, k);                                        \
         *fill = 0;                                                                         \
         return w > flo ? w : flo;                                                          \
-    }                                                                                      \
+    }
+
+DEFINE_ROWSTATE(float, f32)
+DEFINE_ROWSTATE(double, f64)
+
+/* The passes that read a row's scores (of type ST, converted by CONV to T): the scalar
+   filter and the floor's lane maxima */
+#define DEFINE_SCORES(T, ST, SUF, SUFS, CONV)                                              \
     /* entries j0..j1 of a row, one at a time: one that beats thr goes to the buffer; a    \
        full buffer is merged (the threshold returned is the current one) */                \
-    static inline T scan_scalar_##SUF(const T *s, const T *off, Py_ssize_t j0,             \
+    static inline T scan_scalar_##SUFS(const ST *s, const T *off, Py_ssize_t j0,             \
                                       Py_ssize_t j1, int64_t id0, T *v, int64_t *id,       \
                                       const shape_t *sh, int64_t *fill, T thr, T flo) {    \
         const Py_ssize_t k = sh->k;                                                        \
         for (Py_ssize_t j = j0; j < j1; j++) {                                             \
-            T x = off ? s[j] - off[j] : s[j];                                              \
+            T x = off ? CONV(s[j]) - off[j] : CONV(s[j]);                                              \
             if (x > thr || (sh->ge && x == thr)) {                                         \
                 v[k + *fill] = x;                                                          \
                 id[k + *fill] = sh->ids ? sh->ids[j] : id0 + j;                            \
@@ -154,28 +161,37 @@ typedef struct {
     }                                                                                      \
     /* maxima of the lanes c % L (L a multiple of 16, 2L <= c) of a row's corrected        \
        scores; NaN entries are skipped (x > m is false) */                                 \
-    LANE_MAX_TARGETS static void lane_max_##SUF(const T *s, const T *off, Py_ssize_t c,    \
+    LANE_MAX_TARGETS static void lane_max_##SUFS(const ST *s, const T *off, Py_ssize_t c,    \
                                                 Py_ssize_t L, T *m) {                      \
         for (Py_ssize_t l = 0; l < L; l++) m[l] = -INFINITY;                              \
         Py_ssize_t b = 0;                                                                  \
         for (; b + L <= c; b += L) {                                                       \
             if (off) {                                                                     \
                 for (Py_ssize_t l = 0; l < L; l++) {                                       \
-                    T x = s[b + l] - off[b + l];                                           \
+                    T x = CONV(s[b + l]) - off[b + l];                                           \
                     m[l] = x > m[l] ? x : m[l];                                            \
                 }                                                                          \
             } else {                                                                       \
-                for (Py_ssize_t l = 0; l < L; l++) m[l] = s[b + l] > m[l] ? s[b + l] : m[l]; \
+                for (Py_ssize_t l = 0; l < L; l++) m[l] = CONV(s[b + l]) > m[l] ? CONV(s[b + l]) : m[l]; \
             }                                                                              \
         }                                                                                  \
         for (Py_ssize_t l = 0; b + l < c; l++) {                                           \
-            T x = off ? s[b + l] - off[b + l] : s[b + l];                                  \
+            T x = off ? CONV(s[b + l]) - off[b + l] : CONV(s[b + l]);                                  \
             m[l] = x > m[l] ? x : m[l];                                                    \
         }                                                                                  \
     }
 
-DEFINE_ROWSTATE(float, f32)
-DEFINE_ROWSTATE(double, f64)
+#define AS_IS(x) (x)
+/* bf16 scores (their bits, uint16): the float32 of the same value (exact) */
+static inline float bf16_to_f32(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+DEFINE_SCORES(float, float, f32, f32, AS_IS)
+DEFINE_SCORES(double, double, f64, f64, AS_IS)
+DEFINE_SCORES(float, uint16_t, f32, bf16, bf16_to_f32)
 
 /* ------------------------------------------------------------------ scans, per ISA */
 
@@ -185,11 +201,19 @@ typedef float (*scan_fn_f32)(const float *, const float *, Py_ssize_t, int64_t, 
                              int64_t *, shape_t, int64_t *, float, float);
 typedef double (*scan_fn_f64)(const double *, const double *, Py_ssize_t, int64_t, double *,
                               int64_t *, shape_t, int64_t *, double, double);
+typedef float (*scan_fn_bf16)(const uint16_t *, const float *, Py_ssize_t, int64_t, float *,
+                              int64_t *, shape_t, int64_t *, float, float);
 
 static float scan_plain_f32(const float *s, const float *off, Py_ssize_t c, int64_t id0,
                             float *v, int64_t *id, shape_t sh, int64_t *fill, float thr,
                             float flo) {
     return scan_scalar_f32(s, off, 0, c, id0, v, id, &sh, fill, thr, flo);
+}
+
+static float scan_plain_bf16(const uint16_t *s, const float *off, Py_ssize_t c, int64_t id0,
+                             float *v, int64_t *id, shape_t sh, int64_t *fill, float thr,
+                             float flo) {
+    return scan_scalar_bf16(s, off, 0, c, id0, v, id, &sh, fill, thr, flo);
 }
 
 static double scan_plain_f64(const double *s, const double *off, Py_ssize_t c, int64_t id0,
@@ -201,9 +225,10 @@ static double scan_plain_f64(const double *s, const double *off, Py_ssize_t c, i
 #ifdef DEHUB_X86
 /* W lanes at a time; only the lanes that pass are looked at, one by one (a merge on the
    way raises the threshold, so each is checked again against the current one) */
-#define DEFINE_SCAN(T, SUF, ISA_NAME, W, VT, LOAD, SUB, SET1, STORE, MASK_GT, MASK_GE)      \
-    __attribute__((target(#ISA_NAME))) static T scan_##ISA_NAME##_##SUF(                   \
-        const T *s, const T *off, Py_ssize_t c, int64_t id0, T *v, int64_t *id, shape_t sh, \
+#define DEFINE_SCAN(T, ST, SUF, SUFS, ISA_NAME, W, VT, LOADS, LOAD, SUB, SET1, STORE, MASK_GT, \
+                    MASK_GE)                                                               \
+    __attribute__((target(#ISA_NAME))) static T scan_##ISA_NAME##_##SUFS(                  \
+        const ST *s, const T *off, Py_ssize_t c, int64_t id0, T *v, int64_t *id, shape_t sh, \
         int64_t *fill_p, T thr, T flo) {                                                   \
         const Py_ssize_t k = sh.k, B = sh.B;                                               \
         const int ge = sh.ge;                                                              \
@@ -212,7 +237,7 @@ static double scan_plain_f64(const double *s, const double *off, Py_ssize_t c, i
         T lane[W] __attribute__((aligned(64)));                                            \
         Py_ssize_t j = 0;                                                                  \
         for (; j + W <= c; j += W) {                                                       \
-            VT x = LOAD(s + j);                                                            \
+            VT x = LOADS(s + j);                                                           \
             if (off) x = SUB(x, LOAD(off + j));                                            \
             unsigned m = ge ? (unsigned)MASK_GE(x, t) : (unsigned)MASK_GT(x, t);           \
             if (m) {                                                                       \
@@ -232,7 +257,7 @@ static double scan_plain_f64(const double *s, const double *off, Py_ssize_t c, i
             }                                                                              \
         }                                                                                  \
         *fill_p = fill;                                                                    \
-        return scan_scalar_##SUF(s, off, j, c, id0, v, id, &sh, fill_p, thr, flo);         \
+        return scan_scalar_##SUFS(s, off, j, c, id0, v, id, &sh, fill_p, thr, flo);        \
     }
 
 #define MASK_GT_512PS(x, t) _mm512_cmp_ps_mask((x), (t), _CMP_GT_OQ)
@@ -244,18 +269,29 @@ static double scan_plain_f64(const double *s, const double *off, Py_ssize_t c, i
 #define MASK_GE_256PS(x, t) _mm256_movemask_ps(_mm256_cmp_ps((x), (t), _CMP_GE_OQ))
 #define MASK_GE_256PD(x, t) _mm256_movemask_pd(_mm256_cmp_pd((x), (t), _CMP_GE_OQ))
 
-DEFINE_SCAN(float, f32, avx512f, 16, __m512, _mm512_loadu_ps, _mm512_sub_ps, _mm512_set1_ps,
-            _mm512_store_ps, MASK_GT_512PS, MASK_GE_512PS)
-DEFINE_SCAN(double, f64, avx512f, 8, __m512d, _mm512_loadu_pd, _mm512_sub_pd, _mm512_set1_pd,
-            _mm512_store_pd, MASK_GT_512PD, MASK_GE_512PD)
-DEFINE_SCAN(float, f32, avx2, 8, __m256, _mm256_loadu_ps, _mm256_sub_ps, _mm256_set1_ps,
-            _mm256_store_ps, MASK_GT_256PS, MASK_GE_256PS)
-DEFINE_SCAN(double, f64, avx2, 4, __m256d, _mm256_loadu_pd, _mm256_sub_pd, _mm256_set1_pd,
-            _mm256_store_pd, MASK_GT_256PD, MASK_GE_256PD)
+/* 16 (8) bf16 scores widened to float32: the bits shifted into the upper half (exact) */
+#define LOAD_BF16_512(p) \
+    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
+#define LOAD_BF16_256(p) \
+    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+
+DEFINE_SCAN(float, float, f32, f32, avx512f, 16, __m512, _mm512_loadu_ps, _mm512_loadu_ps, _mm512_sub_ps,
+            _mm512_set1_ps, _mm512_store_ps, MASK_GT_512PS, MASK_GE_512PS)
+DEFINE_SCAN(double, double, f64, f64, avx512f, 8, __m512d, _mm512_loadu_pd, _mm512_loadu_pd,
+            _mm512_sub_pd, _mm512_set1_pd, _mm512_store_pd, MASK_GT_512PD, MASK_GE_512PD)
+DEFINE_SCAN(float, uint16_t, f32, bf16, avx512f, 16, __m512, LOAD_BF16_512, _mm512_loadu_ps,
+            _mm512_sub_ps, _mm512_set1_ps, _mm512_store_ps, MASK_GT_512PS, MASK_GE_512PS)
+DEFINE_SCAN(float, float, f32, f32, avx2, 8, __m256, _mm256_loadu_ps, _mm256_loadu_ps, _mm256_sub_ps,
+            _mm256_set1_ps, _mm256_store_ps, MASK_GT_256PS, MASK_GE_256PS)
+DEFINE_SCAN(double, double, f64, f64, avx2, 4, __m256d, _mm256_loadu_pd, _mm256_loadu_pd,
+            _mm256_sub_pd, _mm256_set1_pd, _mm256_store_pd, MASK_GT_256PD, MASK_GE_256PD)
+DEFINE_SCAN(float, uint16_t, f32, bf16, avx2, 8, __m256, LOAD_BF16_256, _mm256_loadu_ps,
+            _mm256_sub_ps, _mm256_set1_ps, _mm256_store_ps, MASK_GT_256PS, MASK_GE_256PS)
 #endif
 
 static scan_fn_f32 SCAN_F32 = scan_plain_f32;
 static scan_fn_f64 SCAN_F64 = scan_plain_f64;
+static scan_fn_bf16 SCAN_BF16 = scan_plain_bf16;
 static const char *ISA = "scalar";
 
 static void choose_isa(void) {
@@ -264,10 +300,12 @@ static void choose_isa(void) {
     if (__builtin_cpu_supports("avx512f")) {
         SCAN_F32 = scan_avx512f_f32;
         SCAN_F64 = scan_avx512f_f64;
+        SCAN_BF16 = scan_avx512f_bf16;
         ISA = "avx512f";
     } else if (__builtin_cpu_supports("avx2")) {
         SCAN_F32 = scan_avx2_f32;
         SCAN_F64 = scan_avx2_f64;
+        SCAN_BF16 = scan_avx2_bf16;
         ISA = "avx2";
     }
 #endif
@@ -292,14 +330,14 @@ static Py_ssize_t floor_lanes(Py_ssize_t k) {
    holds k entries above its floor is exact, any other must be recomputed. Entries equal
    to the j-th lane maximum may belong to the top-k: the floor is the float just below
    it, and entries must beat it. */
-#define DEFINE_ROW(T, SUF, NEXTAFTER, SCAN)                                                 \
-    static void row_##SUF(const T *s, const T *off, Py_ssize_t c, int64_t id0, T *v,        \
+#define DEFINE_ROW(T, ST, SUF, SUFS, NEXTAFTER, SCAN)                                       \
+    static void row_##SUFS(const ST *s, const T *off, Py_ssize_t c, int64_t id0, T *v,        \
                           int64_t *id, shape_t sh, int64_t *fill, T *thr, T *flo,          \
                           T *lanes, int64_t *lane_ids) {                                   \
         Py_ssize_t L = floor_lanes(sh.k);                                                  \
         if (*thr == -INFINITY && L <= MAX_LANES && 2 * L <= c) {                           \
             Py_ssize_t p = c < FLOOR_PREFIX * L ? c : FLOOR_PREFIX * L;                    \
-            lane_max_##SUF(s, off, p, L, lanes);                                           \
+            lane_max_##SUFS(s, off, p, L, lanes);                                          \
             for (Py_ssize_t l = 0; l < L; l++) lane_ids[l] = l;                            \
             /* the j-th largest lane maximum: the worst of the j best */                   \
             *flo = NEXTAFTER(keep_best_##SUF(lanes, lane_ids, L, sh.j), -INFINITY);        \
@@ -307,8 +345,9 @@ static Py_ssize_t floor_lanes(Py_ssize_t k) {
         }                                                                                  \
         *thr = SCAN(s, off, c, id0, v, id, sh, fill, *thr, *flo);                          \
     }
-DEFINE_ROW(float, f32, nextafterf, SCAN_F32)
-DEFINE_ROW(double, f64, nextafter, SCAN_F64)
+DEFINE_ROW(float, float, f32, f32, nextafterf, SCAN_F32)
+DEFINE_ROW(double, double, f64, f64, nextafter, SCAN_F64)
+DEFINE_ROW(float, uint16_t, f32, bf16, nextafterf, SCAN_BF16)
 
 /* ------------------------------------------------------------------ buffers */
 
@@ -319,6 +358,14 @@ static int is_float(const Py_buffer *b, char *kind) {
     if (f[0] == 'f' && f[1] == 0 && b->itemsize == 4) { *kind = 'f'; return 1; }
     if (f[0] == 'd' && f[1] == 0 && b->itemsize == 8) { *kind = 'd'; return 1; }
     return 0;
+}
+
+/* bf16 scores travel as their bits: a 2-byte integer buffer (numpy int16 / uint16) */
+static int is_bf16_bits(const Py_buffer *b) {
+    if (b->format == NULL || b->itemsize != 2) return 0;
+    const char *f = b->format;
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    return (f[0] == 'h' || f[0] == 'H') && f[1] == 0;
 }
 
 static int is_int64(const Py_buffer *b) {
@@ -412,7 +459,9 @@ static PyObject *push(PyObject *self, PyObject *args) {
     if (get_optional(ooff, &off, &held_off) < 0 || get_optional(oids, &ids, &held_ids) < 0 ||
         get_optional(orows, &rows, &held_rows) < 0)
         goto bad;
-    if (s.ndim != 2 || !is_float(&s, &ks) || ks != st.kind ||
+    int bf16 = s.ndim == 2 && is_bf16_bits(&s) && st.kind == 'f';
+    if (bf16) ks = 'f';
+    if (s.ndim != 2 || (!bf16 && (!is_float(&s, &ks) || ks != st.kind)) ||
         (held_off && (off.ndim != 1 || !is_float(&off, &ko) || ko != ks || off.shape[0] != s.shape[1])) ||
         (held_ids && (ids.ndim != 1 || !is_int64(&ids) || ids.shape[0] != s.shape[1])) ||
         (held_rows && (rows.ndim != 1 || !is_int64(&rows) || rows.shape[0] != s.shape[0])) ||
@@ -445,21 +494,24 @@ static PyObject *push(PyObject *self, PyObject *args) {
             goto bad;
         }
 /* score row a -> state row q (a, or rows[a]) */
-#define PUSH_TILE(T, SUF, LANES)                                                            \
+#define PUSH_TILE(T, ST, SUFS, LANES)                                                       \
     {                                                                                      \
-        const T *sp = (const T *)s.buf, *op = held_off ? (const T *)off.buf : NULL;        \
+        const ST *sp = (const ST *)s.buf;                                                  \
+        const T *op = held_off ? (const T *)off.buf : NULL;                                \
         T *v = (T *)st.v.buf, *thr = (T *)st.thr.buf, *flo = (T *)st.flo.buf;              \
         for (Py_ssize_t a = 0; a < s.shape[0]; a++) {                                      \
             Py_ssize_t q = rp ? rp[a] : a;                                                 \
-            row_##SUF(sp + a * c, op, c, (int64_t)id_start, v + q * w, id + q * w, sh,     \
+            row_##SUFS(sp + a * c, op, c, (int64_t)id_start, v + q * w, id + q * w, sh,     \
                       fill + q, thr + q, flo + q, LANES, lane_ids);                        \
         }                                                                                  \
     }
         Py_BEGIN_ALLOW_THREADS;
-        if (ks == 'f')
-            PUSH_TILE(float, f32, lanes_f)
+        if (bf16)
+            PUSH_TILE(float, uint16_t, bf16, lanes_f)
+        else if (ks == 'f')
+            PUSH_TILE(float, float, f32, lanes_f)
         else
-            PUSH_TILE(double, f64, lanes_d)
+            PUSH_TILE(double, double, f64, lanes_d)
         Py_END_ALLOW_THREADS;
         PyMem_RawFree(lanes_f);
         PyMem_RawFree(lanes_d);
@@ -515,7 +567,107 @@ static PyObject *finish(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ bf16 prepare */
+
+/* One row: the bf16 bits of each float32 component (round to nearest even: the upper half
+   of bits + 0x7FFF + bit 16; exact for normal and subnormal values), the sum of squares of
+   the components and of their residuals bf16(x) - x (exact in float32: the two are within
+   a factor 2, or the bf16 value is 0), in double: each product is exact, 8 partial sums. */
+LANE_MAX_TARGETS static void prepare_row(const float *x, Py_ssize_t d, uint16_t *bits, double *sq,
+                                         double *rsq) {
+    double s[8] = {0}, r[8] = {0};
+    Py_ssize_t j = 0;
+    for (; j + 8 <= d; j += 8) {
+        for (int l = 0; l < 8; l++) {
+            float v = x[j + l];
+            uint32_t u;
+            memcpy(&u, &v, sizeof u);
+            uint32_t b = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+            if (bits) bits[j + l] = (uint16_t)b;
+            uint32_t bu = b << 16;
+            float bf;
+            memcpy(&bf, &bu, sizeof bf);
+            double dv = (double)v, dr = (double)(bf - v);
+            s[l] += dv * dv;
+            r[l] += dr * dr;
+        }
+    }
+    for (; j < d; j++) {
+        float v = x[j];
+        uint32_t u;
+        memcpy(&u, &v, sizeof u);
+        uint32_t b = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+        if (bits) bits[j] = (uint16_t)b;
+        uint32_t bu = b << 16;
+        float bf;
+        memcpy(&bf, &bu, sizeof bf);
+        double dv = (double)v, dr = (double)(bf - v);
+        s[0] += dv * dv;
+        r[0] += dr * dr;
+    }
+    *sq = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    *rsq = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+}
+
+/* bf16_prepare(x (n, d) float32, bits (n, d) int16/uint16 or None, sq (n,) float64,
+   rsq (n,) float64): bf16 bits, squared norms and squared residual norms of every row */
+static PyObject *bf16_prepare(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ox, *obits, *osq, *orsq;
+    if (!PyArg_ParseTuple(args, "OOOO", &ox, &obits, &osq, &orsq)) return NULL;
+    Py_buffer x, bits, sq, rsq;
+    int held_bits = 0;
+    if (PyObject_GetBuffer(ox, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) return NULL;
+    if (PyObject_GetBuffer(osq, &sq, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) != 0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(orsq, &rsq, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) != 0) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&sq);
+        return NULL;
+    }
+    if (obits != Py_None) {
+        if (PyObject_GetBuffer(obits, &bits, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) != 0) {
+            PyBuffer_Release(&x);
+            PyBuffer_Release(&sq);
+            PyBuffer_Release(&rsq);
+            return NULL;
+        }
+        held_bits = 1;
+    }
+    char kx = 0, ks = 0, kr = 0;
+    int ok = x.ndim == 2 && is_float(&x, &kx) && kx == 'f' && sq.ndim == 1 && is_float(&sq, &ks) &&
+             ks == 'd' && rsq.ndim == 1 && is_float(&rsq, &kr) && kr == 'd' &&
+             sq.shape[0] == x.shape[0] && rsq.shape[0] == x.shape[0] &&
+             (!held_bits || (bits.ndim == 2 && is_bf16_bits(&bits) && bits.shape[0] == x.shape[0] &&
+                             bits.shape[1] == x.shape[1]));
+    if (ok) {
+        Py_ssize_t n = x.shape[0], d = x.shape[1];
+        const float *xp = (const float *)x.buf;
+        uint16_t *bp = held_bits ? (uint16_t *)bits.buf : NULL;
+        double *sp = (double *)sq.buf, *rp = (double *)rsq.buf;
+        Py_BEGIN_ALLOW_THREADS;
+        for (Py_ssize_t a = 0; a < n; a++)
+            prepare_row(xp + a * d, d, bp ? bp + a * d : NULL, sp + a, rp + a);
+        Py_END_ALLOW_THREADS;
+    } else {
+        PyErr_SetString(PyExc_ValueError,
+                        "bf16_prepare expects x (n, d) float32, bits (n, d) 2-byte integers or None, "
+                        "sq and rsq (n,) float64, C-contiguous");
+    }
+    if (held_bits) PyBuffer_Release(&bits);
+    PyBuffer_Release(&rsq);
+    PyBuffer_Release(&sq);
+    PyBuffer_Release(&x);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"bf16_prepare", bf16_prepare, METH_VARARGS,
+     "bf16_prepare(x, bits, sq, rsq): bf16 bits (or None), squared norms and squared bf16 "
+     "residual norms of the rows of a float32 matrix."},
     {"push", push, METH_VARARGS,
      "push(scores, offset, id_start, ids, rows, v, id, fill, thr, flo, k, floor_rank): offer a "
      "tile of scores to the running top-k (see the module comment)."},

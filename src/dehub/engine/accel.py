@@ -12,9 +12,11 @@ numpy-only: without torch, ``precision="bf16"`` prints one line and runs the fp3
     A bf16 candidate pass with a proven error bound, then an exact re-score of the
     candidates in the input precision (``docs/precision.md``): the fp32 engine's results.
 ``"auto"``
-    ``"bf16"`` when torch is installed and the CPU advertises native bf16 dot products
-    (``amx_bf16`` or ``avx512_bf16`` in ``/proc/cpuinfo``) or ``device`` is a CUDA device;
-    else ``"fp32"``. See :func:`resolve_precision`.
+    ``"fp32"`` unless torch is installed and the CPU advertises native bf16 dot products
+    (``amx_bf16`` or ``avx512_bf16`` in ``/proc/cpuinfo``); there, whichever of the two
+    measured faster on a sample of the search's own data, once per machine and shape
+    class (:func:`dehub.engine.lowp.auto_precision`, cached by
+    :mod:`dehub.engine.tuning`); on a CUDA device, ``"bf16"``. See :func:`resolve_precision`.
 """
 
 from __future__ import annotations
@@ -74,10 +76,12 @@ def native_bf16(device: str = "cpu") -> bool:
 
 
 def resolve_precision(precision: str, device: str = "cpu", *, quiet: bool = False) -> str:
-    """The precision actually used: ``"fp32"`` or ``"bf16"``.
+    """The precision used: ``"fp32"``, ``"bf16"``, or ``"auto"`` where a measurement decides.
 
-    ``"bf16"`` without torch falls back to ``"fp32"`` with one line on stderr;
-    ``"auto"`` is ``"bf16"`` only with torch and native bf16 (:func:`native_bf16`).
+    ``"bf16"`` without torch falls back to ``"fp32"`` with one line on stderr; ``"auto"``
+    is ``"fp32"`` without torch or native bf16 (:func:`native_bf16`), ``"bf16"`` on a CUDA
+    device, and stays ``"auto"`` on a CPU that has both: the search then times both on a
+    sample of its data (:func:`dehub.engine.lowp.auto_precision`).
     """
     check_precision(precision)
     if precision == "fp32" or (precision == "auto" and not native_bf16(device)):
@@ -90,6 +94,8 @@ def resolve_precision(precision: str, device: str = "cpu", *, quiet: bool = Fals
                 file=sys.stderr,
             )
         return "fp32"
+    if precision == "auto" and not str(device).startswith("cuda"):
+        return "auto"
     return "bf16"
 
 

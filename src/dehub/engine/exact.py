@@ -49,12 +49,21 @@ import numpy as np
 from .._progress import progress_bar
 from .._validation import compute_dtype
 from ._blas import blas_controllable, blas_limited_now
-from ._rows import even_blocks, row_blocks, row_length_buffers
+from ._rows import even_blocks, row_blocks, row_length_buffers, scored_by_gemv
 from ._workers import parallel_scope
+from .accel import check_precision
 from .hardware import database_block_rows, score_tile_bytes, search_block_rows, selection_workers
+from .lowp import search_with_precision
 from .topk import KernelTopK, RunningTopK, kernel_isa, lane_lower_bound, merge_topk, select_topk
 
-__all__ = ["exact_search", "BlockPlan", "plan_blocks", "DEFAULT_MEMORY_BUDGET", "SMALL_BATCH_ROWS"]
+__all__ = [
+    "exact_search",
+    "BlockPlan",
+    "plan_blocks",
+    "DEFAULT_MEMORY_BUDGET",
+    "SMALL_BATCH_ROWS",
+    "scored_by_gemv",
+]
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes for score blocks, masks and top-k state
 SMALL_BATCH_ROWS = 64  # up to this many queries the GEMM is bound by reading the database
@@ -205,8 +214,22 @@ def exact_search(
     kk = min(k, nd)
     off = None if offset is None else offset.astype(dt, copy=False)
     if precision != "fp32" or device != "cpu":
-        from .accel import check_precision
-        from .lowp import search_with_precision
+
+        def fp32_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            # at least _MIN_GEMM_ROWS rows (unless the search has one): the GEMMs round as
+            # in every other tile
+            pad = 0 if nq == 1 else max(0, _MIN_GEMM_ROWS - rows.size)
+            redo = np.concatenate([rows, np.repeat(rows[:1], pad)])
+            v, i = exact_search(
+                np.asarray(queries[redo]),
+                database,
+                k,
+                offset=offset,
+                memory_budget=memory_budget,
+                query_block=query_block,
+                database_block=database_block,
+            )
+            return v[: rows.size], i[: rows.size]
 
         low = search_with_precision(
             queries,
@@ -222,13 +245,17 @@ def exact_search(
             dense=query_block is None
             and database_block is None
             and _dense_fits(nq, database, dt, memory_budget),
+            fallback=fp32_rows,
+            fp32_engine=lambda q, x, kq, off_q: exact_search(
+                q, x, kq, offset=off_q, memory_budget=memory_budget
+            ),
         )
         if low is not None:
             return low
     workers = selection_workers()
     if query_block is None and database_block is None and _dense_fits(nq, database, dt, memory_budget):
-        with ThreadPoolExecutor(workers) if workers > 1 and nq > 1 else nullcontext() as pool:
-            v, i = _dense_search(queries, database, kk, off, dt, pool, workers)
+        with ThreadPoolExecutor(workers) if workers > 1 and nq > 1 else nullcontext() as dense_pool:
+            v, i = _dense_search(queries, database, kk, off, dt, dense_pool, workers)
         out_v[:, :kk], out_i[:, :kk] = v, i
         return out_v, out_i
     # several workers when BLAS can be made single-threaded for them and no other search
@@ -511,15 +538,6 @@ def _database_blocks(cols: slice, block: int, first: int | None = None) -> list[
     if len(blocks) > 1 and blocks[-1].stop - blocks[-1].start < _MIN_LAST_BLOCK:
         blocks[-2:] = [slice(blocks[-2].start, blocks[-1].stop)]
     return blocks
-
-
-def scored_by_gemv(n_queries: int) -> bool:
-    """Whether the blocked engine scores with one-row GEMM calls (they round differently
-    from its other tiles): only for a single query. Every other tile, query block and
-    floor re-run has at least two rows (:func:`~dehub.engine._rows.even_blocks`) and the
-    database blocks at least ``_MIN_LAST_BLOCK`` columns, so a score's bits depend on the
-    two vectors only, not on how the engine cut the work; the bf16 re-score relies on it."""
-    return n_queries == 1
 
 
 def _dense_fits(n_queries: int, database: Any, dt: np.dtype, memory_budget: int) -> bool:

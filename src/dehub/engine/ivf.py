@@ -30,8 +30,9 @@ import numpy as np
 from .._progress import progress_bar
 from ._rows import read_rows, row_blocks, take_rows
 from ._workers import SEQUENTIAL, Workers, parallel_scope
+from .exact import exact_search
 from .kmeans import spherical_kmeans, train_quantizer
-from .reference import ReferenceIndex
+from .reference import IndexSearch, ReferenceIndex
 from .settings import TRAIN_PER_LIST, EngineParams
 from .topk import KernelTopK, kernel_isa, select_topk, topk_mask
 
@@ -40,6 +41,7 @@ __all__ = ["IVFIndex", "spherical_kmeans", "train_coarse", "probe_lists", "BUILD
 BUILD_BLOCK_ROWS = 32768  # rows of the database read at a time while building
 _PROBE_BLOCK_BYTES = 32 * 2**20  # coarse scores of one block of queries
 _FEW_QUERIES = 128  # below this many queries a list's GEMM runs as rows @ queries.T
+_RECALL_SAMPLE = 256  # queries whose exact top-k checks the recall of nprobe
 
 
 def train_coarse(
@@ -194,6 +196,61 @@ class IVFIndex(ReferenceIndex):
         index.build_seconds = time.perf_counter() - t0
         index.build_timings = dict(timings, lists=time.perf_counter() - t1)
         return index
+
+    def nprobe_for_recall(
+        self, queries: Any, k: int, recall: float, *, sample: int = _RECALL_SAMPLE
+    ) -> tuple[int, float]:
+        """The fewest probed lists whose recall of the exact top-k reaches ``recall`` on a
+        sample of ``queries`` (up to 256 rows spread over them), and that recall.
+
+        The exact engine gives each sampled query's true top-k; a true neighbour is found
+        with ``nprobe`` lists exactly when its list is among the query's ``nprobe``
+        nearest centroids (the lists are scanned exactly), so one ranking of every list
+        per sampled query gives the recall of every ``nprobe`` at once.
+        """
+        if self.database is None:
+            raise ValueError("the recall check needs the database; build the index with keep_database=True")
+        nq = int(queries.shape[0])
+        nlist = int(self.centroids.shape[0])
+        if nq == 0:
+            return min(int(self.params.nprobe), nlist), 1.0
+        rows = np.unique(np.linspace(0, nq - 1, min(nq, int(sample))).astype(np.int64))
+        q = take_rows(queries, rows)
+        kk = min(int(k), self.n)
+        _, true_ids = exact_search(q, self.database, kk, memory_budget=self.params.memory_budget)
+        list_of = np.empty(self.n, dtype=np.int64)
+        list_of[self.list_rows] = np.repeat(np.arange(nlist), np.diff(self.list_bounds))
+        _, order = probe_lists(q, self.centroids, nlist)
+        rank = np.empty_like(order)
+        rank[np.arange(order.shape[0])[:, None], order] = np.arange(nlist)
+        need = np.sort(rank[np.arange(order.shape[0])[:, None], list_of[true_ids]].ravel())
+        # recall(p) = share of true neighbours whose list ranks below p
+        at = max(0, int(np.ceil(float(recall) * need.size)) - 1)
+        nprobe = int(min(nlist, need[at] + 1))
+        return nprobe, float(np.mean(need < nprobe))
+
+    def search_detailed(
+        self,
+        queries: Any,
+        k: int,
+        *,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        rerank: int | None = None,
+        progress: bool | str = False,
+    ) -> IndexSearch:
+        """:meth:`ReferenceIndex.search_detailed`; with ``params.recall`` set and no
+        ``nprobe`` given, ``nprobe`` is :meth:`nprobe_for_recall` of these queries."""
+        if (
+            nprobe is None
+            and self.params.recall is not None
+            and queries.ndim == 2
+            and queries.shape[1] == self.d
+        ):
+            nprobe, _ = self.nprobe_for_recall(queries, int(k), float(self.params.recall))
+        return super().search_detailed(
+            queries, k, nprobe=nprobe, ef_search=ef_search, rerank=rerank, progress=progress
+        )
 
     @property
     def nbytes(self) -> int:

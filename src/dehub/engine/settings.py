@@ -51,6 +51,10 @@ class EngineParams:
         shrinks to fit); default 512 MiB.
     index_budget : bytes the ``auto`` choice allows for a float32 reference copy.
     seed : sampling seed for k-means.
+    recall : IVF: choose ``nprobe`` for each search as the fewest lists whose recall of the
+        exact engine's top-k reaches ``recall`` on a sample of that search's queries
+        (:meth:`~dehub.engine.ivf.IVFIndex.nprobe_for_recall`, the exact engine as the
+        oracle; needs the database kept); ``None`` (default): ``nprobe`` as given.
 
     The search-time knobs (``nprobe``, ``ef_search``, ``rerank``) can also be passed to
     each ``search`` call; an index never changes them itself.
@@ -69,6 +73,11 @@ class EngineParams:
     memory_budget: int = 512 * 2**20
     index_budget: int = 8 * 2**30
     seed: int = 0
+    recall: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.recall is not None and not (0.0 < float(self.recall) <= 1.0):
+            raise ValueError(f"recall must be in (0, 1]; received {self.recall!r}")
 
     @classmethod
     def coerce(cls, params: EngineParams | dict[str, Any] | None) -> EngineParams:

@@ -79,6 +79,7 @@ from .._validation import (
     validate_embeddings,
 )
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
+from ._exclude import ExcludedIds, check_excluded, search_excluding
 from ._params import Constraint, InvalidParameterError, validate_parameters
 from ._stats import compute_dtype
 from ._tags import MethodTags
@@ -244,6 +245,21 @@ class BaseCorrector(ABC):
     @abstractmethod
     def score(self, queries: Any, *, normalize: NormalizeMode = "warn") -> np.ndarray:
         """Dense corrected scores, shape (n_queries, n_gallery), float32."""
+
+    def search_excluding(
+        self, queries: Any, k: int = 10, *, exclude: ExcludedIds, **search_kwargs: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` with per-query excluded gallery rows (``exclude[i]``: query i's).
+
+        Equal to dropping the excluded rows from the complete ranking
+        (:mod:`dehub.methods._exclude`): it asks :meth:`search` for ``k`` plus the most
+        rows any query excludes, and filters.
+        """
+        self._check_fitted()
+        excluded = check_excluded(exclude, int(np.shape(queries)[0]))
+        return search_excluding(
+            lambda kk: self.search(queries, kk, **search_kwargs), k, excluded, int(self.gallery_.shape[0])
+        )
 
     # ------------------------------------------------------------------ persistence
     def _fitted_arrays(self) -> dict[str, np.ndarray]:

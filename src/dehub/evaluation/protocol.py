@@ -43,7 +43,7 @@ import numpy as np
 from .._validation import NormalizeMode, check_normalization
 from ..datasets.base import Direction, PairedBenchmark, PairedSplit
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ..methods import METHODS, get_tags
+from ..methods import METHODS, ExcludedIds, check_excluded, get_tags
 from .best import BEST, DEFAULT_BUDGET, best_for_protocol  # issue 14: the 'best' hook
 from .hubness import _stats_of, hub_precision, hub_precision_text, k_occurrence, occurrence_histogram
 from .metrics import (
@@ -408,6 +408,7 @@ def run_evaluation(
     gallery_banks: GalleryBanks = "natural",
     best_budget: float | None = DEFAULT_BUDGET,
     best_include: Sequence[str] = (),
+    exclude: Mapping[str, ExcludedIds] | None = None,
 ) -> EvaluationResult:
     """Run the paper's protocol on ``benchmark`` (see the module docstring).
 
@@ -430,6 +431,11 @@ def run_evaluation(
         module docstring): ``"natural"`` (default), None, or ``{direction: array}``
     best_budget, best_include : ``budget`` and ``include`` of
         :func:`dehub.evaluation.best.select_best_member`
+    exclude : ``{direction: per-query excluded gallery rows of the test queries}`` (a
+        query's own item in item-to-item retrieval, the question words in analogies):
+        left out of the test search and of the dense ranks, as
+        :meth:`~dehub.methods.BaseCorrector.search_excluding` does. The validation sweep
+        is not affected.
     """
     from .. import __version__
 
@@ -474,6 +480,9 @@ def run_evaluation(
         reference = benchmark.reference_for(direction)
         rel = test_task.relevance
         n_gallery = rel.n_gallery
+        excluded = None
+        if exclude is not None and exclude.get(direction) is not None:
+            excluded = check_excluded(exclude[direction], rel.n_queries, n_gallery)
         if search_k > n_gallery:
             raise ValueError(
                 f"{dname}: the test gallery has {n_gallery} items, fewer than the largest "
@@ -568,14 +577,31 @@ def run_evaluation(
             )
             tm["fit"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            scores, ids = model.search(
-                test_task.queries, search_k, memory_budget=memory_budget, normalize="none"
-            )
+            if excluded is None:
+                scores, ids = model.search(
+                    test_task.queries, search_k, memory_budget=memory_budget, normalize="none"
+                )
+            else:
+                scores, ids = model.search_excluding(
+                    test_task.queries,
+                    search_k,
+                    exclude=excluded,
+                    memory_budget=memory_budget,
+                    normalize="none",
+                )
             tm["search"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             queries = test_task.queries
+
+            def test_scores(rows: np.ndarray, model: Any = model) -> np.ndarray:
+                s = model.score(queries[rows], normalize="none")
+                if excluded is not None:
+                    for i, r in enumerate(rows.tolist()):
+                        s[i, excluded[r]] = -np.inf
+                return s
+
             pos_ranks = dense_positive_ranks(
-                lambda rows: model.score(queries[rows], normalize="none"),
+                test_scores,
                 rel.n_queries,
                 rel,
                 memory_budget=min(memory_budget, 256 * 2**20),

@@ -20,8 +20,11 @@ __all__ = ["ExcludedIds", "check_excluded", "search_excluding"]
 ExcludedIds = Sequence[Sequence[int]] | np.ndarray
 
 
-def check_excluded(exclude: ExcludedIds, n_queries: int) -> list[np.ndarray]:
-    """One int64 array of excluded gallery rows per query (a 2-D array may pad with -1)."""
+def check_excluded(exclude: ExcludedIds, n_queries: int, n_gallery: int | None = None) -> list[np.ndarray]:
+    """One int64 array of excluded gallery rows per query (a 2-D array may pad with -1).
+
+    With ``n_gallery``, ids outside ``[0, n_gallery)`` are an error.
+    """
     if isinstance(exclude, np.ndarray) and exclude.ndim == 2:
         rows = [r[r >= 0] for r in np.asarray(exclude, dtype=np.int64)]
     else:
@@ -33,6 +36,13 @@ def check_excluded(exclude: ExcludedIds, n_queries: int) -> list[np.ndarray]:
             ) from None
     if len(rows) != n_queries:
         raise ValueError(f"exclude must have one entry per query ({n_queries}); received {len(rows)}")
+    if n_gallery is not None:
+        bad = [i for i, r in enumerate(rows) if r.size and (r.min() < 0 or r.max() >= n_gallery)]
+        if bad:
+            raise ValueError(
+                f"exclude holds gallery ids outside [0, {n_gallery}) for queries {bad[:5]}"
+                + (" ..." if len(bad) > 5 else "")
+            )
     return rows
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 __all__ = ["ExcludedIds", "check_excluded", "search_excluding"]
 
-ExcludedIds = Sequence[Sequence[int]] | np.ndarray
+ExcludedIds = Sequence[Sequence[int]] | Sequence[np.ndarray] | np.ndarray
 
 
 def check_excluded(exclude: ExcludedIds, n_queries: int, n_gallery: int | None = None) -> list[np.ndarray]:

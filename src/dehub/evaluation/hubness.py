@@ -21,6 +21,8 @@ Only numpy is needed (no scipy). Constant counts give ``nan`` skewness and kurto
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = [
@@ -120,7 +122,7 @@ def compare_hubness(
 
 def hub_precision(
     top1: np.ndarray, relevant: np.ndarray, n_gallery: int, n_top: int = 5
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """How many of the top hubs' top-1 wins are right answers (where relevance is known).
 
     ``top1``: each evaluated query's top-1 gallery row (-1: none); ``relevant``: whether

@@ -257,6 +257,53 @@ def bench_best(args) -> None:
             json.dump(out, f, indent=1, default=str)
 
 
+def bench_pot(args) -> None:
+    """Max |dehub - POT| of SN offsets on real MiniLM (600 lemmas x 3,000 definitions), 10 iterations."""
+    import warnings
+
+    import ot
+
+    from dehub.datasets.wordnet import load_wordnet_benchmark
+    from dehub.methods.sinkhorn import sinkhorn_offsets
+
+    bm = load_wordnet_benchmark(verify=False)
+    g = np.ascontiguousarray(bm.test.b[:600])
+    r = np.ascontiguousarray(bm.reference.a[:3000])
+    S = g.astype(np.float64) @ r.T.astype(np.float64)
+    n, m = S.shape
+    a = np.full(n, 1 / n)
+    b = np.full(m, 1 / m)
+    print(
+        "| tau | vs POT sinkhorn_log, float32 inputs | float64 inputs | vs POT sinkhorn_knopp (float32 inputs) |"
+    )
+    for tau in (0.001, 0.002, 0.005, 0.01, 0.05):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            _, ll = ot.sinkhorn(a, b, 1 - S, reg=tau, numItermax=10, log=True, method="sinkhorn_log")
+            _, lk = ot.sinkhorn(a, b, 1 - S, reg=tau, numItermax=10, log=True)
+        numerr = any("numerical" in str(x.message).lower() or "overflow" in str(x.message).lower() for x in w)
+        ref = -tau * (ll["log_u"] - np.log(n))
+        knopp = -tau * np.log(lk["u"])
+        d32 = [
+            np.abs(sinkhorn_offsets([g], r, tau, 10, memory_budget=bud).offsets[10] - ref).max()
+            for bud in (2**30, 2_000_000)
+        ]
+        d64 = [
+            np.abs(
+                sinkhorn_offsets(
+                    [g.astype(np.float64)], r.astype(np.float64), tau, 10, memory_budget=bud
+                ).offsets[10]
+                - ref
+            ).max()
+            for bud in (2**30, 4_000_000)
+        ]
+        dk = np.abs(sinkhorn_offsets([g], r, tau, 10).offsets[10] - knopp).max()
+        print(
+            f"| {tau} | {max(d32):.1e} | {max(d64):.1e} | {dk:.1e}{' (POT numerical-error warnings)' if numerr else ''} |",
+            flush=True,
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gallery", type=int, default=5000)
@@ -275,10 +322,16 @@ def main() -> None:
     )
     p.add_argument("--table", action="store_true", help="only the docs table of every member on WordNet")
     p.add_argument("--output", help="JSON output of --table / --best")
+    p.add_argument(
+        "--pot", action="store_true", help="only SN offsets vs POT's float64 Sinkhorn, tau 0.001-0.05"
+    )
     p.add_argument("--best", action="store_true", help="only best's time next to NNN's sweep on WordNet")
     p.add_argument("--full", action="store_true", help="with --best: also the full sweep (no budget)")
     p.add_argument("--rounds", type=int, default=3, help="with --best: paired rounds")
     args = p.parse_args()
+    if args.pot:
+        bench_pot(args)
+        return
     if args.best:
         bench_best(args)
         return

@@ -173,8 +173,9 @@ def select_best_member(
     grids : optional ``{member: grid}`` overriding each ``default_grid()``
     metric, ks, no_positive : as :func:`dehub.evaluation.sweep.sweep`
     n_bootstrap, confidence, seed : the paired bootstrap of member - plain on validation
-    budget : a member whose sweep is projected (from its first two settings) to take
-        more than ``budget`` times NNN's sweep is stopped and named in ``skipped``;
+    budget : a member whose sweep is projected (after each setting, see
+        :func:`~dehub.evaluation.sweep.sweep`'s ``time_limit``) to take more than
+        ``budget`` times NNN's sweep is stopped and named in ``skipped``;
         None: no budget. NNN itself and ``plain`` are never skipped.
     include : members exempt from the budget.
     fit_inputs : extra ``fit`` keywords per member (e.g. ``{"dbsn": {"gallery_bank": x}}``).

@@ -51,7 +51,7 @@ def _best_epilog() -> str:
         "\nbest (--methods ...,best): chooses per direction on the validation split among no "
         "correction (plain: always a candidate, kept unless a member beats it by more than "
         f"its paired-bootstrap CI) and: {members}. A member whose sweep is projected (from "
-        f"its first two settings) to take more than --best-budget (default {DEFAULT_BUDGET:g}) "
+        f"its settings so far) to take more than --best-budget (default {DEFAULT_BUDGET:g}) "
         "times NNN's sweep is skipped and named in the report (--best-include to run it).\n"
     )
 

@@ -120,9 +120,7 @@ def compare_hubness(
     return {"before": before, "after": after, "change": change}
 
 
-def hub_precision(
-    top1: np.ndarray, relevant: np.ndarray, n_gallery: int, n_top: int = 5
-) -> dict[str, Any]:
+def hub_precision(top1: np.ndarray, relevant: np.ndarray, n_gallery: int, n_top: int = 5) -> dict[str, Any]:
     """How many of the top hubs' top-1 wins are right answers (where relevance is known).
 
     ``top1``: each evaluated query's top-1 gallery row (-1: none); ``relevant``: whether

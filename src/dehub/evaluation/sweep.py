@@ -170,9 +170,10 @@ def sweep(
         The validation queries' raw scores against the gallery (``queries @ gallery.T``),
         when the caller already has them (``best`` shares one matrix among its members).
     time_limit : float, optional
-        Seconds: after the second setting the sweep's total is projected as the first
-        setting's time plus the second's for each further one; above the limit the sweep
-        stops with :class:`TimeLimitExceeded`.
+        Seconds: after every setting the sweep's total is projected (time so far, plus
+        the mean time of the settings after the first for each one left; after the first
+        setting, the time so far); above the limit the sweep stops with
+        :class:`TimeLimitExceeded`.
     fit_kwargs : dict, optional
         Extra ``fit`` inputs of the method (e.g. ``gallery_bank``).
 
@@ -245,9 +246,13 @@ def sweep(
             bar.update(1)  # per setting as it is done
             marks.append(time.perf_counter())
             _show_eta(bar, marks, n_settings)
-            if time_limit is not None and len(marks) == 3 and n_settings > 2:
-                first, second = marks[1] - marks[0], marks[2] - marks[1]
-                projected = first + second * (n_settings - 1)
+            if time_limit is not None and len(marks) - 1 < n_settings:
+                elapsed = marks[-1] - marks[0]
+                if len(marks) >= 3:  # the first setting carries any shared pass; later ones the rest
+                    per = (marks[-1] - marks[1]) / (len(marks) - 2)
+                    projected = elapsed + per * (n_settings - len(marks) + 1)
+                else:
+                    projected = elapsed
                 if projected > time_limit:
                     raise TimeLimitExceeded(projected, float(time_limit))
         shared = iter(shared_ranker().ranks_many(np.stack(biases)) if biases else ())

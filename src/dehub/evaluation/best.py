@@ -233,6 +233,16 @@ def select_best_member(
         if progress:
             print(f"[best] {m}: validation sweep", file=sys.stderr, flush=True)
         ts = time.perf_counter()
+        if limit is not None:
+            first = _probe_first_setting(m, grids.get(m), task.gallery, reference, extra_fit, memory_budget)
+            if first > limit:
+                skipped[m] = (
+                    f"over the cost budget: its first setting alone was estimated at {first:.1f} s "
+                    f"(a fit on a {int(100 * _PROBE_FRACTION)}% row sample, scaled), more than "
+                    f"{budget:g} x NNN's sweep ({seconds['nnn']:.1f} s); pass include=[{m!r}] "
+                    f"(dehub eval --best-include {m}) to run it"
+                )
+                continue
         try:
             sw = sweep(
                 m,
@@ -341,6 +351,47 @@ def select_best_member(
         hubs=hubs,
         timings=seconds,
     )
+
+
+#: Share of the gallery (and gallery bank) rows a cost probe fits on.
+_PROBE_FRACTION = 0.1
+
+
+def _probe_first_setting(
+    member: str,
+    grid: dict[str, list] | None,
+    gallery: np.ndarray,
+    reference: np.ndarray,
+    fit_inputs: dict[str, Any],
+    memory_budget: int,
+) -> float:
+    """Seconds a fit of the member's first grid setting would take, from a fit on a row
+    sample (a fit's cost grows linearly with the gallery and gallery-bank rows it scores
+    against the reference)."""
+    model = METHODS[member]()
+    grid = model.default_grid() if grid is None else dict(grid)
+    params = {k: v[0] for k, v in grid.items() if len(v)}
+    n = gallery.shape[0]
+    rows = max(16, int(np.ceil(_PROBE_FRACTION * n)))
+    if rows >= n:
+        return 0.0  # small enough to just run
+    step = n / rows
+    pick = np.floor(np.arange(rows) * step).astype(np.int64)
+    sub = {}
+    for key, value in fit_inputs.items():
+        if isinstance(value, np.ndarray) and value.ndim == 2:
+            b = max(1, int(np.ceil(_PROBE_FRACTION * value.shape[0])))
+            sub[key] = value[np.floor(np.arange(b) * (value.shape[0] / b)).astype(np.int64)]
+        else:
+            sub[key] = value
+    t = time.perf_counter()
+    try:
+        model.set_params(**params).fit(
+            np.asarray(gallery)[pick], reference, normalize="none", memory_budget=memory_budget, **sub
+        )
+    except ValueError:
+        return 0.0  # e.g. k above the sample's size: let the sweep itself decide
+    return (time.perf_counter() - t) * (n / rows)
 
 
 def _plain_top1(dense: np.ndarray | None, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:

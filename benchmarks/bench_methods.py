@@ -13,6 +13,13 @@ sweep per method and direction, i.e. ``fit_grid`` over ``default_grid()`` plus o
     python benchmarks/bench_methods.py --methods nnn sn dbsn invgc mutual_proximity local_scaling
     python benchmarks/bench_methods.py --table --output t.json   # docs/methods.md member table
 
+Part 4 (``--best``): on the bundled WordNet benchmark, per direction, ``best``'s
+validation selection (default cost budget, natural gallery banks) next to NNN's own
+sweep in paired rounds (median of per-round ratios), and with ``--full`` the
+member-by-member selection without a budget (time, and whether it picks the same).
+
+    python benchmarks/bench_methods.py --best --full --rounds 3 --output best.json
+
 Part 3 (``--table``): the paper's protocol (``dehub.evaluation.run_evaluation``) on the
 bundled benchmark for every member plus ``best``, and DSL in its transductive setting
 (temperature chosen with the validation queries as its query set, test fit with the test
@@ -149,6 +156,7 @@ def bench_table(args) -> None:
                     "search_s": tm["search"],
                     "sweep_s": tm["sweep"],
                     "best": md.get("best", {}).get("reason"),
+                    "bank": md.get("bank"),
                     "transductive": bool(md.get("transductive")),
                 }
             )
@@ -163,19 +171,137 @@ def bench_table(args) -> None:
     if args.output:
         with open(args.output, "w") as f:
             json.dump(doc, f, indent=1, default=str)
-    print("| direction | method | R@1 | R@5 | R@10 | max N10 | fit s | search s | setting |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| direction | method | R@1 | R@5 | R@10 | max N10 | skew N10 | fit s | search s | setting | bank |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         cells = [
             f"{100 * r[f'R@{k}']['value']:.2f} [{100 * r[f'R@{k}']['ci_low']:.2f}, {100 * r[f'R@{k}']['ci_high']:.2f}]"
             for k in (1, 5, 10)
         ]
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
+        bank = r["bank"] or ""
+        bank = "-" if bank == "takes no gallery bank" else bank.replace("gallery bank: ", "")
+        skew = r["skew_N10"]
         print(
             f"| {r['direction']} | {r['method']} | {' | '.join(cells)} | {r['max_N10']} | "
-            f"{r['fit_s']:.2f} | {r['search_s']:.2f} | {params} |"
+            f"{'-' if skew is None else f'{skew:.2f}'} | {r['fit_s']:.2f} | {r['search_s']:.2f} | {params} | {bank} |"
         )
+    for name, sel in doc["best_selection"].items():
+        print(f"\nbest, {name}: {sel['member']} {sel['params']}: {sel['reason']} ({sel['seconds']:.1f} s)")
+        for m, why in sel["skipped"].items():
+            print(f"  skipped {m}: {why}")
     print(f"\nmachine before: {before}\nmachine after: {after}\ntotal {doc['seconds']:.0f} s")
+
+
+def bench_best(args) -> None:
+    """``best`` (default budget) next to NNN's sweep and to the full member-by-member choice."""
+    from dehub.datasets import load_wordnet_benchmark
+    from dehub.evaluation.best import select_best_member
+    from dehub.evaluation.protocol import gallery_bank_for
+    from dehub.evaluation.sweep import sweep
+
+    bench = load_wordnet_benchmark()
+    out = {"machine_before": machine(), "directions": {}}
+    print(f"# best vs NNN's sweep on the bundled WordNet benchmark; machine: {out['machine_before']}")
+    for direction in ("a2b", "b2a"):
+        task, ref = bench.validation.task(direction), bench.reference_for(direction)
+        bank, _ = gallery_bank_for(bench, direction, "natural")
+        fit_inputs = {m: {"gallery_bank": bank} for m in ("dbnorm", "dbnorm_dis", "dn", "invgc", "dbsn")}
+        rounds = []
+        for r in range(args.rounds):
+            t = time.perf_counter()
+            sweep("nnn", task, ref, normalize="none")
+            nnn_s = time.perf_counter() - t
+            t = time.perf_counter()
+            sel = select_best_member(task, ref, fit_inputs=fit_inputs, n_bootstrap=1000)
+            best_s = time.perf_counter() - t
+            rounds.append({"nnn_sweep_s": nnn_s, "best_s": best_s, "ratio": best_s / nnn_s})
+            print(
+                f"{bench.direction_name(direction)} round {r}: NNN sweep {nnn_s:.1f} s, best {best_s:.1f} s "
+                f"(x{best_s / nnn_s:.2f}); chose {sel.member} {sel.params}; skipped "
+                f"{ {m: w[:60] for m, w in sel.skipped.items()} }; per member "
+                f"{ {m: round(v, 1) for m, v in sel.timings.items()} }",
+                flush=True,
+            )
+        entry = {
+            "rounds": rounds,
+            "median_ratio": float(np.median([x["ratio"] for x in rounds])),
+            "choice": [sel.member, sel.params],
+            "reason": sel.reason,
+            "skipped": sel.skipped,
+            "member_seconds": sel.timings,
+        }
+        if args.full:
+            t = time.perf_counter()
+            full = select_best_member(task, ref, fit_inputs=fit_inputs, n_bootstrap=1000, budget=None)
+            entry["full"] = {
+                "seconds": time.perf_counter() - t,
+                "choice": [full.member, full.params],
+                "member_seconds": full.timings,
+                "reason": full.reason,
+            }
+            print(
+                f"{bench.direction_name(direction)} full sweep (no budget): {entry['full']['seconds']:.1f} s, "
+                f"chose {full.member} {full.params}; same choice: "
+                f"{(full.member, full.params) == (sel.member, sel.params)}; per member "
+                f"{ {m: round(v, 1) for m, v in full.timings.items()} }",
+                flush=True,
+            )
+        out["directions"][bench.direction_name(direction)] = entry
+    out["machine_after"] = machine()
+    print(f"machine after: {out['machine_after']}")
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump(out, f, indent=1, default=str)
+
+
+def bench_pot(args) -> None:
+    """Max |dehub - POT| of SN offsets on real MiniLM (600 lemmas x 3,000 definitions), 10 iterations."""
+    import warnings
+
+    import ot
+
+    from dehub.datasets.wordnet import load_wordnet_benchmark
+    from dehub.methods.sinkhorn import sinkhorn_offsets
+
+    bm = load_wordnet_benchmark(verify=False)
+    g = np.ascontiguousarray(bm.test.b[:600])
+    r = np.ascontiguousarray(bm.reference.a[:3000])
+    S = g.astype(np.float64) @ r.T.astype(np.float64)
+    n, m = S.shape
+    a = np.full(n, 1 / n)
+    b = np.full(m, 1 / m)
+    print(
+        "| tau | vs POT sinkhorn_log, float32 inputs | float64 inputs | vs POT sinkhorn_knopp (float32 inputs) |"
+    )
+    for tau in (0.001, 0.002, 0.005, 0.01, 0.05):
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            _, ll = ot.sinkhorn(a, b, 1 - S, reg=tau, numItermax=10, log=True, method="sinkhorn_log")
+            _, lk = ot.sinkhorn(a, b, 1 - S, reg=tau, numItermax=10, log=True)
+        numerr = any("numerical" in str(x.message).lower() or "overflow" in str(x.message).lower() for x in w)
+        ref = -tau * (ll["log_u"] - np.log(n))
+        knopp = -tau * np.log(lk["u"])
+        d32 = [
+            np.abs(sinkhorn_offsets([g], r, tau, 10, memory_budget=bud).offsets[10] - ref).max()
+            for bud in (2**30, 2_000_000)
+        ]
+        d64 = [
+            np.abs(
+                sinkhorn_offsets(
+                    [g.astype(np.float64)], r.astype(np.float64), tau, 10, memory_budget=bud
+                ).offsets[10]
+                - ref
+            ).max()
+            for bud in (2**30, 4_000_000)
+        ]
+        dk = np.abs(sinkhorn_offsets([g], r, tau, 10).offsets[10] - knopp).max()
+        print(
+            f"| {tau} | {max(d32):.1e} | {max(d64):.1e} | {dk:.1e}{' (POT numerical-error warnings)' if numerr else ''} |",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -195,8 +321,20 @@ def main() -> None:
         "--memory-budget", type=int, default=512 * 2**20, help="bytes of working memory (default 512 MiB)"
     )
     p.add_argument("--table", action="store_true", help="only the docs table of every member on WordNet")
-    p.add_argument("--output", help="JSON output of --table")
+    p.add_argument("--output", help="JSON output of --table / --best")
+    p.add_argument(
+        "--pot", action="store_true", help="only SN offsets vs POT's float64 Sinkhorn, tau 0.001-0.05"
+    )
+    p.add_argument("--best", action="store_true", help="only best's time next to NNN's sweep on WordNet")
+    p.add_argument("--full", action="store_true", help="with --best: also the full sweep (no budget)")
+    p.add_argument("--rounds", type=int, default=3, help="with --best: paired rounds")
     args = p.parse_args()
+    if args.pot:
+        bench_pot(args)
+        return
+    if args.best:
+        bench_best(args)
+        return
     if args.table:
         bench_table(args)
         return

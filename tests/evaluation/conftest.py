@@ -54,3 +54,35 @@ def make_benchmark(
 @pytest.fixture(scope="session")
 def bench() -> PairedBenchmark:
     return make_benchmark()
+
+
+def popular_split(rng, items: np.ndarray, n_queries: int, popular: int, share: float, noise: float):
+    """Queries whose right answer is one of ``popular`` items for ``share`` of them.
+
+    Each query is a noisy copy of its target, so a popular item is near many queries
+    (a hub) *because* it is their right answer.
+    """
+    n = items.shape[0]
+    hot = rng.random(n_queries) < share
+    target = np.where(hot, rng.integers(0, popular, n_queries), rng.integers(popular, n, n_queries))
+    q = unit(items[target] + noise * rng.normal(size=(n_queries, items.shape[1])) / np.sqrt(items.shape[1]))
+    return PairedSplit(a=q, b=items, pairs=np.stack([np.arange(n_queries), target], axis=1))
+
+
+def popular_benchmark(seed: int = 3, dim: int = 32) -> PairedBenchmark:
+    """Every split's popular items sit near one shared direction (a generic region), so
+    the reference queries, which are popular-heavy too, crowd around them: corrections see
+    them as hubs, and they are the right answers."""
+    rng = np.random.default_rng(seed)
+    center = unit(rng.normal(size=(1, dim)))
+    splits = {}
+    for name, n_items, n_q in (("test", 200, 500), ("validation", 200, 500), ("reference", 400, 2000)):
+        items = rng.normal(size=(n_items, dim)) / np.sqrt(dim)
+        items[:5] = center + 0.35 * items[:5]
+        splits[name] = popular_split(rng, unit(items), n_q, popular=5, share=0.4, noise=1.0)
+    return PairedBenchmark(name="popular-targets", a_name="query", b_name="item", **splits)
+
+
+@pytest.fixture(scope="session")
+def popular() -> PairedBenchmark:
+    return popular_benchmark()

@@ -97,3 +97,43 @@ def test_grid_tags_errors(data):
     m.set_params(k=None)
     with pytest.raises(ValueError, match="refit with k=None"):
         m.score(q)
+
+
+def _knn(x: np.ndarray, y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of x: its k nearest rows of y (float64 Euclidean distances, ascending)."""
+    d = np.sqrt(np.maximum(2.0 - 2.0 * x.astype(np.float64) @ y.T.astype(np.float64), 0.0))
+    ind = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, ind, axis=1), ind
+
+
+@pytest.mark.parametrize("k", [5, 12])
+def test_empiric_matches_kiez_itself(data, monkeypatch, k):
+    """kiez's MutualProximity(method='empiric'), run on its own setting: one set of items
+    that are the queries, the gallery and the reference (kiez's fit(source) with no
+    target), where kiez's neighbour-list lookup and dehub's distance rule coincide."""
+    pytest.importorskip("kiez")
+    import types
+
+    from kiez.hubness_reduction import mutual_proximity as kiez_mp
+
+    monkeypatch.setattr(kiez_mp, "check_is_fitted", lambda *a, **kw: None)
+    x = data["gallery"]
+    nd, ind = _knn(x, x, k)  # queries' candidates = items' neighbour lists (same set)
+    hr = kiez_mp.MutualProximity(method="empiric", nn_algo=types.SimpleNamespace(n_candidates=k))
+    hr._fit(nd, ind, None, None)
+    kd, _ = hr.transform(nd, ind, None)
+    ours = dehub.MutualProximity(k=k, variant="empiric").fit(x, x).score(x)
+    np.testing.assert_allclose(np.take_along_axis(ours, ind, axis=1), -kd, atol=1e-12)
+    # outside a query's k candidates nothing is farther from it: MP = 1
+    outside = np.ones_like(ours, dtype=bool)
+    np.put_along_axis(outside, ind, False, axis=1)
+    assert np.all(ours[outside] == -1.0)
+
+
+def test_empiric_search_and_needs_k(data):
+    g, r, q = data["gallery"], data["reference"], data["queries"]
+    model = dehub.MutualProximity(k=10, variant="empiric").fit(g, r)
+    s, ids = model.search(q, 6)
+    np.testing.assert_array_equal(ids, np.argsort(-model.score(q), axis=1, kind="stable")[:, :6])
+    with pytest.raises(ValueError, match="give k"):
+        dehub.MutualProximity(variant="empiric").fit(g, r)

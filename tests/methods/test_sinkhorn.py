@@ -118,3 +118,56 @@ def test_index_round_trip(data, tmp_path):
         path = index.save(tmp_path / f"{name}.dehub")
         back = dehub.Index.load(path)
         np.testing.assert_array_equal(back.search(q, 5)[1], index.search(q, 5)[1])
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """Real MiniLM embeddings (the bundled WordNet benchmark): 150 lemmas vs 600 definitions."""
+    from dehub.datasets.wordnet import load_wordnet_benchmark
+
+    bench = load_wordnet_benchmark(verify=False)
+    return np.ascontiguousarray(bench.test.b[:150]), np.ascontiguousarray(bench.reference.a[:600])
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge", "ignore:overflow encountered")
+@pytest.mark.parametrize("tau", [0.001, 0.002, 0.005, 0.01, 0.05])
+@pytest.mark.parametrize("budget", [2**30, 100_000])  # absorbed kernel / log domain per iteration
+def test_offsets_match_pot_float64_on_minilm(minilm, tau, budget):
+    """POT's float64 Sinkhorn on real embeddings, down to tau = 0.001 (no kernel floor).
+
+    ``sinkhorn_log`` is POT's exact log-domain form of the same iterates (its ``u``
+    starts at 1, POT's ``sinkhorn_knopp``'s at 1/n: offsets shift by tau log n);
+    ``sinkhorn_knopp`` itself, where it runs without numerical warnings, agrees too.
+    """
+    ot = pytest.importorskip("ot")
+    import warnings
+
+    g, r = minilm
+    s = g.astype(np.float64) @ r.T.astype(np.float64)
+    n, m = s.shape
+    a, b = np.full(n, 1 / n), np.full(m, 1 / m)
+    res = sinkhorn_offsets([g], r, tau, 10, memory_budget=budget)
+    _, logd = ot.sinkhorn(a, b, 1 - s, reg=tau, numItermax=10, log=True, method="sinkhorn_log")
+    pot_log = -tau * (logd["log_u"] - np.log(n))
+    # float32 scores (as the search's) against float64 ones: ~1e-7 of an offset
+    np.testing.assert_allclose(res.offsets[10], pot_log, atol=ATOL, rtol=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, logk = ot.sinkhorn(a, b, 1 - s, reg=tau, numItermax=10, log=True)
+    if not any("numerical" in str(w.message).lower() for w in caught):
+        np.testing.assert_allclose(res.offsets[10], -tau * np.log(logk["u"]), atol=ATOL, rtol=0)
+
+
+@pytest.mark.filterwarnings("ignore:Sinkhorn did not converge")
+@pytest.mark.parametrize("tau", [0.005, 0.05])
+def test_converged_offsets_match_pot_sn_py_rule(minilm, tau):
+    """sn.py's rule: POT's default numItermax=1000, stopThr=1e-9."""
+    ot = pytest.importorskip("ot")
+    g, r = minilm
+    s = g.astype(np.float64) @ r.T.astype(np.float64)
+    n, m = s.shape
+    _, logd = ot.sinkhorn(
+        np.full(n, 1 / n), np.full(m, 1 / m), 1 - s, reg=tau, log=True, method="sinkhorn_log", stopThr=1e-9
+    )
+    model = dehub.SN(tau=tau, n_iter=1000, tol=1e-9).fit(g, r)
+    np.testing.assert_allclose(model.bias_, -tau * (logd["log_u"] - np.log(n)), atol=ATOL, rtol=0)

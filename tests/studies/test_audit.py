@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from dehub.studies.audit import (
     AdmissionGate,
@@ -77,3 +78,33 @@ def test_optimized_hubs_win_more_queries_than_cluster_means(clustered):
     opt = optimize_hubs(hubs, reference, t, steps=40)
     np.testing.assert_allclose(np.linalg.norm(opt, axis=1), 1, atol=1e-5)
     assert would_be_occurrence(opt, reference, t).sum() >= would_be_occurrence(hubs, reference, t).sum()
+
+
+def test_audit_gives_hub_precision_where_relevance_is_known():
+    """Popular right answers: the audit's top hubs are mostly right, and it says so."""
+    from dehub import Relevance
+    from dehub.studies.audit import audit_gallery
+
+    rng = np.random.default_rng(5)
+    dim = 24
+    items = rng.normal(size=(120, dim))
+    items /= np.linalg.norm(items, axis=1, keepdims=True)
+    hot = rng.random(400) < 0.5
+    target = np.where(hot, rng.integers(0, 3, 400), rng.integers(3, 120, 400))
+    q = items[target] + 0.5 * rng.normal(size=(400, dim)) / np.sqrt(dim)
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    rel = Relevance.from_pairs(np.arange(400), target, 400, 120)
+    ref = q[:100]
+    res = audit_gallery(items.astype(np.float32), ref, queries=q, relevance=rel, top=5)
+    hp = res["hub_precision"]
+    assert hp["mostly_right"] and {h["row"] for h in hp["hubs"][:3]} == {0, 1, 2}
+    assert "mostly right answers" in res["finding"]
+    lead = next(s for s in res["suspects"] if s["row"] == hp["hubs"][0]["row"])
+    assert lead["wins"] == hp["hubs"][0]["wins"] and lead["right"] == hp["hubs"][0]["right"]
+    # wins and rights counted by hand
+    top1 = np.argmax(q @ items.astype(np.float32).T, axis=1)
+    r0 = hp["hubs"][0]["row"]
+    assert hp["hubs"][0]["wins"] == int(np.sum(top1 == r0))
+    assert hp["hubs"][0]["right"] == int(np.sum((top1 == r0) & (target == r0)))
+    with pytest.raises(ValueError, match="pass queries too"):
+        audit_gallery(items.astype(np.float32), ref, relevance=rel)

@@ -102,3 +102,20 @@ def test_eval_studies_through_the_cli(tmp_path, capsys):
     assert main([*argv, "--studies", "audit,nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown studies" in err and len(err.strip().splitlines()) == 1
+
+
+def test_audit_with_pairs_reports_hub_precision(built, capsys):
+    tmp, index = built
+    g = np.load(tmp / "g.npy")
+    q = unit(g[np.arange(60) % 4] + 0.02)  # 60 queries whose right answers are gallery rows 0-3
+    np.save(tmp / "q.npy", q)
+    (tmp / "qp.csv").write_text("query_id,gallery_id\n" + "".join(f"{i},{i % 4}\n" for i in range(60)))
+    argv = ["audit", str(index), "--queries", str(tmp / "q.npy"), "--pairs", str(tmp / "qp.csv")]
+    assert main([*argv, "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["hub_precision"]["n_queries"] == 60 and res["hub_precision"]["mostly_right"]
+    assert main(argv) == 0
+    assert "mostly right answers" in capsys.readouterr().out
+    (tmp / "bad.csv").write_text("query_id,gallery_id\n0,999999\n")
+    assert main(["audit", str(index), "--queries", str(tmp / "q.npy"), "--pairs", str(tmp / "bad.csv")]) == 2
+    assert "not in the index" in capsys.readouterr().err

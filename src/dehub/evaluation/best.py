@@ -9,9 +9,14 @@ Nested sweeps, test split untouched:
    (exact first-relevant ranks), and compared with NNN by a paired bootstrap of the
    per-query difference in the selection metric (``n_bootstrap`` resamples, ``seed``).
 
-Rule (does not chase noise): **keep NNN unless another member beats it on validation
-by more than its paired-bootstrap CI**, i.e. the lower end of the ``confidence`` CI of
-``member - NNN`` is above 0. Among the members that clear that bar, the one with the
+Rule (does not chase noise, and diagnoses before correcting): "no correction" (``plain``)
+is always a candidate and **is kept unless a member beats it on validation by more than
+its paired-bootstrap CI**, i.e. the lower end of the ``confidence`` CI of
+``member - plain`` is above 0. A correction can hurt: where the hubs are popular right
+answers (one item is the right answer for many queries), pushing them down costs
+accuracy, and ``best`` then keeps plain; :class:`BestSelection` records the top hubs'
+precision on validation (how many of their top-1 wins are right,
+:func:`~dehub.evaluation.hubness.hub_precision`) and its reason says so. Among the members that clear that bar, the one with the
 largest validation value of the metric is chosen (ties: the earlier member in
 ``members``). Transductive members (tag ``transductive``, e.g. DSL) are never
 candidates: ``best`` is a choice that can be deployed. Only the pick is then fitted on
@@ -31,23 +36,29 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import check_embeddings, compute_dtype
 from ..datasets.base import RetrievalTask
-from ..engine.exact import DEFAULT_MEMORY_BUDGET
+from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
 from ..methods import METHODS, get_tags
-from .metrics import NoPositivePolicy, check_ks, dense_ranks
+from .hubness import hub_precision, hub_precision_text
+from .metrics import NoPositivePolicy, check_ks
 from .statistics import resample_indices
-from .sweep import SweepResult, fit_selected, sweep
+from .sweep import SweepResult, TimeLimitExceeded, sweep
 
-__all__ = ["BestSelection", "select_best_member", "default_members", "BASELINE"]
+__all__ = ["BestSelection", "select_best_member", "default_members", "BASELINE", "DEFAULT_BUDGET"]
 
-#: The member ``best`` keeps unless another one clearly beats it on validation.
-BASELINE = "nnn"
+#: The candidate ``best`` keeps unless another one clearly beats it on validation: no correction.
+BASELINE = "plain"
+
+
+#: A member whose sweep is projected to take more than this many NNN sweeps is skipped (named).
+DEFAULT_BUDGET = 3.0
 
 
 def default_members() -> tuple[str, ...]:
-    """Every registered, non-transductive method except ``plain`` (NNN first)."""
-    names = [n for n in METHODS if n != "plain" and not get_tags(METHODS[n]).transductive]
-    names.sort(key=lambda n: (n != BASELINE,))
+    """Every registered, non-transductive method: ``plain`` (no correction) first, then NNN."""
+    names = [n for n in METHODS if not get_tags(METHODS[n]).transductive]
+    names.sort(key=lambda n: (n != BASELINE, n != "nnn"))
     return tuple(names)
 
 
@@ -86,6 +97,8 @@ class BestSelection:
     sweep: SweepResult
     seconds: float
     skipped: dict[str, str] = field(default_factory=dict)
+    hubs: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,10 +106,10 @@ class BestSelection:
             "params": self.params,
             "reason": self.reason,
             "rule": (
-                f"keep {BASELINE} unless another member beats it on validation by more than "
-                f"its paired-bootstrap {int(100 * self.confidence)}% CI (CI of member - {BASELINE} "
-                "entirely above 0); among those, the largest validation value; transductive "
-                "members are not candidates"
+                f"keep {BASELINE} (no correction) unless another member beats it on validation by "
+                f"more than its paired-bootstrap {int(100 * self.confidence)}% CI (CI of member - "
+                f"{BASELINE} entirely above 0); among those, the largest validation value; "
+                "transductive members are not candidates"
             ),
             "metric": self.metric,
             "confidence": self.confidence,
@@ -105,6 +118,8 @@ class BestSelection:
             "comparison": self.comparison,
             "sweeps": self.sweeps,
             "skipped": self.skipped,
+            "hubs": self.hubs,
+            "member_seconds": self.timings,
             "seconds": self.seconds,
         }
 
@@ -120,7 +135,13 @@ class BestSelection:
             )
         for name, why in self.skipped.items():
             lines.append(f"{name:<18} skipped: {why}")
+        if self.hubs:
+            lines.append(hub_precision_text(self.hubs, "validation, no correction: the top hubs"))
         return "\n".join(lines)
+
+
+class _OverBudget(Exception):
+    """A member's projected sweep time exceeds the budget (it is skipped, and named)."""
 
 
 def select_best_member(
@@ -135,6 +156,9 @@ def select_best_member(
     n_bootstrap: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    budget: float | None = DEFAULT_BUDGET,
+    include: Sequence[str] = (),
+    fit_inputs: dict[str, dict[str, Any]] | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool = False,
 ) -> BestSelection:
@@ -145,37 +169,80 @@ def select_best_member(
     task : the validation task (queries, gallery, relevance) of one direction
     reference : the reference queries of that direction (the test fit uses the same)
     members : registered method names to choose from (default :func:`default_members`);
-        must include ``"nnn"``. Transductive members are refused.
+        ``"plain"`` (no correction) is always added. Transductive members are refused.
     grids : optional ``{member: grid}`` overriding each ``default_grid()``
     metric, ks, no_positive : as :func:`dehub.evaluation.sweep.sweep`
-    n_bootstrap, confidence, seed : the paired bootstrap of member - NNN on validation
+    n_bootstrap, confidence, seed : the paired bootstrap of member - plain on validation
+    budget : a member whose sweep is projected (after each setting, see
+        :func:`~dehub.evaluation.sweep.sweep`'s ``time_limit``) to take more than
+        ``budget`` times NNN's sweep is stopped and named in ``skipped``;
+        None: no budget. NNN itself and ``plain`` are never skipped.
+    include : members exempt from the budget.
+    fit_inputs : extra ``fit`` keywords per member (e.g. ``{"dbsn": {"gallery_bank": x}}``).
+        DBSN without a ``gallery_bank`` is SN exactly and is skipped as such.
+
+    The validation query x gallery scores are computed once and shared by every member
+    whose correction is an offset (each setting subtracts its offsets from them); the
+    chosen setting's validation ranks come from the member's own sweep (no refit).
     """
     t0 = time.perf_counter()
     ks = check_ks(ks)
-    members = list(dict.fromkeys(default_members() if members is None else members))
+    members = list(dict.fromkeys([BASELINE, *(default_members() if members is None else members)]))
     unknown = [m for m in members if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown members {unknown}; expected names from {sorted(METHODS)}")
-    if BASELINE not in members:
-        raise ValueError(f"best keeps {BASELINE!r} unless another member beats it: members must include it")
     trans = [m for m in members if get_tags(METHODS[m]).transductive]
     if trans:
         raise ValueError(f"best never picks a transductive method (it uses the test queries); remove {trans}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1); received {confidence!r}")
+    if budget is not None and not budget > 0:
+        raise ValueError(
+            f"budget must be a positive multiple of NNN's sweep time or None; received {budget!r}"
+        )
     grids = dict(grids or {})
+    fit_inputs = dict(fit_inputs or {})
     rel = task.relevance
     keep = np.flatnonzero(rel.counts() > 0) if no_positive == "exclude" else np.arange(rel.n_queries)
     if keep.size == 0:
         raise ValueError("no validation query has a relevant item; best cannot compare members")
 
+    queries = check_embeddings(task.queries, "validation queries")
+    gallery = check_embeddings(task.gallery, "validation gallery")
+    n_q, n_g = rel.n_queries, rel.n_gallery
+    dense = None
+    if n_q * n_g * 4 <= memory_budget:  # shared by every offset member's sweep
+        dt = compute_dtype(queries, gallery)
+        dense = np.matmul(np.asarray(queries, dtype=dt), np.asarray(gallery, dtype=dt).T)
+
     sweeps: dict[str, SweepResult] = {}
     values: dict[str, np.ndarray] = {}
     skipped: dict[str, str] = {}
-    queries = task.queries
-    for m in members:
+    seconds: dict[str, float] = {}
+    ordered = [m for m in members if m in (BASELINE, "nnn")] + [
+        m for m in members if m not in (BASELINE, "nnn")
+    ]
+    for m in ordered:
+        extra_fit = dict(fit_inputs.get(m, {}))
+        if m == "dbsn" and extra_fit.get("gallery_bank") is None and "sn" in members:
+            skipped[m] = "no gallery bank: DBSN without a bank is SN exactly (not run twice)"
+            continue
+        limit = None
+        if budget is not None and m not in (BASELINE, "nnn") and m not in include and "nnn" in seconds:
+            limit = float(budget) * max(seconds["nnn"], 0.5)
         if progress:
             print(f"[best] {m}: validation sweep", file=sys.stderr, flush=True)
+        ts = time.perf_counter()
+        if limit is not None:
+            first = _probe_first_setting(m, grids.get(m), task.gallery, reference, extra_fit, memory_budget)
+            if first > limit:
+                skipped[m] = (
+                    f"over the cost budget: its first setting alone was estimated at {first:.1f} s "
+                    f"(a fit on a {int(100 * _PROBE_FRACTION)}% row sample, scaled), more than "
+                    f"{budget:g} x NNN's sweep ({seconds['nnn']:.1f} s); pass include=[{m!r}] "
+                    f"(dehub eval --best-include {m}) to run it"
+                )
+                continue
         try:
             sw = sweep(
                 m,
@@ -187,27 +254,30 @@ def select_best_member(
                 no_positive=no_positive,
                 normalize="none",
                 memory_budget=memory_budget,
+                similarity=dense,
+                time_limit=limit,
+                fit_kwargs=extra_fit,
             )
+        except TimeLimitExceeded as exc:
+            skipped[m] = (
+                f"over the cost budget: its sweep was projected at {exc.projected:.1f} s, more than "
+                f"{budget:g} x NNN's sweep ({seconds['nnn']:.1f} s); pass include=[{m!r}] "
+                f"(dehub eval --best-include {m}) to run it"
+            )
+            continue
         except ValueError as exc:  # e.g. a grid whose every k exceeds a small reference
-            if m == BASELINE:
+            if m in (BASELINE, "nnn"):
                 raise
             skipped[m] = str(exc)
             continue
-        model = fit_selected(
-            m, sw.best_params, task.gallery, reference, memory_budget=memory_budget, normalize="none"
-        )
-
-        def score_rows(rows: np.ndarray, model: Any = model) -> np.ndarray:
-            return model.score(queries[rows], normalize="none")
-
-        rank = dense_ranks(
-            score_rows,
-            rel.n_queries,
-            rel,
-            memory_budget=min(memory_budget, 256 * 2**20),
-        )
+        seconds[m] = time.perf_counter() - ts
+        rank = sw.extra["best_ranks"]
         sweeps[m] = sw
         values[m] = _per_query(rank[keep].astype(np.float64), metric, ks)
+
+    # How right are the top hubs when nothing is corrected (relevance is known here)?
+    top1 = _plain_top1(dense, queries, gallery)
+    hubs = hub_precision(top1[keep], rel.is_relevant(keep, top1[keep, None])[:, 0], n_g)
 
     base = values[BASELINE]
     alpha = (1.0 - confidence) / 2.0
@@ -231,6 +301,7 @@ def select_best_member(
                 "ci_low": float(lo),
                 "ci_high": float(hi),
                 "cleared": bool(m != BASELINE and lo > 0),
+                "seconds": seconds.get(m),
             }
         )
     cleared = [row for row in comparison if row["cleared"]]
@@ -238,8 +309,9 @@ def select_best_member(
     if cleared:
         pick = max(cleared, key=lambda row: (row["value"], -names.index(row["member"])))
         reason = (
-            f"{pick['member']} beats {BASELINE} on validation {metric} by {100 * pick['delta']:+.2f} points, "
-            f"paired-bootstrap {pct} CI [{100 * pick['ci_low']:+.2f}, {100 * pick['ci_high']:+.2f}] above 0"
+            f"{pick['member']} beats no correction ({BASELINE}) on validation {metric} by "
+            f"{100 * pick['delta']:+.2f} points, paired-bootstrap {pct} CI "
+            f"[{100 * pick['ci_low']:+.2f}, {100 * pick['ci_high']:+.2f}] above 0"
             + (
                 f"; the best validation {metric} of the {len(cleared)} members that clear the bar"
                 if len(cleared) > 1
@@ -252,13 +324,16 @@ def select_best_member(
             (r for r in comparison if r["member"] != BASELINE), key=lambda r: r["value"], default=None
         )
         reason = (
-            f"no member beats {BASELINE} on validation {metric} by more than its paired-bootstrap {pct} CI"
+            f"no correction is kept: no member beats {BASELINE} on validation {metric} by more than "
+            f"its paired-bootstrap {pct} CI"
         )
         if best_other is not None:
             reason += (
                 f" (closest: {best_other['member']} {100 * best_other['delta']:+.2f} points, CI "
                 f"[{100 * best_other['ci_low']:+.2f}, {100 * best_other['ci_high']:+.2f}])"
             )
+        if hubs["mostly_right"]:
+            reason += "; " + hub_precision_text(hubs, "the top hubs")
     member = pick["member"]
     return BestSelection(
         member=member,
@@ -273,7 +348,57 @@ def select_best_member(
         sweep=sweeps[member],
         seconds=time.perf_counter() - t0,
         skipped=skipped,
+        hubs=hubs,
+        timings=seconds,
     )
+
+
+#: Share of the gallery (and gallery bank) rows a cost probe fits on.
+_PROBE_FRACTION = 0.1
+
+
+def _probe_first_setting(
+    member: str,
+    grid: dict[str, list] | None,
+    gallery: np.ndarray,
+    reference: np.ndarray,
+    fit_inputs: dict[str, Any],
+    memory_budget: int,
+) -> float:
+    """Seconds a fit of the member's first grid setting would take, from a fit on a row
+    sample (a fit's cost grows linearly with the gallery and gallery-bank rows it scores
+    against the reference)."""
+    model = METHODS[member]()
+    grid = model.default_grid() if grid is None else dict(grid)
+    params = {k: v[0] for k, v in grid.items() if len(v)}
+    n = gallery.shape[0]
+    rows = max(16, int(np.ceil(_PROBE_FRACTION * n)))
+    if rows >= n:
+        return 0.0  # small enough to just run
+    step = n / rows
+    pick = np.floor(np.arange(rows) * step).astype(np.int64)
+    sub = {}
+    for key, value in fit_inputs.items():
+        if isinstance(value, np.ndarray) and value.ndim == 2:
+            b = max(1, int(np.ceil(_PROBE_FRACTION * value.shape[0])))
+            sub[key] = value[np.floor(np.arange(b) * (value.shape[0] / b)).astype(np.int64)]
+        else:
+            sub[key] = value
+    t = time.perf_counter()
+    try:
+        model.set_params(**params).fit(
+            np.asarray(gallery)[pick], reference, normalize="none", memory_budget=memory_budget, **sub
+        )
+    except ValueError:
+        return 0.0  # e.g. k above the sample's size: let the sweep itself decide
+    return (time.perf_counter() - t) * (n / rows)
+
+
+def _plain_top1(dense: np.ndarray | None, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """Each query's uncorrected top-1 gallery row (ties: the smaller row, as the engine)."""
+    if dense is not None:
+        return np.argmax(dense, axis=1).astype(np.int64)
+    return exact_search(queries, gallery, 1)[1][:, 0]
 
 
 #: The name ``run_evaluation`` / ``dehub eval --methods`` accept for this selection.
@@ -292,7 +417,6 @@ def best_for_protocol(
     result data (every member's sweep table, the comparison and the reason).
     ``grids`` may hold one grid per member; ``kwargs`` go to :func:`select_best_member`.
     """
-    kwargs.pop("progress", None)
     sel = select_best_member(task, reference, grids=grids, **kwargs)
     sw = sel.sweep
     shown = SweepResult(

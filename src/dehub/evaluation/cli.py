@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,28 @@ _EXAMPLES = """examples:
 
 embedding arguments take a .npy file or a directory of .npy shards. Validation, test and
 reference sets are compared by content: shared rows are an error (--allow-overlap to accept).
+
+--params: one setting ('{"k": 16}') applies each parameter to the methods that have it;
+per-method settings ('{"nnn": {"k": 16}}') name the methods.
+
+gallery banks: DBNorm, DN, InvGC and DBSN take a gallery-modality bank; the bundled
+benchmark's natural one is the reference split's gallery side (--gallery-bank natural,
+the default). Without one (--gallery-bank none) they fall back to their no-bank form and
+DBSN (= SN exactly) is not run; the report says which bank every method used.
 """
+
+
+def _best_epilog() -> str:
+    from .best import DEFAULT_BUDGET, default_members
+
+    members = ", ".join(m for m in default_members() if m != "plain")
+    return (
+        "\nbest (--methods ...,best): chooses per direction on the validation split among no "
+        "correction (plain: always a candidate, kept unless a member beats it by more than "
+        f"its paired-bootstrap CI) and: {members}. A member whose sweep is projected (from "
+        f"its settings so far) to take more than --best-budget (default {DEFAULT_BUDGET:g}) "
+        "times NNN's sweep is skipped and named in the report (--best-include to run it).\n"
+    )
 
 
 def _csv_list(text: str) -> list[str]:
@@ -52,7 +74,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def _setup(p: argparse.ArgumentParser) -> None:
-    p.epilog = _EXAMPLES
+    p.epilog = _EXAMPLES + _best_epilog()
     p.add_argument(
         "--methods",
         type=_csv_list,
@@ -111,6 +133,25 @@ def _setup(p: argparse.ArgumentParser) -> None:
         default=[],
         help="also run studies (dehub.studies; docs/studies.md): audit,poisoning,drift,fairness,robustness,shift (any subset)",
     )
+    p.add_argument(
+        "--gallery-bank",
+        choices=["natural", "none"],
+        default="natural",
+        help="gallery bank of DBNorm/DN/InvGC/DBSN: the reference split's gallery side (natural, "
+        "default) or none",
+    )
+    p.add_argument(
+        "--best-budget",
+        type=float,
+        default=None,
+        help="best: skip members projected to take more than this many NNN sweeps (default 3; 0: no budget)",
+    )
+    p.add_argument(
+        "--best-include",
+        type=_csv_list,
+        default=[],
+        help="best: comma-separated members exempt from the budget",
+    )
     p.add_argument("-o", "--output", help="report directory (default reports/<benchmark name>/)")
     p.add_argument("--no-plots", action="store_true", help="skip the HTML plots")
     p.add_argument("--quiet", action="store_true", help="no progress output (warnings are still shown)")
@@ -162,7 +203,25 @@ def _fixed_params(args: argparse.Namespace, methods: list[str]) -> dict[str, dic
             )
         fixed = {m: dict(v) for m, v in given.items()}
     else:
-        fixed = {m: dict(given) for m in methods if m != "best"}  # best picks its own setting
+        # One setting: each parameter goes to the methods that have it (best picks its own).
+        from .protocol import method_parameters
+
+        fixed = {}
+        for m in methods:
+            if m == "best":
+                continue
+            has = set(method_parameters(m))
+            mine = {k: v for k, v in given.items() if k in has}
+            if mine:
+                fixed[m] = mine
+        used = {k for v in fixed.values() for k in v}
+        unused = [k for k in given if k not in used]
+        if unused:
+            raise ValueError(
+                f"--params: no method in --methods {','.join(methods)} has the parameter"
+                f"{'s' if len(unused) > 1 else ''} {', '.join(map(repr, unused))}"
+            )
+        return fixed or None
     from .protocol import method_parameters
 
     for m, values in fixed.items():
@@ -224,7 +283,27 @@ def _load(args: argparse.Namespace):
     return load_wordnet_benchmark(), ["a2b", "b2a"]
 
 
-def _run(args: argparse.Namespace) -> int:
+def _command_line(argv: list[str] | None) -> str:
+    """The command that made the report (for its header)."""
+    if argv is None:
+        prog = Path(sys.argv[0]).name
+        if prog not in ("dehub", "__main__.py", "cli.py"):
+            return f"dehub eval (called in-process from {prog})"
+        argv = sys.argv[1:]
+    return "dehub " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _budget(value: float | None) -> float | None:
+    from .best import DEFAULT_BUDGET
+
+    if value is None:
+        return DEFAULT_BUDGET
+    if value < 0:
+        raise ValueError(f"--best-budget must be >= 0 (0: no budget); received {value}")
+    return None if value == 0 else float(value)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     from ..methods import METHODS
     from .protocol import run_evaluation
     from .report import write_report
@@ -266,13 +345,19 @@ def _run(args: argparse.Namespace) -> int:
         metric=args.metric,
         no_positive=args.no_positive,
         progress=not args.quiet,
+        gallery_banks="natural" if args.gallery_bank == "natural" else None,
+        best_budget=_budget(args.best_budget),
+        best_include=args.best_include,
     )
+    result.data["command"] = _command_line(argv)
     if args.studies and studies is not None:
         t0 = time.perf_counter()
         result.data["studies"] = studies.run(
             bench, args.studies, seed=args.seed, n_bootstrap=args.n_bootstrap, progress=not args.quiet
         )
         result.data["timings"]["studies_seconds"] = time.perf_counter() - t0
+        # the total the summary prints covers everything this command ran
+        result.data["timings"]["total_seconds"] += result.data["timings"]["studies_seconds"]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", bench.name).strip("-") or "benchmark"
     out_dir = Path(args.output) if args.output else Path("reports") / slug
     paths = write_report(result, out_dir, plots=not args.no_plots)

@@ -21,9 +21,22 @@ Only numpy is needed (no scipy). Constant counts give ``nan`` skewness and kurto
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ["k_occurrence", "hubness_stats", "compare_hubness", "occurrence_histogram"]
+__all__ = [
+    "k_occurrence",
+    "hubness_stats",
+    "compare_hubness",
+    "occurrence_histogram",
+    "hub_precision",
+    "hub_precision_text",
+    "MOSTLY_RIGHT",
+]
+
+#: Share of the top hubs' top-1 wins that are right above which the hubs are "mostly right answers".
+MOSTLY_RIGHT = 0.5
 
 
 def k_occurrence(ids: np.ndarray, n_gallery: int, k: int) -> np.ndarray:
@@ -105,3 +118,68 @@ def compare_hubness(
     after = hubness_stats(after_ids, n_gallery, k)
     change = {key: after[key] - before[key] for key in before if key not in ("k", "n_gallery", "argmax")}
     return {"before": before, "after": after, "change": change}
+
+
+def hub_precision(top1: np.ndarray, relevant: np.ndarray, n_gallery: int, n_top: int = 5) -> dict[str, Any]:
+    """How many of the top hubs' top-1 wins are right answers (where relevance is known).
+
+    ``top1``: each evaluated query's top-1 gallery row (-1: none); ``relevant``: whether
+    that row is relevant to the query. A hub is an item that wins many queries' top 1;
+    when most of its wins are right, it is a popular right answer, and a correction
+    that pushes it down is likely to hurt. Returns the ``n_top`` items with the most
+    wins (``row``, ``wins``, ``right``, ``precision``), the pooled precision of their
+    wins (``top_precision``), the precision of all top-1 wins (``overall_precision``,
+    i.e. R@1 over these queries), and ``mostly_right``: whether the top hubs' pooled
+    precision is at least :data:`MOSTLY_RIGHT`.
+    """
+    top1 = np.asarray(top1, dtype=np.int64).ravel()
+    right = np.asarray(relevant, dtype=bool).ravel()
+    if top1.shape != right.shape:
+        raise ValueError(
+            f"top1 and relevant must have one entry per query; received {top1.shape} and {right.shape}"
+        )
+    ok = top1 >= 0
+    wins = np.bincount(top1[ok], minlength=n_gallery)
+    good = np.bincount(top1[ok & right], minlength=n_gallery)
+    order = np.argsort(-wins, kind="stable")[:n_top]
+    order = order[wins[order] > 0]
+    hubs = [
+        {
+            "row": int(r),
+            "wins": int(wins[r]),
+            "right": int(good[r]),
+            "precision": float(good[r] / wins[r]),
+        }
+        for r in order.tolist()
+    ]
+    total = int(sum(h["wins"] for h in hubs))
+    top_prec = float(sum(h["right"] for h in hubs) / total) if total else float("nan")
+    overall = float(right[ok].mean()) if ok.any() else float("nan")
+    mostly = bool(total > 0 and top_prec >= MOSTLY_RIGHT)
+    return {
+        "hubs": hubs,
+        "top_wins": total,
+        "top_precision": top_prec,
+        "overall_precision": overall,
+        "n_queries": int(ok.sum()),
+        "mostly_right": mostly,
+    }
+
+
+def hub_precision_text(hp: dict, what: str = "the top hubs") -> str:
+    """One sentence on whether the top hubs are right answers (for reports and the CLI)."""
+    if not hp["hubs"]:
+        return f"{what}: no top-1 wins to judge"
+    lead = hp["hubs"][0]
+    head = (
+        f"{what} win {hp['top_wins']} of {hp['n_queries']} top-1 places and "
+        f"{100 * hp['top_precision']:.0f}% of those wins are right answers (all top-1 wins: "
+        f"{100 * hp['overall_precision']:.0f}%; the largest hub, row {lead['row']}, is right "
+        f"{lead['right']} times out of {lead['wins']})"
+    )
+    if hp["mostly_right"]:
+        return head + (
+            ": the hubs are mostly right answers (popular targets), so a correction that pushes "
+            "them down is likely to hurt (it costs their right wins)"
+        )
+    return head

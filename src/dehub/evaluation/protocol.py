@@ -14,6 +14,16 @@ and each method:
    k-occurrence depends on the tie rule), and pairs of methods whose test rankings are
    identical (e.g. DBNorm whose chosen beta2 is 0 is QB-Norm);
 
+5. the top hubs' precision where relevance is known: how many of each method's top-1
+   wins of its most-won items are right answers, with a note when, uncorrected, the
+   hubs are mostly right answers (then correcting them is likely to hurt);
+
+Gallery banks: methods that take one (tag ``gallery_bank``: DBNorm, DN, InvGC, DBSN)
+get ``gallery_banks`` (default ``"natural"``: the reference split's gallery side, e.g.
+the reference lemmas when lemmas are the gallery) in the sweep and the test fit alike,
+and every method's entry says which bank it used. A bank method without a bank says so;
+DBSN without a bank is SN exactly and is not run as a second copy of it.
+
 then paired bootstrap CIs of every method's metrics and of the differences
 ``method - plain`` (and ``method - nnn`` for the other methods), one set of resamples per
 direction, seeded by ``seed``. Only the chosen setting is evaluated on test.
@@ -24,7 +34,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,9 +43,9 @@ import numpy as np
 from .._validation import NormalizeMode, check_normalization
 from ..datasets.base import Direction, PairedBenchmark, PairedSplit
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ..methods import METHODS, get_tags
-from .best import BEST, best_for_protocol  # issue 14: the 'best' hook
-from .hubness import _stats_of, k_occurrence, occurrence_histogram
+from ..methods import METHODS, ExcludedIds, check_excluded, get_tags
+from .best import BEST, DEFAULT_BUDGET, best_for_protocol  # issue 14: the 'best' hook
+from .hubness import _stats_of, hub_precision, hub_precision_text, k_occurrence, occurrence_histogram
 from .metrics import (
     NoPositivePolicy,
     QueryOutcomes,
@@ -52,6 +62,49 @@ __all__ = ["run_evaluation", "EvaluationResult", "check_benchmark", "method_para
 
 #: Per-method top hubs kept in the result (the baseline's, and each other method's).
 N_TOP_HUBS = 5
+
+#: Bank methods that, given no bank, are another method exactly (tested in tests/methods).
+_SAME_WITHOUT_BANK = {"dbsn": "sn"}
+
+GalleryBanks = str | Mapping[str, Any] | None
+
+
+def gallery_bank_for(
+    benchmark: PairedBenchmark, direction: Direction, gallery_banks: GalleryBanks
+) -> tuple[np.ndarray | None, str]:
+    """The gallery-modality bank of a direction and a sentence saying what it is.
+
+    ``"natural"``: the reference split's gallery side (side b for ``a2b``), when it has
+    rows; a mapping: ``gallery_banks[direction]`` (an array, or None); None: no bank.
+    """
+    if gallery_banks is None:
+        return None, "none given"
+    if isinstance(gallery_banks, str):
+        if gallery_banks != "natural":
+            raise ValueError(
+                f"gallery_banks must be 'natural', None or {{direction: array}}; received {gallery_banks!r}"
+            )
+        side = "b" if direction == "a2b" else "a"
+        bank = getattr(benchmark.reference, side)
+        label = benchmark.b_name if side == "b" else benchmark.a_name
+        if bank.shape[0] == 0:
+            return None, f"none (the reference split has no {label} side)"
+        return bank, f"the reference split's {label} side ({bank.shape[0]:,} rows)"
+    if not isinstance(gallery_banks, Mapping):
+        raise ValueError(
+            f"gallery_banks must be 'natural', None or {{direction: array}}; received {type(gallery_banks).__name__}"
+        )
+    bad = [d for d in gallery_banks if d not in ("a2b", "b2a")]
+    if bad:
+        raise ValueError(f"gallery_banks keys must be 'a2b'/'b2a'; received {bad}")
+    bank = gallery_banks.get(direction)
+    if bank is None:
+        return None, "none given"
+    bank = np.asarray(bank)
+    dim = benchmark.test.a.shape[1]
+    if bank.ndim != 2 or bank.shape[1] != dim or bank.shape[0] == 0:
+        raise ValueError(f"the {direction} gallery bank must be (n > 0, {dim}); received {bank.shape}")
+    return bank, f"given ({bank.shape[0]:,} rows)"
 
 
 def method_parameters(method: str) -> list[str]:
@@ -309,6 +362,17 @@ def _notes(same: list[dict[str, Any]], dups: list[list[int]], hubs: dict[str, li
     return notes
 
 
+def _hub_notes(mdata: dict[str, Any]) -> list[str]:
+    """A note when, uncorrected (the first method, plain where run), the hubs are right answers."""
+    base = "plain" if "plain" in mdata else next(iter(mdata), None)
+    if base is None:
+        return []
+    hp = mdata[base]["hub_precision"]
+    if not hp["mostly_right"]:
+        return []
+    return [hub_precision_text(hp, f"{base}: the top hubs")]
+
+
 def _log(progress: bool, msg: str) -> None:
     if progress:
         print(msg, file=sys.stderr, flush=True)
@@ -341,6 +405,10 @@ def run_evaluation(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool = True,
     normalize: NormalizeMode = "warn",
+    gallery_banks: GalleryBanks = "natural",
+    best_budget: float | None = DEFAULT_BUDGET,
+    best_include: Sequence[str] = (),
+    exclude: Mapping[str, ExcludedIds] | None = None,
 ) -> EvaluationResult:
     """Run the paper's protocol on ``benchmark`` (see the module docstring).
 
@@ -359,6 +427,15 @@ def run_evaluation(
     normalize : rows that are not unit-norm, checked once per split and side before
         anything runs: ``"warn"`` (default), ``"l2"`` (normalize copies), ``"none"``,
         ``"error"``
+    gallery_banks : the gallery-modality bank of the methods that take one (see the
+        module docstring): ``"natural"`` (default), None, or ``{direction: array}``
+    best_budget, best_include : ``budget`` and ``include`` of
+        :func:`dehub.evaluation.best.select_best_member`
+    exclude : ``{direction: per-query excluded gallery rows of the test queries}`` (a
+        query's own item in item-to-item retrieval, the question words in analogies):
+        left out of the test search and of the dense ranks, as
+        :meth:`~dehub.methods.BaseCorrector.search_excluding` does. The validation sweep
+        is not affected.
     """
     from .._version import __version__
 
@@ -403,6 +480,9 @@ def run_evaluation(
         reference = benchmark.reference_for(direction)
         rel = test_task.relevance
         n_gallery = rel.n_gallery
+        excluded = None
+        if exclude is not None and exclude.get(direction) is not None:
+            excluded = check_excluded(exclude[direction], rel.n_queries, n_gallery)
         if search_k > n_gallery:
             raise ValueError(
                 f"{dname}: the test gallery has {n_gallery} items, fewer than the largest "
@@ -413,10 +493,36 @@ def run_evaluation(
         mdata: dict[str, Any] = {}
         tdir: dict[str, Any] = {}
         rankings: dict[str, np.ndarray] = {}
-        for method in methods:
+        gbank, bank_text = gallery_bank_for(benchmark, direction, gallery_banks)
+        # Validation and test galleries differ; the bank (a held-out split) serves both.
+        bank_kw = {} if gbank is None else {"gallery_bank": gbank}
+
+        def bank_inputs(name: str) -> dict[str, Any]:
+            return bank_kw if get_tags(METHODS[name]).gallery_bank else {}
+
+        def bank_used(name: str) -> str:
+            if not get_tags(METHODS[name]).gallery_bank:
+                return "takes no gallery bank"
+            if gbank is None:
+                return f"no gallery bank ({bank_text}): {name} fell back to its no-bank form"
+            return f"gallery bank: {bank_text}"
+
+        skipped_notes: list[str] = []
+        dir_methods = []
+        for m in methods:
+            twin = _SAME_WITHOUT_BANK.get(m)
+            if twin is not None and gbank is None:
+                skipped_notes.append(
+                    f"{m} was not run: no gallery bank ({bank_text}), and {m} without a bank is "
+                    f"{twin} exactly"
+                )
+                continue
+            dir_methods.append(m)
+        for method in dir_methods:
             tm: dict[str, float] = {}
             _log(progress, f"[{dname}] {method}: validation sweep")
             t0 = time.perf_counter()
+            fit_extra: dict[str, Any] = {}
             if method == BEST:  # issue 14: member and setting chosen on validation (evaluation/best.py)
                 sw, fit_method, fit_params, extra = best_for_protocol(
                     val_task,
@@ -429,7 +535,13 @@ def run_evaluation(
                     confidence=confidence,
                     seed=seed,
                     memory_budget=memory_budget,
+                    budget=best_budget,
+                    include=best_include,
+                    fit_inputs={m: bank_inputs(m) for m in METHODS if bank_inputs(m)},
+                    progress=progress,
                 )
+                fit_extra = bank_inputs(fit_method)
+                extra["bank"] = bank_used(fit_method)
             else:
                 # A transductive method (DSL) normalizes over the queries being answered:
                 # the validation queries in the sweep, the test queries at test time. It is
@@ -446,9 +558,12 @@ def run_evaluation(
                     normalize="none",
                     memory_budget=memory_budget,
                     progress=progress,
+                    fit_kwargs=bank_inputs(method),
                 )
                 fit_method, fit_params = method, sw.best_params
                 extra = {"transductive": True} if transductive else {}
+                fit_extra = bank_inputs(method)
+                extra["bank"] = bank_used(method)
             tm["sweep"] = time.perf_counter() - t0
             _log(
                 progress,
@@ -457,17 +572,36 @@ def run_evaluation(
             )
             t0 = time.perf_counter()
             fit_reference = test_task.queries if extra.get("transductive") else reference
-            model = fit_selected(fit_method, fit_params, test_task.gallery, fit_reference, **fit_kwargs)
+            model = fit_selected(
+                fit_method, fit_params, test_task.gallery, fit_reference, **fit_kwargs, **fit_extra
+            )
             tm["fit"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            scores, ids = model.search(
-                test_task.queries, search_k, memory_budget=memory_budget, normalize="none"
-            )
+            if excluded is None:
+                scores, ids = model.search(
+                    test_task.queries, search_k, memory_budget=memory_budget, normalize="none"
+                )
+            else:
+                scores, ids = model.search_excluding(
+                    test_task.queries,
+                    search_k,
+                    exclude=excluded,
+                    memory_budget=memory_budget,
+                    normalize="none",
+                )
             tm["search"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             queries = test_task.queries
+
+            def test_scores(rows: np.ndarray, model: Any = model) -> np.ndarray:
+                s = model.score(queries[rows], normalize="none")
+                if excluded is not None:
+                    for i, r in enumerate(rows.tolist()):
+                        s[i, excluded[r]] = -np.inf
+                return s
+
             pos_ranks = dense_positive_ranks(
-                lambda rows: model.score(queries[rows], normalize="none"),
+                test_scores,
                 rel.n_queries,
                 rel,
                 memory_budget=min(memory_budget, 256 * 2**20),
@@ -482,7 +616,11 @@ def run_evaluation(
                 result.k_occurrence[direction][method][hk] = n_k
                 hub[str(hk)] = {**_stats_of(n_k, hk), "histogram": occurrence_histogram(n_k)}
             result.outcomes[direction][method] = out
+            rows_eval = out.query_rows
+            top1 = ids[rows_eval, 0]
+            hp = hub_precision(top1, rel.is_relevant(rows_eval, top1[:, None])[:, 0], n_gallery)
             mdata[method] = {
+                "hub_precision": hp,
                 "chosen_params": sw.best_params,
                 "validation": sw.best_metrics,
                 "sweep": sw.to_dict(),
@@ -495,7 +633,7 @@ def run_evaluation(
         t0 = time.perf_counter()
         _log(progress, f"[{dname}] paired bootstrap ({n_bootstrap} resamples)")
         boot = bootstrap_comparisons(
-            result.outcomes[direction], _comparisons(methods), n_bootstrap, seed, confidence
+            result.outcomes[direction], _comparisons(dir_methods), n_bootstrap, seed, confidence
         )
         tdir["bootstrap"] = time.perf_counter() - t0
         any_out = next(iter(result.outcomes[direction].values()))
@@ -529,7 +667,10 @@ def run_evaluation(
             "top_hubs": hubs,
             "identical_rankings": same,
             "test_queries_shared_with": shared,
-            "notes": _notes(same, dups, hubs)
+            "gallery_bank": bank_text,
+            "notes": skipped_notes
+            + _hub_notes(mdata)
+            + _notes(same, dups, hubs)
             + [
                 f"{n} of the {rel.n_queries} test queries also occur verbatim (identical "
                 f"embeddings) in the {what}"

@@ -207,6 +207,40 @@ def _tables(result: EvaluationResult) -> list[tuple[str, list[str], list[list[st
             )
     rows = []
     for dd in d["directions"].values():
+        for m, md in dd["methods"].items():
+            hp = md.get("hub_precision")
+            if not hp or not hp["hubs"]:
+                continue
+            rows.append(
+                [
+                    dd["name"],
+                    m,
+                    f"{hp['top_wins']} of {hp['n_queries']}",
+                    f"{100 * hp['top_precision']:.1f}",
+                    f"{100 * hp['overall_precision']:.1f}",
+                    "; ".join(f"row {h['row']}: {h['right']}/{h['wins']}" for h in hp["hubs"]),
+                    "yes" if hp["mostly_right"] else "no",
+                ]
+            )
+    if rows:
+        tables.append(
+            (
+                "Are the hubs right answers? Top-1 wins of each method's most-won items and how "
+                "many are right (relevance known on test)",
+                [
+                    "direction",
+                    "method",
+                    "top hubs' wins",
+                    "right (%)",
+                    "all top-1 right (%)",
+                    "per hub",
+                    "mostly right",
+                ],
+                rows,
+            )
+        )
+    rows = []
+    for dd in d["directions"].values():
         dup = dd.get("gallery_duplicates", {})
         rows.append(
             [
@@ -254,6 +288,8 @@ def markdown_summary(result: EvaluationResult) -> str:
         f"{d['settings']['metric']}; dehub {d['versions']['dehub']}, numpy {d['versions']['numpy']}; "
         f"total time {d['timings']['total_seconds']:.1f} s."
     )
+    if d.get("command"):
+        out += ["", f"Made by: `{d['command']}`"]
     notes = _notes(result)
     if notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -443,25 +479,14 @@ def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, b
         f"seed {d['settings']['seed']}, {d['settings']['n_bootstrap']} bootstrap resamples; "
         f"total time {d['timings']['total_seconds']:.1f} s.</p>",
     ]
+    if d.get("command"):
+        parts.append(f"<p>Made by: <code>{esc(d['command'])}</code></p>")
     notes = _notes(result)
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
-    for title, head, rows in _tables(result):
-        parts.append(f"<h2>{esc(title)}</h2>")
-        parts.append(
-            "<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>"
-        )
-        wrap = {i for i, h in enumerate(head) if h in ("text", "setting", "chosen setting")}
-        for r in rows:
-            parts.append(
-                "<tr>"
-                + "".join(
-                    f'<td class="text">{esc(c)}</td>' if i in wrap else f"<td>{esc(c)}</td>"
-                    for i, c in enumerate(r)
-                )
-                + "</tr>"
-            )
-        parts.append("</tbody></table>")
+    tables = _tables(result)
+    # The headline table, then the plots a reader looks at first, then the long tables.
+    parts += _html_table(*tables[0])
     drawn = False
     if plots:
         try:
@@ -479,12 +504,32 @@ def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, b
                 f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{png}">'
                 f"<figcaption>{esc(caption)}</figcaption></figure>"
             )
+    for table in tables[1:]:
+        parts += _html_table(*table)
     if d.get("studies"):  # dehub eval --studies (dehub.studies.report)
         from ..studies.report import html_sections
 
         parts += html_sections(d["studies"], _png, plots=plots)
     parts += ["</body>", "</html>", ""]
     return "\n".join(parts), drawn
+
+
+def _html_table(title: str, head: list[str], rows: list[list[str]]) -> list[str]:
+    esc = html.escape
+    parts = [f"<h2>{esc(title)}</h2>"]
+    parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr></thead><tbody>")
+    wrap = {i for i, h in enumerate(head) if h in ("text", "setting", "chosen setting", "per hub")}
+    for r in rows:
+        parts.append(
+            "<tr>"
+            + "".join(
+                f'<td class="text">{esc(c)}</td>' if i in wrap else f"<td>{esc(c)}</td>"
+                for i, c in enumerate(r)
+            )
+            + "</tr>"
+        )
+    parts.append("</tbody></table>")
+    return parts
 
 
 def write_report(result: EvaluationResult, out_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:

@@ -48,7 +48,17 @@ from .metrics import (
     outcomes_from_ranks,
 )
 
-__all__ = ["SweepResult", "sweep", "select_best", "fit_selected", "LOWER_IS_BETTER"]
+__all__ = ["SweepResult", "sweep", "select_best", "fit_selected", "LOWER_IS_BETTER", "TimeLimitExceeded"]
+
+
+class TimeLimitExceeded(RuntimeError):
+    """A sweep was stopped because its projected time exceeded ``time_limit`` (seconds)."""
+
+    def __init__(self, projected: float, limit: float) -> None:
+        super().__init__(f"projected sweep time {projected:.1f} s exceeds the limit {limit:.1f} s")
+        self.projected = projected
+        self.limit = limit
+
 
 LOWER_IS_BETTER = frozenset({"mean_rank", "median_rank"})
 
@@ -139,6 +149,9 @@ def sweep(
     normalize: NormalizeMode = "warn",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool = False,
+    similarity: np.ndarray | None = None,
+    time_limit: float | None = None,
+    fit_kwargs: dict[str, Any] | None = None,
 ) -> SweepResult:
     """Evaluate every setting of ``grid`` on the validation ``task``; choose by ``metric``.
 
@@ -153,6 +166,19 @@ def sweep(
         Parameter -> values; default the method's ``default_grid()``.
     metric : str
         ``"R@K"`` for a K in ``ks``, ``"MRR"``, ``"mean_rank"`` or ``"median_rank"``.
+    similarity : (n_queries, n_gallery) array, optional
+        The validation queries' raw scores against the gallery (``queries @ gallery.T``),
+        when the caller already has them (``best`` shares one matrix among its members).
+    time_limit : float, optional
+        Seconds: after every setting the sweep's total is projected (time so far, plus
+        the mean time of the settings after the first for each one left; after the first
+        setting, the time so far); above the limit the sweep stops with
+        :class:`TimeLimitExceeded`.
+    fit_kwargs : dict, optional
+        Extra ``fit`` inputs of the method (e.g. ``gallery_bank``).
+
+    ``extra["best_ranks"]`` of the result holds the chosen setting's first-relevant rank
+    of every validation query.
     """
     ks = check_ks(ks)
     model = _resolve(method)
@@ -164,12 +190,20 @@ def sweep(
     fits_budget = n_q * n_g * 4 <= memory_budget
     fast: _AdditiveRanker | None = None
 
+    if similarity is not None and similarity.shape != (n_q, n_g):
+        raise ValueError(f"similarity must have shape {(n_q, n_g)}; received {similarity.shape}")
+
     def shared_ranker() -> _AdditiveRanker:
         nonlocal fast
         if fast is None:
-            gal = check_embeddings(task.gallery, "validation gallery")
-            dt = compute_dtype(queries, gal)
-            fast = _AdditiveRanker(np.matmul(np.asarray(queries, dtype=dt), np.asarray(gal, dtype=dt).T), rel)
+            if similarity is not None:
+                fast = _AdditiveRanker(similarity, rel)
+            else:
+                gal = check_embeddings(task.gallery, "validation gallery")
+                dt = compute_dtype(queries, gal)
+                fast = _AdditiveRanker(
+                    np.matmul(np.asarray(queries, dtype=dt), np.asarray(gal, dtype=dt).T), rel
+                )
         return fast
 
     t0 = time.perf_counter()
@@ -177,8 +211,14 @@ def sweep(
     n_without = 0
     with progress_bar(_grid_size(grid), f"sweep {model.name}", progress, unit="setting") as bar:
         settings = model.fit_grid(
-            task.gallery, reference, grid, normalize=normalize, memory_budget=memory_budget
+            task.gallery,
+            reference,
+            grid,
+            normalize=normalize,
+            memory_budget=memory_budget,
+            **dict(fit_kwargs or {}),
         )
+        n_settings = _grid_size(grid)
 
         def dense_ranks_of(fitted) -> np.ndarray:
             rank = np.empty(n_q, dtype=np.int64)
@@ -194,6 +234,7 @@ def sweep(
         params_list: list[dict[str, Any]] = []
         ranks: list[np.ndarray | None] = []
         biases: list[np.ndarray] = []
+        marks = [time.perf_counter()]
         for params, fitted in settings:
             params_list.append(params)
             if fits_budget and get_tags(fitted).offset:
@@ -202,13 +243,24 @@ def sweep(
                 ranks.append(None)
             else:
                 ranks.append(dense_ranks_of(fitted))
+            bar.update(1)  # per setting as it is done
+            marks.append(time.perf_counter())
+            _show_eta(bar, marks, n_settings)
+            if time_limit is not None and len(marks) - 1 < n_settings:
+                elapsed = marks[-1] - marks[0]
+                if len(marks) >= 3:  # the first setting carries any shared pass; later ones the rest
+                    per = (marks[-1] - marks[1]) / (len(marks) - 2)
+                    projected = elapsed + per * (n_settings - len(marks) + 1)
+                else:
+                    projected = elapsed
+                if projected > time_limit:
+                    raise TimeLimitExceeded(projected, float(time_limit))
         shared = iter(shared_ranker().ranks_many(np.stack(biases)) if biases else ())
         final = [next(shared) if r is None else r for r in ranks]
         for params, rank in zip(params_list, final):
             out = outcomes_from_ranks(rank, rel, ks, no_positive=no_positive)
             n_without = out.n_without_positives
             table.append({**{k: jsonable(v) for k, v in params.items()}, **out.summary()})
-            bar.update(1)
     best = select_best(table, metric, ks)
     row = table[best]
     best_params = {k: row[k] for k in grid if k in row}
@@ -222,7 +274,23 @@ def sweep(
         best_index=best,
         seconds=time.perf_counter() - t0,
         n_without_positives=n_without,
+        extra={"best_ranks": final[best]},
     )
+
+
+def _show_eta(bar: Any, marks: list[float], n_settings: int) -> None:
+    """The sweep's ETA from the settings after the first (which carries the shared work:
+    NNN's one reference pass serves every later setting, so a rate that counts it would
+    promise minutes for what takes a second); tqdm's own average-rate ETA is replaced."""
+    done = len(marks) - 1
+    if not hasattr(bar, "bar_format"):
+        return
+    if done == 1:
+        bar.bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+    if done >= 2:
+        per = (marks[-1] - marks[1]) / (done - 1)
+        left = per * (n_settings - done)
+        bar.set_postfix_str(f"ETA {int(left // 60):02d}:{int(left % 60):02d}", refresh=False)
 
 
 class _AdditiveRanker:

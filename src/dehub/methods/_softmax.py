@@ -64,7 +64,7 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
     def __dehub_tags__(self) -> MethodTags:
         # Static IS/DualIS: one per-item offset (scale sum(beta) > 0). Dynamic variants
         # gate the normalizers on each query's own top-1: per-query offsets, not offset.
-        return MethodTags(offset=not bool(self.dynamic))
+        return MethodTags(offset=not bool(self.dynamic), gallery_bank=True)
 
     # ------------------------------------------------------------------ params
     def _betas(self) -> tuple[float, ...]:

@@ -47,6 +47,11 @@ The tags and exactly what each promises:
     n_reference=...)`` makes a new fitted estimator; concatenating the statistics of
     gallery shards equals fitting the whole gallery.
 
+``gallery_bank``
+    ``fit(gallery, reference, gallery_bank=...)`` and ``fit_grid(..., gallery_bank=...)``
+    accept a gallery-modality bank ((n, d), e.g. the reference split's gallery side);
+    without one the method falls back as its docstring says (DBNorm, DN, InvGC: the
+    gallery itself; DBSN: no bank, which is SN exactly).
 ``changes_vectors``
     The method replaces the gallery vectors (InvGC-style); ``est.transformed_gallery_``
     holds them and exports need no extra dimension.
@@ -73,6 +78,7 @@ class MethodTags:
     incremental: bool = False
     row_decomposable: bool = False
     changes_vectors: bool = False
+    gallery_bank: bool = False
 
 
 def get_tags(est_or_cls: Any) -> MethodTags:

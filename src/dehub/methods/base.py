@@ -100,6 +100,7 @@ from .._validation import (
     validate_embeddings,
 )
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
+from ._exclude import ExcludedIds, check_excluded, search_excluding
 from ._params import FLOAT32_MAX, Constraint, InvalidParameterError, validate_parameters
 from ._rows import ReferenceFit, RowDecomposable
 from ._stats import compute_dtype
@@ -540,6 +541,21 @@ class BaseCorrector(ABC):
     @abstractmethod
     def _score(self, queries: np.ndarray) -> np.ndarray:
         """The method's dense scores of prepared queries."""
+
+    def search_excluding(
+        self, queries: Any, k: int = 10, *, exclude: ExcludedIds, **search_kwargs: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` with per-query excluded gallery rows (``exclude[i]``: query i's).
+
+        Equal to dropping the excluded rows from the complete ranking
+        (:mod:`dehub.methods._exclude`): it asks :meth:`search` for ``k`` plus the most
+        rows any query excludes, and filters.
+        """
+        self.check_fitted()
+        excluded = check_excluded(exclude, int(np.shape(queries)[0]))
+        return search_excluding(
+            lambda kk: self.search(queries, kk, **search_kwargs), k, excluded, int(self.gallery_.shape[0])
+        )
 
     # ------------------------------------------------------------------ persistence
     def persistence_arrays(self) -> dict[str, np.ndarray]:

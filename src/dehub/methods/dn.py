@@ -69,7 +69,7 @@ class DN(AffineBiasCorrector):
 
     def __dehub_tags__(self) -> MethodTags:
         # Offset: the query-only bracket of the expansion never changes a ranking.
-        return MethodTags(offset=True)
+        return MethodTags(offset=True, gallery_bank=True)
 
     def __init__(self, lambda_: float = 0.5) -> None:
         self.lambda_ = lambda_

@@ -152,7 +152,7 @@ class InvGC(BaseCorrector):
     def __dehub_tags__(self) -> MethodTags:
         # Replaces the gallery vectors. Not row-decomposable with the default bank (the
         # gallery itself), nor with local_adj=False (e depends on the gallery mean).
-        return MethodTags(changes_vectors=True)
+        return MethodTags(changes_vectors=True, gallery_bank=True)
 
     def __init__(
         self, r_g: float = 0.5, r_q: float = 0.5, local_adj: bool = True, pool_rate: float = 0.01

@@ -1,4 +1,4 @@
-"""Mutual proximity (MP), Gaussian variant.
+"""Mutual proximity (MP): Gaussian and empirical variants.
 
 Schnitzer, Flexer, Schedl, Widmer. *Local and Global Scaling Reduce Hubs in Space*. JMLR
 13 (2012) 2871-2902; as implemented in scikit-hubness and kiez
@@ -20,6 +20,19 @@ dehub computes ``MP = c_x + c_y - c_x c_y`` with ``c = 1 - SF`` the lower-tail
 probability (no cancellation for close pairs, where ``SF`` rounds to 1), with an
 ``erfc`` of relative error below 1.2e-7 (Numerical Recipes' Chebyshev fit; numpy only),
 and returns ``-MP`` as the score (higher is better). Query-dependent: no offset.
+
+Empirical variant (``variant="empiric"``, the paper's exact MP; kiez's
+``MutualProximity(method="empiric")``): instead of Gaussians, count. For a query ``q``
+with candidates ``C_q`` (its ``k`` nearest gallery items) and a candidate ``y``::
+
+    MP(q, y) = 1 - |{l in C_q : d(q, g_l) > d(q, y) and D_y(g_l) > d(q, y)}| / k
+
+where ``D_y(g) = d(y, g)`` when ``g`` is within ``y``'s ``k``-th nearest reference
+distance ``r_k(y)``, else ``r_k(y) + 1e-6``: as kiez, ``y`` knows its distances only up to
+its ``k``-th neighbour (kiez looks ``g`` up in ``y``'s neighbour list; with the gallery as
+its own reference, as in kiez's use, both rules agree). A gallery item outside ``C_q``
+has no candidate farther from ``q`` than itself, so its MP is 1 (score -1). ``k`` is
+required (the count needs a candidate set).
 """
 
 from __future__ import annotations
@@ -31,12 +44,12 @@ import numpy as np
 
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._dense import distance_moments
-from ._params import Constraint, Interval
+from ._params import Constraint, Interval, Options
 from ._tags import MethodTags
 from .base import NotFittedError
 from .local_scaling import NeighborStatsCorrector, _query_knn
 
-__all__ = ["MutualProximity", "erfc", "normal_cdf"]
+__all__ = ["MutualProximity", "erfc", "normal_cdf", "empirical_mp_scores"]
 
 _SD_FLOOR = 1e-12  # a Gaussian fitted to identical distances degenerates to a step
 
@@ -71,6 +84,27 @@ def normal_cdf(x: np.ndarray, mu, sd) -> np.ndarray:
     return 0.5 * erfc(-(np.asarray(x, dtype=np.float64) - mu) / (np.asarray(sd) * np.sqrt(2.0)))
 
 
+def empirical_mp_scores(dist: np.ndarray, gallery: np.ndarray, kth: np.ndarray, k: int) -> np.ndarray:
+    """``-MP`` (empirical, module docstring) of a query block against the whole gallery.
+
+    ``dist``: (b, n_gallery) Euclidean distances of the block; ``gallery``: unit rows;
+    ``kth``: each gallery item's k-th nearest reference distance. Candidates outside a
+    query's k nearest score -1.
+    """
+    k = min(k, dist.shape[1])
+    cand = np.argpartition(dist, k - 1, axis=1)[:, :k]  # (b, k) the k nearest, unordered
+    dq = np.take_along_axis(dist, cand, axis=1).astype(np.float64)  # d(q, g_l)
+    g = np.asarray(gallery)[cand]  # (b, k, d)
+    dgg = np.sqrt(np.maximum(2.0 - 2.0 * np.einsum("bid,bjd->bij", g, g, dtype=np.float64), 0.0))
+    r_k = np.asarray(kth, dtype=np.float64)[cand][:, :, None]  # y's k-th reference distance
+    known = np.where(dgg <= r_k, dgg, r_k + 1e-6)  # D_y(g_l), [b, y, l]
+    d_y = dq[:, :, None]
+    count = ((dq[:, None, :] > d_y) & (known > d_y)).sum(axis=2)
+    out = np.full(dist.shape, -1.0)
+    np.put_along_axis(out, cand, -(1.0 - count / k), axis=1)
+    return out
+
+
 class MutualProximity(NeighborStatsCorrector):
     """Mutual proximity with independent Gaussians (Schnitzer et al., JMLR 2012).
 
@@ -89,19 +123,27 @@ class MutualProximity(NeighborStatsCorrector):
     all_mean_, all_std_ : (n_gallery,) float64 or None
         Moments over all reference queries (fitted when ``k=None``).
 
+    variant : {"normal", "empiric"}, default "normal"
+        Gaussian MP (kiez's ``method="normal"``) or the empirical count (``"empiric"``,
+        needs ``k``; see the module docstring).
+
     ``score``/``search`` return ``-MP`` (higher is better).
     """
 
     name = "mutual_proximity"
     all_mean_: Any
     all_std_: Any
-    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {"k": [None, Interval(Integral, 2, None)]}
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        "k": [None, Interval(Integral, 2, None)],
+        "variant": [Options("normal", "empiric")],
+    }
 
     def __dehub_tags__(self) -> MethodTags:
         return MethodTags()
 
-    def __init__(self, k: int | None = None) -> None:
+    def __init__(self, k: int | None = None, variant: str = "normal") -> None:
         self.k = k
+        self.variant = variant
 
     @classmethod
     def default_grid(cls) -> dict[str, list]:
@@ -110,6 +152,8 @@ class MutualProximity(NeighborStatsCorrector):
 
     def _check_consistency(self) -> None:
         self._check_k()
+        if self.variant == "empiric" and self.k is None:
+            raise ValueError("variant='empiric' counts over each query's k candidates: give k (e.g. k=50)")
         if (
             self.k is None
             and getattr(self, "gallery_", None) is not None
@@ -153,6 +197,10 @@ class MutualProximity(NeighborStatsCorrector):
         return nd.mean(axis=1), nd.std(axis=1)
 
     def _transform(self, dist: np.ndarray) -> np.ndarray:
+        if self.variant == "empiric":
+            return empirical_mp_scores(
+                dist, np.asarray(self.gallery_), self.neighbor_distances_[:, int(self.k) - 1], int(self.k)
+            )
         mu_g, sd_g = self.gallery_moments()
         nn = dist if self.k is None else _query_knn(dist, int(self.k))
         mu_q, sd_q = nn.mean(axis=1), nn.std(axis=1)

@@ -24,17 +24,32 @@ gallery itself as its bank would be SN exactly (duplicated rows only shift every
 by ``tau * log 2``), so DBSN without a bank *is* SN; pass a held-out gallery-modality
 bank (e.g. the reference split's other side) for the paper's setting.
 
-Numerics (measured equal to POT, see ``tests/methods/test_sinkhorn.py``): dehub runs
-POT's iteration with the kernel stabilized by each row's maximum,
-``E[i, j] = exp((S[i, j] - max_j S[i, j]) / tau)``, the row factor absorbed in ``u``,
-so ``K`` never underflows however small ``tau``; the kernel and the scaling vectors
-are float64 (the scalings as logs, rescaled by their maximum before every
-matrix-vector product). Kernel entries below ``exp(-80)`` of their row's maximum are
-raised to ``exp(-80)`` (no zero column); a column or row whose whole mass still
-vanishes is an error naming ``tau``. When the kernel fits in ``memory_budget`` it is computed
-once (one GEMM + one ``exp`` pass, then two matrix-vector products per iteration);
-otherwise every iteration recomputes it block by block (one GEMM + one ``exp`` pass per
-iteration), never holding more than ``memory_budget`` bytes.
+Numerics (measured equal to POT's float64 ``sinkhorn_knopp`` and ``sinkhorn_log`` at tau
+down to 0.001 on real MiniLM embeddings, see ``tests/methods/test_sinkhorn.py``): no
+kernel entry is floored or clipped. With ``C = (S - 1) / tau`` and the potentials
+``f = log u``, ``g = log v``, an iteration is ``g <- log b - LSE_i(C_ij + f_i)``,
+``f <- log a - LSE_j(C_ij + g_j)``. dehub computes it in one of two exact forms:
+
+* *log domain* (from the scores): each row's log-sum-exp is taken at that row's
+  maximum of ``C_ij + g_j`` (so its largest term is exactly 1), and the same pass
+  yields the plan ``P = exp(C + f + g)`` whose column sums give the next ``g``; a
+  column whose plan mass falls below 1e-250 (where underflowed entries could matter)
+  is recomputed by an exact column log-sum-exp. The first iteration (from POT's
+  ``u = 1/n``) starts with an exact column log-sum-exp.
+* *absorbed kernel* (Schmitzer's stabilization): when the plan of a log-domain
+  iteration fits in ``memory_budget`` it is kept (float64) as the kernel ``P0`` with
+  its potentials absorbed, and the next iterations are POT's two matrix-vector
+  products on ``P0`` with scalings ``u~ = exp(f - f0)``, ``v~ = exp(g - g0)``. While
+  every ``|log u~|`` and ``|log v~|`` stays below 200 the entries of ``P0`` lost to
+  underflow (each below 2.3e-308) change a row or column sum by less than
+  ``n * m * 2.3e-308 * e^400`` relative, i.e. nothing at float64 precision; an
+  iteration that would leave that range is recomputed in the log domain, which
+  re-absorbs.
+
+The scores are float32 for float32 inputs (as the search's), everything after them
+float64. Otherwise (the plan does not fit) every iteration is a log-domain pass over
+freshly computed score blocks (one GEMM + one ``exp`` pass per iteration), never
+holding more than ``memory_budget`` bytes.
 
 Convergence: ``tol`` stops early once POT's marginal error, ``||(u K v)^T 1 - b||_2``
 (the column-marginal violation after the ``u`` update), falls below it; ``n_iter`` is
@@ -54,11 +69,13 @@ from .._validation import check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._params import FLOAT32_MAX, Constraint, Interval
 from ._stats import compute_dtype
+from ._tags import MethodTags
 from .base import AdditiveBiasCorrector, NotFittedError
 
 __all__ = ["SN", "DBSN", "sinkhorn_offsets", "SinkhornResult"]
 
-_CLIP = -80.0  # log of the smallest kernel entry kept, relative to its row maximum
+_DRIFT = 200.0  # |log| bound on the scalings relative to the absorbed kernel (see the docstring)
+_TINY = 1e-250  # a column sum of the plan below this is recomputed in the log domain
 
 
 @dataclass(frozen=True)
@@ -67,13 +84,16 @@ class SinkhornResult:
 
     ``offsets[t]`` (float64, one per row) after ``iterations[t]`` iterations;
     ``log_v`` the final column scaling's log; ``marginal_error[t]`` POT's
-    column-marginal error after iteration ``iterations[t]``.
+    column-marginal error after iteration ``iterations[t]``; ``n_absorb`` how many
+    iterations were computed in the log domain from the scores (the first, and any
+    whose scalings drifted out of the absorbed kernel's exact range).
     """
 
     offsets: dict[int, np.ndarray]
     log_v: np.ndarray
     marginal_error: dict[int, float]
     n_iter: int
+    n_absorb: int = 1
 
 
 def _row_blocks(parts: list[np.ndarray], step: int):
@@ -84,6 +104,25 @@ def _row_blocks(parts: list[np.ndarray], step: int):
             sl = slice(s, min(s + step, x.shape[0]))
             yield p, start + s, sl
         start += x.shape[0]
+
+
+class _OnlineColumnLSE:
+    """``log sum_i exp(x_ij)`` per column over row blocks, exact (running column maximum)."""
+
+    def __init__(self, m: int) -> None:
+        self.mx = np.full(m, -np.inf)
+        self.acc = np.zeros(m)
+
+    def add(self, x: np.ndarray) -> None:
+        bmx = x.max(axis=0)
+        new = np.maximum(self.mx, bmx)
+        with np.errstate(invalid="ignore"):
+            self.acc *= np.exp(self.mx - new)  # -inf - finite = -inf: exp = 0 on the first block
+        self.acc += np.exp(x - new).sum(axis=0)
+        self.mx = new
+
+    def log(self) -> np.ndarray:
+        return np.log(self.acc) + self.mx
 
 
 def sinkhorn_offsets(
@@ -100,7 +139,8 @@ def sinkhorn_offsets(
     """SN offsets ``-tau * log u`` of the rows of ``vstack(parts)`` against ``bank``.
 
     Runs POT's ``sinkhorn_knopp`` on cost ``1 - rows @ bank.T`` with uniform marginals
-    (see the module docstring) for ``n_iter`` iterations, or fewer when ``tol`` is met.
+    (see the module docstring) for ``n_iter`` iterations, or fewer when ``tol`` is met,
+    with POT's float64 iterates (no kernel floor; see the module docstring's Numerics).
     ``snapshots``: iteration counts (<= n_iter) whose offsets are returned too (a grid
     over ``n_iter`` costs one run). The stacked matrix is never formed.
     """
@@ -113,126 +153,152 @@ def sinkhorn_offsets(
     d = int(bank.shape[1])
     dt = compute_dtype(bank, *parts)
     inv_tau = 1.0 / float(tau)
+    a, b = 1.0 / n, 1.0 / m
     log_a, log_b = -np.log(n), -np.log(m)
     keep = sorted({int(t) for t in (snapshots or [])} | {int(n_iter)})
-    # Row block: the float32/64 scores and the float64 kernel (rows x m each) plus the rows.
-    # The kernel and every matrix-vector product are float64: float32 products of small
-    # kernel entries and weights fall into subnormals (slow, and lossy).
+    # A log-domain row block holds the scores (dt) and their float64 exponents.
     per_row = m * (dt.itemsize + 8) + d * dt.itemsize
     rows_per_block = int(max(1, min(n, memory_budget // per_row)))
-    # Cache the whole kernel when it fits next to a small scores buffer (then every
-    # iteration is two matrix-vector products); else recompute it block by block.
+    # Cache the absorbed float64 kernel when it fits next to one small log-domain block
+    # (then an iteration is two fused matrix-vector products); else every iteration is
+    # computed in the log domain from freshly computed scores.
     cache_block = int(min(rows_per_block, 256))
-    cached = n * m * 8 + cache_block * m * dt.itemsize <= memory_budget
+    cached = n * m * 8 + cache_block * per_row <= memory_budget
     if cached:
         rows_per_block = cache_block
-    row_max = np.empty(n, dtype=np.float64)
-    kernel_cache: list[np.ndarray] = []
+    blocks = list(_row_blocks(parts, rows_per_block))
+    # Rows per fused step: read twice while in the CPU cache (about 2 MiB of float64).
+    sub = int(max(1, min(rows_per_block, (2 << 20) // (8 * m))))
     buf_s = np.empty(rows_per_block * m, dtype=dt)
-    buf_e = None if cached else np.empty(rows_per_block * m, dtype=np.float64)
+    buf_x = np.empty(rows_per_block * m, dtype=np.float64)
     bank_t = np.asarray(bank, dtype=dt).T
+    kernel: list[np.ndarray] = []
+    label = progress if isinstance(progress, str) else "sinkhorn"
 
-    def kernel_block(p: int, sl: slice, g0: int) -> np.ndarray:
+    def scores(p: int, sl: slice, cols: np.ndarray | None = None) -> np.ndarray:
         x = np.asarray(parts[p][sl], dtype=dt)
         r = x.shape[0]
-        s = buf_s[: r * m].reshape(r, m)
-        np.matmul(x, bank_t, out=s)
-        mx = s.max(axis=1)
-        row_max[g0 : g0 + r] = mx
-        e = np.empty((r, m)) if buf_e is None else buf_e[: r * m].reshape(r, m)
-        np.subtract(s, mx[:, None].astype(dt), out=e)
-        e *= inv_tau
-        np.maximum(e, _CLIP, out=e)
-        np.exp(e, out=e)
-        return e
+        if cols is None:
+            s = buf_s[: r * m].reshape(r, m)
+            np.matmul(x, bank_t, out=s)
+            return s
+        return x @ bank_t[:, cols]
 
-    blocks = list(_row_blocks(parts, rows_per_block))
-    # Rows per fused step: the row update and the column contribution of a sub-block
-    # read it twice while it is in the CPU cache (about 2 MiB of float64 kernel).
-    sub = int(max(1, min(rows_per_block, (2 << 20) // (8 * m))))
-    # log u~ = log u + (row_max - 1) / tau: the scaling of the row-stabilized kernel.
-    log_ut = np.empty(n, dtype=np.float64)
+    def exponent(s: np.ndarray, shift: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``(s - 1) / tau + shift`` in float64 (shift broadcast over rows or columns)."""
+        np.subtract(s, 1.0, out=out, dtype=np.float64, casting="unsafe")
+        out *= inv_tau
+        out += shift
+        return out
+
+    def column_lse(f: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+        """``log sum_i exp((S_ij - 1) / tau + f_i)`` for the columns ``cols`` (all: None)."""
+        width = m if cols is None else int(cols.size)
+        acc = _OnlineColumnLSE(width)
+        for p, g0, sl in blocks:
+            s = scores(p, sl, cols)
+            r = s.shape[0]
+            x = exponent(s, f[g0 : g0 + r, None], buf_x[: r * width].reshape(r, width))
+            acc.add(x)
+        return acc.log()
+
+    def log_domain_step(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Exact ``f = log a - LSE_j(C_ij + g_j)`` and the plan's column sums (refreshes the cache)."""
+        f = np.empty(n)
+        col = np.zeros(m)
+        for bi, (p, g0, sl) in enumerate(blocks):
+            s = scores(p, sl)
+            r = s.shape[0]
+            if cached:
+                if len(kernel) <= bi:
+                    kernel.append(np.empty((r, m)))
+                plan = kernel[bi]
+            for lo in range(0, r, sub):
+                hi = min(lo + sub, r)
+                x = plan[lo:hi] if cached else buf_x[: (hi - lo) * m].reshape(hi - lo, m)
+                exponent(s[lo:hi], g, x)
+                mx = x.max(axis=1)
+                x -= mx[:, None]
+                np.exp(x, out=x)
+                rs = x.sum(axis=1)  # >= 1: the maximum's term is exp(0)
+                f[g0 + lo : g0 + hi] = log_a - mx - np.log(rs)
+                x *= (a / rs)[:, None]  # the plan exp(C + f + g): rows sum to a
+                col += np.ones(hi - lo) @ x
+            bar.update(1)
+        with np.errstate(divide="ignore"):
+            log_col = np.log(col)
+        bad = np.flatnonzero(~(col > _TINY))  # underflowed plan entries may dominate these
+        if bad.size:
+            log_col[bad] = column_lse(f, bad) + g[bad]
+        _check_finite(f, "row", tau)
+        _check_finite(log_col, "column", tau)
+        return f, log_col
+
     offsets: dict[int, np.ndarray] = {}
     errors: dict[int, float] = {}
-    log_v = np.zeros(m)
-    n_passes = n_iter + 1
-    label = progress if isinstance(progress, str) else "sinkhorn"
+    n_absorb = 0
     done = 0
-
-    class _Columns:
-        """``log sum_i u~_i E_ij`` accumulated linearly at a running scale ``c`` (float64)."""
-
-        def __init__(self) -> None:
-            self.c = -np.inf
-            self.acc = np.zeros(m)
-
-        def add(self, e: np.ndarray, log_w: np.ndarray) -> None:
-            top = float(np.max(log_w))
-            y = np.exp(log_w - top) @ e
-            if top > self.c:
-                if np.isfinite(self.c):
-                    self.acc *= np.exp(self.c - top)
-                self.c = top
-                self.acc += y
-            else:
-                self.acc += np.exp(top - self.c) * y
-
-        def log(self) -> np.ndarray:
-            with np.errstate(divide="ignore"):
-                return np.log(self.acc) + self.c
-
-    with progress_bar(total=n_passes * len(blocks), desc=label, enable=bool(progress), unit="block") as bar:
-        # Pass 0: the kernel (cached when it fits) and v_1 from u_0 = 1/n.
-        cols = _Columns()
-        for p, g0, sl in blocks:
-            e = kernel_block(p, sl, g0)
-            if cached:
-                kernel_cache.append(e)
-            r = e.shape[0]
-            log_ut[g0 : g0 + r] = log_a + (row_max[g0 : g0 + r] - 1.0) * inv_tau
-            cols.add(e, log_ut[g0 : g0 + r])
-            bar.update(1)
-        col = cols.log()
+    with progress_bar(
+        total=(n_iter + 1) * len(blocks), desc=label, enable=bool(progress), unit="block"
+    ) as bar:
+        # Pass 0: v_1 from u_0 = a, exactly: g = log b - LSE_i(C_ij + log a).
+        g = log_b - column_lse(np.full(n, log_a))
+        _check_finite(g, "column", tau)
+        bar.update(len(blocks))
+        f_abs = g_abs = None  # potentials absorbed in the cached kernel
         for it in range(1, n_iter + 1):
-            # log v = log b - log K^T u (K^T u in the stabilized form: sum_i u~_i E_ij)
-            _check_finite(col, "column", tau)
-            log_v = log_b - col
-            top_v = float(np.max(log_v))
-            w_v = np.exp(log_v - top_v)
-            cols = _Columns()
-            for bi, (p, g0, sl) in enumerate(blocks):
-                e = kernel_cache[bi] if cached else kernel_block(p, sl, g0)
-                for a in range(0, e.shape[0], sub):
-                    es = e[a : a + sub]
-                    lo, hi = g0 + a, g0 + a + es.shape[0]
-                    with np.errstate(divide="ignore"):
-                        rowlog = np.log(es @ w_v) + top_v
-                    _check_finite(rowlog, "row", tau)
-                    log_ut[lo:hi] = log_a - rowlog
-                    cols.add(es, log_ut[lo:hi])
-                bar.update(1)
-            col = cols.log()
+            log_col = None
+            if cached and f_abs is not None:
+                # u~, v~: the scalings relative to the absorbed kernel P0 = exp(C + f_abs + g_abs)
+                vt = np.exp(g - g_abs)
+                ut = np.empty(n)
+                col = np.zeros(m)
+                for bi, (_, g0, _) in enumerate(blocks):
+                    e = kernel[bi]
+                    for lo in range(0, e.shape[0], sub):
+                        es = e[lo : lo + sub]
+                        with np.errstate(divide="ignore"):
+                            w = a / (es @ vt)
+                        ut[g0 + lo : g0 + lo + es.shape[0]] = w
+                        col += w @ es
+                    bar.update(1)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    log_ut = np.log(ut)
+                    log_col = np.log(col) + (g - g_abs)
+                # Exact while |log u~| and |log v~_next| stay within _DRIFT (docstring).
+                if np.all(np.abs(log_ut) <= _DRIFT) and np.all(
+                    np.abs(log_b - log_col + (g - g_abs)) <= _DRIFT
+                ):
+                    f = f_abs + log_ut
+                else:
+                    log_col = None
+            if log_col is None:
+                f, log_col = log_domain_step(g)
+                f_abs, g_abs = f, g
+                n_absorb += 1
             done = it
             # POT's error: column marginal of diag(u) K diag(v) minus b (L2).
-            err = float(np.linalg.norm(np.exp(log_v + col) - 1.0 / m))
+            err = float(np.linalg.norm(np.exp(log_col) - b))
             errors[it] = err
             if it in keep:
-                # offset = -tau log u = -tau (log u~ - (row_max - 1) / tau)
-                offsets[it] = -float(tau) * log_ut + (row_max - 1.0)
+                offsets[it] = -float(tau) * f
+            g_used = g
+            g = g + log_b - log_col  # the next v: b / (K^T u)
             if tol is not None and err < float(tol):
                 break
     if done not in offsets:
-        offsets[done] = -float(tau) * log_ut + (row_max - 1.0)
-    return SinkhornResult(offsets=offsets, log_v=log_v, marginal_error=errors, n_iter=done)
+        offsets[done] = -float(tau) * f
+    return SinkhornResult(
+        offsets=offsets, log_v=g_used, marginal_error=errors, n_iter=done, n_absorb=n_absorb
+    )
 
 
 def _check_finite(x: np.ndarray, what: str, tau: float) -> None:
     if not np.all(np.isfinite(x)):
         bad = int(np.count_nonzero(~np.isfinite(x)))
         raise ValueError(
-            f"Sinkhorn: {bad} {what} sum(s) of the kernel exp(-(1 - s) / tau) vanished or "
-            f"overflowed at tau={tau} (some items are more than 80 * tau below every "
-            "similarity that carries their mass); use a larger tau"
+            f"Sinkhorn: {bad} {what} log-sum(s) of the kernel exp(-(1 - s) / tau) are not "
+            f"finite at tau={tau}: the embeddings hold NaN or infinite values"
         )
 
 
@@ -417,6 +483,9 @@ class DBSN(SN):
     """
 
     name = "dbsn"
+
+    def __dehub_tags__(self) -> MethodTags:
+        return MethodTags(offset=True, gallery_bank=True)
 
     def _fit(self, gallery, reference, *, gallery_bank=None, normalize, memory_budget, progress):
         """Solve the Sinkhorn scalings of ``[gallery; gallery_bank]`` against the query bank.

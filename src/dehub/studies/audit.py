@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation.hubness import k_occurrence
+from ..evaluation.hubness import hub_precision, hub_precision_text, k_occurrence
 from ..methods import BaseCorrector, get_tags
 from ._common import STUDY_METHODS, fit_method, paired_ci, unit_rows, wilson_interval
 
@@ -101,6 +101,7 @@ def audit_gallery(
     texts: Any = None,
     ids: np.ndarray | None = None,
     seed: int = 0,
+    relevance: Any = None,
 ) -> dict[str, Any]:
     """Audit a gallery for hubs.
 
@@ -110,6 +111,12 @@ def audit_gallery(
     ``STUDY_METHODS``) is fitted with ``reference``. Returns per-item ``N_k`` before and
     after the correction, robust z-scores, the flagged rows (z > ``z_threshold``) and
     the ``top`` suspects with their metadata and what the correction does to each.
+
+    ``relevance`` (a :class:`dehub.Relevance` of ``queries`` against the gallery rows,
+    where it is known): the top hubs' precision, i.e. how many of each hub's plain top-1
+    wins among those queries are right answers (``hub_precision``, ``finding``, and
+    ``wins``/``right`` per suspect). Hubs that are mostly right answers are popular
+    targets, and correcting them is likely to hurt.
     """
     gallery = np.asarray(gallery, dtype=np.float32)
     reference = np.asarray(reference, dtype=np.float32)
@@ -120,12 +127,28 @@ def audit_gallery(
         )
     probe = reference
     n_live = 0
+    hp = None
+    if relevance is not None and queries is None:
+        raise ValueError("relevance describes the live queries: pass queries too")
     if queries is not None:
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != gallery.shape[1]:
             raise ValueError(f"queries must be (n, {gallery.shape[1]}); received {q.shape}")
+        live_rows = np.arange(q.shape[0])
         if n_sample is not None and n_sample < q.shape[0]:
-            q = q[np.sort(np.random.default_rng(seed).choice(q.shape[0], n_sample, replace=False))]
+            live_rows = np.sort(np.random.default_rng(seed).choice(q.shape[0], n_sample, replace=False))
+            q = q[live_rows]
+        if relevance is not None:
+            if (relevance.n_queries, relevance.n_gallery) != (np.shape(queries)[0], gallery.shape[0]):
+                raise ValueError(
+                    f"relevance must be of the {np.shape(queries)[0]} queries x {gallery.shape[0]} gallery "
+                    f"rows; received {relevance.n_queries} x {relevance.n_gallery}"
+                )
+            known = live_rows[relevance.counts()[live_rows] > 0]
+            top1 = _plain_topk(gallery, np.asarray(queries, dtype=np.float32)[known], 1)[1][:, 0]
+            hp = hub_precision(
+                top1, relevance.is_relevant(known, top1[:, None])[:, 0], gallery.shape[0], n_top=top
+            )
         n_live = q.shape[0]
         probe = np.concatenate([reference, q])
     k = min(k, gallery.shape[0])
@@ -142,9 +165,12 @@ def audit_gallery(
     rank_after[np.argsort(-n_after, kind="stable")] = np.arange(1, n + 1)
     flagged = np.flatnonzero(z_before > z_threshold)
     suspects = []
+    per_hub = {h["row"]: h for h in hp["hubs"]} if hp else {}
     for r in np.argsort(-z_before, kind="stable")[:top].tolist():
         suspects.append(
             {
+                "wins": per_hub[r]["wins"] if r in per_hub else None,
+                "right": per_hub[r]["right"] if r in per_hub else None,
                 "row": int(r),
                 "id": int(ids[r]) if ids is not None else int(r),
                 "text": None if texts is None else str(texts[r]),
@@ -172,6 +198,10 @@ def audit_gallery(
         "max_N_before": int(n_before.max()),
         "max_N_after": int(n_after.max()),
         "suspects": suspects,
+        "hub_precision": hp,
+        "finding": None
+        if hp is None
+        else hub_precision_text(hp, "the top hubs (plain top-1 over the live queries)"),
         "_N_before": n_before,
         "_N_after": n_after,
         "_z_before": z_before,

@@ -34,6 +34,7 @@ _EXAMPLES = """examples:
   dehub audit index.dehub --reference ref.npy
   dehub audit index.dehub --reference ref.npy --queries live.npy --sample 5000 --top 30 --json
   dehub audit index.dehub                      # an index built with --keep-reference
+  dehub audit index.dehub --queries live.npy --pairs live_pairs.csv   # are the hubs right answers?
 """
 
 
@@ -45,6 +46,11 @@ def _setup(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--queries", help="live queries to audit with as well (.npy or shard directory)")
     p.add_argument("--sample", type=positive_int, help="use a random sample of this many --queries")
+    p.add_argument(
+        "--pairs",
+        help="relevance of --queries (CSV query_row,gallery_id or JSONL; query rows are --queries row "
+        "numbers, gallery ids the index's): report how many of each top hub's top-1 wins are right",
+    )
     p.add_argument("--k", type=positive_int, default=10, help="k of the k-occurrence N_k (default 10)")
     p.add_argument("--z", type=float, default=6.0, help="robust z above which an item is flagged (default 6)")
     p.add_argument("--top", type=positive_int, default=20, help="suspects listed (default 20)")
@@ -66,6 +72,28 @@ def _reference_of(index: Any, path: str | None, what: str) -> np.ndarray:
     return ref
 
 
+def _relevance_of(path: str, n_queries: int, index: Any):
+    from ..datasets.loaders import read_pairs
+    from ..relevance import Relevance
+
+    q_ids, g_ids = read_pairs(path)
+    row_of = {str(i): r for r, i in enumerate(np.asarray(index.ids).tolist())}
+    try:
+        q_rows = [int(q) for q in q_ids]
+    except ValueError:
+        raise ValueError(
+            f"--pairs: query ids must be --queries row numbers; received e.g. {q_ids[:3]}"
+        ) from None
+    bad_q = [q for q in q_rows if not 0 <= q < n_queries]
+    missing = [g for g in g_ids if g not in row_of]
+    if bad_q or missing:
+        raise ValueError(
+            f"--pairs: {len(bad_q)} query rows outside [0, {n_queries}) (e.g. {bad_q[:3]}) and "
+            f"{len(missing)} gallery ids not in the index (e.g. {missing[:3]})"
+        )
+    return Relevance.from_pairs(q_rows, [row_of[g] for g in g_ids], n_queries, len(row_of))
+
+
 def _run(args: argparse.Namespace) -> int:
     index = load(args.index)
     reference = _reference_of(index, args.reference, "--reference")
@@ -76,6 +104,11 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--queries must be (n, {index.dim}); received shape {queries.shape}")
     if args.z <= 0:
         raise ValueError(f"--z must be positive; received {args.z}")
+    relevance = None
+    if args.pairs:
+        if queries is None:
+            raise ValueError("--pairs gives the relevance of --queries: pass --queries too")
+        relevance = _relevance_of(args.pairs, queries.shape[0], index)
     gallery = np.asarray(index.model.gallery_, dtype=np.float32)
     res = audit_gallery(
         gallery,
@@ -88,6 +121,7 @@ def _run(args: argparse.Namespace) -> int:
         top=args.top,
         ids=index.ids,
         seed=args.seed,
+        relevance=relevance,
     )
     if args.json:
         print(json.dumps(json_ready(res), indent=1))
@@ -109,6 +143,8 @@ def _run(args: argparse.Namespace) -> int:
             f"{s['id']:>12} {s['N_before']:>8} {s['z_before']:>7.1f} {s['hub_rank_before']:>6} "
             f"{s['N_after']:>7} {s['z_after']:>7.1f} {s['hub_rank_after']:>6} {bias:>8}  {'*' if s['flagged'] else ''}"
         )
+    if res.get("finding"):
+        print(res["finding"])
     sys.stdout.flush()
     return 0
 

@@ -302,6 +302,82 @@ def _answers(port: int, queries: np.ndarray) -> list[list[int]]:
     return [e["ids"] for e in r["results"]]
 
 
+def compare_forms(workdir: Path, n: int, n_held_out: int = 500) -> dict:
+    """d+1 (inner product) vs d+2 (equal norm, L2) HNSW graphs of one NNN index.
+
+    Each graph is built with the same M / efConstruction, its efSearch tuned to recall@10
+    0.99 on gallery-row probes (what the server does for an index without reference
+    queries); then both are measured on held-out queries (not tuned on): recall@10 against
+    the exact corrected top-10 and single-query latency at the tuned efSearch, the two
+    forms alternated in rounds (median of per-round ratios).
+    """
+    import dehub
+    from dehub.serve.hnsw import build_tuned, exact_rows_function, index_fingerprint, recall_at
+
+    files = build_indexes(workdir, n)
+    index = dehub.Index.load(files["corrected"], mmap=True)
+    header = dehub.Index.describe_file(files["corrected"])
+    oracle = exact_rows_function(index)
+    held = held_out_queries(512)[:n_held_out]
+    truth = oracle(held, K)
+    out: dict = {"n_items": n, "d": D, "load_before": load(), "forms": {}}
+    backends = {}
+    for form in ("d+1", "d+2"):
+        be = build_tuned(
+            index.model.gallery_, index.model.bias_, index.ids, index.reference, oracle,
+            index_fingerprint(header), target=0.99, form=form, progress=True,
+        )  # fmt: skip
+        backends[form] = be
+        rec = recall_at(be.search_rows(held, K)[1], truth)
+        out["forms"][form] = {**be.info.to_json(), "held_out_recall_at_10": round(rec, 5)}
+        print(f"  {form}: {json.dumps(out['forms'][form])}", flush=True)
+    per_round = {f: [] for f in backends}
+    for _ in range(5):
+        for form, be in backends.items():
+            t0 = time.perf_counter()
+            for q in held[:200]:
+                be.search_rows(q[None, :], K)
+            per_round[form].append((time.perf_counter() - t0) / 200)
+    ratios = [a / b for a, b in zip(per_round["d+1"], per_round["d+2"], strict=True)]
+    for form in backends:
+        out["forms"][form]["ms_per_query_median"] = round(1e3 * float(np.median(per_round[form])), 3)
+    out["latency_ratio_d1_over_d2_median"] = round(float(np.median(ratios)), 3)
+    out["load_after"] = load()
+    out["machine"] = machine()
+    return out
+
+
+def prepare_graphs(workdir: Path, n: int) -> dict:
+    """The HNSW graphs of the corrected and plain indexes, saved next to them (reused by the server)."""
+    import dehub
+    from dehub.serve.hnsw import graph_backend
+
+    files = build_indexes(workdir, n)
+    out: dict = {"n_items": n, "d": D, "machine": machine(), "graphs": {}}
+    for kind in ("corrected", "plain"):
+        started = load()
+        t0 = time.perf_counter()
+        index = dehub.Index.load(files[kind], mmap=True)
+        header = dehub.Index.describe_file(files[kind])
+        be = graph_backend(index, files[kind], header, target=0.99, progress=True, log=print)
+        out["graphs"][kind] = {
+            **be.info.to_json(),
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "load_before": started,
+            "load_after": load(),
+        }
+        print(json.dumps(out["graphs"][kind]), flush=True)
+    return out
+
+
+def held_out_queries(m: int) -> np.ndarray:
+    """Queries from the gallery's distribution (same centers, fresh noise), never tuned on."""
+    rng = np.random.default_rng(3)
+    centers = unit_chunk(np.random.default_rng(1), 256)
+    q = centers[rng.integers(0, 256, m)] + 0.9 * unit_chunk(rng, m)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
 def table(paths: list[Path]) -> str:
     """A markdown table of result files (for docs/serve.md)."""
     rows = [
@@ -339,7 +415,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only write the index files into --workdir (untimed; run it outside the benchmark lock)",
     )
+    p.add_argument("--compare-forms", metavar="SIZE", help="d+1 vs d+2 HNSW graphs at SIZE (10k, 100k)")
+    p.add_argument(
+        "--prepare-graph",
+        metavar="SIZE",
+        help="build, tune and save the HNSW graph of the NNN and plain indexes at SIZE (untimed; what "
+        "the server would do at its first start), then exit",
+    )
     args = p.parse_args(argv)
+    if args.prepare_graph:
+        n = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[args.prepare_graph]
+        res = prepare_graphs(Path(args.workdir), n)
+        out = Path(args.out) / f"bench_serve_graph_{args.prepare_graph}.json"
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {out}", flush=True)
+        return 0
+    if args.compare_forms:
+        n = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[args.compare_forms]
+        res = compare_forms(Path(args.workdir or tempfile.mkdtemp(prefix="bench_serve_")), n)
+        out = Path(args.out) / f"bench_serve_forms_{args.compare_forms}.json"
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {out}", flush=True)
+        return 0
     if args.table:
         print(table([Path(t) for t in args.table]))
         return 0

@@ -1,8 +1,9 @@
 """Typed request and response bodies of the ``dehub serve`` API (pydantic).
 
-They define the OpenAPI schema at ``/openapi.json``. Checks that JSON Schema cannot say
-(equal row lengths, the index's dimension, finite values, the server's limits) are made
-by the app, with the same ``{"error", "expected", "received"}`` answer.
+They define the OpenAPI schema at ``/openapi.json``; :mod:`dehub.serve.schema` writes the
+server's own bounds into it (batch size, the index's dimension, value range, ``k``,
+text length, exactly one of vectors/text), which :mod:`dehub.serve.validation` enforces
+with the same ``{"error", "expected", "received"}`` answer.
 """
 
 from __future__ import annotations
@@ -92,6 +93,11 @@ class InfoResponse(BaseModel):
     dim: int
     version: int
     backend: str
+    hnsw: dict[str, Any] | None = Field(
+        default=None,
+        description="HNSW backend: form, M, efConstruction, efSearch, the recall@10 it reaches on its probe "
+        "queries against the exact corrected top-10, the target, build and tuning seconds",
+    )
     source: str
     loaded_at: float
     text_encoder: str | None

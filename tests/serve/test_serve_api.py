@@ -211,7 +211,7 @@ def test_failed_reload_keeps_the_version_and_health_tells_the_truth(tmp_path, qu
         path.write_bytes(b"not an index")
         err = _assert_error(c.post("/admin/reload", headers=ok), 409)
         assert "still serving version 1" in err["error"]
-        assert "changed" in _assert_error(c.get("/health"), 503)["received"]
+        assert "truncated" in _assert_error(c.get("/health"), 503)["received"]
         _assert_error(c.post("/search", json={"vectors": queries[:2].tolist()}, headers=ok), 503)
         build_index(path, alpha=1.0)
         assert c.post("/admin/reload", headers=ok).json()["version"] == 2

@@ -183,9 +183,7 @@ def _lifespan(ctx: Context) -> Callable[[FastAPI], Any]:
             async def watch() -> None:
                 while True:
                     await asyncio.sleep(settings.watch_seconds)
-                    try:
-                        ctx.state.check()
-                    except Exception:
+                    if ctx.state.file_changed():
                         await quiet_reload("file changed")
 
             tasks.append(loop.create_task(watch()))

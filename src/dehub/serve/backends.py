@@ -25,7 +25,6 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from .._format import IndexFormatError
 from ..engine.exact import exact_search
 
 __all__ = [
@@ -87,15 +86,15 @@ class ExactBackend:
         self.memory_budget = memory_budget
 
     def search(self, queries: np.ndarray, k: int, *, corrected: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        k = min(int(k), self.n_items)  # as Index.search would, without its warning per request
-        try:
-            if corrected:
-                return self.index.search(queries, k, normalize="none", memory_budget=self.memory_budget)
-            scores, rows = exact_search(
-                queries, self.index.model.gallery_, k, memory_budget=self.memory_budget
-            )
-        except IndexFormatError as exc:  # the memory-mapped file changed under us
-            raise IndexChanged(str(exc)) from None
+        """``Index.search``'s ranking bit for bit (the same ``model.search`` call, rows mapped to
+        ids); the file check is the app's (:meth:`dehub.serve.loading.Served.check_files`),
+        which lets a replaced file serve the loaded version until the reload."""
+        k = min(int(k), self.n_items)  # as Index.search clamps, without its warning per request
+        model = self.index.model
+        if corrected:
+            scores, rows = model.search(queries, k, normalize="none", memory_budget=self.memory_budget)
+        else:
+            scores, rows = exact_search(queries, model.gallery_, k, memory_budget=self.memory_budget)
         ids = np.where(rows >= 0, self.index.ids[np.maximum(rows, 0)], -1)
         return scores, ids
 

@@ -8,6 +8,7 @@ it while the next request sees the new one.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,7 @@ class Served:
     text_encoder: str | None = None
     files: tuple[FileIdentity, ...] = ()
     hnsw: dict[str, Any] | None = None
+    _broken: list[str] = field(default_factory=list, repr=False)  # sticky: once changed in place
     _order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     _sorted_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
 
@@ -88,16 +90,30 @@ class Served:
         return np.where(self._sorted_ids[pos] == ids, self._order[pos], -1)
 
     def check_files(self) -> None:
-        """Raise :class:`IndexChanged` if a file this version was loaded from changed since.
+        """Raise :class:`IndexChanged` if a file this version was loaded from was changed in place.
 
-        A memory-mapped file truncated under the server would crash it (SIGBUS) on the
-        next read of a lost page; a rewritten one would answer from other data.
+        A memory-mapped file truncated or rewritten under the server would crash it
+        (SIGBUS) on the next read of a lost page, or answer from other data. A file
+        *replaced* (a new file renamed over it, as ``Index.save`` does) leaves the loaded
+        version intact: it is served until the reload that picks up the new file.
         """
+        if self._broken:
+            raise IndexChanged(self._broken[0])
         for ident in self.files:
             try:
-                ident.check()
-            except ValueError as exc:
-                raise IndexChanged(str(exc)) from None
+                st = os.stat(ident.path)
+            except OSError:
+                continue  # removed: the mapping keeps the old inode alive
+            if (st.st_dev, st.st_ino) != (ident.st_dev, ident.st_ino):
+                continue  # replaced: the loaded version is intact
+            if (st.st_size, st.st_mtime_ns) != (ident.st_size, ident.st_mtime_ns):
+                what = (
+                    f"was truncated from {ident.st_size} to {st.st_size} bytes"
+                    if st.st_size < ident.st_size
+                    else "was modified in place"
+                )
+                self._broken.append(f"{ident.path} {what} after it was loaded")
+                raise IndexChanged(self._broken[0])
 
     def hub_threshold(self) -> int | None:
         """N_k from which an item counts as a hub: the 99th percentile of plain N_k, at least 2k."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import threading
 from dataclasses import dataclass
 from typing import Annotated
@@ -65,11 +66,17 @@ class ServeState:
     def __init__(self, settings: Settings, served: Served) -> None:
         self.settings = settings
         self.served = served
+        self.stamp = file_stamp(settings.source)
         self._lock = threading.Lock()
+
+    def file_changed(self) -> bool:
+        """Whether the source file is not the one last loaded (replaced, rewritten, removed)."""
+        return file_stamp(self.settings.source) != self.stamp
 
     def reload(self) -> tuple[Served, Served]:
         with self._lock:
             old = self.served
+            stamp = file_stamp(self.settings.source)
             new = load_from_settings(self.settings, version=old.version + 1)
             if new.dim != old.dim or (new.text_encoder is None) != (old.text_encoder is None):
                 raise ValueError(
@@ -78,11 +85,22 @@ class ServeState:
                     f"{old.text_encoder!r}: restart the server to change them"
                 )
             self.served = new
+            self.stamp = stamp
             return old, new
 
     def check(self) -> None:
         """Raise :class:`IndexChanged` if the served files changed since they were loaded."""
         self.served.check_files()
+
+
+def file_stamp(source: str | None) -> tuple[int, int, int, int] | None:
+    if source is None:
+        return None
+    try:
+        st = os.stat(source)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def index_unavailable(exc: IndexChanged) -> ApiError:

@@ -59,6 +59,8 @@ DEFAULT_EF_CONSTRUCTION = 80
 GRAPH_KIND = "dehub.serve.hnsw"
 GRAPH_VERSION = 1
 _ADD_ROWS = 16_384
+#: The rule :func:`tune_ef_search` applies; a graph tuned under another rule is re-tuned.
+TUNING = "recall-minus-2se"
 _EF_LADDER = (
     16,
     24,
@@ -105,6 +107,7 @@ class GraphInfo:
     n_items: int
     dim: int
     ef_table: tuple[tuple[int, float], ...] = ()
+    tuning: str = ""
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -178,19 +181,22 @@ def tune_ef_search(
     *,
     k: int = 10,
 ) -> tuple[int, float, tuple[tuple[int, float], ...]]:
-    """The smallest ``efSearch`` of a fixed ladder whose recall@k reaches ``target``.
+    """The smallest ``efSearch`` of a fixed ladder whose recall@k reaches ``target`` with margin.
 
-    ``search_rows(queries, k, ef)`` returns the approximate top-k rows. Returns
-    ``(ef, recall, table)``; where no rung reaches the target, the largest rung and its
-    recall (the caller reports the miss).
+    ``search_rows(queries, k, ef)`` returns the approximate top-k rows. A rung is taken
+    when its measured recall minus two standard errors (``sqrt(r (1 - r) / hits)``, the
+    probes' results counted as independent draws) reaches ``target``, so the recall on
+    queries not tuned on reaches it too. Returns ``(ef, recall, table)``; where no rung
+    reaches the target, the largest rung and its recall (the caller reports the miss).
     """
     table: list[tuple[int, float]] = []
+    total = max(1, int((exact_rows >= 0).sum()))
     for ef in _EF_LADDER:
         if ef < k:
             continue
         r = recall_at(search_rows(probes, k, ef), exact_rows)
         table.append((ef, round(r, 5)))
-        if r >= target:
+        if r - 2.0 * float(np.sqrt(r * (1.0 - r) / total)) >= target or r >= 1.0:
             return ef, r, tuple(table)
     return table[-1][0], table[-1][1], tuple(table)
 
@@ -399,6 +405,7 @@ def retune(
             "probe_source": source,
             "tune_seconds": round(time.perf_counter() - t0, 2),
             "ef_table": table,
+            "tuning": TUNING,
         }
     )
     return backend.with_info(tuned)
@@ -442,7 +449,7 @@ def graph_backend(
         backend = HNSWBackend(graph, info, gallery, bias, ids)
         if log:
             log(f"hnsw: reusing {graph_paths(path)[0]} (efSearch {info.ef_search}, recall {info.recall})")  # type: ignore[arg-type]
-        if abs(info.target_recall - target) > 1e-12:
+        if abs(info.target_recall - target) > 1e-12 or info.tuning != TUNING:
             backend = retune(backend, index.reference, oracle, target=target, n_probes=n_probes)
             save_graph(path, graph, backend.info)  # type: ignore[arg-type]
         return backend

@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 
 pytest.importorskip("faiss")
 
-from dehub.serve.app import Settings, create_app  # noqa: E402
-from dehub.serve.hnsw import graph_paths, recall_at  # noqa: E402
-from dehub.serve.loading import load_served  # noqa: E402
+from dehub.serve.app import Settings, create_app
+from dehub.serve.hnsw import graph_paths, recall_at
+from dehub.serve.loading import load_served
 
 D, N, N_HUBS = 32, 6000, 60
 
@@ -96,7 +96,9 @@ def test_graph_is_saved_and_reused_not_rebuilt(planted, tmp_path):
     second = load_served(copy, backend="hnsw")
     assert (gpath.stat().st_mtime_ns, jpath.stat().st_mtime_ns) == stamp  # not rewritten
     assert second.hnsw == first.hnsw  # same efSearch, recall, build time: the stored graph
-    np.testing.assert_array_equal(second.backend.search(held_out, 10)[1], first.backend.search(held_out, 10)[1])
+    np.testing.assert_array_equal(
+        second.backend.search(held_out, 10)[1], first.backend.search(held_out, 10)[1]
+    )
     # another recall target re-tunes efSearch on the stored graph (no rebuild)
     third = load_served(copy, backend="hnsw", recall=0.9)
     assert third.hnsw["target_recall"] == 0.9 and third.hnsw["ef_search"] <= first.hnsw["ef_search"]
@@ -105,7 +107,11 @@ def test_graph_is_saved_and_reused_not_rebuilt(planted, tmp_path):
     import dehub
 
     other = dehub.Index.build(
-        np.asarray(dehub.Index.load(copy).model.gallery_)[::-1].copy(), held_out, method="nnn", k=16, alpha=0.8
+        np.asarray(dehub.Index.load(copy).model.gallery_)[::-1].copy(),
+        held_out,
+        method="nnn",
+        k=16,
+        alpha=0.8,
     )
     other.save(copy)
     fourth = load_served(copy, backend="hnsw")
@@ -138,7 +144,9 @@ def test_bounded_load_on_the_hnsw_backend_has_zero_errors(planted):
             return -1, []
         if not hasattr(local, "client"):
             local.client = httpx.Client(base_url=srv.url, timeout=60)
-        r = local.client.post("/search", json={"vectors": [held_out[i].tolist()], "k": 10, "compare": i % 4 == 0})
+        r = local.client.post(
+            "/search", json={"vectors": [held_out[i].tolist()], "k": 10, "compare": i % 4 == 0}
+        )
         return r.status_code, r.json()["results"][0]["ids"] if r.status_code == 200 else []
 
     try:

@@ -8,9 +8,20 @@ with the same ``{"error", "expected", "received"}`` answer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
+
+
+def _whole(value: Any) -> Any:
+    """JSON Schema's integer: also a number with a zero fractional part (``28.0``), never a bool."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+#: An integer as JSON Schema defines it (``28`` or ``28.0``), strict otherwise.
+WholeNumber = Annotated[StrictInt, BeforeValidator(_whole)]
 
 __all__ = [
     "SearchRequest",
@@ -50,7 +61,7 @@ class SearchRequest(BaseModel):
     text: list[str] | None = Field(
         default=None, description="query texts, embedded by the index's text encoder"
     )
-    k: StrictInt = Field(default=10, description="results per query (1..max_k)")
+    k: WholeNumber = Field(default=10, description="results per query (1..max_k)")
     compare: StrictBool = Field(default=False, description="also return the plain (uncorrected) ranking")
     details: StrictBool = Field(
         default=False,
@@ -148,8 +159,8 @@ class KnnRequest(BaseModel):
     image_url: str | None = None
     embedding_input: list[float] | None = None
     modality: str = "image"
-    num_images: StrictInt = 40
-    num_result_ids: StrictInt | None = None
+    num_images: WholeNumber = 40
+    num_result_ids: WholeNumber | None = None
     indice_name: str | None = None
     use_mclip: bool = False
     deduplicate: bool = False
@@ -170,7 +181,7 @@ class KnnResult(BaseModel):
 class MetadataRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    ids: list[StrictInt]
+    ids: list[WholeNumber]
     indice_name: str | None = None
 
 

@@ -118,6 +118,23 @@ def test_graph_is_saved_and_reused_not_rebuilt(planted, tmp_path):
     assert fourth.hnsw["build_seconds"] != first.hnsw["build_seconds"] or gpath.stat().st_mtime_ns != stamp[0]
 
 
+def test_auto_does_not_take_a_graph_below_the_recall_floor(planted, tmp_path, monkeypatch):
+    """--backend auto serves exact where the tuned graph misses the target; --backend hnsw obeys."""
+    import shutil
+
+    import dehub.serve.hnsw as hnsw
+
+    path, _, _ = planted
+    copy = tmp_path / "floor.dehub"
+    shutil.copy(path, copy)
+    monkeypatch.setattr(hnsw, "_EF_LADDER", (16,))  # a search too shallow to reach 0.99 here
+    served = load_served(copy, backend="auto", hnsw_threshold=100)
+    assert served.backend.name == "exact" and served.hnsw["used"] is False
+    assert served.hnsw["recall"] < 0.99 == served.hnsw["target_recall"]
+    forced = load_served(copy, backend="hnsw")
+    assert forced.backend.name == "hnsw" and forced.hnsw["used"] is True
+
+
 def test_info_and_metrics_show_ef_search_and_recall(planted):
     path, _, _ = planted
     with TestClient(create_app(Settings(source=str(path), backend="hnsw"))) as c:

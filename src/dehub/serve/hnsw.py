@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -452,6 +453,7 @@ def graph_backend(
         if abs(info.target_recall - target) > 1e-12 or info.tuning != TUNING:
             backend = retune(backend, index.reference, oracle, target=target, n_probes=n_probes)
             save_graph(path, graph, backend.info)  # type: ignore[arg-type]
+        _warn_if_short(backend.info, log)
         return backend
     if log:
         log(
@@ -478,4 +480,18 @@ def graph_backend(
         log(
             f"hnsw: built in {i.build_seconds} s; efSearch {i.ef_search} gives recall@10 {i.recall} on {i.probe_source}"
         )
+    _warn_if_short(backend.info, log)
     return backend
+
+
+def _warn_if_short(info: GraphInfo, log: Callable[[str], None] | None) -> None:
+    """Say so when no efSearch of the ladder reached the recall target (the largest is used)."""
+    if info.recall < info.target_recall:
+        msg = (
+            f"hnsw: recall@10 target {info.target_recall} NOT reached: {info.recall} at the largest efSearch "
+            f"({info.ef_search}); a denser graph (larger M / efConstruction) or --backend exact would be needed"
+        )
+        if log:
+            log(msg)
+        else:
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)

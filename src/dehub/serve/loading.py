@@ -254,10 +254,20 @@ def load_served(
     else:
         from .hnsw import graph_backend, graph_paths
 
-        be = graph_backend(index, path, header, target=recall, log=log)
-        hnsw_info = be.info.to_json()
+        graph = graph_backend(index, path, header, target=recall, log=log)
+        hnsw_info = graph.info.to_json()
         hnsw_info.pop("fingerprint", None)
-        files = files + _identity(graph_paths(path)[0])
+        if backend == "auto" and graph.info.recall < recall:
+            # the exact engine is the oracle: an approximate backend that cannot reach the
+            # recall floor on this data is not chosen automatically
+            hnsw_info["used"] = False
+            if log:
+                log("auto: serving with the exact engine instead (--backend hnsw forces the graph)")
+            be = ExactBackend(index)
+        else:
+            hnsw_info["used"] = True
+            be = graph
+            files = files + _identity(graph_paths(path)[0])
     metadata = dict(index.metadata)
     texts = _texts_from(metadata, texts_file, index.n_items)
     metadata.pop("item_text", None)

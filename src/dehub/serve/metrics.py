@@ -82,9 +82,10 @@ class Metrics:
     def show_index(self, version: int, n_items: int, hnsw: dict | None) -> None:
         self.version.set(version)
         self.items.set(n_items)
-        self.ef_search.set(hnsw["ef_search"] if hnsw else 0)
-        self.recall.set(hnsw["recall"] if hnsw else 1.0)
-        self.target_recall.set(hnsw["target_recall"] if hnsw else 1.0)
+        used = bool(hnsw and hnsw.get("used", True))
+        self.ef_search.set(hnsw["ef_search"] if hnsw and used else 0)
+        self.recall.set(hnsw["recall"] if hnsw and used else 1.0)
+        self.target_recall.set(hnsw["target_recall"] if hnsw and used else 1.0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

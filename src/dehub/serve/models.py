@@ -106,8 +106,9 @@ class InfoResponse(BaseModel):
     backend: str
     hnsw: dict[str, Any] | None = Field(
         default=None,
-        description="HNSW backend: form, M, efConstruction, efSearch, the recall@10 it reaches on its probe "
-        "queries against the exact corrected top-10, the target, build and tuning seconds",
+        description="HNSW graph: form, M, efConstruction, efSearch, the recall@10 it reaches on its probe "
+        "queries against the exact corrected top-10, the target, build and tuning seconds; used=false when "
+        "--backend auto found it below the target and serves with the exact engine instead",
     )
     source: str
     loaded_at: float

@@ -53,7 +53,12 @@ def load_from_settings(settings: Settings, version: int = 1) -> Served:
         texts_file=settings.texts_file,
         text_encoder=settings.text_encoder,
         name=settings.name,
+        log=_say,
     )
+
+
+def _say(message: str) -> None:
+    print(f"dehub serve: {message}", flush=True)
 
 
 class ServeState:

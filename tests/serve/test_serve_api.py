@@ -463,3 +463,24 @@ def test_auto_backend_takes_hnsw_above_the_threshold(tmp_path, queries):
     _, ids = index.search(queries, 10)
     hits = sum(len(set(e["ids"]) & set(ids[qi].tolist())) for qi, e in enumerate(res))
     assert hits / ids.size >= 0.97
+
+
+@pytest.mark.slow
+def test_onnx_encoder_answers_text_queries_like_torch(demo_served, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("onnx")
+    from dehub.embed.encoders import export_onnx
+
+    onnx_dir = export_onnx(tmp_path / "minilm-onnx")
+    texts = ["a large body of salt water", "a domesticated carnivorous mammal that barks"]
+    answers = []
+    for onnx in (None, str(onnx_dir)):
+        with TestClient(
+            create_app(Settings(onnx_encoder=onnx, preload_encoder=True), served=demo_served)
+        ) as c:
+            answers.append(c.post("/search", json={"text": texts, "k": 10}).json()["results"])
+    assert [e["ids"] for e in answers[0]] == [e["ids"] for e in answers[1]]
+    np.testing.assert_allclose(
+        [e["scores"] for e in answers[0]], [e["scores"] for e in answers[1]], atol=1e-5
+    )

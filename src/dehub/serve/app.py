@@ -218,7 +218,7 @@ def create_app(settings: Settings | None = None, served: Served | None = None) -
             on_batch=metrics.observe_batch,
             before_call=lambda _backend: state.check(),
         ),
-        encoder=TextEncoder(),
+        encoder=TextEncoder(settings.onnx_encoder),
         metrics=metrics,
     )
     app = FastAPI(

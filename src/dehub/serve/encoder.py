@@ -21,14 +21,27 @@ _log = logging.getLogger("dehub.serve")
 
 
 class TextEncoder:
-    """The bundled MiniLM (``dehub.datasets.encoder``) on one thread of its own."""
+    """The bundled MiniLM on one thread of its own: torch (``dehub.datasets.encoder``), or its
+    ONNX export (``onnx_dir``, written by :func:`dehub.embed.encoders.export_onnx`) run by
+    ONNX Runtime with one intra-op thread — measured 2.3x faster per text than torch with
+    one thread (16 ms vs 39 ms, median of 7 paired rounds, load 15-21 on 2 cores), same
+    vectors to 1.3e-7."""
 
-    def __init__(self) -> None:
+    def __init__(self, onnx_dir: str | None = None) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dehub-encoder")
+        self.onnx_dir = onnx_dir
+        self._onnx: object | None = None
         self.loaded = False
         self.warm_seconds: float | None = None
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.onnx_dir is not None:
+            if self._onnx is None:
+                from ..embed.encoders import OnnxEncoder
+
+                self._onnx = OnnxEncoder(self.onnx_dir, threads=1)
+            self.loaded = True
+            return np.asarray(self._onnx.encode_texts(list(texts)), dtype=np.float32)  # type: ignore[attr-defined]
         from ..datasets.encoder import embed_texts
 
         if not self.loaded:

@@ -37,6 +37,7 @@ class Settings:
     normalize: Literal["none", "l2"] = "none"
     texts_file: str | None = None
     text_encoder: str | None = None
+    onnx_encoder: str | None = None
     name: str | None = None
     demo_params: dict[str, Any] = field(default_factory=dict)
     watch_seconds: float = 0.0

@@ -1,25 +1,29 @@
-"""Benchmark ``dehub serve`` over loopback: q/s, p50, p99 and errors.
+"""Benchmark ``dehub serve`` over loopback: q/s, p50, p99, errors, recall@10, RSS.
 
-Configurations (synthetic unit vectors, d=384, one query per request, k=10):
+Configurations (synthetic clustered unit vectors, d=384, one query per request, k=10):
 
-* ``100k``: a 100,000-item index on the exact engine;
-* ``1m``: a 1,000,000-item index on the FAISS flat ``d + 1`` backend (exact answers);
-* ``1m-ivf``: the same gallery exported with ``dehub.export.export_faiss(index_type="ivf")``
-  (approximate; its recall@10 against the flat answers is reported).
+* ``100k``: a 100,000-item index on the exact engine (batching on and off);
+* ``1m``: a 1,000,000-item index on the HNSW backend (d+2 graph, efSearch tuned to
+  recall@10 0.99 on probe queries; the graph is built once and saved next to the index);
 
 each corrected (NNN) and plain (``method="plain"``, same gallery, same backend), with 1
-and 16 concurrent clients, and at 16 clients with request batching on and off. Each
-server is a real ``dehub serve`` process on 127.0.0.1; the clients are asyncio
-coroutines in this process speaking raw HTTP/1.1 keep-alive (so the client costs little
-CPU next to the server on a 2-core machine). Memory stays under 3 GiB: the 1M gallery is
-generated in chunks straight into a memory-mapped ``.npy`` and the server builds its FAISS
-index in chunks.
+and 16 concurrent clients; ``--workers 2`` adds the corrected index served by two
+processes. Queries are drawn from the gallery's distribution (fresh noise, never tuned
+on); recall@10 is against dehub's exact top-10 of the same index. Each server is a real
+``dehub serve`` process on 127.0.0.1 (it binds port 0 and prints its port); the clients
+are asyncio coroutines in this process speaking raw HTTP/1.1 keep-alive, and the CPU
+they used is reported (``load_generator_cores``) so it is clear how much of the 2 cores
+the server had.
 
-Run (wrapped in the shared benchmark lock)::
+Run (index and graph building untimed, outside the lock; the timed part inside)::
 
-    flock /tmp/dehub-bench.lock python benchmarks/bench_serve.py --sizes 100k
-    flock /tmp/dehub-bench.lock python benchmarks/bench_serve.py --sizes 1m
+    python benchmarks/bench_serve.py --sizes 100k,1m --build-only --workdir /tmp/bs
+    python benchmarks/bench_serve.py --prepare-graph 1m --workdir /tmp/bs
+    flock /tmp/dehub-bench.lock python benchmarks/bench_serve.py --sizes 100k --workdir /tmp/bs
+    flock /tmp/dehub-bench.lock python benchmarks/bench_serve.py --sizes 1m --workers 2 --workdir /tmp/bs
+    python benchmarks/bench_serve.py --table benchmarks/results/bench_serve_{100k,1m}.json
 
+``--compare-forms 100k`` compares the d+1 (inner product) and d+2 (equal-norm L2) graphs.
 Results: ``benchmarks/results/bench_serve_<size>.json`` (CPU, load, every figure).
 """
 
@@ -29,10 +33,12 @@ import argparse
 import asyncio
 import json
 import os
-import socket
+import queue
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -95,46 +101,65 @@ def build_indexes(workdir: Path, n: int) -> dict[str, Path]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
+    """A real ``dehub serve`` process on 127.0.0.1; it binds port 0 and prints the port it got."""
+
     def __init__(self, args: list[str]) -> None:
-        self.port = free_port()
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "dehub.cli", "serve", *args, "--port", str(self.port)],
+            [sys.executable, "-m", "dehub.cli", "serve", *args, "--host", "127.0.0.1", "--port", "0"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
+        self.lines: list[str] = []
+        ports: queue.Queue[int] = queue.Queue()
+
+        def read() -> None:
+            assert self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.lines.append(line)
+                m = re.search(r"listening on http://127\.0\.0\.1:(\d+)/", line)
+                if m:
+                    ports.put(int(m.group(1)))
+            ports.put(0)
+
+        threading.Thread(target=read, daemon=True).start()
+        self.port = ports.get(timeout=3600)  # a first start may build an HNSW graph
+        if not self.port:
+            raise RuntimeError("".join(self.lines))
         import httpx
 
-        t0 = time.perf_counter()
         while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stdout.read() if self.proc.stdout else "server exited")
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=5).status_code == 200:
                     break
             except httpx.HTTPError:
                 time.sleep(0.3)
-            if time.perf_counter() - t0 > 300:
-                raise RuntimeError("server did not start in 300 s")
+            if time.perf_counter() - t0 > 3600:
+                raise RuntimeError("server did not start in 3600 s")
         self.startup_s = time.perf_counter() - t0
+        self.info = httpx.get(f"http://127.0.0.1:{self.port}/info", timeout=30).json()
 
-    def rss_mib(self) -> float:
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return float("nan")
+    def rss_mib(self) -> dict:
+        """Peak RSS (VmHWM) of the server and of each worker process, and their PSS now
+        (proportional set size: shared mapped pages counted once across the processes)."""
+        pids = [self.proc.pid] + _children(self.proc.pid)
+        out = {"peak_rss_mib": [], "pss_mib_total": 0.0}
+        for pid in pids:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        out["peak_rss_mib"].append(round(int(line.split()[1]) / 1024, 1))
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        out["pss_mib_total"] += int(line.split()[1]) / 1024
+            except OSError:
+                pass
+        out["pss_mib_total"] = round(out["pss_mib_total"], 1)
+        return out
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -142,6 +167,13 @@ class Server:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def request_bytes(port: int, q: np.ndarray) -> bytes:
@@ -155,7 +187,7 @@ def request_bytes(port: int, q: np.ndarray) -> bytes:
 
 async def _one_client(
     port: int,
-    reqs: list[bytes],
+    reqs: list[tuple[int, bytes]],
     lat: list[float],
     errors: list[str],
     answers: list,
@@ -163,7 +195,7 @@ async def _one_client(
 ) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        for r in reqs:
+        for qi, r in reqs:
             t0 = time.perf_counter()
             if t0 > deadline:
                 break  # the time limit: stop sending (what was sent is counted)
@@ -182,15 +214,24 @@ async def _one_client(
             if b" 200 " not in status_line:
                 errors.append(status_line.decode(errors="replace").strip())
             else:
-                answers.append(body)
+                answers.append((qi, body))
     except (OSError, asyncio.IncompleteReadError) as exc:
         errors.append(repr(exc))
     finally:
         writer.close()
 
 
-def run_load(port: int, queries: np.ndarray, clients: int, n_requests: int, time_limit: float = 30.0) -> dict:
-    reqs = [request_bytes(port, queries[i % len(queries)]) for i in range(n_requests)]
+def run_load(
+    port: int,
+    queries: np.ndarray,
+    clients: int,
+    n_requests: int,
+    time_limit: float = 30.0,
+    truth: np.ndarray | None = None,
+) -> dict:
+    """``clients`` keep-alive clients; q/s, p50, p99, errors, recall@10 against ``truth``
+    (exact corrected ids per query) and the CPU cores the load generator itself used."""
+    reqs = [(i % len(queries), request_bytes(port, queries[i % len(queries)])) for i in range(n_requests)]
     per = [reqs[c::clients] for c in range(clients)]
     lat: list[float] = []
     errors: list[str] = []
@@ -204,9 +245,20 @@ def run_load(port: int, queries: np.ndarray, clients: int, n_requests: int, time
         await asyncio.gather(*(_one_client(port, p, lat, errors, answers, deadline) for p in per))
         return time.perf_counter() - t0
 
+    cpu0 = time.process_time()
     elapsed = asyncio.run(main())
+    client_cores = (time.process_time() - cpu0) / elapsed
     lat_ms = np.asarray(lat) * 1e3
+    recall = None
+    if truth is not None and answers:
+        hits = 0
+        for qi, body in answers:
+            got = json.loads(body)["results"][0]["ids"]
+            hits += len(set(got) & set(truth[qi].tolist()))
+        recall = round(hits / (K * len(answers)), 4)
     return {
+        "recall_at_10": recall,
+        "load_generator_cores": round(client_cores, 2),
         "clients": clients,
         "requests": len(lat),
         "requests_planned": n_requests,
@@ -220,93 +272,159 @@ def run_load(port: int, queries: np.ndarray, clients: int, n_requests: int, time
     }
 
 
-def bench_size(size: str, workdir: Path, requests_1: int, requests_16: int) -> dict:
-    n = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[size]  # 10k: a quick check of the script
-    print(f"[{size}] building indexes ({n} items, d={D}) ...", flush=True)
-    files = build_indexes(workdir, n)
-    queries = unit_chunk(np.random.default_rng(3), 512)
-    backend = "faiss" if size == "1m" else "exact"
-    runs = []
-    for kind in ("corrected", "plain"):
-        for batching in (True, False):
-            if kind == "plain" and not batching:
-                continue
-            args = [str(files[kind]), "--backend", backend] + ([] if batching else ["--no-batching"])
-            srv = Server(args)
-            try:
-                for clients, nreq in ((1, requests_1), (16, requests_16)):
-                    if clients == 1 and not batching:
-                        continue  # batching changes nothing for one client
-                    res = run_load(srv.port, queries, clients, nreq)
-                    res.update({"size": size, "backend": backend, "index": kind, "batching": batching})
-                    res["load"] = load()
-                    print(f"  {json.dumps(res)}", flush=True)
-                    runs.append(res)
-                rss = srv.rss_mib()
-                for r in runs:
-                    if r["index"] == kind and r["batching"] == batching and "server_peak_rss_mib" not in r:
-                        r["server_peak_rss_mib"] = round(rss, 1)
-                        r["server_startup_s"] = round(srv.startup_s, 1)
-            finally:
-                srv.stop()
-    return {"size": size, "n_items": n, "d": D, "k": K, "n_reference": N_REFERENCE, "runs": runs}
-
-
-def bench_ivf(workdir: Path, requests_1: int, requests_16: int) -> dict:
-    """1M items exported to an IVF d+1 FAISS file: approximate, much less work per query."""
+def exact_truth(path: Path, queries: np.ndarray) -> np.ndarray:
+    """Exact top-10 ids of ``queries`` under the index's own ranking (dehub's engine)."""
     import dehub
-    from dehub.export import export_faiss
 
-    files = {"corrected": workdir / "nnn_1000000.dehub"}
-    if not files["corrected"].exists():
-        build_indexes(workdir, 1_000_000)
-    index = dehub.Index.load(files["corrected"], mmap=True)
-    out = workdir / "nnn_1m_ivf.faiss"
-    t0 = time.perf_counter()
-    export_faiss(index, out, index_type="ivf", nlist=1024, nprobe=16)
-    export_s = time.perf_counter() - t0
-    del index
-    queries = unit_chunk(np.random.default_rng(3), 512)
+    index = dehub.Index.load(path, mmap=True)
+    return np.asarray(index.search(queries, K)[1])
+
+
+def bench_size(size: str, workdir: Path, requests_1: int, requests_16: int, workers: int = 1) -> dict:
+    """Corrected (NNN) and plain indexes at ``size``: the exact engine at 100k; at 1M the
+    HNSW backend at two recall targets (0.99, 0.9), with ``workers`` processes, and the
+    exact engine, corrected and plain (the plain 1M index has no graph: building one
+    takes ~36 min of the two busy cores)."""
+    n = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[size]  # 10k: a quick check of the script
+    print(f"[{size}] indexes ({n} items, d={D}) ...", flush=True)
+    files = build_indexes(workdir, n)
+    queries = held_out_queries(512)
+    # (ranking, backend, recall target, batching, workers)
+    configs: list[tuple[str, str, float, bool, int]]
+    if size == "1m":
+        configs = [("corrected", "hnsw", 0.99, True, 1), ("corrected", "hnsw", 0.9, True, 1)]
+        if workers > 1:
+            configs.append(("corrected", "hnsw", 0.9, True, workers))
+        configs += [("corrected", "exact", 0.99, True, 1), ("plain", "exact", 0.99, True, 1)]
+    else:
+        configs = [("corrected", "exact", 0.99, True, 1), ("plain", "exact", 0.99, True, 1)]
+        configs.append(("corrected", "exact", 0.99, False, 1))
+        if workers > 1:
+            configs.append(("corrected", "exact", 0.99, True, workers))
+    truths = {kind: exact_truth(files[kind], queries) for kind in {c[0] for c in configs}}
     runs = []
-    srv_flat = Server([str(files["corrected"]), "--backend", "faiss"])
-    try:
-        flat = _answers(srv_flat.port, queries[:200])
-    finally:
-        srv_flat.stop()
-    srv = Server([str(out)])
-    try:
-        approx = _answers(srv.port, queries[:200])
-        recall = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(approx, flat)]))
-        for clients, nreq in ((1, requests_1), (16, requests_16)):
-            res = run_load(srv.port, queries, clients, nreq)
-            res.update(
-                {"size": "1m", "backend": "faiss-ivf1024-nprobe16", "index": "corrected", "batching": True}
-            )
-            res["load"] = load()
-            res["recall_at_10_vs_flat"] = round(recall, 4)
-            print(f"  {json.dumps(res)}", flush=True)
-            runs.append(res)
-        for r in runs:
-            r["server_peak_rss_mib"] = round(srv.rss_mib(), 1)
-    finally:
-        srv.stop()
-    return {"size": "1m-ivf", "export_s": round(export_s, 1), "runs": runs}
+    for kind, backend, recall, batching, n_workers in configs:
+        args = [str(files[kind]), "--backend", backend, "--recall", str(recall), "--workers", str(n_workers)]
+        args += [] if batching else ["--no-batching"]
+        srv = Server(args)
+        try:
+            for clients, nreq in ((1, requests_1), (16, requests_16)):
+                if clients == 1 and (not batching or n_workers > 1):
+                    continue  # batching and workers change nothing for one client
+                res = run_load(srv.port, queries, clients, nreq, truth=truths[kind])
+                res.update(
+                    {
+                        "size": size,
+                        "backend": backend,
+                        "index": kind,
+                        "batching": batching,
+                        "workers": n_workers,
+                    }
+                )
+                res["load"] = load()
+                res["server_rss"] = srv.rss_mib()
+                res["server_startup_s"] = round(srv.startup_s, 1)
+                h = srv.info.get("hnsw")
+                if backend == "hnsw" and h:
+                    keys = ("form", "M", "ef_construction", "ef_search", "recall", "target_recall")
+                    res["hnsw"] = {x: h[x] for x in (*keys, "probe_source", "build_seconds", "tune_seconds")}
+                print(f"  {json.dumps(res)}", flush=True)
+                runs.append(res)
+        finally:
+            srv.stop()
+    return {
+        "size": size,
+        "n_items": n,
+        "d": D,
+        "k": K,
+        "n_reference": N_REFERENCE,
+        "queries": "held_out_queries(512): the gallery's distribution, fresh noise, never tuned on",
+        "runs": runs,
+    }
 
 
-def _answers(port: int, queries: np.ndarray) -> list[list[int]]:
-    import httpx
+def compare_forms(workdir: Path, n: int, n_held_out: int = 500) -> dict:
+    """d+1 (inner product) vs d+2 (equal norm, L2) HNSW graphs of one NNN index.
 
-    r = httpx.post(
-        f"http://127.0.0.1:{port}/search", json={"vectors": queries.tolist(), "k": K}, timeout=300
-    ).json()
-    return [e["ids"] for e in r["results"]]
+    Each graph is built with the same M / efConstruction, its efSearch tuned to recall@10
+    0.99 on gallery-row probes (what the server does for an index without reference
+    queries); then both are measured on held-out queries (not tuned on): recall@10 against
+    the exact corrected top-10 and single-query latency at the tuned efSearch, the two
+    forms alternated in rounds (median of per-round ratios).
+    """
+    import dehub
+    from dehub.serve.hnsw import build_tuned, exact_rows_function, index_fingerprint, recall_at
+
+    files = build_indexes(workdir, n)
+    index = dehub.Index.load(files["corrected"], mmap=True)
+    header = dehub.Index.describe_file(files["corrected"])
+    oracle = exact_rows_function(index)
+    held = held_out_queries(512)[:n_held_out]
+    truth = oracle(held, K)
+    out: dict = {"n_items": n, "d": D, "load_before": load(), "forms": {}}
+    backends = {}
+    for form in ("d+1", "d+2"):
+        be = build_tuned(
+            index.model.gallery_, index.model.bias_, index.ids, index.reference, oracle,
+            index_fingerprint(header), target=0.99, form=form, progress=True,
+        )  # fmt: skip
+        backends[form] = be
+        rec = recall_at(be.search_rows(held, K)[1], truth)
+        out["forms"][form] = {**be.info.to_json(), "held_out_recall_at_10": round(rec, 5)}
+        print(f"  {form}: {json.dumps(out['forms'][form])}", flush=True)
+    per_round = {f: [] for f in backends}
+    for _ in range(5):
+        for form, be in backends.items():
+            t0 = time.perf_counter()
+            for q in held[:200]:
+                be.search_rows(q[None, :], K)
+            per_round[form].append((time.perf_counter() - t0) / 200)
+    ratios = [a / b for a, b in zip(per_round["d+1"], per_round["d+2"], strict=True)]
+    for form in backends:
+        out["forms"][form]["ms_per_query_median"] = round(1e3 * float(np.median(per_round[form])), 3)
+    out["latency_ratio_d1_over_d2_median"] = round(float(np.median(ratios)), 3)
+    out["load_after"] = load()
+    out["machine"] = machine()
+    return out
+
+
+def prepare_graphs(workdir: Path, n: int) -> dict:
+    """The HNSW graphs of the corrected and plain indexes, saved next to them (reused by the server)."""
+    import dehub
+    from dehub.serve.hnsw import graph_backend
+
+    files = build_indexes(workdir, n)
+    out: dict = {"n_items": n, "d": D, "machine": machine(), "graphs": {}}
+    for kind in ("corrected", "plain"):
+        started = load()
+        t0 = time.perf_counter()
+        index = dehub.Index.load(files[kind], mmap=True)
+        header = dehub.Index.describe_file(files[kind])
+        be = graph_backend(index, files[kind], header, target=0.99, progress=True, log=print)
+        out["graphs"][kind] = {
+            **be.info.to_json(),
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "load_before": started,
+            "load_after": load(),
+        }
+        print(json.dumps(out["graphs"][kind]), flush=True)
+    return out
+
+
+def held_out_queries(m: int) -> np.ndarray:
+    """Queries from the gallery's distribution (same centers, fresh noise), never tuned on."""
+    rng = np.random.default_rng(3)
+    centers = unit_chunk(np.random.default_rng(1), 256)
+    q = centers[rng.integers(0, 256, m)] + 0.9 * unit_chunk(rng, m)
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
 
 
 def table(paths: list[Path]) -> str:
     """A markdown table of result files (for docs/serve.md)."""
     rows = [
-        "| index | backend | ranking | batching | clients | q/s | p50 ms | p99 ms | errors | requests | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| index | backend | ranking | batching | workers | clients | q/s | p50 ms | p99 ms | errors | requests "
+        "| recall@10 | server RSS MiB | load-generator cores | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path in paths:
         res = json.loads(Path(path).read_text())
@@ -316,17 +434,23 @@ def table(paths: list[Path]) -> str:
                 if "load average" in r["load"]
                 else "?"
             )
-            extra = f" (recall@10 vs flat {r['recall_at_10_vs_flat']})" if "recall_at_10_vs_flat" in r else ""
+            rss = r.get("server_rss", {})
+            peak = "+".join(str(x) for x in rss.get("peak_rss_mib", [])) or "?"
+            backend = r["backend"] + (f" ef={r['hnsw']['ef_search']}" if r.get("hnsw") else "")
             rows.append(
-                f"| {r['size']} | {r['backend']}{extra} | {r['index']} | {'on' if r['batching'] else 'off'} "
-                f"| {r['clients']} | {r['qps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['requests']} | {load1} |"
+                f"| {r['size']} | {backend} | {r['index']} | {'on' if r['batching'] else 'off'} | {r.get('workers', 1)} "
+                f"| {r['clients']} | {r['qps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['requests']} "
+                f"| {r.get('recall_at_10')} | {peak} | {r.get('load_generator_cores')} | {load1} |"
             )
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", default="100k", help="comma list of 100k, 1m, 1m-ivf")
+    p.add_argument("--sizes", default="100k", help="comma list of 10k, 100k, 1m")
+    p.add_argument(
+        "--workers", type=int, default=1, help="also run the corrected index with this many --workers"
+    )
     p.add_argument("--requests-1", type=int, default=200, help="requests with 1 client")
     p.add_argument("--requests-16", type=int, default=1600, help="requests with 16 clients")
     p.add_argument("--workdir", help="where to put the index files (default: a temporary directory)")
@@ -339,7 +463,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only write the index files into --workdir (untimed; run it outside the benchmark lock)",
     )
+    p.add_argument("--compare-forms", metavar="SIZE", help="d+1 vs d+2 HNSW graphs at SIZE (10k, 100k)")
+    p.add_argument(
+        "--prepare-graph",
+        metavar="SIZE",
+        help="build, tune and save the HNSW graph of the NNN and plain indexes at SIZE (untimed; what "
+        "the server would do at its first start), then exit",
+    )
     args = p.parse_args(argv)
+    if args.prepare_graph:
+        n = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[args.prepare_graph]
+        res = prepare_graphs(Path(args.workdir), n)
+        out = Path(args.out) / f"bench_serve_graph_{args.prepare_graph}.json"
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {out}", flush=True)
+        return 0
+    if args.compare_forms:
+        n = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[args.compare_forms]
+        res = compare_forms(Path(args.workdir or tempfile.mkdtemp(prefix="bench_serve_")), n)
+        out = Path(args.out) / f"bench_serve_forms_{args.compare_forms}.json"
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {out}", flush=True)
+        return 0
     if args.table:
         print(table([Path(t) for t in args.table]))
         return 0
@@ -353,17 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.build_only:
             for size in args.sizes.split(","):
-                build_indexes(
-                    workdir, {"10k": 10_000, "100k": 100_000, "1m": 1_000_000, "1m-ivf": 1_000_000}[size]
-                )
+                build_indexes(workdir, {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[size])
             return 0
         for size in args.sizes.split(","):
             started = load()
             t0 = time.perf_counter()
-            if size == "1m-ivf":
-                res = bench_ivf(workdir, args.requests_1, args.requests_16)
-            else:
-                res = bench_size(size, workdir, args.requests_1, args.requests_16)
+            res = bench_size(size, workdir, args.requests_1, args.requests_16, workers=args.workers)
             res.update({"machine": machine(), "load_before": started, "load_after": load()})
             res["wall_s"] = round(time.perf_counter() - t0, 1)
             out = Path(args.out) / f"bench_serve_{size}.json"

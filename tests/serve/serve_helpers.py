@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
+import queue
+import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,48 +42,49 @@ def build_index(path: Path, *, alpha: float = 0.75, method: str = "nnn", seed: i
     return index
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)/")
 
 
 class ServerProcess:
-    """A real ``dehub serve`` on 127.0.0.1:port, stopped at teardown."""
+    """A real ``dehub serve`` on 127.0.0.1, stopped at teardown.
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, timeout: float = 120.0) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    The server binds port 0 itself and prints the port it got (``listening on
+    http://127.0.0.1:PORT/``): no port is picked here and bound later (no race between
+    concurrent tests). Its output is collected by a reader thread (``output()``).
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, timeout: float = 180.0) -> None:
         src = str(Path(__file__).resolve().parents[2] / "src")
         full_env = {**os.environ, **(env or {})}
         full_env["PYTHONPATH"] = src + os.pathsep + full_env.get("PYTHONPATH", "")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "dehub.cli",
-                "serve",
-                *args,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
+            [sys.executable, "-m", "dehub.cli", "serve", *args, "--host", "127.0.0.1", "--port", "0"],
             env=full_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
+        self._lines: list[str] = []
+        self._port: queue.Queue[int] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        try:
+            self.port = self._port.get(timeout=timeout)
+        except queue.Empty:
+            self.stop()
+            raise RuntimeError(f"dehub serve printed no port within {timeout} s: {self.output()}") from None
+        if self.port == 0:
+            self.stop()
+            raise RuntimeError(f"dehub serve exited before listening: {self.output()}")
+        self.url = f"http://127.0.0.1:{self.port}"
         import httpx
 
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"dehub serve exited with {self.proc.returncode}: {self.proc.stdout.read()}"
-                )
+                raise RuntimeError(f"dehub serve exited with {self.proc.returncode}: {self.output()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                if httpx.get(self.url + "/health", timeout=5.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -89,12 +92,25 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"dehub serve did not answer /health within {timeout} s")
 
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
+            m = _LISTENING.search(line)
+            if m:
+                self._port.put(int(m.group(1)))
+        self._port.put(0)  # exited
+
+    def output(self) -> str:
+        return "".join(self._lines)
+
     def stop(self) -> str:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        return self.proc.stdout.read() if self.proc.stdout else ""
+        self._reader.join(timeout=10)
+        return self.output()

@@ -65,5 +65,9 @@ def parallel_scope(workers: int | None = None) -> Iterator[Workers]:
     if n <= 1 or not blas_controllable():
         yield SEQUENTIAL
         return
-    with single_threaded_blas(), ThreadPoolExecutor(n) as pool:
-        yield Workers(pool, n)
+    with single_threaded_blas() as limited:
+        if not limited:  # the BLAS setting could not be applied: one worker, BLAS as it is
+            yield SEQUENTIAL
+            return
+        with ThreadPoolExecutor(n) as pool:
+            yield Workers(pool, n)

@@ -1,23 +1,25 @@
-"""Search backends of ``dehub serve``: the exact engine, or a FAISS flat ``d + 1`` index.
+"""Search backends of ``dehub serve``.
 
-Both answer ``search(queries, k, corrected=...) -> (scores, ids)`` with the index's
+Each answers ``search(queries, k, corrected=...) -> (scores, ids)`` with the index's
 *external* ids, best first, padded ``-inf``/``-1`` (the contract of
 :meth:`dehub.Index.search`):
 
-* :class:`ExactBackend` calls :meth:`dehub.Index.search` for the corrected ranking and
-  :func:`dehub.exact_search` without offset for the plain one. Any method works.
-* :class:`FaissBackend` holds one inner-product FAISS index over ``r' = [r, b(r)]``
-  (the export of :mod:`dehub.export`). A corrected query is ``[q, -1]``
-  (``q' . r' = q . r - b(r)``), a plain query is ``[q, 0]`` (``q . r``): one index
-  serves both rankings. Only offset methods (``q . r - bias_[r]``) can be served so.
+* :class:`ExactBackend`: dehub's own exact engine at every size (:meth:`dehub.Index.search`
+  for the corrected ranking, bit for bit; :func:`dehub.exact_search` without offset for
+  the plain one). Any method works. It replaced the FAISS flat ``d + 1`` backend, which
+  measured 170 ms per 1M query against the engine's 59 ms, and 1,352 ms per batch of 16
+  against 248 ms (issue 22).
+* :class:`~dehub.serve.hnsw.HNSWBackend`: a FAISS HNSW graph over the augmented items,
+  efSearch tuned to a recall target (offset methods only).
+* :class:`FaissBackend`: a FAISS file written by :func:`dehub.export.export_faiss`
+  (served as exported: ``[q, -1]`` corrected, ``[q, 0]`` plain).
 
-:func:`choose_backend` picks the exact engine for galleries that fit
-(``n_items <= faiss_threshold``) and FAISS for larger ones, or obeys a flag.
+:func:`choose_backend` picks the exact engine up to ``hnsw_threshold`` items and HNSW
+above (offset methods, FAISS installed), or obeys a flag.
 """
 
 from __future__ import annotations
 
-import mmap
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -30,17 +32,24 @@ __all__ = [
     "BackendName",
     "ExactBackend",
     "FaissBackend",
+    "IndexChanged",
     "choose_backend",
     "is_offset_method",
-    "build_offset_faiss",
-    "FAISS_THRESHOLD",
+    "HNSW_THRESHOLD",
 ]
 
-BackendName = Literal["auto", "exact", "faiss"]
+BackendName = Literal["auto", "exact", "hnsw"]
 
-#: Galleries above this many items are served from FAISS by ``backend="auto"``.
-FAISS_THRESHOLD = 200_000
-_ADD_CHUNK = 65_536  # gallery rows converted and added to FAISS at a time
+#: Galleries above this many items are served from an HNSW graph by ``backend="auto"``
+#: (measured on 2 cores, d=384: see docs/serve.md, "Choosing the backend").
+HNSW_THRESHOLD = 200_000
+
+
+class IndexChanged(RuntimeError):
+    """The served index file changed or was truncated after it was loaded (every request of
+    a merged engine call shares the cause: ``whole_batch``)."""
+
+    whole_batch = True
 
 
 def is_offset_method(model: Any) -> bool:
@@ -77,54 +86,17 @@ class ExactBackend:
         self.memory_budget = memory_budget
 
     def search(self, queries: np.ndarray, k: int, *, corrected: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """``Index.search``'s ranking bit for bit (the same ``model.search`` call, rows mapped to
+        ids); the file check is the app's (:meth:`dehub.serve.loading.Served.check_files`),
+        which lets a replaced file serve the loaded version until the reload."""
+        k = min(int(k), self.n_items)  # as Index.search clamps, without its warning per request
+        model = self.index.model
         if corrected:
-            return self.index.search(queries, k, normalize="none", memory_budget=self.memory_budget)
-        scores, rows = exact_search(queries, self.index.model.gallery_, k, memory_budget=self.memory_budget)
+            scores, rows = model.search(queries, k, normalize="none", memory_budget=self.memory_budget)
+        else:
+            scores, rows = exact_search(queries, model.gallery_, k, memory_budget=self.memory_budget)
         ids = np.where(rows >= 0, self.index.ids[np.maximum(rows, 0)], -1)
         return scores, ids
-
-
-def release_mapped_pages(arr: Any) -> None:
-    """Drop the pages of a memory-mapped array from this process (they stay in the page cache).
-
-    Reading a mapped gallery once (checksum, copy into FAISS) would otherwise leave all of
-    it in the resident set next to the FAISS copy. No-op for arrays in memory.
-    """
-    mm = getattr(arr, "_mmap", None)  # np.memmap and its views keep the mapping here
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    if mm is None or advice is None or not hasattr(mm, "madvise"):
-        return
-    try:
-        mm.madvise(advice)
-    except (OSError, ValueError):  # closed, or not supported here
-        pass
-
-
-def build_offset_faiss(
-    gallery: np.ndarray, bias: np.ndarray, ids: np.ndarray, *, chunk: int = _ADD_CHUNK
-) -> Any:
-    """A FAISS ``IndexIDMap(IndexFlatIP(d + 1))`` over ``[gallery, bias]``, built in chunks.
-
-    Holds the same vectors as ``dehub.export.build_faiss_index(model.export_vectors(), ids)``
-    but never materializes the whole ``(n, d + 1)`` float32 copy: only ``chunk`` rows of
-    the (possibly memory-mapped) gallery are converted at a time.
-    """
-    from ..engine import import_faiss
-
-    faiss = import_faiss()
-    n, d = gallery.shape
-    index = faiss.IndexIDMap(faiss.IndexFlatIP(d + 1))
-    labels = np.ascontiguousarray(ids, dtype=np.int64)
-    b = np.asarray(bias, dtype=np.float32)
-    buf = np.empty((min(chunk, n), d + 1), dtype=np.float32)
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        part = buf[: stop - start]
-        part[:, :d] = gallery[start:stop]
-        part[:, d] = b[start:stop]
-        index.add_with_ids(part, labels[start:stop])
-        release_mapped_pages(gallery)
-    return index
 
 
 class FaissBackend:
@@ -148,18 +120,6 @@ class FaissBackend:
             ps = faiss.ParameterSpace()
             for key, value in search_params.items():
                 ps.set_index_parameter(faiss_index, key, value)
-
-    @classmethod
-    def from_index(cls, index: Any) -> FaissBackend:
-        """Build the flat ``d + 1`` index from a :class:`dehub.Index` of an offset method."""
-        model = index.model
-        if not is_offset_method(model):
-            raise ValueError(
-                f"method {model.name!r} is not an offset correction (its score is not q . r - b(r)); "
-                "it cannot be served from a FAISS d+1 index: use --backend exact"
-            )
-        release_mapped_pages(model.gallery_)  # read once by the checksum when loaded
-        return cls(build_offset_faiss(model.gallery_, model.bias_, index.ids), index.dim)
 
     @classmethod
     def from_export(cls, path: str | Path, sidecar: dict[str, Any]) -> FaissBackend:
@@ -187,24 +147,24 @@ class FaissBackend:
 
 
 def choose_backend(
-    n_items: int, offset: bool, requested: BackendName, *, faiss_threshold: int = FAISS_THRESHOLD
+    n_items: int, offset: bool, requested: BackendName, *, hnsw_threshold: int = HNSW_THRESHOLD
 ) -> str:
-    """``"exact"`` or ``"faiss"`` for a gallery of ``n_items`` (``requested`` may force one)."""
+    """``"exact"`` or ``"hnsw"`` for a gallery of ``n_items`` (``requested`` may force one)."""
     if requested == "exact":
         return "exact"
-    if requested == "faiss":
+    if requested == "hnsw":
         if not offset:
             raise ValueError(
-                "--backend faiss serves offset methods only (score q . r - b(r)); this index's method "
+                "--backend hnsw serves offset methods only (score q . r - b(r)); this index's method "
                 "is not one: use --backend exact"
             )
-        return "faiss"
+        return "hnsw"
     if requested != "auto":
-        raise ValueError(f"backend must be 'auto', 'exact' or 'faiss'; received {requested!r}")
-    if offset and n_items > faiss_threshold:
+        raise ValueError(f"backend must be 'auto', 'exact' or 'hnsw'; received {requested!r}")
+    if offset and n_items > hnsw_threshold:
         try:
             import faiss  # noqa: F401
         except ImportError:
             return "exact"
-        return "faiss"
+        return "hnsw"
     return "exact"

@@ -1,20 +1,26 @@
-"""Merge the queries of concurrent requests into one engine call.
+"""One long-lived engine thread per app; concurrent requests merged into one engine call.
 
-One scan of the gallery serves every query of a batch (a GEMM instead of many GEMVs):
-at 100k-1M items a single query is memory-bound, so merging 16 concurrent requests
-costs little more than one. The batcher never waits for a batch to fill: a worker
-takes whatever requests queued up while the previous engine call ran (no added latency
-under light load) and runs them together, up to ``max_rows`` query rows.
+Every search of an app runs on the same thread (``dehub-engine``), so the engine's BLAS
+setting (one BLAS thread per engine worker, applied by :mod:`dehub.engine._blas` from its
+own thread) holds for every request whichever thread accepted it, and two requests never
+run BLAS at once (several threads calling a multi-threaded OpenBLAS thrash it).
 
+Merging: one scan of the gallery serves every query of a batch (a GEMM instead of many
+GEMVs). The batcher never waits for a batch to fill: while the engine runs one call,
+requests queue up, and the next call takes all of them (up to ``max_rows`` query rows).
 Jobs are grouped by (backend, corrected): a request keeps the backend (index version)
 it started with, so a hot swap never mixes versions inside a batch. ``k`` of a merged
-call is the largest asked; each request gets the prefix it asked for (the top-k of a
-larger k, same tie rule).
+call is the largest asked; each request gets the prefix it asked for.
+
+Isolation: requests are validated completely before they are queued
+(:mod:`dehub.serve.validation`), so a merged call should never fail. If one does, its
+members are re-run one by one, so only a request that fails alone gets an error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +29,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["Batcher"]
+
+_log = logging.getLogger("dehub.serve")
 
 
 @dataclass
@@ -35,18 +43,33 @@ class _Job:
 
 
 class Batcher:
-    """Runs backend searches on one worker thread, merging concurrent requests if enabled."""
+    """Runs backend searches on one engine thread, merging concurrent requests if enabled.
+
+    ``before_call(backend)`` runs on the engine thread before every engine call (the
+    app checks there that the index file is unchanged); what it raises is delivered to
+    every request of that call.
+    """
 
     def __init__(
-        self, *, enabled: bool = True, max_rows: int = 256, on_batch: Callable[[int], None] | None = None
+        self,
+        *,
+        enabled: bool = True,
+        max_rows: int = 256,
+        on_batch: Callable[[int], None] | None = None,
+        before_call: Callable[[Any], None] | None = None,
     ) -> None:
         self.enabled = enabled
         self.max_rows = max_rows
         self.on_batch = on_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dehub-search")
+        self.before_call = before_call
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dehub-engine")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run ``fn(*args)`` on the engine thread (for work that must not race a search)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def search(
         self, backend: Any, queries: np.ndarray, k: int, corrected: bool
@@ -55,9 +78,7 @@ class Batcher:
         if not self.enabled:
             if self.on_batch:
                 self.on_batch(queries.shape[0])
-            # one request per engine call, on the same single search thread: several
-            # threads calling BLAS at once thrash OpenBLAS (measured 10 q/s vs 180 at 10k)
-            return await loop.run_in_executor(self._executor, _call, backend, queries, k, corrected)
+            return await loop.run_in_executor(self._executor, self._call, backend, queries, k, corrected)
         queue = self._queue
         if self._loop is not loop or queue is None or self._task is None or self._task.done():
             # first use in this event loop (the test client may run several loops)
@@ -67,6 +88,13 @@ class Batcher:
         fut: asyncio.Future[tuple[np.ndarray, np.ndarray]] = loop.create_future()
         queue.put_nowait(_Job(backend, queries, k, corrected, fut))
         return await fut
+
+    def _call(
+        self, backend: Any, queries: np.ndarray, k: int, corrected: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.before_call is not None:
+            self.before_call(backend)
+        return backend.search(queries, k, corrected=corrected)
 
     async def _worker(self, queue: asyncio.Queue[_Job]) -> None:
         loop = asyncio.get_running_loop()
@@ -81,7 +109,12 @@ class Batcher:
             for job in jobs:
                 groups.setdefault((id(job.backend), job.corrected), []).append(job)
             for group in groups.values():
-                await self._run_group(loop, group)
+                try:
+                    await self._run_group(loop, group)
+                except Exception as exc:  # pragma: no cover - never leave a request waiting
+                    for j in group:
+                        if not j.future.done():
+                            j.future.set_exception(exc)
 
     async def _run_group(self, loop: asyncio.AbstractEventLoop, group: list[_Job]) -> None:
         live = [j for j in group if not j.future.done()]  # skip requests already gone
@@ -91,14 +124,22 @@ class Batcher:
         k = max(j.k for j in live)
         if self.on_batch:
             self.on_batch(queries.shape[0])
+        backend, corrected = live[0].backend, live[0].corrected
         try:
             scores, ids = await loop.run_in_executor(
-                self._executor, _call, live[0].backend, queries, k, live[0].corrected
+                self._executor, self._call, backend, queries, k, corrected
             )
-        except Exception as exc:  # delivered to each waiting request
+        except Exception as exc:
+            if len(live) == 1 or getattr(exc, "whole_batch", False):
+                for j in live:  # alone, or a failure of the index itself (all share it)
+                    if not j.future.done():
+                        j.future.set_exception(exc)
+                return
+            _log.warning(
+                "a merged search of %d requests failed (%s); re-running them one by one", len(live), exc
+            )
             for j in live:
-                if not j.future.done():
-                    j.future.set_exception(exc)
+                await self._run_group(loop, [j])
             return
         start = 0
         for j in live:
@@ -111,7 +152,3 @@ class Batcher:
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _call(backend: Any, queries: np.ndarray, k: int, corrected: bool) -> tuple[np.ndarray, np.ndarray]:
-    return backend.search(queries, k, corrected=corrected)

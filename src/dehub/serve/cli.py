@@ -7,10 +7,13 @@ the command runs, with a one-line hint if the ``serve`` extra is missing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
+import json
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["SUBCOMMANDS"]
 
@@ -27,7 +30,12 @@ def _setup(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="TCP port (default 8000; 0 = a free port chosen by the system, printed at start)",
+    )
     p.add_argument(
         "--token",
         help="require 'Authorization: Bearer TOKEN' (default: the DEHUB_TOKEN environment variable; "
@@ -35,11 +43,37 @@ def _setup(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--backend",
-        choices=["auto", "exact", "faiss"],
+        choices=["auto", "exact", "hnsw"],
         default="auto",
-        help="auto (default): exact engine up to --faiss-threshold items, FAISS flat d+1 above",
+        help="exact: dehub's exact engine; hnsw: a FAISS HNSW graph (built once, saved next to the index "
+        "as INDEX.hnsw, efSearch tuned to --recall); auto (default): exact up to --hnsw-threshold items, "
+        "hnsw above",
     )
-    p.add_argument("--faiss-threshold", type=int, default=200_000, help="items above which auto uses FAISS")
+    p.add_argument(
+        "--hnsw-threshold",
+        type=int,
+        default=200_000,
+        help="items above which auto uses HNSW (default 200000)",
+    )
+    p.add_argument(
+        "--recall",
+        type=float,
+        default=0.99,
+        help="HNSW: recall@10 against the exact corrected top-10 that efSearch is tuned to (default 0.99)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the memory-mapped index and graph pages (default 1)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="answer 408 when a request body is not received within this time (default 30)",
+    )
     p.add_argument(
         "--cors-origin",
         action="append",
@@ -63,6 +97,12 @@ def _setup(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--texts", help="item texts: a .json list or a .txt with one line per gallery row")
     p.add_argument("--text-encoder", choices=["minilm"], help="embed text queries with the bundled MiniLM")
+    p.add_argument(
+        "--onnx-encoder",
+        metavar="DIR",
+        help="embed text queries with an ONNX export of the bundled MiniLM (dehub.embed.encoders.export_onnx; "
+        "needs onnxruntime): measured 2.3x faster per text than torch, same vectors; implies --text-encoder minilm",
+    )
     p.add_argument("--name", help="index name for /indices-list and clip-retrieval's indice_name")
     p.add_argument(
         "--watch",
@@ -76,19 +116,32 @@ def _setup(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_port(host: str, port: int) -> None:
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here (port 0: the system picks a free port, no race)."""
     if not 0 <= port <= 65535:
         raise SystemExit(f"dehub: --port must be in 0..65535; received {port}")
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
         family = socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise SystemExit(f"dehub: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"dehub: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+#: Environment variable carrying the settings to ``--workers`` processes (JSON).
+SETTINGS_ENV = "DEHUB_SERVE_SETTINGS"
+
+
+def settings_to_env(settings: Any) -> str:
+    return json.dumps(dataclasses.asdict(settings))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -100,32 +153,38 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"dehub: 'dehub serve' needs the serve extra: pip install dehub[serve] (missing: {exc.name})"
         ) from None
-    if args.index is not None and not os.path.isfile(args.index):
+    if args.index is not None and not os.path.exists(args.index):
         raise SystemExit(f"dehub: index file not found: {args.index}")
-    for name in ("max_batch", "max_k", "max_body_mb", "faiss_threshold"):
+    for name in ("max_batch", "max_k", "max_body_mb", "hnsw_threshold", "workers", "body_timeout"):
         if getattr(args, name) <= 0:
             raise SystemExit(
                 f"dehub: --{name.replace('_', '-')} must be positive; received {getattr(args, name)}"
             )
+    if not 0 < args.recall <= 1:
+        raise SystemExit(f"dehub: --recall must be in (0, 1]; received {args.recall}")
     if args.watch < 0:
         raise SystemExit(f"dehub: --watch must be >= 0 seconds; received {args.watch}")
-    _check_port(args.host, args.port)
+    sock = _bind(args.host, args.port)
+    port = int(sock.getsockname()[1])
     token = args.token if args.token is not None else (os.environ.get("DEHUB_TOKEN") or None)
     from ..datasets.encoder import ENCODER_NAME
 
     settings = Settings(
         source=args.index,
         backend=args.backend,
-        faiss_threshold=args.faiss_threshold,
+        hnsw_threshold=args.hnsw_threshold,
+        recall=args.recall,
         token=token,
         cors_origins=tuple(args.cors_origin),
         max_batch=args.max_batch,
         max_k=args.max_k,
         max_body_bytes=int(args.max_body_mb * 2**20),
+        body_timeout_s=args.body_timeout,
         batching=not args.no_batching,
         normalize=args.normalize,
         texts_file=args.texts,
-        text_encoder=ENCODER_NAME if args.text_encoder == "minilm" else None,
+        text_encoder=ENCODER_NAME if args.text_encoder == "minilm" or args.onnx_encoder else None,
+        onnx_encoder=args.onnx_encoder,
         name=args.name,
         watch_seconds=args.watch,
         handle_sighup=True,
@@ -133,16 +192,42 @@ def _run(args: argparse.Namespace) -> int:
     )
     what = args.index or "the bundled WordNet demo (definition -> lemma)"
     print(f"dehub serve: loading {what} ...", flush=True)
-    served = load_from_settings(settings)
-    app = create_app(settings, served)
+    try:
+        served = load_from_settings(settings)  # builds and saves an HNSW graph once, before any worker
+    except (OSError, ValueError, TypeError) as exc:
+        raise SystemExit(f"dehub: cannot serve {what}: {exc}") from None
     shown = f"[{args.host}]" if ":" in args.host else args.host
+    extra = ""
+    if served.hnsw:
+        h = served.hnsw
+        extra = f" (efSearch {h['ef_search']}, recall@10 {h['recall']} on {h['probe_source']})"
     print(
-        f"dehub serve: {served.n_items} items, d={served.dim}, {served.method} on the {served.backend.name} backend; "
-        f"open http://{shown}:{args.port}/ (Ctrl-C stops; SIGHUP reloads)"
+        f"dehub serve: {served.n_items} items, d={served.dim}, {served.method} on the {served.backend.name} "
+        f"backend{extra}; {args.workers} worker(s)",
+        flush=True,
+    )
+    print(
+        f"dehub serve: listening on http://{shown}:{port}/ (Ctrl-C stops; SIGHUP reloads)"
         + ("; bearer token required" if token else ""),
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    if args.workers == 1:
+        app = create_app(settings, served)
+        config = uvicorn.Config(app, log_level=args.log_level, access_log=False)
+        uvicorn.Server(config).run(sockets=[sock])
+        return 0
+    del served
+    from uvicorn.supervisors import Multiprocess
+
+    os.environ[SETTINGS_ENV] = settings_to_env(settings)
+    config = uvicorn.Config(
+        "dehub.serve.worker:create_worker_app",
+        factory=True,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=False,
+    )
+    Multiprocess(config, sockets=[sock]).run()
     return 0
 
 

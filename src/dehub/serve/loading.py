@@ -7,6 +7,7 @@ it while the next request sees the new one.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,22 @@ from typing import Any
 
 import numpy as np
 
+from .._format import FileIdentity
 from .._json import JSONLimits, JSONReadError, jsonable, parse_json, read_json
-from .backends import BackendName, ExactBackend, FaissBackend, choose_backend, is_offset_method
+from .._loading import load
+from ..distributed import is_manifest_dir, read_manifest
+from .backends import BackendName, ExactBackend, FaissBackend, IndexChanged, choose_backend, is_offset_method
 
-__all__ = ["Served", "Examples", "load_served", "load_demo", "k_occurrence", "DEMO_NAME"]
+__all__ = [
+    "Served",
+    "Examples",
+    "IndexChanged",
+    "load_index",
+    "load_served",
+    "load_demo",
+    "k_occurrence",
+    "DEMO_NAME",
+]
 
 DEMO_NAME = "wordnet-demo"
 #: k of the k-occurrence N_k shown on the page (how many queries have an item in their top k).
@@ -59,6 +72,9 @@ class Served:
     kocc_queries: str | None = None
     examples: Examples | None = None
     text_encoder: str | None = None
+    files: tuple[FileIdentity, ...] = ()
+    hnsw: dict[str, Any] | None = None
+    _broken: list[str] = field(default_factory=list, repr=False)  # sticky: once changed in place
     _order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     _sorted_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
 
@@ -74,6 +90,32 @@ class Served:
             return np.full(ids.shape, -1, dtype=np.int64)
         pos = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
         return np.where(self._sorted_ids[pos] == ids, self._order[pos], -1)
+
+    def check_files(self) -> None:
+        """Raise :class:`IndexChanged` if a file this version was loaded from was changed in place.
+
+        A memory-mapped file truncated or rewritten under the server would crash it
+        (SIGBUS) on the next read of a lost page, or answer from other data. A file
+        *replaced* (a new file renamed over it, as ``Index.save`` does) leaves the loaded
+        version intact: it is served until the reload that picks up the new file.
+        """
+        if self._broken:
+            raise IndexChanged(self._broken[0])
+        for ident in self.files:
+            try:
+                st = os.stat(ident.path)
+            except OSError:
+                continue  # removed: the mapping keeps the old inode alive
+            if (st.st_dev, st.st_ino) != (ident.st_dev, ident.st_ino):
+                continue  # replaced: the loaded version is intact
+            if (st.st_size, st.st_mtime_ns) != (ident.st_size, ident.st_mtime_ns):
+                what = (
+                    f"was truncated from {ident.st_size} to {st.st_size} bytes"
+                    if st.st_size < ident.st_size
+                    else "was modified in place"
+                )
+                self._broken.append(f"{ident.path} {what} after it was loaded")
+                raise IndexChanged(self._broken[0])
 
     def hub_threshold(self) -> int | None:
         """N_k from which an item counts as a hub: the 99th percentile of plain N_k, at least 2k."""
@@ -122,22 +164,39 @@ def _texts_from(metadata: dict[str, Any], texts_file: str | None, n: int) -> tup
     return tuple(texts)
 
 
+def load_index(path: str | Path) -> Any:
+    """The one place ``dehub serve`` loads a saved index (a file or a run directory), memory-mapped.
+
+    Mapped, the gallery's pages are shared by every ``--workers`` process and by the page
+    cache; ``Index.load`` verifies the file's checksums first.
+    """
+    return load(path, mmap=True)
+
+
+def _identity(path: Path) -> tuple[FileIdentity, ...]:
+    if not path.is_file():
+        return ()
+    return (FileIdentity.of(path, path.stat()),)
+
+
 def load_served(
     source: str | Path,
     *,
     version: int = 1,
     backend: BackendName = "auto",
-    faiss_threshold: int | None = None,
+    hnsw_threshold: int | None = None,
+    recall: float = 0.99,
     texts_file: str | None = None,
     text_encoder: str | None = None,
     name: str | None = None,
+    log: Any = None,
 ) -> Served:
     """Load a dehub index file, a ``dehub build --runner ray`` run directory, or a FAISS
     file exported by ``dehub.export.export_faiss``."""
     from ..datasets.encoder import EMBEDDING_DIM, ENCODER_NAME
 
     path = Path(source)
-    from ..distributed import is_manifest_dir, load_index
+    files = _identity(path)
 
     if not (path.is_file() or is_manifest_dir(path)):
         raise FileNotFoundError(
@@ -175,25 +234,41 @@ def load_served(
                 metadata={"faiss_export": {k: side[k] for k in ("index_type", "created_by") if k in side}},
                 texts=_texts_from({}, texts_file, fb.n_items),
                 text_encoder=enc if fb.dim == EMBEDDING_DIM else None,
+                files=files + _identity(sidecar_path),
             )
 
     from ..index import Index
 
-    if is_manifest_dir(path):  # a `dehub build --runner ray` run directory (manifest + parts)
-        index = load_index(path)  # its gallery and statistic parts stay memory-mapped
+    index = load_index(path)
+    if is_manifest_dir(path):  # its manifest names every part with its checksum
+        header: dict[str, Any] = {"manifest": read_manifest(path)}
     else:
         header = Index.describe_file(path)
-        n_items = 0
-        for a in header.get("arrays", []):
-            if a.get("name") == "gallery":
-                n_items = int(a["shape"][0])
-        # Large galleries are memory-mapped: the FAISS backend copies them once, the mapping goes.
-        index = Index.load(path, mmap=n_items > (faiss_threshold or 200_000))
     offset = is_offset_method(index.model)
     kind = choose_backend(
-        index.n_items, offset, backend, **({"faiss_threshold": faiss_threshold} if faiss_threshold else {})
+        index.n_items, offset, backend, **({"hnsw_threshold": hnsw_threshold} if hnsw_threshold else {})
     )
-    be: Any = ExactBackend(index) if kind == "exact" else FaissBackend.from_index(index)
+    be: Any
+    hnsw_info = None
+    if kind == "exact":
+        be = ExactBackend(index)
+    else:
+        from .hnsw import graph_backend, graph_paths
+
+        graph = graph_backend(index, path, header, target=recall, log=log)
+        hnsw_info = graph.info.to_json()
+        hnsw_info.pop("fingerprint", None)
+        if backend == "auto" and graph.info.recall < recall:
+            # the exact engine is the oracle: an approximate backend that cannot reach the
+            # recall floor on this data is not chosen automatically
+            hnsw_info["used"] = False
+            if log:
+                log("auto: serving with the exact engine instead (--backend hnsw forces the graph)")
+            be = ExactBackend(index)
+        else:
+            hnsw_info["used"] = True
+            be = graph
+            files = files + _identity(graph_paths(path)[0])
     metadata = dict(index.metadata)
     texts = _texts_from(metadata, texts_file, index.n_items)
     metadata.pop("item_text", None)
@@ -226,6 +301,8 @@ def load_served(
         kocc_corrected=kc,
         kocc_queries=kq,
         text_encoder=enc if index.dim == EMBEDDING_DIM else None,
+        files=files,
+        hnsw=hnsw_info,
     )
 
 

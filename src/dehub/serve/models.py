@@ -1,15 +1,27 @@
 """Typed request and response bodies of the ``dehub serve`` API (pydantic).
 
-They define the OpenAPI schema at ``/openapi.json``. Checks that JSON Schema cannot say
-(equal row lengths, the index's dimension, finite values, the server's limits) are made
-by the app, with the same ``{"error", "expected", "received"}`` answer.
+They define the OpenAPI schema at ``/openapi.json``; :mod:`dehub.serve.schema` writes the
+server's own bounds into it (batch size, the index's dimension, value range, ``k``,
+text length, exactly one of vectors/text), which :mod:`dehub.serve.validation` enforces
+with the same ``{"error", "expected", "received"}`` answer.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
+
+
+def _whole(value: Any) -> Any:
+    """JSON Schema's integer: also a number with a zero fractional part (``28.0``), never a bool."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+#: An integer as JSON Schema defines it (``28`` or ``28.0``), strict otherwise.
+WholeNumber = Annotated[StrictInt, BeforeValidator(_whole)]
 
 __all__ = [
     "SearchRequest",
@@ -49,7 +61,7 @@ class SearchRequest(BaseModel):
     text: list[str] | None = Field(
         default=None, description="query texts, embedded by the index's text encoder"
     )
-    k: StrictInt = Field(default=10, description="results per query (1..max_k)")
+    k: WholeNumber = Field(default=10, description="results per query (1..max_k)")
     compare: StrictBool = Field(default=False, description="also return the plain (uncorrected) ranking")
     details: StrictBool = Field(
         default=False,
@@ -92,6 +104,12 @@ class InfoResponse(BaseModel):
     dim: int
     version: int
     backend: str
+    hnsw: dict[str, Any] | None = Field(
+        default=None,
+        description="HNSW graph: form, M, efConstruction, efSearch, the recall@10 it reaches on its probe "
+        "queries against the exact corrected top-10, the target, build and tuning seconds; used=false when "
+        "--backend auto found it below the target and serves with the exact engine instead",
+    )
     source: str
     loaded_at: float
     text_encoder: str | None
@@ -142,8 +160,8 @@ class KnnRequest(BaseModel):
     image_url: str | None = None
     embedding_input: list[float] | None = None
     modality: str = "image"
-    num_images: StrictInt = 40
-    num_result_ids: StrictInt | None = None
+    num_images: WholeNumber = 40
+    num_result_ids: WholeNumber | None = None
     indice_name: str | None = None
     use_mclip: bool = False
     deduplicate: bool = False
@@ -164,7 +182,7 @@ class KnnResult(BaseModel):
 class MetadataRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    ids: list[StrictInt]
+    ids: list[WholeNumber]
     indice_name: str | None = None
 
 

@@ -5,14 +5,14 @@ It uses only the public API: ``GET /info``, ``GET /examples``, ``GET /examples/{
 and ``POST /search`` with ``compare`` and ``details``. Items that the correction pushed
 out of the top-k are marked *demoted*; those whose plain k-occurrence N_k reaches the
 hub threshold of ``/info`` are marked *hub*; items new in the corrected list *promoted*.
+Where the index kept no reference queries there is no N_k: the legend says so and how to
+get it (``dehub build --keep-reference``) instead of explaining marks that cannot appear;
+the "correct" mark is explained only where the index ships benchmark queries.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
-
-__all__ = ["PAGE", "add_page_route"]
+__all__ = ["PAGE"]
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -101,12 +101,16 @@ PAGE = """<!doctype html>
     <section class="col"><h2>Corrected <small id="method"></small></h2><ol id="corrected"></ol></section>
   </div>
   <div class="legend" id="legend">
+    <span id="legend-kocc" style="display:none">
     <b>N<sub>k</sub></b> (k-occurrence): in how many queries' top-<span class="kk">10</span> an item appears
     (<span id="nk-queries">over a query set</span>); a hub has a high N<sub>k</sub> and crowds many result lists.
-    <span class="tag hub">hub</span> plain N<sub>k</sub> ≥ <span id="hub-th">?</span> ·
+    <span class="tag hub">hub</span> plain N<sub>k</sub> ≥ <span id="hub-th">?</span> ·</span>
+    <span id="legend-no-kocc" style="display:none">This index kept no reference queries, so no
+    k-occurrence N<sub>k</sub> (and no <span class="tag hub">hub</span> mark) can be shown: rebuild it with
+    <code>dehub build --keep-reference</code> to see which items are hubs. ·</span>
     <span class="tag down">▼ demoted</span> in the plain top-k, not in the corrected one ·
     <span class="tag up">▲ promoted</span> new in the corrected top-k ·
-    <span class="tag rel">✓ correct</span> a right answer of the benchmark query.
+    <span id="legend-rel" style="display:none"><span class="tag rel">✓ correct</span> a right answer of the benchmark query. ·</span>
     API: <code>POST /search</code>, schema at <a href="openapi.json">/openapi.json</a>.
   </div>
 </main>
@@ -148,6 +152,9 @@ async function loadInfo() {
     " · " + INFO.method.toUpperCase() + " (" + fmtParams(INFO.params) + ") · backend " + INFO.backend +
     " · version " + INFO.version + (INFO.text_encoder ? " · text encoder " + INFO.text_encoder.split("/").pop() : "");
   $("method").textContent = INFO.method.toUpperCase() + " " + fmtParams(INFO.params);
+  $("legend-kocc").style.display = kocc ? "inline" : "none";
+  $("legend-no-kocc").style.display = kocc ? "none" : "inline";
+  $("legend-rel").style.display = INFO.examples > 0 ? "inline" : "none";
   if (kocc) {
     $("hub-th").textContent = kocc.hub_threshold;
     $("nk-queries").textContent = "over " + kocc.queries;
@@ -181,7 +188,7 @@ function render(listId, ranking, other, relevant, side) {
     if (nkPlain !== null && nkPlain >= HUB) { li.classList.add("is-hub"); tags.push('<span class="tag hub">hub</span>'); }
     li.innerHTML = '<span class="rank">' + (i + 1) + '</span><span class="text"></span>' +
       '<span class="score">' + ranking.scores[i].toFixed(3) + '</span>' +
-      '<span class="nk" title="k-occurrence N_k under this ranking">N<sub>k</sub> ' + (nk === null ? "–" : nk) + '</span>';
+      (nk === null ? '' : '<span class="nk" title="k-occurrence N_k under this ranking">N<sub>k</sub> ' + nk + '</span>');
     const t = li.querySelector(".text"); t.textContent = text; t.title = text;
     t.insertAdjacentHTML("beforeend", tags.join(""));
     ol.appendChild(li);
@@ -237,9 +244,3 @@ loadInfo().then(() => {
 </body>
 </html>
 """
-
-
-def add_page_route(app: FastAPI) -> None:
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> HTMLResponse:
-        return HTMLResponse(PAGE)

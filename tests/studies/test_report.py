@@ -6,6 +6,7 @@ import pytest
 from dehub.datasets import PairedBenchmark, PairedSplit
 from dehub.evaluation.protocol import run_evaluation
 from dehub.evaluation.report import write_report
+from dehub.studies.report import STUDY_SECTIONS
 from dehub.studies.runner import run_studies
 
 from .conftest import unit
@@ -44,7 +45,7 @@ def test_every_study_on_a_small_benchmark_reaches_the_report(tmp_path):
     }
     studies = run_studies(bench, ["audit", "poisoning", "drift", "fairness"], n_bootstrap=50, options=options)
     result.data["studies"] = studies
-    paths = write_report(result, tmp_path, plots=True)
+    paths = write_report(result, tmp_path, plots=True, sections=STUDY_SECTIONS)
     data = json.loads(open(paths["json"]).read())
     assert set(data["studies"]) == {"audit", "poisoning", "drift", "fairness"}
     md = open(paths["markdown"]).read()

@@ -360,7 +360,9 @@ def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         result.data["timings"]["total_seconds"] += result.data["timings"]["studies_seconds"]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", bench.name).strip("-") or "benchmark"
     out_dir = Path(args.output) if args.output else Path("reports") / slug
-    paths = write_report(result, out_dir, plots=not args.no_plots)
+    paths = write_report(
+        result, out_dir, plots=not args.no_plots, sections=studies.sections if studies is not None else None
+    )
     print(result.summary_text())
     print(
         f"\nreport: {paths['json']}, {paths['markdown']}, {paths['html']}"

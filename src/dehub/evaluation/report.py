@@ -24,15 +24,24 @@ import html
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .._io import atomic_write_text
 from .protocol import EvaluationResult
 
-__all__ = ["write_report", "to_json", "markdown_summary", "html_report"]
+__all__ = ["write_report", "to_json", "markdown_summary", "html_report", "ExtraSections"]
+
+
+class ExtraSections(Protocol):
+    """Renders a part of the result that another package computed (``dehub eval --studies``)."""
+
+    def markdown(self, data: Any) -> list[str]: ...
+
+    def html(self, data: Any, png: Callable[[Any], str], *, plots: bool) -> list[str]: ...
 
 
 def _clean(obj: Any) -> Any:
@@ -280,7 +289,7 @@ def _notes(result: EvaluationResult) -> list[str]:
     return out
 
 
-def markdown_summary(result: EvaluationResult) -> str:
+def markdown_summary(result: EvaluationResult, *, sections: ExtraSections | None = None) -> str:
     d = result.data
     out = [f"# dehub evaluation: {d['benchmark']['name']}", ""]
     out.append(
@@ -296,10 +305,8 @@ def markdown_summary(result: EvaluationResult) -> str:
     for title, head, rows in _tables(result):
         out += ["", f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
-    if d.get("studies"):  # dehub eval --studies (dehub.studies.report)
-        from ..studies.report import markdown_sections
-
-        out += markdown_sections(d["studies"])
+    if d.get("studies") and sections is not None:  # dehub eval --studies (dehub.studies.report)
+        out += sections.markdown(d["studies"])
     out.append("")
     return "\n".join(out)
 
@@ -458,7 +465,9 @@ def _plots(result: EvaluationResult) -> list[tuple[str, str]]:
     return out
 
 
-def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, bool]:
+def html_report(
+    result: EvaluationResult, *, plots: bool = True, sections: ExtraSections | None = None
+) -> tuple[str, bool]:
     """(HTML text, whether plots were drawn)."""
     d = result.data
     esc = html.escape
@@ -506,10 +515,8 @@ def html_report(result: EvaluationResult, *, plots: bool = True) -> tuple[str, b
             )
     for table in tables[1:]:
         parts += _html_table(*table)
-    if d.get("studies"):  # dehub eval --studies (dehub.studies.report)
-        from ..studies.report import html_sections
-
-        parts += html_sections(d["studies"], _png, plots=plots)
+    if d.get("studies") and sections is not None:  # dehub eval --studies (dehub.studies.report)
+        parts += sections.html(d["studies"], _png, plots=plots)
     parts += ["</body>", "</html>", ""]
     return "\n".join(parts), drawn
 
@@ -532,17 +539,27 @@ def _html_table(title: str, head: list[str], rows: list[list[str]]) -> list[str]
     return parts
 
 
-def write_report(result: EvaluationResult, out_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
+def write_report(
+    result: EvaluationResult,
+    out_dir: str | Path,
+    *,
+    plots: bool = True,
+    sections: ExtraSections | None = None,
+) -> dict[str, Any]:
     """Write report.json, report.md and report.html into ``out_dir`` (created if needed).
+
+    ``sections`` renders the ``studies`` part of the result (``dehub.studies.report``'s
+    :data:`~dehub.studies.report.STUDY_SECTIONS`, passed in by the caller: evaluation does
+    not import studies); without it that part is kept in report.json only.
 
     Returns ``{"json": path, "markdown": path, "html": path, "plots": bool}``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    page, drawn = html_report(result, plots=plots)
+    page, drawn = html_report(result, plots=plots, sections=sections)
     result.data.setdefault("report", {})["plots"] = "drawn" if drawn else "skipped"
     paths = {"json": out / "report.json", "markdown": out / "report.md", "html": out / "report.html"}
     atomic_write_text(paths["json"], to_json(result))
-    atomic_write_text(paths["markdown"], markdown_summary(result))
+    atomic_write_text(paths["markdown"], markdown_summary(result, sections=sections))
     atomic_write_text(paths["html"], page)
     return {**{k: str(v) for k, v in paths.items()}, "plots": drawn}

@@ -27,6 +27,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
+from .._version import __version__
 from .batching import Batcher
 from .encoder import TextEncoder
 from .errors import ApiError, install_error_handlers
@@ -251,6 +252,4 @@ def create_app(settings: Settings | None = None, served: Served | None = None) -
 
 
 def _version() -> str:
-    from .. import __version__
-
     return __version__

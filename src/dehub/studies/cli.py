@@ -14,6 +14,7 @@ from .._cli_support import load_npy, positive_int
 from .._loading import load
 from ._common import unit_rows
 from .audit import AdmissionGate, audit_gallery
+from .report import STUDY_SECTIONS
 from .runner import check_study_names, json_ready, run_studies
 
 __all__ = ["SUBCOMMANDS", "STUDY_RUNNER", "StudyRunner", "gate_for_add"]
@@ -24,9 +25,10 @@ class StudyRunner(NamedTuple):
 
     check: Callable[[Sequence[str]], list[str]]
     run: Callable[..., dict[str, Any]]
+    sections: Any  # dehub.evaluation.report.ExtraSections: renders the studies in the report
 
 
-STUDY_RUNNER = StudyRunner(check=check_study_names, run=run_studies)
+STUDY_RUNNER = StudyRunner(check=check_study_names, run=run_studies, sections=STUDY_SECTIONS)
 
 _HELP = "audit an index for hubs: k-occurrence over reference (and live) queries, robust z, top suspects"
 

@@ -6,7 +6,7 @@ import html
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["study_tables", "study_plots", "markdown_sections", "html_sections"]
+__all__ = ["study_tables", "study_plots", "markdown_sections", "html_sections", "STUDY_SECTIONS"]
 
 Table = tuple[str, list[str], list[list[str]]]
 
@@ -325,3 +325,18 @@ def html_sections(studies: dict[str, Any], png: Callable[[Any], str], *, plots: 
                 f"<figcaption>{esc(caption)}</figcaption></figure>"
             )
     return parts
+
+
+class _StudySections:
+    """The studies' report sections, for :func:`dehub.evaluation.report.write_report`'s ``sections``."""
+
+    @staticmethod
+    def markdown(data: Any) -> list[str]:
+        return markdown_sections(data)
+
+    @staticmethod
+    def html(data: Any, png: Callable[[Any], str], *, plots: bool) -> list[str]:
+        return html_sections(data, png, plots=plots)
+
+
+STUDY_SECTIONS = _StudySections()

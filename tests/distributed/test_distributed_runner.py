@@ -204,9 +204,9 @@ _DRIVER = textwrap.dedent(
         # so the test acts on a job that is mid-run whatever the machine's speed.
         # HELD: "0" holds ticket 0; "3+" holds ticket 3 and every later one.
         import itertools, time
-        from dehub.distributed import _runner
+        from dehub.distributed import _pool
 
-        claim = _runner.claim
+        claim = _pool.claim
 
         def held(n):
             return n >= int(HELD[:-1]) if HELD.endswith("+") else n == int(HELD)
@@ -224,7 +224,7 @@ _DRIVER = textwrap.dedent(
             while held(n) and not os.path.exists(os.path.join(TICKETS, "open")):
                 time.sleep(0.05)
 
-        _runner.claim = gated
+        _pool.claim = gated
 
     ray.init(
         address=CLUSTER, logging_level="ERROR", log_to_driver=False,

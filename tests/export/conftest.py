@@ -55,3 +55,16 @@ def _no_shadowed_datasets():
         if paths and all(p.rstrip("/").endswith("tests/datasets") for p in paths):
             del sys.modules["datasets"]
     yield
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(tmp_path_factory):
+    """A real Postgres with pgvector, started by the test session itself (PyPI ``pgserver``:
+    a bundled server in a temporary directory, on a Unix socket; stopped at the end)."""
+    pgserver = pytest.importorskip("pgserver", reason="pgserver (the 'pgvector' test extra) is not installed")
+    pytest.importorskip("psycopg", reason="psycopg (the 'pgvector' extra) is not installed")
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()

@@ -52,6 +52,9 @@ from .vectors import augment_items, query_vectors
 
 __all__ = [
     "export_pgvector",
+    "pgvector_rows",
+    "pgvector_check_index",
+    "pgvector_write",
     "pgvector_description",
     "pgvector_connect",
     "pgvector_search",
@@ -351,11 +354,7 @@ def export_pgvector(
         )
     _write_rows(conn, table, item_ids, items.vectors, items.bias, meta, half=half, dim=dim)
     if index == "hnsw":
-        ops = f"{'halfvec' if half else 'vector'}_{opclass}"
-        conn.execute(
-            f"CREATE INDEX {_ident(table + '_embedding_hnsw', 'index')} ON {name} USING hnsw (embedding {ops}) "
-            f"WITH (m = {int(m)}, ef_construction = {int(ef_construction)})"
-        )
+        _create_index(conn, table, description)
     _set_description(conn, table, description)
     if index == "hnsw":
         check = _recall_check(conn, source, table, ef_search, recall, n_probes)
@@ -392,3 +391,66 @@ def _set_description(conn, table: str, description: dict) -> None:
 def _literal(text: str) -> str:
     """A SQL string literal (COMMENT takes no bind parameters)."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def _index_name(table: str) -> str:
+    return table + "_embedding_hnsw"
+
+
+def _create_index(conn, table: str, desc: dict) -> None:
+    ops = f"{'halfvec' if desc.get('halfvec') else 'vector'}_{PGVECTOR_METRICS[desc['form']][desc['metric']][1]}"
+    hnsw = desc.get("hnsw") or {}
+    conn.execute(
+        f"CREATE INDEX {_ident(_index_name(table), 'index')} ON {_ident(table)} USING hnsw (embedding {ops}) "
+        f"WITH (m = {int(hnsw.get('m', 16))}, ef_construction = {int(hnsw.get('ef_construction', 64))})"
+    )
+
+
+def pgvector_rows(conn, table: str = "dehub") -> tuple[np.ndarray, np.ndarray]:
+    """Every row's id and searched vector, as the table really holds them (duplicates too)."""
+    ids: list[int] = []
+    vecs: list[np.ndarray] = []
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT id, embedding::text FROM {_ident(table)}")
+        for i, text in cur:
+            ids.append(int(i))
+            vecs.append(np.array(text.strip("[]").split(","), dtype=np.float32))
+    dim = vecs[0].shape[0] if vecs else 0
+    return np.asarray(ids, dtype=np.int64), (np.stack(vecs) if vecs else np.zeros((0, dim), np.float32))
+
+
+def pgvector_check_index(conn, table: str, desc: dict) -> str | None:
+    """``None`` when the HNSW index has the operator class the form needs, else what differs."""
+    if not desc.get("index"):
+        return None
+    rows = conn.execute(
+        "SELECT indexdef FROM pg_indexes WHERE tablename = %s AND indexdef ILIKE %s", (table, "%USING hnsw%")
+    ).fetchall()
+    want = f"{'halfvec' if desc.get('halfvec') else 'vector'}_{PGVECTOR_METRICS[desc['form']][desc['metric']][1]}"
+    defs = [r[0] for r in rows]
+    if any(want in d for d in defs) and len(defs) == 1:
+        return None
+    return f"HNSW index {defs or 'missing'}, {want} needed"
+
+
+def pgvector_write(
+    conn, table: str, desc: dict, *, delete, ids, vectors, bias, meta=None, fix_index: bool = False
+) -> None:
+    """Delete ``delete`` ids (every copy), upsert the given rows, rebuild a wrong index and
+    store ``desc`` (the update of :func:`dehub.export.update_store`)."""
+    name = _ident(table)
+    if len(delete):
+        with conn.transaction():
+            conn.execute(f"DELETE FROM {name} WHERE id = ANY(%s)", ([int(i) for i in delete],))
+    if len(ids):
+        _write_rows(conn, table, np.asarray(ids, dtype=np.int64), vectors, bias, meta,
+                    half=bool(desc.get("halfvec")), dim=int(desc["dim"]))  # fmt: skip
+    if fix_index:
+        with conn.transaction():
+            for (idx,) in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = %s AND indexdef ILIKE %s",
+                (table, "%USING hnsw%"),
+            ).fetchall():
+                conn.execute(f"DROP INDEX {_ident(idx, 'index')}")
+        _create_index(conn, table, desc)
+    _set_description(conn, table, desc)

@@ -58,16 +58,28 @@ def _no_shadowed_datasets():
 
 
 @pytest.fixture(scope="session")
-def pg_dsn(tmp_path_factory):
+def pg_dsn():
     """A real Postgres with pgvector, started by the test session itself (PyPI ``pgserver``:
-    a bundled server in a temporary directory, on a Unix socket; stopped at the end)."""
+    a bundled server in a temporary directory, on a Unix socket; stopped at the end).
+
+    Not under pytest's ``tmp_path``: as root, pgserver runs Postgres as user ``pgserver``,
+    who must traverse the data directory's parents, and every pytest session on the
+    machine resets ``/tmp/pytest-of-root`` to mode 0700 (a concurrent session broke initdb).
+    """
+    import shutil
+    import tempfile
+
     pgserver = pytest.importorskip("pgserver", reason="pgserver (the 'pgvector' test extra) is not installed")
     pytest.importorskip("psycopg", reason="psycopg (the 'pgvector' extra) is not installed")
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    root = tempfile.mkdtemp(prefix="dehub-pg-")
     try:
-        yield server.get_uri()
+        server = pgserver.get_server(root, cleanup_mode="stop")
+        try:
+            yield server.get_uri()
+        finally:
+            server.cleanup()
     finally:
-        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,7 @@ __all__ = [
     "lancedb_description",
     "lancedb_search_params",
     "lancedb_search",
+    "lancedb_query",
     "lancedb_recall_check",
 ]
 
@@ -246,6 +247,31 @@ def lancedb_search(table, queries: np.ndarray, k: int = 10, params: dict | None 
     qi = res["query_index"].to_numpy() if "query_index" in res.column_names else np.zeros(res.num_rows, int)
     for q, i in zip(qi.tolist(), res["id"].to_pylist()):
         out[q].append(int(i))
+    return out
+
+
+def lancedb_query(table, query: np.ndarray, k: int = 10):
+    """Top-``k`` rows of one plain query with their scores and metadata (the retriever's backend).
+
+    Returns ``[(id, corrected_score, bias, {column: value})]`` best first, the corrected
+    score ``q' . x`` computed from the stored vector (``q . r - b(r)`` in both forms).
+    """
+    desc = lancedb_description(table)
+    sp = desc.get("search_params") or {}
+    qv = query_vectors(np.asarray(query, dtype=np.float32), desc["form"], dim=int(desc["dim"]))
+    search = table.search(qv).distance_type(desc["metric"]).limit(k)
+    if sp.get("nprobes"):
+        search = search.nprobes(int(sp["nprobes"]))
+    if sp.get("refine_factor"):
+        search = search.refine_factor(int(sp["refine_factor"]))
+    if sp.get("ef"):
+        search = search.ef(max(int(sp["ef"]), k * int(sp.get("refine_factor") or 1)))
+    out = []
+    for rec in search.to_arrow().to_pylist():
+        vec = np.asarray(rec.pop("vector"), dtype=np.float64)
+        rec.pop("_distance", None)
+        item_id, bias = int(rec.pop("id")), float(rec.pop("bias"))
+        out.append((item_id, float(vec @ qv.astype(np.float64)), bias, rec))
     return out
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "pgvector_description",
     "pgvector_connect",
     "pgvector_search",
+    "pgvector_query",
     "PGVECTOR_METRICS",
     "EF_SEARCH_CANDIDATES",
 ]
@@ -246,6 +247,35 @@ def pgvector_search(
         for q in qv:
             cur.execute(sql, (_vector_text(q), int(k)))
             out.append([int(r[0]) for r in cur.fetchall()])
+    return out
+
+
+def pgvector_query(conn, query: np.ndarray, k: int = 10, *, table: str = "dehub"):
+    """Top-``k`` rows of one plain query with their scores and metadata (the retriever's backend).
+
+    Returns ``[(id, corrected_score, bias, {column: value})]`` best first; the corrected
+    score is ``-(embedding <#> q')`` = ``q' . x`` = ``q . r - b(r)`` in both forms.
+    """
+    desc = pgvector_description(conn, table)
+    cast = "halfvec" if desc.get("halfvec") else "vector"
+    qv = _vector_text(query_vectors(np.asarray(query, dtype=np.float32), desc["form"], dim=int(desc["dim"])))
+    ef = (desc.get("search_params") or {}).get("hnsw.ef_search")
+    out = []
+    with conn.transaction(), conn.cursor() as cur:
+        if ef is not None:
+            cur.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
+        cur.execute(
+            f"SELECT t.*, -(t.embedding <#> %s::{cast}) AS _corrected FROM {_ident(table)} t "
+            f"ORDER BY t.embedding {desc['operator']} %s::{cast} LIMIT %s",
+            (qv, qv, int(k)),
+        )
+        names = [c.name for c in cur.description or []]
+        for row in cur.fetchall():
+            rec = dict(zip(names, row))
+            corrected = float(rec.pop("_corrected"))
+            rec.pop("embedding", None)
+            item_id, bias = int(rec.pop("id")), float(rec.pop("bias"))
+            out.append((item_id, corrected, bias, rec))
     return out
 
 

@@ -36,9 +36,9 @@ def test_embed_writes_clip_retrieval_layout(minilm, wordnet_text, tmp_path):
     res = embed(tmp_path / "in.txt", tmp_path / "out", encoder=minilm, shard_size=10, progress=False)
     assert (res.n_items, res.dim, res.shards_written, res.shards_skipped) == (25, 384, 3, 0)
     names = sorted(p.name for p in (tmp_path / "out" / "text_emb").iterdir())
-    assert names == ["text_emb_0.npy", "text_emb_1.npy", "text_emb_2.npy"]
-    assert np.load(tmp_path / "out" / "text_emb" / "text_emb_2.npy").shape == (5, 384)
-    meta = pq.read_table(tmp_path / "out" / "metadata" / "metadata_1.parquet")
+    assert names == ["text_emb_00000.npy", "text_emb_00001.npy", "text_emb_00002.npy"]
+    assert np.load(tmp_path / "out" / "text_emb" / "text_emb_00002.npy").shape == (5, 384)
+    meta = pq.read_table(tmp_path / "out" / "metadata" / "metadata_00001.parquet")
     assert meta.column_names == ["id", "text"] and meta["id"].to_pylist() == list(range(10, 20))
     assert meta["text"].to_pylist() == texts[10:20]
     emb, allmeta = read_embeddings(tmp_path / "out")
@@ -73,19 +73,19 @@ def test_resumed_run_equals_uninterrupted(minilm, wordnet_text, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         embed(tmp_path / "in.txt", tmp_path / "part", encoder=flaky, **kw)
     done = sorted(p.name for p in (tmp_path / "part" / "text_emb").iterdir())
-    assert done == ["text_emb_0.npy"]  # the shard being encoded is lost, nothing else
+    assert done == ["text_emb_00000.npy"]  # the shard being encoded is lost, nothing else
     assert not [p for p in (tmp_path / "part").rglob("*.tmp")]
     counting = _Interrupting(minilm, fail_on_call=-1)
     res = embed(tmp_path / "in.txt", tmp_path / "part", encoder=counting, **kw)
     assert (res.shards_written, res.shards_skipped) == (3, 1)
     assert counting.calls == 5  # shards 1..3 only (2 + 2 + 1 batches of 5)
-    for name in ["text_emb_0.npy", "text_emb_1.npy", "text_emb_2.npy", "text_emb_3.npy"]:
+    for name in [f"text_emb_{i:05d}.npy" for i in range(4)]:
         np.testing.assert_array_equal(
             np.load(tmp_path / "part" / "text_emb" / name), np.load(tmp_path / "full" / "text_emb" / name)
         )
     for i in range(4):
-        a = pq.read_table(tmp_path / "part" / "metadata" / f"metadata_{i}.parquet")
-        assert a.equals(pq.read_table(tmp_path / "full" / "metadata" / f"metadata_{i}.parquet"))
+        a = pq.read_table(tmp_path / "part" / "metadata" / f"metadata_{i:05d}.parquet")
+        assert a.equals(pq.read_table(tmp_path / "full" / "metadata" / f"metadata_{i:05d}.parquet"))
 
 
 def test_resume_with_other_settings_is_refused(minilm, wordnet_text, tmp_path):

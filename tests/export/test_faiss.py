@@ -203,3 +203,21 @@ def test_recall_check_warns_or_refuses_when_the_setting_falls_short(index, tmp_p
     with pytest.raises(RecallNotReached, match="--strict"):
         export_faiss(index, tmp_path / "b.faiss", index_type="ivf", nprobe=1, strict=True)
     assert not (tmp_path / "b.faiss").exists() and not (tmp_path / "b.faiss.json").exists()
+
+
+def test_missing_faiss_names_the_extra_and_the_other_stores(index, tmp_path, monkeypatch, capsys):
+    """Without FAISS, `dehub export --to faiss` says how to install it (from a clone, not
+    `pip install dehub[...]`) and which stores work without it; no engine options."""
+    import dehub.export.faiss as fx
+    from dehub.cli import main
+
+    def missing():
+        raise ImportError("No module named 'faiss'")
+
+    monkeypatch.setattr(fx, "import_faiss", missing)
+    index.save(tmp_path / "g.dehub")
+    code = main(["export", str(tmp_path / "g.dehub"), "--to", "faiss", str(tmp_path / "g.faiss")])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert "pip install -e '.[faiss]'" in err and "--to lancedb, qdrant or pgvector" in err
+    assert "pip install dehub[" not in err and "engine" not in err

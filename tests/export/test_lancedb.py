@@ -87,3 +87,16 @@ def test_lancedb_bad_arguments(index, tmp_path):
         export_lancedb(index, tmp_path / "db", metadata={"x": [1, 2, 3]})
     with pytest.raises(ValueError, match="collide"):
         export_lancedb(index, tmp_path / "db", metadata={"vector": list(range(index.n_items))})
+
+
+def test_no_deprecation_warnings_from_lancedb(index, tmp_path):
+    """Export, re-export over dehub's own table, update: no DeprecationWarning (table_names())."""
+    import warnings
+
+    from dehub.export import export_lancedb, update_store
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        export_lancedb(index, tmp_path / "db")
+        export_lancedb(index, tmp_path / "db")
+        assert update_store(index, "lancedb", tmp_path / "db")["updated"] == 0

@@ -81,7 +81,7 @@ def build_faiss_index(
     (``shape`` + row slicing, e.g. :class:`dehub.export.vectors.LazyItemVectors`): rows
     are then added ``block_rows`` at a time, so only the index holds all of them.
     """
-    faiss = import_faiss()
+    faiss = _import_faiss()
     shape = tuple(getattr(vectors, "shape", np.shape(vectors)))
     if len(shape) != 2:
         raise ValueError(f"vectors must be a (n, dim) array; received shape {shape}")
@@ -129,6 +129,17 @@ def faiss_ids_of(path: str | os.PathLike) -> np.ndarray:
     return _faiss_ids(import_faiss().read_index(str(path)))
 
 
+def _import_faiss():
+    """faiss, or an ImportError that names what ``dehub export`` can do without it."""
+    try:
+        return import_faiss()
+    except ImportError:
+        raise ImportError(
+            "exporting to FAISS needs faiss-cpu, in dehub's 'faiss' extra: from a clone of dehub, "
+            "pip install -e '.[faiss]'; or export with --to lancedb, qdrant or pgvector, which do not need it"
+        ) from None
+
+
 def _set_search_param(faiss, index, params: dict[str, int]) -> None:
     if "nprobe" in params:
         faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
@@ -151,7 +162,7 @@ def faiss_recall_check(
     Tries ``fixed`` (a setting the caller chose) or nprobe / efSearch from cheap to
     expensive, and leaves the chosen setting applied on ``index``.
     """
-    faiss = import_faiss()
+    faiss = _import_faiss()
     probes = probe_queries(source, n_probes) if n_probes else probe_queries(source)
     exact = exact_top_ids(source, probes, 10)
     qv = query_vectors(probes, form, dim=index.d)
@@ -205,7 +216,7 @@ def export_faiss(
         :class:`~dehub.export.recall.RecallNotReached` and writes nothing. The measured
         figure is the sidecar's ``recall_check``.
     """
-    faiss = import_faiss()
+    faiss = _import_faiss()
     model = offset_model(source)
     if ids is None:
         ids = getattr(source, "ids", None)

@@ -44,7 +44,10 @@ def _models():
     try:
         from qdrant_client import models
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("exporting to Qdrant needs the 'stores' extra: pip install dehub[stores]") from exc
+        raise ImportError(
+            "exporting to Qdrant needs qdrant-client, in dehub's 'stores' extra: from a clone of dehub, "
+            "pip install -e '.[stores]'"
+        ) from exc
     return models
 
 

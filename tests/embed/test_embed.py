@@ -109,9 +109,12 @@ def test_inputs_jsonl_parquet_images(tmp_path):
     from dehub.embed import read_inputs
 
     (tmp_path / "a.jsonl").write_text('{"text": "x"}\n\n{"text": "y", "other": 1}\n')
-    assert read_inputs(tmp_path / "a.jsonl") == ("text", ["x", "y"], {"text": ["x", "y"]})
-    pq.write_table(pa.table({"caption": ["p", "q"]}), tmp_path / "b.parquet")
-    assert read_inputs(tmp_path / "b.parquet")[1] == ["p", "q"]
+    # other scalar fields travel as metadata columns (missing values: None)
+    assert read_inputs(tmp_path / "a.jsonl") == ("text", ["x", "y"], {"text": ["x", "y"], "other": [None, 1]})
+    pq.write_table(
+        pa.table({"caption": ["p", "q"], "url": ["u1", "u2"], "emb": [[1.0], [2.0]]}), tmp_path / "b.parquet"
+    )
+    assert read_inputs(tmp_path / "b.parquet")[1:] == (["p", "q"], {"text": ["p", "q"], "url": ["u1", "u2"]})
     (tmp_path / "bad.jsonl").write_text('{"txt": "x"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1: expected an object with a 'text' field"):
         read_inputs(tmp_path / "bad.jsonl")

@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from ._common import describe, export_ids, metadata_table
+from ._common import describe, export_ids, metadata_table, source_metadata
 from .recall import DEFAULT_RECALL, RecallCheck, check_recall, exact_top_ids, probe_queries, report_recall
 from .vectors import augment_items, item_vectors, padded_dim, query_vectors
 
@@ -178,7 +178,7 @@ def export_lancedb(
         else item_vectors(model.gallery_, model.bias_, form, M=base.M, dim=dim)
     )
     item_ids = export_ids(source, ids, n)
-    meta = metadata_table(metadata, n)
+    meta = metadata_table(source_metadata(source, metadata), n)
     parts = num_partitions or max(1, min(int(np.sqrt(n)), n // 256 or 1))
     subv = num_sub_vectors or max(1, dim // 16)
     if index == "ivf_pq" and dim % subv:

@@ -39,7 +39,7 @@ import struct
 
 import numpy as np
 
-from ._common import describe, export_ids, metadata_table
+from ._common import describe, export_ids, metadata_table, source_metadata
 from .recall import (
     DEFAULT_RECALL,
     RecallCheck,
@@ -54,6 +54,7 @@ __all__ = [
     "export_pgvector",
     "pgvector_rows",
     "pgvector_check_index",
+    "pgvector_columns",
     "pgvector_write",
     "pgvector_description",
     "pgvector_connect",
@@ -329,7 +330,7 @@ def export_pgvector(
     items = augment_items(source, form)
     n, dim = items.vectors.shape
     item_ids = export_ids(source, ids, n)
-    meta = metadata_table(metadata, n)
+    meta = metadata_table(source_metadata(source, metadata), n)
     conn = pgvector_connect(dsn)
     version = _extension_version(conn)
     half = index is not None and dim > _MAX_VECTOR_INDEX_DIM
@@ -447,6 +448,12 @@ def pgvector_rows(conn, table: str = "dehub") -> tuple[np.ndarray, np.ndarray]:
             vecs.append(np.array(text.strip("[]").split(","), dtype=np.float32))
     dim = vecs[0].shape[0] if vecs else 0
     return np.asarray(ids, dtype=np.int64), (np.stack(vecs) if vecs else np.zeros((0, dim), np.float32))
+
+
+def pgvector_columns(conn, table: str = "dehub") -> set[str]:
+    """The column names of ``table``."""
+    rows = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s", (table,))
+    return {r[0] for r in rows.fetchall()}
 
 
 def pgvector_check_index(conn, table: str, desc: dict) -> str | None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import describe, export_ids, metadata_table
+from ._common import describe, export_ids, metadata_table, source_metadata
 from .vectors import augment_items
 
 __all__ = ["export_qdrant", "qdrant_client_for", "qdrant_description", "QDRANT_DISTANCES"]
@@ -137,7 +137,7 @@ def export_qdrant(
     vectors = items.vectors[:, : items.d] if variant == "rescore" else items.vectors
     dim = vectors.shape[1]
     item_ids = export_ids(source, ids, n)
-    meta = metadata_table(metadata, n)
+    meta = metadata_table(source_metadata(source, metadata), n)
     client = qdrant_client_for(location)
     dist = {"dot": models.Distance.DOT, "cosine": models.Distance.COSINE, "euclid": models.Distance.EUCLID}[
         distance

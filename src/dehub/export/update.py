@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import metadata_table
+from ._common import metadata_table, source_metadata
 from .vectors import augment_items, item_vectors
 
 __all__ = ["update_store", "verify_store", "StoreDiff", "STORES"]
@@ -213,9 +213,11 @@ def _lancedb(index, uri, name: str, metadata, repair: bool) -> dict[str, Any]:
     if grew:
         desc["M"] = items.M
     desc["n_items"] = int(ids.shape[0])
-    meta = metadata_table(metadata, ids.shape[0])
+    meta = metadata_table(source_metadata(index, metadata), ids.shape[0])
     extra_cols = [f.name for f in table.schema if f.name not in ("id", "vector", "bias")]
     sub_meta = None
+    if meta is not None and set(meta.column_names) != set(extra_cols):
+        meta = None  # the table was exported with other columns: keep what it holds
     if write.size and extra_cols:
         if meta is not None:
             sub_meta = meta.take(pa.array(write))
@@ -276,7 +278,7 @@ def _qdrant(index, location, name: str, metadata, repair: bool) -> dict[str, Any
     if grew:
         desc["M"] = items.M
     desc["n_items"] = int(ids.shape[0])
-    meta = metadata_table(metadata, ids.shape[0])
+    meta = metadata_table(source_metadata(index, metadata), ids.shape[0])
     if metric_note:  # the distance cannot change in place: recreate, keep the payloads
         client.delete_collection(name)
         dist = {
@@ -316,6 +318,7 @@ def _qdrant(index, location, name: str, metadata, repair: bool) -> dict[str, Any
 def _pgvector(index, dsn, name: str, metadata, repair: bool) -> dict[str, Any]:
     from .pgvector import (
         pgvector_check_index,
+        pgvector_columns,
         pgvector_connect,
         pgvector_description,
         pgvector_rows,
@@ -337,7 +340,9 @@ def _pgvector(index, dsn, name: str, metadata, repair: bool) -> dict[str, Any]:
     if grew:
         desc["M"] = items.M
     desc["n_items"] = int(ids.shape[0])
-    meta = metadata_table(metadata, ids.shape[0])
+    meta = metadata_table(source_metadata(index, metadata), ids.shape[0])
+    if meta is not None and not set(meta.column_names) <= pgvector_columns(conn, name):
+        meta = None  # the table was exported with other columns: keep what it holds
     delete = sorted(set(report["extra"]) | set(report["duplicates"]))
     pgvector_write(
         conn,

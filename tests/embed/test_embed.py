@@ -242,3 +242,62 @@ def test_open_clip_random_weights_texts_and_images(tmp_path):
         1,
         enc.dim,
     )
+
+
+def test_bad_rerun_refused_and_finished_rerun_skipped_before_any_model_loads(
+    wordnet_text, tmp_path, monkeypatch
+):
+    """A rerun with other settings is refused, and a rerun with nothing left to encode
+    returns, without loading the encoder (loading MiniLM took ~100 s on a busy machine)."""
+    import dehub.embed.writer as writer
+    from dehub.embed import embed
+
+    class _Tiny:
+        name, dim, modalities = "sentence-transformers/all-MiniLM-L6-v2", 4, frozenset({"text"})
+
+        def encode_texts(self, texts, batch_size=64):
+            return np.ones((len(texts), 4), np.float32) / 2
+
+    (tmp_path / "in.txt").write_text("\n".join(_texts(wordnet_text, 12)), encoding="utf-8")
+    embed(tmp_path / "in.txt", tmp_path / "out", encoder=_Tiny(), shard_size=5, progress=False)
+
+    def no_model(*a, **k):
+        raise AssertionError("the encoder was loaded")
+
+    monkeypatch.setattr(writer, "get_encoder", no_model)
+    with pytest.raises(ValueError, match="shard_size: 5 != 4"):
+        embed(tmp_path / "in.txt", tmp_path / "out", shard_size=4, progress=False)
+    res = embed(tmp_path / "in.txt", tmp_path / "out", shard_size=5, progress=False)
+    assert (res.shards_written, res.shards_skipped, res.dim) == (0, 3, 4)
+
+
+def test_resumed_run_counts_only_new_rows_in_its_rate(minilm, wordnet_text, tmp_path, monkeypatch):
+    """The progress bar of a resumed run covers the rows still to encode (its rate and ETA
+    are about new work), not the finished shards."""
+    import contextlib
+
+    import dehub.embed.writer as writer
+    from dehub.embed import embed
+
+    texts = _texts(wordnet_text, 23)
+    (tmp_path / "in.txt").write_text("\n".join(texts), encoding="utf-8")
+    embed(tmp_path / "in.txt", tmp_path / "out", encoder=minilm, shard_size=10, progress=False)
+    (tmp_path / "out" / "text_emb" / "text_emb_00002.npy").unlink()  # the last shard (3 rows) lost
+    seen = []
+
+    @contextlib.contextmanager
+    def bar(total, desc, enable, unit="it"):
+        class _Bar:
+            n = 0
+
+            def update(self, k):
+                self.n += k
+
+        b = _Bar()
+        yield b
+        seen.append((total, b.n))
+
+    monkeypatch.setattr(writer, "progress_bar", bar)
+    res = embed(tmp_path / "in.txt", tmp_path / "out", encoder=minilm, shard_size=10, progress=True)
+    assert (res.shards_written, res.shards_skipped) == (1, 2)
+    assert seen == [(3, 3)]

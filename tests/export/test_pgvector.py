@@ -86,3 +86,33 @@ def test_hnsw_exact_scan_and_recall_at_the_stored_ef_search(index, data, exact, 
     assert_same_ranking(_pg_topk(pg_dsn, data["queries"], table="hnsw_ip", exact=True), exact)
     ids = _pg_topk(pg_dsn, data["queries"], table="hnsw_ip")
     assert recall_at_10(ids, exact[1]) >= 0.99
+
+
+@pytest.mark.parametrize("form", ["d+1", "d+2"])
+@pytest.mark.parametrize("dataset", ["minilm", "planted_hubs"])
+def test_hnsw_stored_ef_search_reaches_the_target_on_held_out_queries(request, pg_dsn, dataset, form):
+    """The recall check's hnsw.ef_search (chosen on probe queries), applied by psycopg alone,
+    reaches recall@10 >= 0.99 of dehub's exact corrected top-10 on held-out queries."""
+    from dehub.export import export_pgvector
+
+    index, queries = request.getfixturevalue(dataset)
+    table = f"ann_{dataset}_{form[-1]}"
+    desc = export_pgvector(index, pg_dsn, table=table, form=form)
+    assert desc["recall_check"]["reached"] and desc["search_params"]["hnsw.ef_search"] >= 1
+    ids = _pg_topk(pg_dsn, queries, table=table)
+    assert recall_at_10(ids, index.search(queries, 10)[1]) >= 0.985  # held out: target up to sampling error
+    exact_ids = _pg_topk(pg_dsn, queries[:30], table=table, exact=True)
+    np.testing.assert_array_equal(
+        np.sort(exact_ids, axis=1), np.sort(index.search(queries[:30], 10)[1], axis=1)
+    )
+
+
+def test_strict_refuses_and_drops_the_table(index, pg_dsn):
+    from dehub.export import RecallNotReached, export_pgvector
+
+    with pytest.raises(RecallNotReached, match="--strict"):
+        export_pgvector(
+            index, pg_dsn, table="strict_t", ef_search=1, m=4, ef_construction=8, recall=1.0, strict=True
+        )
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('strict_t')").fetchone()[0] is None

@@ -348,7 +348,7 @@ def _paired_qps(fns: dict, queries, per_query: bool, rounds: int = 5) -> tuple[d
     return qps, ratio
 
 
-def bench_ann(index, g, q, args, tmp) -> list[dict]:
+def bench_ann(index, g, q, args, tmp, save=lambda rows: None) -> list[dict]:
     """Per store and ANN type: plain, d+1 and d+2 built the same way; the corrected ones by
     dehub's export with its recall check (the stored setting), the plain one tuned by the
     same check against its own exact top-10; then recall@10 on held-out queries against its
@@ -391,6 +391,7 @@ def bench_ann(index, g, q, args, tmp) -> list[dict]:
             row["load"] = [round(x, 1) for x in os.getloadavg()]
             rows.append(row)
             print(row, flush=True)
+        save(rows)  # a run stopped by its time limit keeps what it measured
 
     # FAISS
     for kind in [k for k in kinds if k in ("ivf", "hnsw")]:
@@ -551,7 +552,14 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="dehub-bench-export-") as tmp:
         if "ann" in stores:
-            out["ann"] = bench_ann(dehub.Index(model, reference=r), g, q, args, tmp)
+            out["ann"] = bench_ann(
+                dehub.Index(model, reference=r),
+                g,
+                q,
+                args,
+                tmp,
+                save=lambda rows: (out.update(ann=rows), save()),
+            )
             save()
         if "faiss" in stores:
             out["rows"] += bench_faiss(model, g, q, exact, args, tmp)

@@ -101,3 +101,27 @@ def test_unpadded_clip_retrieval_folder_reads_in_embedding_reader_order(tmp_path
     emb, meta = read_embeddings(root)
     np.testing.assert_array_equal(np.asarray(emb), theirs)
     assert meta["caption"].to_pylist() == [f"c{int(r)}" for r in theirs[:, 0]]  # metadata aligned
+
+
+def test_resuming_a_folder_written_unpadded_renames_its_shards(tmp_path):
+    """A folder an earlier dehub wrote with unpadded names resumes without re-encoding and
+    without two copies of any row."""
+    from dehub.datasets.shards import open_embeddings
+    from dehub.embed import embed
+
+    texts = [f"item {i}" for i in range(40)]
+    (tmp_path / "in.txt").write_text("\n".join(texts), encoding="utf-8")
+    embed(tmp_path / "in.txt", tmp_path / "out", encoder=_RowEncoder(), shard_size=10, progress=False)
+    for sub, prefix, suffix in (("text_emb", "text_emb", ".npy"), ("metadata", "metadata", ".parquet")):
+        for s in range(4):
+            (tmp_path / "out" / sub / f"{prefix}_{s:05d}{suffix}").rename(
+                tmp_path / "out" / sub / f"{prefix}_{s}{suffix}"
+            )
+    (tmp_path / "out" / "text_emb" / "text_emb_3.npy").unlink()  # the last shard was not finished
+    res = embed(tmp_path / "in.txt", tmp_path / "out", encoder=_RowEncoder(), shard_size=10, progress=False)
+    assert (res.shards_written, res.shards_skipped) == (1, 3)
+    names = sorted(p.name for p in (tmp_path / "out" / "text_emb").iterdir())
+    assert names == [f"text_emb_{s:05d}.npy" for s in range(4)]
+    np.testing.assert_array_equal(
+        np.asarray(open_embeddings(tmp_path / "out" / "text_emb"))[:, 0], np.arange(40)
+    )

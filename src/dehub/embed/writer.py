@@ -72,6 +72,15 @@ def _refuse_other_run(out: Path, old: dict, config: dict) -> None:
         )
 
 
+def _pad_legacy_names(emb_dir: Path, meta_dir: Path, prefix: str, paths: list[tuple[Path, Path]]) -> None:
+    """Rename shards an earlier dehub wrote unpadded (``text_emb_3.npy``) to the padded
+    names, so a resumed run neither re-encodes them nor leaves two copies of their rows."""
+    for s, (npy, meta) in enumerate(paths):
+        for old, new in ((emb_dir / f"{prefix}_{s}.npy", npy), (meta_dir / f"metadata_{s}.parquet", meta)):
+            if old != new and old.is_file() and not new.exists():
+                old.rename(new)
+
+
 def _finished(npy: Path, meta: Path, rows: int, dim) -> bool:
     """A shard is finished when both files exist and the ``.npy`` has its full shape."""
     if not (npy.is_file() and meta.is_file()) or dim is None:
@@ -142,6 +151,8 @@ def embed(
         )
         for s in range(n_shards)
     ]
+    if old is not None:
+        _pad_legacy_names(emb_dir, meta_dir, prefix, paths)
     dim = old.get("dim") if old is not None else None
     done = [
         old is not None and _finished(npy, meta, hi - lo, dim) for (npy, meta), (lo, hi) in zip(paths, bounds)

@@ -221,3 +221,31 @@ def test_missing_faiss_names_the_extra_and_the_other_stores(index, tmp_path, mon
     assert code != 0 and "Traceback" not in err
     assert "pip install -e '.[faiss]'" in err and "--to lancedb, qdrant or pgvector" in err
     assert "pip install dehub[" not in err and "engine" not in err
+
+
+def test_cli_prints_the_measured_recall_and_strict_refuses(index, tmp_path, capsys):
+    from dehub.cli import main
+
+    index.save(tmp_path / "g.dehub")
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "g.dehub"),
+                "--to",
+                "faiss",
+                str(tmp_path / "h.faiss"),
+                "--index",
+                "hnsw",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "recall@10 " in out and "of dehub's exact corrected top-10 on 200 probe queries" in out
+    assert "NOT reached" not in out
+    code = main(["export", str(tmp_path / "g.dehub"), "--to", "faiss", str(tmp_path / "i.faiss"), "--index", "ivf",
+                 "--nprobe", "1", "--strict"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "--strict" in err and "Traceback" not in err
+    assert not (tmp_path / "i.faiss").exists()

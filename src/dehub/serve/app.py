@@ -630,6 +630,7 @@ def create_app(settings: Settings | None = None, served: Served | None = None) -
             text=s.texts[row] if s.texts is not None else None,
             bias=float(s.bias[row]) if s.bias is not None else None,
             k_occurrence=kocc,
+            metadata=s.item_metadata.rows([item_id])[0] if s.item_metadata is not None else None,
         )
 
     @app.get("/examples", response_model=ExampleList, responses=_ERRORS, dependencies=ctx_auth)

@@ -46,9 +46,16 @@ def _check_indice(served: Served, name: str | None) -> None:
 
 
 def _metadata(served: Served, row: int) -> dict[str, Any]:
-    if row < 0 or served.texts is None:
+    """The item's stored metadata columns (``url``, ...) and ``caption`` (its text)."""
+    if row < 0:
         return {}
-    return {"caption": served.texts[row]}
+    out: dict[str, Any] = {}
+    if served.item_metadata is not None:
+        stored = served.item_metadata.rows([int(served.ids[row])])[0] or {}
+        out.update({k: v for k, v in stored.items() if k != "text" and v is not None})
+    if served.texts is not None:
+        out.setdefault("caption", served.texts[row])
+    return out
 
 
 def add_clip_routes(app: FastAPI, ctx: Context, dependencies: list[Any]) -> None:
@@ -100,7 +107,8 @@ def add_clip_routes(app: FastAPI, ctx: Context, dependencies: list[Any]) -> None
 
     @app.post("/metadata", response_model=list[MetadataEntry], responses=_ERR, dependencies=dependencies)
     async def metadata(req: MetadataRequest) -> list[MetadataEntry]:
-        """Stored metadata of the given ids (``caption`` = the item's text, where stored)."""
+        """Stored metadata of the given ids (``url`` and the other metadata columns of the
+        index, ``caption`` = the item's text, where stored)."""
         served = ctx.state.served
         _check_indice(served, req.indice_name)
         if len(req.ids) > ctx.settings.max_k:

@@ -59,6 +59,8 @@ class Served:
     kocc_queries: str | None = None
     examples: Examples | None = None
     text_encoder: str | None = None
+    #: per-item metadata (url, caption...) by id: ``dehub.item_metadata.ItemMetadata``
+    item_metadata: Any = None
     _order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     _sorted_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
 
@@ -193,6 +195,13 @@ def load_served(
     metadata = dict(index.metadata)
     texts = _texts_from(metadata, texts_file, index.n_items)
     metadata.pop("item_text", None)
+    if texts is None and index.item_metadata is not None:  # a folder's caption / text column
+        column = next((c for c in ("caption", "text") if c in index.item_metadata.columns), None)
+        if column is not None:
+            texts = tuple(
+                "" if t is None else str(t)
+                for t in index.item_metadata.table_for(index.ids)[column].to_pylist()
+            )
     bias = np.asarray(index.model.bias_, dtype=np.float32).copy() if offset else None
     kp = kc = None
     kq = None
@@ -222,6 +231,7 @@ def load_served(
         kocc_corrected=kc,
         kocc_queries=kq,
         text_encoder=enc if index.dim == EMBEDDING_DIM else None,
+        item_metadata=index.item_metadata,
     )
 
 

@@ -22,11 +22,13 @@ $(TEST_VENV)/.installed: pyproject.toml $(KERNEL)
 	$(PYTHON) -m venv $(TEST_VENV)
 	$(TEST_VENV)/bin/pip install --quiet --upgrade pip
 	$(TEST_VENV)/bin/pip install --quiet torch==2.13.0
-	$(TEST_VENV)/bin/pip install --quiet -e '.[test,faiss,plot,embed,serve,ray,io,stores,ot,onnx,browser,dev]' \
+	$(TEST_VENV)/bin/pip install --quiet -e '.[test,faiss,plot,embed,serve,ray,io,stores,pgvector,langchain,ot,onnx,browser,dev]' \
 		nnn-retrieval ranx schemathesis torch==2.13.0
 	# kiez 0.5.0 (the cross-checks in tests/methods) pins numpy<2 and pandas<2, though the
 	# hubness code the tests call runs on today's: installed without its pins.
 	$(TEST_VENV)/bin/pip install --quiet --no-deps kiez==0.5.0 class-resolver==0.8.2
+	# clip-retrieval's client only (its own deps pull a CUDA torch): the ClipClient tests
+	$(TEST_VENV)/bin/pip install --quiet --no-deps clip-retrieval==2.45.0
 	touch $@
 
 # The browser tests drive Debian's chromium through Playwright (no browser download).

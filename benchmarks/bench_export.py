@@ -314,6 +314,195 @@ def bench_embed(n_texts: int, tmp) -> dict:
             "torch_threads": torch.get_num_threads(), "mean_chars": round(float(np.mean([len(s) for s in texts])), 1)}  # fmt: skip
 
 
+# ---------------------------------------------------------------- recall-checked ANN exports
+def _plain_exact(g, q, k=10) -> np.ndarray:
+    out = np.empty((q.shape[0], k), np.int64)
+    for s in range(0, q.shape[0], 256):
+        sc = q[s : s + 256] @ g.T
+        top = np.argpartition(-sc, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sc, top, 1), axis=1)
+        out[s : s + 256] = np.take_along_axis(top, order, 1)
+    return out
+
+
+def _paired_qps(fns: dict, queries, per_query: bool, rounds: int = 5) -> tuple[dict, dict]:
+    """Queries/s of each variant, timed in alternation round by round (the machine is
+    shared): the median rate per variant and the median over rounds of each variant's time
+    divided by the plain one's time in the same round."""
+    times: dict = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            if per_query:
+                for i in range(queries[name].shape[0]):
+                    fn(queries[name][i : i + 1])
+            else:
+                fn(queries[name])
+            times[name].append(time.perf_counter() - t)
+    n = next(iter(queries.values())).shape[0]
+    qps = {k: float(np.median([n / t for t in v])) for k, v in times.items()}
+    ratio = {
+        k: float(np.median([t / p for t, p in zip(v, times["plain"])]))
+        for k, v in times.items()
+        if k != "plain"
+    }
+    return qps, ratio
+
+
+def bench_ann(index, g, q, args, tmp, save=lambda rows: None) -> list[dict]:
+    """Per store and ANN type: plain, d+1 and d+2 built the same way; the corrected ones by
+    dehub's export with its recall check (the stored setting), the plain one tuned by the
+    same check against its own exact top-10; then recall@10 on held-out queries against its
+    own exact top-10 and queries/s with the store's own client at that setting."""
+    import faiss
+
+    from dehub.export.recall import check_recall, probe_queries
+
+    probes = probe_queries(index)
+    ex_plain_probe = _plain_exact(g, probes)
+    ex_plain = _plain_exact(g, q)
+    ex_corr = index.search(q, 10)[1]
+    rows: list[dict] = []
+    kinds = args.ann_kinds.split(",")
+
+    pending: dict = {}
+
+    def emit(store, kind, variant, build_s, params, found, qps, stored):
+        """Record a variant; its queries/s are measured in alternation with the others."""
+        own = ex_plain if variant == "plain" else ex_corr
+        pending[variant] = {
+            "store": store,
+            "index": kind,
+            "form": variant,
+            "build_s": round(build_s, 1),
+            "params": params,
+            "probe_recall@10": stored,
+            "recall@10": round(recall(found, own), 4),
+            "plain_recall_of_corrected@10": round(recall(found, ex_corr), 4) if variant == "plain" else None,
+        }
+        pending[variant + "/search"] = qps
+
+    def flush(per_query: bool, queries: dict) -> None:
+        fns = {v: pending.pop(v + "/search") for v in ("plain", "d+1", "d+2")}
+        qps, ratio = _paired_qps(fns, queries, per_query)
+        for v in ("plain", "d+1", "d+2"):
+            row = pending.pop(v)
+            row["qps"] = round(qps[v], 1)
+            row["time_vs_plain"] = round(ratio[v], 3) if v in ratio else 1.0
+            row["load"] = [round(x, 1) for x in os.getloadavg()]
+            rows.append(row)
+            print(row, flush=True)
+        save(rows)  # a run stopped by its time limit keeps what it measured
+
+    # FAISS
+    for kind in [k for k in kinds if k in ("ivf", "hnsw")]:
+        for variant in ("plain", "d+1", "d+2"):
+            if variant == "plain":
+                idx, t_b = timed(lambda: build_faiss_index(g, index_type=kind))
+                cands = (
+                    [{"nprobe": p} for p in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
+                    if kind == "ivf"
+                    else [{"efSearch": e} for e in (16, 32, 64, 128, 256, 512, 1024)]
+                )
+
+                def setp(p, idx=idx):
+                    if "nprobe" in p:
+                        faiss.extract_index_ivf(idx).nprobe = p["nprobe"]
+                    else:
+                        faiss.downcast_index(idx.index).hnsw.efSearch = p["efSearch"]
+
+                def search(p, idx=idx, setp=setp):
+                    setp(p)
+                    return idx.search(probes, 10)[1]
+
+                chk = check_recall(search, cands, ex_plain_probe)
+                setp(chk.params)
+                qv, params, stored = q, chk.params, chk.recall
+            else:
+                path = Path(tmp) / f"{kind}-{variant}.faiss"
+                _, t_b = timed(lambda: export_faiss(index, path, index_type=kind, form=variant))
+                idx = faiss.read_index(str(path))
+                side = json.loads(Path(str(path) + ".json").read_text())
+                params, stored = side["search_params"], side["recall_check"]["recall_at_10"]
+                if "nprobe" in params:
+                    faiss.extract_index_ivf(idx).nprobe = params["nprobe"]
+                if "efSearch" in params:
+                    faiss.downcast_index(faiss.downcast_index(idx).index).hnsw.efSearch = params["efSearch"]
+                qv = query_vectors(q, variant)
+            found = idx.search(qv, 10)[1]
+            emit("faiss", kind, variant, t_b, params, found, lambda x, idx=idx: idx.search(x, 10), stored)
+            idx = None
+        flush(False, {"plain": q, "d+1": query_vectors(q, "d+1"), "d+2": query_vectors(q, "d+2")})
+    # LanceDB
+    lance_kinds = [k for k in kinds if k in ("ivf_pq", "ivf_hnsw_sq")]
+    if lance_kinds:
+        import lancedb
+
+        from dehub.export.lancedb import lancedb_search
+
+        db = lancedb.connect(str(Path(tmp) / "lance"))
+        plain_index = dehub.Index(dehub.Plain().fit(g, g[:1], normalize="none"))
+        for kind in lance_kinds:
+            for variant in ("plain", "d+1", "d+2"):
+                form = "d+1" if variant == "plain" else variant
+                src = plain_index if variant == "plain" else index
+                # plain: the plain vectors as d+1 with a zero bias (the same table, uncorrected)
+                table, t_b = timed(
+                    lambda: export_lancedb(
+                        src, db, name=f"{kind}_{variant.replace('+', 'p')}", form=form, index=kind
+                    )
+                )
+                desc = json.loads(table.schema.field("vector").metadata[b"dehub"])
+                params, stored = desc["search_params"], desc["recall_check"]["recall_at_10"]
+                found = lancedb_search(table, q, 10)
+                emit(
+                    "lancedb",
+                    kind,
+                    variant,
+                    t_b,
+                    params,
+                    found,
+                    lambda x, t=table: lancedb_search(t, x, 10),
+                    stored,
+                )
+            flush(True, dict.fromkeys(("plain", "d+1", "d+2"), q[:100]))
+            for variant in ("plain", "d+1", "d+2"):
+                db.drop_table(f"{kind}_{variant.replace('+', 'p')}")
+    # pgvector
+    if "pg_hnsw" in kinds:
+        import pgserver
+        import psycopg
+
+        from dehub.export import export_pgvector
+        from dehub.export.pgvector import pgvector_search
+
+        root = tempfile.mkdtemp(prefix="dehub-pg-bench-")
+        server = pgserver.get_server(root, cleanup_mode="stop")
+        try:
+            conn = psycopg.connect(server.get_uri(), autocommit=True)
+            conn.execute("SET maintenance_work_mem = '4GB'")
+            conn.execute("SET max_parallel_maintenance_workers = 1")
+            plain_index = dehub.Index(dehub.Plain().fit(g, g[:1], normalize="none"))
+            for variant in ("plain", "d+1", "d+2"):
+                form = "d+1" if variant == "plain" else variant
+                src = plain_index if variant == "plain" else index
+                desc, t_b = timed(
+                    lambda: export_pgvector(src, conn, table=f"t_{form[-1]}_{variant[0]}", form=form)
+                )
+                table = f"t_{form[-1]}_{variant[0]}"
+                params, stored = desc["search_params"], desc["recall_check"]["recall_at_10"]
+                found = pgvector_search(conn, q, 10, table=table)
+                emit("pgvector", "hnsw", variant, t_b, params, found,
+                     lambda x, t=table: pgvector_search(conn, x, 10, table=t), stored)  # fmt: skip
+            flush(True, dict.fromkeys(("plain", "d+1", "d+2"), q[:100]))
+        finally:
+            server.cleanup()
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=200_000, help="gallery items (d=384 synthetic)")
@@ -330,6 +519,11 @@ def main(argv=None) -> int:
     p.add_argument("--embed-texts", type=int, default=2000)
     p.add_argument("--no-ann", action="store_true", help="LanceDB: skip the IVF_PQ rows")
     p.add_argument("--small", action="store_true", help="smoke run: n=5000, d=64, 100 queries")
+    p.add_argument(
+        "--ann-kinds",
+        default="ivf,hnsw,ivf_pq,ivf_hnsw_sq,pg_hnsw",
+        help="--stores ann: FAISS ivf/hnsw, LanceDB ivf_pq/ivf_hnsw_sq, pgvector pg_hnsw",
+    )
     p.add_argument("--json")
     args = p.parse_args(argv)
     if args.small:
@@ -358,6 +552,16 @@ def main(argv=None) -> int:
             Path(args.json).write_text(json.dumps(out, indent=1))
 
     with tempfile.TemporaryDirectory(prefix="dehub-bench-export-") as tmp:
+        if "ann" in stores:
+            out["ann"] = bench_ann(
+                dehub.Index(model, reference=r),
+                g,
+                q,
+                args,
+                tmp,
+                save=lambda rows: (out.update(ann=rows), save()),
+            )
+            save()
         if "faiss" in stores:
             out["rows"] += bench_faiss(model, g, q, exact, args, tmp)
             save()

@@ -1,7 +1,12 @@
 """Embeddings larger than RAM: memory-mapped ``.npy`` files and directories of shards.
 
 clip-retrieval writes embeddings as numbered shards, ``img_emb/img_emb_0.npy,
-img_emb_1.npy, ...`` (and ``text_emb/text_emb_0.npy, ...``). :class:`ShardedArray` is a
+img_emb_1.npy, ...`` (and ``text_emb/text_emb_0.npy, ...``). Shards are read in the order
+embedding-reader (and so autofaiss and clip-retrieval's own index) reads them: sorted by
+file name as strings (:func:`shard_order_key`), so row ``i`` of dehub is row ``i`` of an
+index they built over the same folder; unpadded names past ten shards then read
+``_0, _1, _10, _11, ..., _2``, which is why ``dehub embed`` writes zero-padded names
+(:func:`shard_name`), whose string order is their numeric order. :class:`ShardedArray` is a
 read-only view of such shards as one ``(n, d)`` matrix: ``shape``, ``dtype``, ``ndim``,
 ``len``, and row slicing / row selection across shard boundaries. Shards are opened
 lazily: on construction only each file's ``.npy`` header is read (and the file closed);
@@ -20,7 +25,6 @@ to stream instead).
 from __future__ import annotations
 
 import os
-import re
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,17 +33,30 @@ import numpy as np
 
 from ._progress import progress_bar
 
-__all__ = ["ShardedArray", "open_embeddings", "shard_paths"]
+__all__ = ["ShardedArray", "open_embeddings", "shard_paths", "shard_order_key", "shard_name", "SHARD_DIGITS"]
 
-_NUM = re.compile(r"(\d+)")
+#: digits of the shard numbers ``dehub embed`` writes (more when there are more shards)
+SHARD_DIGITS = 5
 
 
-def _natural_key(p: Path) -> list:
-    return [int(t) if t.isdigit() else t for t in _NUM.split(p.name)]
+def shard_order_key(name: str | os.PathLike) -> str:
+    """The sort key of a shard file: its name as a string, embedding-reader's order.
+
+    embedding-reader (``get_file_list``) sorts the paths it globs as strings; within one
+    folder that is the file names' string order. Every dehub reader of shard folders
+    uses this key, so dehub's row numbers are embedding-reader's and autofaiss's.
+    """
+    return os.fspath(name).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def shard_name(prefix: str, number: int, n_shards: int, suffix: str) -> str:
+    """``{prefix}_{number:0Nd}{suffix}``: zero-padded so that string order = numeric order."""
+    width = max(SHARD_DIGITS, len(str(max(n_shards - 1, 0))))
+    return f"{prefix}_{number:0{width}d}{suffix}"
 
 
 def shard_paths(directory: str | os.PathLike) -> list[Path]:
-    """The ``.npy`` shards of ``directory`` in numeric order (``x_2`` before ``x_10``).
+    """The ``.npy`` shards of ``directory`` in embedding-reader's order (:func:`shard_order_key`).
 
     If the directory holds no ``.npy`` file but exactly one sub-directory that does
     (clip-retrieval's ``embeddings/img_emb/``), that sub-directory is used.
@@ -47,7 +64,9 @@ def shard_paths(directory: str | os.PathLike) -> list[Path]:
     d = Path(directory)
     if not d.is_dir():
         raise NotADirectoryError(f"expected a directory of .npy shards; {d} is not a directory")
-    files = sorted((p for p in d.iterdir() if p.suffix == ".npy" and p.is_file()), key=_natural_key)
+    files = sorted(
+        (p for p in d.iterdir() if p.suffix == ".npy" and p.is_file()), key=lambda p: shard_order_key(p.name)
+    )
     if not files:
         subs = [s for s in sorted(d.iterdir()) if s.is_dir() and any(s.glob("*.npy"))]
         if len(subs) == 1:

@@ -204,6 +204,10 @@ def _run_build(args: argparse.Namespace) -> int:
     reference = load_npy(args.reference, "reference")
     ids = load_int_ids(args.ids, "--ids") if args.ids else None
     _check_output_file(args.output)
+    from .embed.provenance import build_records
+
+    # a dehub embed folder's encoder, and a folder's metadata columns (url, caption...)
+    provenance, items = build_records(args.gallery)
     index = Index.build(
         gallery,
         reference,
@@ -212,10 +216,11 @@ def _run_build(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         memory_budget=args.memory_budget_mb * 2**20,
         progress=not args.quiet,
-        metadata={"gallery_file": str(args.gallery), "reference_file": str(args.reference)},
+        metadata={"gallery_file": str(args.gallery), "reference_file": str(args.reference), **provenance},
         keep_reference=args.keep_reference,
         **params,
     )
+    index.set_item_metadata(items)
     index.save(args.output)
     print(f"wrote {args.output}: {index.n_items} items, d={index.dim}, {index.model!r}")
     return 0

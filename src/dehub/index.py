@@ -33,6 +33,7 @@ from ._validation import NormalizeMode, check_embeddings, validate_embeddings
 from ._version import __version__
 from .engine.exact import DEFAULT_MEMORY_BUDGET
 from .incremental import IncrementalMixin
+from .item_metadata import ItemMetadata, ItemMetadataError
 from .methods import METHODS, BaseCorrector, get_method
 from .methods.base import KClampedWarning
 
@@ -84,6 +85,20 @@ class Index(IncrementalMixin):
         )
         #: identity of the memory-mapped file this index reads from (``load(mmap=True)``)
         self._mapped: FileIdentity | None = None
+        #: per-item metadata (url, caption, ...) by id, saved as ``<path>.items.parquet``
+        self.item_metadata: ItemMetadata | None = None
+
+    def set_item_metadata(self, table) -> None:
+        """Per-item metadata columns (a ``pyarrow.Table`` whose rows are the gallery rows)."""
+        self.item_metadata = None if table is None else ItemMetadata.aligned(table, self.ids)
+
+    def metadata_rows(self, ids) -> list[dict[str, Any] | None]:
+        """The metadata row of each item id (``None`` for ids without one, removed ones and -1)."""
+        wanted = np.asarray(ids, dtype=np.int64).ravel()
+        if self.item_metadata is None:
+            return [None] * int(wanted.size)
+        live = np.isin(wanted, self.ids)  # removed items keep no metadata
+        return [r if ok else None for r, ok in zip(self.item_metadata.rows(wanted), live.tolist())]
 
     # ------------------------------------------------------------------ build/search
     @classmethod
@@ -207,12 +222,16 @@ class Index(IncrementalMixin):
             arrays[f"model.{name}"] = arr
         if self.reference is not None:
             arrays["reference"] = np.asarray(self.reference)
+        metadata = dict(self.metadata)
+        metadata.pop("item_metadata", None)
+        if self.item_metadata is not None:
+            metadata["item_metadata"] = self.item_metadata.write(resolve_target(path))
         header = {
             "kind": _KIND,
             "created_by": f"dehub {__version__}",
             "method": self.model.name,
             "params": jsonable(self.model.get_params()),
-            "metadata": jsonable(self.metadata),
+            "metadata": jsonable(metadata),
             "n_reference": self.n_reference,
         }
         write_container(path, header, arrays)
@@ -280,6 +299,12 @@ class Index(IncrementalMixin):
             raise IndexFormatError(f"{path}: stored statistics are inconsistent: {exc}") from None
         index = cls(model, metadata=header.get("metadata"), reference=reference, n_reference=n_reference)
         index.ids = ids  # validated above (checking again would sort them a second time)
+        record = index.metadata.pop("item_metadata", None)
+        if record is not None:
+            try:
+                index.item_metadata = ItemMetadata.read(resolve_target(path), record)
+            except ItemMetadataError as exc:
+                raise IndexFormatError(str(exc)) from None
         if mmap:
             index._mapped = identity[0]
         return index

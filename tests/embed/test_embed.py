@@ -36,9 +36,9 @@ def test_embed_writes_clip_retrieval_layout(minilm, wordnet_text, tmp_path):
     res = embed(tmp_path / "in.txt", tmp_path / "out", encoder=minilm, shard_size=10, progress=False)
     assert (res.n_items, res.dim, res.shards_written, res.shards_skipped) == (25, 384, 3, 0)
     names = sorted(p.name for p in (tmp_path / "out" / "text_emb").iterdir())
-    assert names == ["text_emb_0.npy", "text_emb_1.npy", "text_emb_2.npy"]
-    assert np.load(tmp_path / "out" / "text_emb" / "text_emb_2.npy").shape == (5, 384)
-    meta = pq.read_table(tmp_path / "out" / "metadata" / "metadata_1.parquet")
+    assert names == ["text_emb_00000.npy", "text_emb_00001.npy", "text_emb_00002.npy"]
+    assert np.load(tmp_path / "out" / "text_emb" / "text_emb_00002.npy").shape == (5, 384)
+    meta = pq.read_table(tmp_path / "out" / "metadata" / "metadata_00001.parquet")
     assert meta.column_names == ["id", "text"] and meta["id"].to_pylist() == list(range(10, 20))
     assert meta["text"].to_pylist() == texts[10:20]
     emb, allmeta = read_embeddings(tmp_path / "out")
@@ -73,19 +73,19 @@ def test_resumed_run_equals_uninterrupted(minilm, wordnet_text, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         embed(tmp_path / "in.txt", tmp_path / "part", encoder=flaky, **kw)
     done = sorted(p.name for p in (tmp_path / "part" / "text_emb").iterdir())
-    assert done == ["text_emb_0.npy"]  # the shard being encoded is lost, nothing else
+    assert done == ["text_emb_00000.npy"]  # the shard being encoded is lost, nothing else
     assert not [p for p in (tmp_path / "part").rglob("*.tmp")]
     counting = _Interrupting(minilm, fail_on_call=-1)
     res = embed(tmp_path / "in.txt", tmp_path / "part", encoder=counting, **kw)
     assert (res.shards_written, res.shards_skipped) == (3, 1)
     assert counting.calls == 5  # shards 1..3 only (2 + 2 + 1 batches of 5)
-    for name in ["text_emb_0.npy", "text_emb_1.npy", "text_emb_2.npy", "text_emb_3.npy"]:
+    for name in [f"text_emb_{i:05d}.npy" for i in range(4)]:
         np.testing.assert_array_equal(
             np.load(tmp_path / "part" / "text_emb" / name), np.load(tmp_path / "full" / "text_emb" / name)
         )
     for i in range(4):
-        a = pq.read_table(tmp_path / "part" / "metadata" / f"metadata_{i}.parquet")
-        assert a.equals(pq.read_table(tmp_path / "full" / "metadata" / f"metadata_{i}.parquet"))
+        a = pq.read_table(tmp_path / "part" / "metadata" / f"metadata_{i:05d}.parquet")
+        assert a.equals(pq.read_table(tmp_path / "full" / "metadata" / f"metadata_{i:05d}.parquet"))
 
 
 def test_resume_with_other_settings_is_refused(minilm, wordnet_text, tmp_path):
@@ -109,9 +109,12 @@ def test_inputs_jsonl_parquet_images(tmp_path):
     from dehub.embed import read_inputs
 
     (tmp_path / "a.jsonl").write_text('{"text": "x"}\n\n{"text": "y", "other": 1}\n')
-    assert read_inputs(tmp_path / "a.jsonl") == ("text", ["x", "y"], {"text": ["x", "y"]})
-    pq.write_table(pa.table({"caption": ["p", "q"]}), tmp_path / "b.parquet")
-    assert read_inputs(tmp_path / "b.parquet")[1] == ["p", "q"]
+    # other scalar fields travel as metadata columns (missing values: None)
+    assert read_inputs(tmp_path / "a.jsonl") == ("text", ["x", "y"], {"text": ["x", "y"], "other": [None, 1]})
+    pq.write_table(
+        pa.table({"caption": ["p", "q"], "url": ["u1", "u2"], "emb": [[1.0], [2.0]]}), tmp_path / "b.parquet"
+    )
+    assert read_inputs(tmp_path / "b.parquet")[1:] == (["p", "q"], {"text": ["p", "q"], "url": ["u1", "u2"]})
     (tmp_path / "bad.jsonl").write_text('{"txt": "x"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1: expected an object with a 'text' field"):
         read_inputs(tmp_path / "bad.jsonl")
@@ -250,3 +253,62 @@ def test_jsonl_input_nested_100k_deep_is_a_clear_cli_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "deep.jsonl:2: JSON nested 100001 levels deep; expected at most 32 levels" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_bad_rerun_refused_and_finished_rerun_skipped_before_any_model_loads(
+    wordnet_text, tmp_path, monkeypatch
+):
+    """A rerun with other settings is refused, and a rerun with nothing left to encode
+    returns, without loading the encoder (loading MiniLM took ~100 s on a busy machine)."""
+    import dehub.embed.writer as writer
+    from dehub.embed import embed
+
+    class _Tiny:
+        name, dim, modalities = "sentence-transformers/all-MiniLM-L6-v2", 4, frozenset({"text"})
+
+        def encode_texts(self, texts, batch_size=64):
+            return np.ones((len(texts), 4), np.float32) / 2
+
+    (tmp_path / "in.txt").write_text("\n".join(_texts(wordnet_text, 12)), encoding="utf-8")
+    embed(tmp_path / "in.txt", tmp_path / "out", encoder=_Tiny(), shard_size=5, progress=False)
+
+    def no_model(*a, **k):
+        raise AssertionError("the encoder was loaded")
+
+    monkeypatch.setattr(writer, "get_encoder", no_model)
+    with pytest.raises(ValueError, match="shard_size: 5 != 4"):
+        embed(tmp_path / "in.txt", tmp_path / "out", shard_size=4, progress=False)
+    res = embed(tmp_path / "in.txt", tmp_path / "out", shard_size=5, progress=False)
+    assert (res.shards_written, res.shards_skipped, res.dim) == (0, 3, 4)
+
+
+def test_resumed_run_counts_only_new_rows_in_its_rate(minilm, wordnet_text, tmp_path, monkeypatch):
+    """The progress bar of a resumed run covers the rows still to encode (its rate and ETA
+    are about new work), not the finished shards."""
+    import contextlib
+
+    import dehub.embed.writer as writer
+    from dehub.embed import embed
+
+    texts = _texts(wordnet_text, 23)
+    (tmp_path / "in.txt").write_text("\n".join(texts), encoding="utf-8")
+    embed(tmp_path / "in.txt", tmp_path / "out", encoder=minilm, shard_size=10, progress=False)
+    (tmp_path / "out" / "text_emb" / "text_emb_00002.npy").unlink()  # the last shard (3 rows) lost
+    seen = []
+
+    @contextlib.contextmanager
+    def bar(total, desc, enable, unit="it"):
+        class _Bar:
+            n = 0
+
+            def update(self, k):
+                self.n += k
+
+        b = _Bar()
+        yield b
+        seen.append((total, b.n))
+
+    monkeypatch.setattr(writer, "progress_bar", bar)
+    res = embed(tmp_path / "in.txt", tmp_path / "out", encoder=minilm, shard_size=10, progress=True)
+    assert (res.shards_written, res.shards_skipped) == (1, 2)
+    assert seen == [(3, 3)]

@@ -32,8 +32,8 @@ def test_embed_build_export_query(minilm, wordnet_text, tmp_path, capsys, no_sha
         out = tmp_path / name.split(".")[0]
         assert main(["embed", str(tmp_path / name), "-o", str(out), "--shard-size", "128", "--quiet"]) == 0
     assert sorted(p.name for p in (tmp_path / "gallery" / "text_emb").iterdir()) == [
-        "text_emb_0.npy",
-        "text_emb_1.npy",
+        "text_emb_00000.npy",
+        "text_emb_00001.npy",
     ]
     idx = tmp_path / "g.dehub"
     assert main(["build", "--gallery", str(tmp_path / "gallery"), "--reference", str(tmp_path / "reference"),

@@ -169,3 +169,83 @@ def test_sidecar_unreadable_or_missing(index, tmp_path):
     Path(str(path) + ".json").unlink()
     with pytest.raises(SidecarError, match="no sidecar"):
         load_sidecar(path)
+
+
+# ------------------------------------------------------------------ the recall check
+@pytest.mark.parametrize("form", ["d+1", "d+2"])
+@pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
+@pytest.mark.parametrize("dataset", ["minilm", "planted_hubs"])
+def test_stored_setting_reaches_the_recall_target_on_held_out_queries(
+    request, tmp_path, dataset, index_type, form
+):
+    """The sidecar's setting (chosen on probe queries) reaches recall@10 >= 0.99 of dehub's
+    exact corrected top-10 on other queries, read back and served with faiss alone."""
+    from dehub.export import export_faiss
+
+    index, queries = request.getfixturevalue(dataset)
+    path = export_faiss(index, tmp_path / "g.faiss", index_type=index_type, form=form)
+    side = json.loads((tmp_path / "g.faiss.json").read_text())
+    check = side["recall_check"]
+    assert check["reached"] and check["recall_at_10"] >= 0.99 and check["n_probes"] == 200
+    assert side["search_params"] == check["tried"][-1]["params"]
+    _, ids = _serve(path, queries, 10)
+    _, ref = index.search(queries, 10)
+    assert recall_at_10(ids, ref) >= 0.985  # held-out: the target up to sampling error
+
+
+def test_recall_check_warns_or_refuses_when_the_setting_falls_short(index, tmp_path):
+    from dehub.export import RecallNotReached, RecallWarning, export_faiss
+
+    with pytest.warns(RecallWarning, match="no search setting reached recall@10 0.99"):
+        export_faiss(index, tmp_path / "a.faiss", index_type="ivf", nprobe=1)
+    side = json.loads((tmp_path / "a.faiss.json").read_text())
+    assert side["search_params"] == {"nprobe": 1} and not side["recall_check"]["reached"]
+    with pytest.raises(RecallNotReached, match="--strict"):
+        export_faiss(index, tmp_path / "b.faiss", index_type="ivf", nprobe=1, strict=True)
+    assert not (tmp_path / "b.faiss").exists() and not (tmp_path / "b.faiss.json").exists()
+
+
+def test_missing_faiss_names_the_extra_and_the_other_stores(index, tmp_path, monkeypatch, capsys):
+    """Without FAISS, `dehub export --to faiss` says how to install it (from a clone, not
+    `pip install dehub[...]`) and which stores work without it; no engine options."""
+    import dehub.export.faiss as fx
+    from dehub.cli import main
+
+    def missing():
+        raise ImportError("No module named 'faiss'")
+
+    monkeypatch.setattr(fx, "import_faiss", missing)
+    index.save(tmp_path / "g.dehub")
+    code = main(["export", str(tmp_path / "g.dehub"), "--to", "faiss", str(tmp_path / "g.faiss")])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert "pip install -e '.[faiss]'" in err and "--to lancedb, qdrant or pgvector" in err
+    assert "pip install dehub[" not in err and "engine" not in err
+
+
+def test_cli_prints_the_measured_recall_and_strict_refuses(index, tmp_path, capsys):
+    from dehub.cli import main
+
+    index.save(tmp_path / "g.dehub")
+    assert (
+        main(
+            [
+                "export",
+                str(tmp_path / "g.dehub"),
+                "--to",
+                "faiss",
+                str(tmp_path / "h.faiss"),
+                "--index",
+                "hnsw",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "recall@10 " in out and "of dehub's exact corrected top-10 on 200 probe queries" in out
+    assert "NOT reached" not in out
+    code = main(["export", str(tmp_path / "g.dehub"), "--to", "faiss", str(tmp_path / "i.faiss"), "--index", "ivf",
+                 "--nprobe", "1", "--strict"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "--strict" in err and "Traceback" not in err
+    assert not (tmp_path / "i.faiss").exists()

@@ -27,7 +27,11 @@ def _lance_topk(uri, queries, k=10, name="dehub"):
         search = table.search(v).distance_type(desc["metric"]).limit(k)
         sp = desc.get("search_params") or {}
         if "nprobes" in sp:
-            search = search.nprobes(sp["nprobes"]).refine_factor(sp["refine_factor"])
+            search = search.nprobes(sp["nprobes"])
+        if "refine_factor" in sp:
+            search = search.refine_factor(sp["refine_factor"])
+        if "ef" in sp:
+            search = search.ef(sp["ef"])
         out.append(search.to_arrow()["id"].to_numpy())
     return np.stack(out)
 
@@ -53,15 +57,25 @@ def test_exhaustive_table_equals_exact(index, data, exact, tmp_path, form, metri
 
 
 @pytest.mark.parametrize("form", ["d+1", "d+2"])
-def test_ivf_pq_recall_with_documented_parameters(index, data, exact, tmp_path, form):
+@pytest.mark.parametrize("lance_index", ["ivf_pq", "ivf_hnsw_sq"])
+@pytest.mark.parametrize("dataset", ["minilm", "planted_hubs"])
+def test_ann_table_reaches_the_recall_target_at_the_stored_setting(
+    request, tmp_path, dataset, lance_index, form
+):
+    """The recall check's stored setting, read back and applied with lancedb alone, reaches
+    recall@10 >= 0.99 of dehub's exact corrected top-10 on held-out queries."""
     from dehub.export import export_lancedb
 
-    table = export_lancedb(index, tmp_path / "db", form=form, index="ivf_pq", name="pq")
+    index, queries = request.getfixturevalue(dataset)
+    table = export_lancedb(index, tmp_path / "db", form=form, index=lance_index, name="ann")
     desc = json.loads(table.schema.field("vector").metadata[b"dehub"])
-    assert desc["dim"] % 16 == 0 and desc["dim"] % desc["num_sub_vectors"] == 0  # padded for PQ
+    if lance_index == "ivf_pq":
+        assert desc["dim"] % 16 == 0 and desc["dim"] % desc["num_sub_vectors"] == 0  # padded for PQ
     assert table.list_indices()
-    ids = _lance_topk(str(tmp_path / "db"), data["queries"], name="pq")
-    assert recall_at_10(ids, exact[1]) >= 0.99
+    assert desc["recall_check"]["reached"] and desc["recall_check"]["recall_at_10"] >= 0.99
+    assert desc["search_params"] == desc["recall_check"]["tried"][-1]["params"]
+    ids = _lance_topk(str(tmp_path / "db"), queries, name="ann")
+    assert recall_at_10(ids, index.search(queries, 10)[1]) >= 0.985  # held out: target up to sampling error
 
 
 def test_lancedb_bad_arguments(index, tmp_path):
@@ -73,3 +87,16 @@ def test_lancedb_bad_arguments(index, tmp_path):
         export_lancedb(index, tmp_path / "db", metadata={"x": [1, 2, 3]})
     with pytest.raises(ValueError, match="collide"):
         export_lancedb(index, tmp_path / "db", metadata={"vector": list(range(index.n_items))})
+
+
+def test_no_deprecation_warnings_from_lancedb(index, tmp_path):
+    """Export, re-export over dehub's own table, update: no DeprecationWarning (table_names())."""
+    import warnings
+
+    from dehub.export import export_lancedb, update_store
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        export_lancedb(index, tmp_path / "db")
+        export_lancedb(index, tmp_path / "db")
+        assert update_store(index, "lancedb", tmp_path / "db")["updated"] == 0

@@ -32,11 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from .shards import ShardedArray
+from .shards import ShardedArray, shard_order_key
 
 __all__ = ["read_embeddings", "read_metadata", "attach_metadata", "cli_embeddings", "is_url"]
 
-_NUM = re.compile(r"(\d+)")
 EMBEDDING_COLUMN = "embedding"
 
 
@@ -45,8 +44,8 @@ def is_url(path: str | os.PathLike) -> bool:
     return "://" in s and not s.startswith("file://")
 
 
-def _key(name: str) -> list:
-    return [int(t) if t.isdigit() else t for t in _NUM.split(name.rsplit("/", 1)[-1])]
+def _key(name: str) -> str:
+    return shard_order_key(name)  # embedding-reader's order (see dehub.datasets.shards)
 
 
 class _FS:

@@ -6,6 +6,6 @@ runner and ``dehub.load`` read shard directories too without loading the dataset
 
 from __future__ import annotations
 
-from .._shards import ShardedArray, open_embeddings, shard_paths
+from .._shards import SHARD_DIGITS, ShardedArray, open_embeddings, shard_name, shard_order_key, shard_paths
 
-__all__ = ["ShardedArray", "open_embeddings", "shard_paths"]
+__all__ = ["ShardedArray", "open_embeddings", "shard_paths", "shard_order_key", "shard_name", "SHARD_DIGITS"]

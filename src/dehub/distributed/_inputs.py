@@ -1,7 +1,7 @@
 """Input folders of the distributed runner: which files, how many rows, and reading a part.
 
 An input is a ``.npy`` file, a directory of ``.npy`` shards (clip-retrieval's
-``img_emb/img_emb_0.npy, ...``, natural order, as :func:`dehub.datasets.shards.shard_paths`),
+``img_emb/img_emb_0.npy, ...``, embedding-reader's order, as :func:`dehub.datasets.shards.shard_paths`),
 or a list of such files; local paths or fsspec URLs (``s3://...``, ``gs://...``,
 ``file://...``). Only ``.npy`` headers are read to plan the job; a worker reads just the
 rows of its part (:func:`read_part`, the one reader call of the runner).
@@ -10,7 +10,6 @@ rows of its part (:func:`read_part`, the one reader call of the runner).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,12 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from .._shards import ShardedArray, shard_paths
+from .._shards import ShardedArray, shard_order_key, shard_paths
 
 __all__ = ["Source", "Part", "list_sources", "plan_parts", "read_part", "open_matrix", "is_url"]
 
 _FLOATS = (np.float16, np.float32, np.float64)
-_NUM = re.compile(r"(\d+)")
 # Parts of fewer rows than this are merged into the previous part of their file: BLAS takes
 # other code paths for GEMMs of a few rows, whose float32 sums may differ in the last bit.
 _MIN_TAIL = 8
@@ -85,8 +83,8 @@ class Part:
         }
 
 
-def _natural_key(name: str) -> list:
-    return [int(t) if t.isdigit() else t for t in _NUM.split(name)]
+def _natural_key(name: str) -> str:
+    return shard_order_key(name)  # embedding-reader's order, as every shard reader of dehub
 
 
 def _filesystem(url: str):

@@ -19,6 +19,7 @@ from .encoders import (
     get_encoder,
 )
 from .inputs import read_inputs
+from .provenance import build_records, embedding_folder_info
 from .writer import DEFAULT_SHARD_SIZE, EmbedResult, embed
 
 __all__ = [
@@ -33,4 +34,6 @@ __all__ = [
     "get_encoder",
     "export_onnx",
     "read_inputs",
+    "build_records",
+    "embedding_folder_info",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 
 __all__ = ["SUBCOMMANDS"]
 
@@ -29,10 +31,36 @@ def _setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-size", type=int, default=100_000, help="rows per .npy shard (default 100000)")
     p.add_argument("--device", default="cpu", help="torch / onnxruntime device (default cpu)")
     p.add_argument("--fp16", action="store_true", help="half precision weights (CUDA devices only)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bars (dehub's nor the encoder library's)"
+    )
+
+
+_QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
+
+
+@contextlib.contextmanager
+def _quiet_libraries(enable: bool):
+    """--quiet: the encoder libraries' own bars and notices (model loading) off, for this run only."""
+    saved = {k: os.environ.get(k) for k in _QUIET_ENV}
+    if enable:
+        os.environ.update(_QUIET_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _run(args: argparse.Namespace) -> int:
+    with _quiet_libraries(args.quiet):
+        return _embed(args)
+
+
+def _embed(args: argparse.Namespace) -> int:
     from .writer import embed
 
     res = embed(

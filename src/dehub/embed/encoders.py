@@ -127,7 +127,10 @@ class SentenceTransformerEncoder(Encoder):
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("the sentence-transformers encoder needs: pip install dehub[embed]") from exc
+            raise ImportError(
+                "the sentence-transformers encoder needs dehub's 'embed' extra: from a clone of dehub, "
+                "pip install -e '.[embed]'"
+            ) from exc
         self.model = SentenceTransformer(path, device=device)
         if _fp16_ok(device, fp16):
             self.model.half()
@@ -231,7 +234,10 @@ class OnnxEncoder(Encoder):
             import onnxruntime as ort
             from tokenizers import Tokenizer
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("the ONNX encoder needs: pip install dehub[onnx] tokenizers") from exc
+            raise ImportError(
+                "the ONNX encoder needs dehub's 'onnx' extra (onnxruntime, tokenizers): from a clone of "
+                "dehub, pip install -e '.[onnx]'"
+            ) from exc
         d = Path(path)
         if d.suffix == ".onnx":
             d = d.parent

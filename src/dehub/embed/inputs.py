@@ -8,7 +8,10 @@
 * a directory: its image files (recursively, sorted; .jpg .jpeg .png .webp .bmp .gif).
 
 Returns the kind (``"text"`` or ``"image"``), the items, and the metadata columns
-(``text``; or ``path`` / ``url``), in input order.
+(``text``; or ``path`` / ``url``; plus the other scalar fields of JSONL objects and the
+other non-list columns of parquet input, e.g. ``url`` and ``caption``, so they travel into
+the folder's ``metadata/`` and from there into the index; ``id`` is the writer's own), in
+input order.
 """
 
 from __future__ import annotations
@@ -50,11 +53,13 @@ def read_inputs(path: str | os.PathLike, *, kind: str | None = None, column: str
         return "image", images, {"path": images}
     suffix = p.suffix.lower()
     kind = kind or "text"
+    extras: dict[str, list] = {}
     if suffix in (".txt", ".tsv", ".lst"):
         items = p.read_text(encoding="utf-8").split("\n")
         if items and items[-1] == "":
             items.pop()
     elif suffix in (".jsonl", ".ndjson"):
+        objs: list[dict] = []
         items = []
         keys = [column] if column else (["text"] if kind == "text" else ["path", "url"])
         for lineno, obj in read_jsonl(p, limits=_LINE_LIMITS, strict=False):
@@ -64,6 +69,12 @@ def read_inputs(path: str | os.PathLike, *, kind: str | None = None, column: str
                     f"{p}:{lineno}: expected an object with a {' or '.join(map(repr, keys))} field"
                 )
             items.append(obj[key])
+            objs.append(obj)
+        names = {k for o in objs for k, v in o.items() if isinstance(v, (str, int, float, bool))}
+        for k in sorted(names - {key, "id"} if objs else set()):
+            col = [o.get(k) for o in objs]
+            if len({type(v) for v in col if v is not None}) == 1:  # one type per column
+                extras[k] = col
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -72,7 +83,15 @@ def read_inputs(path: str | os.PathLike, *, kind: str | None = None, column: str
         key = next((k for k in keys if k in names), None)
         if key is None:
             raise ValueError(f"{p}: expected a column {' or '.join(map(repr, keys))}; columns are {names}")
-        items = pq.read_table(p, columns=[key]).column(key).to_pylist()
+        table = pq.read_table(p)
+        items = table.column(key).to_pylist()
+        import pyarrow as pa
+
+        for f in table.schema:
+            if f.name not in (key, "id") and not (
+                pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type)
+            ):
+                extras[f.name] = table.column(f.name).to_pylist()
     else:
         raise ValueError(
             f"{p}: expected a .txt, .jsonl or .parquet file, or an image folder; received {suffix or 'no suffix'}"
@@ -81,5 +100,6 @@ def read_inputs(path: str | os.PathLike, *, kind: str | None = None, column: str
     if bad:
         raise ValueError(f"{p}: items {bad[:5]} are not strings (null or another type)")
     if kind == "text":
-        return "text", items, {"text": items}
-    return "image", items, _image_meta(items)
+        return "text", items, {"text": items, **{k: v for k, v in extras.items() if k != "text"}}
+    base = _image_meta(items)
+    return "image", items, {**base, **{k: v for k, v in extras.items() if k not in base}}

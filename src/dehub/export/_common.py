@@ -28,7 +28,15 @@ def check_description(desc: Any, *, source: str) -> dict:
     return STORE_SEAL.check(desc, source=source, error=ValueError)
 
 
-__all__ = ["export_ids", "metadata_table", "describe", "RESERVED_COLUMNS"]
+__all__ = [
+    "export_ids",
+    "metadata_table",
+    "describe",
+    "RESERVED_COLUMNS",
+    "source_metadata",
+    "seal_description",
+    "check_description",
+]
 
 #: Columns/payload keys the exports write themselves; metadata may not use them.
 RESERVED_COLUMNS = ("id", "vector", "bias", "_distance", "_score", "_rowid")
@@ -49,6 +57,17 @@ def export_ids(source: Any, ids, n: int) -> np.ndarray:
     if np.unique(out).shape[0] != n:
         raise ValueError("ids must be unique")
     return out
+
+
+def source_metadata(source: Any, metadata):
+    """``metadata`` if given, else the index's own item metadata (url, caption...) aligned
+    with its rows (:meth:`dehub.Index.metadata_rows`), else ``None``."""
+    if metadata is not None:
+        return metadata
+    items = getattr(source, "item_metadata", None)
+    if items is None:
+        return None
+    return items.table_for(source.ids)
 
 
 def metadata_table(metadata, n: int):

@@ -36,10 +36,24 @@ import numpy as np
 from .._io import atomic_path, sha256_file
 from .._json import jsonable
 from ..engine import DEFAULT_NPROBE, default_nlist, import_faiss
+from .recall import DEFAULT_RECALL, RecallCheck, check_recall, exact_top_ids, probe_queries, report_recall
 from .sidecar import SIDECAR_KIND, SIDECAR_VERSION, load_sidecar, write_sidecar
-from .vectors import LazyItemVectors, offset_model
+from .vectors import LazyItemVectors, offset_model, query_vectors
 
-__all__ = ["export_faiss", "load_sidecar", "ExportType", "build_faiss_index", "faiss_ids_of"]
+__all__ = [
+    "export_faiss",
+    "load_sidecar",
+    "ExportType",
+    "build_faiss_index",
+    "faiss_ids_of",
+    "faiss_recall_check",
+    "NPROBE_CANDIDATES",
+    "EF_SEARCH_CANDIDATES",
+]
+
+#: settings tried by the recall check, cheapest first (nprobe is capped at nlist)
+NPROBE_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+EF_SEARCH_CANDIDATES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 ExportType = Literal["flat", "ivf", "ivf-sq8", "hnsw"]
 Metric = Literal["ip", "l2"]
@@ -67,7 +81,7 @@ def build_faiss_index(
     (``shape`` + row slicing, e.g. :class:`dehub.export.vectors.LazyItemVectors`): rows
     are then added ``block_rows`` at a time, so only the index holds all of them.
     """
-    faiss = import_faiss()
+    faiss = _import_faiss()
     shape = tuple(getattr(vectors, "shape", np.shape(vectors)))
     if len(shape) != 2:
         raise ValueError(f"vectors must be a (n, dim) array; received shape {shape}")
@@ -115,6 +129,60 @@ def faiss_ids_of(path: str | os.PathLike) -> np.ndarray:
     return _faiss_ids(import_faiss().read_index(str(path)))
 
 
+def _import_faiss():
+    """faiss, or an ImportError that names what ``dehub export`` can do without it."""
+    try:
+        return import_faiss()
+    except ImportError:
+        raise ImportError(
+            "exporting to FAISS needs faiss-cpu, in dehub's 'faiss' extra: from a clone of dehub, "
+            "pip install -e '.[faiss]'; or export with --to lancedb, qdrant or pgvector, which do not need it"
+        ) from None
+
+
+def _set_search_param(faiss, index, params: dict[str, int]) -> None:
+    if "nprobe" in params:
+        faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
+    if "efSearch" in params:
+        faiss.downcast_index(index.index).hnsw.efSearch = int(params["efSearch"])
+
+
+def faiss_recall_check(
+    index,
+    source,
+    form: str,
+    index_type: str,
+    *,
+    fixed: dict[str, int] | None = None,
+    target: float = DEFAULT_RECALL,
+    n_probes: int | None = None,
+) -> RecallCheck:
+    """Measure the FAISS ``index``'s recall@10 against ``source``'s exact corrected top-10.
+
+    Tries ``fixed`` (a setting the caller chose) or nprobe / efSearch from cheap to
+    expensive, and leaves the chosen setting applied on ``index``.
+    """
+    faiss = _import_faiss()
+    probes = probe_queries(source, n_probes) if n_probes else probe_queries(source)
+    exact = exact_top_ids(source, probes, 10)
+    qv = query_vectors(probes, form, dim=index.d)
+    if fixed:
+        cands: list[dict[str, int]] = [dict(fixed)]
+    elif index_type in ("ivf", "ivf-sq8"):
+        nlist = int(faiss.extract_index_ivf(index).nlist)
+        cands = [{"nprobe": p} for p in NPROBE_CANDIDATES if p < nlist] + [{"nprobe": nlist}]
+    else:
+        cands = [{"efSearch": e} for e in EF_SEARCH_CANDIDATES]
+
+    def search(params: dict[str, int]):
+        _set_search_param(faiss, index, params)
+        return index.search(qv, 10)[1]
+
+    check = check_recall(search, cands, exact, target=target)
+    _set_search_param(faiss, index, check.params)
+    return check
+
+
 def export_faiss(
     source,
     path: str | os.PathLike,
@@ -122,6 +190,9 @@ def export_faiss(
     index_type: ExportType = "flat",
     form: str = "d+1",
     ids=None,
+    recall: float = DEFAULT_RECALL,
+    strict: bool = False,
+    n_probes: int | None = None,
     **index_params: Any,
 ) -> Path:
     """Write ``source``'s corrected gallery as a FAISS index file plus a JSON sidecar.
@@ -138,8 +209,14 @@ def export_faiss(
     ids : external ids (default: the Index's ids, else ``0..n-1``)
     index_params : ``nlist``, ``nprobe``, ``M``, ``ef_construction``, ``ef_search``
         (nprobe and efSearch are stored in the sidecar and re-applied by the server).
+    recall, strict : an IVF / HNSW export measures its recall@10 against dehub's exact
+        corrected top-10 on probe queries (:mod:`dehub.export.recall`); without an explicit
+        ``nprobe`` / ``ef_search`` it stores the cheapest setting reaching ``recall``
+        (default 0.99); when none does it warns, or with ``strict`` raises
+        :class:`~dehub.export.recall.RecallNotReached` and writes nothing. The measured
+        figure is the sidecar's ``recall_check``.
     """
-    faiss = import_faiss()
+    faiss = _import_faiss()
     model = offset_model(source)
     if ids is None:
         ids = getattr(source, "ids", None)
@@ -152,6 +229,17 @@ def export_faiss(
         raise ValueError("ids must be non-negative for an export (FAISS uses -1 as its padding id)")
     metric: Metric = "ip" if form == "d+1" else "l2"
     index = build_faiss_index(items, ids, index_type=index_type, metric=metric, **index_params)
+    check = None
+    if index_type != "flat":
+        fixed = {}
+        if index_type in ("ivf", "ivf-sq8") and "nprobe" in index_params:
+            fixed = {"nprobe": int(index_params["nprobe"])}
+        if index_type == "hnsw" and "ef_search" in index_params:
+            fixed = {"efSearch": int(index_params["ef_search"])}
+        check = faiss_recall_check(
+            index, source, form, index_type, fixed=fixed, target=recall, n_probes=n_probes
+        )
+        report_recall(check, f"FAISS {index_type} export {path}", strict=strict)
     path = Path(path)
     if path.exists() and not Path(str(path) + ".json").is_file():
         raise FileExistsError(
@@ -161,11 +249,7 @@ def export_faiss(
         faiss.write_index(index, tmp)
     from .._version import __version__
 
-    search_params: dict[str, int] = {}
-    if index_type in ("ivf", "ivf-sq8"):
-        search_params["nprobe"] = int(faiss.extract_index_ivf(index).nprobe)
-    if index_type == "hnsw":
-        search_params["efSearch"] = int(index_params.get("ef_search", 128))
+    search_params: dict[str, int] = dict(check.params) if check is not None else {}
     if form == "d+1":
         q_transform = "append -1: q' = [q_1, ..., q_d, -1] (float32, not re-normalized)"
         r_transform = "r' = [r_1, ..., r_d, bias(r)]"
@@ -192,5 +276,7 @@ def export_faiss(
         "search_params": search_params,
         "ids": ids.tolist(),
     }
+    if check is not None:
+        fields["recall_check"] = check.as_dict()
     write_sidecar(path, fields)
     return path

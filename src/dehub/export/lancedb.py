@@ -26,10 +26,19 @@ import os
 import numpy as np
 
 from .._json import parse_json
-from ._common import check_description, describe, export_ids, metadata_table, seal_description
-from .vectors import augment_items, item_vectors, padded_dim
+from ._common import check_description, describe, export_ids, metadata_table, seal_description, source_metadata
+from .recall import DEFAULT_RECALL, RecallCheck, check_recall, exact_top_ids, probe_queries, report_recall
+from .vectors import augment_items, item_vectors, padded_dim, query_vectors
 
-__all__ = ["export_lancedb", "LANCEDB_INDEXES", "lancedb_description", "lancedb_search_params"]
+__all__ = [
+    "export_lancedb",
+    "LANCEDB_INDEXES",
+    "lancedb_description",
+    "lancedb_search_params",
+    "lancedb_search",
+    "lancedb_query",
+    "lancedb_recall_check",
+]
 
 LANCEDB_INDEXES = {"ivf_pq": "IVF_PQ", "ivf_flat": "IVF_FLAT", "ivf_hnsw_sq": "IVF_HNSW_SQ"}
 _METRICS = {"d+1": ("dot",), "d+2": ("l2", "cosine")}
@@ -39,7 +48,10 @@ def _connect(uri):
     try:
         import lancedb
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("exporting to LanceDB needs the 'stores' extra: pip install dehub[stores]") from exc
+        raise ImportError(
+            "exporting to LanceDB needs lancedb, in dehub's 'stores' extra: from a clone of dehub, "
+            "pip install -e '.[stores]'"
+        ) from exc
     if hasattr(uri, "open_table"):
         return uri
     return lancedb.connect(os.fspath(uri))
@@ -70,12 +82,12 @@ def _arrow_table(ids: np.ndarray, vectors: np.ndarray, bias: np.ndarray, meta, d
 def _refuse_foreign_table(db, name: str, uri) -> None:
     """An existing table is replaced only if an earlier dehub export wrote it."""
     try:
-        names = list(db.table_names())
-    except Exception:  # pragma: no cover - remote connections without listing
+        table = db.open_table(name)  # (no table listing: table_names() is deprecated)
+    except (ValueError, FileNotFoundError):  # no such table
         return
-    if name in names:
+    if table is not None:
         try:
-            lancedb_description(db.open_table(name))
+            lancedb_description(table)
         except ValueError:
             raise ValueError(
                 f"LanceDB table {name!r} in {uri} exists and was not written by dehub.export; "
@@ -125,6 +137,10 @@ def export_lancedb(
     ids=None,
     metadata=None,
     mode: str = "overwrite",
+    recall: float = DEFAULT_RECALL,
+    strict: bool = False,
+    search_params: dict | None = None,
+    n_probes: int | None = None,
 ):
     """Write ``source``'s corrected gallery as LanceDB table ``name`` in the database at ``uri``.
 
@@ -138,6 +154,12 @@ def export_lancedb(
     pad_multiple : pad the vector length to a multiple of this (default 16 with 'ivf_pq',
         else 1)
     metadata : per-item columns (pyarrow Table, DataFrame or dict), aligned with the rows
+    recall, strict, search_params : with an ANN index, the recall check
+        (:mod:`dehub.export.recall`) measures recall@10 against dehub's exact corrected
+        top-10 and stores the cheapest ``nprobes`` / ``refine_factor`` / ``ef`` reaching
+        ``recall`` (or measures the given ``search_params``); when none does it warns, or
+        with ``strict`` drops the table and raises
+        :class:`~dehub.export.recall.RecallNotReached`.
     Returns the ``lancedb`` table.
     """
     if form not in _METRICS:
@@ -158,7 +180,7 @@ def export_lancedb(
         else item_vectors(model.gallery_, model.bias_, form, M=base.M, dim=dim)
     )
     item_ids = export_ids(source, ids, n)
-    meta = metadata_table(metadata, n)
+    meta = metadata_table(source_metadata(source, metadata), n)
     parts = num_partitions or max(1, min(int(np.sqrt(n)), n // 256 or 1))
     subv = num_sub_vectors or max(1, dim // 16)
     if index == "ivf_pq" and dim % subv:
@@ -185,7 +207,101 @@ def export_lancedb(
     )
     if index is not None:
         table.create_index("vector", config=_index_config(index, metric, parts, subv))
+        check = lancedb_recall_check(
+            table, source, description, fixed=search_params, target=recall, n_probes=n_probes
+        )
+        description["search_params"] = dict(check.params)
+        description["recall_check"] = check.as_dict()
+        _store_description(table, description)
+        try:
+            report_recall(check, f"LanceDB table {name!r} ({index})", strict=strict)
+        except Exception:
+            db.drop_table(name)
+            raise
     return table
+
+
+def _store_description(table, desc: dict) -> None:
+    text = json.dumps(seal_description(desc), sort_keys=True)
+    if hasattr(table, "update_field_metadata"):
+        table.update_field_metadata({"path": "vector", "metadata": {"dehub": text}})
+    else:  # pragma: no cover - lancedb < 0.33
+        table.replace_field_metadata("vector", {"dehub": text})
+
+
+def lancedb_search(table, queries: np.ndarray, k: int = 10, params: dict | None = None) -> list[list[int]]:
+    """Top-``k`` item ids of plain ``queries`` from a dehub-exported table (one batched query).
+
+    ``params``: ``nprobes``, ``refine_factor``, ``ef`` (default: the stored ``search_params``).
+    """
+    desc = lancedb_description(table)
+    sp = desc.get("search_params") or {} if params is None else params
+    qv = query_vectors(np.asarray(queries, dtype=np.float32), desc["form"], dim=int(desc["dim"]))
+    search = table.search(qv).distance_type(desc["metric"]).limit(k)
+    if sp.get("nprobes"):
+        search = search.nprobes(int(sp["nprobes"]))
+    if sp.get("refine_factor"):
+        search = search.refine_factor(int(sp["refine_factor"]))
+    if sp.get("ef"):  # lance refuses ef < k * refine_factor
+        search = search.ef(max(int(sp["ef"]), k * int(sp.get("refine_factor") or 1)))
+    res = search.select(["id", "_distance"]).to_arrow()
+    out: list[list[int]] = [[] for _ in range(qv.shape[0])]
+    qi = res["query_index"].to_numpy() if "query_index" in res.column_names else np.zeros(res.num_rows, int)
+    for q, i in zip(qi.tolist(), res["id"].to_pylist()):
+        out[q].append(int(i))
+    return out
+
+
+def lancedb_query(table, query: np.ndarray, k: int = 10):
+    """Top-``k`` rows of one plain query with their scores and metadata (the retriever's backend).
+
+    Returns ``[(id, corrected_score, bias, {column: value})]`` best first, the corrected
+    score ``q' . x`` computed from the stored vector (``q . r - b(r)`` in both forms).
+    """
+    desc = lancedb_description(table)
+    sp = desc.get("search_params") or {}
+    qv = query_vectors(np.asarray(query, dtype=np.float32), desc["form"], dim=int(desc["dim"]))
+    search = table.search(qv).distance_type(desc["metric"]).limit(k)
+    if sp.get("nprobes"):
+        search = search.nprobes(int(sp["nprobes"]))
+    if sp.get("refine_factor"):
+        search = search.refine_factor(int(sp["refine_factor"]))
+    if sp.get("ef"):
+        search = search.ef(max(int(sp["ef"]), k * int(sp.get("refine_factor") or 1)))
+    out = []
+    for rec in search.to_arrow().to_pylist():
+        vec = np.asarray(rec.pop("vector"), dtype=np.float64)
+        rec.pop("_distance", None)
+        item_id, bias = int(rec.pop("id")), float(rec.pop("bias"))
+        out.append((item_id, float(vec @ qv.astype(np.float64)), bias, rec))
+    return out
+
+
+def _candidates(desc: dict) -> list[dict]:
+    parts = int(desc.get("num_partitions") or 1)
+    probes = sorted({p for p in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if p < parts} | {parts})
+    if desc.get("index") == "ivf_hnsw_sq":
+        # lance needs ef >= k * refine_factor (100 at k=10)
+        return [{"nprobes": p, "ef": e, "refine_factor": 10} for p in probes for e in (100, 400)] + [
+            {"nprobes": parts, "ef": 1000, "refine_factor": 50}
+        ]
+    if desc.get("index") == "ivf_flat":
+        return [{"nprobes": p} for p in probes]
+    # PQ codes rank coarsely: the last resort re-ranks 200 k candidates with the stored vectors
+    return [{"nprobes": p, "refine_factor": rf} for p in probes for rf in (10, 50)] + [
+        {"nprobes": parts, "refine_factor": 200}
+    ]
+
+
+def lancedb_recall_check(
+    table, source, desc: dict, *, fixed: dict | None = None, target: float = DEFAULT_RECALL, n_probes=None
+) -> RecallCheck:
+    """Measure the table's recall@10 against dehub's exact corrected top-10 (probe queries),
+    trying ``fixed`` or the candidate settings from cheap to expensive."""
+    probes = probe_queries(source, n_probes) if n_probes else probe_queries(source)
+    exact = exact_top_ids(source, probes, 10)
+    cands = [dict(fixed)] if fixed else _candidates(desc)
+    return check_recall(lambda p: lancedb_search(table, probes, 10, p), cands, exact, target=target)
 
 
 def _index_config(index: str, metric: str, parts: int, subv: int):

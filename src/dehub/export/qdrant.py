@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .._json import JSONLimits, read_json
-from ._common import check_description, describe, export_ids, metadata_table, seal_description
+from ._common import check_description, describe, export_ids, metadata_table, seal_description, source_metadata
 from .vectors import augment_items
 
 __all__ = ["export_qdrant", "qdrant_client_for", "qdrant_description", "QDRANT_DISTANCES"]
@@ -45,7 +45,10 @@ def _models():
     try:
         from qdrant_client import models
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("exporting to Qdrant needs the 'stores' extra: pip install dehub[stores]") from exc
+        raise ImportError(
+            "exporting to Qdrant needs qdrant-client, in dehub's 'stores' extra: from a clone of dehub, "
+            "pip install -e '.[stores]'"
+        ) from exc
     return models
 
 
@@ -140,7 +143,7 @@ def export_qdrant(
     vectors = items.vectors[:, : items.d] if variant == "rescore" else items.vectors
     dim = vectors.shape[1]
     item_ids = export_ids(source, ids, n)
-    meta = metadata_table(metadata, n)
+    meta = metadata_table(source_metadata(source, metadata), n)
     client = qdrant_client_for(location)
     dist = {"dot": models.Distance.DOT, "cosine": models.Distance.COSINE, "euclid": models.Distance.EUCLID}[
         distance

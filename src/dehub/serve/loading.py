@@ -75,6 +75,8 @@ class Served:
     files: tuple[FileIdentity, ...] = ()
     hnsw: dict[str, Any] | None = None
     _broken: list[str] = field(default_factory=list, repr=False)  # sticky: once changed in place
+    #: per-item metadata (url, caption...) by id: ``dehub.item_metadata.ItemMetadata``
+    item_metadata: Any = None
     _order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
     _sorted_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), repr=False)
 
@@ -272,6 +274,13 @@ def load_served(
     metadata = dict(index.metadata)
     texts = _texts_from(metadata, texts_file, index.n_items)
     metadata.pop("item_text", None)
+    if texts is None and index.item_metadata is not None:  # a folder's caption / text column
+        column = next((c for c in ("caption", "text") if c in index.item_metadata.columns), None)
+        if column is not None:
+            texts = tuple(
+                "" if t is None else str(t)
+                for t in index.item_metadata.table_for(index.ids)[column].to_pylist()
+            )
     bias = np.asarray(index.model.bias_, dtype=np.float32).copy() if offset else None
     kp = kc = None
     kq = None
@@ -303,6 +312,7 @@ def load_served(
         text_encoder=enc if index.dim == EMBEDDING_DIM else None,
         files=files,
         hnsw=hnsw_info,
+        item_metadata=index.item_metadata,
     )
 
 

@@ -127,6 +127,9 @@ class ItemResponse(BaseModel):
     text: str | None
     bias: float | None = Field(description="the correction's per-item offset b(r) (offset methods)")
     k_occurrence: dict[str, int] | None
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="the item's metadata columns (url, caption...) where the index keeps them"
+    )
 
 
 class ReloadResponse(BaseModel):

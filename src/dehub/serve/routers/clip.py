@@ -47,10 +47,16 @@ def _check_indice(served: Served, name: str | None) -> None:
 
 
 def metadata_of(served: Served, row: int) -> dict[str, Any]:
-    """The stored metadata of one gallery row (``caption`` = its text, where stored)."""
-    if row < 0 or served.texts is None:
+    """The item's stored metadata columns (``url``, ...) and ``caption`` (its text)."""
+    if row < 0:
         return {}
-    return {"caption": served.texts[row]}
+    out: dict[str, Any] = {}
+    if served.item_metadata is not None:
+        stored = served.item_metadata.rows([int(served.ids[row])])[0] or {}
+        out.update({k: v for k, v in stored.items() if k != "text" and v is not None})
+    if served.texts is not None:
+        out.setdefault("caption", served.texts[row])
+    return out
 
 
 def knn_entries(served: Served, scores: np.ndarray, ids: np.ndarray, num_images: int) -> list[dict[str, Any]]:
@@ -95,7 +101,8 @@ async def indices_list(served: IndexDep) -> list[str]:
 
 @router.post("/metadata", response_model=list[MetadataEntry], responses=responses(404))
 async def metadata(req: MetadataRequest, ctx: ContextDep, served: IndexDep) -> list[MetadataEntry]:
-    """Stored metadata of the given ids (``caption`` = the item's text, where stored)."""
+    """Stored metadata of the given ids (``url`` and the other metadata columns of the
+    index, ``caption`` = the item's text, where stored)."""
     _check_indice(served, req.indice_name)
     if len(req.ids) > ctx.settings.max_k:
         raise ApiError(413, "too many ids", f"at most {ctx.settings.max_k}", f"{len(req.ids)} ids")

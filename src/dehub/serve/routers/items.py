@@ -41,6 +41,7 @@ def item_response(served: Served, item_id: int, row: int) -> ItemResponse:
         text=served.texts[row] if served.texts is not None else None,
         bias=float(served.bias[row]) if served.bias is not None else None,
         k_occurrence=kocc,
+        metadata=served.item_metadata.rows([item_id])[0] if served.item_metadata is not None else None,
     )
 
 

@@ -372,11 +372,11 @@ def test_bad_invocations_exit_2_with_one_line_and_no_traceback(world):
         (["eval", "--params", "k=16"], "argument --params: expected a JSON object"),
         (
             ["eval", "--methods", "nnn", "--params", '{"k": 16, "alfa": 0.7}'],
-            "method 'nnn' has no parameter 'alfa'; its parameters are k, alpha",
+            "no method in --methods nnn has the parameter 'alfa'; their parameters are alpha, engine",
         ),
         (
             ["eval", "--methods", "plain,csls", "--params", '{"alpha": 0.5}'],
-            "method 'plain' has no parameter",
+            "no method in --methods plain,csls has the parameter 'alpha'",
         ),
         (["eval", "--methods", "nnn,magic"], "unknown --methods ['magic']"),
         (["eval", "-o", t / "afile"], "is a file; expected a directory"),

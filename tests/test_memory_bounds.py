@@ -96,7 +96,7 @@ def test_search_with_k_1e9_under_a_64_mib_allowance(tmp_path, rng, unit):
     path = Index.build(unit(rng, 50, 8), unit(rng, 60, 8), k=4).save(tmp_path / "i.dehub")
     out = _run({"op": "search", "path": str(path), "preload": True, "k": 10**9, "allow_mb": 64})
     assert out.get("shape") == [8, 50], out
-    assert any("k=1000000000 exceeds the 50 items" in w for w in out["warnings"])
+    assert any("k=1000000000 exceeds the 50 gallery items" in w for w in out["warnings"])
 
 
 @pytest.mark.parametrize("mmap", [False, True])

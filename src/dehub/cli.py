@@ -35,6 +35,7 @@ from ._version import __version__
 from .datasets.pairs import load_ids
 from .distributed.cli import run_build
 from .embed.cli import SUBCOMMANDS as embed_cmds
+from .embed.provenance import build_records
 from .evaluation.cli import SUBCOMMANDS as evaluation_cmds
 from .export.cli import SUBCOMMANDS as export_cmds
 from .index import Index
@@ -204,8 +205,6 @@ def _run_build(args: argparse.Namespace) -> int:
     reference = load_npy(args.reference, "reference")
     ids = load_int_ids(args.ids, "--ids") if args.ids else None
     _check_output_file(args.output)
-    from .embed.provenance import build_records
-
     # a dehub embed folder's encoder, and a folder's metadata columns (url, caption...)
     provenance, items = build_records(args.gallery)
     index = Index.build(

@@ -15,6 +15,8 @@ import sys
 import numpy as np
 import pytest
 
+from dehub.datasets.shards import shard_paths
+
 # sentence-transformers is imported by the ``minilm`` fixture, never at collection: its
 # optional ``import datasets`` would find tests/datasets/ and break lancedb's import in
 # the modules collected after this one (see tests/embed/conftest.py)
@@ -56,7 +58,7 @@ def test_a_20mb_line_embeds_under_an_address_space_limit(tmp_path, minilm):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "embedded 3 under" in out.stdout
-    vectors = np.load(tmp_path / "out" / "text_emb" / "text_emb_0.npy")
+    vectors = np.load(shard_paths(tmp_path / "out" / "text_emb")[0])
     # the model truncates at 256 tokens: the 20 MB line embeds as its first few thousand characters
     want = minilm.encode_texts(["a short text", SENTENCE * 40, "another short text"])
     np.testing.assert_allclose(vectors, want, atol=2e-5)

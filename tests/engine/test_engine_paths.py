@@ -3,6 +3,11 @@ the one-shot selection matches a full sort; sizes derived from the machine are s
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -210,18 +215,28 @@ def test_even_blocks_and_database_blocks():
 
 
 def test_single_threaded_blas_nests_and_restores():
+    """In a fresh process: BLAS obeys only the thread that first set its thread count
+    (dehub's owner thread), so a test earlier in this process that set it from another
+    thread would leave the engine on its one-worker fallback."""
     from dehub.engine import _blas
 
     if not _blas.blas_controllable():
         pytest.skip("threadpoolctl finds no BLAS to control here")
-    ctl = _blas._controller()
-    before = [lib.num_threads for lib in ctl.lib_controllers]
-    with _blas.single_threaded_blas() as a:
-        with _blas.single_threaded_blas() as b:
-            assert a and b
-            assert all(lib.num_threads == 1 for lib in ctl.lib_controllers)
-        assert all(lib.num_threads == 1 for lib in ctl.lib_controllers)  # still one search inside
-    assert [lib.num_threads for lib in ctl.lib_controllers] == before
+    code = textwrap.dedent(
+        """
+        from dehub.engine import _blas
+        before = _blas.blas_threads()
+        with _blas.single_threaded_blas() as a:
+            with _blas.single_threaded_blas() as b:
+                assert a and b
+                assert all(t == 1 for t in _blas.blas_threads())
+            assert all(t == 1 for t in _blas.blas_threads())  # still one search inside
+        assert _blas.blas_threads() == before, (_blas.blas_threads(), before)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_row_length_buffers_is_restored_and_per_thread():

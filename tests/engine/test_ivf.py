@@ -4,6 +4,11 @@ the windowed quantizer to a recall floor, and its pieces one by one."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -177,20 +182,30 @@ def test_engine_params_errors():
 
 
 def test_parallel_scopes_restore_blas_threads_in_any_order():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    """In a fresh process (BLAS obeys only the thread that first set its thread count)."""
+    pytest.importorskip("threadpoolctl")
+    code = textwrap.dedent(
+        """
+        import threadpoolctl
+        from dehub.engine import _workers
 
-    def blas_threads() -> list[int]:
-        return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        def blas_threads():
+            return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
 
-    before = blas_threads()
-    a = _workers.parallel_scope(2)
-    b = _workers.parallel_scope(2)
-    a.__enter__()
-    b.__enter__()
-    a.__exit__(None, None, None)  # closed first, as a concurrent search may be
-    assert all(t == 1 for t in blas_threads())  # b still open: still limited
-    b.__exit__(None, None, None)
-    assert blas_threads() == before
+        before = blas_threads()
+        a = _workers.parallel_scope(2)
+        b = _workers.parallel_scope(2)
+        a.__enter__()
+        b.__enter__()
+        a.__exit__(None, None, None)  # closed first, as a concurrent search may be
+        assert all(t == 1 for t in blas_threads()), blas_threads()  # b still open: still limited
+        b.__exit__(None, None, None)
+        assert blas_threads() == before, (blas_threads(), before)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def _planted_hubs(rng, n_x: int, n_q: int, d: int = 64, topics: int = 60):

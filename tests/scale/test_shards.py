@@ -21,11 +21,13 @@ def sharded(tmp_path, clustered_data):
     return d, g
 
 
-def test_shard_order_is_numeric(tmp_path):
+def test_shard_order_is_embedding_readers(tmp_path):
+    """Unpadded names read in string order, as embedding-reader / autofaiss read them
+    (``dehub embed`` writes zero-padded names, whose string order is numeric)."""
     for j in (0, 1, 2, 10):
         np.save(tmp_path / f"img_emb_{j}.npy", np.full((1, 2), j, np.float32))
-    assert [p.name for p in shard_paths(tmp_path)] == [f"img_emb_{j}.npy" for j in (0, 1, 2, 10)]
-    np.testing.assert_array_equal(ShardedArray(tmp_path)[:, 0], [0, 1, 2, 10])
+    assert [p.name for p in shard_paths(tmp_path)] == [f"img_emb_{j}.npy" for j in (0, 1, 10, 2)]
+    np.testing.assert_array_equal(ShardedArray(tmp_path)[:, 0], [0, 1, 10, 2])
 
 
 def test_sharded_view_indexing(sharded):
@@ -156,8 +158,8 @@ def test_5000_shards_under_a_low_descriptor_limit(tmp_path):
     rng = np.random.default_rng(3)
     full = rng.standard_normal((5000 * 2, 4)).astype(np.float32)
     full /= np.linalg.norm(full, axis=1, keepdims=True)
-    for j in range(5000):
-        np.save(d / f"img_emb_{j}.npy", full[2 * j : 2 * j + 2])
+    for j in range(5000):  # zero-padded, as dehub embed writes them: string order = row order
+        np.save(d / f"img_emb_{j:05d}.npy", full[2 * j : 2 * j + 2])
     np.save(tmp_path / "full.npy", full)
     code = f"""
 import resource, numpy as np

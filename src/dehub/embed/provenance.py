@@ -15,7 +15,6 @@ clip-retrieval / embedding-reader folder with ``metadata/``) keeps:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any

@@ -140,7 +140,9 @@ def embed(
     }
     old = read_json(cfg_path) if cfg_path.is_file() else None
     if old is not None and not isinstance(old, dict):
-        raise ValueError(f"{cfg_path}: expected the JSON object dehub embed writes; found {type(old).__name__}")
+        raise ValueError(
+            f"{cfg_path}: expected the JSON object dehub embed writes; found {type(old).__name__}"
+        )
     if old is not None:
         _refuse_other_run(out, old, early)
     prefix = "text_emb" if kind == "text" else "img_emb"

@@ -32,7 +32,21 @@ from .ivf import BUILD_BLOCK_ROWS, probe_lists, train_coarse
 from .reference import ReferenceIndex
 from .settings import EngineParams
 
-__all__ = ["import_faiss", "SQ8Index", "HNSWIndex"]
+__all__ = ["import_faiss", "SQ8Index", "HNSWIndex", "search_with_params"]
+
+
+def search_with_params(index: Any, x: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search(x, k, params=params)`` for a FAISS index and numpy ``x``.
+
+    ``faiss.contrib.torch_utils``, once any library in the process imports it (kiez does),
+    replaces every index class's ``search`` with a torch-aware wrapper that takes no
+    ``params`` and keeps FAISS's own numpy wrapper as ``search_numpy``: that one is called
+    where it exists, so the per-call search parameters are never lost or refused.
+    """
+    search = getattr(type(index), "search_numpy", None)
+    if search is not None:
+        return search(index, x, k, params=params)
+    return index.search(x, k, params=params)
 
 
 def import_faiss() -> ModuleType:
@@ -170,5 +184,5 @@ class HNSWIndex(ReferenceIndex):
         faiss = import_faiss()
         q = np.ascontiguousarray(q, dtype=np.float32)
         ef = int(params.ef_search or max(2 * k, 64))
-        v, i = self.faiss_index.search(q, k, params=faiss.SearchParametersHNSW(efSearch=ef))
+        v, i = search_with_params(self.faiss_index, q, k, faiss.SearchParametersHNSW(efSearch=ef))
         return _as_contract(v, i)

@@ -217,9 +217,11 @@ def _fixed_params(args: argparse.Namespace, methods: list[str]) -> dict[str, dic
         used = {k for v in fixed.values() for k in v}
         unused = [k for k in given if k not in used]
         if unused:
+            known = sorted({k for m in methods if m != "best" for k in method_parameters(m)})
             raise ValueError(
                 f"--params: no method in --methods {','.join(methods)} has the parameter"
-                f"{'s' if len(unused) > 1 else ''} {', '.join(map(repr, unused))}"
+                f"{'s' if len(unused) > 1 else ''} {', '.join(map(repr, unused))}; "
+                f"their parameters are {', '.join(known) or 'none'}"
             )
         return fixed or None
     from .protocol import method_parameters

@@ -26,7 +26,14 @@ import os
 import numpy as np
 
 from .._json import parse_json
-from ._common import check_description, describe, export_ids, metadata_table, seal_description, source_metadata
+from ._common import (
+    check_description,
+    describe,
+    export_ids,
+    metadata_table,
+    seal_description,
+    source_metadata,
+)
 from .recall import DEFAULT_RECALL, RecallCheck, check_recall, exact_top_ids, probe_queries, report_recall
 from .vectors import augment_items, item_vectors, padded_dim, query_vectors
 

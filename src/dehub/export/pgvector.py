@@ -40,7 +40,14 @@ import struct
 import numpy as np
 
 from .._json import JSONReadError, parse_json
-from ._common import check_description, describe, export_ids, metadata_table, seal_description, source_metadata
+from ._common import (
+    check_description,
+    describe,
+    export_ids,
+    metadata_table,
+    seal_description,
+    source_metadata,
+)
 from .recall import (
     DEFAULT_RECALL,
     RecallCheck,

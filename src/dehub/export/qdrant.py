@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from .._json import JSONLimits, read_json
-from ._common import check_description, describe, export_ids, metadata_table, seal_description, source_metadata
+from ._common import (
+    check_description,
+    describe,
+    export_ids,
+    metadata_table,
+    seal_description,
+    source_metadata,
+)
 from .vectors import augment_items
 
 __all__ = ["export_qdrant", "qdrant_client_for", "qdrant_description", "QDRANT_DISTANCES"]

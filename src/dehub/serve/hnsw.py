@@ -37,6 +37,7 @@ import numpy as np
 
 from .._progress import progress_bar
 from ..engine import import_faiss
+from ..engine.faiss_indexes import search_with_params
 from ..export.vectors import LazyItemVectors, query_vectors
 
 __all__ = [
@@ -279,7 +280,7 @@ class HNSWBackend:
             aug[:, self.dim] = 0.0
         kk = min(int(k), self.n_items)
         ef_used = max(int(ef or self.ef_search), kk)
-        _, rows = self.graph.search(aug, kk, params=faiss.SearchParametersHNSW(efSearch=ef_used))
+        _, rows = search_with_params(self.graph, aug, kk, faiss.SearchParametersHNSW(efSearch=ef_used))
         rows = np.asarray(rows, dtype=np.int64)
         scores = self._exact_scores(q, rows, corrected)
         order = np.argsort(-scores, axis=1, kind="stable")  # the graph's order is approximate

@@ -12,6 +12,8 @@ import numpy as np
 
 from .._cli_support import load_npy, positive_int
 from .._loading import load
+from ..datasets.pairs import read_pairs
+from ..relevance import Relevance
 from ._common import unit_rows
 from .audit import AdmissionGate, audit_gallery
 from .report import STUDY_SECTIONS
@@ -75,9 +77,6 @@ def _reference_of(index: Any, path: str | None, what: str) -> np.ndarray:
 
 
 def _relevance_of(path: str, n_queries: int, index: Any):
-    from ..datasets.loaders import read_pairs
-    from ..relevance import Relevance
-
     q_ids, g_ids = read_pairs(path)
     row_of = {str(i): r for r, i in enumerate(np.asarray(index.ids).tolist())}
     try:

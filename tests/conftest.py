@@ -75,3 +75,44 @@ def selection(request, monkeypatch):
     elif topk.kernel_isa() is None:
         pytest.skip("the compiled top-k (dehub.engine._topk_kernel) is not built or is turned off")
     return request.param
+
+
+def _faiss_state(faiss) -> dict[object, dict[str, object]]:
+    """What ``faiss.contrib.torch_utils`` changes: the faiss module's functions and the
+    methods of every faiss Index class."""
+    state: dict[object, dict[str, object]] = {faiss: dict(vars(faiss))}
+    for name in dir(faiss):
+        obj = getattr(faiss, name)
+        if isinstance(obj, type) and issubclass(obj, faiss.Index):
+            state[obj] = dict(vars(obj))
+    return state
+
+
+def _restore_faiss(state: dict[object, dict[str, object]]) -> None:
+    for owner, before in state.items():
+        now = dict(vars(owner))
+        for name in now.keys() - before.keys():
+            delattr(owner, name)
+        for name, value in before.items():
+            if now.get(name) is not value:
+                setattr(owner, name, value)
+
+
+@pytest.fixture(scope="session")
+def kiez():
+    """kiez (the cross-checks in tests/methods), imported without its side effect: its
+    import loads ``faiss.contrib.torch_utils``, which replaces every faiss Index's
+    ``search`` by one without ``params=``; dehub's IVF/HNSW searches pass
+    ``SearchParameters``, so tests run after it failed. Undone here, once."""
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    state = _faiss_state(faiss) if faiss is not None else None
+    module = pytest.importorskip("kiez")
+    import kiez.hubness_reduction.local_scaling
+    import kiez.hubness_reduction.mutual_proximity  # noqa: F401  (every module the tests use)
+
+    if state is not None:
+        _restore_faiss(state)
+    return module

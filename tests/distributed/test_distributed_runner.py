@@ -267,9 +267,31 @@ def _wait_for(condition, what: str, timeout: float = 900.0) -> None:
         time.sleep(0.05)
 
 
-def _kill_the_held_worker(tickets: Path) -> None:
+def _ticket_pids(tickets: Path) -> set[int]:
+    return {int(t.read_text()) for t in tickets.iterdir() if t.name.isdigit() and t.read_text()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_the_held_worker(tickets: Path, driver: subprocess.Popen) -> None:
     """SIGKILL the worker holding ticket 0 (in the middle of its part), then open the gate."""
-    _wait_for(lambda: (tickets / "0").is_file() and (tickets / "0").read_text() != "", "a worker at ticket 0")
+
+    def held() -> bool:
+        return (tickets / "0").is_file() and (tickets / "0").read_text() != ""
+
+    _wait_for(lambda: held() or driver.poll() is not None, "a worker at ticket 0")
+    if not held():
+        raise AssertionError(
+            f"the driver exited ({driver.returncode}) first: {driver.communicate()[0][-3000:]}"
+        )
     os.kill(int((tickets / "0").read_text()), signal.SIGKILL)
     (tickets / "open").touch()
 
@@ -278,7 +300,7 @@ def _kill_the_held_worker(tickets: Path) -> None:
 def test_without_retries_a_killed_worker_fails_the_job_resumably(cluster, heavy, tmp_path):
     out, tickets = tmp_path / "run", tmp_path / "tickets"
     driver = _driver(cluster, heavy, out, tickets, held="0", retries=0)
-    _kill_the_held_worker(tickets)
+    _kill_the_held_worker(tickets, driver)
     summary = _summary(driver)
     assert re.search(r"parts are committed in .*run the same call again", summary.get("error", "")), summary
     assert not (out / "manifest.json").exists()
@@ -289,7 +311,7 @@ def test_killed_worker_is_retried_and_output_identical(cluster, heavy, tmp_path)
     _, want_scores, want_ids = heavy
     out, tickets = tmp_path / "run", tmp_path / "tickets"
     driver = _driver(cluster, heavy, out, tickets, held="0")
-    _kill_the_held_worker(tickets)
+    _kill_the_held_worker(tickets, driver)
     summary = _summary(driver)
     assert summary["parts"] == 12 and summary["computed"] + summary["skipped"] == 12
     assert summary["retried"] >= 1 and summary["attempts"] >= 13
@@ -311,8 +333,8 @@ def test_interrupted_job_resumes_computing_only_missing_parts(cluster, heavy, tm
     finally:
         driver.communicate(timeout=600)
     assert not (out / "manifest.json").exists()
-    # the dead job's actors give their CPUs back once the cluster has reaped them
-    _wait_for(lambda: ray.available_resources().get("CPU", 0) >= 2, "the dead job's CPUs")
+    # the dead job's workers (the pids on its tickets) exit once the cluster reaps them
+    _wait_for(lambda: not any(_alive(pid) for pid in _ticket_pids(tickets)), "the dead job's workers to exit")
     done = sorted(_committed(out))
     assert len(done) == 3
     # damage one committed part: it no longer matches its checksum and must be recomputed

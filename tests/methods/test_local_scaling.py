@@ -42,15 +42,14 @@ def test_matches_kiez_transcription(data, variant, kiez_method):
 
 
 @pytest.mark.parametrize("variant, kiez_method", [("nicdm", "nicdm"), ("standard", "standard")])
-def test_matches_kiez_itself(data, monkeypatch, variant, kiez_method):
+def test_matches_kiez_itself(kiez, data, monkeypatch, variant, kiez_method):
     """kiez's own LocalScaling._fit/transform, when kiez is importable.
 
-    kiez conflicts with ray's pins, so it is not a test dependency (this skips without
-    it). kiez 0.5.0's scikit-learn calls break on scikit-learn >= 1.6 (``check_is_fitted``
+    kiez pins numpy<2 and pandas<2, so the test install adds it without its pins (the
+    ``kiez`` fixture skips without it and undoes its import's patching of faiss). kiez 0.5.0's scikit-learn calls break on scikit-learn >= 1.6 (``check_is_fitted``
     needs ``__sklearn_tags__``), so the fittedness guard is replaced by a no-op and the
     neighbour lists are given directly; the arithmetic is kiez's.
     """
-    pytest.importorskip("kiez")
     import types
 
     from kiez.hubness_reduction import local_scaling as kiez_ls

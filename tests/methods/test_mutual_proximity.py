@@ -53,9 +53,8 @@ def test_matches_kiez_transcription(data):
     )
 
 
-def test_matches_kiez_itself(data, monkeypatch):
+def test_matches_kiez_itself(kiez, data, monkeypatch):
     """kiez's MutualProximity(method='normal')._fit/transform, when kiez is importable (see LS)."""
-    pytest.importorskip("kiez")
     import types
 
     from kiez.hubness_reduction import mutual_proximity as kiez_mp

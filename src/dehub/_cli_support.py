@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ._json import OPTION_JSON_LIMITS, JSONReadError, parse_json
 from .datasets.layouts import cli_embeddings
 from .datasets.npy import load_embeddings, read_npy
+from .methods._cli import json_object as parse_json_object
 from .methods._cli import method_params_from_args
 
 __all__ = [
@@ -57,13 +57,8 @@ nonnegative_int = _int_at_least(0, "a non-negative integer (0, 1, 2, ...)")
 
 
 def json_object(text: str) -> dict:
-    try:
-        value = parse_json(text, source="the option's JSON", limits=OPTION_JSON_LIMITS)
-    except JSONReadError as exc:
-        raise argparse.ArgumentTypeError(f"expected a JSON object; received {text[:80]!r}: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"k\": 16}}'; received {text!r}")
-    return value
+    """An argparse type: a JSON object of parameters (``--params``, ``--engine-params``)."""
+    return parse_json_object(text, example='{"k": 16}')
 
 
 def load_npy(path: str, what: str, mmap: bool = True):

@@ -18,7 +18,7 @@ from .._json import OPTION_JSON_LIMITS, JSONReadError, parse_json
 from . import METHODS
 from ._params import Boolean, Interval, InvalidParameterError
 
-__all__ = ["add_method_param_options", "option_name", "method_params_from_args"]
+__all__ = ["add_method_param_options", "option_name", "method_params_from_args", "json_object"]
 
 
 def option_name(param: str) -> str:
@@ -35,15 +35,15 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false; received {text!r}")
 
 
-def _json_object(text: str) -> dict:
+def json_object(text: str, *, example: str = '{"nprobe": 8}') -> dict:
+    """An argparse type: a JSON object, read by the bounded reader (one parser for every
+    JSON option of the CLI); errors say what was expected (``example``) and received."""
     try:
         value = parse_json(text, source="the option's JSON", limits=OPTION_JSON_LIMITS)
     except JSONReadError as exc:
         raise argparse.ArgumentTypeError(f"expected a JSON object; received {text[:80]!r}: {exc}") from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(
-            f"expected a JSON object such as '{{\"nprobe\": 8}}'; received {text!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{example}'; received {text!r}")
     return value
 
 
@@ -55,7 +55,7 @@ def _converter(default, forms) -> Callable[[str], object]:
         if isinstance(form, Interval):
             return int if form.kind is Integral else float
         if form is dict:
-            return _json_object
+            return json_object
     if isinstance(default, bool):
         return _parse_bool
     if isinstance(default, int):

@@ -66,6 +66,9 @@ def test_embed_build_serve_clipclient_text_query_with_url_and_caption(minilm, wo
 
         item = httpx.get(server.url + f"/items/{out[0]['id']}", timeout=30).json()
         meta = httpx.post(server.url + "/metadata", json={"ids": [out[0]["id"]]}, timeout=30).json()
+        page_answer = httpx.post(  # what the page asks for: details carry each result's url
+            server.url + "/search", json={"text": [query], "k": 5, "details": True}, timeout=60
+        ).json()
     finally:
         server.stop()
     q = minilm.encode_texts([query])
@@ -76,4 +79,6 @@ def test_embed_build_serve_clipclient_text_query_with_url_and_caption(minilm, wo
         assert e["caption"] == defs[e["id"]]
     assert item["text"] == defs[out[0]["id"]] and item["metadata"]["url"] == out[0]["url"]
     assert meta[0]["metadata"]["url"] == out[0]["url"] and meta[0]["metadata"]["caption"] == out[0]["caption"]
+    first = page_answer["results"][0]
+    assert first["urls"] == [f"https://img.example/{i}.jpg" for i in first["ids"]]
     np.testing.assert_array_equal(index.ids, np.arange(240))

@@ -73,6 +73,9 @@ class Ranking(BaseModel):
     ids: list[int] = Field(description="ids as stored in the index, best first")
     scores: list[float]
     texts: list[str | None] | None = None
+    urls: list[str | None] | None = Field(
+        default=None, description="each item's url (with details=true, where the index keeps a url column)"
+    )
     k_occurrence: list[int | None] | None = Field(
         default=None, description="N_k of each item under the same ranking (plain or corrected)"
     )

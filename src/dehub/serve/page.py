@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __all__ = ["PAGE"]
 
-PAGE = """<!doctype html>
+PAGE = r"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -189,7 +189,12 @@ function render(listId, ranking, other, relevant, side) {
     li.innerHTML = '<span class="rank">' + (i + 1) + '</span><span class="text"></span>' +
       '<span class="score">' + ranking.scores[i].toFixed(3) + '</span>' +
       (nk === null ? '' : '<span class="nk" title="k-occurrence N_k under this ranking">N<sub>k</sub> ' + nk + '</span>');
-    const t = li.querySelector(".text"); t.textContent = text; t.title = text;
+    const t = li.querySelector(".text"); t.title = text;
+    const url = ranking.urls ? ranking.urls[i] : null;
+    if (url && /^https?:\/\//i.test(url)) {  // the item's url (metadata): a link, never script
+      const a = document.createElement("a"); a.href = url; a.target = "_blank"; a.rel = "noopener noreferrer";
+      a.textContent = text; t.appendChild(a);
+    } else { t.textContent = text; }
     t.insertAdjacentHTML("beforeend", tags.join(""));
     ol.appendChild(li);
   });

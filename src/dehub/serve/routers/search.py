@@ -47,6 +47,9 @@ def ranking(
         rows = served.rows_of(ids).tolist()
         texts = served.texts
         out["texts"] = [texts[r] if texts is not None and r >= 0 else None for r in rows]
+        meta = served.item_metadata
+        if meta is not None and "url" in meta.columns:
+            out["urls"] = [None if m is None else m.get("url") for m in meta.rows(ids)]
         kocc = served.kocc_corrected if corrected else served.kocc_plain
         out["k_occurrence"] = [int(kocc[r]) if kocc is not None and r >= 0 else None for r in rows]
         if corrected:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -18,6 +19,9 @@ import pytest
 # any test module imports ray; without it Ray swaps 127.0.0.1 for the machine's address).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# precision="auto"'s measurements are cached per machine (dehub.engine.tuning): the suite
+# keeps its own cache, never the user's ~/.cache/dehub
+os.environ.setdefault("DEHUB_CACHE_DIR", tempfile.mkdtemp(prefix="dehub-test-cache-"))
 
 
 def _unit_rows(rng: np.random.Generator, n: int, d: int, dtype=np.float32) -> np.ndarray:

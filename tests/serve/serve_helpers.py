@@ -84,7 +84,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"dehub serve exited with {self.proc.returncode}: {self.output()}")
             try:
-                if httpx.get(self.url + "/health", timeout=5.0).status_code == 200:
+                if httpx.get(self.url + "/health", timeout=60.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

@@ -46,7 +46,7 @@ def test_results_over_http_equal_index_search(server, queries):
 
 def test_token_from_the_environment_is_enforced(server, queries):
     body = {"vectors": queries[:1].tolist()}
-    r = httpx.post(server.url + "/search", json=body, timeout=10)
+    r = httpx.post(server.url + "/search", json=body, timeout=120)
     assert r.status_code == 401 and set(r.json()) == {"error", "expected", "received"}
     assert (
         httpx.post(
@@ -54,7 +54,7 @@ def test_token_from_the_environment_is_enforced(server, queries):
         ).status_code
         == 401
     )
-    assert httpx.get(server.url + "/health", timeout=10).status_code == 200
+    assert httpx.get(server.url + "/health", timeout=120).status_code == 200
 
 
 def _expected(path: Path, queries: np.ndarray, k: int) -> list[list[int]]:
@@ -108,8 +108,8 @@ def test_hot_swap_under_a_stream_of_requests_loses_none(tmp_path, queries):
                 assert r.status_code == 200 and r.json()["version"] == n, r.text
             else:
                 srv.proc.send_signal(signal.SIGHUP)
-                deadline = time.monotonic() + 30
-                while httpx.get(srv.url + "/health", timeout=5).json()["version"] != n:
+                deadline = time.monotonic() + 600  # only catches a hang: a busy machine is slow
+                while httpx.get(srv.url + "/health", timeout=60).json()["version"] != n:
                     assert time.monotonic() < deadline, "SIGHUP did not reload"
                     time.sleep(0.05)
             time.sleep(0.4)
@@ -147,7 +147,7 @@ def test_bounded_load_test_has_zero_errors(server, queries):
     elapsed = time.monotonic() - t0
     assert elapsed < time_limit + 30
     assert statuses.count(200) == n_requests, {s: statuses.count(s) for s in set(statuses)}
-    metrics = httpx.get(server.url + "/metrics", headers=AUTH, timeout=10).text
+    metrics = httpx.get(server.url + "/metrics", headers=AUTH, timeout=120).text
     assert 'dehub_errors_total{route="/search",kind="server"}' not in metrics
 
 
@@ -175,6 +175,6 @@ def test_demo_server_answers_text_queries(demo_server):
     assert r.status_code == 200, r.text
     entry = r.json()["results"][0]
     assert len(entry["ids"]) == 5 and len(entry["plain"]["ids"]) == 5
-    info = httpx.get(demo_server.url + "/info", timeout=10).json()
+    info = httpx.get(demo_server.url + "/info", timeout=120).json()
     assert info["name"] == "wordnet-demo" and info["text_encoder"].endswith("all-MiniLM-L6-v2")
     assert DIM != info["dim"] == 384

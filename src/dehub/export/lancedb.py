@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from .._extras import require
 from .._json import parse_json
 from ._common import (
     check_description,
@@ -52,13 +53,7 @@ _METRICS = {"d+1": ("dot",), "d+2": ("l2", "cosine")}
 
 
 def _connect(uri):
-    try:
-        import lancedb
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "exporting to LanceDB needs lancedb, in dehub's 'stores' extra: from a clone of dehub, "
-            "pip install -e '.[stores]'"
-        ) from exc
+    lancedb = require("lancedb", "exporting to LanceDB")
     if hasattr(uri, "open_table"):
         return uri
     return lancedb.connect(os.fspath(uri))

@@ -39,6 +39,7 @@ import struct
 
 import numpy as np
 
+from .._extras import require
 from .._json import JSONReadError, parse_json
 from ._common import (
     check_description,
@@ -86,14 +87,7 @@ _KIND = "dehub.store-export"
 
 
 def _psycopg():
-    try:
-        import psycopg
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "exporting to Postgres needs psycopg, in dehub's 'pgvector' extra: from a clone of dehub, "
-            "pip install -e '.[pgvector]'"
-        ) from exc
-    return psycopg
+    return require("psycopg", "exporting to Postgres")
 
 
 def _ident(name: str, what: str = "table") -> str:

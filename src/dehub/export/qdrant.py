@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .._extras import require
 from .._json import JSONLimits, read_json
 from ._common import (
     check_description,
@@ -49,14 +50,7 @@ QDRANT_DISTANCES = {"d+1": ("dot",), "d+2": ("cosine", "euclid"), "plain": ("dot
 
 
 def _models():
-    try:
-        from qdrant_client import models
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "exporting to Qdrant needs qdrant-client, in dehub's 'stores' extra: from a clone of dehub, "
-            "pip install -e '.[stores]'"
-        ) from exc
-    return models
+    return require("qdrant_client.models", "exporting to Qdrant")
 
 
 def qdrant_client_for(location):

@@ -170,6 +170,7 @@ def selection_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+@functools.lru_cache(maxsize=8)
 def cpu_model(path: str = "/proc/cpuinfo") -> str:
     """The CPU's model name as the kernel reports it (``platform.processor()`` otherwise)."""
 

@@ -46,16 +46,21 @@ def _check_indice(served: Served, name: str | None) -> None:
         raise ApiError(404, "unknown indice_name", f"one of {[served.name]} (GET /indices-list)", repr(name))
 
 
-def metadata_of(served: Served, row: int) -> dict[str, Any]:
-    """The item's stored metadata columns (``url``, ...) and ``caption`` (its text)."""
-    if row < 0:
-        return {}
-    out: dict[str, Any] = {}
-    if served.item_metadata is not None:
-        stored = served.item_metadata.rows([int(served.ids[row])])[0] or {}
-        out.update({k: v for k, v in stored.items() if k != "text" and v is not None})
-    if served.texts is not None:
-        out.setdefault("caption", served.texts[row])
+def metadata_of(served: Served, rows: np.ndarray) -> list[dict[str, Any]]:
+    """Each gallery row's stored metadata columns (``url``, ...) and ``caption`` (its text);
+    ``{}`` for row -1. One metadata lookup for all the rows of a request."""
+    rows = np.asarray(rows, dtype=np.int64)
+    stored: list[dict[str, Any] | None] = [None] * rows.size
+    if served.item_metadata is not None and rows.size:
+        stored = served.item_metadata.rows(np.where(rows >= 0, served.ids[np.maximum(rows, 0)], -1))
+    out = []
+    for r, meta in zip(rows.tolist(), stored, strict=True):
+        entry: dict[str, Any] = {}
+        if r >= 0:
+            entry.update({k: v for k, v in (meta or {}).items() if k != "text" and v is not None})
+            if served.texts is not None:
+                entry.setdefault("caption", served.texts[r])
+        out.append(entry)
     return out
 
 
@@ -63,10 +68,10 @@ def knn_entries(served: Served, scores: np.ndarray, ids: np.ndarray, num_images:
     """clip-retrieval's answer for one query: id, similarity, metadata on the first ``num_images``."""
     keep = ids >= 0
     ids, scores = ids[keep], scores[keep]
-    rows = served.rows_of(ids)
+    metas = metadata_of(served, served.rows_of(ids[:num_images]))
     out = []
-    for rank, (i, s, r) in enumerate(zip(ids.tolist(), scores.tolist(), rows.tolist(), strict=True)):
-        entry: dict[str, Any] = metadata_of(served, r) if rank < num_images else {}
+    for rank, (i, s) in enumerate(zip(ids.tolist(), scores.tolist(), strict=True)):
+        entry: dict[str, Any] = metas[rank] if rank < num_images else {}
         entry["id"] = i
         entry["similarity"] = s
         out.append(entry)
@@ -110,6 +115,6 @@ async def metadata(req: MetadataRequest, ctx: ContextDep, served: IndexDep) -> l
     safe = [i if lo <= i <= hi else -1 for i in req.ids]
     rows = served.rows_of(np.asarray(safe, dtype=np.int64)) if safe else np.zeros(0, np.int64)
     return [
-        MetadataEntry(id=i, metadata=metadata_of(served, int(r)) if lo <= i <= hi else {})
-        for i, r in zip(req.ids, rows.tolist(), strict=True)
+        MetadataEntry(id=i, metadata=meta if lo <= i <= hi else {})
+        for i, meta in zip(req.ids, metadata_of(served, rows), strict=True)
     ]

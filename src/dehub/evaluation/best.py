@@ -47,6 +47,9 @@ from .sweep import SweepResult, TimeLimitExceeded, sweep
 
 __all__ = ["BestSelection", "select_best_member", "default_members", "BASELINE", "DEFAULT_BUDGET"]
 
+#: Bank methods that equal another member exactly when given no gallery bank (not run twice).
+SAME_WITHOUT_BANK = {"dbsn": "sn"}
+
 #: The candidate ``best`` keeps unless another one clearly beats it on validation: no correction.
 BASELINE = "plain"
 
@@ -224,8 +227,9 @@ def select_best_member(
     ]
     for m in ordered:
         extra_fit = dict(fit_inputs.get(m, {}))
-        if m == "dbsn" and extra_fit.get("gallery_bank") is None and "sn" in members:
-            skipped[m] = "no gallery bank: DBSN without a bank is SN exactly (not run twice)"
+        twin = SAME_WITHOUT_BANK.get(m)
+        if twin is not None and extra_fit.get("gallery_bank") is None and twin in members:
+            skipped[m] = f"no gallery bank: {m} without a bank is {twin} exactly (not run twice)"
             continue
         limit = None
         if budget is not None and m not in (BASELINE, "nnn") and m not in include and "nnn" in seconds:

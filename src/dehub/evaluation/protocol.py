@@ -44,7 +44,7 @@ from .._validation import NormalizeMode, check_normalization
 from ..datasets.base import Direction, PairedBenchmark, PairedSplit
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ..methods import METHODS, ExcludedIds, check_excluded, get_tags
-from .best import BEST, DEFAULT_BUDGET, best_for_protocol  # issue 14: the 'best' hook
+from .best import BEST, DEFAULT_BUDGET, SAME_WITHOUT_BANK, best_for_protocol  # issue 14: the 'best' hook
 from .hubness import _stats_of, hub_precision, hub_precision_text, k_occurrence, occurrence_histogram
 from .metrics import (
     NoPositivePolicy,
@@ -62,9 +62,6 @@ __all__ = ["run_evaluation", "EvaluationResult", "check_benchmark", "method_para
 
 #: Per-method top hubs kept in the result (the baseline's, and each other method's).
 N_TOP_HUBS = 5
-
-#: Bank methods that, given no bank, are another method exactly (tested in tests/methods).
-_SAME_WITHOUT_BANK = {"dbsn": "sn"}
 
 GalleryBanks = str | Mapping[str, Any] | None
 
@@ -510,7 +507,7 @@ def run_evaluation(
         skipped_notes: list[str] = []
         dir_methods = []
         for m in methods:
-            twin = _SAME_WITHOUT_BANK.get(m)
+            twin = SAME_WITHOUT_BANK.get(m)
             if twin is not None and gbank is None:
                 skipped_notes.append(
                     f"{m} was not run: no gallery bank ({bank_text}), and {m} without a bank is "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 __all__ = ["SUBCOMMANDS", "add_store_update_options", "update_store_from_args"]
@@ -94,10 +93,9 @@ def _print_recall(desc: dict) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import json
 
     from .._loading import load
-    from . import export_faiss, export_lancedb, export_pgvector, export_qdrant, update_store
+    from . import export_faiss, export_lancedb, export_pgvector, export_qdrant, load_sidecar, update_store
     from .update import verify_store
 
     if not 0.0 < args.recall <= 1.0:
@@ -147,7 +145,7 @@ def _run(args: argparse.Namespace) -> int:
             **params,
         )
         print(f"wrote {path} and {path}.json: {index.n_items} items, {args.form}, {args.index_type}")
-        _print_recall(json.loads(Path(str(path) + ".json").read_text(encoding="utf-8")))
+        _print_recall(load_sidecar(path, verify=False))  # just written: sealed, bounded read
     elif args.to == "lancedb":
         lance_index = {"flat": None, "ivf": "ivf_pq", "hnsw": "ivf_hnsw_sq"}.get(args.index_type, "bad")
         if lance_index == "bad":

@@ -229,7 +229,9 @@ def select_best_member(
         extra_fit = dict(fit_inputs.get(m, {}))
         twin = SAME_WITHOUT_BANK.get(m)
         if twin is not None and extra_fit.get("gallery_bank") is None and twin in members:
-            skipped[m] = f"no gallery bank: {m} without a bank is {twin} exactly (not run twice)"
+            skipped[m] = (
+                f"no gallery bank: {m.upper()} without a bank is {twin.upper()} exactly (not run twice)"
+            )
             continue
         limit = None
         if budget is not None and m not in (BASELINE, "nnn") and m not in include and "nnn" in seconds:

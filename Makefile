@@ -51,8 +51,9 @@ run: $(RUN_VENV)/.installed
 test: $(TEST_VENV)/.installed chromium
 	$(TEST_VENV)/bin/python -m pytest -q
 
-# The same suite with a CPU-burning neighbour process on every core (CI runs it after
-# `make test`): no test may depend on the machine's speed. Stops at the first failure.
+# The same suite with a CPU-burning neighbour process on every core (run by hand, not by
+# .ci/run: 15-25 min on two cores): no test may depend on the machine's speed. Stops at the
+# first failure.
 test-busy: $(TEST_VENV)/.installed chromium
 	$(TEST_VENV)/bin/python scripts/busy.py -- $(TEST_VENV)/bin/python -m pytest -q -x
 

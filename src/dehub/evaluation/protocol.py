@@ -35,13 +35,14 @@ import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .._validation import NormalizeMode
 from .._version import __version__
-from ..datasets.base import Direction, PairedBenchmark
+from ..datasets.base import Direction, PairedBenchmark, RetrievalTask
 from ..datasets.overlap import count_shared_rows
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ..methods import METHODS, ExcludedIds, check_excluded, get_tags
@@ -51,6 +52,7 @@ from .hubness import hub_precision, k_occurrence, occurrence_histogram, occurren
 from .inputs import GalleryBanks, check_benchmark, gallery_bank_for, method_parameters, normalized_benchmark
 from .metrics import (
     NoPositivePolicy,
+    QueryOutcomes,
     canonical_metric,
     check_ks,
     dense_positive_ranks,
@@ -59,7 +61,7 @@ from .metrics import (
 )
 from .result import EvaluationResult
 from .statistics import bootstrap_comparisons
-from .sweep import fit_selected, sweep
+from .sweep import SweepResult, fit_selected, sweep
 
 #: ``EvaluationResult``, ``check_benchmark``, ``method_parameters``, ``gallery_bank_for`` and
 #: ``duplicate_groups`` live in :mod:`.result`, :mod:`.inputs` and :mod:`.findings`; named here too,
@@ -167,16 +169,28 @@ def run_evaluation(
     check_benchmark(benchmark, directions)
     benchmark = normalized_benchmark(benchmark, normalize)
     search_k = max(ks[-1], hub_ks[-1])
-    fit_kwargs = {"normalize": "none", "memory_budget": memory_budget}
+    run = _Run(
+        ks=list(ks),
+        hub_ks=list(hub_ks),
+        search_k=search_k,
+        metric=metric,
+        grids=grids,
+        no_positive=no_positive,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        confidence=confidence,
+        memory_budget=memory_budget,
+        progress=progress,
+        best_budget=best_budget,
+        best_include=tuple(best_include),
+    )
 
     result = EvaluationResult(data={})
     dir_data: dict[str, Any] = {}
     timings: dict[str, Any] = {}
     for direction in directions:
         dname = benchmark.direction_name(direction)
-        val_task = benchmark.validation.task(direction)
         test_task = benchmark.test.task(direction)
-        reference = benchmark.reference_for(direction)
         rel = test_task.relevance
         n_gallery = rel.n_gallery
         excluded = None
@@ -187,204 +201,23 @@ def run_evaluation(
                 f"{dname}: the test gallery has {n_gallery} items, fewer than the largest "
                 f"cut-off {search_k}; lower ks/hub_ks"
             )
-        result.k_occurrence[direction] = {}
-        result.outcomes[direction] = {}
-        mdata: dict[str, Any] = {}
-        tdir: dict[str, Any] = {}
-        rankings: dict[str, np.ndarray] = {}
         gbank, bank_text = gallery_bank_for(benchmark, direction, gallery_banks)
-        # Validation and test galleries differ; the bank (a held-out split) serves both.
-        bank_kw = {} if gbank is None else {"gallery_bank": gbank}
-
-        def bank_inputs(name: str) -> dict[str, Any]:
-            return bank_kw if get_tags(METHODS[name]).gallery_bank else {}
-
-        def bank_used(name: str) -> str:
-            if not get_tags(METHODS[name]).gallery_bank:
-                return "takes no gallery bank"
-            if gbank is None:
-                return f"no gallery bank ({bank_text}): {name} fell back to its no-bank form"
-            return f"gallery bank: {bank_text}"
-
-        skipped_notes: list[str] = []
-        dir_methods = []
-        for m in methods:
-            twin = SAME_WITHOUT_BANK.get(m)
-            if twin is not None and gbank is None:
-                skipped_notes.append(
-                    f"{m} was not run: no gallery bank ({bank_text}), and {m} without a bank is "
-                    f"{twin} exactly"
-                )
-                continue
-            dir_methods.append(m)
-        for method in dir_methods:
-            tm: dict[str, float] = {}
-            _log(progress, f"[{dname}] {method}: validation sweep")
-            t0 = time.perf_counter()
-            fit_extra: dict[str, Any] = {}
-            if method == BEST:  # issue 14: member and setting chosen on validation (evaluation/best.py)
-                sw, fit_method, fit_params, extra = best_for_protocol(
-                    val_task,
-                    reference,
-                    grids,
-                    metric=metric,
-                    ks=ks,
-                    no_positive=no_positive,
-                    n_bootstrap=n_bootstrap,
-                    confidence=confidence,
-                    seed=seed,
-                    memory_budget=memory_budget,
-                    budget=best_budget,
-                    include=best_include,
-                    fit_inputs={m: bank_inputs(m) for m in METHODS if bank_inputs(m)},
-                    progress=progress,
-                )
-                fit_extra = bank_inputs(fit_method)
-                extra["bank"] = bank_used(fit_method)
-            else:
-                # A transductive method (DSL) normalizes over the queries being answered:
-                # the validation queries in the sweep, the test queries at test time. It is
-                # marked as such in every report (it peeks at the test set).
-                transductive = get_tags(METHODS[method]).transductive
-                sw = sweep(
-                    method,
-                    val_task,
-                    val_task.queries if transductive else reference,
-                    grid=grids.get(method),
-                    metric=metric,
-                    ks=ks,
-                    no_positive=no_positive,
-                    normalize="none",
-                    memory_budget=memory_budget,
-                    progress=progress,
-                    fit_kwargs=bank_inputs(method),
-                )
-                fit_method, fit_params = method, sw.best_params
-                extra = {"transductive": True} if transductive else {}
-                fit_extra = bank_inputs(method)
-                extra["bank"] = bank_used(method)
-            tm["sweep"] = time.perf_counter() - t0
-            _log(
-                progress,
-                f"[{dname}] {method}: chose {sw.best_params or '(no parameters)'} "
-                f"({len(sw.table)} settings, {tm['sweep']:.1f} s); fitting on the test gallery",
-            )
-            t0 = time.perf_counter()
-            fit_reference = test_task.queries if extra.get("transductive") else reference
-            model = fit_selected(
-                fit_method, fit_params, test_task.gallery, fit_reference, **fit_kwargs, **fit_extra
-            )
-            tm["fit"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            if excluded is None:
-                scores, ids = model.search(
-                    test_task.queries, search_k, memory_budget=memory_budget, normalize="none"
-                )
-            else:
-                scores, ids = model.search_excluding(
-                    test_task.queries,
-                    search_k,
-                    exclude=excluded,
-                    memory_budget=memory_budget,
-                    normalize="none",
-                )
-            tm["search"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            queries = test_task.queries
-
-            def test_scores(rows: np.ndarray, model: Any = model) -> np.ndarray:
-                s = model.score(queries[rows], normalize="none")
-                if excluded is not None:
-                    for i, r in enumerate(rows.tolist()):
-                        s[i, excluded[r]] = -np.inf
-                return s
-
-            pos_ranks = dense_positive_ranks(
-                test_scores,
-                rel.n_queries,
-                rel,
-                memory_budget=min(memory_budget, 256 * 2**20),
-            )
-            out = evaluate_topk(ids, rel, ks, positive_ranks=pos_ranks, no_positive=no_positive)
-            rankings[method] = ids
-            tm["metrics"] = time.perf_counter() - t0
-            hub = {}
-            result.k_occurrence[direction][method] = {}
-            for hk in hub_ks:
-                n_k = k_occurrence(ids, n_gallery, hk)
-                result.k_occurrence[direction][method][hk] = n_k
-                hub[str(hk)] = {**occurrence_stats(n_k, hk), "histogram": occurrence_histogram(n_k)}
-            result.outcomes[direction][method] = out
-            rows_eval = out.query_rows
-            top1 = ids[rows_eval, 0]
-            hp = hub_precision(top1, rel.is_relevant(rows_eval, top1[:, None])[:, 0], n_gallery)
-            mdata[method] = {
-                "hub_precision": hp,
-                "chosen_params": sw.best_params,
-                "validation": sw.best_metrics,
-                "sweep": sw.to_dict(),
-                "test": out.summary(),
-                "hubness": hub,
-                "model": repr(model),
-                **extra,
-            }
-            tdir[method] = tm
-        t0 = time.perf_counter()
-        _log(progress, f"[{dname}] paired bootstrap ({n_bootstrap} resamples)")
-        boot = bootstrap_comparisons(
-            result.outcomes[direction], _comparisons(dir_methods), n_bootstrap, seed, confidence
+        side = _Direction(
+            name=dname,
+            val_task=benchmark.validation.task(direction),
+            test_task=test_task,
+            reference=benchmark.reference_for(direction),
+            excluded=excluded,
+            bank=gbank,
+            bank_text=bank_text,
         )
-        tdir["bootstrap"] = time.perf_counter() - t0
-        any_out = next(iter(result.outcomes[direction].values()))
-        dups = duplicate_groups(test_task.gallery)
-        shared = {
-            "validation_queries": count_shared_rows(test_task.queries, val_task.queries)[0],
-            "reference": count_shared_rows(test_task.queries, reference)[0],
-        }
-        hubs = top_hubs(result.k_occurrence[direction], hub_ks, test_task.gallery_text, dups)
-        same = identical_rankings(rankings, mdata)
-        dir_data[direction] = {
-            "name": dname,
-            "n_test_queries": rel.n_queries,
-            "n_test_gallery": n_gallery,
-            "n_validation_queries": val_task.relevance.n_queries,
-            "n_validation_gallery": val_task.relevance.n_gallery,
-            "n_reference": int(reference.shape[0]),
-            "n_evaluated_queries": int(any_out.query_rows.size),
-            "n_queries_without_positives": any_out.n_without_positives,
-            "mean_positives_per_query": float(rel.counts().mean()),
-            "methods": mdata,
-            "bootstrap": boot,
-            "gallery_duplicates": {
-                "n_groups": len(dups),
-                "n_rows": int(sum(len(g) for g in dups)),
-                "groups": dups[:50],
-                "tie_rule": "equal scores rank the smaller gallery row first",
-            },
-            "top_hubs": hubs,
-            "identical_rankings": same,
-            "test_queries_shared_with": shared,
-            "gallery_bank": bank_text,
-            "notes": skipped_notes
-            + hub_notes(mdata)
-            + ranking_notes(same, dups, hubs)
-            + [
-                f"{n} of the {rel.n_queries} test queries also occur verbatim (identical "
-                f"embeddings) in the {what}"
-                for what, n in (
-                    ("validation queries", shared["validation_queries"]),
-                    ("reference set", shared["reference"]),
-                )
-                if n
-            ]
-            + [
-                f"{m} is transductive: it was fitted on the test queries themselves (the "
-                "validation queries in its sweep), so it is not comparable with the other rows"
-                for m, md in mdata.items()
-                if md.get("transductive")
-            ],
-        }
-        timings[direction] = tdir
+        dir_methods, skipped_notes = side.runnable(methods)
+        evaluated = {method: _evaluate_method(method, side, run) for method in dir_methods}
+        result.k_occurrence[direction] = {m: e.k_occurrence for m, e in evaluated.items()}
+        result.outcomes[direction] = {m: e.outcomes for m, e in evaluated.items()}
+        dir_data[direction], timings[direction] = _direction_summary(
+            side, run, evaluated, result.outcomes[direction], result.k_occurrence[direction], skipped_notes
+        )
 
     timings["total_seconds"] = time.perf_counter() - t_start
     result.data = {
@@ -429,3 +262,258 @@ def run_evaluation(
         "timings": timings,
     }
     return result
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The settings of one :func:`run_evaluation` call, checked at its entry."""
+
+    ks: list[int]
+    hub_ks: list[int]
+    search_k: int
+    metric: str
+    grids: dict[str, dict[str, list]]
+    no_positive: NoPositivePolicy
+    n_bootstrap: int
+    seed: int
+    confidence: float
+    memory_budget: int
+    progress: bool
+    best_budget: float | None
+    best_include: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Direction:
+    """One direction's splits, excluded rows and gallery bank (the bank, a held-out split,
+    serves the validation sweep and the test fit alike)."""
+
+    name: str
+    val_task: RetrievalTask
+    test_task: RetrievalTask
+    reference: np.ndarray
+    excluded: ExcludedIds | None
+    bank: np.ndarray | None
+    bank_text: str
+
+    def bank_inputs(self, method: str) -> dict[str, Any]:
+        """The bank keyword of ``method``'s fit (none for a method that takes no bank)."""
+        if self.bank is None or not get_tags(METHODS[method]).gallery_bank:
+            return {}
+        return {"gallery_bank": self.bank}
+
+    def bank_used(self, method: str) -> str:
+        if not get_tags(METHODS[method]).gallery_bank:
+            return "takes no gallery bank"
+        if self.bank is None:
+            return f"no gallery bank ({self.bank_text}): {method} fell back to its no-bank form"
+        return f"gallery bank: {self.bank_text}"
+
+    def runnable(self, methods: Sequence[str]) -> tuple[list[str], list[str]]:
+        """The methods run in this direction, and a note for each left out (a bank method
+        without a bank that is another member exactly)."""
+        run, notes = [], []
+        for m in methods:
+            twin = SAME_WITHOUT_BANK.get(m)
+            if twin is not None and self.bank is None:
+                notes.append(
+                    f"{m} was not run: no gallery bank ({self.bank_text}), and {m} without a bank is "
+                    f"{twin} exactly"
+                )
+                continue
+            run.append(m)
+        return run, notes
+
+
+@dataclass
+class _Evaluated:
+    """One method's test evaluation in one direction."""
+
+    entry: dict[str, Any]  # the JSON-able result entry of the method
+    timings: dict[str, float]
+    ids: np.ndarray  # its test ranking (top search_k)
+    outcomes: QueryOutcomes
+    k_occurrence: dict[int, np.ndarray]
+
+
+def _choose(method: str, side: _Direction, run: _Run) -> tuple[SweepResult, str, dict, dict[str, Any]]:
+    """Step 1: the method's setting chosen on the validation split: (sweep, the method and
+    parameters to fit on test, what the result entry records about the choice)."""
+    if method == BEST:  # issue 14: member and setting chosen on validation (evaluation/best.py)
+        sw, fit_method, fit_params, extra = best_for_protocol(
+            side.val_task,
+            side.reference,
+            run.grids,
+            metric=run.metric,
+            ks=run.ks,
+            no_positive=run.no_positive,
+            n_bootstrap=run.n_bootstrap,
+            confidence=run.confidence,
+            seed=run.seed,
+            memory_budget=run.memory_budget,
+            budget=run.best_budget,
+            include=run.best_include,
+            fit_inputs={m: side.bank_inputs(m) for m in METHODS if side.bank_inputs(m)},
+            progress=run.progress,
+        )
+        extra["bank"] = side.bank_used(fit_method)
+        return sw, fit_method, fit_params, extra
+    # A transductive method (DSL) normalizes over the queries being answered: the
+    # validation queries in the sweep, the test queries at test time. It is marked as
+    # such in every report (it peeks at the test set).
+    transductive = get_tags(METHODS[method]).transductive
+    sw = sweep(
+        method,
+        side.val_task,
+        side.val_task.queries if transductive else side.reference,
+        grid=run.grids.get(method),
+        metric=run.metric,
+        ks=run.ks,
+        no_positive=run.no_positive,
+        normalize="none",
+        memory_budget=run.memory_budget,
+        progress=run.progress,
+        fit_kwargs=side.bank_inputs(method),
+    )
+    record: dict[str, Any] = {"transductive": True} if transductive else {}
+    record["bank"] = side.bank_used(method)
+    return sw, method, sw.best_params, record
+
+
+def _evaluate_method(method: str, side: _Direction, run: _Run) -> _Evaluated:
+    """Steps 1-4 of the protocol for one method in one direction."""
+    tm: dict[str, float] = {}
+    _log(run.progress, f"[{side.name}] {method}: validation sweep")
+    t0 = time.perf_counter()
+    sw, fit_method, fit_params, extra = _choose(method, side, run)
+    tm["sweep"] = time.perf_counter() - t0
+    _log(
+        run.progress,
+        f"[{side.name}] {method}: chose {sw.best_params or '(no parameters)'} "
+        f"({len(sw.table)} settings, {tm['sweep']:.1f} s); fitting on the test gallery",
+    )
+    task, excluded, budget = side.test_task, side.excluded, run.memory_budget
+    t0 = time.perf_counter()
+    fit_reference = task.queries if extra.get("transductive") else side.reference
+    model = fit_selected(
+        fit_method,
+        fit_params,
+        task.gallery,
+        fit_reference,
+        normalize="none",
+        memory_budget=budget,
+        **side.bank_inputs(fit_method),
+    )
+    tm["fit"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if excluded is None:
+        _, ids = model.search(task.queries, run.search_k, memory_budget=budget, normalize="none")
+    else:
+        _, ids = model.search_excluding(
+            task.queries, run.search_k, exclude=excluded, memory_budget=budget, normalize="none"
+        )
+    tm["search"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    queries, rel = task.queries, task.relevance
+
+    def test_scores(rows: np.ndarray) -> np.ndarray:
+        s = model.score(queries[rows], normalize="none")
+        if excluded is not None:
+            for i, r in enumerate(rows.tolist()):
+                s[i, excluded[r]] = -np.inf
+        return s
+
+    pos_ranks = dense_positive_ranks(test_scores, rel.n_queries, rel, memory_budget=min(budget, 256 * 2**20))
+    out = evaluate_topk(ids, rel, run.ks, positive_ranks=pos_ranks, no_positive=run.no_positive)
+    tm["metrics"] = time.perf_counter() - t0
+    hub = {}
+    occurrence = {}
+    for hk in run.hub_ks:
+        n_k = k_occurrence(ids, rel.n_gallery, hk)
+        occurrence[hk] = n_k
+        hub[str(hk)] = {**occurrence_stats(n_k, hk), "histogram": occurrence_histogram(n_k)}
+    rows_eval = out.query_rows
+    top1 = ids[rows_eval, 0]
+    hp = hub_precision(top1, rel.is_relevant(rows_eval, top1[:, None])[:, 0], rel.n_gallery)
+    entry = {
+        "hub_precision": hp,
+        "chosen_params": sw.best_params,
+        "validation": sw.best_metrics,
+        "sweep": sw.to_dict(),
+        "test": out.summary(),
+        "hubness": hub,
+        "model": repr(model),
+        **extra,
+    }
+    return _Evaluated(entry, tm, ids, out, occurrence)
+
+
+def _direction_summary(
+    side: _Direction,
+    run: _Run,
+    evaluated: dict[str, _Evaluated],
+    outcomes: dict[str, QueryOutcomes],
+    occurrence: dict[str, dict[int, np.ndarray]],
+    skipped_notes: list[str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Step 5 and the bootstrap: one direction's result entry and its timings."""
+    val_task, test_task, reference = side.val_task, side.test_task, side.reference
+    rel = test_task.relevance
+    mdata = {m: e.entry for m, e in evaluated.items()}
+    tdir: dict[str, Any] = {m: e.timings for m, e in evaluated.items()}
+    t0 = time.perf_counter()
+    _log(run.progress, f"[{side.name}] paired bootstrap ({run.n_bootstrap} resamples)")
+    boot = bootstrap_comparisons(
+        outcomes, _comparisons(list(evaluated)), run.n_bootstrap, run.seed, run.confidence
+    )
+    tdir["bootstrap"] = time.perf_counter() - t0
+    any_out = next(iter(outcomes.values()))
+    dups = duplicate_groups(test_task.gallery)
+    shared = {
+        "validation_queries": count_shared_rows(test_task.queries, val_task.queries)[0],
+        "reference": count_shared_rows(test_task.queries, reference)[0],
+    }
+    hubs = top_hubs(occurrence, run.hub_ks, test_task.gallery_text, dups)
+    same = identical_rankings({m: e.ids for m, e in evaluated.items()}, mdata)
+    entry = {
+        "name": side.name,
+        "n_test_queries": rel.n_queries,
+        "n_test_gallery": rel.n_gallery,
+        "n_validation_queries": val_task.relevance.n_queries,
+        "n_validation_gallery": val_task.relevance.n_gallery,
+        "n_reference": int(reference.shape[0]),
+        "n_evaluated_queries": int(any_out.query_rows.size),
+        "n_queries_without_positives": any_out.n_without_positives,
+        "mean_positives_per_query": float(rel.counts().mean()),
+        "methods": mdata,
+        "bootstrap": boot,
+        "gallery_duplicates": {
+            "n_groups": len(dups),
+            "n_rows": int(sum(len(g) for g in dups)),
+            "groups": dups[:50],
+            "tie_rule": "equal scores rank the smaller gallery row first",
+        },
+        "top_hubs": hubs,
+        "identical_rankings": same,
+        "test_queries_shared_with": shared,
+        "gallery_bank": side.bank_text,
+        "notes": skipped_notes
+        + hub_notes(mdata)
+        + ranking_notes(same, dups, hubs)
+        + [
+            f"{n} of the {rel.n_queries} test queries also occur verbatim (identical "
+            f"embeddings) in the {what}"
+            for what, n in (
+                ("validation queries", shared["validation_queries"]),
+                ("reference set", shared["reference"]),
+            )
+            if n
+        ]
+        + [
+            f"{m} is transductive: it was fitted on the test queries themselves (the "
+            "validation queries in its sweep), so it is not comparable with the other rows"
+            for m, md in mdata.items()
+            if md.get("transductive")
+        ],
+    }
+    return entry, tdir

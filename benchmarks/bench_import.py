@@ -8,7 +8,7 @@ alternated inside each round so a busy machine slows them alike. Printed per tre
 the median over rounds of the cumulative ``-X importtime`` of the named module (in ms;
 numpy's own import included, and once more with numpy imported first), the wall time of
 a whole ``dehub --help`` process, the number of modules ``import dehub`` adds to
-``sys.modules`` (and how many of them are dehub's); with two or more trees, the median
+``sys.modules`` (and how many of them are dehub's), and ``import dehub.cli`` too; with two or more trees, the median
 of the per-round ratios to the first tree. The CPU model and load averages are recorded
 beside the figures.
 """
@@ -33,7 +33,7 @@ CASES = {
 }
 HELP = "import sys; from dehub.cli import main; sys.exit(main(['--help']))"
 COUNT = (
-    "import sys, json; before = set(sys.modules); import dehub; "
+    "import sys, json; before = set(sys.modules); import {module}; "
     "new = set(sys.modules) - before; "
     "print(json.dumps([len(new), sum(m.split('.')[0] == 'dehub' for m in new)]))"
 )
@@ -73,9 +73,14 @@ def measure(src: Path) -> dict[str, float]:
     return out
 
 
-def count_modules(src: Path) -> tuple[int, int]:
+def count_modules(src: Path, module: str) -> tuple[int, int]:
+    """How many modules ``import module`` adds to ``sys.modules``, and how many are dehub's."""
     run = subprocess.run(
-        [sys.executable, "-c", COUNT], env=_env(src), capture_output=True, text=True, check=True
+        [sys.executable, "-c", COUNT.format(module=module)],
+        env=_env(src),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     total, own = json.loads(run.stdout)
     return int(total), int(own)
@@ -118,8 +123,13 @@ def main() -> int:
     print(f"load after: {os.getloadavg()}; {args.rounds} rounds, fresh interpreter per figure")
     first = next(iter(trees))
     for label, src in trees.items():
-        total, own = count_modules(src)
-        print(f"\n{label} ({src}): import dehub adds {total} modules ({own} of dehub)")
+        counts = {m: count_modules(src, m) for m in ("dehub", "dehub.cli")}
+        print(
+            f"\n{label} ({src}): "
+            + "; ".join(
+                f"import {m} adds {total} modules ({own} of dehub)" for m, (total, own) in counts.items()
+            )
+        )
         for case in rounds[label][0]:
             values = [x[case] for x in rounds[label]]
             line = f"  {case:<30} median {statistics.median(values):8.1f} ms (min {min(values):.1f}, max {max(values):.1f})"

@@ -51,6 +51,20 @@ def test_the_heavy_feature_modules_load_through_the_extras_guard():
     assert out.stdout.split() == ["False", "False"]
 
 
+def test_dehub_serve_without_the_serve_extra_names_it():
+    """The lazily loaded app goes through the extras guard: a missing FastAPI is a user error."""
+    code = "import sys; sys.modules['fastapi'] = None; from dehub.cli import main; sys.exit(main(['serve']))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(SRC)},
+    )
+    assert out.returncode != 0
+    assert "fastapi" in out.stderr and "serve" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
 def test_import_dehub_loads_only_the_core():
     code = (
         "import sys, json, dehub; "

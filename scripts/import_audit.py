@@ -6,8 +6,11 @@ Prints (and returns as JSON with --json) the counts the architecture is held to
 (docs/architecture.md): function-level imports (allowed only for the optional
 third-party packages named in ``dehub._extras``), the import cycles between
 modules (strongly connected components of the module import graph, every import
-counted, function-level ones included), and the largest modules by lines.
-Exit status 1 when a function-level import outside the allowed extras remains.
+counted, function-level ones included), the dynamic imports (``importlib.import_module``,
+``__import__``) outside ``dehub._extras`` (whose ``load_feature`` is the one lazy door, for
+the modules in ``FEATURE_MODULES``), and the largest modules by lines.
+Exit status 1 when a function-level import outside the allowed extras, or a dynamic
+import outside ``dehub._extras``, remains.
 """
 
 from __future__ import annotations
@@ -56,14 +59,28 @@ def _imports(path: Path, root: Path):
     return module, out
 
 
+def _dynamic_imports(path: Path) -> list[int]:
+    """Lines of ``importlib.import_module(...)`` / ``import_module(...)`` / ``__import__(...)`` calls."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            if name in ("import_module", "__import__"):
+                lines.append(node.lineno)
+    return lines
+
+
 def audit(src: Path) -> dict:
     sys.path.insert(0, str(src))
     from dehub._extras import ALLOWED_FUNCTION_LEVEL  # the one list of optional extras
 
     files = sorted((src / "dehub").rglob("*.py"))
     modules = {}
-    function_level, disallowed, internal = [], [], []
+    function_level, disallowed, internal, dynamic = [], [], [], []
     for path in files:
+        if path.relative_to(src).as_posix() != "dehub/_extras.py":
+            dynamic += [f"{path.relative_to(src)}:{line}" for line in _dynamic_imports(path)]
         module, imports = _imports(path, src)
         modules[module] = (path, imports)
         for target, line, in_function, _ in imports:
@@ -97,6 +114,7 @@ def audit(src: Path) -> dict:
         "function_level_imports": len(function_level),
         "function_level_not_extras": disallowed,
         "function_level_internal": len(internal),
+        "dynamic_imports": dynamic,
         "cycles": cycles,
         "largest_modules": sizes[:5],
     }
@@ -172,11 +190,14 @@ def main() -> int:
         )
         for where in report["function_level_not_extras"]:
             print(f"  {where}")
+        print(f"dynamic imports outside dehub._extras: {len(report['dynamic_imports'])}")
+        for where in report["dynamic_imports"]:
+            print(f"  {where}")
         print(f"import cycles (strongly connected module groups): {len(report['cycles'])}")
         for cycle in report["cycles"]:
             print(f"  {len(cycle)} modules: {', '.join(cycle)}")
         print("largest modules (lines): " + ", ".join(f"{p} {n}" for n, p in report["largest_modules"]))
-    return 1 if report["function_level_not_extras"] else 0
+    return 1 if report["function_level_not_extras"] or report["dynamic_imports"] else 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,14 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["OPTIONAL_PACKAGES", "DEFERRED_CORE", "ALLOWED_FUNCTION_LEVEL", "require"]
+__all__ = [
+    "OPTIONAL_PACKAGES",
+    "DEFERRED_CORE",
+    "ALLOWED_FUNCTION_LEVEL",
+    "FEATURE_MODULES",
+    "require",
+    "load_feature",
+]
 
 #: Top-level import name -> the pip extra that installs it.
 OPTIONAL_PACKAGES: dict[str, str] = {
@@ -56,6 +63,14 @@ DEFERRED_CORE: dict[str, str] = {
     "threadpoolctl": "one BLAS thread per exact-engine worker (dehub.engine._blas)",
 }
 
+#: dehub's own modules that import optional packages at their top, with those packages:
+#: loaded on first use through :func:`load_feature`, so that their package (``dehub.serve``)
+#: and the ``dehub`` command load without the extra and without its import time (the
+#: FastAPI app: about 640 ms and 340 modules). The only dehub modules imported lazily.
+FEATURE_MODULES: dict[str, tuple[str, ...]] = {
+    "dehub.serve.app": ("fastapi", "starlette", "pydantic", "prometheus_client"),
+}
+
 #: Every top-level package a function may import.
 ALLOWED_FUNCTION_LEVEL: frozenset[str] = frozenset(OPTIONAL_PACKAGES) | frozenset(DEFERRED_CORE)
 
@@ -72,3 +87,18 @@ def require(module: str, feature: str) -> ModuleType:
             f"{feature} needs {top}, in dehub's '{extra}' extra: from a clone of dehub, "
             f"pip install -e '.[{extra}]'"
         ) from exc
+
+
+def load_feature(module: str, feature: str) -> ModuleType:
+    """dehub's ``module`` (one of :data:`FEATURE_MODULES`) imported on first use, after
+    :func:`require` of each optional package it needs (the error names ``feature`` and the
+    extra). Any other dehub module is imported at the top of the module that uses it."""
+    needs = FEATURE_MODULES.get(module)
+    if needs is None:
+        raise LookupError(
+            f"{module!r} is not in dehub._extras.FEATURE_MODULES; expected one of {sorted(FEATURE_MODULES)} "
+            "(import any other dehub module at the top of the module that uses it)"
+        )
+    for package in needs:
+        require(package, feature)
+    return importlib.import_module(module)

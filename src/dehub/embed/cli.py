@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import os
 
+from .writer import embed
+
 __all__ = ["SUBCOMMANDS"]
 
 
@@ -61,8 +63,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from .writer import embed
-
     res = embed(
         args.input,
         args.output,

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from .._io import atomic_path
 from .._json import read_json
+from ..datasets.encoder import encoder_path
 
 __all__ = [
     "Encoder",
@@ -115,8 +118,6 @@ class SentenceTransformerEncoder(Encoder):
     """A sentence-transformers model (default: the bundled all-MiniLM-L6-v2)."""
 
     def __init__(self, model: str | None = None, *, device: str = "cpu", fp16: bool = False):
-        from ..datasets.encoder import encoder_path
-
         if model in (None, DEFAULT_MODEL):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             path: str = str(encoder_path())
@@ -288,12 +289,8 @@ def export_onnx(out_dir: str | os.PathLike, model: str | None = None, *, opset: 
     ``out_dir``; :class:`OnnxEncoder` then embeds with onnxruntime only. Needs torch,
     transformers and the ``onnx`` package (once, at export time).
     """
-    import shutil
-
     import torch
     from transformers import AutoModel
-
-    from ..datasets.encoder import encoder_path
 
     src = Path(encoder_path()) if model in (None, DEFAULT_MODEL) else Path(str(model))
     if not (src / "tokenizer.json").is_file():
@@ -316,8 +313,6 @@ def export_onnx(out_dir: str | os.PathLike, model: str | None = None, *, opset: 
 
     dummy = torch.ones((2, 8), dtype=torch.long)
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    from .._io import atomic_path
-
     with atomic_path(out / "model.onnx") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .._json import JSONReadError, read_json
+from ..datasets.layouts import read_metadata
 
 __all__ = ["embedding_folder_info", "build_records"]
 
@@ -59,7 +60,5 @@ def build_records(gallery: str | os.PathLike) -> tuple[dict[str, Any], Any]:
     table = None
     p = Path(os.fspath(gallery))
     if p.is_dir() and ((p / "metadata").is_dir() or (p.parent / "metadata").is_dir()):
-        from ..datasets.layouts import read_metadata
-
         table = read_metadata(gallery)
     return meta, table

@@ -1,5 +1,14 @@
 """The evaluation harness: metrics, hubness, paired bootstrap, validation sweep, protocol, report.
 
+Four layers, each importing only the ones below it (``.importlinter``, docs/architecture.md):
+
+* measurement: :mod:`.metrics`, :mod:`.statistics` (paired bootstrap CIs), :mod:`.hubness`,
+  :mod:`.findings` (duplicates, top hubs, identical rankings), :mod:`.engine_eval`;
+* orchestration: :mod:`.protocol` (``run_evaluation``), :mod:`.inputs` (checked once at its
+  entry), :mod:`.result` (``EvaluationResult``), :mod:`.sweep`, :mod:`.best`;
+* :mod:`.report` (JSON, Markdown, HTML, plots of a finished result);
+* :mod:`.cli` (``dehub eval``).
+
 Importing this package needs only numpy; plots need matplotlib (``dehub[plot]``).
 """
 

@@ -17,6 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from .._cli_support import json_object, nonnegative_int, positive_int
+from ..datasets import loaders
+from ..datasets.wordnet import load_wordnet_benchmark
+from ..methods import METHODS
+from .best import DEFAULT_BUDGET, default_members
+from .metrics import canonical_metric, check_ks
+from .protocol import method_parameters, run_evaluation
+from .report import write_report
 
 __all__ = ["SUBCOMMANDS"]
 
@@ -48,8 +55,6 @@ DBSN (= SN exactly) is not run; the report says which bank every method used.
 
 
 def _best_epilog() -> str:
-    from .best import DEFAULT_BUDGET, default_members
-
     members = ", ".join(m for m in default_members() if m != "plain")
     return (
         "\nbest (--methods ...,best): chooses per direction on the validation split among no "
@@ -204,8 +209,6 @@ def _fixed_params(args: argparse.Namespace, methods: list[str]) -> dict[str, dic
         fixed = {m: dict(v) for m, v in given.items()}
     else:
         # One setting: each parameter goes to the methods that have it (best picks its own).
-        from .protocol import method_parameters
-
         fixed = {}
         for m in methods:
             if m == "best":
@@ -224,8 +227,6 @@ def _fixed_params(args: argparse.Namespace, methods: list[str]) -> dict[str, dic
                 f"their parameters are {', '.join(known) or 'none'}"
             )
         return fixed or None
-    from .protocol import method_parameters
-
     for m, values in fixed.items():
         own = method_parameters(m)
         bad = [k for k in values if k not in own]
@@ -239,8 +240,6 @@ def _fixed_params(args: argparse.Namespace, methods: list[str]) -> dict[str, dic
 
 
 def _load(args: argparse.Namespace):
-    from ..datasets import loaders
-
     given = [a for a in _FILE_ARGS if getattr(args, a)]
     if args.karpathy and given:
         raise ValueError("use either --karpathy or the --queries/--gallery/... files, not both")
@@ -280,8 +279,6 @@ def _load(args: argparse.Namespace):
             allow_overlap=args.allow_overlap,
         )
         return bench, ["a2b"]
-    from ..datasets.wordnet import load_wordnet_benchmark
-
     return load_wordnet_benchmark(), ["a2b", "b2a"]
 
 
@@ -296,8 +293,6 @@ def _command_line(argv: list[str] | None) -> str:
 
 
 def _budget(value: float | None) -> float | None:
-    from .best import DEFAULT_BUDGET
-
     if value is None:
         return DEFAULT_BUDGET
     if value < 0:
@@ -306,17 +301,12 @@ def _budget(value: float | None) -> float | None:
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    from ..methods import METHODS
-    from .protocol import run_evaluation
-    from .report import write_report
-
     unknown = [m for m in args.methods if m not in METHODS and m != "best"]
     if unknown:
         raise ValueError(f"unknown --methods {unknown}; expected names from {sorted(METHODS)} or 'best'")
     if not 0 < args.reference_fraction <= 1:
         raise ValueError(f"--reference-fraction must be in (0, 1]; received {args.reference_fraction}")
     fixed = _fixed_params(args, args.methods)
-    from .metrics import canonical_metric, check_ks
 
     selectable = [f"success@{k}" for k in check_ks(args.ks)] + ["MRR", "mean_rank", "median_rank"]
     if canonical_metric(args.metric) not in selectable:

@@ -28,6 +28,7 @@ import numpy as np
 __all__ = [
     "k_occurrence",
     "hubness_stats",
+    "occurrence_stats",
     "compare_hubness",
     "occurrence_histogram",
     "hub_precision",
@@ -71,10 +72,11 @@ def _moments(x: np.ndarray) -> tuple[float, float]:
 def hubness_stats(ids: np.ndarray, n_gallery: int, k: int = 10) -> dict[str, float]:
     """Statistics of the k-occurrence distribution of one ranking (see module docstring)."""
     n_k = k_occurrence(ids, n_gallery, k)
-    return _stats_of(n_k, k)
+    return occurrence_stats(n_k, k)
 
 
-def _stats_of(n_k: np.ndarray, k: int) -> dict[str, float]:
+def occurrence_stats(n_k: np.ndarray, k: int) -> dict[str, float]:
+    """The statistics of :func:`hubness_stats` from the k-occurrence counts ``n_k`` themselves."""
     total = float(n_k.sum())
     mean = float(n_k.mean()) if n_k.size else float("nan")
     skew, kurt = _moments(n_k) if n_k.size else (float("nan"), float("nan"))

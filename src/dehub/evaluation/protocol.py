@@ -35,17 +35,21 @@ import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .._validation import NormalizeMode, check_normalization
-from ..datasets.base import Direction, PairedBenchmark, PairedSplit
+from .._validation import NormalizeMode
+from .._version import __version__
+from ..datasets.base import Direction, PairedBenchmark, RetrievalTask
+from ..datasets.overlap import count_shared_rows
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ..methods import METHODS, ExcludedIds, check_excluded, get_tags
 from .best import BEST, DEFAULT_BUDGET, SAME_WITHOUT_BANK, best_for_protocol  # issue 14: the 'best' hook
-from .hubness import _stats_of, hub_precision, hub_precision_text, k_occurrence, occurrence_histogram
+from .findings import duplicate_groups, hub_notes, identical_rankings, ranking_notes, top_hubs
+from .hubness import hub_precision, k_occurrence, occurrence_histogram, occurrence_stats
+from .inputs import GalleryBanks, check_benchmark, gallery_bank_for, method_parameters, normalized_benchmark
 from .metrics import (
     NoPositivePolicy,
     QueryOutcomes,
@@ -55,319 +59,21 @@ from .metrics import (
     evaluate_topk,
     metric_names,
 )
+from .result import EvaluationResult
 from .statistics import bootstrap_comparisons
-from .sweep import fit_selected, sweep
+from .sweep import SweepResult, fit_selected, sweep
 
-__all__ = ["run_evaluation", "EvaluationResult", "check_benchmark", "method_parameters", "duplicate_groups"]
-
-#: Per-method top hubs kept in the result (the baseline's, and each other method's).
-N_TOP_HUBS = 5
-
-GalleryBanks = str | Mapping[str, Any] | None
-
-
-def gallery_bank_for(
-    benchmark: PairedBenchmark, direction: Direction, gallery_banks: GalleryBanks
-) -> tuple[np.ndarray | None, str]:
-    """The gallery-modality bank of a direction and a sentence saying what it is.
-
-    ``"natural"``: the reference split's gallery side (side b for ``a2b``), when it has
-    rows; a mapping: ``gallery_banks[direction]`` (an array, or None); None: no bank.
-    """
-    if gallery_banks is None:
-        return None, "none given"
-    if isinstance(gallery_banks, str):
-        if gallery_banks != "natural":
-            raise ValueError(
-                f"gallery_banks must be 'natural', None or {{direction: array}}; received {gallery_banks!r}"
-            )
-        side = "b" if direction == "a2b" else "a"
-        bank = getattr(benchmark.reference, side)
-        label = benchmark.b_name if side == "b" else benchmark.a_name
-        if bank.shape[0] == 0:
-            return None, f"none (the reference split has no {label} side)"
-        return bank, f"the reference split's {label} side ({bank.shape[0]:,} rows)"
-    if not isinstance(gallery_banks, Mapping):
-        raise ValueError(
-            f"gallery_banks must be 'natural', None or {{direction: array}}; received {type(gallery_banks).__name__}"
-        )
-    bad = [d for d in gallery_banks if d not in ("a2b", "b2a")]
-    if bad:
-        raise ValueError(f"gallery_banks keys must be 'a2b'/'b2a'; received {bad}")
-    bank = gallery_banks.get(direction)
-    if bank is None:
-        return None, "none given"
-    bank = np.asarray(bank)
-    dim = benchmark.test.a.shape[1]
-    if bank.ndim != 2 or bank.shape[1] != dim or bank.shape[0] == 0:
-        raise ValueError(f"the {direction} gallery bank must be (n > 0, {dim}); received {bank.shape}")
-    return bank, f"given ({bank.shape[0]:,} rows)"
-
-
-def method_parameters(method: str) -> list[str]:
-    """The constructor parameters of a registered method (asked of the method itself).
-
-    ``best`` has none of its own: it picks a member and that member's setting.
-    """
-    if method == BEST:
-        return []
-    cls = METHODS[method]
-    return list(cls().get_params())
-
-
-def duplicate_groups(x) -> list[list[int]]:
-    """Groups (rows in increasing order) of exactly identical rows of a 2-D array."""
-    arr = np.ascontiguousarray(np.asarray(x))
-    if arr.shape[0] < 2:
-        return []
-    rows = arr.view(np.dtype((np.void, arr.dtype.itemsize * arr.shape[1]))).ravel()
-    _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
-    dup = np.flatnonzero(counts[inverse] > 1)
-    groups: dict[int, list[int]] = {}
-    for r in dup.tolist():
-        groups.setdefault(int(inverse[r]), []).append(r)
-    return sorted(groups.values())
-
-
-@dataclass
-class EvaluationResult:
-    """Everything an evaluation measured.
-
-    ``data`` is JSON-serializable (settings, seeds, versions, timings, sweep tables,
-    test metrics with CIs, hubness); ``k_occurrence[direction][method][k]`` holds the
-    full N_k vectors and ``outcomes[direction][method]`` the per-query outcomes (for
-    plots and further statistics; not written to JSON).
-    """
-
-    data: dict[str, Any]
-    k_occurrence: dict[str, dict[str, dict[int, np.ndarray]]] = field(default_factory=dict)
-    outcomes: dict[str, dict[str, QueryOutcomes]] = field(default_factory=dict)
-
-    def summary_rows(self) -> list[dict[str, Any]]:
-        """One row per direction x method: success@K with CIs, MRR, top hub, chosen params."""
-        rows = []
-        for direction, d in self.data["directions"].items():
-            boot = d["bootstrap"]["per_method"]
-            for method, m in d["methods"].items():
-                row = {"direction": d["name"], "method": method, "params": m["chosen_params"]}
-                for k in self.data["settings"]["ks"]:
-                    row[f"success@{k}"] = boot[method][f"success@{k}"]
-                for name in ("mAP@R", "MRR"):
-                    row[name] = boot[method][name]
-                hk = self.data["settings"]["hub_ks"][0]
-                row[f"max N_{hk}"] = m["hubness"][str(hk)]["max"]
-                rows.append(row)
-        return rows
-
-    def summary_text(self) -> str:
-        """A compact fixed-width table (what ``dehub eval`` prints)."""
-        ks = self.data["settings"]["ks"]
-        hk = self.data["settings"]["hub_ks"][0]
-        rows = self.summary_rows()
-        mw = max([8, *(len(r["method"]) for r in rows)])  # column widths fit the names
-        dw = max(
-            [14, *(len(n) for d in self.data["directions"].values() for n in d["bootstrap"]["differences"])]
-        )
-        head = (
-            f"{'direction':<22} {'method':<{mw}} "
-            + " ".join(f"{'success@' + str(k):>21}" for k in ks)
-            + f" {'mAP@R':>6} {'MRR':>6} {'maxN' + str(hk):>6}  params"
-        )
-        lines = [head, "-" * len(head)]
-        for r in rows:
-            cells = " ".join(
-                f"{100 * r[f'success@{k}']['value']:6.2f} [{100 * r[f'success@{k}']['ci_low']:5.2f},"
-                f"{100 * r[f'success@{k}']['ci_high']:6.2f}]"
-                for k in ks
-            )
-            params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
-            lines.append(
-                f"{r['direction']:<22} {r['method']:<{mw}} {cells} {100 * r['mAP@R']['value']:6.2f} "
-                f"{100 * r['MRR']['value']:6.2f} {r[f'max N_{hk}']:>6}  {params}"
-            )
-        diffs = []
-        for d in self.data["directions"].values():
-            for name, metrics in d["bootstrap"]["differences"].items():
-                for metric in [f"success@{k}" for k in ks] + ["mAP@R"]:
-                    x = metrics[metric]
-                    diffs.append(
-                        f"{d['name']:<22} {name:<{dw}} {metric:<11} {100 * x['delta']:+6.2f} "
-                        f"[{100 * x['ci_low']:+6.2f}, {100 * x['ci_high']:+6.2f}]"
-                    )
-        conf = self.data["settings"]["confidence"]
-        lines.append(
-            "success@K: share of queries with a relevant item in the top K (the paper's R@K); "
-            "mAP@R and MRR in %"
-        )
-        for d in self.data["directions"].values():
-            for note in d.get("notes", []):
-                lines.append(f"note ({d['name']}): {note}")
-        lines.append("")
-        lines.append(
-            f"paired differences (points, {int(100 * conf)}% bootstrap CI, "
-            f"{self.data['settings']['n_bootstrap']} resamples, seed {self.data['settings']['seed']}):"
-        )
-        lines.extend(diffs)
-        for d in self.data["directions"].values():  # issue 14: what best chose and why
-            chosen = d["methods"].get(BEST, {}).get("best")
-            if chosen:
-                lines.append(
-                    f"{d['name']}: best chose {chosen['member']} {chosen['params']}: {chosen['reason']}"
-                )
-        lines.append(f"total time {self.data['timings']['total_seconds']:.1f} s")
-        return "\n".join(lines)
-
-
-def _check_split(split: PairedSplit, name: str) -> None:
-    for side in ("a", "b"):
-        x = getattr(split, side)
-        if x.ndim != 2 or x.shape[0] == 0:
-            raise ValueError(
-                f"the {name} split has no '{side}' embeddings (shape {x.shape}); every split "
-                "needs at least one row on each side it is used for"
-            )
-    if np.asarray(split.pairs).shape[0] == 0:
-        raise ValueError(f"the {name} split has no pairs: nothing is relevant to anything")
-
-
-def check_benchmark(benchmark: PairedBenchmark, directions: Sequence[str]) -> None:
-    """Clear errors for empty splits, mismatched dimensions and validation == test."""
-    _check_split(benchmark.test, "test")
-    _check_split(benchmark.validation, "validation")
-    dims = {
-        f"{s}.{side}": getattr(getattr(benchmark, s), side).shape[1]
-        for s in ("test", "validation", "reference")
-        for side in ("a", "b")
-        if getattr(getattr(benchmark, s), side).shape[0] > 0
-    }
-    if len(set(dims.values())) != 1:
-        raise ValueError(f"every split must have the same embedding dimension; received {dims}")
-    for side in ("a", "b"):
-        t, v = getattr(benchmark.test, side), getattr(benchmark.validation, side)
-        if t is v or (t.shape == v.shape and np.shares_memory(t, v)):
-            raise ValueError(
-                f"the validation split's '{side}' side is the test split's: hyperparameters "
-                "would be chosen on test. Provide a disjoint validation split."
-            )
-    for d in directions:
-        if d not in ("a2b", "b2a"):
-            raise ValueError(f"directions must be 'a2b' and/or 'b2a'; received {d!r}")
-        direction: Direction = "a2b" if d == "a2b" else "b2a"
-        ref = benchmark.reference_for(direction)
-        if ref.shape[0] == 0:
-            raise ValueError(
-                f"no reference queries for direction {direction} "
-                f"({benchmark.direction_name(direction)}); provide the reference split's "
-                f"{'a' if direction == 'a2b' else 'b'} side or drop that direction"
-            )
-
-
-def _normalized(benchmark: PairedBenchmark, mode: NormalizeMode) -> PairedBenchmark:
-    """The benchmark with the unit-norm policy applied once to every split and side."""
-    check_normalization(np.zeros((1, 1), dtype=np.float32) + 1, "check", mode)  # validates mode
-    if mode == "none":
-        return benchmark
-    splits = {}
-    for s in ("test", "validation", "reference"):
-        split = getattr(benchmark, s)
-        sides = {}
-        for side, label in (("a", benchmark.a_name), ("b", benchmark.b_name)):
-            x = getattr(split, side)
-            sides[side] = (
-                x if x.shape[0] == 0 else check_normalization(x, f"the {s} {label} embeddings", mode)
-            )
-        splits[s] = replace(split, **sides)
-    return replace(benchmark, **splits)
-
-
-def _top_hubs(
-    occ: dict[str, dict[int, np.ndarray]],
-    hub_ks: Sequence[int],
-    texts: Sequence[str] | None,
-    dups: list[list[int]],
-) -> dict[str, list[dict[str, Any]]]:
-    """Per hub k: the top hubs of the first method (the baseline) and of every other one.
-
-    Each entry: gallery row, its text (where the benchmark has texts), its N_k under every
-    method, the method(s) where it is a top hub, and the rows it duplicates exactly.
-    """
-    dup_of = {r: [x for x in g if x != r] for g in dups for r in g}
-    methods = list(occ)
-    out: dict[str, list[dict[str, Any]]] = {}
-    for hk in hub_ks:
-        chosen: dict[int, list[str]] = {}
-        for j, m in enumerate(methods):
-            n_k = occ[m][hk]
-            top = np.argsort(-n_k, kind="stable")[: N_TOP_HUBS if j == 0 else 3]
-            for r in top.tolist():
-                if n_k[r] > 0:
-                    chosen.setdefault(int(r), []).append(m)
-        entries: list[dict[str, Any]] = []
-        for r, where in chosen.items():
-            entries.append(
-                {
-                    "row": r,
-                    "text": None if texts is None else str(texts[r]),
-                    "N": {m: int(occ[m][hk][r]) for m in methods},
-                    "top_hub_of": where,
-                    "duplicates": dup_of.get(r, []),
-                }
-            )
-        entries.sort(key=lambda e: -max(e["N"].values()))
-        out[str(hk)] = entries
-    return out
-
-
-def _identical(rankings: dict[str, np.ndarray], mdata: dict[str, Any]) -> list[dict[str, Any]]:
-    """Pairs of methods whose whole test rankings (top-K ids) are identical."""
-    names = list(rankings)
-    same = []
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            if np.array_equal(rankings[a], rankings[b]):
-                same.append(
-                    {
-                        "methods": [a, b],
-                        "params": {a: mdata[a]["chosen_params"], b: mdata[b]["chosen_params"]},
-                    }
-                )
-    return same
-
-
-def _notes(same: list[dict[str, Any]], dups: list[list[int]], hubs: dict[str, list]) -> list[str]:
-    notes = []
-    for s in same:
-        a, b = s["methods"]
-        pa = ", ".join(f"{k}={v}" for k, v in s["params"][a].items()) or "no parameters"
-        pb = ", ".join(f"{k}={v}" for k, v in s["params"][b].items()) or "no parameters"
-        notes.append(
-            f"{a} ({pa}) and {b} ({pb}) return identical test rankings: with these settings "
-            "they are the same method, so their rows and differences coincide"
-        )
-    if dups:
-        n_rows = sum(len(g) for g in dups)
-        dup_hubs = sorted({e["row"] for entries in hubs.values() for e in entries if e["duplicates"]})
-        msg = (
-            f"the test gallery has {n_rows} rows in {len(dups)} groups of exact duplicates; equal "
-            "scores rank the smaller row first, so the hubness counts (N_k) of duplicated items "
-            "depend on that tie rule"
-        )
-        if dup_hubs:
-            msg += f" (top hubs with a duplicate: rows {dup_hubs})"
-        notes.append(msg)
-    return notes
-
-
-def _hub_notes(mdata: dict[str, Any]) -> list[str]:
-    """A note when, uncorrected (the first method, plain where run), the hubs are right answers."""
-    base = "plain" if "plain" in mdata else next(iter(mdata), None)
-    if base is None:
-        return []
-    hp = mdata[base]["hub_precision"]
-    if not hp["mostly_right"]:
-        return []
-    return [hub_precision_text(hp, f"{base}: the top hubs")]
+#: ``EvaluationResult``, ``check_benchmark``, ``method_parameters``, ``gallery_bank_for`` and
+#: ``duplicate_groups`` live in :mod:`.result`, :mod:`.inputs` and :mod:`.findings`; named here too,
+#: where they were first imported from.
+__all__ = [
+    "run_evaluation",
+    "EvaluationResult",
+    "check_benchmark",
+    "method_parameters",
+    "gallery_bank_for",
+    "duplicate_groups",
+]
 
 
 def _log(progress: bool, msg: str) -> None:
@@ -434,8 +140,6 @@ def run_evaluation(
         :meth:`~dehub.methods.BaseCorrector.search_excluding` does. The validation sweep
         is not affected.
     """
-    from .._version import __version__
-
     t_start = time.perf_counter()
     ks = check_ks(ks)
     hub_ks = check_ks(hub_ks)
@@ -463,18 +167,30 @@ def run_evaluation(
         raise ValueError(f"unknown validation metric {metric!r}; expected one of {selectable}")
     directions = list(dict.fromkeys(directions))
     check_benchmark(benchmark, directions)
-    benchmark = _normalized(benchmark, normalize)
+    benchmark = normalized_benchmark(benchmark, normalize)
     search_k = max(ks[-1], hub_ks[-1])
-    fit_kwargs = {"normalize": "none", "memory_budget": memory_budget}
+    run = _Run(
+        ks=list(ks),
+        hub_ks=list(hub_ks),
+        search_k=search_k,
+        metric=metric,
+        grids=grids,
+        no_positive=no_positive,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        confidence=confidence,
+        memory_budget=memory_budget,
+        progress=progress,
+        best_budget=best_budget,
+        best_include=tuple(best_include),
+    )
 
     result = EvaluationResult(data={})
     dir_data: dict[str, Any] = {}
     timings: dict[str, Any] = {}
     for direction in directions:
         dname = benchmark.direction_name(direction)
-        val_task = benchmark.validation.task(direction)
         test_task = benchmark.test.task(direction)
-        reference = benchmark.reference_for(direction)
         rel = test_task.relevance
         n_gallery = rel.n_gallery
         excluded = None
@@ -485,206 +201,23 @@ def run_evaluation(
                 f"{dname}: the test gallery has {n_gallery} items, fewer than the largest "
                 f"cut-off {search_k}; lower ks/hub_ks"
             )
-        result.k_occurrence[direction] = {}
-        result.outcomes[direction] = {}
-        mdata: dict[str, Any] = {}
-        tdir: dict[str, Any] = {}
-        rankings: dict[str, np.ndarray] = {}
         gbank, bank_text = gallery_bank_for(benchmark, direction, gallery_banks)
-        # Validation and test galleries differ; the bank (a held-out split) serves both.
-        bank_kw = {} if gbank is None else {"gallery_bank": gbank}
-
-        def bank_inputs(name: str) -> dict[str, Any]:
-            return bank_kw if get_tags(METHODS[name]).gallery_bank else {}
-
-        def bank_used(name: str) -> str:
-            if not get_tags(METHODS[name]).gallery_bank:
-                return "takes no gallery bank"
-            if gbank is None:
-                return f"no gallery bank ({bank_text}): {name} fell back to its no-bank form"
-            return f"gallery bank: {bank_text}"
-
-        skipped_notes: list[str] = []
-        dir_methods = []
-        for m in methods:
-            twin = SAME_WITHOUT_BANK.get(m)
-            if twin is not None and gbank is None:
-                skipped_notes.append(
-                    f"{m} was not run: no gallery bank ({bank_text}), and {m} without a bank is "
-                    f"{twin} exactly"
-                )
-                continue
-            dir_methods.append(m)
-        for method in dir_methods:
-            tm: dict[str, float] = {}
-            _log(progress, f"[{dname}] {method}: validation sweep")
-            t0 = time.perf_counter()
-            fit_extra: dict[str, Any] = {}
-            if method == BEST:  # issue 14: member and setting chosen on validation (evaluation/best.py)
-                sw, fit_method, fit_params, extra = best_for_protocol(
-                    val_task,
-                    reference,
-                    grids,
-                    metric=metric,
-                    ks=ks,
-                    no_positive=no_positive,
-                    n_bootstrap=n_bootstrap,
-                    confidence=confidence,
-                    seed=seed,
-                    memory_budget=memory_budget,
-                    budget=best_budget,
-                    include=best_include,
-                    fit_inputs={m: bank_inputs(m) for m in METHODS if bank_inputs(m)},
-                    progress=progress,
-                )
-                fit_extra = bank_inputs(fit_method)
-                extra["bank"] = bank_used(fit_method)
-            else:
-                # A transductive method (DSL) normalizes over the queries being answered:
-                # the validation queries in the sweep, the test queries at test time. It is
-                # marked as such in every report (it peeks at the test set).
-                transductive = get_tags(METHODS[method]).transductive
-                sw = sweep(
-                    method,
-                    val_task,
-                    val_task.queries if transductive else reference,
-                    grid=grids.get(method),
-                    metric=metric,
-                    ks=ks,
-                    no_positive=no_positive,
-                    normalize="none",
-                    memory_budget=memory_budget,
-                    progress=progress,
-                    fit_kwargs=bank_inputs(method),
-                )
-                fit_method, fit_params = method, sw.best_params
-                extra = {"transductive": True} if transductive else {}
-                fit_extra = bank_inputs(method)
-                extra["bank"] = bank_used(method)
-            tm["sweep"] = time.perf_counter() - t0
-            _log(
-                progress,
-                f"[{dname}] {method}: chose {sw.best_params or '(no parameters)'} "
-                f"({len(sw.table)} settings, {tm['sweep']:.1f} s); fitting on the test gallery",
-            )
-            t0 = time.perf_counter()
-            fit_reference = test_task.queries if extra.get("transductive") else reference
-            model = fit_selected(
-                fit_method, fit_params, test_task.gallery, fit_reference, **fit_kwargs, **fit_extra
-            )
-            tm["fit"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            if excluded is None:
-                scores, ids = model.search(
-                    test_task.queries, search_k, memory_budget=memory_budget, normalize="none"
-                )
-            else:
-                scores, ids = model.search_excluding(
-                    test_task.queries,
-                    search_k,
-                    exclude=excluded,
-                    memory_budget=memory_budget,
-                    normalize="none",
-                )
-            tm["search"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            queries = test_task.queries
-
-            def test_scores(rows: np.ndarray, model: Any = model) -> np.ndarray:
-                s = model.score(queries[rows], normalize="none")
-                if excluded is not None:
-                    for i, r in enumerate(rows.tolist()):
-                        s[i, excluded[r]] = -np.inf
-                return s
-
-            pos_ranks = dense_positive_ranks(
-                test_scores,
-                rel.n_queries,
-                rel,
-                memory_budget=min(memory_budget, 256 * 2**20),
-            )
-            out = evaluate_topk(ids, rel, ks, positive_ranks=pos_ranks, no_positive=no_positive)
-            rankings[method] = ids
-            tm["metrics"] = time.perf_counter() - t0
-            hub = {}
-            result.k_occurrence[direction][method] = {}
-            for hk in hub_ks:
-                n_k = k_occurrence(ids, n_gallery, hk)
-                result.k_occurrence[direction][method][hk] = n_k
-                hub[str(hk)] = {**_stats_of(n_k, hk), "histogram": occurrence_histogram(n_k)}
-            result.outcomes[direction][method] = out
-            rows_eval = out.query_rows
-            top1 = ids[rows_eval, 0]
-            hp = hub_precision(top1, rel.is_relevant(rows_eval, top1[:, None])[:, 0], n_gallery)
-            mdata[method] = {
-                "hub_precision": hp,
-                "chosen_params": sw.best_params,
-                "validation": sw.best_metrics,
-                "sweep": sw.to_dict(),
-                "test": out.summary(),
-                "hubness": hub,
-                "model": repr(model),
-                **extra,
-            }
-            tdir[method] = tm
-        t0 = time.perf_counter()
-        _log(progress, f"[{dname}] paired bootstrap ({n_bootstrap} resamples)")
-        boot = bootstrap_comparisons(
-            result.outcomes[direction], _comparisons(dir_methods), n_bootstrap, seed, confidence
+        side = _Direction(
+            name=dname,
+            val_task=benchmark.validation.task(direction),
+            test_task=test_task,
+            reference=benchmark.reference_for(direction),
+            excluded=excluded,
+            bank=gbank,
+            bank_text=bank_text,
         )
-        tdir["bootstrap"] = time.perf_counter() - t0
-        any_out = next(iter(result.outcomes[direction].values()))
-        dups = duplicate_groups(test_task.gallery)
-        from ..datasets.loaders import count_shared_rows
-
-        shared = {
-            "validation_queries": count_shared_rows(test_task.queries, val_task.queries)[0],
-            "reference": count_shared_rows(test_task.queries, reference)[0],
-        }
-        hubs = _top_hubs(result.k_occurrence[direction], hub_ks, test_task.gallery_text, dups)
-        same = _identical(rankings, mdata)
-        dir_data[direction] = {
-            "name": dname,
-            "n_test_queries": rel.n_queries,
-            "n_test_gallery": n_gallery,
-            "n_validation_queries": val_task.relevance.n_queries,
-            "n_validation_gallery": val_task.relevance.n_gallery,
-            "n_reference": int(reference.shape[0]),
-            "n_evaluated_queries": int(any_out.query_rows.size),
-            "n_queries_without_positives": any_out.n_without_positives,
-            "mean_positives_per_query": float(rel.counts().mean()),
-            "methods": mdata,
-            "bootstrap": boot,
-            "gallery_duplicates": {
-                "n_groups": len(dups),
-                "n_rows": int(sum(len(g) for g in dups)),
-                "groups": dups[:50],
-                "tie_rule": "equal scores rank the smaller gallery row first",
-            },
-            "top_hubs": hubs,
-            "identical_rankings": same,
-            "test_queries_shared_with": shared,
-            "gallery_bank": bank_text,
-            "notes": skipped_notes
-            + _hub_notes(mdata)
-            + _notes(same, dups, hubs)
-            + [
-                f"{n} of the {rel.n_queries} test queries also occur verbatim (identical "
-                f"embeddings) in the {what}"
-                for what, n in (
-                    ("validation queries", shared["validation_queries"]),
-                    ("reference set", shared["reference"]),
-                )
-                if n
-            ]
-            + [
-                f"{m} is transductive: it was fitted on the test queries themselves (the "
-                "validation queries in its sweep), so it is not comparable with the other rows"
-                for m, md in mdata.items()
-                if md.get("transductive")
-            ],
-        }
-        timings[direction] = tdir
+        dir_methods, skipped_notes = side.runnable(methods)
+        evaluated = {method: _evaluate_method(method, side, run) for method in dir_methods}
+        result.k_occurrence[direction] = {m: e.k_occurrence for m, e in evaluated.items()}
+        result.outcomes[direction] = {m: e.outcomes for m, e in evaluated.items()}
+        dir_data[direction], timings[direction] = _direction_summary(
+            side, run, evaluated, result.outcomes[direction], result.k_occurrence[direction], skipped_notes
+        )
 
     timings["total_seconds"] = time.perf_counter() - t_start
     result.data = {
@@ -729,3 +262,258 @@ def run_evaluation(
         "timings": timings,
     }
     return result
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The settings of one :func:`run_evaluation` call, checked at its entry."""
+
+    ks: list[int]
+    hub_ks: list[int]
+    search_k: int
+    metric: str
+    grids: dict[str, dict[str, list]]
+    no_positive: NoPositivePolicy
+    n_bootstrap: int
+    seed: int
+    confidence: float
+    memory_budget: int
+    progress: bool
+    best_budget: float | None
+    best_include: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Direction:
+    """One direction's splits, excluded rows and gallery bank (the bank, a held-out split,
+    serves the validation sweep and the test fit alike)."""
+
+    name: str
+    val_task: RetrievalTask
+    test_task: RetrievalTask
+    reference: np.ndarray
+    excluded: ExcludedIds | None
+    bank: np.ndarray | None
+    bank_text: str
+
+    def bank_inputs(self, method: str) -> dict[str, Any]:
+        """The bank keyword of ``method``'s fit (none for a method that takes no bank)."""
+        if self.bank is None or not get_tags(METHODS[method]).gallery_bank:
+            return {}
+        return {"gallery_bank": self.bank}
+
+    def bank_used(self, method: str) -> str:
+        if not get_tags(METHODS[method]).gallery_bank:
+            return "takes no gallery bank"
+        if self.bank is None:
+            return f"no gallery bank ({self.bank_text}): {method} fell back to its no-bank form"
+        return f"gallery bank: {self.bank_text}"
+
+    def runnable(self, methods: Sequence[str]) -> tuple[list[str], list[str]]:
+        """The methods run in this direction, and a note for each left out (a bank method
+        without a bank that is another member exactly)."""
+        run, notes = [], []
+        for m in methods:
+            twin = SAME_WITHOUT_BANK.get(m)
+            if twin is not None and self.bank is None:
+                notes.append(
+                    f"{m} was not run: no gallery bank ({self.bank_text}), and {m} without a bank is "
+                    f"{twin} exactly"
+                )
+                continue
+            run.append(m)
+        return run, notes
+
+
+@dataclass
+class _Evaluated:
+    """One method's test evaluation in one direction."""
+
+    entry: dict[str, Any]  # the JSON-able result entry of the method
+    timings: dict[str, float]
+    ids: np.ndarray  # its test ranking (top search_k)
+    outcomes: QueryOutcomes
+    k_occurrence: dict[int, np.ndarray]
+
+
+def _choose(method: str, side: _Direction, run: _Run) -> tuple[SweepResult, str, dict, dict[str, Any]]:
+    """Step 1: the method's setting chosen on the validation split: (sweep, the method and
+    parameters to fit on test, what the result entry records about the choice)."""
+    if method == BEST:  # issue 14: member and setting chosen on validation (evaluation/best.py)
+        sw, fit_method, fit_params, extra = best_for_protocol(
+            side.val_task,
+            side.reference,
+            run.grids,
+            metric=run.metric,
+            ks=run.ks,
+            no_positive=run.no_positive,
+            n_bootstrap=run.n_bootstrap,
+            confidence=run.confidence,
+            seed=run.seed,
+            memory_budget=run.memory_budget,
+            budget=run.best_budget,
+            include=run.best_include,
+            fit_inputs={m: side.bank_inputs(m) for m in METHODS if side.bank_inputs(m)},
+            progress=run.progress,
+        )
+        extra["bank"] = side.bank_used(fit_method)
+        return sw, fit_method, fit_params, extra
+    # A transductive method (DSL) normalizes over the queries being answered: the
+    # validation queries in the sweep, the test queries at test time. It is marked as
+    # such in every report (it peeks at the test set).
+    transductive = get_tags(METHODS[method]).transductive
+    sw = sweep(
+        method,
+        side.val_task,
+        side.val_task.queries if transductive else side.reference,
+        grid=run.grids.get(method),
+        metric=run.metric,
+        ks=run.ks,
+        no_positive=run.no_positive,
+        normalize="none",
+        memory_budget=run.memory_budget,
+        progress=run.progress,
+        fit_kwargs=side.bank_inputs(method),
+    )
+    record: dict[str, Any] = {"transductive": True} if transductive else {}
+    record["bank"] = side.bank_used(method)
+    return sw, method, sw.best_params, record
+
+
+def _evaluate_method(method: str, side: _Direction, run: _Run) -> _Evaluated:
+    """Steps 1-4 of the protocol for one method in one direction."""
+    tm: dict[str, float] = {}
+    _log(run.progress, f"[{side.name}] {method}: validation sweep")
+    t0 = time.perf_counter()
+    sw, fit_method, fit_params, extra = _choose(method, side, run)
+    tm["sweep"] = time.perf_counter() - t0
+    _log(
+        run.progress,
+        f"[{side.name}] {method}: chose {sw.best_params or '(no parameters)'} "
+        f"({len(sw.table)} settings, {tm['sweep']:.1f} s); fitting on the test gallery",
+    )
+    task, excluded, budget = side.test_task, side.excluded, run.memory_budget
+    t0 = time.perf_counter()
+    fit_reference = task.queries if extra.get("transductive") else side.reference
+    model = fit_selected(
+        fit_method,
+        fit_params,
+        task.gallery,
+        fit_reference,
+        normalize="none",
+        memory_budget=budget,
+        **side.bank_inputs(fit_method),
+    )
+    tm["fit"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if excluded is None:
+        _, ids = model.search(task.queries, run.search_k, memory_budget=budget, normalize="none")
+    else:
+        _, ids = model.search_excluding(
+            task.queries, run.search_k, exclude=excluded, memory_budget=budget, normalize="none"
+        )
+    tm["search"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    queries, rel = task.queries, task.relevance
+
+    def test_scores(rows: np.ndarray) -> np.ndarray:
+        s = model.score(queries[rows], normalize="none")
+        if excluded is not None:
+            for i, r in enumerate(rows.tolist()):
+                s[i, excluded[r]] = -np.inf
+        return s
+
+    pos_ranks = dense_positive_ranks(test_scores, rel.n_queries, rel, memory_budget=min(budget, 256 * 2**20))
+    out = evaluate_topk(ids, rel, run.ks, positive_ranks=pos_ranks, no_positive=run.no_positive)
+    tm["metrics"] = time.perf_counter() - t0
+    hub = {}
+    occurrence = {}
+    for hk in run.hub_ks:
+        n_k = k_occurrence(ids, rel.n_gallery, hk)
+        occurrence[hk] = n_k
+        hub[str(hk)] = {**occurrence_stats(n_k, hk), "histogram": occurrence_histogram(n_k)}
+    rows_eval = out.query_rows
+    top1 = ids[rows_eval, 0]
+    hp = hub_precision(top1, rel.is_relevant(rows_eval, top1[:, None])[:, 0], rel.n_gallery)
+    entry = {
+        "hub_precision": hp,
+        "chosen_params": sw.best_params,
+        "validation": sw.best_metrics,
+        "sweep": sw.to_dict(),
+        "test": out.summary(),
+        "hubness": hub,
+        "model": repr(model),
+        **extra,
+    }
+    return _Evaluated(entry, tm, ids, out, occurrence)
+
+
+def _direction_summary(
+    side: _Direction,
+    run: _Run,
+    evaluated: dict[str, _Evaluated],
+    outcomes: dict[str, QueryOutcomes],
+    occurrence: dict[str, dict[int, np.ndarray]],
+    skipped_notes: list[str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Step 5 and the bootstrap: one direction's result entry and its timings."""
+    val_task, test_task, reference = side.val_task, side.test_task, side.reference
+    rel = test_task.relevance
+    mdata = {m: e.entry for m, e in evaluated.items()}
+    tdir: dict[str, Any] = {m: e.timings for m, e in evaluated.items()}
+    t0 = time.perf_counter()
+    _log(run.progress, f"[{side.name}] paired bootstrap ({run.n_bootstrap} resamples)")
+    boot = bootstrap_comparisons(
+        outcomes, _comparisons(list(evaluated)), run.n_bootstrap, run.seed, run.confidence
+    )
+    tdir["bootstrap"] = time.perf_counter() - t0
+    any_out = next(iter(outcomes.values()))
+    dups = duplicate_groups(test_task.gallery)
+    shared = {
+        "validation_queries": count_shared_rows(test_task.queries, val_task.queries)[0],
+        "reference": count_shared_rows(test_task.queries, reference)[0],
+    }
+    hubs = top_hubs(occurrence, run.hub_ks, test_task.gallery_text, dups)
+    same = identical_rankings({m: e.ids for m, e in evaluated.items()}, mdata)
+    entry = {
+        "name": side.name,
+        "n_test_queries": rel.n_queries,
+        "n_test_gallery": rel.n_gallery,
+        "n_validation_queries": val_task.relevance.n_queries,
+        "n_validation_gallery": val_task.relevance.n_gallery,
+        "n_reference": int(reference.shape[0]),
+        "n_evaluated_queries": int(any_out.query_rows.size),
+        "n_queries_without_positives": any_out.n_without_positives,
+        "mean_positives_per_query": float(rel.counts().mean()),
+        "methods": mdata,
+        "bootstrap": boot,
+        "gallery_duplicates": {
+            "n_groups": len(dups),
+            "n_rows": int(sum(len(g) for g in dups)),
+            "groups": dups[:50],
+            "tie_rule": "equal scores rank the smaller gallery row first",
+        },
+        "top_hubs": hubs,
+        "identical_rankings": same,
+        "test_queries_shared_with": shared,
+        "gallery_bank": side.bank_text,
+        "notes": skipped_notes
+        + hub_notes(mdata)
+        + ranking_notes(same, dups, hubs)
+        + [
+            f"{n} of the {rel.n_queries} test queries also occur verbatim (identical "
+            f"embeddings) in the {what}"
+            for what, n in (
+                ("validation queries", shared["validation_queries"]),
+                ("reference set", shared["reference"]),
+            )
+            if n
+        ]
+        + [
+            f"{m} is transductive: it was fitted on the test queries themselves (the "
+            "validation queries in its sweep), so it is not comparable with the other rows"
+            for m, md in mdata.items()
+            if md.get("transductive")
+        ],
+    }
+    return entry, tdir

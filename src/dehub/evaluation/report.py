@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._io import atomic_write_text
-from .protocol import EvaluationResult
+from .result import EvaluationResult
 
 __all__ = ["write_report", "to_json", "markdown_summary", "html_report", "ExtraSections"]
 

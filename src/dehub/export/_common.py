@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .._json import Seal
+from .._version import __version__
 from .vectors import AugmentedItems
 
 #: Every store export's description is sealed (:class:`dehub._json.Seal`): version 2
@@ -103,8 +104,6 @@ def metadata_table(metadata, n: int):
 
 def describe(source: Any, items: AugmentedItems, *, metric: str, dim: int, extra: dict | None = None) -> dict:
     """The JSON-able description stored with an export (table / collection metadata)."""
-    from .._version import __version__
-
     model = getattr(source, "model", source)
     params = {}
     for k, v in model.get_params().items():

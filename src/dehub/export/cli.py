@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .._loading import load
+from ..datasets.layouts import read_metadata
+from .faiss import export_faiss
+from .lancedb import export_lancedb, lancedb_description
+from .pgvector import export_pgvector
+from .qdrant import export_qdrant
+from .sidecar import load_sidecar
+from .update import update_store, verify_store
+
 __all__ = ["SUBCOMMANDS", "add_store_update_options", "update_store_from_args"]
 
 _HELP = "export a corrected index to FAISS, LanceDB, Qdrant or Postgres/pgvector (d+1 or d+2 vectors)"
@@ -93,11 +102,6 @@ def _print_recall(desc: dict) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-
-    from .._loading import load
-    from . import export_faiss, export_lancedb, export_pgvector, export_qdrant, load_sidecar, update_store
-    from .update import verify_store
-
     if not 0.0 < args.recall <= 1.0:
         raise ValueError(f"--recall must be in (0, 1]; received {args.recall}")
     if args.verify:
@@ -116,8 +120,6 @@ def _run(args: argparse.Namespace) -> int:
     index = load(args.index)  # an index file or a distributed run directory
     metadata = None
     if args.metadata:
-        from ..datasets.layouts import read_metadata
-
         metadata = read_metadata(args.metadata)
         if metadata is None:
             raise ValueError(f"--metadata {args.metadata}: no metadata found there")
@@ -164,8 +166,6 @@ def _run(args: argparse.Namespace) -> int:
             strict=args.strict,
         )
         print(f"wrote LanceDB table {table.name!r} in {args.path}: {index.n_items} rows, {args.form}")
-        from .lancedb import lancedb_description
-
         _print_recall(lancedb_description(table))
     elif args.to == "pgvector":
         if args.index_type not in ("flat", "hnsw"):
@@ -242,8 +242,6 @@ def update_store_from_args(args: argparse.Namespace, index) -> None:
     to, path = target
     if to not in _STORES:
         raise ValueError(f"--update-store: TO must be one of {', '.join(_STORES)}; received {to!r}")
-    from .update import update_store
-
     stats = update_store(index, to, path, name=getattr(args, "store_name", "dehub"))
     print(_update_line(to, path, stats))
 

@@ -35,9 +35,10 @@ import numpy as np
 
 from .._io import atomic_path, sha256_file
 from .._json import jsonable
+from .._version import __version__
 from ..engine import DEFAULT_NPROBE, default_nlist, import_faiss
 from .recall import DEFAULT_RECALL, RecallCheck, check_recall, exact_top_ids, probe_queries, report_recall
-from .sidecar import SIDECAR_KIND, SIDECAR_VERSION, load_sidecar, write_sidecar
+from .sidecar import SIDECAR_KIND, SIDECAR_VERSION, faiss_index_ids, load_sidecar, write_sidecar
 from .vectors import LazyItemVectors, offset_model, query_vectors
 
 __all__ = [
@@ -124,9 +125,7 @@ def build_faiss_index(
 
 def faiss_ids_of(path: str | os.PathLike) -> np.ndarray:
     """The ids stored in a FAISS file (for checks and updates)."""
-    from .sidecar import _faiss_ids
-
-    return _faiss_ids(import_faiss().read_index(str(path)))
+    return faiss_index_ids(import_faiss().read_index(str(path)))
 
 
 def _import_faiss():
@@ -247,8 +246,6 @@ def export_faiss(
         )
     with atomic_path(path) as tmp:
         faiss.write_index(index, tmp)
-    from .._version import __version__
-
     search_params: dict[str, int] = dict(check.params) if check is not None else {}
     if form == "d+1":
         q_transform = "append -1: q' = [q_1, ..., q_d, -1] (float32, not re-normalized)"

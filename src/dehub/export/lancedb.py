@@ -46,20 +46,25 @@ __all__ = [
     "lancedb_search",
     "lancedb_query",
     "lancedb_recall_check",
+    "lancedb_connect",
+    "lancedb_arrow_table",
+    "lancedb_store_description",
 ]
 
 LANCEDB_INDEXES = {"ivf_pq": "IVF_PQ", "ivf_flat": "IVF_FLAT", "ivf_hnsw_sq": "IVF_HNSW_SQ"}
 _METRICS = {"d+1": ("dot",), "d+2": ("l2", "cosine")}
 
 
-def _connect(uri):
+def lancedb_connect(uri):
+    """A LanceDB connection to ``uri`` (a path or URI; an open connection is returned as is)."""
     lancedb = require("lancedb", "exporting to LanceDB")
     if hasattr(uri, "open_table"):
         return uri
     return lancedb.connect(os.fspath(uri))
 
 
-def _arrow_table(ids: np.ndarray, vectors: np.ndarray, bias: np.ndarray, meta, description: dict):
+def lancedb_arrow_table(ids: np.ndarray, vectors: np.ndarray, bias: np.ndarray, meta, description: dict):
+    """The Arrow table of an export (``id``, ``vector``, ``bias``, the metadata columns), the description in its schema."""
     import pyarrow as pa
 
     n, dim = vectors.shape
@@ -202,10 +207,10 @@ def export_lancedb(
             "n_items": int(n),
         },
     )
-    db = _connect(uri)
+    db = lancedb_connect(uri)
     _refuse_foreign_table(db, name, uri)
     table = db.create_table(
-        name, _arrow_table(item_ids, items.vectors, items.bias, meta, description), mode=mode
+        name, lancedb_arrow_table(item_ids, items.vectors, items.bias, meta, description), mode=mode
     )
     if index is not None:
         table.create_index("vector", config=_index_config(index, metric, parts, subv))
@@ -214,7 +219,7 @@ def export_lancedb(
         )
         description["search_params"] = dict(check.params)
         description["recall_check"] = check.as_dict()
-        _store_description(table, description)
+        lancedb_store_description(table, description)
         try:
             report_recall(check, f"LanceDB table {name!r} ({index})", strict=strict)
         except Exception:
@@ -223,7 +228,8 @@ def export_lancedb(
     return table
 
 
-def _store_description(table, desc: dict) -> None:
+def lancedb_store_description(table, desc: dict) -> None:
+    """Seal ``desc`` and store it as the metadata of the table's ``vector`` field."""
     text = json.dumps(seal_description(desc), sort_keys=True)
     if hasattr(table, "update_field_metadata"):
         table.update_field_metadata({"path": "vector", "metadata": {"dehub": text}})

@@ -45,6 +45,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "dehub, pip install -e '.[langchain]'"
     ) from exc
 
+from .lancedb import lancedb_connect, lancedb_query
+from .pgvector import pgvector_connect, pgvector_query
+
 __all__ = ["DehubRetriever", "Hit"]
 
 #: one answer of a backend: (item id, raw score q.r, corrected score q.r - b, metadata)
@@ -140,8 +143,6 @@ class DehubRetriever(BaseRetriever):
         Runs the documented ``ORDER BY embedding <op> $1 LIMIT k`` at the stored
         ``hnsw.ef_search``; ``raw_score = corrected_score + bias`` (the bias column).
         """
-        from .pgvector import pgvector_connect, pgvector_query
-
         conn = pgvector_connect(dsn)
 
         def search(q: np.ndarray, k: int) -> list[Hit]:
@@ -155,9 +156,7 @@ class DehubRetriever(BaseRetriever):
     ) -> DehubRetriever:
         """Over a LanceDB table written by :func:`dehub.export.export_lancedb` (its stored
         search parameters); the corrected score is computed from the stored vector."""
-        from .lancedb import _connect, lancedb_query
-
-        table = _connect(uri).open_table(name)
+        table = lancedb_connect(uri).open_table(name)
 
         def search(q: np.ndarray, k: int) -> list[Hit]:
             return [(i, c + b, c, meta) for i, c, b, meta in lancedb_query(table, q, k)]

@@ -51,6 +51,7 @@ from ._common import (
 )
 from .recall import (
     DEFAULT_RECALL,
+    PROBE_QUERIES,
     RecallCheck,
     check_recall,
     exact_top_ids,
@@ -404,8 +405,6 @@ def export_pgvector(
 
 
 def _recall_check(conn, source, table: str, ef_search, target: float, n_probes) -> RecallCheck:
-    from .recall import PROBE_QUERIES
-
     probes = probe_queries(source, n_probes or PROBE_QUERIES)
     exact = exact_top_ids(source, probes, 10)
     cands = [ef_search] if ef_search is not None else list(EF_SEARCH_CANDIDATES)

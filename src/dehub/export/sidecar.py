@@ -36,8 +36,17 @@ import numpy as np
 
 from .._io import atomic_write_text, sha256_file
 from .._json import JSONLimits, JSONReadError, Seal, SealError, read_json
+from ..engine import import_faiss
 
-__all__ = ["SidecarError", "SIDECAR_KIND", "SIDECAR_VERSION", "sidecar_path", "write_sidecar", "load_sidecar"]
+__all__ = [
+    "SidecarError",
+    "SIDECAR_KIND",
+    "SIDECAR_VERSION",
+    "sidecar_path",
+    "write_sidecar",
+    "load_sidecar",
+    "faiss_index_ids",
+]
 
 SIDECAR_KIND = "dehub.faiss-export"
 SIDECAR_VERSION = 2
@@ -135,7 +144,7 @@ def _check_search_params(path: Path, side: dict[str, Any], *, nlist: int | None)
             )
 
 
-def _faiss_ids(index) -> np.ndarray:
+def faiss_index_ids(index) -> np.ndarray:
     """The external ids stored in a FAISS index (IndexIDMap order, or IVF list order)."""
     import faiss
 
@@ -163,8 +172,6 @@ def _check_against_file(path: Path, side: dict[str, Any]) -> None:
             f"{path} does not match its sidecar (SHA-256 differs): the index file was replaced "
             "or modified after export; export again"
         )
-    from ..engine import import_faiss
-
     faiss = import_faiss()
     try:
         index = faiss.read_index(str(path))
@@ -179,7 +186,7 @@ def _check_against_file(path: Path, side: dict[str, Any]) -> None:
         raise _fail(
             path, f"metric {side['metric']!r} but the FAISS file's metric type is {index.metric_type}"
         )
-    stored = _faiss_ids(index)
+    stored = faiss_index_ids(index)
     listed = np.asarray(side["ids"], dtype=np.int64)
     same = (
         np.array_equal(stored, listed)

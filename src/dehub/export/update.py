@@ -34,7 +34,20 @@ from typing import Any
 
 import numpy as np
 
+from ..engine import import_faiss
 from ._common import metadata_table, seal_description, source_metadata
+from .faiss import export_faiss
+from .lancedb import lancedb_arrow_table, lancedb_connect, lancedb_description, lancedb_store_description
+from .pgvector import (
+    pgvector_check_index,
+    pgvector_columns,
+    pgvector_connect,
+    pgvector_description,
+    pgvector_rows,
+    pgvector_write,
+)
+from .qdrant import qdrant_client_for, qdrant_description, upsert_points
+from .sidecar import SidecarError, load_sidecar
 from .vectors import augment_items, item_vectors
 
 __all__ = ["update_store", "verify_store", "StoreDiff", "STORES"]
@@ -145,9 +158,6 @@ def _rows_to_write(ids: np.ndarray, diff: dict, grew: bool) -> np.ndarray:
 
 # ------------------------------------------------------------------------------ FAISS
 def _faiss(index, path: Path, repair: bool) -> dict[str, Any]:
-    from .faiss import export_faiss
-    from .sidecar import SidecarError, load_sidecar
-
     try:
         side = load_sidecar(path)
         problem = None
@@ -160,8 +170,6 @@ def _faiss(index, path: Path, repair: bool) -> dict[str, Any]:
     items, want, grew = _expected(index.model, side)
     diff = _diff(ids, want, old, None, normalized=False)
     if not grew and not diff["missing"] and not diff["extra"]:
-        from ..engine import import_faiss
-
         faiss = import_faiss()
         fidx = faiss.read_index(str(path))
         if side["index_type"] in ("flat", "hnsw"):  # IndexIDMap: rows in the sidecar's id order
@@ -188,9 +196,7 @@ def _faiss(index, path: Path, repair: bool) -> dict[str, Any]:
 def _lancedb(index, uri, name: str, metadata, repair: bool) -> dict[str, Any]:
     import pyarrow as pa
 
-    from .lancedb import _arrow_table, _connect, _store_description, lancedb_description
-
-    db = _connect(uri)
+    db = lancedb_connect(uri)
     table = db.open_table(name)
     desc = lancedb_description(table)
     ids = np.asarray(index.ids, dtype=np.int64)
@@ -232,19 +238,19 @@ def _lancedb(index, uri, name: str, metadata, repair: bool) -> dict[str, Any]:
         chunk = ",".join(str(int(i)) for i in delete[start : start + 1000])
         table.delete(f"id IN ({chunk})")
     if write.size:
-        rows = _arrow_table(ids[write], want[write], items.bias[write], sub_meta, desc).cast(table.schema)
+        rows = lancedb_arrow_table(ids[write], want[write], items.bias[write], sub_meta, desc).cast(
+            table.schema
+        )
         table.add(rows)
     if desc.get("index") and (delete or write.size):
         table.optimize()  # fold the new rows into the ANN index
-    _store_description(table, desc)
+    lancedb_store_description(table, desc)
     return _stats(report, write, grew, False)
 
 
 # ------------------------------------------------------------------------------ Qdrant
 def _qdrant(index, location, name: str, metadata, repair: bool) -> dict[str, Any]:
     from qdrant_client import models
-
-    from .qdrant import qdrant_client_for, qdrant_description, upsert_points
 
     client = qdrant_client_for(location)
     desc = qdrant_description(client, name)
@@ -316,15 +322,6 @@ def _qdrant(index, location, name: str, metadata, repair: bool) -> dict[str, Any
 
 # ------------------------------------------------------------------------------ pgvector
 def _pgvector(index, dsn, name: str, metadata, repair: bool) -> dict[str, Any]:
-    from .pgvector import (
-        pgvector_check_index,
-        pgvector_columns,
-        pgvector_connect,
-        pgvector_description,
-        pgvector_rows,
-        pgvector_write,
-    )
-
     conn = pgvector_connect(dsn)
     desc = pgvector_description(conn, name)
     ids = np.asarray(index.ids, dtype=np.int64)

@@ -35,6 +35,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ..methods import get_tags
+
 __all__ = [
     "Form",
     "FORMS",
@@ -58,8 +60,6 @@ def is_offset(model: Any) -> bool:
     The one capability question of the export package: the method's own answer,
     ``dehub.methods.get_tags(model).offset`` (``bias_`` and ``export_vectors()`` then exist).
     """
-    from ..methods import get_tags
-
     try:
         return bool(get_tags(model).offset)
     except (TypeError, AttributeError):  # not a dehub estimator

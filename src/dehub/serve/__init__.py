@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .._extras import load_feature
+
 if TYPE_CHECKING:
     from .app import Settings, create_app
 
@@ -17,7 +19,5 @@ __all__ = ["Settings", "create_app"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from . import app
-
-        return getattr(app, name)
+        return getattr(load_feature("dehub.serve.app", "dehub.serve"), name)
     raise AttributeError(f"module 'dehub.serve' has no attribute {name!r}")

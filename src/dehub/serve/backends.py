@@ -25,7 +25,9 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from ..engine import import_faiss
 from ..engine.exact import exact_search
+from ..methods import get_tags
 
 __all__ = [
     "Backend",
@@ -57,8 +59,6 @@ def is_offset_method(model: Any) -> bool:
 
     The one place that asks the method what it can do (its estimator tags).
     """
-    from ..methods import get_tags
-
     return bool(get_tags(model).offset)
 
 
@@ -114,8 +114,6 @@ class FaissBackend:
                 "(gallery vectors with the bias appended)"
             )
         if search_params:
-            from ..engine import import_faiss
-
             faiss = import_faiss()
             ps = faiss.ParameterSpace()
             for key, value in search_params.items():
@@ -124,8 +122,6 @@ class FaissBackend:
     @classmethod
     def from_export(cls, path: str | Path, sidecar: dict[str, Any]) -> FaissBackend:
         """Load a FAISS file written by :func:`dehub.export.export_faiss` (sidecar checked)."""
-        from ..engine import import_faiss
-
         faiss = import_faiss()
         return cls(faiss.read_index(str(path)), int(sidecar["d"]), search_params=sidecar.get("search_params"))
 

@@ -15,6 +15,9 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from .._extras import load_feature, require
+from ..datasets.encoder import ENCODER_NAME
+
 __all__ = ["SUBCOMMANDS"]
 
 _HELP = "serve corrected search over HTTP (the bundled WordNet demo when no INDEX is given)"
@@ -146,13 +149,10 @@ def settings_to_env(settings: Any) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
-
-        from .app import Settings, create_app, load_from_settings
+        uvicorn = require("uvicorn", "'dehub serve'")
+        app_module = load_feature("dehub.serve.app", "'dehub serve'")
     except ImportError as exc:
-        raise SystemExit(
-            f"dehub: 'dehub serve' needs the serve extra: pip install dehub[serve] (missing: {exc.name})"
-        ) from None
+        raise SystemExit(f"dehub: {exc}") from None
     if args.index is not None and not os.path.exists(args.index):
         raise SystemExit(f"dehub: index file not found: {args.index}")
     for name in ("max_batch", "max_k", "max_body_mb", "hnsw_threshold", "workers", "body_timeout"):
@@ -167,9 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     sock = _bind(args.host, args.port)
     port = int(sock.getsockname()[1])
     token = args.token if args.token is not None else (os.environ.get("DEHUB_TOKEN") or None)
-    from ..datasets.encoder import ENCODER_NAME
-
-    settings = Settings(
+    settings = app_module.Settings(
         source=args.index,
         backend=args.backend,
         hnsw_threshold=args.hnsw_threshold,
@@ -193,7 +191,9 @@ def _run(args: argparse.Namespace) -> int:
     what = args.index or "the bundled WordNet demo (definition -> lemma)"
     print(f"dehub serve: loading {what} ...", flush=True)
     try:
-        served = load_from_settings(settings)  # builds and saves an HNSW graph once, before any worker
+        served = app_module.load_from_settings(
+            settings
+        )  # builds and saves an HNSW graph once, before any worker
     except (OSError, ValueError, TypeError) as exc:
         raise SystemExit(f"dehub: cannot serve {what}: {exc}") from None
     shown = f"[{args.host}]" if ":" in args.host else args.host
@@ -212,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
         flush=True,
     )
     if args.workers == 1:
-        app = create_app(settings, served)
+        app = app_module.create_app(settings, served)
         config = uvicorn.Config(app, log_level=args.log_level, access_log=False)
         uvicorn.Server(config).run(sockets=[sock])
         return 0

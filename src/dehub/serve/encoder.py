@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from ..datasets.encoder import embed_texts
+from ..embed.encoders import OnnxEncoder
 
 __all__ = ["TextEncoder"]
 
@@ -37,13 +41,9 @@ class TextEncoder:
     def _encode(self, texts: list[str]) -> np.ndarray:
         if self.onnx_dir is not None:
             if self._onnx is None:
-                from ..embed.encoders import OnnxEncoder
-
                 self._onnx = OnnxEncoder(self.onnx_dir, threads=1)
             self.loaded = True
             return np.asarray(self._onnx.encode_texts(list(texts)), dtype=np.float32)  # type: ignore[attr-defined]
-        from ..datasets.encoder import embed_texts
-
         if not self.loaded:
             try:
                 import torch
@@ -60,7 +60,6 @@ class TextEncoder:
 
     def warm_up(self) -> None:
         """Load the model and encode once (the first encode allocates), on the encoder thread."""
-        import time
 
         def run() -> None:
             t0 = time.perf_counter()

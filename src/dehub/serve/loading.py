@@ -18,8 +18,13 @@ import numpy as np
 from .._format import FileIdentity
 from .._json import JSONLimits, JSONReadError, jsonable, parse_json, read_json
 from .._loading import load
+from ..datasets import load_wordnet_benchmark
+from ..datasets.encoder import EMBEDDING_DIM, ENCODER_NAME
 from ..distributed import is_manifest_dir, read_manifest
+from ..export.sidecar import load_sidecar
+from ..index import Index
 from .backends import BackendName, ExactBackend, FaissBackend, IndexChanged, choose_backend, is_offset_method
+from .hnsw import graph_backend, graph_paths
 
 __all__ = [
     "Served",
@@ -195,8 +200,6 @@ def load_served(
 ) -> Served:
     """Load a dehub index file, a ``dehub build --runner ray`` run directory, or a FAISS
     file exported by ``dehub.export.export_faiss``."""
-    from ..datasets.encoder import EMBEDDING_DIM, ENCODER_NAME
-
     path = Path(source)
     files = _identity(path)
 
@@ -215,8 +218,6 @@ def load_served(
         except JSONReadError:
             side = {}
         if isinstance(side, dict) and side.get("kind") == "dehub.faiss-export":
-            from ..export import load_sidecar
-
             side = load_sidecar(path)
             fb = FaissBackend.from_export(path, side)
             ids = np.asarray(side["ids"], dtype=np.int64)
@@ -239,8 +240,6 @@ def load_served(
                 files=files + _identity(sidecar_path),
             )
 
-    from ..index import Index
-
     index = load_index(path)
     if is_manifest_dir(path):  # its manifest names every part with its checksum
         header: dict[str, Any] = {"manifest": read_manifest(path)}
@@ -255,8 +254,6 @@ def load_served(
     if kind == "exact":
         be = ExactBackend(index)
     else:
-        from .hnsw import graph_backend, graph_paths
-
         graph = graph_backend(index, path, header, target=recall, log=log)
         hnsw_info = graph.info.to_json()
         hnsw_info.pop("fingerprint", None)
@@ -323,10 +320,6 @@ def load_demo(*, version: int = 1, method: str = "nnn", **params: Any) -> Served
     given); k-occurrence is counted over the 5,000 test definitions, which the page
     offers as example queries together with their correct lemmas.
     """
-    from ..datasets import load_wordnet_benchmark
-    from ..datasets.encoder import ENCODER_NAME
-    from ..index import Index
-
     bench = load_wordnet_benchmark()
     task = bench.test.task("a2b")
     reference = bench.reference_for("a2b")

@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from fastapi import Depends, Request
 from .batching import Batcher
 from .encoder import TextEncoder
 from .errors import ApiError
-from .loading import IndexChanged, Served, load_served
+from .loading import IndexChanged, Served, load_demo, load_served
 from .metrics import Metrics
 from .settings import Settings
 from .validation import Limits
@@ -40,8 +41,6 @@ __all__ = [
 
 def load_from_settings(settings: Settings, version: int = 1) -> Served:
     """Load what ``settings`` names (the demo when ``source`` is None)."""
-    from .loading import load_demo
-
     if settings.source is None:
         return load_demo(version=version, **settings.demo_params)
     return load_served(
@@ -198,8 +197,6 @@ def require_token(request: Request, ctx: ContextDep) -> None:
 
 async def reload_index(ctx: Context, reason: str) -> tuple[Served, Served, float]:
     """Load the index again (a new version) on a worker thread and swap it in; 409 on failure."""
-    import time
-
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
     try:

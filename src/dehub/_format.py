@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import InputError, InputTypeError
 from ._io import atomic_path
 from ._json import JSONLimits, JSONReadError, parse_json
 
@@ -81,7 +82,7 @@ _CHUNK = 16 << 20  # bytes per read / hash step
 _SHA_HEX = re.compile(r"[0-9a-f]{64}")
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(InputError):
     """An index file is not a dehub file, is of an unknown version, truncated or corrupt."""
 
 
@@ -93,7 +94,7 @@ def _dtype_str(a: np.ndarray) -> str:
     dt = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
     s = dt.str
     if s not in _ALLOWED:
-        raise TypeError(
+        raise InputTypeError(
             f"cannot store dtype {a.dtype} in a dehub file; expected one of "
             "float16/32/64, int32/64, uint8/32/64, bool"
         )
@@ -144,7 +145,7 @@ def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dic
             break
         base = new_base
     if len(hbytes) > MAX_HEADER_BYTES:
-        raise ValueError(
+        raise InputError(
             f"the header of {path} would take {len(hbytes)} bytes; dehub files allow at most "
             f"{MAX_HEADER_BYTES} (keep large metadata in a file beside the index)"
         )

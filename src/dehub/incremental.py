@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import InputError
+from ._errors import InputError, InputTypeError, UnknownIdsError
 from ._validation import NormalizeMode, check_same_dim, validate_embeddings
 from .engine.exact import DEFAULT_MEMORY_BUDGET
 from .methods import get_tags
@@ -57,7 +57,7 @@ class IncrementalMixin:
     # ------------------------------------------------------------------ helpers
     def _check_incremental(self) -> None:
         if not get_tags(self.model).incremental:
-            raise TypeError(
+            raise InputTypeError(
                 f"method {self.model.name!r} ({self.model!r}) cannot be updated incrementally; "
                 "rebuild the index with Index.build"
             )
@@ -118,7 +118,7 @@ class IncrementalMixin:
         else:
             new_ids = np.asarray(ids)
             if new_ids.shape != (n_new,) or new_ids.dtype.kind not in "iu":
-                raise ValueError(
+                raise InputError(
                     f"ids must be {n_new} integers, one per new vector; received shape "
                     f"{new_ids.shape} dtype {new_ids.dtype}"
                 )
@@ -126,7 +126,7 @@ class IncrementalMixin:
         all_ids = np.concatenate([self.ids, new_ids])
         uniq, counts = np.unique(all_ids, return_counts=True)
         if uniq.size != all_ids.size:
-            raise ValueError(
+            raise InputError(
                 f"ids must be unique across the index; {int((counts > 1).sum())} collide, "
                 f"e.g. {uniq[counts > 1][:5].tolist()}. Remove the old items first or use fresh ids."
             )
@@ -148,7 +148,7 @@ class IncrementalMixin:
             return self.reference
         reference = self._prepare_rows(reference, "reference", normalize)
         if self.n_reference is not None and reference.shape[0] != self.n_reference:
-            raise ValueError(
+            raise InputError(
                 f"reference has {reference.shape[0]} rows but the index was fitted on "
                 f"{self.n_reference}; pass the same reference set (in the same order)"
             )
@@ -160,13 +160,13 @@ class IncrementalMixin:
         ids = np.unique(np.asarray(ids, dtype=np.int64).ravel())
         known = np.isin(ids, self.ids)
         if not known.all():
-            raise KeyError(
-                f"{int((~known).sum())} ids are not in the index, e.g. {ids[~known][:5].tolist()}; "
-                "expected ids of indexed items"
+            raise UnknownIdsError(
+                f"{int((~known).sum())} ids are not in the index, e.g. {ids[~known][:5].tolist()}",
+                expected="ids of indexed items",
             )
         keep = ~np.isin(self.ids, ids)
         if not keep.any():
-            raise ValueError("removing every item would leave an empty index; build a new one instead")
+            raise InputError("removing every item would leave an empty index; build a new one instead")
         self._commit({"model": self.model.remove_gallery_rows(keep), "ids": self.ids[keep]}, save_to)
         return self
 
@@ -188,7 +188,7 @@ class IncrementalMixin:
         new_reference = self._prepare_rows(new_reference, "new_reference", normalize)
         if self.n_reference is None:
             if self.model.growth_needs_reference():
-                raise ValueError(
+                raise InputError(
                     "the index does not record how many reference rows it was fitted on, so new "
                     "reference rows cannot be numbered; build it with Index.build (which records it)"
                 )

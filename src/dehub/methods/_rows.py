@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._errors import InputError
 from .._validation import NormalizeMode, check_embeddings, check_k, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 
@@ -128,7 +129,7 @@ class RowDecomposable(ABC):
         """A new fitted estimator whose gallery is this one's followed by ``vectors``."""
         old = self.fitted_statistics()
         if old and reference is None:
-            raise ValueError(f"adding items to a {self.name} model needs the reference set")
+            raise InputError(f"adding items to a {self.name} model needs the reference set")
         template = self.clone(**self._growth_params())
         new = (
             template.gallery_statistics(

@@ -136,10 +136,11 @@ class UserError(Exception):
 
     def render(self, surface: Surface = PYTHON) -> str:
         """The message as ``surface`` spells it."""
-        return self.message.render(surface)
+        message = self.__dict__.get("message")
+        return message.render(surface) if message is not None else super().__str__()
 
     def __str__(self) -> str:
-        return self.message.render()
+        return self.render()
 
     def __reduce__(self):  # picklable with its parts (errors cross Ray's process boundary)
         return (_rebuild, (type(self), self.message), self.__dict__)

@@ -27,6 +27,7 @@ __all__ = [
     "NormalizeMode",
     "UnnormalizedWarning",
     "user_stacklevel",
+    "is_row_sliceable",
 ]
 
 NormalizeMode = Literal["warn", "l2", "none", "error"]
@@ -92,7 +93,7 @@ def validate_embeddings(
 
 def _check_structure(x, name: str, allow_empty: bool) -> np.ndarray:
     """Type, dtype, ndim and emptiness; lists become arrays, row-sliceables stay."""
-    if _is_row_sliceable(x):
+    if is_row_sliceable(x):
         pass  # e.g. dehub.datasets.ShardedArray: read in chunks below, never loaded whole
     elif not isinstance(x, np.ndarray):
         try:
@@ -149,7 +150,7 @@ def _raise_non_finite(block: np.ndarray, sq: np.ndarray, start: int, name: str) 
     )
 
 
-def _is_row_sliceable(x) -> bool:
+def is_row_sliceable(x) -> bool:
     """A 2-D array-like that is not an ndarray but reads row slices as arrays."""
     return (
         not isinstance(x, np.ndarray)

@@ -217,11 +217,12 @@ class Index(IncrementalMixin):
         """
         self._check_file()
         path = Path(path)
-        arrays = {"gallery": np.asarray(self.model.gallery_), "ids": self.ids}
+        # the gallery as it is (a memmap or shards are streamed, never copied whole)
+        arrays = {"gallery": self.model.gallery_, "ids": self.ids}
         for name, arr in self.model.persistence_arrays().items():
             arrays[f"model.{name}"] = arr
         if self.reference is not None:
-            arrays["reference"] = np.asarray(self.reference)
+            arrays["reference"] = self.reference
         metadata = dict(self.metadata)
         metadata.pop("item_metadata", None)
         if self.item_metadata is not None:

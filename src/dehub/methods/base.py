@@ -126,7 +126,7 @@ class NotFittedError(RuntimeError):
     """The estimator was used before ``fit``."""
 
 
-class StaleFitError(NotFittedError, InputError):
+class StaleFitError(InputError, NotFittedError):
     """A parameter changed after ``fit``: the fitted state no longer matches the parameters."""
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "UnnormalizedWarning",
     "user_stacklevel",
     "is_row_sliceable",
+    "l2_normalized",
 ]
 
 NormalizeMode = Literal["warn", "l2", "none", "error"]
@@ -218,6 +219,11 @@ def check_normalization(x: np.ndarray, name: str, mode: NormalizeMode = "warn") 
 def compute_dtype(*arrays) -> np.dtype:
     """The engine's arithmetic rule: float64 if any input is float64, else float32."""
     return np.dtype(np.float64) if any(a.dtype == np.float64 for a in arrays) else np.dtype(np.float32)
+
+
+def l2_normalized(x, name: str) -> np.ndarray:
+    """An L2-normalized copy of rows already validated (float64 for float64, else float32)."""
+    return _l2_copy(x, name)
 
 
 def _l2_copy(x, name: str) -> np.ndarray:

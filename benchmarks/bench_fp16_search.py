@@ -92,7 +92,7 @@ def main() -> None:
         q = rng.standard_normal((args.queries, args.d), dtype=np.float32)
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         got = {}
-        for arm in (("before", "after") if r % 2 == 0 else ("after", "before")):
+        for arm in ("before", "after") if r % 2 == 0 else ("after", "before"):
             exact._dense_fits = _old_dense_fits if arm == "before" else new_rule
             try:
                 dt, peak, out = _one(model, q, args.k)

@@ -136,8 +136,9 @@ def next_ids(existing: np.ndarray, n_new: int) -> np.ndarray:
     if n_new and last > ID_MAX:
         raise InputError(
             f"cannot number {n_new} new items after the largest id {start - 1}: the last would be "
-            f"{last}, beyond the id space ({_SPACE}). Pass explicit ids=... (unused ids below "
-            "the maximum), or renumber the index."
+            f"{last}, beyond the id space ({_SPACE})",
+            fix="Pass explicit {ids} (unused ids below the maximum), or renumber the index.",
+            params={"ids": None},
         )
     return np.arange(start, start + n_new, dtype=np.int64)
 

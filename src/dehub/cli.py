@@ -468,7 +468,9 @@ def _missing_optional_package(exc: ImportError) -> bool:
     """Whether ``exc`` (or the error it was raised from) is an optional extra that is not
     installed: the user's environment. Any other ImportError is a bug in dehub."""
     seen: BaseException | None = exc
-    while seen is not None:
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
         name = getattr(seen, "name", None)
         if isinstance(seen, ImportError) and name and name.split(".", 1)[0] in OPTIONAL_PACKAGES:
             return True

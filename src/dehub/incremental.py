@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import InputError, InputTypeError, UnknownIdsError
+from ._ids import next_ids
 from ._validation import NormalizeMode, check_same_dim, validate_embeddings
 from .engine.exact import DEFAULT_MEMORY_BUDGET
 from .methods import get_tags
@@ -111,18 +112,9 @@ class IncrementalMixin:
         """
         self._check_incremental()
         vectors = self._prepare_rows(vectors, "vectors", normalize)
-        n_new = vectors.shape[0]
-        if ids is None:
-            start = int(self.ids.max()) + 1 if self.ids.size else 0
-            new_ids = np.arange(start, start + n_new, dtype=np.int64)
-        else:
-            new_ids = np.asarray(ids)
-            if new_ids.shape != (n_new,) or new_ids.dtype.kind not in "iu":
-                raise InputError(
-                    f"ids must be {n_new} integers, one per new vector; received shape "
-                    f"{new_ids.shape} dtype {new_ids.dtype}"
-                )
-            new_ids = new_ids.astype(np.int64)
+        # ids come from dehub.Index.add, checked there (one rule, dehub._ids): an int64
+        # array of one unique id per new row, or the default numbering
+        new_ids = next_ids(self.ids, vectors.shape[0]) if ids is None else ids
         all_ids = np.concatenate([self.ids, new_ids])
         uniq, counts = np.unique(all_ids, return_counts=True)
         if uniq.size != all_ids.size:
@@ -157,7 +149,7 @@ class IncrementalMixin:
     def remove(self, ids, *, save_to: str | os.PathLike | None = None):
         """Remove the items with these external ids (unknown ids raise). Returns ``self``."""
         self._check_incremental()
-        ids = np.unique(np.asarray(ids, dtype=np.int64).ravel())
+        # ids come from dehub.Index.remove: int64, 1-D, sorted and unique (dehub._ids)
         known = np.isin(ids, self.ids)
         if not known.all():
             raise UnknownIdsError(

@@ -21,6 +21,7 @@ __all__ = [
     "Message",
     "Surface",
     "Param",
+    "Command",
     "PYTHON",
     "python_spelling",
     "UserError",
@@ -44,6 +45,14 @@ class Param(NamedTuple):
     value: ParamValue
 
 
+class Command(NamedTuple):
+    """A fix that names an operation: ``Index.build(...)`` in Python, ``dehub build`` on
+    the command line."""
+
+    python: str
+    cli: str
+
+
 def _alternatives(values: tuple[str, ...]) -> str:
     return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " or " + values[-1]
 
@@ -62,11 +71,12 @@ def _pip_install(extra: str) -> str:
 
 @dataclass(frozen=True)
 class Surface:
-    """How one front end spells a fix: a parameter (``param(name, value)``) and the
-    installation of an extra (``install(extra)``)."""
+    """How one front end spells a fix: a parameter (``param(name, value)``), the
+    installation of an extra (``install(extra)``) and an operation (``command``)."""
 
     param: Callable[[str, ParamValue], str]
     install: Callable[[str], str]
+    command: Callable[[Command], str] = lambda c: c.python
 
 
 #: The library's own spelling: ``reference=...``, ``normalize='l2'``, ``pip install dehub[faiss]``.
@@ -79,7 +89,8 @@ class Message:
 
     ``what`` alone is a complete message that names no parameter. ``fix`` names
     parameters as ``{placeholder}``: ``params`` maps each placeholder to the value the fix
-    suggests, or to a :class:`Param` when one fix names a parameter twice;
+    suggests, to a :class:`Param` when one fix names a parameter twice, or to a
+    :class:`Command` (an operation each surface names its own way);
     ``{install}`` is the installation of the extra ``install``.
     """
 
@@ -87,7 +98,7 @@ class Message:
     expected: str | None = None
     received: str | None = None
     fix: str | None = None
-    params: Mapping[str, ParamValue | Param] = field(default_factory=dict)
+    params: Mapping[str, ParamValue | Param | Command] = field(default_factory=dict)
     install: str | None = None
 
     def render(self, surface: Surface = PYTHON) -> str:
@@ -99,13 +110,17 @@ class Message:
         if self.fix:
             names = {}
             for key, value in self.params.items():
-                param, val = (value.name, value.value) if isinstance(value, Param) else (key, value)
-                names[key] = surface.param(param, val)
+                if isinstance(value, Command):
+                    names[key] = surface.command(value)
+                elif isinstance(value, Param):
+                    names[key] = surface.param(value.name, value.value)
+                else:
+                    names[key] = surface.param(key, value)
             if self.install is not None:
                 names["install"] = surface.install(self.install)
             text = text.rstrip()
             text += ("" if text.endswith((".", ";", ":")) else ".") + " " + self.fix.format(**names)
-        return " ".join(text.split())
+        return text
 
 
 class UserError(Exception):
@@ -122,7 +137,7 @@ class UserError(Exception):
         expected: str | None = None,
         received: str | None = None,
         fix: str | None = None,
-        params: Mapping[str, ParamValue | Param] | None = None,
+        params: Mapping[str, ParamValue | Param | Command] | None = None,
         install: str | None = None,
     ) -> None:
         self.message = Message(what, expected, received, fix, dict(params or {}), install)
@@ -178,7 +193,7 @@ class MissingExtraError(UserError, ImportError):
         extra: str,
         *,
         instead: str | None = None,
-        params: Mapping[str, ParamValue | Param] | None = None,
+        params: Mapping[str, ParamValue | Param | Command] | None = None,
         module: str | None = None,
     ) -> None:
         super().__init__(

@@ -27,7 +27,7 @@ from ._cli_support import (
     method_params,
     positive_int,
 )
-from ._errors import InputError, Surface, UserError
+from ._errors import InputError, InputWarning, Surface, UserError
 from ._extras import OPTIONAL_PACKAGES
 from ._loading import describe, load, verify
 from ._version import __version__
@@ -441,12 +441,16 @@ def _os_error_text(exc: OSError) -> str:
     return f"{exc.strerror or exc}{': ' + str(name) if name else ''}"
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _warning_printer(surface: Surface):
     """Warnings as one line each, fixes in the CLI's words (never hidden by --quiet)."""
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        text = message.render(surface) if hasattr(message, "render") else str(message)
-        print(f"dehub: warning: {text}", file=sys.stderr, flush=True)
+        text = message.render(surface) if isinstance(message, InputWarning) else str(message)
+        print(f"dehub: warning: {_one_line(text)}", file=sys.stderr, flush=True)
 
     return show
 
@@ -507,7 +511,7 @@ def _cli_surface(flags: dict[str, str]) -> Surface:
     def install(extra: str) -> str:
         return f"pip install -e '.[{extra}]' in a dehub clone (dehub is not on PyPI)"
 
-    return Surface(param=param, install=install)
+    return Surface(param=param, install=install, command=lambda c: c.cli)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -529,12 +533,12 @@ def main(argv: list[str] | None = None) -> int:
         print("dehub: interrupted", file=sys.stderr)
         return 130
     except UserError as exc:  # structured: rendered with this command's own flags
-        print(f"dehub: error: {exc.render(surface)}", file=sys.stderr)
+        print(f"dehub: error: {_one_line(exc.render(surface))}", file=sys.stderr)
         return 2
     except ImportError as exc:
         if not _missing_optional_package(exc):
             return _report_bug(exc)
-        print(f"dehub: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"dehub: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"dehub: error: {_os_error_text(exc)}", file=sys.stderr)

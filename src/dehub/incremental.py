@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import InputError, InputTypeError, UnknownIdsError
+from ._errors import Command, InputError, InputTypeError, UnknownIdsError
 from ._ids import next_ids
 from ._validation import NormalizeMode, check_same_dim, validate_embeddings
 from .engine.exact import DEFAULT_MEMORY_BUDGET
@@ -59,8 +59,9 @@ class IncrementalMixin:
     def _check_incremental(self) -> None:
         if not get_tags(self.model).incremental:
             raise InputTypeError(
-                f"method {self.model.name!r} ({self.model!r}) cannot be updated incrementally; "
-                "rebuild the index with Index.build"
+                f"method {self.model.name!r} ({self.model!r}) cannot be updated incrementally",
+                fix="Rebuild the index with {build}",
+                params={"build": Command("Index.build", "dehub build")},
             )
 
     _STATE = ("model", "ids", "reference", "n_reference")

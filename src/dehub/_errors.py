@@ -119,7 +119,8 @@ class Message:
             if self.install is not None:
                 names["install"] = surface.install(self.install)
             text = text.rstrip()
-            text += ("" if text.endswith((".", ";", ":")) else ".") + " " + self.fix.format(**names)
+            fix = self.fix.format(**names) if names else self.fix  # a fix without placeholders is text
+            text += ("" if text.endswith((".", ";", ":")) else ".") + " " + fix
         return text
 
 

@@ -101,21 +101,23 @@ def _check_structure(x, name: str, allow_empty: bool) -> np.ndarray:
             x = np.asarray(x)
         except Exception as exc:  # pragma: no cover - numpy's own message is kept
             raise InputTypeError(
-                f"{name} must be a 2-D float array of shape (n, d); received {type(x).__name__}"
+                f"{name} must be a 2-D float array of shape (n, d)", received=type(x).__name__
             ) from exc
     if x.dtype.type not in _FLOAT_KINDS:
         raise InputTypeError(
-            f"{name} must hold float16, float32 or float64 values; received dtype {x.dtype}. "
-            f"Convert with {name}.astype(np.float32)."
+            f"{name} must hold float16, float32 or float64 values",
+            received=f"dtype {x.dtype}",
+            fix=f"Convert with {name}.astype(np.float32).",
         )
     if x.ndim != 2:
-        hint = " Use x.reshape(1, -1) for a single vector." if x.ndim == 1 else ""
         raise InputError(
-            f"{name} must be 2-D with shape (n, d); received ndim={x.ndim}, shape {x.shape}.{hint}"
+            f"{name} must be 2-D with shape (n, d)",
+            received=f"ndim={x.ndim}, shape {x.shape}",
+            fix="Use x.reshape(1, -1) for a single vector." if x.ndim == 1 else None,
         )
     if x.shape[1] == 0 or (x.shape[0] == 0 and not allow_empty):
         raise InputError(
-            f"{name} must be non-empty (at least one row and one column); received shape {x.shape}"
+            f"{name} must be non-empty (at least one row and one column)", received=f"shape {x.shape}"
         )
     return x
 
@@ -140,14 +142,16 @@ def _raise_non_finite(block: np.ndarray, sq: np.ndarray, start: int, name: str) 
         bad = np.argwhere(~np.isfinite(block))[0]
         row = start + int(bad[0])
         raise InputError(
-            f"{name} contains NaN or infinite values (first at row {row}, column "
-            f"{int(bad[1])}); expected finite floats. Remove or fix those rows."
+            f"{name} contains NaN or infinite values (first at row {row}, column {int(bad[1])})",
+            expected="finite floats",
+            fix="Remove or fix those rows.",
         )
     row = start + int(np.flatnonzero(~np.isfinite(sq))[0])
     raise InputError(
         f"{name} row {row} has values so large that its squared norm overflows "
-        f"(max |value| {float(np.abs(block).max()):.3g}); expected embedding-scale "
-        "values. Rescale or L2-normalize the rows."
+        f"(max |value| {float(np.abs(block).max()):.3g})",
+        expected="embedding-scale values",
+        fix="Rescale or L2-normalize the rows.",
     )
 
 
@@ -172,23 +176,24 @@ def _row_sq_norms(block: np.ndarray) -> np.ndarray:
 def check_same_dim(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape[1] != b.shape[1]:
         raise InputError(
-            f"{name_a} and {name_b} must have the same embedding dimension; received "
-            f"{name_a}.shape[1]={a.shape[1]} and {name_b}.shape[1]={b.shape[1]}. "
-            "Were they produced by the same encoder?"
+            f"{name_a} and {name_b} must have the same embedding dimension",
+            received=f"{name_a}.shape[1]={a.shape[1]} and {name_b}.shape[1]={b.shape[1]}",
+            fix="Were they produced by the same encoder?",
         )
 
 
 def check_k(k, n: int, *, name: str = "k", what: str = "reference items") -> int:
     """Check ``1 <= k <= n`` for an integer k; return it as int."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise InputTypeError(f"{name} must be a positive integer; received {k!r}")
+        raise InputTypeError(f"{name} must be a positive integer", received=repr(k))
     k = int(k)
     if k < 1:
-        raise InputError(f"{name} must be >= 1; received {name}={k}")
+        raise InputError(f"{name} must be >= 1", received=f"{name}={k}")
     if k > n:
         raise InputError(
-            f"{name}={k} exceeds the number of {what} ({n}); expected {name} <= {n}. "
-            f"Lower {name} or provide more {what}."
+            f"{name}={k} exceeds the number of {what} ({n})",
+            expected=f"{name} <= {n}",
+            fix=f"Lower {name} or provide more {what}.",
         )
     return k
 

@@ -205,6 +205,10 @@ class MissingExtraError(UserError, ImportError):
         )
         self.name = module or package
 
+    def __reduce__(self):  # ImportError.name lives outside __dict__
+        rebuild, args, state = super().__reduce__()
+        return (rebuild, args, {**state, "name": self.name})
+
 
 class InputWarning(UserWarning):
     """A warning about the caller's input, with the parts of a :class:`Message` so each

@@ -127,3 +127,25 @@ def test_add_trusting_its_boundary_still_equals_a_refit():
     grown = Index.build(g, r, k=5, keep_reference=True).add(new)
     refit = NNN(k=5).fit(np.concatenate([g, new]), r)
     np.testing.assert_allclose(grown.model.bias_, refit.bias_, rtol=1e-6)
+
+
+def test_the_add_gate_sees_the_rows_add_validated(scans, tmp_path, capsys):
+    """`dehub add --gate`: the gate runs inside add's boundary (its admit hook), on the rows
+    add validated once, so a bad row is refused before any gate arithmetic."""
+    rng = np.random.default_rng(4)
+    g, r = _unit(rng, 300, 8), _unit(rng, 200, 8)
+    Index.build(g, r, k=4, keep_reference=True).save(tmp_path / "i.dehub")
+    np.save(tmp_path / "new.npy", _unit(rng, 6, 8))
+    bad = _unit(rng, 6, 8)
+    bad[3, 2] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    scans.clear()
+    add = ["add", str(tmp_path / "i.dehub"), "--gate", "flag", "-o", str(tmp_path / "j.dehub"), "--quiet"]
+    assert cli.main([*add, "--vectors", str(tmp_path / "new.npy")]) == 0
+    assert scans["vectors"] == 1 and "none would be a hub" in capsys.readouterr().out
+    assert cli.main([*add, "--vectors", str(tmp_path / "bad.npy")]) == 2
+    out = capsys.readouterr()
+    assert (
+        "vectors contains NaN or infinite values (first at row 3, column 2)" in out.err
+        and "gate" not in out.out
+    )

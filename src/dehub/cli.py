@@ -339,8 +339,6 @@ def _run_add(args: argparse.Namespace) -> int:
     reference = load_npy(args.reference, "--reference") if args.reference else None
     out = args.output or args.index
     _check_output_file(out)
-    if args.gate:
-        gate_for_add(index, vectors, reference, args.gate, normalize=args.normalize)
     before = index.n_items
     index.add(
         vectors,
@@ -350,6 +348,10 @@ def _run_add(args: argparse.Namespace) -> int:
         memory_budget=args.memory_budget_mb * 2**20,
         progress=not args.quiet,
         save_to=out,
+        # the gate sees the rows as validated (and normalized) by add, before any change
+        admit=(lambda rows, sentinels: gate_for_add(index, rows, sentinels, args.gate))
+        if args.gate
+        else None,
     )
     print(f"wrote {out}: added {index.n_items - before} items, {index.n_items} in all")
     return 0

@@ -27,6 +27,7 @@ the last saved file intact and loadable, and the index keeps its previous state.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -104,12 +105,16 @@ class IncrementalMixin:
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         progress: bool = False,
         save_to: str | os.PathLike | None = None,
+        admit: Callable[[np.ndarray, np.ndarray | None], None] | None = None,
     ):
         """Add gallery items; their biases are computed against the reference set.
 
         ``reference`` is needed unless the index keeps it (``keep_reference=True``);
         if both exist they must have the same number of rows. ``ids`` default to
-        ``max(ids) + 1, ...``. Returns ``self``.
+        ``max(ids) + 1, ...``. ``admit(vectors, reference)``, if given, sees the new rows
+        as validated (normalized with ``normalize="l2"``) and the reference (the one given,
+        validated, else the kept one, else None) before anything changes, and raises to
+        refuse them (``dehub add --gate``). Returns ``self``.
         """
         self._check_incremental()
         vectors = self._prepare_rows(vectors, "vectors", normalize)
@@ -124,6 +129,11 @@ class IncrementalMixin:
                 f"e.g. {uniq[counts > 1][:5].tolist()}. Remove the old items first or use fresh ids."
             )
         ref = self._reference_for_add(reference, normalize) if self.model.growth_needs_reference() else None
+        if admit is not None:
+            sentinels = ref
+            if sentinels is None and reference is not None:  # validated for admit only
+                sentinels = self._prepare_rows(reference, "reference", normalize)
+            admit(vectors, sentinels if sentinels is not None else self.reference)
         model = self.model.add_gallery_rows(vectors, ref, memory_budget=memory_budget, progress=progress)
         self._commit({"model": model, "ids": all_ids}, save_to)
         return self

@@ -15,7 +15,6 @@ from .._errors import InputError
 from .._loading import load
 from ..datasets.pairs import read_pairs
 from ..relevance import Relevance
-from ._common import unit_rows
 from .audit import AdmissionGate, audit_gallery
 from .report import STUDY_SECTIONS
 from .runner import check_study_names, json_ready, run_studies
@@ -153,32 +152,27 @@ def _run(args: argparse.Namespace) -> int:
 
 def gate_for_add(
     index: Any,
-    vectors: Any,
-    reference: Any,
+    vectors: np.ndarray,
+    reference: np.ndarray | None,
     mode: str,
     *,
     k: int = 10,
     z: float = 6.0,
-    normalize: str = "none",
 ) -> None:
     """``dehub add --gate``: score the new items against the sentinel (reference) queries.
 
+    Called by ``Index.add`` (its ``admit`` hook) with the new rows and the reference as
+    validated there (the gallery's dimension, L2-normalized with ``--normalize l2``).
     ``mode="flag"`` prints a warning naming the would-be hubs and lets the add proceed;
-    ``mode="refuse"`` raises ``ValueError`` (nothing is written) when any item would be one.
-    ``normalize="l2"`` (``dehub add --normalize l2``) judges the L2-normalized rows.
+    ``mode="refuse"`` raises an :class:`InputError` (nothing is written) when any item would be one.
     """
-    sentinels = reference if reference is not None else index.reference
-    if sentinels is None:
+    if reference is None:
         raise InputError(
             "--gate needs sentinel queries: give --reference (or build the index with --keep-reference)"
         )
-    sentinels = np.asarray(sentinels, dtype=np.float32)
+    sentinels = np.asarray(reference, dtype=np.float32)
     items = np.asarray(vectors, dtype=np.float32)
-    if normalize == "l2":  # judge the rows as the index will store them
-        items, sentinels = unit_rows(items), unit_rows(sentinels)
     gallery = np.asarray(index.model.gallery_, dtype=np.float32)
-    if items.ndim != 2 or items.shape[1] != gallery.shape[1]:
-        raise InputError(f"--vectors must be (n, {gallery.shape[1]}); received shape {items.shape}")
     res = AdmissionGate(k=k, z_threshold=z).fit(gallery, sentinels).score(items)
     rows = np.flatnonzero(res["flag"])
     if rows.size == 0:

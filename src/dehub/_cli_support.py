@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import InputError
 from .datasets.layouts import cli_embeddings
 from .datasets.npy import load_embeddings, read_npy
 from .methods._cli import json_object as parse_json_object
@@ -72,14 +73,14 @@ def load_npy(path: str, what: str, mmap: bool = True):
 def _ids_from_npy(p: Path, what: str) -> np.ndarray:
     raw = np.asarray(read_npy(p, what, mmap=False))
     if raw.ndim != 1:
-        raise ValueError(f"{what} file {p} must hold a 1-D array of ids; received shape {raw.shape}")
+        raise InputError(f"{what} file {p} must hold a 1-D array of ids; received shape {raw.shape}")
     if raw.dtype.kind not in "iu":
-        raise ValueError(
+        raise InputError(
             f"{what} file {p} must hold integers; received dtype {raw.dtype}. "
             "Save them with np.save(path, ids.astype(np.int64))"
         )
     if raw.dtype.kind == "u" and raw.size and int(raw.max()) > np.iinfo(np.int64).max:
-        raise ValueError(
+        raise InputError(
             f"{what} file {p} holds ids above 2**63-1 (max {int(raw.max())}); dehub ids are int64"
         )
     return raw.astype(np.int64)
@@ -116,7 +117,7 @@ def _looks_like_path(text: str) -> bool:
 def _parse_ids(tokens: list[str], source: str) -> np.ndarray:
     bad = [t for t in tokens if not re.fullmatch(r"[+-]?\d+", t)]
     if bad or not tokens:
-        raise ValueError(
+        raise InputError(
             f"{source}: expected exact integer ids (e.g. 17,42, or @FILE with one per line); "
             f"received {bad[:5] if bad else 'nothing'}"
         )
@@ -124,7 +125,7 @@ def _parse_ids(tokens: list[str], source: str) -> np.ndarray:
     info = np.iinfo(np.int64)
     out_of_range = [v for v in values if not info.min <= v <= info.max]
     if out_of_range:
-        raise ValueError(f"{source}: ids must fit in int64; received {out_of_range[:5]}")
+        raise InputError(f"{source}: ids must fit in int64; received {out_of_range[:5]}")
     return np.array(values, dtype=np.int64)
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from ._errors import MissingExtraError
+
 __all__ = [
     "OPTIONAL_PACKAGES",
     "DEFERRED_CORE",
@@ -76,17 +78,14 @@ ALLOWED_FUNCTION_LEVEL: frozenset[str] = frozenset(OPTIONAL_PACKAGES) | frozense
 
 
 def require(module: str, feature: str) -> ModuleType:
-    """``module`` imported, or an ImportError naming ``feature``, the extra that installs it
-    (:data:`OPTIONAL_PACKAGES`) and the install command from a clone of dehub."""
+    """``module`` imported, or a :class:`~dehub._errors.MissingExtraError` (an ImportError)
+    naming ``feature`` and the extra that installs it (:data:`OPTIONAL_PACKAGES`); each
+    surface spells the install command its own way."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         top = module.split(".", 1)[0]
-        extra = OPTIONAL_PACKAGES.get(top, top)
-        raise ImportError(
-            f"{feature} needs {top}, in dehub's '{extra}' extra: from a clone of dehub, "
-            f"pip install -e '.[{extra}]'"
-        ) from exc
+        raise MissingExtraError(feature, top, OPTIONAL_PACKAGES.get(top, top)) from exc
 
 
 def load_feature(module: str, feature: str) -> ModuleType:

@@ -40,7 +40,7 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
@@ -48,8 +48,10 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import InputError, InputTypeError
 from ._io import atomic_path
 from ._json import JSONLimits, JSONReadError, parse_json
+from ._validation import is_row_sliceable
 
 __all__ = [
     "FORMAT_VERSION",
@@ -81,7 +83,7 @@ _CHUNK = 16 << 20  # bytes per read / hash step
 _SHA_HEX = re.compile(r"[0-9a-f]{64}")
 
 
-class IndexFormatError(ValueError):
+class IndexFormatError(InputError):
     """An index file is not a dehub file, is of an unknown version, truncated or corrupt."""
 
 
@@ -93,45 +95,37 @@ def _dtype_str(a: np.ndarray) -> str:
     dt = a.dtype.newbyteorder("<") if a.dtype.byteorder == ">" else a.dtype
     s = dt.str
     if s not in _ALLOWED:
-        raise TypeError(
+        raise InputTypeError(
             f"cannot store dtype {a.dtype} in a dehub file; expected one of "
             "float16/32/64, int32/64, uint8/32/64, bool"
         )
     return s
 
 
-def _sha256_chunks(arr: np.ndarray) -> str:
-    h = hashlib.sha256()
-    flat = arr.reshape(-1)
-    step = max(1, _CHUNK // max(arr.itemsize, 1))
-    for s in range(0, flat.size, step):
-        h.update(np.ascontiguousarray(flat[s : s + step]).view(np.uint8).tobytes())
-    return h.hexdigest()
+def _byte_chunks(arr: Any, dtype: np.dtype) -> Iterator[bytes]:
+    """The bytes of ``arr`` as stored (``dtype``, C order) in chunks of about ``_CHUNK``.
+
+    A 2-D row-sliceable array-like (a sharded gallery) is read block by block, never
+    materialized whole."""
+    if isinstance(arr, np.ndarray):
+        flat = arr.reshape(-1)
+        step = max(1, _CHUNK // max(dtype.itemsize, 1))
+        for s in range(0, flat.size, step):
+            yield np.ascontiguousarray(flat[s : s + step], dtype=dtype).tobytes()
+        return
+    n, d = arr.shape
+    step = max(1, _CHUNK // max(dtype.itemsize * max(d, 1), 1))
+    for s in range(0, n, step):
+        yield np.ascontiguousarray(np.asarray(arr[s : s + step]), dtype=dtype).tobytes()
 
 
-def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` and a JSON-serializable ``header`` to ``path`` atomically."""
-    path = Path(path)
-    metas: list[dict[str, Any]] = []
-    prepared = []
-    offset_data = 0
-    for name, arr in arrays.items():
-        arr = np.asarray(arr)
-        dts = _dtype_str(arr)
-        arr = arr.astype(np.dtype(dts), copy=False)
-        metas.append(
-            {
-                "name": name,
-                "dtype": dts,
-                "shape": list(arr.shape),
-                "offset": offset_data,  # relative for now
-                "nbytes": int(arr.nbytes),
-                "sha256": _sha256_chunks(arr),
-            }
-        )
-        prepared.append(arr)
-        offset_data = _align(offset_data + arr.nbytes)
-    # The header length depends on the absolute offsets; iterate until stable.
+def _nbytes(arr: Any, dtype: np.dtype) -> int:
+    return int(np.prod(arr.shape, dtype=np.int64)) * dtype.itemsize
+
+
+def _header_bytes(header: dict[str, Any], metas: list[dict[str, Any]]) -> tuple[bytes, int]:
+    """The header's JSON and the aligned start of the data (the header length depends on
+    the absolute offsets; iterate until stable)."""
     base = 0
     for _ in range(4):
         full = dict(header)
@@ -143,26 +137,62 @@ def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dic
         if new_base == base:
             break
         base = new_base
+    return hbytes, base
+
+
+def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str, Any]) -> None:
+    """Write ``arrays`` and a JSON-serializable ``header`` to ``path`` atomically.
+
+    Every array is read once: its SHA-256 is taken over the bytes as they are written,
+    and the header (whose checksums have a fixed length) is written last, in the space
+    reserved for it. Arrays are ndarrays (memmaps) or 2-D row-sliceable array-likes.
+    """
+    path = Path(path)
+    metas: list[dict[str, Any]] = []
+    prepared = []
+    offset_data = 0
+    for name, arr in arrays.items():
+        if isinstance(arr, np.ndarray) or not is_row_sliceable(arr):
+            arr = np.asarray(arr)
+        dts = _dtype_str(arr)
+        nbytes = _nbytes(arr, np.dtype(dts))
+        metas.append(
+            {
+                "name": name,
+                "dtype": dts,
+                "shape": [int(x) for x in arr.shape],
+                "offset": offset_data,  # relative for now
+                "nbytes": nbytes,
+                "sha256": "0" * 64,  # the same length as the digest written at the end
+            }
+        )
+        prepared.append(arr)
+        offset_data = _align(offset_data + nbytes)
+    hbytes, base = _header_bytes(header, metas)
     if len(hbytes) > MAX_HEADER_BYTES:
-        raise ValueError(
+        raise InputError(
             f"the header of {path} would take {len(hbytes)} bytes; dehub files allow at most "
             f"{MAX_HEADER_BYTES} (keep large metadata in a file beside the index)"
         )
-    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(hbytes), hashlib.sha256(hbytes).digest())
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(prefix)
-        f.write(hbytes)
-        f.write(b"\0" * (base - _PREFIX.size - len(hbytes)))
+        f.write(b"\0" * base)  # prefix and header, written last
         pos = base
         for meta, arr in zip(metas, prepared):
             start = base + meta["offset"]
             f.write(b"\0" * (start - pos))
-            flat = arr.reshape(-1)
-            step = max(1, _CHUNK // max(arr.itemsize, 1))
-            for s in range(0, flat.size, step):
-                f.write(np.ascontiguousarray(flat[s : s + step]).tobytes())
-            pos = start + arr.nbytes
+            h = hashlib.sha256()
+            for chunk in _byte_chunks(arr, np.dtype(meta["dtype"])):
+                h.update(chunk)
+                f.write(chunk)
+            meta["sha256"] = h.hexdigest()
+            pos = start + meta["nbytes"]
+        final, final_base = _header_bytes(header, metas)
+        if final_base != base or len(final) != len(hbytes):  # pragma: no cover - digests are fixed-length
+            raise RuntimeError("the header changed length when its checksums were filled in")
+        f.seek(0)
+        f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(final), hashlib.sha256(final).digest()))
+        f.write(final)
 
 
 # --------------------------------------------------------------------------- reading

@@ -19,6 +19,8 @@ import operator
 
 import numpy as np
 
+from ._errors import InputError, InputTypeError
+
 __all__ = ["ID_MAX", "PADDING_ID", "as_ids", "check_ids", "check_new_ids", "check_remove_ids", "next_ids"]
 
 #: The largest valid id (int64 max). The smallest is 0.
@@ -35,15 +37,15 @@ def _object_ids(arr: np.ndarray, name: str) -> np.ndarray:
     flat_in, flat_out = arr.reshape(-1), out.reshape(-1)
     for i, v in enumerate(flat_in):
         if isinstance(v, (bool, np.bool_)):
-            raise TypeError(f"{name} must be integers; received a boolean ({v!r}) at position {i}")
+            raise InputTypeError(f"{name} must be integers; received a boolean ({v!r}) at position {i}")
         try:
             iv = operator.index(v)
         except TypeError:
-            raise TypeError(
+            raise InputTypeError(
                 f"{name} must be integers ({_SPACE}); received {type(v).__name__} {v!r} at position {i}"
             ) from None
         if not 0 <= iv <= ID_MAX:
-            raise ValueError(
+            raise InputError(
                 f"{name} must lie in {_SPACE}; received {iv} at position {i}. Map your keys to "
                 "0..n-1 (keep the mapping beside the index) and pass those."
             )
@@ -59,7 +61,7 @@ def as_ids(ids, name: str = "ids") -> np.ndarray:
     ids are exact labels), strings and anything else, naming what was received.
     """
     if isinstance(ids, (bool, np.bool_)):
-        raise TypeError(f"{name} must be integers; received a boolean {ids!r}")
+        raise InputTypeError(f"{name} must be integers; received a boolean {ids!r}")
     try:
         arr = np.asarray(ids)
     except (OverflowError, ValueError, TypeError):
@@ -74,28 +76,28 @@ def as_ids(ids, name: str = "ids") -> np.ndarray:
     if kind == "O":
         return _object_ids(arr, name)
     if kind == "b":
-        raise TypeError(f"{name} must be integers ({_SPACE}); received booleans")
+        raise InputTypeError(f"{name} must be integers ({_SPACE}); received booleans")
     if kind == "f" or kind == "c":
         example = arr.reshape(-1)[:1].tolist()
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must be integers; received dtype {arr.dtype}. Convert with "
             f"{name}.astype(np.int64) only if they are whole numbers"
             f"{f' (received e.g. {example[0]!r})' if example else ''}: ids are exact labels "
             f"({_SPACE}), never rounded."
         )
     if kind not in "iu":
-        raise TypeError(f"{name} must be integers ({_SPACE}); received dtype {arr.dtype}")
+        raise InputTypeError(f"{name} must be integers ({_SPACE}); received dtype {arr.dtype}")
     if arr.size:
         if kind == "u" and arr.dtype.itemsize == 8 and (arr > np.uint64(ID_MAX)).any():
             bad = int(arr[arr > np.uint64(ID_MAX)].reshape(-1)[0])
-            raise ValueError(
+            raise InputError(
                 f"{name} must lie in {_SPACE}; received {bad} (uint64 above the int64 range, "
                 f"which would wrap to {bad - 2**64}{' = the padding marker' if bad == 2**64 - 1 else ''}). "
                 "Map your keys to 0..n-1 (keep the mapping beside the index) and pass those."
             )
         if kind == "i" and (arr < 0).any():
             bad = int(arr[arr < 0].reshape(-1)[0])
-            raise ValueError(
+            raise InputError(
                 f"{name} must lie in {_SPACE}; received the negative id {bad} "
                 f"({int((arr < 0).sum())} negative in all). -1 is the padding marker of search "
                 "results, so negative ids would be dropped; shift or renumber them (e.g. ids - ids.min())."
@@ -107,7 +109,7 @@ def check_ids(ids, n: int, name: str = "ids") -> np.ndarray:
     """``n`` unique ids, one per gallery row, as a 1-D int64 array."""
     arr = as_ids(ids, name)
     if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"{name} must be a 1-D array with one id per row ({n}); received shape {arr.shape}")
+        raise InputError(f"{name} must be a 1-D array with one id per row ({n}); received shape {arr.shape}")
     _check_unique(arr, name)
     return arr
 
@@ -116,7 +118,7 @@ def check_new_ids(ids, n_new: int, name: str = "ids") -> np.ndarray:
     """Ids for ``n_new`` new items (uniqueness across the index is checked by ``add``)."""
     arr = as_ids(ids, name)
     if arr.shape != (n_new,):
-        raise ValueError(f"{name} must be {n_new} integers, one per new vector; received shape {arr.shape}")
+        raise InputError(f"{name} must be {n_new} integers, one per new vector; received shape {arr.shape}")
     _check_unique(arr, name)
     return arr
 
@@ -132,10 +134,11 @@ def next_ids(existing: np.ndarray, n_new: int) -> np.ndarray:
     start = int(existing.max()) + 1 if existing.size else 0
     last = start + n_new - 1
     if n_new and last > ID_MAX:
-        raise ValueError(
+        raise InputError(
             f"cannot number {n_new} new items after the largest id {start - 1}: the last would be "
-            f"{last}, beyond the id space ({_SPACE}). Pass explicit ids=... (unused ids below "
-            "the maximum), or renumber the index."
+            f"{last}, beyond the id space ({_SPACE})",
+            fix="Pass explicit {ids} (unused ids below the maximum), or renumber the index.",
+            params={"ids": None},
         )
     return np.arange(start, start + n_new, dtype=np.int64)
 
@@ -147,7 +150,7 @@ def _check_unique(arr: np.ndarray, name: str) -> None:
     dup_mask = s[1:] == s[:-1]
     if dup_mask.any():
         dup = np.unique(s[1:][dup_mask])
-        raise ValueError(
+        raise InputError(
             f"{name} must be unique; {dup.size} ids occur more than once, e.g. "
             f"{dup[:5].tolist()}. Deduplicate the gallery or assign fresh ids."
         )

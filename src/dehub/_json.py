@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import InputError
+
 __all__ = [
     "jsonable",
     "JSONLimits",
@@ -61,7 +63,7 @@ def jsonable(obj: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- reading
-class JSONReadError(ValueError):
+class JSONReadError(InputError):
     """A JSON document that is not valid JSON or exceeds one of the reader's limits."""
 
 
@@ -118,13 +120,13 @@ def _scan(raw: bytes) -> tuple[int, int]:
 
 
 def _no_constants(name: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {name}")
+    raise InputError(f"non-standard JSON constant {name}")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise ValueError(f"number {text[:20]!r} overflows a float")
+        raise InputError(f"number {text[:20]!r} overflows a float")
     return value
 
 
@@ -132,7 +134,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise ValueError(f"duplicate key {k!r}")
+            raise InputError(f"duplicate key {k!r}")
         out[k] = v
     return out
 
@@ -197,7 +199,7 @@ def read_jsonl(
 
 
 # --------------------------------------------------------------------------- sealing
-class SealError(ValueError):
+class SealError(InputError):
     """A stored description of another kind or version, or changed after it was written."""
 
 

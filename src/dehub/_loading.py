@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ._errors import InputError
 from .distributed import is_manifest_dir, load_index, read_manifest
 from .index import Index
 
@@ -27,7 +28,7 @@ def _checked(path: str | os.PathLike) -> Path:
             "directory of 'dehub build --runner ray'"
         )
     if p.is_dir() and not is_manifest_dir(p):
-        raise ValueError(
+        raise InputError(
             f"{p} is a directory without manifest.json; expected an index file written by "
             "'dehub build' or the output directory of 'dehub build --runner ray'"
         )

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._errors import InputError
 from ._progress import progress_bar
 
 __all__ = ["ShardedArray", "open_embeddings", "shard_paths", "shard_order_key", "shard_name", "SHARD_DIGITS"]
@@ -93,7 +94,7 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     except (ValueError, OSError, SyntaxError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise ValueError(f"{path} is not a readable .npy shard: {exc}") from None
+        raise InputError(f"{path} is not a readable .npy shard: {exc}") from None
 
 
 class ShardedArray:
@@ -115,9 +116,9 @@ class ShardedArray:
             paths = shard_paths(paths)
         self.paths = [Path(p) for p in paths]
         if not self.paths:
-            raise ValueError("ShardedArray needs at least one shard; received none")
+            raise InputError("ShardedArray needs at least one shard; received none")
         if isinstance(max_open, bool) or not isinstance(max_open, int) or max_open < 1:
-            raise ValueError(f"max_open must be a positive integer; received {max_open!r}")
+            raise InputError(f"max_open must be a positive integer; received {max_open!r}")
         self.max_open = max_open
         self._open: OrderedDict[int, np.ndarray] = OrderedDict()
         heads = [_npy_header(p) for p in self.paths]
@@ -126,7 +127,7 @@ class ShardedArray:
         cols = first_shape[1] if len(first_shape) == 2 else None
         for p, (shape, dtype, _, _) in zip(self.paths, heads):
             if len(shape) != 2 or shape[1] != cols or dtype != first_dtype or dtype.hasobject:
-                raise ValueError(
+                raise InputError(
                     f"every shard must be 2-D with the same columns and dtype as {self.paths[0].name} "
                     f"({cols} columns, {first_dtype}); {p.name} has shape {shape}, dtype {dtype}"
                 )
@@ -153,7 +154,7 @@ class ShardedArray:
                     pass
         m = np.load(self.paths[s], mmap_mode="r", allow_pickle=False)
         if m.shape != self._shapes[s] or m.dtype != self.dtype:
-            raise ValueError(
+            raise InputError(
                 f"shard {self.paths[s]} changed since it was opened: shape {m.shape}, dtype {m.dtype}; "
                 f"expected {self._shapes[s]}, {self.dtype}"
             )

@@ -15,6 +15,8 @@ from typing import Literal
 
 import numpy as np
 
+from ._errors import InputError, InputTypeError, InputWarning, Param
+
 __all__ = [
     "compute_dtype",
     "check_embeddings",
@@ -25,6 +27,8 @@ __all__ = [
     "NormalizeMode",
     "UnnormalizedWarning",
     "user_stacklevel",
+    "is_row_sliceable",
+    "l2_normalized",
 ]
 
 NormalizeMode = Literal["warn", "l2", "none", "error"]
@@ -46,7 +50,7 @@ def user_stacklevel() -> int:
     return level
 
 
-class UnnormalizedWarning(UserWarning):
+class UnnormalizedWarning(InputWarning):
     """Embeddings are not unit-norm, so inner products are not cosine similarities."""
 
 
@@ -78,7 +82,7 @@ def validate_embeddings(
     normalized copy).
     """
     if normalize not in _MODES:
-        raise ValueError(f"normalize must be one of 'warn', 'l2', 'none', 'error'; received {normalize!r}")
+        raise InputError(f"normalize must be one of 'warn', 'l2', 'none', 'error'; received {normalize!r}")
     x = _check_structure(x, name, allow_empty)
     lo, hi = _scan_rows(x, name)
     if normalize == "l2":
@@ -90,28 +94,30 @@ def validate_embeddings(
 
 def _check_structure(x, name: str, allow_empty: bool) -> np.ndarray:
     """Type, dtype, ndim and emptiness; lists become arrays, row-sliceables stay."""
-    if _is_row_sliceable(x):
+    if is_row_sliceable(x):
         pass  # e.g. dehub.datasets.ShardedArray: read in chunks below, never loaded whole
     elif not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
         except Exception as exc:  # pragma: no cover - numpy's own message is kept
-            raise TypeError(
-                f"{name} must be a 2-D float array of shape (n, d); received {type(x).__name__}"
+            raise InputTypeError(
+                f"{name} must be a 2-D float array of shape (n, d)", received=type(x).__name__
             ) from exc
     if x.dtype.type not in _FLOAT_KINDS:
-        raise TypeError(
-            f"{name} must hold float16, float32 or float64 values; received dtype {x.dtype}. "
-            f"Convert with {name}.astype(np.float32)."
+        raise InputTypeError(
+            f"{name} must hold float16, float32 or float64 values",
+            received=f"dtype {x.dtype}",
+            fix=f"Convert with {name}.astype(np.float32).",
         )
     if x.ndim != 2:
-        hint = " Use x.reshape(1, -1) for a single vector." if x.ndim == 1 else ""
-        raise ValueError(
-            f"{name} must be 2-D with shape (n, d); received ndim={x.ndim}, shape {x.shape}.{hint}"
+        raise InputError(
+            f"{name} must be 2-D with shape (n, d)",
+            received=f"ndim={x.ndim}, shape {x.shape}",
+            fix="Use x.reshape(1, -1) for a single vector." if x.ndim == 1 else None,
         )
     if x.shape[1] == 0 or (x.shape[0] == 0 and not allow_empty):
-        raise ValueError(
-            f"{name} must be non-empty (at least one row and one column); received shape {x.shape}"
+        raise InputError(
+            f"{name} must be non-empty (at least one row and one column)", received=f"shape {x.shape}"
         )
     return x
 
@@ -135,19 +141,21 @@ def _raise_non_finite(block: np.ndarray, sq: np.ndarray, start: int, name: str) 
     if not np.isfinite(block).all():
         bad = np.argwhere(~np.isfinite(block))[0]
         row = start + int(bad[0])
-        raise ValueError(
-            f"{name} contains NaN or infinite values (first at row {row}, column "
-            f"{int(bad[1])}); expected finite floats. Remove or fix those rows."
+        raise InputError(
+            f"{name} contains NaN or infinite values (first at row {row}, column {int(bad[1])})",
+            expected="finite floats",
+            fix="Remove or fix those rows.",
         )
     row = start + int(np.flatnonzero(~np.isfinite(sq))[0])
-    raise ValueError(
+    raise InputError(
         f"{name} row {row} has values so large that its squared norm overflows "
-        f"(max |value| {float(np.abs(block).max()):.3g}); expected embedding-scale "
-        "values. Rescale or L2-normalize the rows."
+        f"(max |value| {float(np.abs(block).max()):.3g})",
+        expected="embedding-scale values",
+        fix="Rescale or L2-normalize the rows.",
     )
 
 
-def _is_row_sliceable(x) -> bool:
+def is_row_sliceable(x) -> bool:
     """A 2-D array-like that is not an ndarray but reads row slices as arrays."""
     return (
         not isinstance(x, np.ndarray)
@@ -167,24 +175,25 @@ def _row_sq_norms(block: np.ndarray) -> np.ndarray:
 
 def check_same_dim(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
     if a.shape[1] != b.shape[1]:
-        raise ValueError(
-            f"{name_a} and {name_b} must have the same embedding dimension; received "
-            f"{name_a}.shape[1]={a.shape[1]} and {name_b}.shape[1]={b.shape[1]}. "
-            "Were they produced by the same encoder?"
+        raise InputError(
+            f"{name_a} and {name_b} must have the same embedding dimension",
+            received=f"{name_a}.shape[1]={a.shape[1]} and {name_b}.shape[1]={b.shape[1]}",
+            fix="Were they produced by the same encoder?",
         )
 
 
 def check_k(k, n: int, *, name: str = "k", what: str = "reference items") -> int:
     """Check ``1 <= k <= n`` for an integer k; return it as int."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive integer; received {k!r}")
+        raise InputTypeError(f"{name} must be a positive integer", received=repr(k))
     k = int(k)
     if k < 1:
-        raise ValueError(f"{name} must be >= 1; received {name}={k}")
+        raise InputError(f"{name} must be >= 1", received=f"{name}={k}")
     if k > n:
-        raise ValueError(
-            f"{name}={k} exceeds the number of {what} ({n}); expected {name} <= {n}. "
-            f"Lower {name} or provide more {what}."
+        raise InputError(
+            f"{name}={k} exceeds the number of {what} ({n})",
+            expected=f"{name} <= {n}",
+            fix=f"Lower {name} or provide more {what}.",
         )
     return k
 
@@ -199,7 +208,7 @@ def check_normalization(x: np.ndarray, name: str, mode: NormalizeMode = "warn") 
     :func:`validate_embeddings` does both in one.
     """
     if mode not in _MODES:
-        raise ValueError(f"normalize must be one of 'warn', 'l2', 'none', 'error'; received {mode!r}")
+        raise InputError(f"normalize must be one of 'warn', 'l2', 'none', 'error'; received {mode!r}")
     if mode == "none":
         return x
     if mode == "l2":
@@ -217,6 +226,11 @@ def compute_dtype(*arrays) -> np.dtype:
     return np.dtype(np.float64) if any(a.dtype == np.float64 for a in arrays) else np.dtype(np.float32)
 
 
+def l2_normalized(x, name: str) -> np.ndarray:
+    """An L2-normalized copy of rows already validated (float64 for float64, else float32)."""
+    return _l2_copy(x, name)
+
+
 def _l2_copy(x, name: str) -> np.ndarray:
     dt = compute_dtype(x)
     out = np.empty(x.shape, dtype=dt)
@@ -225,9 +239,11 @@ def _l2_copy(x, name: str) -> np.ndarray:
         norms = np.linalg.norm(block, axis=1, keepdims=True)
         if np.any(norms == 0):
             row = sl.start + int(np.flatnonzero(norms.ravel() == 0)[0])
-            raise ValueError(
-                f"{name} row {row} is all zeros and cannot be L2-normalized; expected "
-                "rows with a non-zero norm. Remove that row (or pass normalize='none')."
+            raise InputError(
+                f"{name} row {row} is all zeros and cannot be L2-normalized",
+                expected="rows with a non-zero norm",
+                fix="Remove that row (or pass {normalize})",
+                params={"normalize": "'none'"},
             )
         np.divide(block, norms, out=out[sl])
     return out
@@ -235,11 +251,12 @@ def _l2_copy(x, name: str) -> np.ndarray:
 
 def _report_norms(lo: float, hi: float, name: str, mode: str) -> None:
     if lo < 1 - _NORM_TOL or hi > 1 + _NORM_TOL:
-        msg = (
+        fix = "Pass {l2} to normalize a copy, or {none} if raw inner products are intended."
+        params = {"l2": Param("normalize", "'l2'"), "none": Param("normalize", "'none'")}
+        what = (
             f"{name} rows are not unit-norm (norms range {lo:.4g}..{hi:.4g}); NNN and its "
-            "family assume cosine similarity. Pass normalize='l2' to normalize a copy, or "
-            "normalize='none' if raw inner products are intended."
+            "family assume cosine similarity."
         )
         if mode == "error":
-            raise ValueError(msg)
-        warnings.warn(msg, UnnormalizedWarning, stacklevel=user_stacklevel())
+            raise InputError(what, fix=fix, params=params)
+        warnings.warn(UnnormalizedWarning(what, fix=fix, params=params), stacklevel=user_stacklevel())

@@ -11,7 +11,6 @@ import argparse
 import errno
 import json
 import os
-import re
 import sys
 import traceback
 import warnings
@@ -28,8 +27,8 @@ from ._cli_support import (
     method_params,
     positive_int,
 )
-from ._errors import InputError
-from ._format import IndexFormatError
+from ._errors import InputError, InputWarning, Surface, UserError
+from ._extras import OPTIONAL_PACKAGES
 from ._loading import describe, load, verify
 from ._version import __version__
 from .datasets.pairs import load_ids
@@ -111,33 +110,7 @@ class _Parser(argparse.ArgumentParser):
         return action
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {cli_words(message)} (see '{self.prog} --help')\n")
-
-
-#: Python keyword -> command-line flag, for messages the library writes in Python terms.
-_FLAG_OF = {
-    "normalize": "--normalize",
-    "no_positive": "--no-positive",
-    "allow_overlap": "--allow-overlap",
-    "keep_reference": "--keep-reference",
-    "engine": "--engine",
-    "engine_params": "--engine-params",
-}
-
-
-def cli_words(message: str) -> str:
-    """Rewrite Python spellings in a message as the CLI's: ``normalize='l2'`` -> ``--normalize l2``."""
-
-    def flag(m: re.Match) -> str:
-        name, value = m.group(1), m.group(3)
-        if value == "True":
-            return _FLAG_OF[name]
-        return f"{_FLAG_OF[name]} {value}"
-
-    names = "|".join(_FLAG_OF)
-    message = re.sub(rf"\b({names})=(['\"]?)([\w.-]+)\2", flag, message)
-    message = re.sub(r"`?pip install dehub\[(\w+)\]`?", r"pip install -e '.[\1]' in a dehub clone", message)
-    return message
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _setup_build(p: argparse.ArgumentParser) -> None:
@@ -228,9 +201,9 @@ def _run_build(args: argparse.Namespace) -> int:
 def _check_output_file(path: str) -> None:
     p = Path(path)
     if p.is_dir():
-        raise ValueError(f"-o {p} is a directory; expected the path of a file to write")
+        raise InputError(f"-o {p} is a directory; expected the path of a file to write")
     if not p.parent.exists():
-        raise ValueError(f"-o {p}: the directory {p.parent} does not exist")
+        raise InputError(f"-o {p}: the directory {p.parent} does not exist")
 
 
 def _setup_search(p: argparse.ArgumentParser) -> None:
@@ -309,7 +282,7 @@ def _setup_info(p: argparse.ArgumentParser) -> None:
 def _run_info(args: argparse.Namespace) -> int:
     header = describe(args.index)
     if not isinstance(header, dict):
-        raise ValueError(f"{args.index}: the header is not a JSON object; not a dehub index")
+        raise InputError(f"{args.index}: the header is not a JSON object; not a dehub index")
     verified = verify(args.index) if args.verify else None
     if args.json:
         print(json.dumps(header, indent=2, sort_keys=True))
@@ -366,8 +339,6 @@ def _run_add(args: argparse.Namespace) -> int:
     reference = load_npy(args.reference, "--reference") if args.reference else None
     out = args.output or args.index
     _check_output_file(out)
-    if args.gate:
-        gate_for_add(index, vectors, reference, args.gate, normalize=args.normalize)
     before = index.n_items
     index.add(
         vectors,
@@ -377,6 +348,10 @@ def _run_add(args: argparse.Namespace) -> int:
         memory_budget=args.memory_budget_mb * 2**20,
         progress=not args.quiet,
         save_to=out,
+        # the gate sees the rows as validated (and normalized) by add, before any change
+        admit=(lambda rows, sentinels: gate_for_add(index, rows, sentinels, args.gate))
+        if args.gate
+        else None,
     )
     print(f"wrote {out}: added {index.n_items - before} items, {index.n_items} in all")
     return 0
@@ -468,9 +443,18 @@ def _os_error_text(exc: OSError) -> str:
     return f"{exc.strerror or exc}{': ' + str(name) if name else ''}"
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Warnings as one line each, in the CLI's words (never hidden by --quiet)."""
-    print(f"dehub: warning: {cli_words(str(message))}", file=sys.stderr, flush=True)
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _warning_printer(surface: Surface):
+    """Warnings as one line each, fixes in the CLI's words (never hidden by --quiet)."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = message.render(surface) if isinstance(message, InputWarning) else str(message)
+        print(f"dehub: warning: {_one_line(text)}", file=sys.stderr, flush=True)
+
+    return show
 
 
 def _quiet_pipe() -> None:
@@ -482,20 +466,22 @@ def _quiet_pipe() -> None:
         pass
 
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
 #: exit status of an internal error (BSD sysexits EX_SOFTWARE)
 EXIT_BUG = 70
 
 
-def _raised_by_dehub(exc: BaseException) -> bool:
-    """Whether the innermost frame that raised ``exc`` is dehub's own code (a checked input),
-    rather than a library dehub called (numpy refusing an array dehub built: a bug)."""
-    tb = exc.__traceback__
-    if tb is None:
-        return True
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE_DIR)
+def _missing_optional_package(exc: ImportError) -> bool:
+    """Whether ``exc`` (or the error it was raised from) is an optional extra that is not
+    installed: the user's environment. Any other ImportError is a bug in dehub."""
+    seen: BaseException | None = exc
+    visited: set[int] = set()
+    while seen is not None and id(seen) not in visited:
+        visited.add(id(seen))
+        name = getattr(seen, "name", None)
+        if isinstance(seen, ImportError) and name and name.split(".", 1)[0] in OPTIONAL_PACKAGES:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _report_bug(exc: BaseException) -> int:
@@ -510,26 +496,35 @@ def _report_bug(exc: BaseException) -> int:
     return EXIT_BUG
 
 
-def _cli_spelling(flags: dict[str, str]):
-    """How the command line passes a parameter: its flag (``--reference FILE``), not ``reference=...``."""
+def _cli_surface(flags: dict[str, str]) -> Surface:
+    """How the command line spells a fix: a parameter by its flag (``--reference FILE``,
+    ``--normalize l2``), not ``reference=...``; an extra installed from a dehub clone."""
 
-    def spell(param: str, value: str | None) -> str:
-        flag = flags.get(param) or option_name(param)
-        if value in ("True", None):
-            return flag if value == "True" else f"{flag} {param.rstrip('_').upper()}"
-        return f"{flag} {value.strip(chr(39) + chr(34))}"
+    def param(name: str, value) -> str:
+        flag = flags.get(name) or option_name(name)
+        if value is None:
+            return f"{flag} {name.rstrip('_').upper()}"
+        if value == "True":
+            return flag
+        values = value if isinstance(value, tuple) else (value,)
+        words = [v.strip("'\"") for v in values]
+        return f"{flag} " + (words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1])
 
-    return spell
+    def install(extra: str) -> str:
+        return f"pip install -e '.[{extra}]' in a dehub clone (dehub is not on PyPI)"
+
+    return Surface(param=param, install=install, command=lambda c: c.cli)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; user mistakes are one line (exit 2), bugs a traceback (exit 70)."""
     args = build_parser().parse_args(argv)
+    surface = _cli_surface(getattr(args, "_flags", {}))
     old_show = warnings.showwarning
-    warnings.showwarning = _show_warning
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            warnings.showwarning = _show_warning
+            warnings.showwarning = _warning_printer(surface)
             code = int(args._run(args) or 0)
             sys.stdout.flush()
             return code
@@ -539,25 +534,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dehub: interrupted", file=sys.stderr)
         return 130
-    except InputError as exc:  # structured: rendered with this command's own flags
-        print(f"dehub: error: {exc.render(_cli_spelling(getattr(args, '_flags', {})))}", file=sys.stderr)
+    except UserError as exc:  # structured: rendered with this command's own flags
+        print(f"dehub: error: {_one_line(exc.render(surface))}", file=sys.stderr)
         return 2
     except ImportError as exc:
-        print(f"dehub: error: {cli_words(str(exc))}", file=sys.stderr)
+        if not _missing_optional_package(exc):
+            return _report_bug(exc)
+        print(f"dehub: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"dehub: error: {cli_words(_os_error_text(exc))}", file=sys.stderr)
+        print(f"dehub: error: {_os_error_text(exc)}", file=sys.stderr)
         return 2
-    except KeyError as exc:  # e.g. remove() of unknown ids: the message is the argument
-        msg = exc.args[0] if exc.args else str(exc)
-        print(f"dehub: error: {cli_words(str(msg))}", file=sys.stderr)
-        return 2
-    except (IndexFormatError, ValueError, TypeError, EOFError, OverflowError, MemoryError) as exc:
-        if isinstance(exc, (ValueError, TypeError)) and not _raised_by_dehub(exc):
-            return _report_bug(exc)  # e.g. numpy refusing what dehub handed it: dehub's fault
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"dehub: error: {cli_words(text)}", file=sys.stderr)
-        return 2
+    except MemoryError as exc:
+        print(
+            f"dehub: error: not enough memory ({exc or 'an allocation failed'}); "
+            "use a smaller input (or a lower --memory-budget-mb where the command has one)",
+            file=sys.stderr,
+        )
+        return 1
     except SystemExit as exc:
         if not isinstance(exc.code, str):
             raise
@@ -565,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         # other usage error, and main() returns instead of exiting the caller.
         print(exc.code, file=sys.stderr)
         return 2
-    except Exception as exc:  # anything else is a bug in dehub, shown as one
+    except Exception as exc:  # anything else (a bare ValueError too) is a bug in dehub
         return _report_bug(exc)
     finally:
         warnings.showwarning = old_show

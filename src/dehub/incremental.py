@@ -27,11 +27,13 @@ the last saved file intact and loadable, and the index keeps its previous state.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from ._errors import InputError
+from ._errors import Command, InputError, InputTypeError, UnknownIdsError
+from ._ids import next_ids
 from ._validation import NormalizeMode, check_same_dim, validate_embeddings
 from .engine.exact import DEFAULT_MEMORY_BUDGET
 from .methods import get_tags
@@ -57,9 +59,10 @@ class IncrementalMixin:
     # ------------------------------------------------------------------ helpers
     def _check_incremental(self) -> None:
         if not get_tags(self.model).incremental:
-            raise TypeError(
-                f"method {self.model.name!r} ({self.model!r}) cannot be updated incrementally; "
-                "rebuild the index with Index.build"
+            raise InputTypeError(
+                f"method {self.model.name!r} ({self.model!r}) cannot be updated incrementally",
+                fix="Rebuild the index with {build}",
+                params={"build": Command("Index.build", "dehub build")},
             )
 
     _STATE = ("model", "ids", "reference", "n_reference")
@@ -102,35 +105,35 @@ class IncrementalMixin:
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         progress: bool = False,
         save_to: str | os.PathLike | None = None,
+        admit: Callable[[np.ndarray, np.ndarray | None], None] | None = None,
     ):
         """Add gallery items; their biases are computed against the reference set.
 
         ``reference`` is needed unless the index keeps it (``keep_reference=True``);
         if both exist they must have the same number of rows. ``ids`` default to
-        ``max(ids) + 1, ...``. Returns ``self``.
+        ``max(ids) + 1, ...``. ``admit(vectors, reference)``, if given, sees the new rows
+        as validated (normalized with ``normalize="l2"``) and the reference (the one given,
+        validated, else the kept one, else None) before anything changes, and raises to
+        refuse them (``dehub add --gate``). Returns ``self``.
         """
         self._check_incremental()
         vectors = self._prepare_rows(vectors, "vectors", normalize)
-        n_new = vectors.shape[0]
-        if ids is None:
-            start = int(self.ids.max()) + 1 if self.ids.size else 0
-            new_ids = np.arange(start, start + n_new, dtype=np.int64)
-        else:
-            new_ids = np.asarray(ids)
-            if new_ids.shape != (n_new,) or new_ids.dtype.kind not in "iu":
-                raise ValueError(
-                    f"ids must be {n_new} integers, one per new vector; received shape "
-                    f"{new_ids.shape} dtype {new_ids.dtype}"
-                )
-            new_ids = new_ids.astype(np.int64)
+        # ids come from dehub.Index.add, checked there (one rule, dehub._ids): an int64
+        # array of one unique id per new row, or the default numbering
+        new_ids = next_ids(self.ids, vectors.shape[0]) if ids is None else ids
         all_ids = np.concatenate([self.ids, new_ids])
         uniq, counts = np.unique(all_ids, return_counts=True)
         if uniq.size != all_ids.size:
-            raise ValueError(
+            raise InputError(
                 f"ids must be unique across the index; {int((counts > 1).sum())} collide, "
                 f"e.g. {uniq[counts > 1][:5].tolist()}. Remove the old items first or use fresh ids."
             )
         ref = self._reference_for_add(reference, normalize) if self.model.growth_needs_reference() else None
+        if admit is not None:
+            sentinels = ref
+            if sentinels is None and reference is not None:  # validated for admit only
+                sentinels = self._prepare_rows(reference, "reference", normalize)
+            admit(vectors, sentinels if sentinels is not None else self.reference)
         model = self.model.add_gallery_rows(vectors, ref, memory_budget=memory_budget, progress=progress)
         self._commit({"model": model, "ids": all_ids}, save_to)
         return self
@@ -148,7 +151,7 @@ class IncrementalMixin:
             return self.reference
         reference = self._prepare_rows(reference, "reference", normalize)
         if self.n_reference is not None and reference.shape[0] != self.n_reference:
-            raise ValueError(
+            raise InputError(
                 f"reference has {reference.shape[0]} rows but the index was fitted on "
                 f"{self.n_reference}; pass the same reference set (in the same order)"
             )
@@ -157,16 +160,16 @@ class IncrementalMixin:
     def remove(self, ids, *, save_to: str | os.PathLike | None = None):
         """Remove the items with these external ids (unknown ids raise). Returns ``self``."""
         self._check_incremental()
-        ids = np.unique(np.asarray(ids, dtype=np.int64).ravel())
+        # ids come from dehub.Index.remove: int64, 1-D, sorted and unique (dehub._ids)
         known = np.isin(ids, self.ids)
         if not known.all():
-            raise KeyError(
-                f"{int((~known).sum())} ids are not in the index, e.g. {ids[~known][:5].tolist()}; "
-                "expected ids of indexed items"
+            raise UnknownIdsError(
+                f"{int((~known).sum())} ids are not in the index, e.g. {ids[~known][:5].tolist()}",
+                expected="ids of indexed items",
             )
         keep = ~np.isin(self.ids, ids)
         if not keep.any():
-            raise ValueError("removing every item would leave an empty index; build a new one instead")
+            raise InputError("removing every item would leave an empty index; build a new one instead")
         self._commit({"model": self.model.remove_gallery_rows(keep), "ids": self.ids[keep]}, save_to)
         return self
 
@@ -188,7 +191,7 @@ class IncrementalMixin:
         new_reference = self._prepare_rows(new_reference, "new_reference", normalize)
         if self.n_reference is None:
             if self.model.growth_needs_reference():
-                raise ValueError(
+                raise InputError(
                     "the index does not record how many reference rows it was fitted on, so new "
                     "reference rows cannot be numbered; build it with Index.build (which records it)"
                 )

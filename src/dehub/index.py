@@ -29,7 +29,7 @@ from ._format import (
 from ._ids import check_ids, check_new_ids, check_remove_ids, next_ids
 from ._io import resolve_target
 from ._json import jsonable
-from ._validation import NormalizeMode, check_embeddings, validate_embeddings
+from ._validation import NormalizeMode, check_embeddings, is_row_sliceable, l2_normalized
 from ._version import __version__
 from .engine.exact import DEFAULT_MEMORY_BUDGET
 from .incremental import IncrementalMixin
@@ -126,8 +126,15 @@ class Index(IncrementalMixin):
         model = get_method(method, **params)
         model.fit(gallery, reference, normalize=normalize, memory_budget=memory_budget, progress=progress)
         kept = None
-        if keep_reference:
-            kept = validate_embeddings(reference, "reference", "none" if normalize == "warn" else normalize)
+        if keep_reference:  # the fit validated it (once); only the L2 copy is made again
+            if normalize == "l2":
+                kept = l2_normalized(reference, "reference")
+            else:
+                kept = (
+                    reference
+                    if isinstance(reference, np.ndarray) or is_row_sliceable(reference)
+                    else np.asarray(reference)
+                )
         index = cls(model, metadata=metadata, reference=kept, n_reference=int(reference.shape[0]))
         if ids is not None:
             index.ids = ids  # checked above (checking again would sort them a second time)
@@ -217,11 +224,12 @@ class Index(IncrementalMixin):
         """
         self._check_file()
         path = Path(path)
-        arrays = {"gallery": np.asarray(self.model.gallery_), "ids": self.ids}
+        # the gallery as it is (a memmap or shards are streamed, never copied whole)
+        arrays = {"gallery": self.model.gallery_, "ids": self.ids}
         for name, arr in self.model.persistence_arrays().items():
             arrays[f"model.{name}"] = arr
         if self.reference is not None:
-            arrays["reference"] = np.asarray(self.reference)
+            arrays["reference"] = self.reference
         metadata = dict(self.metadata)
         metadata.pop("item_metadata", None)
         if self.item_metadata is not None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import InputError
 from ._extras import require
 from ._io import atomic_path, sha256_file
 
@@ -28,7 +29,7 @@ __all__ = ["ItemMetadata", "ItemMetadataError", "items_path"]
 _SUFFIX = ".items.parquet"
 
 
-class ItemMetadataError(ValueError):
+class ItemMetadataError(InputError):
     """An index's item-metadata file is missing, replaced, or does not fit the index."""
 
 
@@ -47,10 +48,10 @@ class ItemMetadata:
     def __init__(self, table) -> None:
         pa, _ = _pyarrow()
         if "id" not in table.column_names:
-            raise ValueError(f"item metadata needs an 'id' column; columns: {table.column_names}")
+            raise InputError(f"item metadata needs an 'id' column; columns: {table.column_names}")
         ids = np.asarray(table["id"].to_numpy(zero_copy_only=False), dtype=np.int64)
         if np.unique(ids).size != ids.size:
-            raise ValueError("item metadata has duplicate ids")
+            raise InputError("item metadata has duplicate ids")
         self.table = table.set_column(table.column_names.index("id"), "id", pa.array(ids, pa.int64()))
         self._row = {int(i): r for r, i in enumerate(ids.tolist())}
 
@@ -64,7 +65,7 @@ class ItemMetadata:
         pa, _ = _pyarrow()
         ids = np.asarray(ids, dtype=np.int64)
         if table.num_rows != ids.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"item metadata has {table.num_rows} rows; expected one per gallery item ({ids.shape[0]})"
             )
         if "id" in table.column_names:

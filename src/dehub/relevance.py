@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from ._errors import InputError
+
 __all__ = ["Relevance"]
 
 
@@ -36,16 +38,16 @@ class Relevance:
         indptr = np.asarray(indptr, dtype=np.int64)
         indices = np.asarray(indices, dtype=np.int64)
         if indptr.ndim != 1 or indptr.size < 1 or indptr[0] != 0:
-            raise ValueError(f"indptr must be a 1-D array starting at 0; received shape {indptr.shape}")
+            raise InputError(f"indptr must be a 1-D array starting at 0; received shape {indptr.shape}")
         if np.any(np.diff(indptr) < 0) or indptr[-1] != indices.size:
-            raise ValueError(
+            raise InputError(
                 "indptr must be non-decreasing and end at len(indices) "
                 f"({indices.size}); received last value {int(indptr[-1])}"
             )
         n_gallery = int(n_gallery)
         if indices.size and (indices.min() < 0 or indices.max() >= n_gallery):
             bad = indices[(indices < 0) | (indices >= n_gallery)]
-            raise ValueError(
+            raise InputError(
                 f"relevance refers to gallery rows outside 0..{n_gallery - 1}: "
                 f"{bad[:5].tolist()}{' ...' if bad.size > 5 else ''} "
                 f"({bad.size} in all). Check that the relevance ids match the gallery ids."
@@ -54,7 +56,7 @@ class Relevance:
             rows = np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
             keys = rows * (n_gallery + 1) + indices
             if np.any(keys[1:] <= keys[:-1]):
-                raise ValueError(
+                raise InputError(
                     "indices must be sorted and unique within each query (CSR order); "
                     "received unsorted or repeated gallery rows. Build with "
                     "Relevance.from_pairs or Relevance.from_dict, which sort and deduplicate."
@@ -76,12 +78,12 @@ class Relevance:
         q = np.asarray(query_rows, dtype=np.int64).ravel()
         g = np.asarray(gallery_rows, dtype=np.int64).ravel()
         if q.shape != g.shape:
-            raise ValueError(
+            raise InputError(
                 f"query_rows and gallery_rows must have the same length; received {q.size} and {g.size}"
             )
         if q.size and (q.min() < 0 or q.max() >= n_queries):
             bad = q[(q < 0) | (q >= n_queries)]
-            raise ValueError(f"pairs refer to query rows outside 0..{n_queries - 1}: {bad[:5].tolist()}")
+            raise InputError(f"pairs refer to query rows outside 0..{n_queries - 1}: {bad[:5].tolist()}")
         # Sort by (query, gallery) and drop duplicate pairs.
         order = np.lexsort((g, q))
         q, g = q[order], g[order]

@@ -18,6 +18,7 @@ from typing import Literal
 
 import numpy as np
 
+from .._errors import InputError
 from ..relevance import Relevance
 
 __all__ = ["PairedSplit", "PairedBenchmark", "RetrievalTask", "Direction"]
@@ -38,12 +39,12 @@ class RetrievalTask:
 
     def __post_init__(self) -> None:
         if self.relevance.n_queries != self.queries.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"{self.name}: relevance covers {self.relevance.n_queries} queries but "
                 f"{self.queries.shape[0]} query embeddings were given"
             )
         if self.relevance.n_gallery != self.gallery.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"{self.name}: relevance covers {self.relevance.n_gallery} gallery items but "
                 f"{self.gallery.shape[0]} gallery embeddings were given"
             )
@@ -66,11 +67,11 @@ class PairedSplit:
     def __post_init__(self) -> None:
         pairs = np.asarray(self.pairs)
         if pairs.ndim != 2 or pairs.shape[1] != 2:
-            raise ValueError(f"pairs must have shape (n_pairs, 2); received {pairs.shape}")
+            raise InputError(f"pairs must have shape (n_pairs, 2); received {pairs.shape}")
         for side, col in (("a", 0), ("b", 1)):
             n = getattr(self, side).shape[0]
             if pairs.size and (pairs[:, col].min() < 0 or pairs[:, col].max() >= n):
-                raise ValueError(
+                raise InputError(
                     f"pairs column {col} must index side '{side}' (0..{n - 1}); "
                     f"received values {int(pairs[:, col].min())}..{int(pairs[:, col].max())}"
                 )
@@ -78,7 +79,7 @@ class PairedSplit:
             text = getattr(self, f"{side}_text")
             n = getattr(self, side).shape[0]
             if text is not None and len(text) != n:
-                raise ValueError(f"{side}_text has {len(text)} entries but side '{side}' has {n} embeddings")
+                raise InputError(f"{side}_text has {len(text)} entries but side '{side}' has {n} embeddings")
 
     def task(self, direction: Direction, name: str | None = None) -> RetrievalTask:
         """The retrieval task of one direction of this split."""
@@ -89,7 +90,7 @@ class PairedSplit:
         if direction == "b2a":
             rel = Relevance.from_pairs(p[:, 1], p[:, 0], self.b.shape[0], self.a.shape[0])
             return RetrievalTask(name or "b2a", self.b, self.a, rel, self.b_text, self.a_text)
-        raise ValueError(f"direction must be 'a2b' or 'b2a'; received {direction!r}")
+        raise InputError(f"direction must be 'a2b' or 'b2a'; received {direction!r}")
 
 
 @dataclass(frozen=True)

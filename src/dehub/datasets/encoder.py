@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._errors import InputError, InputTypeError
+
 __all__ = [
     "ENCODER_NAME",
     "ENCODER_PACKAGE",
@@ -86,13 +88,13 @@ def embed_texts(
     tqdm bar counting texts.
     """
     if isinstance(texts, str):
-        raise TypeError("texts must be a sequence of strings, not a single string")
+        raise InputTypeError("texts must be a sequence of strings, not a single string")
     texts = list(texts)
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; received {batch_size}")
+        raise InputError(f"batch_size must be >= 1; received {batch_size}")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
-        raise TypeError(
+        raise InputTypeError(
             f"texts must all be strings; items {bad[:5]} are {sorted({type(texts[i]).__name__ for i in bad})}"
         )
     out = np.zeros((len(texts), EMBEDDING_DIM), dtype=np.float32)

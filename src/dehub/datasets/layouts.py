@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
+from .._extras import require
 from .shards import ShardedArray, shard_order_key
 
 __all__ = ["read_embeddings", "read_metadata", "attach_metadata", "cli_embeddings", "is_url"]
@@ -57,10 +59,7 @@ class _FS:
             s = s[len("file://") :]
         self.url = is_url(s)
         if self.url:
-            try:
-                import fsspec
-            except ImportError as exc:  # pragma: no cover - depends on the environment
-                raise ImportError("reading URLs needs fsspec: pip install dehub[io]") from exc
+            fsspec = require("fsspec", "reading URLs")
             self.fs, self.root = fsspec.core.url_to_fs(s)
         else:
             self.fs, self.root = None, s
@@ -116,28 +115,28 @@ def _embedding_from_table(table, column: str | None, where: str):
             and pa.types.is_floating(f.type.value_type)
         ]
         if len(floats) != 1:
-            raise ValueError(
+            raise InputError(
                 f"{where}: expected one embedding column (a list of floats, named {EMBEDDING_COLUMN!r} by "
                 f"default); found columns {names}; pass column="
             )
         col = floats[0]
     if col not in names:
-        raise ValueError(f"{where}: no column {col!r}; columns are {names}")
+        raise InputError(f"{where}: no column {col!r}; columns are {names}")
     arr = table.column(col).combine_chunks()
     n = len(arr)
     if arr.null_count:
-        raise ValueError(f"{where}: column {col!r} has {arr.null_count} missing embeddings")
+        raise InputError(f"{where}: column {col!r} has {arr.null_count} missing embeddings")
     values = arr.flatten().to_numpy(zero_copy_only=False)
     if n and values.size % n:
-        raise ValueError(f"{where}: the rows of column {col!r} do not all have the same length")
+        raise InputError(f"{where}: the rows of column {col!r} do not all have the same length")
     d = values.size // n if n else 0
     if n and not pa.types.is_fixed_size_list(arr.type):
         offsets = arr.offsets.to_numpy()
         if not np.all(np.diff(offsets) == d):
-            raise ValueError(f"{where}: the rows of column {col!r} do not all have the same length")
+            raise InputError(f"{where}: the rows of column {col!r} do not all have the same length")
     emb = values.reshape(n, d)
     if emb.dtype.kind != "f":
-        raise ValueError(f"{where}: column {col!r} holds {emb.dtype}, expected floats")
+        raise InputError(f"{where}: column {col!r} holds {emb.dtype}, expected floats")
     return emb, table.drop_columns([col])
 
 
@@ -150,7 +149,7 @@ def _npy_shards(fs: _FS, directory: str, *, mmap: bool):
     parts = [fs.load_npy(f) for f in files]
     for f, p in zip(files, parts):
         if p.ndim != 2 or p.shape[1] != parts[0].shape[1]:
-            raise ValueError(f"shard {f} has shape {p.shape}; expected (rows, {parts[0].shape[1]})")
+            raise InputError(f"shard {f} has shape {p.shape}; expected (rows, {parts[0].shape[1]})")
     return np.concatenate(parts), files
 
 
@@ -173,17 +172,17 @@ def _clip_metadata(fs: _FS, meta_dir: str, files: list[str], rows: list[int]):
     if not metas:
         return None
     if len(metas) != len(files):
-        raise ValueError(
+        raise InputError(
             f"{meta_dir} has {len(metas)} metadata shards for {len(files)} embedding shards; "
             "expected one metadata_{i}.parquet per emb_{i}.npy"
         )
     tables = []
     for m, f, n in zip(metas, files, rows):
         if _shard_number(m) != _shard_number(f):
-            raise ValueError(f"metadata shard {m} does not pair with embedding shard {f} (numbers differ)")
+            raise InputError(f"metadata shard {m} does not pair with embedding shard {f} (numbers differ)")
         t = fs.parquet(m)
         if t.num_rows != n:
-            raise ValueError(f"metadata shard {m} has {t.num_rows} rows; its embedding shard {f} has {n}")
+            raise InputError(f"metadata shard {m} has {t.num_rows} rows; its embedding shard {f} has {n}")
         tables.append(t)
     return _concat_tables(tables)
 
@@ -210,19 +209,19 @@ def read_embeddings(
             return _embedding_from_table(fs.parquet(root), column, str(path))
         if root.endswith(".npy"):
             return fs.load_npy(root, mmap), None
-        raise ValueError(f"{path}: expected a .npy file, a .parquet file or an embedding folder")
+        raise InputError(f"{path}: expected a .npy file, a .parquet file or an embedding folder")
     subdirs = {k: fs.join(f"{k}_emb") for k in ("img", "text")}
     present = {k: p for k, p in subdirs.items() if fs.isdir(p)}
     if present:  # a clip-retrieval output folder
         if kind is None:
             if len(present) > 1:
-                raise ValueError(
+                raise InputError(
                     f"{path} holds both img_emb/ and text_emb/; choose one: kind='img' or 'text' "
                     f"(or pass {path}/img_emb)"
                 )
             kind = next(iter(present))
         if kind not in present:
-            raise ValueError(f"{path} has no {kind}_emb/ folder; found {sorted(present)}")
+            raise InputError(f"{path} has no {kind}_emb/ folder; found {sorted(present)}")
         emb, files = _npy_shards(fs, present[kind], mmap=mmap)
         meta_dir = fs.join("metadata")
         meta = (
@@ -279,7 +278,7 @@ def attach_metadata(ids: np.ndarray, metadata, rows: np.ndarray | None = None) -
     rows = np.asarray(ids if rows is None else rows, dtype=np.int64)
     n = metadata.num_rows
     if rows.size and rows.max() >= n:
-        raise ValueError(f"result rows up to {int(rows.max())} but the metadata has {n} rows")
+        raise InputError(f"result rows up to {int(rows.max())} but the metadata has {n} rows")
     flat = rows.ravel()
     valid = flat >= 0
     import pyarrow as pa
@@ -306,5 +305,5 @@ def cli_embeddings(path: str, what: str):
     try:
         emb, _ = read_embeddings(path)
     except (FileNotFoundError, ValueError) as exc:
-        raise ValueError(f"{what} {path}: {exc}") from None
+        raise InputError(f"{what} {path}: {exc}") from None
     return emb

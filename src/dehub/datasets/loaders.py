@@ -41,6 +41,7 @@ from typing import Literal
 
 import numpy as np
 
+from .._errors import InputError
 from .._json import JSONLimits, read_json
 from .base import PairedBenchmark, PairedSplit
 from .npy import load_embeddings, read_npy
@@ -189,9 +190,9 @@ def load_karpathy_benchmark(
     data = read_json(p, limits=_KARPATHY_LIMITS, strict=False)
     images = data.get("images") if isinstance(data, dict) else None
     if not images:
-        raise ValueError(f"{p}: expected a JSON object with a non-empty 'images' list")
+        raise InputError(f"{p}: expected a JSON object with a non-empty 'images' list")
     if not 0 < reference_fraction <= 1:
-        raise ValueError(f"reference_fraction must be in (0, 1]; received {reference_fraction}")
+        raise InputError(f"reference_fraction must be in (0, 1]; received {reference_fraction}")
     img = (
         image_embeddings
         if isinstance(image_embeddings, np.ndarray)
@@ -203,7 +204,7 @@ def load_karpathy_benchmark(
         else load_embeddings(caption_embeddings, name="caption embeddings")
     )
     if img.shape[0] != len(images):
-        raise ValueError(
+        raise InputError(
             f"{p} lists {len(images)} images but the image embeddings have {img.shape[0]} rows; "
             "expected one row per image, in the JSON's order"
         )
@@ -211,7 +212,7 @@ def load_karpathy_benchmark(
     total = int(sum(n_sent))
     if caption_order == "file":
         if cap.shape[0] != total:
-            raise ValueError(
+            raise InputError(
                 f"{p} lists {total} captions but the caption embeddings have {cap.shape[0]} "
                 "rows; expected one row per caption, image by image in the JSON's order"
             )
@@ -221,14 +222,14 @@ def load_karpathy_benchmark(
         cap_rows = [np.asarray(im["sentids"], dtype=np.int64) for im in images]
         mx = max((int(r.max()) for r in cap_rows if r.size), default=-1)
         if mx >= cap.shape[0]:
-            raise ValueError(f"{p} has sentid {mx} but the caption embeddings have only {cap.shape[0]} rows")
+            raise InputError(f"{p} has sentid {mx} but the caption embeddings have only {cap.shape[0]} rows")
     else:
-        raise ValueError(f"caption_order must be 'file' or 'sentid'; received {caption_order!r}")
+        raise InputError(f"caption_order must be 'file' or 'sentid'; received {caption_order!r}")
     split_of = np.array([im.get("split", "") for im in images])
 
     def make(image_rows: np.ndarray, label: str) -> PairedSplit:
         if image_rows.size == 0:
-            raise ValueError(
+            raise InputError(
                 f"{p}: the {label} split is empty (no images with split in the requested "
                 f"names); splits present: {sorted(set(split_of.tolist()))}"
             )

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .shards import ShardedArray
 
 __all__ = ["read_npy", "load_embeddings"]
@@ -29,12 +30,12 @@ def read_npy(path: str | Path, name: str, *, mmap: bool = True) -> np.ndarray:
     with open(p, "rb") as fh:
         head = fh.read(8)
     if head.startswith(_ZIP_MAGIC):
-        raise ValueError(
+        raise InputError(
             f"{name} file {p} is an .npz archive; expected a single .npy array (save it with np.save)"
         )
     if not head.startswith(_NPY_MAGIC):
         kind = "an empty file" if not head else f"a file beginning with {head!r}"
-        raise ValueError(
+        raise InputError(
             f"{name} file {p} is not a .npy array ({kind}); expected an array saved with "
             "numpy.save (text or CSV files are not read as arrays: convert with "
             "np.save(path, np.loadtxt(text_file)))"
@@ -43,13 +44,13 @@ def read_npy(path: str | Path, name: str, *, mmap: bool = True) -> np.ndarray:
         arr = np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc) or "Python objects" in str(exc):
-            raise ValueError(
+            raise InputError(
                 f"{name} file {p} holds Python objects (an object-dtype array), not numbers; "
                 "expected a numeric array (save it with np.save(path, arr.astype(np.float32)))"
             ) from None
-        raise ValueError(f"{name} file {p} is not a readable .npy array: {exc}") from None
+        raise InputError(f"{name} file {p} is not a readable .npy array: {exc}") from None
     except (EOFError, OSError) as exc:
-        raise ValueError(f"{name} file {p} is truncated or unreadable: {exc}") from None
+        raise InputError(f"{name} file {p} is truncated or unreadable: {exc}") from None
     return arr
 
 
@@ -65,14 +66,14 @@ def load_embeddings(path: str | Path, *, mmap: bool = True, name: str = "embeddi
         try:
             arr = ShardedArray(p)
         except (FileNotFoundError, ValueError) as exc:
-            raise ValueError(f"{name} directory {p}: {exc}") from None
+            raise InputError(f"{name} directory {p}: {exc}") from None
     else:
         arr = read_npy(p, name, mmap=mmap)
     if arr.ndim != 2 or arr.dtype.kind != "f":
-        raise ValueError(
+        raise InputError(
             f"{name} file {p} must hold a 2-D float array (n, d); received shape {arr.shape}, "
             f"dtype {arr.dtype}"
         )
     if arr.shape[0] == 0:
-        raise ValueError(f"{name} file {p} has no rows; expected at least one embedding")
+        raise InputError(f"{name} file {p} has no rows; expected at least one embedding")
     return arr

@@ -7,6 +7,8 @@ import warnings
 
 import numpy as np
 
+from .._errors import InputError
+
 __all__ = [
     "row_hashes",
     "content_fingerprint",
@@ -96,9 +98,10 @@ def check_content_disjoint(
         smaller = min(int(x.shape[0]), int(y.shape[0]))  # type: ignore[attr-defined]
         msg = f"{a} and {b} share {n} identical rows (e.g. rows {examples.tolist()} of {a}); {why}"
         if n > max_share * smaller and not allow_overlap:
-            raise ValueError(
-                msg
-                + ". Provide disjoint data, or pass --allow-overlap (allow_overlap=True) if this is intended."
+            raise InputError(
+                msg,
+                fix="Provide disjoint data, or pass {allow_overlap} if this is intended.",
+                params={"allow_overlap": "True"},
             )
         warnings.warn(msg, UserWarning, stacklevel=2)
     return counts

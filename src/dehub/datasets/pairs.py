@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._errors import InputError
 from .._json import JSONLimits, read_jsonl
 from ..relevance import Relevance
 from .base import PairedSplit
@@ -28,7 +29,7 @@ def load_ids(path: str | Path, n: int, *, name: str = "ids") -> np.ndarray:
     if p.suffix == ".npy":
         raw = read_npy(p, name, mmap=False)
         if raw.ndim != 1:
-            raise ValueError(f"{name} file {p} must hold a 1-D array; received shape {raw.shape}")
+            raise InputError(f"{name} file {p} must hold a 1-D array; received shape {raw.shape}")
         ids = np.array([str(x) for x in raw.tolist()], dtype=object)
     else:
         lines = p.read_text(encoding="utf-8").splitlines()
@@ -38,11 +39,11 @@ def load_ids(path: str | Path, n: int, *, name: str = "ids") -> np.ndarray:
 
 def _check_unique(ids: np.ndarray, n: int, name: str) -> np.ndarray:
     if ids.shape[0] != n:
-        raise ValueError(f"{name}: {ids.shape[0]} ids for {n} embedding rows; expected one id per row")
+        raise InputError(f"{name}: {ids.shape[0]} ids for {n} embedding rows; expected one id per row")
     uniq, counts = np.unique(ids.astype(str), return_counts=True)
     if uniq.size != ids.size:
         dup = uniq[counts > 1][:5].tolist()
-        raise ValueError(f"{name}: ids must be unique; duplicated e.g. {dup}")
+        raise InputError(f"{name}: ids must be unique; duplicated e.g. {dup}")
     return ids
 
 
@@ -62,7 +63,7 @@ def read_pairs(path: str | Path) -> tuple[list[str], list[str]]:
             try:
                 q, g = obj["query_id"], obj["gallery_id"]
             except (KeyError, TypeError, IndexError) as exc:
-                raise ValueError(
+                raise InputError(
                     f"{p}:{line_no}: expected a JSON object with 'query_id' and "
                     f"'gallery_id'; received {json.dumps(obj)[:80]!r} ({exc!r})"
                 ) from None
@@ -74,7 +75,7 @@ def read_pairs(path: str | Path) -> tuple[list[str], list[str]]:
             reader = csv.DictReader(fh)
             fields = reader.fieldnames or []
             if "query_id" not in fields or "gallery_id" not in fields:
-                raise ValueError(
+                raise InputError(
                     f"{p}: a CSV pairs file needs a header with 'query_id' and 'gallery_id' "
                     f"columns; received columns {fields}"
                 )
@@ -82,7 +83,7 @@ def read_pairs(path: str | Path) -> tuple[list[str], list[str]]:
                 qs.append(str(row["query_id"]).strip())
                 gs.append(str(row["gallery_id"]).strip())
     if not qs:
-        raise ValueError(f"pairs file {p} holds no pairs")
+        raise InputError(f"pairs file {p} holds no pairs")
     return qs, gs
 
 
@@ -96,7 +97,7 @@ def _rows_of(ids: np.ndarray, wanted: Sequence[str], what: str, source: str) -> 
     found = (pos < sorted_keys.size) & (sorted_keys[pos_c] == w)
     if not found.all():
         missing = list(dict.fromkeys(w[~found].tolist()))
-        raise ValueError(
+        raise InputError(
             f"{source}: {int((~found).sum())} pairs name {what} ids that are not among the "
             f"{what} ids, e.g. {missing[:5]}. Check that the pairs file and the {what} "
             "embeddings/ids belong together."
@@ -129,7 +130,7 @@ def load_paired_split(
     ea = load_embeddings(a, mmap=mmap, name="query embeddings")
     eb = load_embeddings(b, mmap=mmap, name="gallery embeddings")
     if ea.shape[1] != eb.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"query embeddings {a} have dimension {ea.shape[1]} but gallery embeddings {b} "
             f"have {eb.shape[1]}; were they produced by the same encoder?"
         )
@@ -144,7 +145,7 @@ def check_disjoint(ids_1: np.ndarray, ids_2: np.ndarray, what: str) -> None:
     """Raise if two id sets overlap (e.g. validation and test queries)."""
     common = np.intersect1d(np.asarray(ids_1, dtype=str), np.asarray(ids_2, dtype=str))
     if common.size:
-        raise ValueError(
+        raise InputError(
             f"{what} overlap: {common.size} ids occur in both, e.g. {common[:5].tolist()}. "
             "Hyperparameters must be chosen on data disjoint from the test split."
         )

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._errors import UserError
 from .._io import sha256_file
 from .._json import JSONLimits, JSONReadError, parse_json, read_json
 from .base import PairedBenchmark, PairedSplit
@@ -48,7 +49,7 @@ _REBUILD = (
 )
 
 
-class DatasetIntegrityError(RuntimeError):
+class DatasetIntegrityError(UserError, RuntimeError):
     """A bundled data file is missing, corrupt, or of an unknown format version."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._shards import ShardedArray, shard_order_key, shard_paths
 
 __all__ = ["Source", "Part", "list_sources", "plan_parts", "read_part", "open_matrix", "is_url"]
@@ -114,7 +115,7 @@ def _list_files(spec: str) -> list[str]:
     if not p.exists():
         raise FileNotFoundError(f"no embeddings at {p}; expected a .npy file or a directory of .npy shards")
     if p.suffix != ".npy":
-        raise ValueError(
+        raise InputError(
             f"{p}: the distributed runner reads .npy files or directories of .npy shards; "
             f"received a {p.suffix or 'suffix-less'} file"
         )
@@ -141,14 +142,14 @@ def _header(url: str) -> Source:
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
         except ValueError as exc:
-            raise ValueError(f"{url} is not a .npy array file: {exc}") from None
+            raise InputError(f"{url} is not a .npy array file: {exc}") from None
         offset = int(fh.tell())
     if len(shape) != 2:
-        raise ValueError(f"{url}: expected a 2-D (rows, dim) array; received shape {tuple(shape)}")
+        raise InputError(f"{url}: expected a 2-D (rows, dim) array; received shape {tuple(shape)}")
     if dtype.type not in _FLOATS:
-        raise ValueError(f"{url}: expected float16, float32 or float64 values; received dtype {dtype}")
+        raise InputError(f"{url}: expected float16, float32 or float64 values; received dtype {dtype}")
     if fortran:
-        raise ValueError(
+        raise InputError(
             f"{url}: column-major (Fortran-order) .npy files are not supported; save it C-ordered"
         )
     return Source(url, int(shape[0]), int(shape[1]), dtype.str, offset, fingerprint)
@@ -158,7 +159,7 @@ def list_sources(spec: str | os.PathLike | Sequence[str | os.PathLike], what: st
     """Every input file of ``spec`` with its header, checked to share one dim and dtype."""
     specs = [os.fspath(spec)] if isinstance(spec, (str, os.PathLike)) else [os.fspath(s) for s in spec]
     if not specs:
-        raise ValueError(
+        raise InputError(
             f"{what}: expected a .npy file, a directory of shards or a list of files; received none"
         )
     files = [f for s in specs for f in _list_files(s)]
@@ -166,7 +167,7 @@ def list_sources(spec: str | os.PathLike | Sequence[str | os.PathLike], what: st
     first = sources[0]
     for s in sources[1:]:
         if s.dim != first.dim or s.dtype != first.dtype:
-            raise ValueError(
+            raise InputError(
                 f"{what} shard {s.url} has dimension {s.dim} and dtype {np.dtype(s.dtype)}; "
                 f"expected dimension {first.dim} and dtype {np.dtype(first.dtype)} like {first.url}"
             )
@@ -177,7 +178,7 @@ def plan_parts(sources: list[Source], part_rows: int) -> list[Part]:
     """Cut every source into parts of ``part_rows`` rows (a tail under 8 rows joins the part
     before it), in gallery order."""
     if isinstance(part_rows, bool) or not isinstance(part_rows, (int, np.integer)) or part_rows < 1:
-        raise ValueError(f"part_rows must be a positive integer; received {part_rows!r}")
+        raise InputError(f"part_rows must be a positive integer; received {part_rows!r}")
     step = int(part_rows)
     parts: list[Part] = []
     first = 0
@@ -199,7 +200,7 @@ def read_part(part: Part) -> np.ndarray:
     if not is_url(src.url):
         arr = np.load(src.url, mmap_mode="r", allow_pickle=False)
         if arr.shape != (src.rows, src.dim):
-            raise ValueError(
+            raise InputError(
                 f"{part.describe()}: the file changed since the job was planned (shape {arr.shape}, "
                 f"expected {(src.rows, src.dim)})"
             )
@@ -210,7 +211,7 @@ def read_part(part: Part) -> np.ndarray:
         fh.seek(src.offset + part.start * row_bytes)
         buf = fh.read(part.rows * row_bytes)
     if len(buf) != part.rows * row_bytes:
-        raise ValueError(f"{part.describe()}: the file is shorter than its header says (truncated)")
+        raise InputError(f"{part.describe()}: the file is shorter than its header says (truncated)")
     return np.frombuffer(buf, dtype=dtype).reshape(part.rows, src.dim).copy()
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._io import atomic_path, atomic_write_text, sha256_file
 from .._json import JSONLimits, JSONReadError, Seal, SealError, read_json
 from .._shards import ShardedArray
@@ -63,7 +64,7 @@ _MANIFEST_LIMITS = JSONLimits(max_bytes=256 << 20, max_depth=32, max_values=1 <<
 _PART_LIMITS = JSONLimits(max_bytes=1 << 20, max_depth=16, max_values=1 << 12)
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A manifest directory that is missing, of another kind, or inconsistent with its files."""
 
 
@@ -93,7 +94,7 @@ def write_part(
     files = {}
     for name, arr in stats.items():
         if arr.shape[0] != part.rows:
-            raise ValueError(
+            raise InputError(
                 f"{part.describe()}: statistic {name!r} has {arr.shape[0]} rows, expected {part.rows}"
             )
         fname = f"{part.name}.{name}.npy"

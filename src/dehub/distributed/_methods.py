@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from ..methods import METHODS, get_tags
 
 __all__ = [
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 
-class NotDistributableError(ValueError):
+class NotDistributableError(InputError):
     """The method's fitted statistics do not decompose over gallery rows."""
 
 

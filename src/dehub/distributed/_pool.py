@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError, MissingExtraError
 from .._progress import progress_bar
 from .._validation import check_embeddings, check_normalization
 from ..engine import build_reference_index
@@ -35,7 +36,7 @@ from ._methods import part_statistics
 __all__ = ["ShardError", "DistributedRunError", "PoolResult", "run_parts"]
 
 
-class ShardError(ValueError):
+class ShardError(InputError):
     """Bad data in one gallery part (named with its file and rows); the job failed."""
 
 
@@ -176,9 +177,7 @@ def _start_ray(address: str | None, num_workers: int | None) -> str | None:
     try:
         import ray
     except ImportError as exc:
-        raise ImportError(
-            "the distributed runner needs Ray Data; install it with `pip install dehub[ray]`"
-        ) from exc
+        raise MissingExtraError("the distributed runner", "ray", "ray") from exc
     _NOTES.attach()
     if ray.is_initialized():
         return None
@@ -217,15 +216,15 @@ def _pool_size(ray: Any, num_workers: int | None, worker_bytes: int) -> int:
     that the pool can be scheduled (a pool larger than the cluster would wait forever)."""
     cpus = int(ray.cluster_resources().get("CPU", 0))
     if num_workers is not None and (isinstance(num_workers, bool) or int(num_workers) < 1):
-        raise ValueError(f"num_workers must be a positive integer; received {num_workers!r}")
+        raise InputError(f"num_workers must be a positive integer; received {num_workers!r}")
     workers = int(num_workers) if num_workers is not None else max(1, cpus)
     if workers > cpus:
-        raise ValueError(f"num_workers={workers} exceeds the cluster's {cpus} CPUs (one CPU per worker)")
+        raise InputError(f"num_workers={workers} exceeds the cluster's {cpus} CPUs (one CPU per worker)")
     node_memory = max(
         (float(n["Resources"].get("memory", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0
     )
     if node_memory and worker_bytes > node_memory:
-        raise ValueError(
+        raise InputError(
             f"one worker needs {worker_bytes / 2**20:.0f} MiB (memory_budget + one part) but the largest "
             f"node offers {node_memory / 2**20:.0f} MiB; lower memory_budget or part_rows"
         )

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._ids import check_ids
 from .._json import jsonable
 from .._validation import check_embeddings, check_normalization
@@ -174,18 +175,18 @@ def fit(
 def _check_run_options(normalize: str, max_retries: Any, memory_budget: Any) -> None:
     """The run's own options, checked before any data is read."""
     if normalize not in ("warn", "none", "error"):
-        raise ValueError(
+        raise InputError(
             f"normalize must be 'warn', 'none' or 'error' in the distributed runner; received "
             f"{normalize!r} ('l2' would serve other vectors than the files hold: normalize them first)"
         )
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ValueError(f"max_retries must be a non-negative integer; received {max_retries!r}")
+        raise InputError(f"max_retries must be a non-negative integer; received {max_retries!r}")
     if (
         isinstance(memory_budget, bool)
         or not isinstance(memory_budget, (int, np.integer))
         or memory_budget <= 0
     ):
-        raise ValueError(f"memory_budget must be a positive number of bytes; received {memory_budget!r}")
+        raise InputError(f"memory_budget must be a positive number of bytes; received {memory_budget!r}")
 
 
 def _with_engine(model: Any, engine: str | None, engine_params: dict[str, Any] | None) -> Any:
@@ -237,7 +238,7 @@ def _plan_run(
     current = model.reference_engine()
     eng = current[0] if current is not None else "exact"
     if eng not in _ENGINES:
-        raise ValueError(
+        raise InputError(
             f"the distributed runner supports engines {list(_ENGINES)}; received {eng!r} (the FAISS "
             "engines' indexes are not broadcast yet: use 'ivf', or the local runner)"
         )
@@ -260,8 +261,11 @@ def _plan_run(
     if eng == "auto":
         eng = choose_engine(n_rows, n_ref, dim, eparams)
         if eng not in ("exact", "ivf"):
-            raise ValueError(
-                f"engine='auto' chose {eng!r}, which the distributed runner does not broadcast; pass engine='ivf'"
+            raise InputError(
+                f"the automatic engine choice picked {eng!r}, which the distributed runner does not broadcast",
+                expected="an engine the runner broadcasts (exact or ivf)",
+                fix="Pass {engine}",
+                params={"engine": "'ivf'"},
             )
     if eng == "exact" and current is not None:
         model = model.with_reference_engine("exact", current[1])  # 'auto' resolved once, not per part

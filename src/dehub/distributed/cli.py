@@ -13,6 +13,7 @@ import importlib.util
 import sys
 
 from .._cli_support import load_npy, method_params
+from .._errors import InputError, MissingExtraError
 from ._runner import fit
 
 __all__ = ["run_build"]
@@ -21,13 +22,13 @@ __all__ = ["run_build"]
 def run_build(args: argparse.Namespace) -> int:
     """Run ``dehub build`` with ``--runner ray``; user mistakes exit 2 with one line."""
     if getattr(args, "keep_reference", False):
-        raise SystemExit(
-            "dehub: --keep-reference is not available with --runner ray (the reference stays in its "
+        raise InputError(
+            "--keep-reference is not available with --runner ray (the reference stays in its "
             "files; pass it to 'dehub add' instead)"
         )
     ids = load_npy(args.ids, "ids", mmap=False) if args.ids else None
     if importlib.util.find_spec("ray") is None:  # not imported here: fit sets Ray up first
-        raise SystemExit("dehub: --runner ray needs Ray Data; install it with `pip install dehub[ray]`")
+        raise MissingExtraError("--runner ray", "Ray Data", "ray", module="ray")
     params = method_params(args)
     summary = fit(
         args.method,

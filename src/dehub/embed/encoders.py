@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._io import atomic_path
 from .._json import read_json
 from ..datasets.encoder import encoder_path
@@ -90,10 +91,10 @@ class Encoder:
     modalities: frozenset[str] = frozenset({"text"})
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        raise ValueError(f"encoder {self.name!r} does not embed texts")
+        raise InputError(f"encoder {self.name!r} does not embed texts")
 
     def encode_images(self, images: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        raise ValueError(
+        raise InputError(
             f"encoder {self.name!r} does not embed images; use an image model "
             "(open_clip:ARCH[:PRETRAINED] or a sentence-transformers CLIP model such as clip-ViT-B-32)"
         )
@@ -249,7 +250,7 @@ class OnnxEncoder(Encoder):
             )
         cfg = read_json(cfg_path) if cfg_path.is_file() else {}
         if not isinstance(cfg, dict):
-            raise ValueError(f"{cfg_path}: expected a JSON object (written by export_onnx)")
+            raise InputError(f"{cfg_path}: expected a JSON object (written by export_onnx)")
         _fp16_ok(device, fp16)
         opts = ort.SessionOptions()
         if threads:
@@ -347,7 +348,7 @@ def get_encoder(model: str | None = None, *, device: str = "cpu", fp16: bool = F
     if model.startswith("open_clip:"):
         parts = model.split(":", 2)
         if len(parts) < 2 or not parts[1]:
-            raise ValueError(f"expected open_clip:ARCH[:PRETRAINED]; received {model!r}")
+            raise InputError(f"expected open_clip:ARCH[:PRETRAINED]; received {model!r}")
         return OpenClipEncoder(
             parts[1], parts[2] if len(parts) > 2 and parts[2] else None, device=device, fp16=fp16
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .._errors import InputError
 from .._json import JSONLimits, read_jsonl
 
 __all__ = ["read_inputs", "IMAGE_SUFFIXES"]
@@ -39,17 +40,17 @@ def read_inputs(path: str | os.PathLike, *, kind: str | None = None, column: str
     """``(kind, items, metadata columns)`` for ``dehub embed`` (see the module docstring)."""
     p = Path(path)
     if kind not in (None, "text", "image"):
-        raise ValueError(f"kind must be 'text' or 'image'; received {kind!r}")
+        raise InputError(f"kind must be 'text' or 'image'; received {kind!r}")
     if not p.exists():
         raise FileNotFoundError(
             f"no input at {p}; expected a .txt, .jsonl or .parquet file, or an image folder"
         )
     if p.is_dir():
         if kind == "text":
-            raise ValueError(f"{p} is a directory; texts come from a .txt, .jsonl or .parquet file")
+            raise InputError(f"{p} is a directory; texts come from a .txt, .jsonl or .parquet file")
         images = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
-            raise ValueError(f"{p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise InputError(f"{p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
         return "image", images, {"path": images}
     suffix = p.suffix.lower()
     kind = kind or "text"
@@ -65,7 +66,7 @@ def read_inputs(path: str | os.PathLike, *, kind: str | None = None, column: str
         for lineno, obj in read_jsonl(p, limits=_LINE_LIMITS, strict=False):
             key = next((k for k in keys if isinstance(obj, dict) and k in obj), None)
             if key is None:
-                raise ValueError(
+                raise InputError(
                     f"{p}:{lineno}: expected an object with a {' or '.join(map(repr, keys))} field"
                 )
             items.append(obj[key])
@@ -82,7 +83,7 @@ def read_inputs(path: str | os.PathLike, *, kind: str | None = None, column: str
         keys = [column] if column else (["text", "caption"] if kind == "text" else ["path", "url"])
         key = next((k for k in keys if k in names), None)
         if key is None:
-            raise ValueError(f"{p}: expected a column {' or '.join(map(repr, keys))}; columns are {names}")
+            raise InputError(f"{p}: expected a column {' or '.join(map(repr, keys))}; columns are {names}")
         table = pq.read_table(p)
         items = table.column(key).to_pylist()
         import pyarrow as pa
@@ -93,12 +94,12 @@ def read_inputs(path: str | os.PathLike, *, kind: str | None = None, column: str
             ):
                 extras[f.name] = table.column(f.name).to_pylist()
     else:
-        raise ValueError(
+        raise InputError(
             f"{p}: expected a .txt, .jsonl or .parquet file, or an image folder; received {suffix or 'no suffix'}"
         )
     bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
     if bad:
-        raise ValueError(f"{p}: items {bad[:5]} are not strings (null or another type)")
+        raise InputError(f"{p}: items {bad[:5]} are not strings (null or another type)")
     if kind == "text":
         return "text", items, {"text": items, **{k: v for k, v in extras.items() if k != "text"}}
     base = _image_meta(items)

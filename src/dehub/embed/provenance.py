@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._errors import InputError
 from .._json import JSONReadError, read_json
 from ..datasets.layouts import read_metadata
 
@@ -37,14 +38,14 @@ def embedding_folder_info(path: str | os.PathLike) -> dict[str, Any] | None:
         cfg = root / _CONFIG
         if cfg.is_file():
             if cfg.stat().st_size > _MAX_CONFIG_BYTES:
-                raise ValueError(f"{cfg}: {cfg.stat().st_size} bytes; a dehub embed record is under 1 MiB")
+                raise InputError(f"{cfg}: {cfg.stat().st_size} bytes; a dehub embed record is under 1 MiB")
             try:
                 data = read_json(cfg)
             except JSONReadError as exc:
-                raise ValueError(f"{cfg}: not valid JSON ({exc}); expected dehub embed's record") from None
+                raise InputError(f"{cfg}: not valid JSON ({exc}); expected dehub embed's record") from None
             kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
             if kind != "dehub.embed":
-                raise ValueError(f"{cfg}: not a dehub embed record (kind={kind!r})")
+                raise InputError(f"{cfg}: not a dehub embed record (kind={kind!r})")
             return {k: data[k] for k in _KEEP if k in data}
     return None
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._errors import InputError
 from .._io import atomic_path
 from .._json import read_json
 from .._progress import progress_bar
@@ -67,7 +68,7 @@ def _order_by_length(items: list[str]) -> np.ndarray:
 def _refuse_other_run(out: Path, old: dict, config: dict) -> None:
     diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
     if diff:
-        raise ValueError(
+        raise InputError(
             f"{out} holds an embedding run with other settings ({', '.join(f'{k}: {a!r} != {b!r}' for k, (a, b) in diff.items())}); "
             "resume with the same input, model and shard size, or choose a new -o"
         )
@@ -113,7 +114,7 @@ def embed(
     rows per encoder call (texts sorted by length within a shard: less padding).
     """
     if shard_size < 1 or batch_size < 1:
-        raise ValueError(f"shard_size and batch_size must be >= 1; received {shard_size} and {batch_size}")
+        raise InputError(f"shard_size and batch_size must be >= 1; received {shard_size} and {batch_size}")
     kind, items, meta_cols = read_inputs(input, kind=kind, column=column)
     out = Path(output)
     cfg_path = out / _CONFIG
@@ -140,7 +141,7 @@ def embed(
     }
     old = read_json(cfg_path) if cfg_path.is_file() else None
     if old is not None and not isinstance(old, dict):
-        raise ValueError(
+        raise InputError(
             f"{cfg_path}: expected the JSON object dehub embed writes; found {type(old).__name__}"
         )
     if old is not None:
@@ -168,7 +169,7 @@ def embed(
         return EmbedResult(out, kind, len(items), int(old["dim"]), 0, n_shards)
     enc = encoder or get_encoder(model, device=device, fp16=fp16)
     if kind not in enc.modalities:
-        raise ValueError(
+        raise InputError(
             f"encoder {enc.name!r} embeds {sorted(enc.modalities)}, not {kind}s; for images use "
             "open_clip:ARCH[:PRETRAINED] or a sentence-transformers CLIP model (clip-ViT-B-32)"
         )

@@ -25,6 +25,8 @@ import sys
 from functools import lru_cache
 from typing import Any
 
+from .._errors import InputError
+
 __all__ = [
     "PRECISIONS",
     "import_torch",
@@ -41,7 +43,7 @@ _NATIVE_FLAGS = ("amx_bf16", "avx512_bf16")
 def check_precision(precision: object) -> str:
     """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming them."""
     if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}; received {precision!r}")
+        raise InputError(f"precision must be one of {list(PRECISIONS)}; received {precision!r}")
     return precision
 
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._errors import InputError
 from .exact import DEFAULT_MEMORY_BUDGET, exact_search
 from .faiss_indexes import HNSWIndex, SQ8Index
 from .ivf import IVFIndex
@@ -47,7 +48,7 @@ _EXACT_MAX_PAIRS = 2e9  # below this many query x database pairs the exact GEMM 
 
 def _check_engine(engine: str) -> None:
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {list(ENGINES)}; received {engine!r}")
+        raise InputError(f"engine must be one of {list(ENGINES)}; received {engine!r}")
 
 
 def choose_engine(n_queries: int, n_database: int, dim: int, params: EngineParams | None = None) -> str:
@@ -81,9 +82,9 @@ def build_reference_index(
     n, d = int(database.shape[0]), int(database.shape[1])
     chosen = choose_engine(n_queries or n, n, d, p) if engine == "auto" else engine
     if chosen == "exact":
-        raise ValueError("engine='exact' has no index; call exact_search or topk_search")
+        raise InputError("engine='exact' has no index; call exact_search or topk_search")
     if n == 0:
-        raise ValueError("the database is empty; expected at least one row")
+        raise InputError("the database is empty; expected at least one row")
     return _INDEXES[chosen].build(database, p, progress=progress)
 
 
@@ -110,7 +111,7 @@ def topk_search(
             queries, database, k, memory_budget=memory_budget, progress=progress, precision=precision
         )
     if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
-        raise ValueError(
+        raise InputError(
             "queries and database must be 2-D with the same dimension; received shapes "
             f"{queries.shape} and {database.shape}"
         )

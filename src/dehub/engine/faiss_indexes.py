@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import MissingExtraError
 from .._progress import progress_bar
 from ._rows import read_rows, row_blocks
 from .ivf import BUILD_BLOCK_ROWS, probe_lists, train_coarse
@@ -54,10 +55,13 @@ def import_faiss() -> ModuleType:
     try:
         import faiss
     except ImportError as exc:
-        raise ImportError(
-            "this engine needs FAISS, which is not installed; install it with "
-            "`pip install dehub[faiss]` (or `pip install faiss-cpu`), or use engine='exact' "
-            "or engine='ivf' (numpy only)"
+        raise MissingExtraError(
+            "this engine",
+            "FAISS",
+            "faiss",
+            module="faiss",
+            instead="use {engine} (numpy only)",
+            params={"engine": ("'exact'", "'ivf'")},
         ) from exc
     return faiss
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._progress import progress_bar
 from ._rows import read_rows, row_blocks, take_rows
 from ._workers import SEQUENTIAL, Workers, parallel_scope
@@ -62,7 +63,7 @@ def train_coarse(
     nlist = params.resolved_nlist(n)
     train_n = int(min(n, params.train_size or TRAIN_PER_LIST * nlist))
     if train_n < nlist:
-        raise ValueError(f"train_size must be >= nlist={nlist}; received train_size={train_n}")
+        raise InputError(f"train_size must be >= nlist={nlist}; received train_size={train_n}")
     t0 = time.perf_counter()
     rng = np.random.default_rng(params.seed)
     sample_rows = np.sort(rng.choice(n, size=train_n, replace=False))
@@ -145,7 +146,7 @@ class IVFIndex(ReferenceIndex):
     ) -> None:
         src = vectors if vectors is not None else database
         if src is None:
-            raise ValueError("an IVFIndex needs its list vectors or the database they come from")
+            raise InputError("an IVFIndex needs its list vectors or the database they come from")
         super().__init__(params, src.shape[0], src.shape[1], database)
         self.centroids = centroids
         self.list_bounds = list_bounds
@@ -209,7 +210,7 @@ class IVFIndex(ReferenceIndex):
         per sampled query gives the recall of every ``nprobe`` at once.
         """
         if self.database is None:
-            raise ValueError("the recall check needs the database; build the index with keep_database=True")
+            raise InputError("the recall check needs the database; build the index with keep_database=True")
         nq = int(queries.shape[0])
         nlist = int(self.centroids.shape[0])
         if nq == 0:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._errors import InputError
 from ._compiled import kernels_enabled
 from ._workers import SEQUENTIAL, Workers
 
@@ -59,7 +60,7 @@ def _kmeans(
     clusters whose means the returned centroids are)."""
     n = x.shape[0]
     if not 1 <= nlist <= n:
-        raise ValueError(f"nlist must be in 1..n_sample={n}; received {nlist}")
+        raise InputError(f"nlist must be in 1..n_sample={n}; received {nlist}")
     rng = np.random.default_rng(seed)
     cent = _normalized(x[rng.choice(n, size=nlist, replace=False)])
     labels = np.zeros(n, dtype=np.int64)
@@ -166,7 +167,7 @@ def train_quantizer(
     n, d = x.shape
     width = default_assign_dim(d) if assign_dim is None else int(assign_dim)
     if not 1 <= width <= d:
-        raise ValueError(f"assign_dim must be in 1..d={d}; received {assign_dim}")
+        raise InputError(f"assign_dim must be in 1..d={d}; received {assign_dim}")
     if width == d:
         cent = spherical_kmeans(x, nlist, niter, seed, workers)
         return CoarseQuantizer(cent, cent, 0, d)

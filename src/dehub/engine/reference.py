@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._progress import progress_bar
 from ._rows import read_rows, row_blocks, take_rows
 from .exact import exact_search
@@ -110,9 +111,9 @@ class ReferenceIndex(ABC):
     ) -> IndexSearch:
         """:meth:`search`, also reporting how many rows the exact engine completed."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive integer; received {k!r}")
+            raise InputError(f"k must be a positive integer; received {k!r}")
         if queries.ndim != 2 or queries.shape[1] != self.d:
-            raise ValueError(f"queries must be 2-D with dimension {self.d}; received shape {queries.shape}")
+            raise InputError(f"queries must be 2-D with dimension {self.d}; received shape {queries.shape}")
         k = int(k)
         p = self._call_params(nprobe=nprobe, ef_search=ef_search, rerank=rerank)
         kk = k if p.rerank is None else max(int(p.rerank), k)
@@ -150,7 +151,7 @@ class ReferenceIndex(ABC):
         if short.size == 0:
             return 0
         if self.database is None:
-            raise ValueError(
+            raise InputError(
                 f"{short.size} queries found fewer than k={k} neighbours with engine "
                 f"{self.engine!r} and the database was not kept for an exact fallback; "
                 "raise nprobe (or ef_search) or keep the database"
@@ -162,7 +163,7 @@ class ReferenceIndex(ABC):
     def _rerank(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of the shortlist ``cand`` from the stored vectors, keep the best k."""
         if self.database is None:
-            raise ValueError("rerank needs the database vectors; build the index with keep_database=True")
+            raise InputError("rerank needs the database vectors; build the index with keep_database=True")
         valid = cand >= 0
         x = take_rows(self.database, np.where(valid, cand, 0).ravel()).reshape(*cand.shape, self.d)
         s = np.matmul(x, q[:, :, None])[..., 0]

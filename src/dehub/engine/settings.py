@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError, InputTypeError
+
 __all__ = ["EngineParams", "DEFAULT_NPROBE", "TRAIN_PER_LIST", "default_nlist"]
 
 DEFAULT_NPROBE = 8  # inverted lists scanned per query unless told otherwise
@@ -24,7 +26,7 @@ def default_nlist(n_database: int) -> int:
     of two, at most ``n // 39`` (so k-means has 39 points per centroid), at least 1."""
     n = int(n_database)
     if n < 1:
-        raise ValueError(f"n_database must be >= 1; received {n}")
+        raise InputError(f"n_database must be >= 1; received {n}")
     target = 2 * np.sqrt(n)
     nlist = 1 << int(np.round(np.log2(max(target, 1.0))))
     return int(max(1, min(nlist, n // _MIN_ROWS_PER_LIST or 1)))
@@ -77,7 +79,7 @@ class EngineParams:
 
     def __post_init__(self) -> None:
         if self.recall is not None and not (0.0 < float(self.recall) <= 1.0):
-            raise ValueError(f"recall must be in (0, 1]; received {self.recall!r}")
+            raise InputError(f"recall must be in (0, 1]; received {self.recall!r}")
 
     @classmethod
     def coerce(cls, params: EngineParams | dict[str, Any] | None) -> EngineParams:
@@ -87,17 +89,19 @@ class EngineParams:
         if isinstance(params, EngineParams):
             return params
         if not isinstance(params, dict):
-            raise TypeError(f"engine_params must be a dict or EngineParams; received {type(params).__name__}")
+            raise InputTypeError(
+                f"engine_params must be a dict or EngineParams; received {type(params).__name__}"
+            )
         known = {f.name for f in fields(cls)}
         bad = sorted(set(params) - known)
         if bad:
-            raise ValueError(f"unknown engine_params {bad}; expected a subset of {sorted(known)}")
+            raise InputError(f"unknown engine_params {bad}; expected a subset of {sorted(known)}")
         return cls(**params)
 
     def resolved_nlist(self, n_database: int) -> int:
         """``nlist`` if set (checked against the database size), else :func:`default_nlist`."""
         if self.nlist is not None:
             if self.nlist < 1 or self.nlist > n_database:
-                raise ValueError(f"nlist must be in 1..n_database={n_database}; received nlist={self.nlist}")
+                raise InputError(f"nlist must be in 1..n_database={n_database}; received nlist={self.nlist}")
             return int(self.nlist)
         return default_nlist(n_database)

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._validation import check_embeddings, compute_dtype
 from ..datasets.base import RetrievalTask
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
@@ -75,7 +76,7 @@ def _per_query(rank: np.ndarray, metric: str, ks: Sequence[int]) -> np.ndarray:
             if k not in ks:
                 break
             return (rank <= k).astype(np.float64)
-    raise ValueError(f"best chooses by R@K / success@K (K in {list(ks)}) or MRR; received metric={metric!r}")
+    raise InputError(f"best chooses by R@K / success@K (K in {list(ks)}) or MRR; received metric={metric!r}")
 
 
 @dataclass
@@ -193,14 +194,14 @@ def select_best_member(
     members = list(dict.fromkeys([BASELINE, *(default_members() if members is None else members)]))
     unknown = [m for m in members if m not in METHODS]
     if unknown:
-        raise ValueError(f"unknown members {unknown}; expected names from {sorted(METHODS)}")
+        raise InputError(f"unknown members {unknown}; expected names from {sorted(METHODS)}")
     trans = [m for m in members if get_tags(METHODS[m]).transductive]
     if trans:
-        raise ValueError(f"best never picks a transductive method (it uses the test queries); remove {trans}")
+        raise InputError(f"best never picks a transductive method (it uses the test queries); remove {trans}")
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1); received {confidence!r}")
+        raise InputError(f"confidence must be in (0, 1); received {confidence!r}")
     if budget is not None and not budget > 0:
-        raise ValueError(
+        raise InputError(
             f"budget must be a positive multiple of NNN's sweep time or None; received {budget!r}"
         )
     grids = dict(grids or {})
@@ -208,7 +209,7 @@ def select_best_member(
     rel = task.relevance
     keep = np.flatnonzero(rel.counts() > 0) if no_positive == "exclude" else np.arange(rel.n_queries)
     if keep.size == 0:
-        raise ValueError("no validation query has a relevant item; best cannot compare members")
+        raise InputError("no validation query has a relevant item; best cannot compare members")
 
     queries = check_embeddings(task.queries, "validation queries")
     gallery = check_embeddings(task.gallery, "validation gallery")

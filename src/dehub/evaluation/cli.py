@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._cli_support import json_object, nonnegative_int, positive_int
+from .._errors import InputError
 from ..datasets import loaders
 from ..datasets.wordnet import load_wordnet_benchmark
 from ..methods import METHODS
@@ -203,7 +204,7 @@ def _fixed_params(args: argparse.Namespace, methods: list[str]) -> dict[str, dic
     if all(isinstance(v, dict) for v in given.values()) and given:
         unknown = [m for m in given if m not in methods]
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"--params names methods {unknown} that are not in --methods {','.join(methods)}"
             )
         fixed = {m: dict(v) for m, v in given.items()}
@@ -221,7 +222,7 @@ def _fixed_params(args: argparse.Namespace, methods: list[str]) -> dict[str, dic
         unused = [k for k in given if k not in used]
         if unused:
             known = sorted({k for m in methods if m != "best" for k in method_parameters(m)})
-            raise ValueError(
+            raise InputError(
                 f"--params: no method in --methods {','.join(methods)} has the parameter"
                 f"{'s' if len(unused) > 1 else ''} {', '.join(map(repr, unused))}; "
                 f"their parameters are {', '.join(known) or 'none'}"
@@ -231,7 +232,7 @@ def _fixed_params(args: argparse.Namespace, methods: list[str]) -> dict[str, dic
         own = method_parameters(m)
         bad = [k for k in values if k not in own]
         if bad:
-            raise ValueError(
+            raise InputError(
                 f"--params: method {m!r} has no parameter {', '.join(map(repr, bad))}; its parameters "
                 f"are {', '.join(own) if own else 'none'}"
                 + (" (give per-method settings as '{\"nnn\": {...}}')" if len(methods) > 1 else "")
@@ -242,10 +243,10 @@ def _fixed_params(args: argparse.Namespace, methods: list[str]) -> dict[str, dic
 def _load(args: argparse.Namespace):
     given = [a for a in _FILE_ARGS if getattr(args, a)]
     if args.karpathy and given:
-        raise ValueError("use either --karpathy or the --queries/--gallery/... files, not both")
+        raise InputError("use either --karpathy or the --queries/--gallery/... files, not both")
     if args.karpathy:
         if not (args.image_embeddings and args.caption_embeddings):
-            raise ValueError("--karpathy needs --image-embeddings and --caption-embeddings")
+            raise InputError("--karpathy needs --image-embeddings and --caption-embeddings")
         bench = loaders.load_karpathy_benchmark(
             args.karpathy,
             args.image_embeddings,
@@ -258,7 +259,7 @@ def _load(args: argparse.Namespace):
     if given:
         missing = [a for a in _FILE_ARGS if not getattr(args, a)]
         if missing:
-            raise ValueError(
+            raise InputError(
                 "embedding-file evaluation needs all of --queries --gallery --pairs --reference "
                 "--val-queries --val-gallery --val-pairs; missing: "
                 + " ".join("--" + m.replace("_", "-") for m in missing)
@@ -296,31 +297,31 @@ def _budget(value: float | None) -> float | None:
     if value is None:
         return DEFAULT_BUDGET
     if value < 0:
-        raise ValueError(f"--best-budget must be >= 0 (0: no budget); received {value}")
+        raise InputError(f"--best-budget must be >= 0 (0: no budget); received {value}")
     return None if value == 0 else float(value)
 
 
 def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     unknown = [m for m in args.methods if m not in METHODS and m != "best"]
     if unknown:
-        raise ValueError(f"unknown --methods {unknown}; expected names from {sorted(METHODS)} or 'best'")
+        raise InputError(f"unknown --methods {unknown}; expected names from {sorted(METHODS)} or 'best'")
     if not 0 < args.reference_fraction <= 1:
-        raise ValueError(f"--reference-fraction must be in (0, 1]; received {args.reference_fraction}")
+        raise InputError(f"--reference-fraction must be in (0, 1]; received {args.reference_fraction}")
     fixed = _fixed_params(args, args.methods)
 
     selectable = [f"success@{k}" for k in check_ks(args.ks)] + ["MRR", "mean_rank", "median_rank"]
     if canonical_metric(args.metric) not in selectable:
-        raise ValueError(
+        raise InputError(
             f"unknown validation metric --metric {args.metric!r}; expected one of {selectable} "
             "(success@K for a K of --ks; R@K is accepted as its old name)"
         )
     slug_out = Path(args.output) if args.output else None
     if slug_out is not None and slug_out.exists() and not slug_out.is_dir():
-        raise ValueError(f"-o {slug_out} is a file; expected a directory for the report (it is created)")
+        raise InputError(f"-o {slug_out} is a file; expected a directory for the report (it is created)")
     studies: Any = getattr(args, "study_runner", None)  # bound by dehub.cli (studies sit beside evaluation)
     if args.studies:
         if studies is None:
-            raise ValueError(
+            raise InputError(
                 "--studies needs the studies package (dehub.studies), which this command was built without"
             )
         studies.check(args.studies)

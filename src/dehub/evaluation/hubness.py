@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
+
 __all__ = [
     "k_occurrence",
     "hubness_stats",
@@ -44,17 +46,17 @@ def k_occurrence(ids: np.ndarray, n_gallery: int, k: int) -> np.ndarray:
     """``N_k`` of every gallery item from a top-K ``ids`` result (K >= k); padding ignored."""
     ids = np.asarray(ids)
     if ids.ndim != 2:
-        raise ValueError(f"ids must be 2-D (n_queries, K); received shape {ids.shape}")
+        raise InputError(f"ids must be 2-D (n_queries, K); received shape {ids.shape}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer; received {k!r}")
+        raise InputError(f"k must be a positive integer; received {k!r}")
     if k > ids.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"k-occurrence at k={k} needs at least {k} results per query; received {ids.shape[1]}"
         )
     top = ids[:, :k].ravel()
     top = top[top >= 0]
     if top.size and top.max() >= n_gallery:
-        raise ValueError(f"ids refer to gallery rows >= n_gallery={n_gallery}: max {int(top.max())}")
+        raise InputError(f"ids refer to gallery rows >= n_gallery={n_gallery}: max {int(top.max())}")
     return np.bincount(top, minlength=n_gallery).astype(np.int64)
 
 
@@ -137,7 +139,7 @@ def hub_precision(top1: np.ndarray, relevant: np.ndarray, n_gallery: int, n_top:
     top1 = np.asarray(top1, dtype=np.int64).ravel()
     right = np.asarray(relevant, dtype=bool).ravel()
     if top1.shape != right.shape:
-        raise ValueError(
+        raise InputError(
             f"top1 and relevant must have one entry per query; received {top1.shape} and {right.shape}"
         )
     ok = top1 >= 0

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._validation import NormalizeMode, check_normalization
 from ..datasets.base import Direction, PairedBenchmark, PairedSplit
 from ..methods import METHODS
@@ -32,7 +33,7 @@ def gallery_bank_for(
         return None, "none given"
     if isinstance(gallery_banks, str):
         if gallery_banks != "natural":
-            raise ValueError(
+            raise InputError(
                 f"gallery_banks must be 'natural', None or {{direction: array}}; received {gallery_banks!r}"
             )
         side = "b" if direction == "a2b" else "a"
@@ -42,19 +43,19 @@ def gallery_bank_for(
             return None, f"none (the reference split has no {label} side)"
         return bank, f"the reference split's {label} side ({bank.shape[0]:,} rows)"
     if not isinstance(gallery_banks, Mapping):
-        raise ValueError(
+        raise InputError(
             f"gallery_banks must be 'natural', None or {{direction: array}}; received {type(gallery_banks).__name__}"
         )
     bad = [d for d in gallery_banks if d not in ("a2b", "b2a")]
     if bad:
-        raise ValueError(f"gallery_banks keys must be 'a2b'/'b2a'; received {bad}")
+        raise InputError(f"gallery_banks keys must be 'a2b'/'b2a'; received {bad}")
     bank = gallery_banks.get(direction)
     if bank is None:
         return None, "none given"
     bank = np.asarray(bank)
     dim = benchmark.test.a.shape[1]
     if bank.ndim != 2 or bank.shape[1] != dim or bank.shape[0] == 0:
-        raise ValueError(f"the {direction} gallery bank must be (n > 0, {dim}); received {bank.shape}")
+        raise InputError(f"the {direction} gallery bank must be (n > 0, {dim}); received {bank.shape}")
     return bank, f"given ({bank.shape[0]:,} rows)"
 
 
@@ -73,12 +74,12 @@ def _check_split(split: PairedSplit, name: str) -> None:
     for side in ("a", "b"):
         x = getattr(split, side)
         if x.ndim != 2 or x.shape[0] == 0:
-            raise ValueError(
+            raise InputError(
                 f"the {name} split has no '{side}' embeddings (shape {x.shape}); every split "
                 "needs at least one row on each side it is used for"
             )
     if np.asarray(split.pairs).shape[0] == 0:
-        raise ValueError(f"the {name} split has no pairs: nothing is relevant to anything")
+        raise InputError(f"the {name} split has no pairs: nothing is relevant to anything")
 
 
 def check_benchmark(benchmark: PairedBenchmark, directions: Sequence[str]) -> None:
@@ -92,21 +93,21 @@ def check_benchmark(benchmark: PairedBenchmark, directions: Sequence[str]) -> No
         if getattr(getattr(benchmark, s), side).shape[0] > 0
     }
     if len(set(dims.values())) != 1:
-        raise ValueError(f"every split must have the same embedding dimension; received {dims}")
+        raise InputError(f"every split must have the same embedding dimension; received {dims}")
     for side in ("a", "b"):
         t, v = getattr(benchmark.test, side), getattr(benchmark.validation, side)
         if t is v or (t.shape == v.shape and np.shares_memory(t, v)):
-            raise ValueError(
+            raise InputError(
                 f"the validation split's '{side}' side is the test split's: hyperparameters "
                 "would be chosen on test. Provide a disjoint validation split."
             )
     for d in directions:
         if d not in ("a2b", "b2a"):
-            raise ValueError(f"directions must be 'a2b' and/or 'b2a'; received {d!r}")
+            raise InputError(f"directions must be 'a2b' and/or 'b2a'; received {d!r}")
         direction: Direction = "a2b" if d == "a2b" else "b2a"
         ref = benchmark.reference_for(direction)
         if ref.shape[0] == 0:
-            raise ValueError(
+            raise InputError(
                 f"no reference queries for direction {direction} "
                 f"({benchmark.direction_name(direction)}); provide the reference split's "
                 f"{'a' if direction == 'a2b' else 'b'} side or drop that direction"

@@ -48,6 +48,7 @@ from typing import Literal
 
 import numpy as np
 
+from .._errors import InputError, Param
 from ..relevance import Relevance
 
 __all__ = [
@@ -80,10 +81,10 @@ def check_ks(ks: Sequence[int]) -> tuple[int, ...]:
     out = []
     for k in ks:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"every K must be a positive integer; received {list(ks)!r}")
+            raise InputError(f"every K must be a positive integer; received {list(ks)!r}")
         out.append(int(k))
     if not out:
-        raise ValueError("ks must hold at least one cut-off K, e.g. (1, 5, 10); received none")
+        raise InputError("ks must hold at least one cut-off K, e.g. (1, 5, 10); received none")
     return tuple(sorted(set(out)))
 
 
@@ -105,13 +106,13 @@ def canonical_metric(name: str) -> str:
 
 def _check_policy(policy: str) -> None:
     if policy not in _POLICIES:
-        raise ValueError(f"no_positive must be one of {_POLICIES}; received {policy!r}")
+        raise InputError(f"no_positive must be one of {_POLICIES}; received {policy!r}")
 
 
 def _check_ids(ids: np.ndarray, relevance: Relevance) -> np.ndarray:
     ids = np.asarray(ids)
     if ids.ndim != 2 or ids.shape[0] != relevance.n_queries:
-        raise ValueError(f"ids must have shape (n_queries={relevance.n_queries}, K); received {ids.shape}")
+        raise InputError(f"ids must have shape (n_queries={relevance.n_queries}, K); received {ids.shape}")
     return ids.astype(np.int64, copy=False)
 
 
@@ -144,7 +145,7 @@ def first_relevant_rank_dense(scores: np.ndarray, relevance: Relevance, rows=Non
     scores = np.asarray(scores)
     n_rows, n_gallery = scores.shape
     if n_gallery != relevance.n_gallery:
-        raise ValueError(
+        raise InputError(
             f"scores have {n_gallery} columns but the relevance covers {relevance.n_gallery} gallery items"
         )
     rows = np.arange(n_rows) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -229,7 +230,7 @@ def positive_ranks_dense(scores: np.ndarray, relevance: Relevance, rows=None) ->
     scores = np.asarray(scores)
     n_rows, n_gallery = scores.shape
     if n_gallery != relevance.n_gallery:
-        raise ValueError(
+        raise InputError(
             f"scores have {n_gallery} columns but the relevance covers {relevance.n_gallery} gallery items"
         )
     rows = np.arange(n_rows) if rows is None else np.asarray(rows, dtype=np.int64)
@@ -391,27 +392,29 @@ def outcomes_from_ranks(
     if positive_ranks is not None:
         positive_ranks = np.asarray(positive_ranks, dtype=np.int64)
         if positive_ranks.shape != (relevance.n_pairs,):
-            raise ValueError(
+            raise InputError(
                 f"positive_ranks must have one entry per relevant pair ({relevance.n_pairs},); "
                 f"received {positive_ranks.shape}"
             )
         ir, first = _ir_values(positive_ranks, relevance, ks, positive_ranks_known_to)
         rank = first if rank is None else rank
     if rank is None:
-        raise ValueError("outcomes_from_ranks needs rank or positive_ranks")
+        raise InputError("outcomes_from_ranks needs rank or positive_ranks")
     rank = np.asarray(rank, dtype=np.int64)
     if rank.shape != (relevance.n_queries,):
-        raise ValueError(
+        raise InputError(
             f"rank must have one entry per query ({relevance.n_queries},); received {rank.shape}"
         )
     has = relevance.counts() > 0
     n_without = int((~has).sum())
     if n_without and no_positive == "error":
         first = np.flatnonzero(~has)[:5].tolist()
-        raise ValueError(
+        raise InputError(
             f"{n_without} of {relevance.n_queries} queries have no relevant gallery item "
-            f"(e.g. query rows {first}); fix the relevance, or pass no_positive='exclude' "
-            "(leave them out, counted) or 'miss' (score them as misses)"
+            f"(e.g. query rows {first})",
+            fix="Fix the relevance, or pass {exclude} (leave them out, counted) or {miss} "
+            "(score them as misses)",
+            params={"exclude": Param("no_positive", "'exclude'"), "miss": Param("no_positive", "'miss'")},
         )
     if no_positive == "exclude":
         rows = np.flatnonzero(has)
@@ -459,7 +462,7 @@ def evaluate_topk(
     ks = check_ks(ks)
     width = ids.shape[1]
     if ks[-1] > width:
-        raise ValueError(
+        raise InputError(
             f"success@{ks[-1]} needs at least {ks[-1]} results per query; received {width}. "
             f"Search with k >= {ks[-1]}."
         )
@@ -467,7 +470,7 @@ def evaluate_topk(
     if positive_ranks is not None:
         dense_pr = np.asarray(positive_ranks, dtype=np.int64)
         if dense_pr.shape != pr.shape:
-            raise ValueError(
+            raise InputError(
                 f"positive_ranks must have one entry per relevant pair ({pr.size},); received {dense_pr.shape}"
             )
         pr = np.where(pr <= width, pr, np.maximum(dense_pr, width + 1))
@@ -525,7 +528,7 @@ def paired_metrics(
     ``split.pairs`` (several positives per query where the pairs say so).
     """
     if not results:
-        raise ValueError("results must map at least one direction ('a2b'/'b2a') to (scores, ids)")
+        raise InputError("results must map at least one direction ('a2b'/'b2a') to (scores, ids)")
     out = {}
     for direction, res in results.items():
         task = split.task(direction)

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._validation import NormalizeMode
 from .._version import __version__
 from ..datasets.base import Direction, PairedBenchmark, RetrievalTask
@@ -145,18 +146,18 @@ def run_evaluation(
     hub_ks = check_ks(hub_ks)
     methods = list(dict.fromkeys(methods))
     if not methods:
-        raise ValueError("methods must name at least one method, e.g. ('plain', 'nnn')")
+        raise InputError("methods must name at least one method, e.g. ('plain', 'nnn')")
     unknown = [m for m in methods if m not in METHODS and m != BEST]
     if unknown:
-        raise ValueError(f"unknown methods {unknown}; expected names from {sorted(METHODS)}")
+        raise InputError(f"unknown methods {unknown}; expected names from {sorted(METHODS)}")
     grids = dict(grids or {})
     for m, fixed in (params or {}).items():
         if m not in methods:
-            raise ValueError(f"params name method {m!r}, which is not among the methods {methods}")
+            raise InputError(f"params name method {m!r}, which is not among the methods {methods}")
         known = method_parameters(m)
         bad = [p for p in fixed if p not in known]
         if bad:
-            raise ValueError(
+            raise InputError(
                 f"method {m!r} has no parameter {', '.join(map(repr, bad))}; its parameters are "
                 f"{known if known else 'none'}"
             )
@@ -164,7 +165,7 @@ def run_evaluation(
     metric = canonical_metric(metric)
     selectable = [f"success@{k}" for k in ks] + ["MRR", "mean_rank", "median_rank"]
     if metric not in selectable:
-        raise ValueError(f"unknown validation metric {metric!r}; expected one of {selectable}")
+        raise InputError(f"unknown validation metric {metric!r}; expected one of {selectable}")
     directions = list(dict.fromkeys(directions))
     check_benchmark(benchmark, directions)
     benchmark = normalized_benchmark(benchmark, normalize)
@@ -197,7 +198,7 @@ def run_evaluation(
         if exclude is not None and exclude.get(direction) is not None:
             excluded = check_excluded(exclude[direction], rel.n_queries, n_gallery)
         if search_k > n_gallery:
-            raise ValueError(
+            raise InputError(
                 f"{dname}: the test gallery has {n_gallery} items, fewer than the largest "
                 f"cut-off {search_k}; lower ks/hub_ks"
             )

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .._errors import InputError
 from .metrics import QueryOutcomes
 
 __all__ = [
@@ -47,9 +48,9 @@ CHUNK = 128
 
 def _check(n_resamples: int, confidence: float) -> None:
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer; received {n_resamples!r}")
+        raise InputError(f"n_resamples must be a positive integer; received {n_resamples!r}")
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; received {confidence!r}")
+        raise InputError(f"confidence must be in (0, 1), e.g. 0.95; received {confidence!r}")
 
 
 def resample_indices(n: int, n_resamples: int, seed: int):
@@ -87,20 +88,20 @@ def bootstrap_distribution(
     """
     _check(n_resamples, 0.5)
     if not outcomes:
-        raise ValueError("outcomes must hold at least one method")
+        raise InputError("outcomes must hold at least one method")
     prepared = {name: _as_arrays(o) for name, o in outcomes.items()}
     sizes = {name: next(iter(v.values())).size for name, (v, _, _) in prepared.items()}
     if len(set(sizes.values())) != 1:
-        raise ValueError(
+        raise InputError(
             f"paired bootstrap needs the same queries for every method; received per-query "
             f"array lengths {sizes}"
         )
     rows = [r for (_, _, r) in prepared.values() if r is not None]
     if any(not np.array_equal(rows[0], r) for r in rows[1:]):
-        raise ValueError("paired bootstrap needs the same evaluated query rows for every method")
+        raise InputError("paired bootstrap needs the same evaluated query rows for every method")
     n = next(iter(sizes.values()))
     if n == 0:
-        raise ValueError("no evaluated queries to resample (every query lacks a relevant item?)")
+        raise InputError("no evaluated queries to resample (every query lacks a relevant item?)")
     mats = {}
     for name, (values, rank, _) in prepared.items():
         names = list(values)
@@ -178,7 +179,7 @@ def bootstrap_comparisons(
     for base, other in pairs:
         for name in (base, other):
             if name not in outcomes:
-                raise ValueError(f"comparison names method {name!r}, not among {sorted(outcomes)}")
+                raise InputError(f"comparison names method {name!r}, not among {sorted(outcomes)}")
     dist = bootstrap_distribution(outcomes, n_resamples, seed)
     points = {name: _point(o) for name, o in outcomes.items()}
     per_method: dict[str, dict[str, dict[str, float]]] = {}

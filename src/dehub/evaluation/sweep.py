@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError, InputTypeError, UserError
 from .._json import jsonable
 from .._progress import progress_bar
 from .._validation import NormalizeMode, check_embeddings, compute_dtype
@@ -51,7 +52,7 @@ from .metrics import (
 __all__ = ["SweepResult", "sweep", "select_best", "fit_selected", "LOWER_IS_BETTER", "TimeLimitExceeded"]
 
 
-class TimeLimitExceeded(RuntimeError):
+class TimeLimitExceeded(UserError, RuntimeError):
     """A sweep was stopped because its projected time exceeded ``time_limit`` (seconds)."""
 
     def __init__(self, projected: float, limit: float) -> None:
@@ -106,7 +107,7 @@ def _resolve(method: str | BaseCorrector) -> BaseCorrector:
         return method.clone()
     if isinstance(method, str):
         return get_method(method)
-    raise TypeError(
+    raise InputTypeError(
         f"method must be a registered name {sorted(METHODS)} or an estimator; received {method!r}"
     )
 
@@ -114,10 +115,10 @@ def _resolve(method: str | BaseCorrector) -> BaseCorrector:
 def select_best(table: Sequence[dict[str, Any]], metric: str, ks: Sequence[int]) -> int:
     """Index of the chosen row of a sweep table (see the module docstring for ties)."""
     if not table:
-        raise ValueError("the sweep produced no settings; check the grid")
+        raise InputError("the sweep produced no settings; check the grid")
     if metric not in table[0]:
         available = [k for k in table[0] if k.startswith("R@") or k in ("MRR", *LOWER_IS_BETTER)]
-        raise ValueError(f"unknown selection metric {metric!r}; expected one of {available}")
+        raise InputError(f"unknown selection metric {metric!r}; expected one of {available}")
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     others = [f"R@{k}" for k in check_ks(ks) if f"R@{k}" != metric]
 
@@ -191,7 +192,7 @@ def sweep(
     fast: _AdditiveRanker | None = None
 
     if similarity is not None and similarity.shape != (n_q, n_g):
-        raise ValueError(f"similarity must have shape {(n_q, n_g)}; received {similarity.shape}")
+        raise InputError(f"similarity must have shape {(n_q, n_g)}; received {similarity.shape}")
 
     def shared_ranker() -> _AdditiveRanker:
         nonlocal fast

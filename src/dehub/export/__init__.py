@@ -22,6 +22,7 @@ The CLI is ``dehub export INDEX --to faiss|lancedb|qdrant|pgvector PATH`` (:mod:
 
 from __future__ import annotations
 
+from .._errors import InputError
 from .faiss import ExportType, build_faiss_index, export_faiss
 from .lancedb import export_lancedb
 from .pgvector import export_pgvector
@@ -64,4 +65,4 @@ def export_store(source, to: str, location, **kwargs):
         return export_qdrant(source, location, **kwargs)
     if to == "pgvector":
         return export_pgvector(source, location, **kwargs)
-    raise ValueError(f"to must be one of 'faiss', 'lancedb', 'qdrant', 'pgvector'; received {to!r}")
+    raise InputError(f"to must be one of 'faiss', 'lancedb', 'qdrant', 'pgvector'; received {to!r}")

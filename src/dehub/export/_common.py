@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError, InputTypeError
 from .._json import Seal
 from .._version import __version__
 from .vectors import AugmentedItems
@@ -49,14 +50,14 @@ def export_ids(source: Any, ids, n: int) -> np.ndarray:
         ids = getattr(source, "ids", None)
     out = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids)
     if out.shape != (n,):
-        raise ValueError(f"ids must have one id per gallery row, shape ({n},); received {out.shape}")
+        raise InputError(f"ids must have one id per gallery row, shape ({n},); received {out.shape}")
     if out.dtype.kind not in "iu" and n:
-        raise ValueError(f"ids must be integers; received dtype {out.dtype}")
+        raise InputError(f"ids must be integers; received dtype {out.dtype}")
     if n and (out.min() < 0 or (out.dtype.kind == "u" and out.max() > np.iinfo(np.int64).max)):
-        raise ValueError("ids must be non-negative int64 values (store point ids are unsigned)")
+        raise InputError("ids must be non-negative int64 values (store point ids are unsigned)")
     out = out.astype(np.int64)
     if np.unique(out).shape[0] != n:
-        raise ValueError("ids must be unique")
+        raise InputError("ids must be unique")
     return out
 
 
@@ -88,15 +89,15 @@ def metadata_table(metadata, n: int):
     elif hasattr(metadata, "to_dict") and hasattr(metadata, "columns"):
         table = pa.Table.from_pandas(metadata, preserve_index=False)
     else:
-        raise TypeError(
+        raise InputTypeError(
             "metadata must be a pyarrow.Table, a pandas.DataFrame or a dict of columns; "
             f"received {type(metadata).__name__}"
         )
     if table.num_rows != n:
-        raise ValueError(f"metadata has {table.num_rows} rows; expected one per gallery item ({n})")
+        raise InputError(f"metadata has {table.num_rows} rows; expected one per gallery item ({n})")
     clash = [c for c in table.column_names if c in RESERVED_COLUMNS and c != "id"]
     if clash:
-        raise ValueError(f"metadata columns {clash} collide with the export's own columns {RESERVED_COLUMNS}")
+        raise InputError(f"metadata columns {clash} collide with the export's own columns {RESERVED_COLUMNS}")
     if "id" in table.column_names:
         table = table.drop_columns(["id"])  # the export writes the index's ids itself
     return table

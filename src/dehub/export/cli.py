@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .._errors import InputError
 from .._loading import load
 from ..datasets.layouts import read_metadata
 from .faiss import export_faiss
@@ -103,7 +104,7 @@ def _print_recall(desc: dict) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if not 0.0 < args.recall <= 1.0:
-        raise ValueError(f"--recall must be in (0, 1]; received {args.recall}")
+        raise InputError(f"--recall must be in (0, 1]; received {args.recall}")
     if args.verify:
         diff = verify_store(load(args.index), args.to, args.path, name=args.name)
         print(f"{args.to} store {args.path}: " + ("matches the index" if diff.clean else diff.summary()))
@@ -114,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
             print("  repair with: dehub export INDEX --to ... PATH --update")
         return 0 if diff.clean else 1
     if args.to == "faiss" and args.metadata and not args.update:
-        raise ValueError(
+        raise InputError(
             "--metadata: a FAISS file stores no metadata; export to lancedb or qdrant to keep it"
         )
     index = load(args.index)  # an index file or a distributed run directory
@@ -122,14 +123,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.metadata:
         metadata = read_metadata(args.metadata)
         if metadata is None:
-            raise ValueError(f"--metadata {args.metadata}: no metadata found there")
+            raise InputError(f"--metadata {args.metadata}: no metadata found there")
     if args.update:
         stats = update_store(index, args.to, args.path, name=args.name, metadata=metadata)
         print(_update_line(args.to, args.path, stats))
         return 0
     if args.to == "faiss":
         if args.metadata:
-            raise ValueError(
+            raise InputError(
                 "--metadata: a FAISS file stores no metadata; export to lancedb or qdrant to keep it"
             )
         params: dict[str, Any] = {}
@@ -151,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.to == "lancedb":
         lance_index = {"flat": None, "ivf": "ivf_pq", "hnsw": "ivf_hnsw_sq"}.get(args.index_type, "bad")
         if lance_index == "bad":
-            raise ValueError(
+            raise InputError(
                 "--index ivf-sq8 is FAISS only; LanceDB takes flat, ivf (IVF_PQ) or hnsw (IVF_HNSW_SQ)"
             )
         table = export_lancedb(
@@ -169,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
         _print_recall(lancedb_description(table))
     elif args.to == "pgvector":
         if args.index_type not in ("flat", "hnsw"):
-            raise ValueError(f"--index {args.index_type}: pgvector exports take flat or hnsw")
+            raise InputError(f"--index {args.index_type}: pgvector exports take flat or hnsw")
         desc = export_pgvector(
             index,
             args.path,
@@ -192,7 +193,7 @@ def _run(args: argparse.Namespace) -> int:
         _print_recall(desc)
     else:
         if args.index_type in ("ivf", "ivf-sq8"):
-            raise ValueError(f"--index {args.index_type}: Qdrant has no IVF index; use flat or hnsw")
+            raise InputError(f"--index {args.index_type}: Qdrant has no IVF index; use flat or hnsw")
         client = export_qdrant(
             index,
             args.path,
@@ -241,7 +242,7 @@ def update_store_from_args(args: argparse.Namespace, index) -> None:
         return
     to, path = target
     if to not in _STORES:
-        raise ValueError(f"--update-store: TO must be one of {', '.join(_STORES)}; received {to!r}")
+        raise InputError(f"--update-store: TO must be one of {', '.join(_STORES)}; received {to!r}")
     stats = update_store(index, to, path, name=getattr(args, "store_name", "dehub"))
     print(_update_line(to, path, stats))
 

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._errors import InputError, MissingExtraError
 from .._io import atomic_path, sha256_file
 from .._json import jsonable
 from .._version import __version__
@@ -85,11 +86,11 @@ def build_faiss_index(
     faiss = _import_faiss()
     shape = tuple(getattr(vectors, "shape", np.shape(vectors)))
     if len(shape) != 2:
-        raise ValueError(f"vectors must be a (n, dim) array; received shape {shape}")
+        raise InputError(f"vectors must be a (n, dim) array; received shape {shape}")
     n, dim = int(shape[0]), int(shape[1])
     labels = np.arange(n, dtype=np.int64) if ids is None else np.ascontiguousarray(ids, dtype=np.int64)
     if metric not in ("ip", "l2"):
-        raise ValueError(f"metric must be 'ip' or 'l2'; received {metric!r}")
+        raise InputError(f"metric must be 'ip' or 'l2'; received {metric!r}")
     fmetric = faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
 
     def flat(dim_: int):
@@ -114,7 +115,7 @@ def build_faiss_index(
         inner.hnsw.efSearch = ef_search
         index = faiss.IndexIDMap(inner)
     else:
-        raise ValueError(
+        raise InputError(
             f"index_type must be one of 'flat', 'ivf', 'ivf-sq8', 'hnsw'; received {index_type!r}"
         )
     for start in range(0, n, block_rows):
@@ -133,9 +134,12 @@ def _import_faiss():
     try:
         return import_faiss()
     except ImportError:
-        raise ImportError(
-            "exporting to FAISS needs faiss-cpu, in dehub's 'faiss' extra: from a clone of dehub, "
-            "pip install -e '.[faiss]'; or export with --to lancedb, qdrant or pgvector, which do not need it"
+        raise MissingExtraError(
+            "exporting to FAISS",
+            "faiss-cpu",
+            "faiss",
+            instead="export with {to}, which do not need it",
+            params={"to": ("'lancedb'", "'qdrant'", "'pgvector'")},
         ) from None
 
 
@@ -223,9 +227,9 @@ def export_faiss(
     n, dim = items.shape
     ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
     if ids.shape != (n,):
-        raise ValueError(f"ids must have one id per gallery row, shape ({n},); received {ids.shape}")
+        raise InputError(f"ids must have one id per gallery row, shape ({n},); received {ids.shape}")
     if n and ids.min() < 0:
-        raise ValueError("ids must be non-negative for an export (FAISS uses -1 as its padding id)")
+        raise InputError("ids must be non-negative for an export (FAISS uses -1 as its padding id)")
     metric: Metric = "ip" if form == "d+1" else "l2"
     index = build_faiss_index(items, ids, index_type=index_type, metric=metric, **index_params)
     check = None

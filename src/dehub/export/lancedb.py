@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from .._errors import InputError
 from .._extras import require
 from .._json import parse_json
 from ._common import (
@@ -96,7 +97,7 @@ def _refuse_foreign_table(db, name: str, uri) -> None:
         try:
             lancedb_description(table)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"LanceDB table {name!r} in {uri} exists and was not written by dehub.export; "
                 "choose another name (--name) or drop it first"
             ) from None
@@ -108,7 +109,7 @@ def lancedb_description(table) -> dict:
     raw = (schema.field("vector").metadata or {}).get(b"dehub") if "vector" in schema.names else None
     raw = raw or (schema.metadata or {}).get(b"dehub")
     if raw is None:
-        raise ValueError(
+        raise InputError(
             f"LanceDB table {table.name!r} was not written by dehub.export (no 'dehub' schema metadata)"
         )
     source = f"LanceDB table {table.name!r}: 'dehub' schema metadata"
@@ -170,12 +171,12 @@ def export_lancedb(
     Returns the ``lancedb`` table.
     """
     if form not in _METRICS:
-        raise ValueError(f"form must be one of {sorted(_METRICS)}; received {form!r}")
+        raise InputError(f"form must be one of {sorted(_METRICS)}; received {form!r}")
     metric = metric or _METRICS[form][0]
     if metric not in _METRICS[form]:
-        raise ValueError(f"form {form!r} is served by metric {_METRICS[form]}; received {metric!r}")
+        raise InputError(f"form {form!r} is served by metric {_METRICS[form]}; received {metric!r}")
     if index is not None and index not in LANCEDB_INDEXES:
-        raise ValueError(f"index must be None or one of {sorted(LANCEDB_INDEXES)}; received {index!r}")
+        raise InputError(f"index must be None or one of {sorted(LANCEDB_INDEXES)}; received {index!r}")
     model = getattr(source, "model", source)
     base = augment_items(model, form)
     n = base.vectors.shape[0]
@@ -191,7 +192,7 @@ def export_lancedb(
     parts = num_partitions or max(1, min(int(np.sqrt(n)), n // 256 or 1))
     subv = num_sub_vectors or max(1, dim // 16)
     if index == "ivf_pq" and dim % subv:
-        raise ValueError(
+        raise InputError(
             f"IVF_PQ needs dim ({dim}) divisible by num_sub_vectors ({subv}); pass pad_multiple={subv}"
         )
     description = describe(

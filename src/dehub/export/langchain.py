@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
+
 try:
     from langchain_core.callbacks import CallbackManagerForRetrieverRun
     from langchain_core.documents import Document
@@ -77,7 +79,7 @@ class DehubRetriever(BaseRetriever):
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
         if not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"k must be a positive integer; received {self.k!r}")
+            raise InputError(f"k must be a positive integer; received {self.k!r}")
         q = np.asarray(self.embeddings.embed_query(query), dtype=np.float32)
         if self.normalize_query:
             norm = float(np.linalg.norm(q))
@@ -112,7 +114,7 @@ class DehubRetriever(BaseRetriever):
         n = index.n_items
         for name, seq in (("texts", texts), ("metadatas", metadatas)):
             if seq is not None and len(seq) != n:
-                raise ValueError(f"{name} must have one entry per index item ({n}); received {len(seq)}")
+                raise InputError(f"{name} must have one entry per index item ({n}); received {len(seq)}")
         model = index.model
         row_of = {int(i): r for r, i in enumerate(np.asarray(index.ids).tolist())}
         bias = np.asarray(model.bias_, dtype=np.float64) if hasattr(model, "bias_") else None

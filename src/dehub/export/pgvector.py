@@ -39,6 +39,7 @@ import struct
 
 import numpy as np
 
+from .._errors import InputError
 from .._extras import require
 from .._json import JSONReadError, parse_json
 from ._common import (
@@ -93,7 +94,7 @@ def _psycopg():
 
 def _ident(name: str, what: str = "table") -> str:
     if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(
+        raise InputError(
             f"{what} name must be a plain SQL identifier (letters, digits, _; at most 63); received {name!r}"
         )
     return '"' + name + '"'
@@ -105,7 +106,7 @@ def pgvector_connect(dsn_or_conn):
         return dsn_or_conn
     psycopg = _psycopg()
     if not isinstance(dsn_or_conn, str) or not dsn_or_conn.startswith(("postgresql://", "postgres://")):
-        raise ValueError(
+        raise InputError(
             f"a Postgres location is a postgresql:// connection string; received {dsn_or_conn!r}"
         )
     return psycopg.connect(dsn_or_conn, autocommit=True)
@@ -127,7 +128,7 @@ def pgvector_description(conn, table: str = "dehub") -> dict:
     except JSONReadError:
         desc = None
     if not isinstance(desc, dict) or desc.get("kind") != _KIND:
-        raise ValueError(f"Postgres table {table!r} was not written by dehub.export (no dehub description)")
+        raise InputError(f"Postgres table {table!r} was not written by dehub.export (no dehub description)")
     return check_description(desc, source=source)
 
 
@@ -321,16 +322,16 @@ def export_pgvector(
     """
     _psycopg()
     if form not in PGVECTOR_METRICS:
-        raise ValueError(f"form must be one of {sorted(PGVECTOR_METRICS)}; received {form!r}")
+        raise InputError(f"form must be one of {sorted(PGVECTOR_METRICS)}; received {form!r}")
     metric = metric or next(iter(PGVECTOR_METRICS[form]))
     if metric not in PGVECTOR_METRICS[form]:
-        raise ValueError(
+        raise InputError(
             f"form {form!r} is served by metric {sorted(PGVECTOR_METRICS[form])}; received {metric!r}"
         )
     if index not in (None, "hnsw"):
-        raise ValueError(f"index must be None or 'hnsw' (pgvector); received {index!r}")
+        raise InputError(f"index must be None or 'hnsw' (pgvector); received {index!r}")
     if ef_search is not None and not 1 <= int(ef_search) <= 1000:
-        raise ValueError(f"ef_search must be in 1..1000 (pgvector's range); received {ef_search}")
+        raise InputError(f"ef_search must be in 1..1000 (pgvector's range); received {ef_search}")
     items = augment_items(source, form)
     n, dim = items.vectors.shape
     item_ids = export_ids(source, ids, n)
@@ -339,7 +340,7 @@ def export_pgvector(
     version = _extension_version(conn)
     half = index is not None and dim > _MAX_VECTOR_INDEX_DIM
     if half and (version < (0, 7) or dim > _MAX_HALFVEC_INDEX_DIM):
-        raise ValueError(
+        raise InputError(
             f"pgvector {'.'.join(map(str, version))} indexes at most {_MAX_VECTOR_INDEX_DIM} dimensions"
             f"{' (halfvec, from pgvector 0.7, up to 4,000)' if dim <= _MAX_HALFVEC_INDEX_DIM else ''}; "
             f"this export has {dim}: use index=None (exact sequential scans)"
@@ -371,7 +372,7 @@ def export_pgvector(
         try:
             pgvector_description(conn, table)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"Postgres table {table!r} exists and was not written by dehub.export; "
                 "choose another name (--name) or drop it first"
             ) from None

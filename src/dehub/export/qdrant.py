@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._extras import require
 from .._json import JSONLimits, read_json
 from ._common import (
@@ -75,7 +76,7 @@ def qdrant_client_for(location):
 def qdrant_description(client, name: str = "dehub") -> dict:
     meta = client.get_collection(name).config.metadata or {}
     if meta.get("kind") != "dehub.store-export":
-        raise ValueError(f"Qdrant collection {name!r} was not written by dehub.export (no dehub metadata)")
+        raise InputError(f"Qdrant collection {name!r} was not written by dehub.export (no dehub metadata)")
     return check_description(dict(meta), source=f"Qdrant collection {name!r}: dehub metadata")
 
 
@@ -129,13 +130,13 @@ def export_qdrant(
     """
     models = _models()
     if variant not in ("augmented", "rescore"):
-        raise ValueError(f"variant must be 'augmented' or 'rescore'; received {variant!r}")
+        raise InputError(f"variant must be 'augmented' or 'rescore'; received {variant!r}")
     key = "plain" if variant == "rescore" else form
     if key not in QDRANT_DISTANCES:
-        raise ValueError(f"form must be 'd+1' or 'd+2'; received {form!r}")
+        raise InputError(f"form must be 'd+1' or 'd+2'; received {form!r}")
     distance = (distance or QDRANT_DISTANCES[key][0]).lower()
     if distance not in QDRANT_DISTANCES[key]:
-        raise ValueError(
+        raise InputError(
             f"{'the rescore variant' if variant == 'rescore' else 'form ' + repr(form)} is served by distance {QDRANT_DISTANCES[key]}; received {distance!r}"
         )
     model = getattr(source, "model", source)
@@ -172,7 +173,7 @@ def export_qdrant(
         try:
             qdrant_description(client, name)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"Qdrant collection {name!r} exists and was not written by dehub.export; "
                 "choose another name (--name) or delete it first"
             ) from None

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
+
 __all__ = [
     "DEFAULT_RECALL",
     "PROBE_QUERIES",
@@ -55,7 +57,7 @@ class RecallWarning(UserWarning):
     """No search setting of an ANN export reached the recall target."""
 
 
-class RecallNotReached(ValueError):
+class RecallNotReached(InputError):
     """``strict=True`` and no search setting of an ANN export reached the recall target."""
 
 
@@ -148,7 +150,7 @@ def check_recall(
     else the best one tried.
     """
     if not 0.0 < target <= 1.0:
-        raise ValueError(f"the recall target must be in (0, 1]; received {target}")
+        raise InputError(f"the recall target must be in (0, 1]; received {target}")
     tried: list[tuple[dict[str, Any], float]] = []
     for params in candidates:
         rec = recall_at(search(params), exact, k)
@@ -156,7 +158,7 @@ def check_recall(
         if rec >= target:
             return RecallCheck(dict(params), rec, target, int(exact.shape[0]), tried)
     if not tried:
-        raise ValueError("check_recall needs at least one candidate setting")
+        raise InputError("check_recall needs at least one candidate setting")
     best = max(tried, key=lambda t: t[1])
     return RecallCheck(best[0], best[1], target, int(exact.shape[0]), tried)
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._io import atomic_write_text, sha256_file
 from .._json import JSONLimits, JSONReadError, Seal, SealError, read_json
 from ..engine import import_faiss
@@ -59,7 +60,7 @@ _INT_MAX = 2**31 - 1  # FAISS's search parameters are C ints
 _SEARCH_PARAMS = {"flat": (), "ivf": ("nprobe",), "ivf-sq8": ("nprobe",), "hnsw": ("efSearch",)}
 
 
-class SidecarError(ValueError):
+class SidecarError(InputError):
     """A FAISS export's sidecar is unreadable, inconsistent, or does not match its file."""
 
 

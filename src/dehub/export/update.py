@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError, InputTypeError
 from ..engine import import_faiss
 from ._common import metadata_table, seal_description, source_metadata
 from .faiss import export_faiss
@@ -357,7 +358,9 @@ def _pgvector(index, dsn, name: str, metadata, repair: bool) -> dict[str, Any]:
 
 def _run(index, to: str, location, name: str, metadata, repair: bool) -> dict:
     if getattr(index, "ids", None) is None or getattr(index, "model", None) is None:
-        raise TypeError(f"update_store needs a dehub.Index (model + ids); received {type(index).__name__}")
+        raise InputTypeError(
+            f"update_store needs a dehub.Index (model + ids); received {type(index).__name__}"
+        )
     augment_items(index.model, "d+1")  # raises for methods without a fixed per-item bias
     if to == "faiss":
         return _faiss(index, Path(location), repair)
@@ -367,7 +370,7 @@ def _run(index, to: str, location, name: str, metadata, repair: bool) -> dict:
         return _qdrant(index, location, name, metadata, repair)
     if to == "pgvector":
         return _pgvector(index, location, name, metadata, repair)
-    raise ValueError(f"to must be one of {', '.join(repr(s) for s in STORES)}; received {to!r}")
+    raise InputError(f"to must be one of {', '.join(repr(s) for s in STORES)}; received {to!r}")
 
 
 def update_store(

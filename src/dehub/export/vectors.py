@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._errors import InputError, InputTypeError
 from ..methods import get_tags
 
 __all__ = [
@@ -70,7 +71,7 @@ def offset_model(source: Any) -> Any:
     """The fitted offset estimator behind ``source`` (an estimator or a ``dehub.Index``)."""
     model = getattr(source, "model", source)
     if not is_offset(model):
-        raise TypeError(
+        raise InputTypeError(
             f"{type(model).__name__} is not an additive correction (no fixed per-item bias); "
             "only methods whose score is q . r - b(r) can be served by a plain vector store"
         )
@@ -79,7 +80,7 @@ def offset_model(source: Any) -> Any:
 
 def _check_form(form: str) -> None:
     if form not in FORMS:
-        raise ValueError(f"form must be one of {list(FORMS)}; received {form!r}")
+        raise InputError(f"form must be one of {list(FORMS)}; received {form!r}")
 
 
 def _form_extra(form: str) -> int:
@@ -90,7 +91,7 @@ def padded_dim(d: int, form: str, multiple: int = 1) -> int:
     """Length of the stored vectors for embedding dimension ``d``, rounded up to ``multiple``."""
     _check_form(form)
     if multiple < 1:
-        raise ValueError(f"multiple must be >= 1; received {multiple}")
+        raise InputError(f"multiple must be >= 1; received {multiple}")
     raw = d + _form_extra(form)
     return -(-raw // multiple) * multiple
 
@@ -124,13 +125,13 @@ def item_vectors(
     g = np.asarray(gallery, dtype=np.float32)
     b = np.asarray(bias, dtype=np.float32).reshape(-1)
     if g.ndim != 2 or b.shape != (g.shape[0],):
-        raise ValueError(
+        raise InputError(
             f"expected a (n, d) gallery and a (n,) bias; received shapes {g.shape} and {b.shape}"
         )
     n, d = g.shape
     out_dim = d + _form_extra(form) if dim is None else int(dim)
     if out_dim < d + _form_extra(form):
-        raise ValueError(f"dim must be at least {d + _form_extra(form)} for form {form!r}; received {dim}")
+        raise InputError(f"dim must be at least {d + _form_extra(form)} for form {form!r}; received {dim}")
     out = np.zeros((n, out_dim), dtype=np.float32)
     out[:, :d] = g
     out[:, d] = b
@@ -143,7 +144,7 @@ def item_vectors(
         else:
             norm_m = float(M)
             if top > norm_m * (1 + 1e-6) + 1e-12:
-                raise ValueError(
+                raise InputError(
                     f"an item's |[r, b]| = {top:.6g} exceeds the stored common norm M = {norm_m:.6g}; "
                     "every item must be rewritten with the larger M"
                 )
@@ -166,7 +167,7 @@ class LazyItemVectors:
         self.bias = np.asarray(bias, dtype=np.float32).reshape(-1)
         n, d = int(gallery.shape[0]), int(gallery.shape[1])
         if self.bias.shape != (n,):
-            raise ValueError(
+            raise InputError(
                 f"expected a (n, d) gallery and a (n,) bias; received shapes {gallery.shape} and {self.bias.shape}"
             )
         self.form, self.d = form, d
@@ -205,11 +206,11 @@ def query_vectors(queries, form: str = "d+1", *, dim: int | None = None) -> np.n
     if single:
         q = q[None, :]
     if q.ndim != 2:
-        raise ValueError(f"queries must be (n, d) or (d,); received shape {q.shape}")
+        raise InputError(f"queries must be (n, d) or (d,); received shape {q.shape}")
     n, d = q.shape
     out_dim = d + _form_extra(form) if dim is None else int(dim)
     if out_dim < d + _form_extra(form):
-        raise ValueError(f"dim must be at least {d + _form_extra(form)} for form {form!r}; received {dim}")
+        raise InputError(f"dim must be at least {d + _form_extra(form)} for form {form!r}; received {dim}")
     out = np.zeros((n, out_dim), dtype=np.float32)
     out[:, :d] = q
     out[:, d] = -1.0

@@ -20,6 +20,7 @@ See ``docs/methods.md`` for formulas, papers, grids and serving costs.
 
 from __future__ import annotations
 
+from .._errors import InputError
 from ._exclude import ExcludedIds, check_excluded
 from ._params import InvalidParameterError
 from ._tags import MethodTags, get_tags
@@ -81,6 +82,6 @@ def get_method(name: str, **params) -> BaseCorrector:
     try:
         cls = METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; expected one of {sorted(METHODS)}") from None
+        raise InputError(f"unknown method {name!r}; expected one of {sorted(METHODS)}") from None
     cls.check_param_names(params)
     return cls(**params)

@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable
 from numbers import Integral
 
+from .._errors import InputError
 from .._json import OPTION_JSON_LIMITS, JSONReadError, parse_json
 from . import METHODS
 from ._params import Boolean, Interval, InvalidParameterError
@@ -100,7 +101,7 @@ def method_params_from_args(args: argparse.Namespace, method: str) -> dict:
     """
 
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
+        raise InputError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
     cls = METHODS[method]
     every = {p for c in METHODS.values() for p in c._get_param_names()}
     given = {p: getattr(args, p) for p in sorted(every) if getattr(args, p, None) is not None}

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .._errors import InputError
 from .._progress import progress_bar
 from ..engine.exact import exact_search
 from ..engine.topk import RunningTopK
@@ -45,7 +46,7 @@ def dense_search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` of dense score rows produced block by block by ``block_scores(rows)``."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer; received k={k!r}")
+        raise InputError(f"k must be a positive integer; received k={k!r}")
     k = int(k)
     kk = min(k, n_gallery)
     out_s = np.full((n_queries, k), -np.inf, dtype=np.float32)

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .._errors import InputError
+
 __all__ = ["ExcludedIds", "check_excluded", "search_excluding"]
 
 ExcludedIds = Sequence[Sequence[int]] | Sequence[np.ndarray] | np.ndarray
@@ -31,15 +33,15 @@ def check_excluded(exclude: ExcludedIds, n_queries: int, n_gallery: int | None =
         try:
             rows = [np.asarray(r, dtype=np.int64).ravel() for r in exclude]
         except (TypeError, ValueError) as exc:
-            raise ValueError(
+            raise InputError(
                 f"exclude must be one sequence of integer gallery ids per query; received {type(exclude).__name__} ({exc})"
             ) from None
     if len(rows) != n_queries:
-        raise ValueError(f"exclude must have one entry per query ({n_queries}); received {len(rows)}")
+        raise InputError(f"exclude must have one entry per query ({n_queries}); received {len(rows)}")
     if n_gallery is not None:
         bad = [i for i, r in enumerate(rows) if r.size and (r.min() < 0 or r.max() >= n_gallery)]
         if bad:
-            raise ValueError(
+            raise InputError(
                 f"exclude holds gallery ids outside [0, {n_gallery}) for queries {bad[:5]}"
                 + (" ..." if len(bad) > 5 else "")
             )

@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._errors import InputTypeError
+
 __all__ = [
     "FLOAT32_MAX",
     "InvalidParameterError",
@@ -46,7 +48,7 @@ __all__ = [
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-class InvalidParameterError(ValueError, TypeError):
+class InvalidParameterError(InputTypeError):
     """A parameter of a method is unknown, inapplicable or has an invalid value.
 
     Subclasses both ``ValueError`` and ``TypeError`` (as scikit-learn's does), so code

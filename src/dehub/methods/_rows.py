@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._errors import InputError
 from .._validation import NormalizeMode, check_embeddings, check_k, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 
@@ -100,8 +101,12 @@ class RowDecomposable(ABC):
         Equal to the rows of a fit on any gallery containing them; concatenating shards'
         statistics in order and passing them to :meth:`from_statistics` equals ``fit``.
         """
-        self._check_params()
         rows, reference = self._prepare_pair(gallery_rows, reference, normalize)
+        return self._prepared_statistics(rows, reference, memory_budget=memory_budget, progress=progress)
+
+    def _prepared_statistics(self, rows, reference, *, memory_budget: int, progress: bool):
+        """:meth:`gallery_statistics` of rows and a reference already validated (trusted)."""
+        self._check_params()
         self._reference_size_check(reference)
         return self._row_statistics(rows, reference, memory_budget=memory_budget, progress=progress)
 
@@ -109,7 +114,11 @@ class RowDecomposable(ABC):
         self, gallery, statistics: Mapping[str, np.ndarray], *, n_reference: int | None = None
     ):
         """A new fitted estimator (these parameters) from ``gallery`` and its statistics."""
-        gallery = check_embeddings(gallery, "gallery")
+        return self._from_prepared(check_embeddings(gallery, "gallery"), statistics, n_reference)
+
+    def _from_prepared(self, gallery, statistics: Mapping[str, np.ndarray], n_reference: int | None):
+        """:meth:`from_statistics` of a gallery already validated (the growth hooks' rows:
+        a fitted gallery and rows the caller's boundary validated; never scanned again)."""
         model = self.clone()
         model._check_params()
         model._set_statistics(gallery, dict(statistics), n_reference)
@@ -125,28 +134,30 @@ class RowDecomposable(ABC):
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         progress: bool = False,
     ):
-        """A new fitted estimator whose gallery is this one's followed by ``vectors``."""
+        """A new fitted estimator whose gallery is this one's followed by ``vectors``.
+
+        The growth hooks trust their arguments: ``vectors`` and ``reference`` come prepared
+        from the caller's boundary (:meth:`dehub.Index.add` validates them once, with the
+        gallery's dimension), so neither they nor the grown gallery are scanned again."""
         old = self.fitted_statistics()
         if old and reference is None:
-            raise ValueError(f"adding items to a {self.name} model needs the reference set")
+            raise InputError(f"adding items to a {self.name} model needs the reference set")
         template = self.clone(**self._growth_params())
         new = (
-            template.gallery_statistics(
-                vectors, reference, normalize="none", memory_budget=memory_budget, progress=progress
-            )
+            template._prepared_statistics(vectors, reference, memory_budget=memory_budget, progress=progress)
             if old
             else {}
         )
         gallery = np.concatenate([np.asarray(self.gallery_), vectors])
         stats = {key: np.concatenate([old[key], new[key]]) for key in old}
-        return self.from_statistics(gallery, stats, n_reference=getattr(self, "n_reference_", None))
+        return self._from_prepared(gallery, stats, getattr(self, "n_reference_", None))
 
     def remove_gallery_rows(self, keep: np.ndarray):
         """A new fitted estimator keeping only the gallery rows where ``keep`` is true."""
         keep = np.asarray(keep, dtype=bool)
         stats = {key: value[keep] for key, value in self.fitted_statistics().items()}
-        return self.from_statistics(
-            np.asarray(self.gallery_)[keep], stats, n_reference=getattr(self, "n_reference_", None)
+        return self._from_prepared(
+            np.asarray(self.gallery_)[keep], stats, getattr(self, "n_reference_", None)
         )
 
     def add_reference_rows(
@@ -162,11 +173,11 @@ class RowDecomposable(ABC):
         gallery = np.asarray(self.gallery_)
         total = int(n_reference) + int(new_reference.shape[0])
         if not old:
-            return self.from_statistics(gallery, {}, n_reference=total)
+            return self._from_prepared(gallery, {}, total)
         template = self.clone(**self._growth_params())
         new = template._row_statistics(gallery, new_reference, memory_budget=memory_budget, progress=progress)
         merged = self.merge_reference_statistics(old, new, n_reference=int(n_reference))
-        return self.from_statistics(gallery, merged, n_reference=total)
+        return self._from_prepared(gallery, merged, total)
 
 
 class ReferenceFit(RowDecomposable):

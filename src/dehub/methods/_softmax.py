@@ -32,6 +32,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._errors import InputError
 from .._validation import NormalizeMode, check_k, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
 from ._params import check_real
@@ -73,7 +74,7 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
     def _check_consistency(self) -> None:
         """The temperatures together, then the fitted state (per-parameter checks are declarative)."""
         if sum(self._betas()) <= 0:
-            raise ValueError(
+            raise InputError(
                 f"at least one of {', '.join(self._beta_names)} must be > 0 (all zero makes "
                 f"every score equal); received {self.get_params()}"
             )
@@ -81,19 +82,19 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         if fitted is None:
             return
         if tuple(fitted) != self._betas():
-            raise ValueError(
+            raise InputError(
                 f"{'/'.join(self._beta_names)}={self._betas()} differ from the values "
                 f"{tuple(fitted)} used in fit; the bank normalizers depend on them. Refit "
                 "(fit_grid shares one pass over the banks across a temperature grid)."
             )
         if self.dynamic:
             if getattr(self, "activated_", None) is None:
-                raise ValueError(
+                raise InputError(
                     "dynamic=True needs the activation sets, which were not computed "
                     "(fitted with dynamic=False); refit with dynamic=True"
                 )
             if self.fitted_k_ != int(self.k):
-                raise ValueError(
+                raise InputError(
                     f"k={self.k} differs from the k={self.fitted_k_} of the fitted activation "
                     f"sets; refit with k={self.k}"
                 )
@@ -234,7 +235,7 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         if not self.dynamic:
             return np.ones((top1.shape[0], self.lse_.shape[0]), dtype=bool)
         if self.activated_ is None:  # _check_params refuses this before any search
-            raise ValueError("dynamic=True needs the activation sets; refit with dynamic=True")
+            raise InputError("dynamic=True needs the activation sets; refit with dynamic=True")
         return self.activated_[:, top1].T
 
     def _search(
@@ -292,7 +293,7 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         inner-product index cannot express: serve them with :meth:`search`.
         """
         if self.dynamic:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__}(dynamic=True) applies its normalizers per query "
                 "(gated on the query's top-1), so no single set of exported vectors is exact; "
                 "use search(), or export with dynamic=False"
@@ -311,7 +312,7 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         lse = np.asarray(arrays["lse"], dtype=np.float64)
         nb = len(self._beta_names)
         if lse.shape != (nb, gallery.shape[0]):
-            raise ValueError(
+            raise InputError(
                 f"stored normalizers have shape {lse.shape}; expected ({nb}, {gallery.shape[0]})"
             )
         self.lse_ = lse
@@ -319,7 +320,7 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         if "activated" in arrays:
             act = np.asarray(arrays["activated"], dtype=bool)
             if act.shape != lse.shape:
-                raise ValueError(f"stored activation sets have shape {act.shape}; expected {lse.shape}")
+                raise InputError(f"stored activation sets have shape {act.shape}; expected {lse.shape}")
             self.activated_ = act
             self.fitted_k_ = int(np.asarray(arrays["fitted_k"]).ravel()[0])
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._errors import InputError
 from .._progress import progress_bar
 from .._validation import compute_dtype
 from ..engine.exact import exact_search, plan_blocks
@@ -53,7 +54,7 @@ def streamed_logsumexp(
     ng, d = gallery.shape
     nb = bank.shape[0]
     if nb == 0:
-        raise ValueError("the bank is empty; expected at least one row")
+        raise InputError("the bank is empty; expected at least one row")
     dt = compute_dtype(gallery, bank)
     # Two score-sized buffers (scores and their scaled/exponentiated copy): half budget each.
     plan = plan_blocks(

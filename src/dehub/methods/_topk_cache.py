@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from ..engine import merge_topk
 from .base import NotFittedError
 
@@ -62,15 +63,15 @@ class TopKStatistics:
     def _set_statistics(self, gallery, statistics, n_reference: int | None) -> None:
         missing = [key for key in _KEYS if key not in statistics]
         if missing:
-            raise ValueError(f"{type(self).__name__} statistics need arrays {list(_KEYS)}; missing {missing}")
+            raise InputError(f"{type(self).__name__} statistics need arrays {list(_KEYS)}; missing {missing}")
         scores, ids = np.asarray(statistics["topk_scores"]), np.asarray(statistics["topk_ids"])
         if scores.ndim != 2 or scores.shape != ids.shape or scores.shape[0] != gallery.shape[0]:
-            raise ValueError(
+            raise InputError(
                 f"stored {type(self).__name__} statistics do not match the gallery: "
                 f"topk_scores {scores.shape}, topk_ids {ids.shape}, gallery {gallery.shape}"
             )
         if n_reference is not None and scores.shape[1] > n_reference:
-            raise ValueError(
+            raise InputError(
                 f"top-{scores.shape[1]} statistics cannot come from {n_reference} reference rows"
             )
         self.topk_scores_ = scores
@@ -97,7 +98,7 @@ class TopKStatistics:
         """``topk_scores`` float32, ``topk_ids`` int64 reference rows in ``[0, n_reference)``."""
         for name, want in _DTYPES.items():
             if name in arrays and np.asarray(arrays[name]).dtype != np.dtype(want):
-                raise ValueError(
+                raise InputError(
                     f"stored statistic {name!r} must be stored as {want!r}; found dtype {np.asarray(arrays[name]).dtype.str}"
                 )
         ids = arrays.get("topk_ids")
@@ -109,7 +110,7 @@ class TopKStatistics:
         for s in range(0, flat.size, step):
             blk = flat[s : s + step]
             if blk.size and (int(blk.min()) < 0 or int(blk.max()) >= hi):
-                raise ValueError(
+                raise InputError(
                     f"stored statistic 'topk_ids' must be reference rows in [0, {hi}); found values in "
                     f"[{int(blk.min())}, {int(blk.max())}]"
                 )

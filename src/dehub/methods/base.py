@@ -93,6 +93,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from .._errors import InputError, InputTypeError
 from .._validation import (
     NormalizeMode,
     check_same_dim,
@@ -125,7 +126,7 @@ class NotFittedError(RuntimeError):
     """The estimator was used before ``fit``."""
 
 
-class StaleFitError(NotFittedError, ValueError):
+class StaleFitError(InputError, NotFittedError):
     """A parameter changed after ``fit``: the fitted state no longer matches the parameters."""
 
 
@@ -403,10 +404,10 @@ class BaseCorrector(ABC):
     def _clamp_k(self, k: Any) -> int:
         """``k`` as a positive int, lowered to the gallery size with one :class:`KClampedWarning`."""
         if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"k must be a positive integer; received {k!r}")
+            raise InputTypeError(f"k must be a positive integer; received {k!r}")
         k = int(k)
         if k < 1:
-            raise ValueError(f"k must be >= 1; received k={k}")
+            raise InputError(f"k must be >= 1; received k={k}")
         n = int(self.gallery_.shape[0])
         if k > n:
             warnings.warn(

@@ -28,6 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._errors import InputError
 from .._validation import check_k
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
 from ._affine import AffineBiasCorrector
@@ -83,7 +84,7 @@ class CSLS(TopKStatistics, ReferenceFit, AffineBiasCorrector):
     def _check_consistency(self) -> None:
         fitted = getattr(self, "fitted_k_", None)
         if fitted is not None and self.k > fitted:
-            raise ValueError(
+            raise InputError(
                 f"k={self.k} exceeds the k={fitted} used in fit; the cached top-{fitted} "
                 f"reference scores serve any k <= {fitted}. Refit with k={self.k}."
             )
@@ -118,7 +119,7 @@ class CSLS(TopKStatistics, ReferenceFit, AffineBiasCorrector):
         limit = min(reference.shape[0], gallery.shape[0])
         ks = sorted({int(k) for k in grid.get("k", [self.k]) if int(k) <= limit})
         if not ks:
-            raise ValueError(
+            raise InputError(
                 f"every k in the grid exceeds min(#reference, #gallery) = {limit}; lower the k values"
             )
         self.set_params(k=ks[-1])

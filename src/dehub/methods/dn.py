@@ -32,6 +32,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._errors import InputError
 from ._affine import AffineBiasCorrector
 from ._params import FLOAT32_MAX, Constraint, Interval, InvalidParameterError
 from ._stats import column_mean, matvec
@@ -143,7 +144,7 @@ class DN(AffineBiasCorrector):
         m = np.asarray(arrays["mean_reference_score"], dtype=np.float64)
         d, n = gallery.shape[1], gallery.shape[0]
         if mu_q.shape != (d,) or mu_g.shape != (d,) or m.shape != (n,):
-            raise ValueError(
+            raise InputError(
                 f"stored DN statistics do not match the gallery ({n}, {d}): reference_mean "
                 f"{mu_q.shape}, gallery_bank_mean {mu_g.shape}, mean_reference_score {m.shape}"
             )

@@ -33,6 +33,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._errors import InputError
 from .._validation import check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._dense import DenseScoreCorrector
@@ -79,7 +80,7 @@ class DSL(DenseScoreCorrector):
     def _check_consistency(self) -> None:
         fitted = getattr(self, "fitted_temperature_", None)
         if fitted is not None and fitted != float(self.temperature):
-            raise ValueError(
+            raise InputError(
                 f"temperature={self.temperature} differs from the {fitted} used in fit; refit "
                 "(fit_grid shares one pass across a temperature grid)"
             )
@@ -149,7 +150,7 @@ class DSL(DenseScoreCorrector):
 
     def export_vectors(self) -> np.ndarray:
         """Not exportable: the score multiplies s(q, r) by a per-pair prior."""
-        raise ValueError(
+        raise InputError(
             "DSL scores per query (s(q, r) times a softmax prior), so no fixed vectors serve it; use search()"
         )
 
@@ -163,7 +164,7 @@ class DSL(DenseScoreCorrector):
     def _restore(self, gallery, arrays) -> None:
         lse = np.asarray(arrays["lse"], dtype=np.float64)
         if lse.shape != (gallery.shape[0],):
-            raise ValueError(f"stored normalizers have shape {lse.shape}; expected ({gallery.shape[0]},)")
+            raise InputError(f"stored normalizers have shape {lse.shape}; expected ({gallery.shape[0]},)")
         self._set(
             gallery,
             lse,

@@ -38,6 +38,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._errors import InputError
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
 from ._params import Boolean, Constraint, Interval
 from ._stats import column_mean, compute_dtype
@@ -253,7 +254,7 @@ class InvGC(BaseCorrector):
 
     def export_vectors(self) -> np.ndarray:
         """No ``d + 1`` offset export: index ``transformed_gallery_`` itself (tag ``changes_vectors``)."""
-        raise ValueError(
+        raise InputError(
             "InvGC has no d + 1 offset export (no per-item offset is applied per query): it "
             "replaces the gallery vectors; put transformed_gallery_ in any inner-product index "
             "and search it with the raw queries"
@@ -266,7 +267,7 @@ class InvGC(BaseCorrector):
     def _restore(self, gallery, arrays) -> None:
         t = np.asarray(arrays["transformed_gallery"], dtype=np.float32)
         if t.shape != gallery.shape:
-            raise ValueError(f"stored transformed gallery has shape {t.shape}; expected {gallery.shape}")
+            raise InputError(f"stored transformed gallery has shape {t.shape}; expected {gallery.shape}")
         self.transformed_gallery_ = t
         self.gallery_ = gallery
         self.fitted_ = None

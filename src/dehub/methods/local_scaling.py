@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._errors import InputError
 from .._validation import check_k, check_same_dim
 from ._dense import DenseScoreCorrector, nearest_distances, similarity_to_distance
 from ._params import Constraint, Interval, Options
@@ -63,7 +64,7 @@ class NeighborStatsCorrector(DenseScoreCorrector):
             return
         fitted = getattr(self, "fitted_k_", None)
         if fitted is not None and int(self.k) > fitted:
-            raise ValueError(
+            raise InputError(
                 f"k={self.k} exceeds the k={fitted} used in fit; the cached neighbour distances "
                 f"serve any k <= {fitted}. Refit with k={self.k} (or larger)."
             )
@@ -107,7 +108,7 @@ class NeighborStatsCorrector(DenseScoreCorrector):
         if kmax is not None and kmax > n_ref:
             finite = [k for k in finite if k <= n_ref]
             if not finite:
-                raise ValueError(f"every k in the grid exceeds the number of reference items ({n_ref})")
+                raise InputError(f"every k in the grid exceeds the number of reference items ({n_ref})")
             kmax = max(finite)
         self.set_params(k=kmax)
         self._fit_all(gallery, reference, kmax, any(k is None for k in ks), fit_kwargs)
@@ -144,7 +145,7 @@ class NeighborStatsCorrector(DenseScoreCorrector):
 
     def export_vectors(self) -> np.ndarray:
         """Not exportable: the correction scales each pair by statistics of its query."""
-        raise ValueError(
+        raise InputError(
             f"{type(self).__name__} scores per query (a per-query and a per-item scale of "
             "the distance), so no fixed vectors serve it; use search()"
         )
@@ -161,7 +162,7 @@ class NeighborStatsCorrector(DenseScoreCorrector):
         if nd is not None:
             nd = np.asarray(nd, dtype=np.float32)
             if nd.ndim != 2 or nd.shape[0] != gallery.shape[0]:
-                raise ValueError(
+                raise InputError(
                     f"stored neighbour distances have shape {nd.shape}; expected ({gallery.shape[0]}, k)"
                 )
             self.fitted_k_ = nd.shape[1]

@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .._errors import InputError
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._dense import distance_moments
 from ._params import Constraint, Interval, Options
@@ -153,13 +154,13 @@ class MutualProximity(NeighborStatsCorrector):
     def _check_consistency(self) -> None:
         self._check_k()
         if self.variant == "empiric" and self.k is None:
-            raise ValueError("variant='empiric' counts over each query's k candidates: give k (e.g. k=50)")
+            raise InputError("variant='empiric' counts over each query's k candidates: give k (e.g. k=50)")
         if (
             self.k is None
             and getattr(self, "gallery_", None) is not None
             and getattr(self, "all_mean_", None) is None
         ):
-            raise ValueError(
+            raise InputError(
                 "k=None needs the moments over all reference items, which were not fitted; refit with k=None"
             )
 

@@ -28,6 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._errors import InputError
 from .._validation import check_k
 from ..engine import topk_search
 from ..engine.accel import PRECISIONS
@@ -140,7 +141,7 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
     def _check_consistency(self) -> None:
         fitted = getattr(self, "fitted_k_", None)
         if fitted is not None and self.k > fitted:
-            raise ValueError(
+            raise InputError(
                 f"k={self.k} exceeds the k={fitted} used in fit; the cached top-{fitted} "
                 f"reference scores serve any k <= {fitted}. Refit with k={self.k} (or larger)."
             )
@@ -166,14 +167,14 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
         grid = self._check_grid(grid)
         fixed = [n for n in ("engine", "engine_params") if n in grid]
         if fixed:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__}.fit_grid shares one reference pass; it cannot sweep "
                 f"{fixed} (run one sweep per engine)"
             )
         n_ref = reference.shape[0]
         ks = sorted({int(k) for k in grid.get("k", [self.k]) if int(k) <= n_ref})
         if not ks:
-            raise ValueError(
+            raise InputError(
                 f"every k in the grid exceeds the number of reference items ({n_ref}); "
                 "lower the k values or provide more reference items"
             )
@@ -212,7 +213,7 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
         k = self.k if k is None else k
         fitted_k = int(self.fitted_k_ or 0)
         if k > fitted_k:
-            raise ValueError(f"k={k} exceeds the fitted k={self.fitted_k_}; refit with a larger k")
+            raise InputError(f"k={k} exceeds the fitted k={self.fitted_k_}; refit with a larger k")
         return self.topk_scores_[:, :k].mean(axis=1, dtype=np.float64).astype(np.float32)
 
     def mean_topk_all(self) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._errors import InputError
 from ._tags import MethodTags
 from .base import AdditiveBiasCorrector, ReferenceFit
 
@@ -28,7 +29,7 @@ class Plain(ReferenceFit, AdditiveBiasCorrector):
 
     def _set_statistics(self, gallery, statistics, n_reference: int | None) -> None:
         if statistics:
-            raise ValueError(f"Plain has no statistics; received arrays {sorted(statistics)}")
+            raise InputError(f"Plain has no statistics; received arrays {sorted(statistics)}")
         self.n_reference_ = n_reference
         self.gallery_ = gallery
 

@@ -35,6 +35,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._errors import InputError
 from ._params import FLOAT32_MAX, Boolean, Constraint, Interval
 from ._softmax import InvertedSoftmaxBase
 from ._stats import streamed_logsumexp
@@ -129,7 +130,7 @@ class QBNorm(RowDecomposable, InvertedSoftmaxBase):
 
     def _require_static(self, what: str) -> None:
         if self.dynamic:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__}(dynamic=True) is not row-decomposable: its activation set "
                 f"is the top-k of the bank over the whole gallery, so {what} needs a refit "
                 "(Index.build); dynamic=False supports it"
@@ -149,12 +150,12 @@ class QBNorm(RowDecomposable, InvertedSoftmaxBase):
     def _set_statistics(self, gallery, statistics, n_reference: int | None) -> None:
         self._require_static("building from statistics")
         if "lse" not in statistics:
-            raise ValueError(
+            raise InputError(
                 f"{type(self).__name__} statistics need the array 'lse'; received {sorted(statistics)}"
             )
         lse = np.asarray(statistics["lse"], dtype=np.float64)
         if lse.shape != (gallery.shape[0], 1):
-            raise ValueError(
+            raise InputError(
                 f"statistic 'lse' has shape {lse.shape}; expected ({gallery.shape[0]}, 1) for this gallery"
             )
         self.lse_ = lse.T.copy()

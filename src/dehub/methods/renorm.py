@@ -31,6 +31,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from .._errors import InputError
 from .._validation import check_same_dim
 from ..engine.exact import exact_search
 from ._params import Constraint, Options
@@ -164,11 +165,11 @@ class Renorm(BaseCorrector):
     def export_vectors(self) -> np.ndarray:
         """No ``d + 1`` offset export: R2 serves from ``transformed_gallery_`` (see the module docstring)."""
         if self.variant != "projection":
-            raise ValueError(
+            raise InputError(
                 "Renorm(variant='subtract') transforms the queries too ((q - mu) . g'), so no "
                 "exported vectors serve it per query; use search(), or variant='projection'"
             )
-        raise ValueError(
+        raise InputError(
             "Renorm has no d + 1 offset export (no per-item offset is applied per query): "
             "variant='projection' replaces the gallery vectors; index transformed_gallery_ "
             "and search it with the raw queries"
@@ -180,7 +181,7 @@ class Renorm(BaseCorrector):
     def _restore(self, gallery, arrays) -> None:
         mu = np.asarray(arrays["mean"], dtype=np.float64)
         if mu.shape != (gallery.shape[1],):
-            raise ValueError(f"stored mean has shape {mu.shape}; expected ({gallery.shape[1]},)")
+            raise InputError(f"stored mean has shape {mu.shape}; expected ({gallery.shape[1]},)")
         self.mean_ = mu
         self._check_params()
         self._transform_gallery(gallery)

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from ..evaluation.statistics import bootstrap_comparisons
 from ..methods import METHODS, BaseCorrector
 
@@ -39,7 +40,7 @@ def fit_method(label: str, gallery: np.ndarray, reference: np.ndarray, **fit_kwa
     try:
         name, params = STUDY_METHODS[label]
     except KeyError:
-        raise ValueError(f"unknown study method {label!r}; expected one of {sorted(STUDY_METHODS)}") from None
+        raise InputError(f"unknown study method {label!r}; expected one of {sorted(STUDY_METHODS)}") from None
     model = METHODS[name](**params)
     kwargs = {"normalize": "none", **fit_kwargs}
     return model.fit(gallery, reference, **kwargs)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from ..evaluation.hubness import hub_precision, hub_precision_text, k_occurrence
 from ..methods import BaseCorrector, get_tags
 from ._common import STUDY_METHODS, fit_method, paired_ci, unit_rows, wilson_interval
@@ -121,7 +122,7 @@ def audit_gallery(
     gallery = np.asarray(gallery, dtype=np.float32)
     reference = np.asarray(reference, dtype=np.float32)
     if gallery.ndim != 2 or reference.ndim != 2 or gallery.shape[1] != reference.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"audit needs 2-D gallery and reference of one dimension; received {gallery.shape} and "
             f"{reference.shape}"
         )
@@ -129,18 +130,18 @@ def audit_gallery(
     n_live = 0
     hp = None
     if relevance is not None and queries is None:
-        raise ValueError("relevance describes the live queries: pass queries too")
+        raise InputError("relevance describes the live queries: pass queries too")
     if queries is not None:
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != gallery.shape[1]:
-            raise ValueError(f"queries must be (n, {gallery.shape[1]}); received {q.shape}")
+            raise InputError(f"queries must be (n, {gallery.shape[1]}); received {q.shape}")
         live_rows = np.arange(q.shape[0])
         if n_sample is not None and n_sample < q.shape[0]:
             live_rows = np.sort(np.random.default_rng(seed).choice(q.shape[0], n_sample, replace=False))
             q = q[live_rows]
         if relevance is not None:
             if (relevance.n_queries, relevance.n_gallery) != (np.shape(queries)[0], gallery.shape[0]):
-                raise ValueError(
+                raise InputError(
                     f"relevance must be of the {np.shape(queries)[0]} queries x {gallery.shape[0]} gallery "
                     f"rows; received {relevance.n_queries} x {relevance.n_gallery}"
                 )
@@ -232,7 +233,7 @@ class AdmissionGate:
         gallery = np.asarray(gallery, dtype=np.float32)
         sentinels = np.asarray(sentinels, dtype=np.float32)
         if sentinels.ndim != 2 or sentinels.shape[0] == 0 or sentinels.shape[1] != gallery.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"the gate needs sentinel queries of shape (n >= 1, {gallery.shape[1]}); received "
                 f"{sentinels.shape}"
             )

@@ -11,10 +11,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._cli_support import load_npy, positive_int
+from .._errors import InputError
 from .._loading import load
 from ..datasets.pairs import read_pairs
 from ..relevance import Relevance
-from ._common import unit_rows
 from .audit import AdmissionGate, audit_gallery
 from .report import STUDY_SECTIONS
 from .runner import check_study_names, json_ready, run_studies
@@ -68,11 +68,11 @@ def _reference_of(index: Any, path: str | None, what: str) -> np.ndarray:
     elif index.reference is not None:
         ref = np.asarray(index.reference, dtype=np.float32)
     else:
-        raise ValueError(
+        raise InputError(
             f"this index holds no reference set; give {what} (the reference queries it was built with)"
         )
     if ref.ndim != 2 or ref.shape[1] != index.dim:
-        raise ValueError(f"{what} must be (n, {index.dim}); received shape {ref.shape}")
+        raise InputError(f"{what} must be (n, {index.dim}); received shape {ref.shape}")
     return ref
 
 
@@ -82,13 +82,13 @@ def _relevance_of(path: str, n_queries: int, index: Any):
     try:
         q_rows = [int(q) for q in q_ids]
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"--pairs: query ids must be --queries row numbers; received e.g. {q_ids[:3]}"
         ) from None
     bad_q = [q for q in q_rows if not 0 <= q < n_queries]
     missing = [g for g in g_ids if g not in row_of]
     if bad_q or missing:
-        raise ValueError(
+        raise InputError(
             f"--pairs: {len(bad_q)} query rows outside [0, {n_queries}) (e.g. {bad_q[:3]}) and "
             f"{len(missing)} gallery ids not in the index (e.g. {missing[:3]})"
         )
@@ -102,13 +102,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.queries:
         queries = np.asarray(load_npy(args.queries, "--queries"), dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != index.dim:
-            raise ValueError(f"--queries must be (n, {index.dim}); received shape {queries.shape}")
+            raise InputError(f"--queries must be (n, {index.dim}); received shape {queries.shape}")
     if args.z <= 0:
-        raise ValueError(f"--z must be positive; received {args.z}")
+        raise InputError(f"--z must be positive; received {args.z}")
     relevance = None
     if args.pairs:
         if queries is None:
-            raise ValueError("--pairs gives the relevance of --queries: pass --queries too")
+            raise InputError("--pairs gives the relevance of --queries: pass --queries too")
         relevance = _relevance_of(args.pairs, queries.shape[0], index)
     gallery = np.asarray(index.model.gallery_, dtype=np.float32)
     res = audit_gallery(
@@ -152,32 +152,27 @@ def _run(args: argparse.Namespace) -> int:
 
 def gate_for_add(
     index: Any,
-    vectors: Any,
-    reference: Any,
+    vectors: np.ndarray,
+    reference: np.ndarray | None,
     mode: str,
     *,
     k: int = 10,
     z: float = 6.0,
-    normalize: str = "none",
 ) -> None:
     """``dehub add --gate``: score the new items against the sentinel (reference) queries.
 
+    Called by ``Index.add`` (its ``admit`` hook) with the new rows and the reference as
+    validated there (the gallery's dimension, L2-normalized with ``--normalize l2``).
     ``mode="flag"`` prints a warning naming the would-be hubs and lets the add proceed;
-    ``mode="refuse"`` raises ``ValueError`` (nothing is written) when any item would be one.
-    ``normalize="l2"`` (``dehub add --normalize l2``) judges the L2-normalized rows.
+    ``mode="refuse"`` raises an :class:`InputError` (nothing is written) when any item would be one.
     """
-    sentinels = reference if reference is not None else index.reference
-    if sentinels is None:
-        raise ValueError(
+    if reference is None:
+        raise InputError(
             "--gate needs sentinel queries: give --reference (or build the index with --keep-reference)"
         )
-    sentinels = np.asarray(sentinels, dtype=np.float32)
+    sentinels = np.asarray(reference, dtype=np.float32)
     items = np.asarray(vectors, dtype=np.float32)
-    if normalize == "l2":  # judge the rows as the index will store them
-        items, sentinels = unit_rows(items), unit_rows(sentinels)
     gallery = np.asarray(index.model.gallery_, dtype=np.float32)
-    if items.ndim != 2 or items.shape[1] != gallery.shape[1]:
-        raise ValueError(f"--vectors must be (n, {gallery.shape[1]}); received shape {items.shape}")
     res = AdmissionGate(k=k, z_threshold=z).fit(gallery, sentinels).score(items)
     rows = np.flatnonzero(res["flag"])
     if rows.size == 0:
@@ -191,7 +186,7 @@ def gate_for_add(
     more = f" and {rows.size - 10} more" if rows.size > 10 else ""
     msg = f"{rows.size} of {items.shape[0]} new items would be hubs (robust z > {z:g} over the gallery): {detail}{more}"
     if mode == "refuse":
-        raise ValueError(f"--gate refuse: {msg}; nothing was written")
+        raise InputError(f"--gate refuse: {msg}; nothing was written")
     print(f"warning: gate: {msg}", file=sys.stderr)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from ..evaluation.metrics import first_relevant_rank_topk
 from ..methods import NNN
 from ._common import fit_method, paired_ci, wilson_interval
@@ -65,7 +66,7 @@ def ks_two_sample(x: np.ndarray, y: np.ndarray, *, use_scipy: bool = True) -> tu
     x = np.sort(np.asarray(x, dtype=np.float64))
     y = np.sort(np.asarray(y, dtype=np.float64))
     if x.size == 0 or y.size == 0:
-        raise ValueError(f"the KS test needs two non-empty samples; received sizes {x.size} and {y.size}")
+        raise InputError(f"the KS test needs two non-empty samples; received sizes {x.size} and {y.size}")
     if use_scipy:
         try:
             from scipy.stats import ks_2samp
@@ -105,9 +106,9 @@ class DriftMonitor:
         self, holdout: float = 0.2, level: float = 0.01, max_null: int = 4000, seed: int = 0
     ) -> None:
         if not 0 < holdout < 1:
-            raise ValueError(f"holdout must be in (0, 1); received {holdout}")
+            raise InputError(f"holdout must be in (0, 1); received {holdout}")
         if not 0 < level < 1:
-            raise ValueError(f"level must be in (0, 1); received {level}")
+            raise InputError(f"level must be in (0, 1); received {level}")
         self.holdout = holdout
         self.level = level
         self.max_null = max_null
@@ -117,7 +118,7 @@ class DriftMonitor:
         ref = np.asarray(reference, dtype=np.float32)
         n_out = max(1, min(self.max_null, int(round(self.holdout * ref.shape[0]))))
         if ref.shape[0] - n_out < 1:
-            raise ValueError(
+            raise InputError(
                 f"the reference needs at least 2 rows for a held-out split; received {ref.shape[0]}"
             )
         perm = np.random.default_rng(self.seed).permutation(ref.shape[0])
@@ -177,7 +178,7 @@ def false_alarm_rate(
     rng = np.random.default_rng(seed)
     pool = np.asarray(pool, dtype=np.float32)
     if pool.shape[0] < n_reference + n_live:
-        raise ValueError(f"pool has {pool.shape[0]} rows; need n_reference + n_live = {n_reference + n_live}")
+        raise InputError(f"pool has {pool.shape[0]} rows; need n_reference + n_live = {n_reference + n_live}")
     rejects = 0
     for t in range(n_trials):
         perm = rng.permutation(pool.shape[0])

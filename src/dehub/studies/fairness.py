@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from ..methods import NNN, Plain
 from ._common import paired_ci, unit_rows
 
@@ -39,7 +40,7 @@ def bias_at_k(ids: np.ndarray, attribute: np.ndarray, k: int, group_a: Any, grou
     ids = np.asarray(ids)
     attribute = np.asarray(attribute)
     if ids.ndim != 2 or ids.shape[1] < k or k < 1:
-        raise ValueError(f"ids must be (n_queries, >= k) with k >= 1; received shape {ids.shape} and k={k}")
+        raise InputError(f"ids must be (n_queries, >= k) with k >= 1; received shape {ids.shape} and k={k}")
     top = ids[:, :k]
     valid = top >= 0
     vals = attribute[np.where(valid, top, 0)]

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from ..evaluation.metrics import first_relevant_rank_topk
 from ..methods import BaseCorrector, get_tags
 from ._common import STUDY_METHODS, fit_method, paired_ci, rank_of, unit_rows, wilson_interval
@@ -48,7 +49,7 @@ def poison_queries(anchors: np.ndarray, m: int, *, spread: float = 0.5, seed: in
     Returns ``(len(anchors) * m, d)`` float32, anchor by anchor; ``m = 0`` gives no rows."""
     anchors = unit_rows(np.atleast_2d(anchors))
     if m < 0:
-        raise ValueError(f"budget m must be >= 0; received {m}")
+        raise InputError(f"budget m must be >= 0; received {m}")
     if m == 0:
         return np.empty((0, anchors.shape[1]), dtype=np.float32)
     rng = np.random.default_rng(seed)
@@ -89,7 +90,7 @@ def cap_influence(model: BaseCorrector, cap: float | None = None, quantile: floa
     the ``quantile`` of the gallery's top-1 reference scores)."""
     stats = dict(model.fitted_statistics())  # type: ignore[attr-defined]
     if "topk_scores" not in stats:
-        raise ValueError(f"influence capping needs a top-k statistic (NNN family); received {model!r}")
+        raise InputError(f"influence capping needs a top-k statistic (NNN family); received {model!r}")
     top = stats["topk_scores"]
     c = float(np.quantile(top[:, 0], quantile)) if cap is None else float(cap)
     stats["topk_scores"] = np.minimum(top, np.float32(c)).astype(top.dtype)

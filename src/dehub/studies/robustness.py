@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from ..datasets.encoder import embed_texts
 from ..evaluation.metrics import first_relevant_rank_topk
 from ._common import fit_method, paired_ci
@@ -80,7 +81,7 @@ def perturb_texts(texts: Sequence[str], kind: str, *, seed: int = 0, rate: float
     try:
         fn = PERTURBATIONS[kind]
     except KeyError:
-        raise ValueError(f"unknown perturbation {kind!r}; expected one of {sorted(PERTURBATIONS)}") from None
+        raise InputError(f"unknown perturbation {kind!r}; expected one of {sorted(PERTURBATIONS)}") from None
     kw = {} if rate is None else {"rate": rate}
     return [fn(t, _rng(seed, i), **kw) for i, t in enumerate(texts)]
 
@@ -93,7 +94,7 @@ def run_robustness_study(
     t0 = time.perf_counter()
     task = bench.test.task("a2b")
     if task.query_text is None:
-        raise ValueError("the robustness study needs query texts; this benchmark has none")
+        raise InputError("the robustness study needs query texts; this benchmark has none")
     rows = np.flatnonzero(task.relevance.counts() > 0)
     rows = np.sort(np.random.default_rng(seed).choice(rows, min(n_queries, rows.size), replace=False))
     texts = [task.query_text[r] for r in rows]

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .audit import run_audit_study
 from .drift import run_drift_study
 from .fairness import run_fairness_study
@@ -60,12 +61,12 @@ def check_study_names(names: Sequence[str]) -> list[str]:
     names = list(dict.fromkeys(names))
     missing = [n for n in names if n in NOT_BUILT]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"studies {missing} are not built in this version of dehub; available: {', '.join(STUDIES)}"
         )
     unknown = [n for n in names if n not in STUDIES]
     if unknown:
-        raise ValueError(f"unknown studies {unknown}; expected names from {', '.join(STUDIES)}")
+        raise InputError(f"unknown studies {unknown}; expected names from {', '.join(STUDIES)}")
     return names
 
 

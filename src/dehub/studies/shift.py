@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from ..evaluation.metrics import first_relevant_rank_topk
 from ..methods import NNN, Plain
 from ._common import paired_ci
@@ -53,7 +54,7 @@ def load_hierarchy(path: str | Path | None = None) -> dict[str, np.ndarray]:
 def hierarchy_split(ancestors: np.ndarray, level: int = 4, seed: int = 0) -> dict[int, set[int]]:
     """Chosen nodes per depth ``{level-2: grandparents, level-1: parents, level: targets}``."""
     if level < 2 or level >= ancestors.shape[1]:
-        raise ValueError(f"level must be in 2..{ancestors.shape[1] - 1}; received {level}")
+        raise InputError(f"level must be in 2..{ancestors.shape[1] - 1}; received {level}")
     rng = np.random.default_rng(seed)
     rows = ancestors[ancestors[:, level] >= 0]
     chosen: dict[int, set[int]] = {}
@@ -91,7 +92,7 @@ def run_shift_study(
     for split in ("test", "validation", "reference"):
         n = getattr(bench, split).a.shape[0]
         if split not in anc or anc[split].shape[0] != n:
-            raise ValueError(
+            raise InputError(
                 f"the shift study needs the WordNet hierarchy of the bundled benchmark; the {split} split "
                 f"has {n} definitions, the hierarchy {anc.get(split, np.empty((0, 0))).shape[0]}"
             )

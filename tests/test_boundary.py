@@ -1,0 +1,151 @@
+"""One boundary (issue 21 item 2): public entry points validate and convert once; inner
+functions trust them. Counted, not timed: rows read, row scans, bytes allocated."""
+
+from __future__ import annotations
+
+import collections
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import dehub._validation as validation
+import dehub.cli as cli
+from dehub import NNN, Index
+from dehub._format import verify_container
+from dehub._shards import ShardedArray
+
+
+def _unit(rng, n, d, dtype=np.float32):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(dtype)
+
+
+class _CountingShards(ShardedArray):
+    """A sharded gallery that counts every row dehub reads from its files."""
+
+    rows_read = 0
+
+    def _slice(self, start, stop):
+        type(self).rows_read += max(0, stop - start)
+        return super()._slice(start, stop)
+
+    def take_rows(self, rows):
+        type(self).rows_read += int(np.asarray(rows).size)
+        return super().take_rows(rows)
+
+
+@pytest.mark.parametrize(("normalize", "passes"), [("warn", 3), ("l2", 2)])
+def test_build_reads_the_gallery_a_counted_number_of_times(tmp_path, monkeypatch, normalize, passes):
+    """`dehub build`: one pass validates, one feeds the GEMM, one copies the rows into the
+    index file and hashes them as they are written (docs/architecture.md, "One boundary").
+    With --normalize l2 the second and third run on the normalized in-memory copy."""
+    rng = np.random.default_rng(0)
+    n = 3000
+    g = _unit(rng, n, 16)
+    (tmp_path / "g").mkdir()
+    np.save(tmp_path / "g" / "part-0.npy", g[:1700])
+    np.save(tmp_path / "g" / "part-1.npy", g[1700:])
+    np.save(tmp_path / "r.npy", _unit(rng, 400, 16))
+    load = cli.load_npy
+    _CountingShards.rows_read = 0
+
+    def counting(path, what, **kwargs):
+        if what == "gallery":
+            return _CountingShards(sorted((tmp_path / "g").glob("*.npy")))
+        return load(path, what, **kwargs)
+
+    monkeypatch.setattr(cli, "load_npy", counting)
+    out = tmp_path / "i.dehub"
+    args = ["build", "--gallery", str(tmp_path / "g"), "--reference", str(tmp_path / "r.npy")]
+    assert cli.main([*args, "-o", str(out), "--k", "5", "--quiet", "--normalize", normalize]) == 0
+    assert _CountingShards.rows_read == passes * n
+    verify_container(out)  # the checksums taken while writing are those of the bytes written
+    expected = g if normalize == "warn" else g / np.linalg.norm(g, axis=1, keepdims=True)
+    np.testing.assert_allclose(Index.load(out).model.gallery_, expected, rtol=1e-6)
+
+
+def test_a_small_search_of_a_float16_gallery_does_not_convert_it_whole():
+    """Was: every 16-query search copied the whole float16 gallery to float32."""
+    rng = np.random.default_rng(1)
+    g16 = _unit(rng, 40_000, 64, np.float16)
+    ref = _unit(rng, 500, 64)
+    q = _unit(rng, 16, 64)
+    model = NNN(k=8).fit(g16, ref, normalize="none")
+    model.search(q, 10, normalize="none")  # warm: lazily built kernels, thread pools
+    tracemalloc.start()
+    try:
+        scores, ids = model.search(q, 10, normalize="none")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    whole = g16.shape[0] * g16.shape[1] * 4  # a float32 copy of the gallery: 10.2 MB
+    assert peak < whole / 4, f"peak {peak / 1e6:.1f} MB against a whole copy of {whole / 1e6:.1f} MB"
+    # the same ranking as the float32 gallery holding the same values
+    s32, i32 = NNN(k=8).fit(g16.astype(np.float32), ref, normalize="none").search(q, 10, normalize="none")
+    np.testing.assert_array_equal(ids, i32)
+    np.testing.assert_allclose(scores, s32, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def scans(monkeypatch):
+    """Row scans (finiteness, norms) by the name of the input scanned."""
+    seen: collections.Counter = collections.Counter()
+    scan = validation._scan_rows
+
+    def counting(x, name):
+        seen[name] += 1
+        return scan(x, name)
+
+    monkeypatch.setattr(validation, "_scan_rows", counting)
+    return seen
+
+
+def test_each_entry_point_scans_its_inputs_once(scans, tmp_path):
+    rng = np.random.default_rng(2)
+    g, r, q, new = _unit(rng, 300, 8), _unit(rng, 120, 8), _unit(rng, 5, 8), _unit(rng, 4, 8)
+    index = Index.build(g, r, k=4, keep_reference=True)
+    assert scans == {"gallery": 1, "reference": 1}  # keep_reference stores the fitted one
+    index.save(tmp_path / "i.dehub")
+    scans.clear()
+    index.search(q, 3)
+    assert scans == {"queries": 1}
+    scans.clear()
+    index.add(new)  # the grown gallery and the kept reference are not scanned again
+    assert scans == {"vectors": 1}
+    scans.clear()
+    index.remove([0, 1])
+    assert not scans
+    scans.clear()
+    Index.build(g, r, k=4, keep_reference=True, normalize="l2")
+    assert scans == {"gallery": 1, "reference": 1}
+
+
+def test_add_trusting_its_boundary_still_equals_a_refit():
+    rng = np.random.default_rng(3)
+    g, r, new = _unit(rng, 200, 8), _unit(rng, 90, 8), _unit(rng, 7, 8)
+    grown = Index.build(g, r, k=5, keep_reference=True).add(new)
+    refit = NNN(k=5).fit(np.concatenate([g, new]), r)
+    np.testing.assert_allclose(grown.model.bias_, refit.bias_, rtol=1e-6)
+
+
+def test_the_add_gate_sees_the_rows_add_validated(scans, tmp_path, capsys):
+    """`dehub add --gate`: the gate runs inside add's boundary (its admit hook), on the rows
+    add validated once, so a bad row is refused before any gate arithmetic."""
+    rng = np.random.default_rng(4)
+    g, r = _unit(rng, 300, 8), _unit(rng, 200, 8)
+    Index.build(g, r, k=4, keep_reference=True).save(tmp_path / "i.dehub")
+    np.save(tmp_path / "new.npy", _unit(rng, 6, 8))
+    bad = _unit(rng, 6, 8)
+    bad[3, 2] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    scans.clear()
+    add = ["add", str(tmp_path / "i.dehub"), "--gate", "flag", "-o", str(tmp_path / "j.dehub"), "--quiet"]
+    assert cli.main([*add, "--vectors", str(tmp_path / "new.npy")]) == 0
+    assert scans["vectors"] == 1 and "none would be a hub" in capsys.readouterr().out
+    assert cli.main([*add, "--vectors", str(tmp_path / "bad.npy")]) == 2
+    out = capsys.readouterr()
+    assert (
+        "vectors contains NaN or infinite values (first at row 3, column 2)" in out.err
+        and "gate" not in out.out
+    )

@@ -114,11 +114,13 @@ class _OnlineColumnLSE:
         self.acc = np.zeros(m)
 
     def add(self, x: np.ndarray) -> None:
-        bmx = x.max(axis=0)
-        new = np.maximum(self.mx, bmx)
+        """Fold in the row block ``x`` (overwritten: no block-sized temporaries)."""
+        new = np.maximum(self.mx, x.max(axis=0))
         with np.errstate(invalid="ignore"):
             self.acc *= np.exp(self.mx - new)  # -inf - finite = -inf: exp = 0 on the first block
-        self.acc += np.exp(x - new).sum(axis=0)
+        x -= new
+        np.exp(x, out=x)
+        self.acc += x.sum(axis=0)
         self.mx = new
 
     def log(self) -> np.ndarray:

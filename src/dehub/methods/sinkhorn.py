@@ -224,8 +224,12 @@ def sinkhorn_offsets(
                 np.exp(x, out=x)
                 rs = x.sum(axis=1)  # >= 1: the maximum's term is exp(0)
                 f[g0 + lo : g0 + hi] = log_a - mx - np.log(rs)
-                x *= (a / rs)[:, None]  # the plan exp(C + f + g): rows sum to a
-                col += np.ones(hi - lo) @ x
+                w = a / rs  # the plan exp(C + f + g) = w_i x_ij: rows sum to a
+                if cached:
+                    x *= w[:, None]  # kept as the absorbed kernel
+                    col += np.ones(hi - lo) @ x
+                else:
+                    col += w @ x  # its column sums, without scaling the block
             bar.update(1)
         with np.errstate(divide="ignore"):
             log_col = np.log(col)

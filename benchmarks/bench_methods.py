@@ -1,7 +1,9 @@
 """Fit and search time of every registered method, and its validation sweep time.
 
-Part 1 (synthetic, moderate scale): for each method, the best of ``--repeats`` timings of
-``fit(gallery, reference)`` and of ``search(queries, 10)`` on clustered unit vectors.
+Part 1 (synthetic, moderate scale): for each method, ``fit(gallery, reference)`` (bank
+methods also get a ``--gallery-bank`` of the same distribution) and ``search(queries, 10)``
+on clustered unit vectors, in ``--repeats`` paired rounds (NNN, then each method): medians,
+and the median of the per-round ratios to NNN's fit.
 Part 2 (``--sweep``, the bundled WordNet benchmark): the wall time of a full validation
 sweep per method and direction, i.e. ``fit_grid`` over ``default_grid()`` plus one
 ``search(validation queries, 10)`` per grid point (what the evaluation harness does).
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -58,40 +61,71 @@ def best_time(fn, repeats: int) -> float:
 
 
 def bench_fit(args) -> None:
+    """Every method's fit and search next to NNN's, in paired rounds (median of per-round ratios).
+
+    Each round fits NNN and then every other method once, alternating, so a busy
+    machine slows them alike; the table gives each method's median seconds and the
+    median over rounds of its fit time / that round's NNN fit time. Methods that take a
+    gallery bank (asked through their tags) get one of ``--gallery-bank`` rows from the
+    same distribution.
+    """
+    from dehub.methods import get_tags
+
     rng = np.random.default_rng(0)
     centers = rng.standard_normal((64, args.dim), dtype=np.float32) / np.sqrt(args.dim) * 3
     gallery = clustered_unit(args.gallery, args.dim, rng, centers)
     reference = clustered_unit(args.reference, args.dim, rng, centers)
     queries = clustered_unit(args.queries, args.dim, rng, centers)
+    bank = clustered_unit(args.gallery_bank, args.dim, rng, centers) if args.gallery_bank else None
     print(
         f"## fit / search: gallery {args.gallery:,} x reference {args.reference:,} x d={args.dim}, "
-        f"{args.queries:,} queries, top-10, best of {args.repeats}"
+        f"{args.queries:,} queries, top-10, {args.repeats} paired rounds (NNN, then each method)"
     )
-    print(f"memory_budget {args.memory_budget >> 20} MiB")
-    print(f"{'method':<16} {'params':<44} {'fit s':>8} {'search s':>9} {'fit / nnn':>9}")
-    nnn_fit = None
-    names = list(args.methods)
-    if "nnn" in names:  # NNN first: the others are compared with its fit time
-        names.remove("nnn")
-        names.insert(0, "nnn")
-    for name in names:
-        cls = METHODS[name]
-        model = cls()
-        kw = {"memory_budget": args.memory_budget, "normalize": "none"}
-        fit_s = best_time(lambda: model.fit(gallery, reference, **kw), args.repeats)
-        search_s = best_time(lambda: model.search(queries, 10, **kw), args.repeats)
-        if name == "nnn":
-            nnn_fit = fit_s
+    print(f"memory_budget {args.memory_budget >> 20} MiB; gallery bank {args.gallery_bank:,} rows")
+    names = [m for m in args.methods if m != "nnn"]
+    kw = {"memory_budget": args.memory_budget, "normalize": "none"}
+    fits: dict[str, list[float]] = {m: [] for m in ["nnn", *names]}
+    searches: dict[str, list[float]] = {m: [] for m in ["nnn", *names]}
+    ratios: dict[str, list[float]] = {m: [] for m in names}
+    models = {}
+    for r in range(args.repeats):
+        for name in ["nnn", *names]:
+            model = METHODS[name]()
+            extra = {"gallery_bank": bank} if bank is not None and get_tags(model).gallery_bank else {}
+            t = time.perf_counter()
+            model.fit(gallery, reference, **extra, **kw)
+            fits[name].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            model.search(queries, 10, **kw)
+            searches[name].append(time.perf_counter() - t)
+            models[name] = (model, bool(extra))
+            if name != "nnn":
+                ratios[name].append(fits[name][-1] / fits["nnn"][-1])
+            print(
+                f"  round {r}: {name} fit {fits[name][-1]:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True
+            )
+    print(
+        f"{'method':<16} {'params':<44} {'fit s':>8} {'search s':>9} {'fit / nnn':>9}  (medians; per-round ratios)"
+    )
+    for name in ["nnn", *names]:
+        model, banked = models[name]
         params = ", ".join(
             f"{k}={v}" for k, v in model.get_params().items() if k not in ("engine", "engine_params")
         )
-        ratio = f"{fit_s / nnn_fit:9.2f}" if nnn_fit else f"{'-':>9}"
-        extra = ""
+        ratio = (
+            f"{np.median(ratios[name]):9.2f}  {[round(x, 2) for x in ratios[name]]}"
+            if name != "nnn"
+            else f"{'1':>9}"
+        )
+        extra = " (with the gallery bank)" if banked else ""
         if getattr(model, "marginal_error_", None) is not None:
-            extra = (
+            extra += (
                 f"  (Sinkhorn marginal error after {model.n_iter_} iterations: {model.marginal_error_:.3g})"
             )
-        print(f"{name:<16} {params:<44} {fit_s:>8.3f} {search_s:>9.3f} {ratio}{extra}", flush=True)
+        print(
+            f"{name:<16} {params:<44} {np.median(fits[name]):>8.3f} {np.median(searches[name]):>9.3f} {ratio}{extra}",
+            flush=True,
+        )
 
 
 def bench_sweep(args) -> None:
@@ -310,7 +344,13 @@ def main() -> None:
     p.add_argument("--reference", type=int, default=100_000)
     p.add_argument("--queries", type=int, default=5000)
     p.add_argument("--dim", type=int, default=384)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="paired rounds of the fit / search timings")
+    p.add_argument(
+        "--gallery-bank",
+        type=int,
+        default=5000,
+        help="rows of the gallery bank given to bank methods (0: none)",
+    )
     p.add_argument("--methods", nargs="+", default=sorted(METHODS), choices=sorted(METHODS))
     p.add_argument(
         "--sweep", action="store_true", help="also time the validation sweeps on the WordNet benchmark"
@@ -340,6 +380,7 @@ def main() -> None:
         return
     if args.small:
         args.gallery, args.reference, args.queries, args.repeats = 1000, 10_000, 1000, 1
+        args.gallery_bank = min(args.gallery_bank, 1000)
     print(f"# dehub method benchmark (numpy {np.__version__}); machine: {machine()}")
     if not args.sweep_only:
         bench_fit(args)

@@ -593,8 +593,7 @@ def run_evaluation(
             def test_scores(rows: np.ndarray, model: Any = model) -> np.ndarray:
                 s = model.score(queries[rows], normalize="none")
                 if excluded is not None:
-                    for i, r in enumerate(rows.tolist()):
-                        s[i, excluded[r]] = -np.inf
+                    excluded.mask_scores(s, rows)
                 return s
 
             pos_ranks = dense_positive_ranks(

@@ -549,13 +549,14 @@ class BaseCorrector(ABC):
 
         Equal to dropping the excluded rows from the complete ranking
         (:mod:`dehub.methods._exclude`): it asks :meth:`search` for ``k`` plus the most
-        rows any query excludes, and filters.
+        rows any query excludes, and filters. Ids outside ``[0, n_gallery)`` are an error
+        (``exclude`` may also be an :class:`~dehub.methods.ExcludedRows` from
+        :func:`~dehub.methods.check_excluded`, then not checked again).
         """
         self.check_fitted()
-        excluded = check_excluded(exclude, int(np.shape(queries)[0]))
-        return search_excluding(
-            lambda kk: self.search(queries, kk, **search_kwargs), k, excluded, int(self.gallery_.shape[0])
-        )
+        n_gallery = int(self.gallery_.shape[0])
+        excluded = check_excluded(exclude, int(np.shape(queries)[0]), n_gallery)
+        return search_excluding(lambda kk: self.search(queries, kk, **search_kwargs), k, excluded, n_gallery)
 
     # ------------------------------------------------------------------ persistence
     def persistence_arrays(self) -> dict[str, np.ndarray]:

@@ -313,8 +313,13 @@ class BaseCorrector(ABC):
         """Raise ``ValueError`` when a fit on these sizes cannot succeed (e.g. ``k`` > rows)."""
         return None
 
-    def distributed_obstacle(self) -> str | None:
-        """Why this estimator cannot be fitted gallery part by part, or None when it can."""
+    def distributed_obstacle(self, *, gallery_bank: bool = False) -> str | None:
+        """Why this estimator cannot be fitted gallery part by part, or None when it can.
+
+        ``gallery_bank``: whether the fit gets a gallery bank (a method whose statistics
+        decompose over gallery rows only given a fixed bank answers None then, and its
+        ``gallery_statistics`` takes ``gallery_bank=``).
+        """
         if self.__dehub_tags__().row_decomposable:
             return None
         return "its fitted statistics are not per gallery row (row_decomposable is false)"

@@ -353,6 +353,9 @@ class SN(AdditiveBiasCorrector):
         """tau in {0.005, 0.01, 0.02, 0.05} (log-spaced around the paper's 0.01), 10 iterations."""
         return {"tau": [0.005, 0.01, 0.02, 0.05], "n_iter": [10]}
 
+    def distributed_obstacle(self, *, gallery_bank: bool = False) -> str | None:
+        return "its Sinkhorn scalings couple every gallery row with all the others (bank or not)"
+
     def _check_consistency(self) -> None:
         fitted = getattr(self, "fitted_", None)
         if fitted is not None and fitted != (float(self.tau), int(self.n_iter), self.tol):

@@ -133,7 +133,7 @@ class DBNorm(InvertedSoftmaxBase):
         """
         why = self.distributed_obstacle(gallery_bank=gallery_bank is not None)
         if why is not None:
-            raise ValueError(f"{type(self).__name__} has no per-row statistics here: {why}")
+            raise ValueError(f"{type(self).__name__} is not row-decomposable here: {why}")
         fitted = self.clone().fit(
             gallery_rows,
             reference,

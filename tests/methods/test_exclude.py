@@ -91,6 +91,10 @@ def test_array_filter_equals_the_loop_and_checked_rows_pass_through():
     raw[3] = ids[3, :10]
     checked = check_excluded(raw, n, n_gallery)
     assert check_excluded(checked, n, n_gallery) is checked  # checked once
+    assert [r.tolist() for r in checked] == [np.asarray(r).tolist() for r in raw]  # a list of rows, as before
+    assert checked[-1].tolist() == raw[-1].tolist() and len(checked) == n
+    with pytest.raises(IndexError):
+        checked[n]
     assert checked.width() == max(np.unique(r).size for r in raw)
     for k in (1, 10, 40):
         got = filter_excluded(scores, ids, checked, k)

@@ -14,7 +14,7 @@ flat array and per-query offsets); everything after it is array code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -41,7 +41,13 @@ class ExcludedRows:
         return int(self.offsets.size - 1)
 
     def __getitem__(self, i: int) -> np.ndarray:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"query {i} out of range for {len(self)} queries")
+        i %= len(self)
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
 
     def query_of_each(self) -> np.ndarray:
         """The query index of every entry of ``ids``."""

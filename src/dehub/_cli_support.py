@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 from ._errors import InputError
 from .datasets.layouts import cli_embeddings
 from .datasets.npy import load_embeddings, read_npy
+from .methods import METHODS, get_method, get_tags
 from .methods._cli import json_object as parse_json_object
 from .methods._cli import method_params_from_args
 
@@ -30,6 +32,8 @@ __all__ = [
     "load_npy",
     "load_int_ids",
     "method_params",
+    "bank_methods",
+    "gallery_bank_note",
 ]
 
 NORMALIZE_CHOICES = ["warn", "l2", "none", "error"]
@@ -136,3 +140,29 @@ def method_params(args: argparse.Namespace) -> dict[str, Any]:
     declared parameters), so a new method or parameter needs no change here.
     """
     return method_params_from_args(args, args.method)
+
+
+def bank_methods() -> list[str]:
+    """Registry names of the methods whose ``fit`` takes a gallery bank (asked of each method)."""
+    return sorted(n for n, cls in METHODS.items() if get_tags(cls).gallery_bank)
+
+
+def gallery_bank_note(
+    method: str, path: Any, bank: Any, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a build records about its gallery bank (index metadata / manifest).
+
+    A method that takes a bank and got none says so on stderr (it is fitted in its
+    no-bank form, which its docstring describes); a bank given to a method that takes
+    none is refused by the fit itself.
+    """
+    if path is not None:
+        return {"gallery_bank_file": str(path), "gallery_bank_rows": int(np.shape(bank)[0])}
+    if get_tags(get_method(method, **(params or {}))).gallery_bank:
+        print(
+            f"note: {method} takes a gallery bank (--gallery-bank FILE, e.g. the gallery side of the "
+            "reference split) and none was given: it is fitted in its no-bank form",
+            file=sys.stderr,
+        )
+        return {"gallery_bank": "none given: fitted in its no-bank form"}
+    return {}

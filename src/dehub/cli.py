@@ -21,6 +21,8 @@ import numpy as np
 
 from ._cli_support import (
     NORMALIZE_CHOICES,
+    bank_methods,
+    gallery_bank_note,
     json_object,
     load_int_ids,
     load_npy,
@@ -161,6 +163,13 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
         help="store the reference set in the index so 'add' needs no reference",
     )
     p.add_argument(
+        "--gallery-bank",
+        metavar="FILE",
+        help=".npy (or directory of .npy shards) of gallery-modality bank embeddings, e.g. the gallery "
+        f"side of the reference split, for the methods that take one ({', '.join(bank_methods())}); "
+        "without it they fit their no-bank form and say so",
+    )
+    p.add_argument(
         "--runner",
         choices=["local", "ray"],
         default="local",
@@ -176,8 +185,10 @@ def _run_build(args: argparse.Namespace) -> int:
     params = method_params(args)
     gallery = load_npy(args.gallery, "gallery")
     reference = load_npy(args.reference, "reference")
+    bank = load_npy(args.gallery_bank, "gallery bank") if args.gallery_bank else None
     ids = load_int_ids(args.ids, "--ids") if args.ids else None
     _check_output_file(args.output)
+    bank_meta = gallery_bank_note(args.method, args.gallery_bank, bank, params)
     # a dehub embed folder's encoder, and a folder's metadata columns (url, caption...)
     provenance, items = build_records(args.gallery)
     index = Index.build(
@@ -188,8 +199,14 @@ def _run_build(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         memory_budget=args.memory_budget_mb * 2**20,
         progress=not args.quiet,
-        metadata={"gallery_file": str(args.gallery), "reference_file": str(args.reference), **provenance},
+        metadata={
+            "gallery_file": str(args.gallery),
+            "reference_file": str(args.reference),
+            **bank_meta,
+            **provenance,
+        },
         keep_reference=args.keep_reference,
+        gallery_bank=bank,
         **params,
     )
     index.set_item_metadata(items)

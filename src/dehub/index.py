@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ._errors import InputError
 from ._format import (
     FileIdentity,
     IndexFormatError,
@@ -34,7 +35,7 @@ from ._version import __version__
 from .engine.exact import DEFAULT_MEMORY_BUDGET
 from .incremental import IncrementalMixin
 from .item_metadata import ItemMetadata, ItemMetadataError
-from .methods import METHODS, BaseCorrector, get_method
+from .methods import METHODS, BaseCorrector, get_method, get_tags
 from .methods.base import KClampedWarning
 
 __all__ = ["Index", "IndexFormatError", "KClampedWarning"]  # KClampedWarning: dehub.methods.base
@@ -114,17 +115,38 @@ class Index(IncrementalMixin):
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         progress: bool = False,
         keep_reference: bool = False,
+        gallery_bank=None,
         **params,
     ) -> Index:
         """Fit ``method`` (a registry name, e.g. ``"nnn"``) on gallery/reference and wrap it.
 
         ``keep_reference=True`` stores the (validated) reference set in the index, so
         :meth:`add` needs no reference argument; the file grows by the reference size.
+        ``gallery_bank``: a gallery-modality bank passed to ``fit`` of a method that takes
+        one (``get_tags(model).gallery_bank``: DBNorm, DN, InvGC, DBSN); an error for
+        any other method. The index stores what the fit computed from it (the method's
+        fitted arrays), not the bank.
         """
         if ids is not None:  # before the fit, once
             ids = check_ids(ids, np.shape(gallery)[0] if not hasattr(gallery, "shape") else gallery.shape[0])
         model = get_method(method, **params)
-        model.fit(gallery, reference, normalize=normalize, memory_budget=memory_budget, progress=progress)
+        fit_inputs = {}
+        if gallery_bank is not None:
+            if not get_tags(model).gallery_bank:
+                takes = sorted(n for n, c in METHODS.items() if get_tags(c).gallery_bank)
+                raise InputError(
+                    f"method {method!r} takes no gallery bank; received one of {np.shape(gallery_bank)[0]} "
+                    f"rows (methods that take one: {', '.join(takes)})"
+                )
+            fit_inputs["gallery_bank"] = gallery_bank
+        model.fit(
+            gallery,
+            reference,
+            normalize=normalize,
+            memory_budget=memory_budget,
+            progress=progress,
+            **fit_inputs,
+        )
         kept = None
         if keep_reference:  # the fit validated it (once); only the L2 copy is made again
             if normalize == "l2":

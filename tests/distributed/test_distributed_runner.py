@@ -502,3 +502,72 @@ def test_ray_data_starvation_warning_is_explained(caplog):
     assert [r.getMessage() for r in caplog.records] == [
         _RayNotes.NOTES["hang forever unless the cluster scales up"]
     ]
+
+
+@pytest.fixture(scope="module")
+def bank_file(data):
+    path = data["root"] / "gallery_bank.npy"
+    np.save(path, _unit(np.random.default_rng(13), 400, D))
+    return path
+
+
+def test_a_gallery_bank_through_the_ray_runner_equals_the_direct_fit(cluster, data, bank_file, tmp_path):
+    """`dehub build --runner ray --gallery-bank FILE` with DBNorm (DualIS): each worker passes
+    the bank to the method's per-row statistics; the result equals fit(..., gallery_bank=)."""
+    from dehub.cli import main
+
+    out = tmp_path / "banked"
+    argv = ["build", "--runner", "ray", "--gallery", str(data["gallery_dir"])]
+    argv += ["--reference", str(data["reference_file"]), "-o", str(out), "--method", "dbnorm"]
+    assert main([*argv, "--gallery-bank", str(bank_file), "--beta1", "10", "--beta2", "30"]) == 0
+    index = load_index(out)
+    bank = np.load(bank_file)
+    direct = dehub.methods.get_method("dbnorm", beta1=10.0, beta2=30.0).fit(
+        data["gallery"], data["reference"], gallery_bank=bank
+    )
+    without = dehub.methods.get_method("dbnorm", beta1=10.0, beta2=30.0).fit(
+        data["gallery"], data["reference"]
+    )
+    np.testing.assert_allclose(index.model.lse_, direct.lse_, rtol=0, atol=1e-9)
+    assert np.abs(without.lse_[1] - direct.lse_[1]).max() > 1.0  # the bank reached the fit
+    for got, want in zip(index.search(data["queries"], 10), direct.search(data["queries"], 10)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(index.search(data["queries"], 10)[1], direct.search(data["queries"], 10)[1])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e[0] for e in manifest["gallery_bank"]] == [str(bank_file)]
+    assert index.metadata["gallery_bank_files"] == [str(bank_file)]
+    # another bank is another run: every part is recomputed, none mixed
+    other = data["root"] / "other_bank.npy"
+    np.save(other, _unit(np.random.default_rng(14), 300, D))
+    summary = fit(
+        "dbnorm", data["gallery_dir"], data["reference_file"], out, gallery_bank=other, beta1=10.0, beta2=30.0,
+        progress=False,
+    )  # fmt: skip
+    assert (summary.computed, summary.skipped) == (summary.parts, 0)
+
+
+def test_banks_the_runner_refuses_say_why(data, bank_file, tmp_path):
+    with pytest.raises(
+        ValueError, match=r"method 'nnn' takes no gallery bank; received one \(methods that take one: dbnorm"
+    ):
+        fit(
+            "nnn",
+            data["gallery_dir"],
+            data["reference_file"],
+            tmp_path / "x",
+            gallery_bank=bank_file,
+            progress=False,
+        )
+    with pytest.raises(
+        NotDistributableError, match=r"'dbnorm'.*without a gallery bank.*with a gallery bank \['dbnorm'\]"
+    ):
+        fit("dbnorm", data["gallery_dir"], data["reference_file"], tmp_path / "x", progress=False)
+    with pytest.raises(NotDistributableError, match=r"'dbsn'.*Sinkhorn scalings couple every gallery row"):
+        fit(
+            "dbsn",
+            data["gallery_dir"],
+            data["reference_file"],
+            tmp_path / "x",
+            gallery_bank=bank_file,
+            progress=False,
+        )

@@ -98,7 +98,13 @@ def test_eval_studies_through_the_cli(tmp_path, capsys):
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert set(data["studies"]) == {"fairness", "drift"}
     assert "Fairness: Bias@K" in (tmp_path / "rep" / "report.md").read_text()
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    # each study's headline finding on the console, with its numbers
+    lines = out.split("studies (headline findings")[1].splitlines()
+    fair = next(x for x in lines if x.strip().startswith("fairness: Bias@"))
+    drift = next(x for x in lines if x.strip().startswith("drift: "))
+    assert "plain" in fair and "nnn" in fair
+    assert "query sets flagged out of distribution" in drift and "points" in drift
     assert main([*argv, "--studies", "audit,nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown studies" in err and len(err.strip().splitlines()) == 1

@@ -54,6 +54,47 @@ def test_every_study_on_a_small_benchmark_reaches_the_report(tmp_path):
     page = open(paths["html"]).read()
     if paths["plots"]:
         assert "Reference poisoning: success vs budget" in page
+    # one headline per study, also at the top of the markdown section
+    heads = STUDY_SECTIONS.headlines(studies)
+    assert [h.split(":")[0] for h in heads] == ["audit", "poisoning", "drift", "fairness"]
+    assert "% of test queries at top-1 with plain" in heads[0] and "with NNN" in heads[0]
+    assert "demote attacks with 16 poisons per target succeed: nnn " in heads[1]
+    assert all(f"- {h}" in md for h in heads)
     # budget 0 is no attack, for every method
     for curve in studies["poisoning"]["demote"].values():
         assert curve[0]["budget"] == 0 and curve[0]["success_rate"] == 0
+
+
+def test_robustness_and_shift_headlines_read_their_results():
+    """The two studies that need the bundled encoder / WordNet, on results of their shape."""
+    from dehub.studies._common import paired_ci
+    from dehub.studies.report import study_headlines
+
+    rng = np.random.default_rng(1)
+    arms = {
+        f"{m} {k}": rng.random(80) < p for k in ("clean", "typos") for m, p in (("plain", 0.4), ("nnn", 0.5))
+    }
+    gains = {k: arms[f"nnn {k}"].astype(float) - arms[f"plain {k}"] for k in ("clean", "typos")}
+    robust = {
+        "texts_changed": {"typos": 0.8},
+        "success@1": paired_ci(arms, [(f"plain {k}", f"nnn {k}") for k in ("clean", "typos")], 50),
+        "gain_change": paired_ci(gains, [("clean", "typos")], 50),
+        "runtime_seconds": 2.0,
+    }
+    shift_arms = {
+        "plain": rng.random(60) < 0.3,
+        "nnn same": rng.random(60) < 0.5,
+        "nnn unrelated": rng.random(60) < 0.2,
+    }
+    shift = {
+        "n_test_queries": 60,
+        "success@1": paired_ci(shift_arms, [("plain", a) for a in shift_arms if a != "plain"], 50),
+        "runtime_seconds": 3.0,
+    }
+    robust_line, shift_line = study_headlines({"robustness": robust, "shift": shift})
+    d = robust["success@1"]["differences"]["nnn typos - plain typos"]
+    assert robust_line.startswith("robustness: NNN's success@1 gain on clean queries")
+    assert f"typos (80.00% of texts changed) {100 * d['delta']:+.2f}" in robust_line
+    diffs = shift["success@1"]["differences"]
+    best = max(diffs, key=lambda k: diffs[k]["delta"]).removesuffix(" - plain")
+    assert shift_line.startswith(f"shift: best bank {best}: ") and "(60 test queries)" in shift_line

@@ -271,4 +271,6 @@ def load_index(manifest_dir: str | os.PathLike, *, verify: bool = True) -> Any:
             raise ManifestError(f"{root}: {ids_path} does not match its checksum")
         ids = np.load(ids_path, allow_pickle=False)
     metadata = {"distributed_run": str(root), "run": manifest["run"], "engine": manifest.get("engine")}
+    if manifest.get("gallery_bank"):
+        metadata["gallery_bank_files"] = [entry[0] for entry in manifest["gallery_bank"]]
     return Index(model, ids=ids, metadata=metadata, n_reference=int(manifest["n_reference"]))

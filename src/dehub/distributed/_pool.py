@@ -59,6 +59,7 @@ class _PartWorker:
         index_ref: list[Any] | None,
         memory_budget: int,
         normalize: str,
+        gallery_bank: list[Source] | None = None,
     ) -> None:
 
         self.out = Path(out)
@@ -66,6 +67,7 @@ class _PartWorker:
         self.parts = parts
         self.model = model.clone()  # the estimator itself travels (no registry look-up by name)
         self.reference = open_matrix(reference)
+        self.gallery_bank = None if gallery_bank is None else open_matrix(gallery_bank)
         self.dim = int(reference[0].dim)
         self.memory_budget = int(memory_budget)
         self.normalize = normalize
@@ -103,7 +105,12 @@ class _PartWorker:
             if record is None:  # not already committed (by an attempt whose reply was lost)
                 rows = self._checked_rows(part)
                 stats = part_statistics(
-                    self.model, rows, self.reference, index=self.index, memory_budget=self.memory_budget
+                    self.model,
+                    rows,
+                    self.reference,
+                    index=self.index,
+                    memory_budget=self.memory_budget,
+                    gallery_bank=self.gallery_bank,
                 )
                 record = write_part(self.out, part, self.key, stats, seconds=time.perf_counter() - t0)
                 status = "computed"
@@ -313,6 +320,7 @@ def run_parts(
                         "parts": parts,
                         "model": plan.model,
                         "reference": plan.r_sources,
+                        "gallery_bank": plan.b_sources,
                         "index_ref": index_ref,
                         "memory_budget": memory_budget,
                         "normalize": plan.config["normalize"],

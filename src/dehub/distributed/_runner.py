@@ -105,6 +105,7 @@ def fit(
     ray_address: str | None = None,
     progress: bool = True,
     verify_parts: bool = True,
+    gallery_bank: Any = None,
     **params: Any,
 ) -> RunSummary:
     """Fit ``method``'s per-item statistics on a Ray cluster; write them under ``out``.
@@ -136,6 +137,12 @@ def fit(
     verify_parts : on a rerun, check the SHA-256 of every committed part before keeping it
         (reads all statistics once: 384 GB for 2B items at k=16); False keeps parts whose
         sidecar matches and whose files exist, and leaves the checksums to ``load_index``.
+    gallery_bank : a gallery-modality bank (files, as ``reference``) for a method that takes
+        one (``get_tags(model).gallery_bank``) and decomposes over gallery rows with it
+        (``model.distributed_obstacle(gallery_bank=True)`` is None: DBNorm's DualIS); every
+        worker opens it beside the reference and passes it to the method's
+        ``gallery_statistics``. Its files are part of the run's key (a rerun with another
+        bank recomputes every part). A bank for a method that takes none is an error.
     **params : the method's parameters (``k=16, alpha=0.75``).
     """
     t_start = time.perf_counter()
@@ -150,6 +157,7 @@ def fit(
         engine_params,
         normalize,
         memory_budget,
+        gallery_bank,
     )
     parts = plan_parts(plan.g_sources, part_rows)
     kept = _kept_parts(out_path, parts, plan.key, verify_parts)
@@ -213,6 +221,7 @@ class _Plan:
     engine_params: Any
     g_sources: list[Source]
     r_sources: list[Source]
+    b_sources: list[Source] | None
     reference: Any
     dim: int
     n_rows: int
@@ -231,9 +240,10 @@ def _plan_run(
     engine_params: dict[str, Any] | None,
     normalize: str,
     memory_budget: int,
+    gallery_bank: Any = None,
 ) -> _Plan:
     """Check the method and the inputs once, resolve the engine, and name the run (its key)."""
-    check_distributable(model)
+    check_distributable(model, gallery_bank=gallery_bank is not None)
     model = _with_engine(model, engine, engine_params)
     current = model.reference_engine()
     eng = current[0] if current is not None else "exact"
@@ -256,6 +266,13 @@ def _plan_run(
     model.check_fit_sizes(n_rows, n_ref)
     ref = check_embeddings(open_matrix(r_sources), "reference")
     check_normalization(ref, "reference", normalize)  # type: ignore[arg-type]
+    b_sources = None
+    if gallery_bank is not None:
+        b_sources = list_sources(gallery_bank, "gallery bank")
+        if b_sources[0].dim != dim:
+            raise ShardError(f"gallery bank {b_sources[0].url}: dimension {b_sources[0].dim}, expected {dim}")
+        bank = check_embeddings(open_matrix(b_sources), "gallery bank")
+        check_normalization(bank, "gallery bank", normalize)  # type: ignore[arg-type]
     ids_arr = None if ids is None else check_ids(ids, n_rows)
     eparams = EngineParams.coerce(current[1]) if current is not None else None
     if eng == "auto":
@@ -284,12 +301,15 @@ def _plan_run(
         "reference": [(s.url, s.rows, s.fingerprint) for s in r_sources],
         "normalize": normalize,
     }
+    if b_sources is not None:  # only then: the keys of runs without a bank stay as they were
+        config["gallery_bank"] = [(s.url, s.rows, s.fingerprint) for s in b_sources]
     return _Plan(
         model=model,
         engine=eng,
         engine_params=eparams,
         g_sources=g_sources,
         r_sources=r_sources,
+        b_sources=b_sources,
         reference=ref,
         dim=dim,
         n_rows=n_rows,

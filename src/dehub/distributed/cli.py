@@ -41,6 +41,7 @@ def run_build(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         ids=ids,
         progress=sys.stderr.isatty(),
+        gallery_bank=args.gallery_bank,
         **params,
     )
     print(f"wrote {args.output}: {summary}")

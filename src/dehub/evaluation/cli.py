@@ -357,6 +357,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         result, out_dir, plots=not args.no_plots, sections=studies.sections if studies is not None else None
     )
     print(result.summary_text())
+    if args.studies and studies is not None:
+        print("\nstudies (headline findings; the report has the tables):")
+        for line in studies.sections.headlines(result.data["studies"]):
+            print(f"  {line}")
     print(
         f"\nreport: {paths['json']}, {paths['markdown']}, {paths['html']}"
         + ("" if paths["plots"] else " (plots skipped: matplotlib not installed)")

@@ -46,7 +46,7 @@ from .._version import __version__
 from ..datasets.base import Direction, PairedBenchmark, RetrievalTask
 from ..datasets.overlap import count_shared_rows
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ..methods import METHODS, ExcludedIds, check_excluded, get_tags
+from ..methods import METHODS, ExcludedIds, ExcludedRows, check_excluded, get_tags
 from .best import BEST, DEFAULT_BUDGET, SAME_WITHOUT_BANK, best_for_protocol  # issue 14: the 'best' hook
 from .findings import duplicate_groups, hub_notes, identical_rankings, ranking_notes, top_hubs
 from .hubness import hub_precision, k_occurrence, occurrence_histogram, occurrence_stats
@@ -293,7 +293,7 @@ class _Direction:
     val_task: RetrievalTask
     test_task: RetrievalTask
     reference: np.ndarray
-    excluded: ExcludedIds | None
+    excluded: ExcludedRows | None
     bank: np.ndarray | None
     bank_text: str
 
@@ -420,8 +420,7 @@ def _evaluate_method(method: str, side: _Direction, run: _Run) -> _Evaluated:
     def test_scores(rows: np.ndarray) -> np.ndarray:
         s = model.score(queries[rows], normalize="none")
         if excluded is not None:
-            for i, r in enumerate(rows.tolist()):
-                s[i, excluded[r]] = -np.inf
+            excluded.mask_scores(s, rows)
         return s
 
     pos_ranks = dense_positive_ranks(test_scores, rel.n_queries, rel, memory_budget=min(budget, 256 * 2**20))

@@ -43,6 +43,10 @@ class ExtraSections(Protocol):
 
     def html(self, data: Any, png: Callable[[Any], str], *, plots: bool) -> list[str]: ...
 
+    def headlines(self, data: Any) -> list[str]:
+        """One line per part: its headline finding (printed on the console)."""
+        ...
+
 
 def _clean(obj: Any) -> Any:
     if isinstance(obj, dict):

@@ -21,7 +21,7 @@ See ``docs/methods.md`` for formulas, papers, grids and serving costs.
 from __future__ import annotations
 
 from .._errors import InputError
-from ._exclude import ExcludedIds, check_excluded
+from ._exclude import ExcludedIds, ExcludedRows, check_excluded
 from ._params import InvalidParameterError
 from ._tags import MethodTags, get_tags
 from .base import AdditiveBiasCorrector, BaseCorrector, NotFittedError
@@ -70,7 +70,7 @@ METHODS: dict[str, type[BaseCorrector]] = {
 # Newer members (issue 14).
 METHODS.update({cls.name: cls for cls in (SN, DBSN, InvGC, Renorm, MutualProximity, LocalScaling, DSL)})
 __all__ += ["SN", "DBSN", "InvGC", "Renorm", "MutualProximity", "LocalScaling", "DSL"]
-__all__ += ["ExcludedIds", "check_excluded"]
+__all__ += ["ExcludedIds", "ExcludedRows", "check_excluded"]
 
 
 def get_method(name: str, **params) -> BaseCorrector:

@@ -314,8 +314,13 @@ class BaseCorrector(ABC):
         """Raise ``ValueError`` when a fit on these sizes cannot succeed (e.g. ``k`` > rows)."""
         return None
 
-    def distributed_obstacle(self) -> str | None:
-        """Why this estimator cannot be fitted gallery part by part, or None when it can."""
+    def distributed_obstacle(self, *, gallery_bank: bool = False) -> str | None:
+        """Why this estimator cannot be fitted gallery part by part, or None when it can.
+
+        ``gallery_bank``: whether the fit gets a gallery bank (a method whose statistics
+        decompose over gallery rows only given a fixed bank answers None then, and its
+        ``gallery_statistics`` takes ``gallery_bank=``).
+        """
         if self.__dehub_tags__().row_decomposable:
             return None
         return "its fitted statistics are not per gallery row (row_decomposable is false)"
@@ -550,13 +555,14 @@ class BaseCorrector(ABC):
 
         Equal to dropping the excluded rows from the complete ranking
         (:mod:`dehub.methods._exclude`): it asks :meth:`search` for ``k`` plus the most
-        rows any query excludes, and filters.
+        rows any query excludes, and filters. Ids outside ``[0, n_gallery)`` are an error
+        (``exclude`` may also be an :class:`~dehub.methods.ExcludedRows` from
+        :func:`~dehub.methods.check_excluded`, then not checked again).
         """
         self.check_fitted()
-        excluded = check_excluded(exclude, int(np.shape(queries)[0]))
-        return search_excluding(
-            lambda kk: self.search(queries, kk, **search_kwargs), k, excluded, int(self.gallery_.shape[0])
-        )
+        n_gallery = int(self.gallery_.shape[0])
+        excluded = check_excluded(exclude, int(np.shape(queries)[0]), n_gallery)
+        return search_excluding(lambda kk: self.search(queries, kk, **search_kwargs), k, excluded, n_gallery)
 
     # ------------------------------------------------------------------ persistence
     def persistence_arrays(self) -> dict[str, np.ndarray]:

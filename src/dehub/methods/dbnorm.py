@@ -46,6 +46,11 @@ from __future__ import annotations
 from numbers import Integral, Real
 from typing import ClassVar
 
+import numpy as np
+
+from .._errors import InputError
+from .._validation import NormalizeMode, check_embeddings
+from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ._params import FLOAT32_MAX, Boolean, Constraint, Interval
 from ._softmax import InvertedSoftmaxBase
 
@@ -100,8 +105,61 @@ class DBNorm(InvertedSoftmaxBase):
         """
         return {"beta1": [0.0, 10.0, 20.0, 40.0], "beta2": [0.0, 10.0, 20.0, 40.0]}
 
-    def distributed_obstacle(self) -> str | None:
-        return "its gallery-bank normalizer couples every gallery row with all the others"
+    def distributed_obstacle(self, *, gallery_bank: bool = False) -> str | None:
+        if self.dynamic:
+            return "with dynamic=True its activation sets rank the whole gallery for every bank item"
+        if not gallery_bank:
+            return (
+                "without a gallery bank its gallery-bank normalizer is over the gallery itself, which "
+                "couples every gallery row with all the others (DualIS given a gallery bank decomposes)"
+            )
+        return None
+
+    # ------------------------------------------------------------------ per-row statistics (DualIS + bank)
+    def gallery_statistics(
+        self,
+        gallery_rows,
+        reference,
+        *,
+        gallery_bank=None,
+        normalize: NormalizeMode = "warn",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        progress: bool = False,
+    ) -> dict[str, np.ndarray]:
+        """``{"lse": (rows, 2)}``: ``L_q`` and ``L_g`` of ``gallery_rows`` (DualIS with a gallery bank).
+
+        Each row's normalizers depend only on that row and the two fixed banks, so the
+        statistics of gallery parts concatenated and given to :meth:`from_statistics`
+        equal ``fit(gallery, reference, gallery_bank=...)`` (the distributed runner).
+        """
+        why = self.distributed_obstacle(gallery_bank=gallery_bank is not None)
+        if why is not None:
+            raise InputError(f"{type(self).__name__} is not row-decomposable here: {why}")
+        fitted = self.clone().fit(
+            gallery_rows,
+            reference,
+            gallery_bank=gallery_bank,
+            normalize=normalize,
+            memory_budget=memory_budget,
+            progress=progress,
+        )
+        return {"lse": fitted.lse_.T.copy()}
+
+    def from_statistics(self, gallery, statistics, *, n_reference: int | None = None):
+        """A new fitted DualIS from ``gallery`` and its :meth:`gallery_statistics` (concatenated)."""
+        why = self.distributed_obstacle(gallery_bank=True)
+        if why is not None:
+            raise InputError(f"{type(self).__name__} cannot be built from statistics: {why}")
+        if "lse" not in statistics:
+            raise InputError(f"DBNorm statistics need the array 'lse'; received {sorted(statistics)}")
+        gallery = check_embeddings(gallery, "gallery")
+        lse = np.asarray(statistics["lse"], dtype=np.float64)
+        if lse.shape != (gallery.shape[0], 2):
+            raise InputError(
+                f"statistic 'lse' has shape {lse.shape}; expected ({gallery.shape[0]}, 2) for this gallery"
+            )
+        arrays = {"lse": lse.T.copy(), "fitted_betas": np.asarray(self._betas(), dtype=np.float64)}
+        return self.clone().restore(gallery, arrays, n_reference=n_reference)
 
     @staticmethod
     def _banks(gallery, reference, gallery_bank):

@@ -107,7 +107,7 @@ class DN(AffineBiasCorrector):
     def _compute_bias(self) -> np.ndarray:
         return float(self.lambda_) * self.mean_reference_score_
 
-    def distributed_obstacle(self) -> str | None:
+    def distributed_obstacle(self, *, gallery_bank: bool = False) -> str | None:
         return "its gallery-bank mean is a statistic of the whole gallery, not of each row"
 
     def _finish_fit(self) -> None:

@@ -120,7 +120,7 @@ class QBNorm(RowDecomposable, InvertedSoftmaxBase):
         yield from self._grid_with(gallery, [reference], ["reference"], grid, fit_kwargs)
 
     # ------------------------------------------------------------------ per-row statistics (IS)
-    def distributed_obstacle(self) -> str | None:
+    def distributed_obstacle(self, *, gallery_bank: bool = False) -> str | None:
         if not self.dynamic:
             return None
         return (

@@ -6,7 +6,14 @@ import html
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["study_tables", "study_plots", "markdown_sections", "html_sections", "STUDY_SECTIONS"]
+__all__ = [
+    "study_tables",
+    "study_plots",
+    "study_headlines",
+    "markdown_sections",
+    "html_sections",
+    "STUDY_SECTIONS",
+]
 
 Table = tuple[str, list[str], list[list[str]]]
 
@@ -225,6 +232,103 @@ _TABLES: dict[str, Callable[[dict[str, Any]], list[Table]]] = {
 }
 
 
+def _pts(e: dict[str, Any]) -> str:
+    """A paired difference in points with its CI, e.g. ``-3.20 [-4.10, -2.30] points``."""
+    return f"{_dci(e)} points"
+
+
+def _audit_headline(s: dict[str, Any]) -> str:
+    parts = []
+    for name, a in s["attacks"].items():
+        cap = a["captured_top1"]
+        arms = cap["per_arm"]
+        text = f"planted hubs ({name}) win {_p(arms['plain']['value'])}% of test queries at top-1 with plain"
+        diff = cap["differences"].get("nnn - plain")
+        if "nnn" in arms and diff is not None:
+            text += f", {_p(arms['nnn']['value'])}% with NNN ({_pts(diff)})"
+        text += f"; the audit flags {_p(a['audit']['recall'])}% of them"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _poison_headline(s: dict[str, Any]) -> str:
+    parts = []
+    for mode in ("demote", "promote"):
+        curves = s[mode]
+        if not curves:
+            continue
+        top = next(iter(curves.values()))[-1]["budget"]
+        rates = ", ".join(f"{m} {_p(c[-1]['success_rate'])}%" for m, c in curves.items())
+        parts.append(f"{mode} attacks with {top} poisons per target succeed: {rates}")
+    return "; ".join(parts)
+
+
+def _drift_headline(s: dict[str, Any]) -> str:
+    checks = s["checks"]
+    flagged = [name for name, c in checks.items() if c["out_of_distribution"]]
+    text = f"{len(flagged)} of {len(checks)} query sets flagged out of distribution"
+    if flagged:
+        text += f" ({', '.join(flagged)})"
+    fa = s.get("false_alarm")
+    if fa is not None:
+        text += f"; false alarms {_p(fa['rate'])}% over {fa['n_trials']} same-distribution splits"
+    diffs = s["gain_by_bank"]["differences"]
+    if diffs:
+        best = max(diffs, key=lambda k: diffs[k]["delta"])
+        text += f"; best bank setting {best.removesuffix(' - plain')}: {_pts(diffs[best])} success@1 vs plain"
+    return text
+
+
+def _fair_headline(s: dict[str, Any]) -> str:
+    k = max(s["K"], key=int)
+    arms = s["K"][k]["per_arm"]
+    vals = ", ".join(f"{a} {e['value']:.3f} [{e['ci_low']:.3f}, {e['ci_high']:.3f}]" for a, e in arms.items())
+    return f"Bias@{k} ({s['protocol']}): {vals}"
+
+
+def _robust_headline(s: dict[str, Any]) -> str:
+    diffs = s["success@1"]["differences"]
+    parts = [f"NNN's success@1 gain on clean queries {_pts(diffs['nnn clean - plain clean'])}"]
+    for k, changed in s["texts_changed"].items():
+        ch = s["gain_change"]["differences"].get(f"{k} - clean")
+        parts.append(
+            f"{k} ({_p(changed)}% of texts changed) {_pts(diffs[f'nnn {k} - plain {k}'])}"
+            + ("" if ch is None else f", {_pts(ch)} vs clean")
+        )
+    return "; ".join(parts)
+
+
+def _shift_headline(s: dict[str, Any]) -> str:
+    diffs = s["success@1"]["differences"]
+    if not diffs:
+        return f"{s['n_test_queries']} test queries; no bank to compare with plain"
+    best = max(diffs, key=lambda k: diffs[k]["delta"])
+    worst = min(diffs, key=lambda k: diffs[k]["delta"])
+    return (
+        f"best bank {best.removesuffix(' - plain')}: {_pts(diffs[best])} success@1 vs plain; "
+        f"worst {worst.removesuffix(' - plain')}: {_pts(diffs[worst])} ({s['n_test_queries']} test queries)"
+    )
+
+
+_HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "audit": _audit_headline,
+    "poisoning": _poison_headline,
+    "drift": _drift_headline,
+    "fairness": _fair_headline,
+    "robustness": _robust_headline,
+    "shift": _shift_headline,
+}
+
+
+def study_headlines(studies: dict[str, Any]) -> list[str]:
+    """One line per study: its headline finding with the numbers (``dehub eval --studies`` prints them)."""
+    return [
+        f"{name}: {_HEADLINES[name](s)} ({s.get('runtime_seconds', float('nan')):.1f} s)"
+        for name, s in studies.items()
+        if name in _HEADLINES
+    ]
+
+
 def study_tables(studies: dict[str, Any]) -> list[Table]:
     out: list[Table] = []
     for name, s in studies.items():
@@ -296,7 +400,7 @@ def study_plots(studies: dict[str, Any], png: Callable[[Any], str]) -> list[tupl
 
 
 def markdown_sections(studies: dict[str, Any]) -> list[str]:
-    out = ["", "# Studies", ""]
+    out = ["", "# Studies", ""] + [f"- {line}" for line in study_headlines(studies)]
     for title, head, rows in study_tables(studies):
         out += ["", f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
@@ -337,6 +441,10 @@ class _StudySections:
     @staticmethod
     def html(data: Any, png: Callable[[Any], str], *, plots: bool) -> list[str]:
         return html_sections(data, png, plots=plots)
+
+    @staticmethod
+    def headlines(data: Any) -> list[str]:
+        return study_headlines(data)
 
 
 STUDY_SECTIONS = _StudySections()

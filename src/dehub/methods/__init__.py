@@ -20,8 +20,10 @@ See ``docs/methods.md`` for formulas, papers, grids and serving costs.
 
 from __future__ import annotations
 
+from ._cost import SweepShape, Work
 from ._exclude import ExcludedIds, check_excluded
 from ._params import InvalidParameterError
+from ._shared import SharedScores
 from ._tags import MethodTags, get_tags
 from .base import AdditiveBiasCorrector, BaseCorrector, NotFittedError
 from .csls import CSLS
@@ -69,7 +71,7 @@ METHODS: dict[str, type[BaseCorrector]] = {
 # Newer members (issue 14).
 METHODS.update({cls.name: cls for cls in (SN, DBSN, InvGC, Renorm, MutualProximity, LocalScaling, DSL)})
 __all__ += ["SN", "DBSN", "InvGC", "Renorm", "MutualProximity", "LocalScaling", "DSL"]
-__all__ += ["ExcludedIds", "check_excluded"]
+__all__ += ["ExcludedIds", "check_excluded", "SharedScores", "SweepShape", "Work"]
 
 
 def get_method(name: str, **params) -> BaseCorrector:

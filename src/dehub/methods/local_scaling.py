@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .._validation import check_k, check_same_dim
+from ._cost import Work, grid_count, pass_work, ranking_work
 from ._dense import DenseScoreCorrector, nearest_distances, similarity_to_distance
 from ._params import Constraint, Interval, Options
 from ._stats import compute_dtype
@@ -119,6 +120,19 @@ class NeighborStatsCorrector(DenseScoreCorrector):
             self.set_params(**params)
             self._check_params()
             yield {n: params[n] for n in names if n in grid}, self
+
+    #: Elementwise operations and transcendental evaluations per query x gallery entry
+    #: of a setting's dense scores (distances, the query's k nearest, the transform).
+    _transform_work: ClassVar[tuple[float, float]] = (25.0, 0.0)
+
+    def sweep_work(self, shape, grid=None):
+        """One neighbour pass over the reference; every setting scored densely."""
+        grid = self._check_grid(grid)
+        n = grid_count(grid)
+        elem, exp = self._transform_work
+        work = pass_work(shape.n_gallery, shape.n_reference, shape.dim, elem=10.0)
+        entries = float(shape.n_queries) * shape.n_gallery
+        return work + ranking_work(shape, n, dense=True, transform=elem) + Work(exp=exp * entries * n)
 
     def _fit_all(self, gallery, reference, kmax, need_all: bool, fit_kwargs) -> None:
         self.fit(gallery, reference, **fit_kwargs)

@@ -341,9 +341,9 @@ class _Eta:
     tqdm's own average-rate ETA is replaced by the rate since that first update.
     """
 
-    def __init__(self, bar: Any, total: int) -> None:
-        self.bar, self.total = bar, total
-        self.t0 = time.perf_counter()
+    def __init__(self, bar: Any, total: int, clock=time.perf_counter) -> None:
+        self.bar, self.total, self.clock = bar, total, clock
+        self.t0 = clock()
         self.first: tuple[float, int] | None = None  # (time, count) at the first update
         self.count = 0
         if hasattr(bar, "bar_format"):
@@ -352,7 +352,7 @@ class _Eta:
     def done(self, n: int) -> None:
         self.count += n
         self.bar.update(n)
-        now = time.perf_counter()
+        now = self.clock()
         if self.first is None:
             self.first = (now, self.count)
             return
@@ -364,12 +364,12 @@ class _Eta:
     def per_step(self) -> float:
         if self.first is None or self.count <= self.first[1]:
             return 0.0
-        return (time.perf_counter() - self.first[0]) / (self.count - self.first[1])
+        return (self.clock() - self.first[0]) / (self.count - self.first[1])
 
     def projected(self) -> float:
         """Projected total seconds of the sweep from the settings ranked so far (before a
         second rate point: the time so far, scaled by the settings left when some are done)."""
-        elapsed = time.perf_counter() - self.t0
+        elapsed = self.clock() - self.t0
         if self.first is None or self.count <= self.first[1]:
             return elapsed if self.count == 0 else elapsed / self.count * self.total
         return elapsed + self.per_step() * (self.total - self.count)

@@ -22,12 +22,13 @@ SHARED = {
     "qbnorm_dis": {"beta": [10.0, 40.0], "k": [1, 3]},
     "dbnorm": {"beta1": [0.0, 10.0], "beta2": [0.0, 20.0]},
     "dbnorm_dis": {"beta1": [10.0], "beta2": [0.0, 10.0], "k": [1, 2]},
+    "local_scaling": {"k": [5, 10], "variant": ["nicdm", "standard"]},
 }
 
 
 def _fitted_state(model) -> dict[str, np.ndarray]:
     out = {}
-    for name in ("bias_", "topk_scores_", "topk_ids_", "lse_", "activated_"):
+    for name in ("bias_", "topk_scores_", "topk_ids_", "lse_", "activated_", "neighbor_distances_"):
         value = getattr(model, name, None)
         if value is not None:
             out[name] = np.asarray(value)
@@ -66,7 +67,7 @@ def test_fit_grid_from_shared_equals_fit_grid(bench, name):
 def test_methods_that_cannot_say_why(bench):
     task, ref = bench.validation.task("a2b"), bench.reference_for("a2b")
     shared = SharedScores(task.gallery, ref)
-    for name in ("sn", "invgc", "local_scaling", "mutual_proximity"):
+    for name in ("sn", "invgc", "mutual_proximity", "dn", "renorm"):
         model = get_method(name)
         why = model.shared_scores_obstacle()
         assert why
@@ -107,7 +108,7 @@ def test_best_with_shared_passes_equals_member_by_member_sweeps(request, which):
         task, ref, members=members, grids=SHARED, fit_inputs=fit_inputs, n_bootstrap=100, budget=None
     )
     assert not sel.skipped
-    assert sel.shared_passes[0].startswith("reference top-")
+    assert "reference x gallery scores" in sel.shared_passes and "reference top-16" in sel.shared_passes
     for m in ("plain", *members):
         alone = sweep(m, task, ref, grid=SHARED.get(m), normalize="none", fit_kwargs=fit_inputs.get(m))
         assert sel.sweeps[m]["best_params"] == alone.best_params, m

@@ -5,9 +5,12 @@ gallery, reference and gallery bank. Their fits read the same few passes over th
 scores: the top-k reference scores of every gallery row (NNN, its variants, CSLS), the
 log-sum-exp of ``beta * scores`` over a bank (QB-Norm, DBNorm), the plain top-k gallery
 rows of every bank row (the activation sets of the dynamic variants). A
-:class:`SharedScores` computes each pass once, with the same engine calls and block
-plans the methods' own fits use (so a fit from it equals the fit, bit for bit), and
-answers later requests from its cache. Methods read it through
+:class:`SharedScores` computes each pass once and answers later requests from its
+cache. When a bank's (gallery x bank) score matrix fits ``memory_budget`` it is
+computed once (one product) and every pass over that bank is read from it (held for
+one bank at a time); otherwise each pass is the engine call the method's own fit makes.
+Either way a fit from it equals the method's own fit (the same selection rules; scores
+equal to float32 rounding of the product's summation order). Methods read it through
 :meth:`dehub.methods.BaseCorrector.fit_grid_from_shared`; a method whose fit reads
 something else says so with ``shared_scores_obstacle()``.
 
@@ -22,7 +25,8 @@ import numpy as np
 
 from .._validation import check_embeddings, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
-from ._stats import streamed_logsumexp
+from ..engine.topk import select_topk
+from ._stats import compute_dtype, streamed_logsumexp
 
 __all__ = ["SharedScores", "BankName"]
 
@@ -62,6 +66,7 @@ class SharedScores:
         self._topk: tuple[np.ndarray, np.ndarray] | None = None
         self._lse: dict[tuple[str, float], np.ndarray] = {}
         self._act: dict[str, np.ndarray] = {}
+        self._dense: tuple[str, np.ndarray] | None = None
 
     @property
     def n_gallery(self) -> int:
@@ -79,6 +84,26 @@ class SharedScores:
             return self.gallery if self.gallery_bank is None else self.gallery_bank
         raise ValueError(f"unknown bank {name!r}; expected 'reference' or 'gallery_bank'")
 
+    def scores(self, name: BankName) -> np.ndarray | None:
+        """``gallery @ bank.T`` (n_gallery, n_bank) when it fits ``memory_budget``, else None.
+
+        Computed once and kept while requests are about this bank (one bank at a time).
+        """
+        bank = self.bank(name)
+        dt = compute_dtype(self.gallery, bank)
+        if self.n_gallery * bank.shape[0] * dt.itemsize > self.memory_budget:
+            return None
+        if self._dense is None or self._dense[0] != name:
+            self._dense = None  # free the other bank's matrix first
+            dense = np.matmul(np.asarray(self.gallery, dtype=dt), np.asarray(bank, dtype=dt).T)
+            self._dense = (name, dense)
+            self.passes.append(f"{name} x gallery scores")
+        return self._dense[1]
+
+    def _rows(self, width: int, itemsize: int = 8) -> int:
+        """Gallery rows per cache-sized block of a (rows x width) working copy."""
+        return max(1, (1 << 22) // max(1, width * itemsize))
+
     def reference_topk(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Each gallery row's ``k`` largest reference scores, sorted, and their reference rows.
 
@@ -87,7 +112,15 @@ class SharedScores:
         """
         k = int(k)
         if self._topk is None or self._topk[0].shape[1] < k:
-            self._topk = exact_search(self.gallery, self.reference, k, memory_budget=self.memory_budget)
+            dense = self.scores("reference")
+            if dense is None:
+                self._topk = exact_search(self.gallery, self.reference, k, memory_budget=self.memory_budget)
+            else:
+                kk = min(k, dense.shape[1])
+                step = self._rows(dense.shape[1])
+                parts = [select_topk(dense[s : s + step], kk) for s in range(0, self.n_gallery, step)]
+                scores = np.concatenate([p[0] for p in parts]).astype(np.float32, copy=False)
+                self._topk = (scores, np.concatenate([p[1] for p in parts]))
             self.passes.append(f"reference top-{k}")
         scores, ids = self._topk
         return scores[:, :k], ids[:, :k]
@@ -104,7 +137,11 @@ class SharedScores:
             bank = self.bank(name)
             nonzero = [b for b in missing if b > 0]
             if nonzero:
-                lse = streamed_logsumexp(self.gallery, bank, nonzero, memory_budget=self.memory_budget)
+                dense = self.scores(name)
+                if dense is None:
+                    lse = streamed_logsumexp(self.gallery, bank, nonzero, memory_budget=self.memory_budget)
+                else:
+                    lse = _dense_logsumexp(dense, nonzero, self._rows(dense.shape[1]))
                 for t, b in enumerate(nonzero):
                     self._lse[(name, b)] = lse[:, t]
                 self.passes.append(f"{name} logsumexp beta={nonzero}")
@@ -117,7 +154,51 @@ class SharedScores:
         k = int(k)
         have = self._act.get(name)
         if have is None or have.shape[1] < k:
-            _, ids = exact_search(self.bank(name), self.gallery, k, memory_budget=self.memory_budget)
+            dense = self.scores(name)
+            if dense is None:
+                _, ids = exact_search(self.bank(name), self.gallery, k, memory_budget=self.memory_budget)
+            elif k == 1:  # each bank row's best gallery row (first maximum), row by row
+                ids = _column_argmax(dense)[:, None]
+            else:  # each bank row's top-k gallery rows: its column, copied contiguous in blocks
+                step = self._rows(dense.shape[0], dense.itemsize)
+                ids = np.concatenate(
+                    [
+                        select_topk(np.ascontiguousarray(dense[:, s : s + step].T), min(k, self.n_gallery))[1]
+                        for s in range(0, dense.shape[1], step)
+                    ]
+                )
             self._act[name] = have = ids
             self.passes.append(f"{name} activation top-{k}")
         return have[:, :k]
+
+
+def _dense_logsumexp(dense: np.ndarray, betas: list[float], step: int) -> np.ndarray:
+    """``log sum_j exp(beta * dense[i, j])`` per row and beta, float64, as
+    :func:`~dehub.methods._stats.streamed_logsumexp` computes it (maximum subtracted in the
+    score dtype, exponentials summed in float64), over cache-sized row blocks."""
+    out = np.empty((dense.shape[0], len(betas)), dtype=np.float64)
+    buf = np.empty((min(step, dense.shape[0]), dense.shape[1]), dtype=dense.dtype)
+    for start in range(0, dense.shape[0], step):
+        block = dense[start : start + step]
+        t = buf[: block.shape[0]]
+        for j, beta in enumerate(betas):
+            np.multiply(block, dense.dtype.type(beta), out=t)
+            top = t.max(axis=1)
+            np.subtract(t, top[:, None], out=t)
+            np.exp(t, out=t)
+            out[start : start + block.shape[0], j] = top + np.log(t.sum(axis=1, dtype=np.float64))
+    return out
+
+
+def _column_argmax(dense: np.ndarray) -> np.ndarray:
+    """The first row of the maximum of every column, int64, reading ``dense`` row by row
+    (contiguous; ``argmax(axis=0)`` strides down the columns)."""
+    best = np.array(dense[0], copy=True)
+    idx = np.zeros(dense.shape[1], dtype=np.int64)
+    better = np.empty(dense.shape[1], dtype=bool)
+    for r in range(1, dense.shape[0]):
+        row = dense[r]
+        np.greater(row, best, out=better)  # strictly: ties keep the smaller row
+        np.copyto(best, row, where=better)
+        np.copyto(idx, r, where=better)
+    return idx

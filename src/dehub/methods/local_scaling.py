@@ -99,19 +99,25 @@ class NeighborStatsCorrector(DenseScoreCorrector):
 
     def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
         """Every setting of ``grid`` from one neighbour pass (the largest k)."""
+        grid, values, kmax, need_all = self._grid_plan(grid, reference.shape[0])
+        self.set_params(k=kmax)
+        self._fit_all(gallery, reference, kmax, need_all, fit_kwargs)
+        yield from self._grid_steps(grid, values, reference.shape[0])
+
+    def _grid_plan(self, grid, n_ref: int):
         grid = self._check_grid(grid)
         values = {n: list(grid.get(n, [getattr(self, n)])) for n in self._get_param_names()}
         ks = values["k"]
         finite = [int(k) for k in ks if k is not None]
-        n_ref = reference.shape[0]
         kmax = max(finite) if finite else None
         if kmax is not None and kmax > n_ref:
             finite = [k for k in finite if k <= n_ref]
             if not finite:
                 raise ValueError(f"every k in the grid exceeds the number of reference items ({n_ref})")
             kmax = max(finite)
-        self.set_params(k=kmax)
-        self._fit_all(gallery, reference, kmax, any(k is None for k in ks), fit_kwargs)
+        return grid, values, kmax, any(k is None for k in ks)
+
+    def _grid_steps(self, grid, values, n_ref: int):
         names = list(self._get_param_names())
         for combo in itertools.product(*(values[n] for n in names)):
             params = dict(zip(names, combo))
@@ -234,6 +240,23 @@ class LocalScaling(NeighborStatsCorrector):
 
     def _check_consistency(self) -> None:
         self._check_k()
+
+    def shared_scores_obstacle(self) -> str | None:
+        return None  # the neighbour distances are the shared reference top-k's
+
+    def _grid_from_shared(self, shared, grid):
+        """:meth:`fit_grid` with the neighbour distances from the shared reference top-k."""
+        grid, values, kmax, _ = self._grid_plan(grid, shared.n_reference)
+        self.set_params(k=kmax)
+        self._unseal()
+        self.fitted_k_ = None
+        vars(self).pop("gallery_", None)
+        self._check_params()
+        self.neighbor_distances_ = similarity_to_distance(shared.reference_topk(kmax)[0]).astype(np.float32)
+        self.fitted_k_ = kmax
+        self.gallery_ = shared.gallery
+        self._seal()
+        yield from self._grid_steps(grid, values, shared.n_reference)
 
     def gallery_scale(self) -> np.ndarray:
         if getattr(self, "neighbor_distances_", None) is None:

@@ -368,10 +368,11 @@ class _Eta:
 
     def projected(self) -> float:
         """Projected total seconds of the sweep from the settings ranked so far (before a
-        second rate point: the time so far, scaled by the settings left when some are done)."""
+        second rate point, the time so far: the first step carries any shared pass, so
+        scaling it by the settings would stop a sweep whose later settings are cheap)."""
         elapsed = self.clock() - self.t0
         if self.first is None or self.count <= self.first[1]:
-            return elapsed if self.count == 0 else elapsed / self.count * self.total
+            return elapsed
         return elapsed + self.per_step() * (self.total - self.count)
 
 

@@ -178,3 +178,14 @@ def test_eta_uses_the_rate_after_the_first_step():
     eta.done(1)
     assert bar.postfix == "ETA 00:10"  # 10 settings left at 1 s each, not 100 s each
     assert bar.n == 2
+
+
+@pytest.mark.parametrize("name", ["local_scaling", "mutual_proximity"])
+def test_scores_from_similarity_equal_score(bench, name):
+    task, ref = bench.validation.task("a2b"), bench.reference_for("a2b")
+    queries = np.asarray(task.queries)
+    model = get_method(name, k=10).fit(task.gallery, ref, normalize="none")
+    got = model.scores_from_similarity(queries @ np.asarray(task.gallery).T)
+    np.testing.assert_allclose(got, model.score(queries, normalize="none"), rtol=1e-6, atol=1e-6)
+    plain = get_method("plain").fit(task.gallery, ref, normalize="none")
+    assert plain.scores_from_similarity(queries @ np.asarray(task.gallery).T) is None

@@ -239,7 +239,11 @@ def sweep(
             rank = np.empty(n_q, dtype=np.int64)
             for start in range(0, n_q, block):
                 rows = np.arange(start, min(start + block, n_q))
-                s = fitted.score(queries[rows], normalize="none")
+                s = None
+                if fits_budget:  # the shared validation similarities, where the method can use them
+                    s = fitted.scores_from_similarity(shared_ranker().dense[start : start + rows.size])
+                if s is None:
+                    s = fitted.score(queries[rows], normalize="none")
                 rank[rows] = first_relevant_rank_dense(s, rel, rows)
             return rank
 

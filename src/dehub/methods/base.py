@@ -387,6 +387,12 @@ class BaseCorrector(ABC):
         (a caller then has to measure it)."""
         return None
 
+    def scores_from_similarity(self, similarity: np.ndarray) -> np.ndarray | None:
+        """:meth:`score` of queries whose raw similarities to the fitted gallery are
+        ``similarity`` ((n, n_gallery), ``queries @ gallery.T``), without recomputing them;
+        None when the method's scores need more than those similarities (call ``score``)."""
+        return None
+
     def query_group_offsets(self, top1: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """Per-query offsets of a fitted estimator that is not ``offset``, or None.
 

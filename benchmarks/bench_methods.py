@@ -201,14 +201,17 @@ def held_out_benchmark(seed: int = 7, dim: int = 384):
     """A held-out-sized synthetic paired set (5,000 test / 2,000 validation / 20,000
     reference queries, two queries per item), not used to tune anything in ``best``.
 
-    Items are clustered unit vectors (64 shared centres) leaning by a random amount
-    towards one shared direction (the hubs); each query is a noisy copy of its item,
-    shifted towards a modality direction (as text and image embeddings are).
+    Items lie around 64 cluster centres (unit centre + noise of norm 1) and lean by a
+    random amount (up to 0.5) towards one shared direction (the hubs); each query is its
+    item's base vector plus noise of norm 6 and a shared modality shift of 0.6. Plain R@1
+    on validation is about 42% (query->item) and 46% (item->query); NNN (k=16, alpha=0.75)
+    gives +0 and +10 points there.
     """
     from dehub.datasets import PairedBenchmark, PairedSplit
 
     rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((64, dim), dtype=np.float32) / np.sqrt(dim) * 3
+    centers = rng.standard_normal((64, dim)).astype(np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
     hub = rng.standard_normal(dim).astype(np.float32)
     hub /= np.linalg.norm(hub)
     shift = rng.standard_normal(dim).astype(np.float32)
@@ -218,11 +221,11 @@ def held_out_benchmark(seed: int = 7, dim: int = 384):
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
     def split(n_items: int) -> PairedSplit:
-        base = centers[rng.integers(0, 64, n_items)] + rng.standard_normal((n_items, dim), dtype=np.float32)
-        base = unit(base)
-        items = unit(base + rng.uniform(0.0, 1.2, (n_items, 1)).astype(np.float32) * hub)
-        noise = rng.standard_normal((2 * n_items, dim), dtype=np.float32) * (1.1 / np.sqrt(dim))
-        queries = unit(np.repeat(base, 2, axis=0) + noise + 0.6 * shift)
+        noise = rng.standard_normal((n_items, dim)).astype(np.float32) / np.sqrt(dim)
+        base = unit(centers[rng.integers(0, 64, n_items)] + noise)
+        items = unit(base + rng.uniform(0.0, 1.0, (n_items, 1)).astype(np.float32) * 0.5 * hub)
+        q_noise = 6.0 * rng.standard_normal((2 * n_items, dim)).astype(np.float32) / np.sqrt(dim)
+        queries = unit(np.repeat(base, 2, axis=0) + q_noise + 0.6 * shift)
         pairs = np.stack([np.arange(2 * n_items), np.repeat(np.arange(n_items), 2)], axis=1)
         return PairedSplit(a=queries, b=items, pairs=pairs)
 

@@ -54,7 +54,7 @@ SAME_WITHOUT_BANK = {"dbsn": "sn"}
 BASELINE = "plain"
 
 
-#: A member whose sweep is projected to take more than this many NNN sweeps is skipped (named).
+#: A member whose sweep the cost model estimates at more than this many NNN sweeps is skipped (named).
 DEFAULT_BUDGET = 3.0
 
 
@@ -145,10 +145,6 @@ class BestSelection:
         if self.hubs:
             lines.append(hub_precision_text(self.hubs, "validation, no correction: the top hubs"))
         return "\n".join(lines)
-
-
-class _OverBudget(Exception):
-    """A member's projected sweep time exceeds the budget (it is skipped, and named)."""
 
 
 def select_best_member(

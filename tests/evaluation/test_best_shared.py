@@ -11,6 +11,7 @@ from dehub.evaluation.metrics import first_relevant_rank_dense
 from dehub.evaluation.sweep import _AdditiveRanker, _Eta, sweep
 from dehub.methods import METHODS, SharedScores, SweepShape, Work, get_method, get_tags
 from dehub.methods._params import InvalidParameterError
+from dehub.methods._stats import streamed_logsumexp
 
 #: Every member whose fit reads only SharedScores passes, with a small grid each.
 SHARED = {
@@ -189,3 +190,17 @@ def test_scores_from_similarity_equal_score(bench, name):
     np.testing.assert_allclose(got, model.score(queries, normalize="none"), rtol=1e-6, atol=1e-6)
     plain = get_method("plain").fit(task.gallery, ref, normalize="none")
     assert plain.scores_from_similarity(queries @ np.asarray(task.gallery).T) is None
+
+
+def test_shared_logsumexp_with_doubled_temperatures_equals_the_streamed_one(bench):
+    task, ref = bench.validation.task("a2b"), bench.reference_for("a2b")
+    betas = [80.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0]  # doublings (squared terms) and others
+    shared = SharedScores(task.gallery, ref)
+    got = shared.logsumexp("reference", betas)
+    assert "reference x gallery scores" in shared.passes  # the dense path
+    want = streamed_logsumexp(np.asarray(task.gallery), np.asarray(ref), betas, memory_budget=1 << 20)
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=2e-6)
+    tiny = SharedScores(task.gallery, ref, memory_budget=1 << 16)  # the streamed path: the fit's own
+    same = streamed_logsumexp(np.asarray(task.gallery), np.asarray(ref), betas, memory_budget=1 << 16)
+    np.testing.assert_array_equal(tiny.logsumexp("reference", betas), same)
+    assert "reference x gallery scores" not in tiny.passes

@@ -275,8 +275,18 @@ class LocalScaling(NeighborStatsCorrector):
         k = int(self.k)
         g = self.gallery_scale()
         q_nn = _query_knn(dist, k)
+        # The same operations as -(dist / sqrt(max(q g, eps))) and
+        # -(1 - exp(-dist^2 / max(q g, eps))), in place (no (queries x gallery) temporaries).
+        q = q_nn.mean(axis=1) if self.variant == "nicdm" else q_nn.max(axis=1)
+        den = np.multiply.outer(q, g)
+        np.maximum(den, _EPS, out=den)
         if self.variant == "nicdm":
-            q = q_nn.mean(axis=1)
-            return -(dist / np.sqrt(np.maximum(q[:, None] * g[None, :], _EPS)))
-        q = q_nn.max(axis=1)
-        return -(1.0 - np.exp(-(dist**2) / np.maximum(q[:, None] * g[None, :], _EPS)))
+            np.sqrt(den, out=den)
+            np.divide(dist, den, out=den)
+            return np.negative(den, out=den)
+        t = np.square(dist)
+        np.divide(t, den, out=t)
+        np.negative(t, out=t)
+        np.exp(t, out=t)
+        np.subtract(1.0, t, out=t)
+        return np.negative(t, out=t)

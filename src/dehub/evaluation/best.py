@@ -31,7 +31,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from .._errors import InputError
 from .._validation import check_embeddings, compute_dtype
 from ..datasets.base import RetrievalTask
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
-from ..methods import METHODS, get_tags
+from ..methods import METHODS, SharedScores, SweepShape, get_tags
 from .hubness import hub_precision, hub_precision_text
 from .metrics import NoPositivePolicy, check_ks
 from .statistics import resample_indices
@@ -55,7 +55,7 @@ SAME_WITHOUT_BANK = {"dbsn": "sn"}
 BASELINE = "plain"
 
 
-#: A member whose sweep is projected to take more than this many NNN sweeps is skipped (named).
+#: A member whose sweep the cost model estimates at more than this many NNN sweeps is skipped (named).
 DEFAULT_BUDGET = 3.0
 
 
@@ -103,6 +103,8 @@ class BestSelection:
     skipped: dict[str, str] = field(default_factory=dict)
     hubs: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    estimates: dict[str, float | None] = field(default_factory=dict)
+    shared_passes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +126,8 @@ class BestSelection:
             "skipped": self.skipped,
             "hubs": self.hubs,
             "member_seconds": self.timings,
+            "member_cost_estimates": self.estimates,
+            "shared_passes": self.shared_passes,
             "seconds": self.seconds,
         }
 
@@ -142,10 +146,6 @@ class BestSelection:
         if self.hubs:
             lines.append(hub_precision_text(self.hubs, "validation, no correction: the top hubs"))
         return "\n".join(lines)
-
-
-class _OverBudget(Exception):
-    """A member's projected sweep time exceeds the budget (it is skipped, and named)."""
 
 
 def select_best_member(
@@ -177,17 +177,23 @@ def select_best_member(
     grids : optional ``{member: grid}`` overriding each ``default_grid()``
     metric, ks, no_positive : as :func:`dehub.evaluation.sweep.sweep`
     n_bootstrap, confidence, seed : the paired bootstrap of member - plain on validation
-    budget : a member whose sweep is projected (after each setting, see
-        :func:`~dehub.evaluation.sweep.sweep`'s ``time_limit``) to take more than
-        ``budget`` times NNN's sweep is stopped and named in ``skipped``;
-        None: no budget. NNN itself and ``plain`` are never skipped.
+    budget : a member whose sweep the cost model (each method's ``sweep_work`` from the
+        shapes, :mod:`dehub.methods._cost`) estimates at more than ``budget`` times NNN's
+        sweep is skipped BEFORE running and named in ``skipped``; a member that runs is
+        still stopped (and named) if its sweep is projected past ``_SLACK`` times that
+        (a model far off). None: no budget. NNN itself and ``plain`` are never skipped.
     include : members exempt from the budget.
     fit_inputs : extra ``fit`` keywords per member (e.g. ``{"dbsn": {"gallery_bank": x}}``).
         DBSN without a ``gallery_bank`` is SN exactly and is skipped as such.
 
-    The validation query x gallery scores are computed once and shared by every member
-    whose correction is an offset (each setting subtracts its offsets from them); the
-    chosen setting's validation ranks come from the member's own sweep (no refit).
+    Shared work: the validation query x gallery scores are computed once and serve every
+    member whose correction is an offset (each setting subtracts its offsets) or a
+    gated offset (the dynamic inverted softmax); one :class:`~dehub.methods.SharedScores`
+    holds the reference and bank passes (the reference top-k of NNN, its variants and
+    CSLS; the bank log-sum-exps and activation sets of QB-Norm and DBNorm), each
+    computed once and read by every member that can (``fit_grid_from_shared``, equal
+    to its ``fit_grid``). The chosen setting's validation ranks come from the member's
+    own sweep (no refit).
     """
     t0 = time.perf_counter()
     ks = check_ks(ks)
@@ -219,10 +225,26 @@ def select_best_member(
         dt = compute_dtype(queries, gallery)
         dense = np.matmul(np.asarray(queries, dtype=dt), np.asarray(gallery, dtype=dt).T)
 
+    banks = [
+        fit_inputs[m]["gallery_bank"]
+        for m in members
+        if fit_inputs.get(m, {}).get("gallery_bank") is not None
+    ]
+    shared = SharedScores(
+        gallery,
+        check_embeddings(reference, "reference"),
+        gallery_bank=banks[0] if banks and all(b is banks[0] for b in banks) else None,
+        memory_budget=memory_budget,
+    )
+
     sweeps: dict[str, SweepResult] = {}
     values: dict[str, np.ndarray] = {}
     skipped: dict[str, str] = {}
     seconds: dict[str, float] = {}
+    estimates: dict[str, float | None] = {}
+    base_shape = SweepShape(n_q, n_g, int(np.shape(reference)[0]), n_g, int(gallery.shape[1]))
+    nnn_work = METHODS["nnn"]().sweep_work(base_shape, grids.get("nnn"))
+    nnn_cost = max(nnn_work.cost() if nnn_work is not None else 1.0, 1e-9)
     ordered = [m for m in members if m in (BASELINE, "nnn")] + [
         m for m in members if m not in (BASELINE, "nnn")
     ]
@@ -235,21 +257,26 @@ def select_best_member(
             )
             continue
         limit = None
-        if budget is not None and m not in (BASELINE, "nnn") and m not in include and "nnn" in seconds:
-            limit = float(budget) * max(seconds["nnn"], 0.5)
-        if progress:
-            print(f"[best] {m}: validation sweep", file=sys.stderr, flush=True)
-        ts = time.perf_counter()
-        if limit is not None:
-            first = _probe_first_setting(m, grids.get(m), task.gallery, reference, extra_fit, memory_budget)
-            if first > limit:
+        if budget is not None and m not in (BASELINE, "nnn") and m not in include:
+            model = METHODS[m]()
+            bank = extra_fit.get("gallery_bank")
+            shape = replace(base_shape, n_bank=n_g if bank is None else int(np.shape(bank)[0]))
+            work = model.sweep_work(shape, grids.get(m))
+            ratio = None if work is None else work.cost() / nnn_cost
+            estimates[m] = ratio
+            if ratio is not None and ratio > budget:
                 skipped[m] = (
-                    f"over the cost budget: its first setting alone was estimated at {first:.1f} s "
-                    f"(a fit on a {int(100 * _PROBE_FRACTION)}% row sample, scaled), more than "
-                    f"{budget:g} x NNN's sweep ({seconds['nnn']:.1f} s); pass include=[{m!r}] "
+                    f"over the cost budget: its sweep is estimated from the shapes at "
+                    f"{ratio:.1f} x NNN's sweep (dehub.methods cost model, before running), "
+                    f"more than the budget of {budget:g}; pass include=[{m!r}] "
                     f"(dehub eval --best-include {m}) to run it"
                 )
                 continue
+            if "nnn" in seconds:  # safety net where the model is far off: stop past SLACK x budget
+                limit = _SLACK * float(budget) * max(seconds["nnn"], 0.5)
+        if progress:
+            print(f"[best] {m}: validation sweep", file=sys.stderr, flush=True)
+        ts = time.perf_counter()
         try:
             sw = sweep(
                 m,
@@ -264,11 +291,13 @@ def select_best_member(
                 similarity=dense,
                 time_limit=limit,
                 fit_kwargs=extra_fit,
+                shared=shared,
             )
         except TimeLimitExceeded as exc:
             skipped[m] = (
-                f"over the cost budget: its sweep was projected at {exc.projected:.1f} s, more than "
-                f"{budget:g} x NNN's sweep ({seconds['nnn']:.1f} s); pass include=[{m!r}] "
+                f"over the cost budget: while running, its sweep was projected at {exc.projected:.1f} s, "
+                f"more than {_SLACK:g} x {budget:g} x NNN's sweep ({seconds['nnn']:.1f} s; the cost model "
+                f"had estimated {estimates.get(m) or float('nan'):.1f} x); pass include=[{m!r}] "
                 f"(dehub eval --best-include {m}) to run it"
             )
             continue
@@ -357,48 +386,14 @@ def select_best_member(
         skipped=skipped,
         hubs=hubs,
         timings=seconds,
+        estimates=estimates,
+        shared_passes=list(shared.passes),
     )
 
 
-#: Share of the gallery (and gallery bank) rows a cost probe fits on.
-_PROBE_FRACTION = 0.1
-
-
-def _probe_first_setting(
-    member: str,
-    grid: dict[str, list] | None,
-    gallery: np.ndarray,
-    reference: np.ndarray,
-    fit_inputs: dict[str, Any],
-    memory_budget: int,
-) -> float:
-    """Seconds a fit of the member's first grid setting would take, from a fit on a row
-    sample (a fit's cost grows linearly with the gallery and gallery-bank rows it scores
-    against the reference)."""
-    model = METHODS[member]()
-    grid = model.default_grid() if grid is None else dict(grid)
-    params = {k: v[0] for k, v in grid.items() if len(v)}
-    n = gallery.shape[0]
-    rows = max(16, int(np.ceil(_PROBE_FRACTION * n)))
-    if rows >= n:
-        return 0.0  # small enough to just run
-    step = n / rows
-    pick = np.floor(np.arange(rows) * step).astype(np.int64)
-    sub = {}
-    for key, value in fit_inputs.items():
-        if isinstance(value, np.ndarray) and value.ndim == 2:
-            b = max(1, int(np.ceil(_PROBE_FRACTION * value.shape[0])))
-            sub[key] = value[np.floor(np.arange(b) * (value.shape[0] / b)).astype(np.int64)]
-        else:
-            sub[key] = value
-    t = time.perf_counter()
-    try:
-        model.set_params(**params).fit(
-            np.asarray(gallery)[pick], reference, normalize="none", memory_budget=memory_budget, **sub
-        )
-    except ValueError:
-        return 0.0  # e.g. k above the sample's size: let the sweep itself decide
-    return (time.perf_counter() - t) * (n / rows)
+#: A running member is stopped when its projected sweep passes this many times its budget
+#: (the cost model decided to run it; this only catches a model that is far off).
+_SLACK = 3.0
 
 
 def _plain_top1(dense: np.ndarray | None, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:

@@ -60,9 +60,10 @@ def _best_epilog() -> str:
     return (
         "\nbest (--methods ...,best): chooses per direction on the validation split among no "
         "correction (plain: always a candidate, kept unless a member beats it by more than "
-        f"its paired-bootstrap CI) and: {members}. A member whose sweep is projected (from "
-        f"its settings so far) to take more than --best-budget (default {DEFAULT_BUDGET:g}) "
-        "times NNN's sweep is skipped and named in the report (--best-include to run it).\n"
+        f"its paired-bootstrap CI) and: {members}. A member whose sweep the cost model "
+        f"estimates (from the shapes, before running) at more than --best-budget (default "
+        f"{DEFAULT_BUDGET:g}) times NNN's sweep is skipped and named in the report "
+        "(--best-include to run it).\n"
     )
 
 
@@ -150,7 +151,7 @@ def _setup(p: argparse.ArgumentParser) -> None:
         "--best-budget",
         type=float,
         default=None,
-        help="best: skip members projected to take more than this many NNN sweeps (default 3; 0: no budget)",
+        help="best: skip members estimated to take more than this many NNN sweeps (default 3; 0: no budget)",
     )
     p.add_argument(
         "--best-include",

@@ -39,8 +39,8 @@ from .._json import jsonable
 from .._progress import progress_bar
 from .._validation import NormalizeMode, check_embeddings, compute_dtype
 from ..datasets.base import RetrievalTask
-from ..engine.exact import DEFAULT_MEMORY_BUDGET
-from ..methods import METHODS, BaseCorrector, get_method, get_tags
+from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
+from ..methods import METHODS, BaseCorrector, SharedScores, get_method, get_tags
 from .metrics import (
     NoPositivePolicy,
     check_ks,
@@ -153,6 +153,7 @@ def sweep(
     similarity: np.ndarray | None = None,
     time_limit: float | None = None,
     fit_kwargs: dict[str, Any] | None = None,
+    shared: SharedScores | None = None,
 ) -> SweepResult:
     """Evaluate every setting of ``grid`` on the validation ``task``; choose by ``metric``.
 
@@ -177,6 +178,11 @@ def sweep(
         :class:`TimeLimitExceeded`.
     fit_kwargs : dict, optional
         Extra ``fit`` inputs of the method (e.g. ``gallery_bank``).
+    shared : :class:`~dehub.methods.SharedScores`, optional
+        The reference/bank passes over ``task.gallery``, shared among sweeps (``best``):
+        a method that can (``shared_scores_obstacle()`` is None, and whose bank, if it
+        takes one, is ``shared``'s) is fitted with ``fit_grid_from_shared``, which equals
+        its ``fit_grid``; others run ``fit_grid``.
 
     ``extra["best_ranks"]`` of the result holds the chosen setting's first-relevant rank
     of every validation query.
@@ -210,61 +216,99 @@ def sweep(
     t0 = time.perf_counter()
     table: list[dict[str, Any]] = []
     n_without = 0
-    with progress_bar(_grid_size(grid), f"sweep {model.name}", progress, unit="setting") as bar:
-        settings = model.fit_grid(
-            task.gallery,
-            reference,
-            grid,
-            normalize=normalize,
-            memory_budget=memory_budget,
-            **dict(fit_kwargs or {}),
-        )
-        n_settings = _grid_size(grid)
+    n_settings = _grid_size(grid)
+    with progress_bar(n_settings, f"sweep {model.name}", progress, unit="setting") as bar:
+        if _can_share(model, shared, fit_kwargs):
+            assert shared is not None  # for mypy: _can_share checked it
+            if shared.gallery.shape != (n_g, queries.shape[1]):
+                raise InputError(
+                    f"shared scores are over a gallery of shape {shared.gallery.shape}; the task's is "
+                    f"{(n_g, queries.shape[1])}"
+                )
+            settings = model.fit_grid_from_shared(shared, grid)
+        else:
+            settings = model.fit_grid(
+                task.gallery,
+                reference,
+                grid,
+                normalize=normalize,
+                memory_budget=memory_budget,
+                **dict(fit_kwargs or {}),
+            )
 
         def dense_ranks_of(fitted) -> np.ndarray:
             rank = np.empty(n_q, dtype=np.int64)
             for start in range(0, n_q, block):
                 rows = np.arange(start, min(start + block, n_q))
-                s = fitted.score(queries[rows], normalize="none")
+                s = None
+                if fits_budget:  # the shared validation similarities, where the method can use them
+                    s = fitted.scores_from_similarity(shared_ranker().dense[start : start + rows.size])
+                if s is None:
+                    s = fitted.score(queries[rows], normalize="none")
                 rank[rows] = first_relevant_rank_dense(s, rel, rows)
             return rank
 
-        # Offset settings: collect their biases, then rank them all in one pass over the
-        # shared validation scores. Other settings: ranked from their own dense scores
-        # now (the yielded estimator may be re-parameterized by the next step).
+        top1: np.ndarray | None = None
+
+        def plain_top1() -> np.ndarray:
+            nonlocal top1
+            if top1 is None:  # the plain top-1 the estimators' own score() gates on
+                top1 = exact_search(queries, check_embeddings(task.gallery, "validation gallery"), 1)[1][:, 0]
+            return top1
+
+        # Offset settings (one bias) and gated ones (a bias per query group) are ranked in
+        # batches over the shared validation scores (each block of the matrix read once
+        # per batch); other settings are ranked from their own dense scores at once (the
+        # yielded estimator may be re-parameterized by the next step). The bar counts
+        # settings as they are ranked, so its rate (and ETA) includes the ranking.
         params_list: list[dict[str, Any]] = []
-        ranks: list[np.ndarray | None] = []
-        biases: list[np.ndarray] = []
-        marks = [time.perf_counter()]
+        final: list[np.ndarray | None] = []
+        pending: list[tuple[int, np.ndarray, np.ndarray | None]] = []  # (setting, biases, group)
+        eta = _Eta(bar, n_settings)
+
+        def flush() -> None:
+            if not pending:
+                return
+            stacked = np.concatenate([b for _, b, _ in pending])
+            ranked = shared_ranker().ranks_many(stacked)
+            at = 0
+            for i, b, group in pending:
+                block = ranked[at : at + b.shape[0]]
+                final[i] = block[0] if group is None else block[group, np.arange(n_q)]
+                at += b.shape[0]
+            eta.done(len(pending))
+            pending.clear()
+
         for params, fitted in settings:
             params_list.append(params)
+            final.append(None)
+            i = len(final) - 1
+            gated = None
             if fits_budget and get_tags(fitted).offset:
                 # offset tag: the estimator has bias_ (the contract of dehub.methods._tags)
-                biases.append(np.array(fitted.bias_, copy=True))  # type: ignore[attr-defined]
-                ranks.append(None)
+                pending.append((i, np.array(fitted.bias_, copy=True)[None, :], None))  # type: ignore[attr-defined]
+            elif fits_budget and (gated := fitted.query_group_offsets(plain_top1())) is not None:
+                pending.append((i, gated[1], gated[0]))
             else:
-                ranks.append(dense_ranks_of(fitted))
-            bar.update(1)  # per setting as it is done
-            marks.append(time.perf_counter())
-            _show_eta(bar, marks, n_settings)
-            if time_limit is not None and len(marks) - 1 < n_settings:
-                elapsed = marks[-1] - marks[0]
-                if len(marks) >= 3:  # the first setting carries any shared pass; later ones the rest
-                    per = (marks[-1] - marks[1]) / (len(marks) - 2)
-                    projected = elapsed + per * (n_settings - len(marks) + 1)
-                else:
-                    projected = elapsed
+                final[i] = dense_ranks_of(fitted)
+                eta.done(1)
+            if sum(b.shape[0] for _, b, _ in pending) >= _RANK_BATCH:
+                flush()
+            if time_limit is not None and len(final) < n_settings:
+                projected = eta.projected()
                 if projected > time_limit:
                     raise TimeLimitExceeded(projected, float(time_limit))
-        shared = iter(shared_ranker().ranks_many(np.stack(biases)) if biases else ())
-        final = [next(shared) if r is None else r for r in ranks]
+        flush()
         for params, rank in zip(params_list, final):
+            assert rank is not None  # every setting was ranked by a flush or at once
             out = outcomes_from_ranks(rank, rel, ks, no_positive=no_positive)
             n_without = out.n_without_positives
             table.append({**{k: jsonable(v) for k, v in params.items()}, **out.summary()})
     best = select_best(table, metric, ks)
     row = table[best]
     best_params = {k: row[k] for k in grid if k in row}
+    chosen = final[best]
+    assert chosen is not None
     return SweepResult(
         method=model.name,
         metric=metric,
@@ -275,23 +319,66 @@ def sweep(
         best_index=best,
         seconds=time.perf_counter() - t0,
         n_without_positives=n_without,
-        extra={"best_ranks": final[best]},
+        extra={"best_ranks": chosen, "shared": _can_share(model, shared, fit_kwargs)},
     )
 
 
-def _show_eta(bar: Any, marks: list[float], n_settings: int) -> None:
-    """The sweep's ETA from the settings after the first (which carries the shared work:
-    NNN's one reference pass serves every later setting, so a rate that counts it would
-    promise minutes for what takes a second); tqdm's own average-rate ETA is replaced."""
-    done = len(marks) - 1
-    if not hasattr(bar, "bar_format"):
-        return
-    if done == 1:
-        bar.bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
-    if done >= 2:
-        per = (marks[-1] - marks[1]) / (done - 1)
-        left = per * (n_settings - done)
-        bar.set_postfix_str(f"ETA {int(left // 60):02d}:{int(left % 60):02d}", refresh=False)
+#: Biases ranked together in one pass over the validation scores.
+_RANK_BATCH = 16
+
+
+def _can_share(model: BaseCorrector, shared: SharedScores | None, fit_kwargs: dict[str, Any] | None) -> bool:
+    """Whether ``model``'s grid is fitted from ``shared``: the method says it can, and the
+    fit inputs asked for are the shared ones (a bank method's bank is ``shared``'s)."""
+    if shared is None or model.shared_scores_obstacle() is not None:
+        return False
+    extra = dict(fit_kwargs or {})
+    if get_tags(model).gallery_bank:
+        return set(extra) <= {"gallery_bank"} and extra.get("gallery_bank") is shared.gallery_bank
+    return not extra
+
+
+class _Eta:
+    """The sweep bar's count and ETA, from the rate of the steps after the first update.
+
+    The first update carries the shared work (NNN's one reference pass serves every later
+    setting), so a rate that counts it would promise minutes for what takes a second;
+    tqdm's own average-rate ETA is replaced by the rate since that first update.
+    """
+
+    def __init__(self, bar: Any, total: int, clock=time.perf_counter) -> None:
+        self.bar, self.total, self.clock = bar, total, clock
+        self.t0 = clock()
+        self.first: tuple[float, int] | None = None  # (time, count) at the first update
+        self.count = 0
+        if hasattr(bar, "bar_format"):
+            bar.bar_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
+    def done(self, n: int) -> None:
+        self.count += n
+        self.bar.update(n)
+        now = self.clock()
+        if self.first is None:
+            self.first = (now, self.count)
+            return
+        if not hasattr(self.bar, "bar_format"):
+            return  # progress off
+        left = self.per_step() * (self.total - self.count)
+        self.bar.set_postfix_str(f"ETA {int(left // 60):02d}:{int(left % 60):02d}", refresh=False)
+
+    def per_step(self) -> float:
+        if self.first is None or self.count <= self.first[1]:
+            return 0.0
+        return (self.clock() - self.first[0]) / (self.count - self.first[1])
+
+    def projected(self) -> float:
+        """Projected total seconds of the sweep from the settings ranked so far (before a
+        second rate point, the time so far: the first step carries any shared pass, so
+        scaling it by the settings would stop a sweep whose later settings are cheap)."""
+        elapsed = self.clock() - self.t0
+        if self.first is None or self.count <= self.first[1]:
+            return elapsed
+        return elapsed + self.per_step() * (self.total - self.count)
 
 
 class _AdditiveRanker:

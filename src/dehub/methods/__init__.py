@@ -21,8 +21,10 @@ See ``docs/methods.md`` for formulas, papers, grids and serving costs.
 from __future__ import annotations
 
 from .._errors import InputError
+from ._cost import SweepShape, Work
 from ._exclude import ExcludedIds, ExcludedRows, check_excluded
 from ._params import InvalidParameterError
+from ._shared import SharedScores
 from ._tags import MethodTags, get_tags
 from .base import AdditiveBiasCorrector, BaseCorrector, NotFittedError
 from .csls import CSLS
@@ -70,7 +72,7 @@ METHODS: dict[str, type[BaseCorrector]] = {
 # Newer members (issue 14).
 METHODS.update({cls.name: cls for cls in (SN, DBSN, InvGC, Renorm, MutualProximity, LocalScaling, DSL)})
 __all__ += ["SN", "DBSN", "InvGC", "Renorm", "MutualProximity", "LocalScaling", "DSL"]
-__all__ += ["ExcludedIds", "ExcludedRows", "check_excluded"]
+__all__ += ["ExcludedIds", "ExcludedRows", "check_excluded", "SharedScores", "SweepShape", "Work"]
 
 
 def get_method(name: str, **params) -> BaseCorrector:

@@ -68,7 +68,8 @@ def dense_search(
 
 def similarity_to_distance(s: np.ndarray) -> np.ndarray:
     """Euclidean distance of unit vectors from their inner product: ``sqrt(max(2 - 2s, 0))``."""
-    d = np.subtract(2.0, np.multiply(s, 2.0, dtype=np.float64))
+    d = np.multiply(s, 2.0, dtype=np.float64)
+    np.subtract(2.0, d, out=d)
     np.maximum(d, 0.0, out=d)
     return np.sqrt(d, out=d)
 

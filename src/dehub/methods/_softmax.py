@@ -35,7 +35,9 @@ import numpy as np
 from .._errors import InputError
 from .._validation import NormalizeMode, check_k, check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
+from ._cost import Work, grid_count, pass_work, ranking_work
 from ._params import check_real
+from ._shared import BankName, SharedScores
 from ._stats import activation_ids, activation_mask, compute_dtype, streamed_logsumexp
 from ._tags import MethodTags
 from .base import AdditiveBiasCorrector
@@ -55,6 +57,8 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
     """
 
     _beta_names: ClassVar[tuple[str, ...]] = ()
+    #: The bank of each temperature, in order, as :class:`SharedScores` names them.
+    _bank_names: ClassVar[tuple[BankName, ...]] = ()
     k: int
     dynamic: bool
     lse_: np.ndarray
@@ -120,38 +124,46 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
         progress: bool,
     ) -> None:
         """One pass per bank: ``L_b`` for every temperature, activation ids for max(ks)."""
+
+        def lse_of(b: int, nonzero: list[float]) -> np.ndarray:
+            return streamed_logsumexp(
+                gallery,
+                banks[b],
+                nonzero,
+                memory_budget=memory_budget,
+                progress=f"{self.name} bank {b + 1} logsumexp" if progress else False,
+            )
+
+        def act_of(b: int, kmax: int) -> np.ndarray:
+            return activation_ids(
+                banks[b],
+                gallery,
+                kmax,
+                memory_budget=memory_budget,
+                progress=f"{self.name} bank {b + 1} activation" if progress else False,
+            )
+
+        self._fill_caches(gallery, [bank.shape[0] for bank in banks], beta_values, ks, lse_of, act_of)
+
+    def _fill_caches(self, gallery, bank_rows, beta_values, ks, lse_of, act_of) -> None:
+        """The normalizer and activation caches from ``lse_of(bank, betas)`` / ``act_of(bank, k)``."""
         n = gallery.shape[0]
         self._lse_cache = []
-        for b, (bank, betas) in enumerate(zip(banks, beta_values)):
+        for b, (rows, betas) in enumerate(zip(bank_rows, beta_values)):
             cache = {}
             nonzero = sorted({float(x) for x in betas if float(x) > 0})
             if nonzero:
-                lse = streamed_logsumexp(
-                    gallery,
-                    bank,
-                    nonzero,
-                    memory_budget=memory_budget,
-                    progress=f"{self.name} bank {b + 1} logsumexp" if progress else False,
-                )
+                lse = lse_of(b, nonzero)
                 cache.update({beta: lse[:, t] for t, beta in enumerate(nonzero)})
             if any(float(x) == 0 for x in betas):
-                cache[0.0] = np.full(n, np.log(bank.shape[0]))
+                cache[0.0] = np.full(n, np.log(rows))
             self._lse_cache.append(cache)
         self._act_ids = None
         if ks:
             kmax = check_k(
                 max(ks), n, name="k", what="gallery items (activation sets take each bank item's top-k)"
             )
-            self._act_ids = [
-                activation_ids(
-                    bank,
-                    gallery,
-                    kmax,
-                    memory_budget=memory_budget,
-                    progress=f"{self.name} bank {b + 1} activation" if progress else False,
-                )
-                for b, bank in enumerate(banks)
-            ]
+            self._act_ids = [act_of(b, kmax) for b in range(len(bank_rows))]
         self.gallery_ = gallery
 
     def _select(self, betas: tuple[float, ...], k: int | None) -> None:
@@ -187,19 +199,12 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
 
     def _grid_with(self, gallery, banks, names, grid, fit_kwargs):
         """Shared fit_grid: one pass per bank for all temperatures, one top-k for all k."""
-        grid = self._check_grid(grid)
-        names_all = list(self._get_param_names())
-        values = {n: list(grid.get(n, [getattr(self, n)])) for n in names_all}
-        for n in self._beta_names:
-            for v in values[n]:
-                check_real(v, n, minimum=0.0)
+        values, dynamic_any, ks = self._grid_values(grid)
         normalize = fit_kwargs.get("normalize", "warn")
         memory_budget = fit_kwargs.get("memory_budget", DEFAULT_MEMORY_BUDGET)
         progress = fit_kwargs.get("progress", False)
         self._reset_fit()
         gallery, banks = self._prepare_fit(gallery, banks, names, normalize)
-        dynamic_any = any(bool(d) for d in values["dynamic"])
-        ks = sorted({int(k) for k in values["k"]})
         self._fit_banks(
             gallery,
             banks,
@@ -208,6 +213,54 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
             memory_budget=memory_budget,
             progress=progress,
         )
+        yield from self._grid_steps(values)
+
+    def shared_scores_obstacle(self) -> str | None:
+        return None  # the bank normalizers and activation ids are SharedScores passes
+
+    def _grid_from_shared(self, shared: SharedScores, grid):
+        """fit_grid from the shared bank passes (``_bank_names``: which bank is which)."""
+        values, dynamic_any, ks = self._grid_values(grid)
+        self._reset_fit()
+        names = self._bank_names
+        self._fill_caches(
+            shared.gallery,
+            [shared.bank(name).shape[0] for name in names],
+            [values[n] for n in self._beta_names],
+            ks if dynamic_any else None,
+            lambda b, nonzero: shared.logsumexp(names[b], nonzero),
+            lambda b, kmax: shared.activation_ids(names[b], kmax),
+        )
+        yield from self._grid_steps(values)
+
+    def sweep_work(self, shape, grid=None):
+        """Per bank one product and, per temperature, an exp and four passes (the streamed
+        log-sum-exp); the dynamic variants add each bank's top-k over the gallery and rank
+        about two gate groups per setting."""
+        values, dynamic_any, _ = self._grid_values(grid)
+        rows = {"reference": shape.n_reference, "gallery_bank": shape.n_bank}
+        work = Work()
+        for name, beta_name in zip(self._bank_names, self._beta_names):
+            n_betas = len({float(b) for b in values[beta_name] if float(b) > 0})
+            work = work + pass_work(shape.n_gallery, rows[name], shape.dim, elem=4.0 * n_betas, exp=n_betas)
+            if dynamic_any:
+                work = work + pass_work(rows[name], shape.n_gallery, shape.dim)
+        n = grid_count(values)
+        return work + ranking_work(shape, 2 * n if dynamic_any else n)
+
+    def _grid_values(self, grid):
+        grid = self._check_grid(grid)
+        names_all = list(self._get_param_names())
+        values = {n: list(grid.get(n, [getattr(self, n)])) for n in names_all}
+        for n in self._beta_names:
+            for v in values[n]:
+                check_real(v, n, minimum=0.0)
+        dynamic_any = any(bool(d) for d in values["dynamic"])
+        ks = sorted({int(k) for k in values["k"]})
+        return values, dynamic_any, ks
+
+    def _grid_steps(self, values: dict[str, list]):
+        names_all = list(values)
         for combo in itertools.product(*(values[n] for n in names_all)):
             params = dict(zip(names_all, combo))
             betas = tuple(float(params[n]) for n in self._beta_names)
@@ -218,6 +271,22 @@ class InvertedSoftmaxBase(AdditiveBiasCorrector):
             self._check_params()
             self._select(betas, int(params["k"]) if params["dynamic"] else None)
             yield params, self
+
+    def query_group_offsets(self, top1: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Dynamic variants: each query's gate pattern (from its plain top-1) picks its offset.
+
+        ``score = scale * (s - sum_b g_b L_b / scale)``: per gate pattern one per-item
+        offset; the static variants are ``offset`` (None here).
+        """
+        if not self.dynamic:
+            return None
+        self._check_fitted()
+        gates = self._gates(np.asarray(top1, dtype=np.int64))
+        code = gates.astype(np.int64) @ (1 << np.arange(gates.shape[1], dtype=np.int64))
+        present, group = np.unique(code, return_inverse=True)
+        scale = self._scale()
+        biases = np.stack([self.lse_[gates[np.argmax(code == c)]].sum(axis=0) / scale for c in present])
+        return group.astype(np.int64).reshape(-1), biases
 
     # ------------------------------------------------------------------ scoring
     def _scale(self) -> float:

@@ -17,6 +17,7 @@ import numpy as np
 
 from .._errors import InputError
 from ..engine import merge_topk
+from ._shared import SharedScores
 from .base import NotFittedError
 
 __all__ = ["TopKStatistics"]
@@ -38,6 +39,24 @@ class TopKStatistics:
     fitted_k_: int | None
     gallery_: Any
     k: int
+
+    # Provided by BaseCorrector / ReferenceFit.
+    _unseal: Any
+    _seal: Any
+    _check_params: Any
+    _reference_size_check: Any
+    _gallery_size_check: Any
+
+    def _fit_from_topk(self, shared: SharedScores) -> None:
+        """Fit (at the current ``k``) from the shared reference top-k: ``fit`` without its pass."""
+        self._unseal()
+        self._reset_fit()
+        self._check_params()
+        self._reference_size_check(shared.reference)
+        self._gallery_size_check(shared.gallery)
+        scores, ids = shared.reference_topk(int(self.k))
+        self._set_statistics(shared.gallery, {"topk_scores": scores, "topk_ids": ids}, shared.n_reference)
+        self._seal()
 
     def reference_topk(self) -> int | None:
         return int(self.k)

@@ -101,9 +101,11 @@ from .._validation import (
     validate_embeddings,
 )
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
+from ._cost import SweepShape, Work
 from ._exclude import ExcludedIds, check_excluded, search_excluding
 from ._params import FLOAT32_MAX, Constraint, InvalidParameterError, validate_parameters
 from ._rows import ReferenceFit, RowDecomposable
+from ._shared import SharedScores
 from ._stats import compute_dtype
 from ._tags import MethodTags
 
@@ -344,6 +346,69 @@ class BaseCorrector(ABC):
     def statistics_from_reference_topk(self, scores: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
         """Per-row statistics from a top-``reference_topk()`` search of gallery rows over the reference."""
         raise NotImplementedError(f"{type(self).__name__} statistics are not a reference top-k")
+
+    # ------------------------------------------------------------------ shared score passes
+    def shared_scores_obstacle(self) -> str | None:
+        """Why :meth:`fit_grid_from_shared` cannot serve this estimator, or None when it can.
+
+        A method answers None when every statistic its fit computes is one of the passes
+        a :class:`~dehub.methods.SharedScores` holds (the reference top-k, a bank's
+        log-sum-exp, a bank's activation ids).
+        """
+        return "its fit computes statistics that SharedScores does not hold (it runs its own fit_grid)"
+
+    def fit_grid_from_shared(
+        self, shared: SharedScores, grid: dict[str, list] | None = None
+    ) -> Iterator[tuple[dict[str, Any], BaseCorrector]]:
+        """:meth:`fit_grid` with its passes read from ``shared`` (computed once for many methods).
+
+        Yields the same settings, in the same order, with the same fitted statistics as
+        ``fit_grid(shared.gallery, shared.reference, grid, normalize="none",
+        memory_budget=shared.memory_budget)`` (plus ``gallery_bank=shared.gallery_bank``
+        for the methods that take one); the inputs were checked when ``shared`` was made.
+        Raises :class:`InvalidParameterError` with :meth:`shared_scores_obstacle`'s reason
+        when the method cannot be served so.
+        """
+        why = self.shared_scores_obstacle()
+        if why is not None:
+            raise InvalidParameterError(
+                f"{type(self).__name__} cannot be fitted from shared scores: {why}; use fit_grid"
+            )
+        work = self.clone()
+        return (
+            (params, (model._detached() if model is work else model))
+            for params, model in work._grid_from_shared(shared, grid)
+        )
+
+    def _grid_from_shared(
+        self, shared: SharedScores, grid: dict[str, list] | None
+    ) -> Iterator[tuple[dict[str, Any], BaseCorrector]]:
+        """The method's :meth:`fit_grid_from_shared` on a clone (override with the obstacle)."""
+        raise NotImplementedError(f"{type(self).__name__} has no fit from shared scores")
+
+    def sweep_work(self, shape: SweepShape, grid: dict[str, list] | None = None) -> Work | None:
+        """The work of a validation sweep of ``grid`` (default ``default_grid()``) on these
+        shapes: ``fit_grid`` plus the scoring of every setting, from the shapes alone
+        (:mod:`dehub.methods._cost`); nothing is run. None: the method has no cost model
+        (a caller then has to measure it)."""
+        return None
+
+    def scores_from_similarity(self, similarity: np.ndarray) -> np.ndarray | None:
+        """:meth:`score` of queries whose raw similarities to the fitted gallery are
+        ``similarity`` ((n, n_gallery), ``queries @ gallery.T``), without recomputing them;
+        None when the method's scores need more than those similarities (call ``score``)."""
+        return None
+
+    def query_group_offsets(self, top1: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-query offsets of a fitted estimator that is not ``offset``, or None.
+
+        For methods whose ranking of each query is that of ``q . r - biases[group[q], r]``,
+        one of a few per-item offsets chosen by the query's plain top-1 gallery row
+        ``top1`` (the dynamic inverted softmax's gates): ``(group, biases)`` with
+        ``group`` (n_queries,) int64 and ``biases`` (n_groups, n_gallery). None: the
+        ranking is not of that form (the caller scores densely).
+        """
+        return None
 
     # ------------------------------------------------------------------ sweeps
     @classmethod

@@ -32,6 +32,7 @@ from .._errors import InputError
 from .._validation import check_k
 from ..engine.exact import DEFAULT_MEMORY_BUDGET, exact_search
 from ._affine import AffineBiasCorrector
+from ._cost import grid_count, pass_work, ranking_work
 from ._params import Constraint, Interval
 from ._tags import MethodTags
 from ._topk_cache import TopKStatistics
@@ -115,15 +116,37 @@ class CSLS(TopKStatistics, ReferenceFit, AffineBiasCorrector):
         K values larger than the reference set or the gallery are skipped. The same
         yielded estimators are independent.
         """
+        ks = self._grid_ks(grid, reference.shape[0], gallery.shape[0])
+        self.set_params(k=ks[-1])
+        self.fit(gallery, reference, **fit_kwargs)
+        yield from self._grid_steps(ks)
+
+    def shared_scores_obstacle(self) -> str | None:
+        return None  # r_S is the shared reference top-k; r_T does not change the ranking
+
+    def _grid_from_shared(self, shared, grid):
+        """:meth:`fit_grid` from the shared reference top-k (at the grid's largest K)."""
+        ks = self._grid_ks(grid, shared.n_reference, shared.n_gallery)
+        self.set_params(k=ks[-1])
+        self._fit_from_topk(shared)
+        yield from self._grid_steps(ks)
+
+    def sweep_work(self, shape, grid=None):
+        """One top-k pass over the reference (product and selection), then offsets only."""
+        n = grid_count(self._check_grid(grid))
+        return pass_work(shape.n_gallery, shape.n_reference, shape.dim, elem=2.0) + ranking_work(shape, n)
+
+    def _grid_ks(self, grid, n_ref: int, n_gallery: int) -> list[int]:
         grid = self._check_grid(grid)
-        limit = min(reference.shape[0], gallery.shape[0])
+        limit = min(n_ref, n_gallery)
         ks = sorted({int(k) for k in grid.get("k", [self.k]) if int(k) <= limit})
         if not ks:
             raise InputError(
                 f"every k in the grid exceeds min(#reference, #gallery) = {limit}; lower the k values"
             )
-        self.set_params(k=ks[-1])
-        self.fit(gallery, reference, **fit_kwargs)
+        return ks
+
+    def _grid_steps(self, ks: list[int]):
         for k in ks:
             self.set_params(k=k)
             self._check_params()

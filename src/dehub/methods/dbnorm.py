@@ -90,6 +90,7 @@ class DBNorm(InvertedSoftmaxBase):
         "dynamic": [Boolean()],
     }
     _beta_names = ("beta1", "beta2")
+    _bank_names = ("reference", "gallery_bank")
 
     def __init__(self, beta1: float = 20.0, beta2: float = 20.0, k: int = 1, dynamic: bool = False) -> None:
         self.beta1 = beta1

@@ -34,6 +34,7 @@ import numpy as np
 
 from .._errors import InputError
 from ._affine import AffineBiasCorrector
+from ._cost import Work, grid_count, ranking_work
 from ._params import FLOAT32_MAX, Constraint, Interval, InvalidParameterError
 from ._stats import column_mean, matvec
 from ._tags import MethodTags
@@ -103,6 +104,12 @@ class DN(AffineBiasCorrector):
             self.set_params(lambda_=lam)
             self._check_params()
             yield {"lambda_": lam}, self
+
+    def sweep_work(self, shape, grid=None):
+        """Column means and one matrix-vector product; then offsets only."""
+        n = grid_count(self._check_grid(grid))
+        rows = shape.n_reference + shape.n_bank + shape.n_gallery
+        return Work(elem=float(rows) * shape.dim) + ranking_work(shape, n)
 
     def _compute_bias(self) -> np.ndarray:
         return float(self.lambda_) * self.mean_reference_score_

@@ -33,6 +33,7 @@ import numpy as np
 
 from .._errors import InputError
 from .._validation import check_k, check_same_dim
+from ._cost import Work, grid_count, pass_work, ranking_work
 from ._dense import DenseScoreCorrector, nearest_distances, similarity_to_distance
 from ._params import Constraint, Interval, Options
 from ._stats import compute_dtype
@@ -99,19 +100,25 @@ class NeighborStatsCorrector(DenseScoreCorrector):
 
     def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
         """Every setting of ``grid`` from one neighbour pass (the largest k)."""
+        grid, values, kmax, need_all = self._grid_plan(grid, reference.shape[0])
+        self.set_params(k=kmax)
+        self._fit_all(gallery, reference, kmax, need_all, fit_kwargs)
+        yield from self._grid_steps(grid, values, reference.shape[0])
+
+    def _grid_plan(self, grid, n_ref: int):
         grid = self._check_grid(grid)
         values = {n: list(grid.get(n, [getattr(self, n)])) for n in self._get_param_names()}
         ks = values["k"]
         finite = [int(k) for k in ks if k is not None]
-        n_ref = reference.shape[0]
         kmax = max(finite) if finite else None
         if kmax is not None and kmax > n_ref:
             finite = [k for k in finite if k <= n_ref]
             if not finite:
                 raise InputError(f"every k in the grid exceeds the number of reference items ({n_ref})")
             kmax = max(finite)
-        self.set_params(k=kmax)
-        self._fit_all(gallery, reference, kmax, any(k is None for k in ks), fit_kwargs)
+        return grid, values, kmax, any(k is None for k in ks)
+
+    def _grid_steps(self, grid, values, n_ref: int):
         names = list(self._get_param_names())
         for combo in itertools.product(*(values[n] for n in names)):
             params = dict(zip(names, combo))
@@ -120,6 +127,21 @@ class NeighborStatsCorrector(DenseScoreCorrector):
             self.set_params(**params)
             self._check_params()
             yield {n: params[n] for n in names if n in grid}, self
+
+    #: Elementwise operations and transcendental evaluations per query x gallery entry
+    #: of a setting's dense scores (float64 distances, the query's k nearest, the
+    #: transform); calibrated on LS's measured sweep of the bundled benchmark (~24 ns per
+    #: entry and setting on a quiet machine).
+    _transform_work: ClassVar[tuple[float, float]] = (70.0, 0.0)
+
+    def sweep_work(self, shape, grid=None):
+        """One neighbour pass over the reference; every setting scored densely."""
+        grid = self._check_grid(grid)
+        n = grid_count(grid)
+        elem, exp = self._transform_work
+        work = pass_work(shape.n_gallery, shape.n_reference, shape.dim, elem=10.0)
+        entries = float(shape.n_queries) * shape.n_gallery
+        return work + ranking_work(shape, n, dense=True, transform=elem) + Work(exp=exp * entries * n)
 
     def _fit_all(self, gallery, reference, kmax, need_all: bool, fit_kwargs) -> None:
         self.fit(gallery, reference, **fit_kwargs)
@@ -135,6 +157,11 @@ class NeighborStatsCorrector(DenseScoreCorrector):
 
     def _transform(self, dist: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def scores_from_similarity(self, similarity: np.ndarray) -> np.ndarray | None:
+        """The dense scores from the queries' raw similarities (the distances are theirs)."""
+        self._check_fitted()
+        return self._transform(similarity_to_distance(similarity)).astype(np.float32)
 
     def _block_scores(self, queries: np.ndarray, rows: slice) -> np.ndarray:
         return self._transform(self._query_distances(queries, rows))
@@ -222,6 +249,23 @@ class LocalScaling(NeighborStatsCorrector):
     def _check_consistency(self) -> None:
         self._check_k()
 
+    def shared_scores_obstacle(self) -> str | None:
+        return None  # the neighbour distances are the shared reference top-k's
+
+    def _grid_from_shared(self, shared, grid):
+        """:meth:`fit_grid` with the neighbour distances from the shared reference top-k."""
+        grid, values, kmax, _ = self._grid_plan(grid, shared.n_reference)
+        self.set_params(k=kmax)
+        self._unseal()
+        self.fitted_k_ = None
+        vars(self).pop("gallery_", None)
+        self._check_params()
+        self.neighbor_distances_ = similarity_to_distance(shared.reference_topk(kmax)[0]).astype(np.float32)
+        self.fitted_k_ = kmax
+        self.gallery_ = shared.gallery
+        self._seal()
+        yield from self._grid_steps(grid, values, shared.n_reference)
+
     def gallery_scale(self) -> np.ndarray:
         if getattr(self, "neighbor_distances_", None) is None:
             raise NotFittedError("LocalScaling is not fitted yet; call fit(gallery, reference) first")
@@ -232,8 +276,18 @@ class LocalScaling(NeighborStatsCorrector):
         k = int(self.k)
         g = self.gallery_scale()
         q_nn = _query_knn(dist, k)
+        # The same operations as -(dist / sqrt(max(q g, eps))) and
+        # -(1 - exp(-dist^2 / max(q g, eps))), in place (no (queries x gallery) temporaries).
+        q = q_nn.mean(axis=1) if self.variant == "nicdm" else q_nn.max(axis=1)
+        den = np.multiply.outer(q, g)
+        np.maximum(den, _EPS, out=den)
         if self.variant == "nicdm":
-            q = q_nn.mean(axis=1)
-            return -(dist / np.sqrt(np.maximum(q[:, None] * g[None, :], _EPS)))
-        q = q_nn.max(axis=1)
-        return -(1.0 - np.exp(-(dist**2) / np.maximum(q[:, None] * g[None, :], _EPS)))
+            np.sqrt(den, out=den)
+            np.divide(dist, den, out=den)
+            return np.negative(den, out=den)
+        t = np.square(dist)
+        np.divide(t, den, out=t)
+        np.negative(t, out=t)
+        np.exp(t, out=t)
+        np.subtract(1.0, t, out=t)
+        return np.negative(t, out=t)

@@ -44,6 +44,7 @@ import numpy as np
 
 from .._errors import InputError
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
+from ._cost import pass_work
 from ._dense import distance_moments
 from ._params import Constraint, Interval, Options
 from ._tags import MethodTags
@@ -163,6 +164,15 @@ class MutualProximity(NeighborStatsCorrector):
             raise InputError(
                 "k=None needs the moments over all reference items, which were not fitted; refit with k=None"
             )
+
+    _transform_work = (40.0, 40.0)  # two float64 Gaussian tails (erfc) per entry
+
+    def sweep_work(self, shape, grid=None):
+        """The neighbour pass, plus the moments over all reference items when k=None."""
+        work = super().sweep_work(shape, grid)
+        if any(k is None for k in self._check_grid(grid).get("k", [self.k])):
+            work = work + pass_work(shape.n_gallery, shape.n_reference, shape.dim, elem=60.0)
+        return work
 
     def _fit_stats(self, gallery, reference, kmax, memory_budget, progress) -> None:
         super()._fit_stats(gallery, reference, kmax, memory_budget, progress)

@@ -32,6 +32,7 @@ from .._errors import InputError
 from .._validation import check_k
 from ..engine import topk_search
 from ..engine.accel import PRECISIONS
+from ._cost import grid_count, pass_work, ranking_work
 from ._params import FLOAT32_MAX, Constraint, Interval, Options
 from ._tags import MethodTags
 from ._topk_cache import TopKStatistics
@@ -164,6 +165,33 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
         (``engine``, ``engine_params``) cannot be swept here. Every yielded estimator
         is independent (they share the read-only cached scores).
         """
+        grid, ks = self._grid_plan(grid, reference.shape[0])
+        self.set_params(k=ks[-1])
+        self.fit(gallery, reference, **fit_kwargs)
+        yield from self._grid_steps(grid, ks)
+
+    def shared_scores_obstacle(self) -> str | None:
+        if self.engine != "exact" or self.precision != "fp32":
+            return (
+                f"its reference pass runs engine={self.engine!r}, precision={self.precision!r} "
+                "(shared scores come from the exact fp32 engine)"
+            )
+        return None
+
+    def _grid_from_shared(self, shared, grid):
+        """:meth:`fit_grid` from the shared reference top-k (at the grid's largest k)."""
+        grid, ks = self._grid_plan(grid, shared.n_reference)
+        self.set_params(k=ks[-1])
+        self._fit_from_topk(shared)
+        yield from self._grid_steps(grid, ks)
+
+    def sweep_work(self, shape, grid=None):
+        """One top-k pass over the reference (product and selection), then offsets only."""
+        n = grid_count(self._check_grid(grid))
+        return pass_work(shape.n_gallery, shape.n_reference, shape.dim, elem=2.0) + ranking_work(shape, n)
+
+    def _grid_plan(self, grid, n_ref: int) -> tuple[dict[str, list], list[int]]:
+        """The checked grid and its k values that the reference serves (ascending)."""
         grid = self._check_grid(grid)
         fixed = [n for n in ("engine", "engine_params") if n in grid]
         if fixed:
@@ -171,17 +199,18 @@ class NNN(TopKStatistics, ReferenceFit, AdditiveBiasCorrector):
                 f"{type(self).__name__}.fit_grid shares one reference pass; it cannot sweep "
                 f"{fixed} (run one sweep per engine)"
             )
-        n_ref = reference.shape[0]
         ks = sorted({int(k) for k in grid.get("k", [self.k]) if int(k) <= n_ref})
         if not ks:
             raise InputError(
                 f"every k in the grid exceeds the number of reference items ({n_ref}); "
                 "lower the k values or provide more reference items"
             )
+        return grid, ks
+
+    def _grid_steps(self, grid: dict[str, list], ks: list[int]):
+        """Re-parameterize the fitted estimator (fitted at ``ks[-1]``) for every setting."""
         others = [n for n in self._bias_params if n != "k"]
         values = [list(grid.get(n, [getattr(self, n)])) for n in others]
-        self.set_params(k=ks[-1])
-        self.fit(gallery, reference, **fit_kwargs)
         for k in ks:
             for combo in itertools.product(*values):
                 params = {"k": k, **dict(zip(others, combo))}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._errors import InputError
+from ._cost import ranking_work
 from ._tags import MethodTags
 from .base import AdditiveBiasCorrector, ReferenceFit
 
@@ -23,6 +24,10 @@ class Plain(ReferenceFit, AdditiveBiasCorrector):
 
     def __dehub_tags__(self) -> MethodTags:
         return MethodTags(offset=True, incremental=True, row_decomposable=True)
+
+    def sweep_work(self, shape, grid=None):
+        """No fit; its one setting is ranked from the shared validation scores."""
+        return ranking_work(shape, 1)
 
     def _row_statistics(self, gallery, reference, *, memory_budget: int, progress: bool):
         return {}

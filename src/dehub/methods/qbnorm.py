@@ -81,6 +81,7 @@ class QBNorm(RowDecomposable, InvertedSoftmaxBase):
         "dynamic": [Boolean()],
     }
     _beta_names = ("beta",)
+    _bank_names = ("reference",)
 
     def __init__(self, beta: float = 20.0, k: int = 1, dynamic: bool = False) -> None:
         self.beta = beta

@@ -34,6 +34,7 @@ import numpy as np
 from .._errors import InputError
 from .._validation import check_same_dim
 from ..engine.exact import exact_search
+from ._cost import Work, grid_count, ranking_work
 from ._params import Constraint, Options
 from ._stats import column_mean
 from ._tags import MethodTags
@@ -113,6 +114,12 @@ class Renorm(BaseCorrector):
         self.transformed_gallery_ = out
         self.gallery_ = gallery
         self.fitted_variant_ = self.variant
+
+    def sweep_work(self, shape, grid=None):
+        """Column means and a gallery transform per variant; each setting scored densely."""
+        n = grid_count(self._check_grid(grid))
+        rows = shape.n_reference + shape.n_gallery
+        return Work(elem=float(rows) * shape.dim * 2) + ranking_work(shape, n, dense=True)
 
     def fit_grid(self, gallery, reference, grid=None, **fit_kwargs):
         """Every variant of ``grid`` from one estimate of the mean."""

@@ -73,6 +73,7 @@ from .._errors import InputTypeError
 from .._progress import progress_bar
 from .._validation import check_same_dim
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
+from ._cost import grid_count, pass_work, ranking_work
 from ._params import FLOAT32_MAX, Constraint, Interval
 from ._stats import compute_dtype
 from ._tags import MethodTags
@@ -460,6 +461,18 @@ class SN(AdditiveBiasCorrector):
 
     def _compute_bias(self) -> np.ndarray:
         return self.offsets_
+
+    def sweep_work(self, shape, grid=None):
+        """Cost model (best's budget): per (tau, tol) one run of max(n_iter) log-domain
+        iterations, each an exp and three passes over the (rows x reference) scores twice."""
+        grid = self._check_grid(grid)
+        runs = len(grid.get("tau", [self.tau])) * len(grid.get("tol", [self.tol]))
+        iters = max(int(i) for i in grid.get("n_iter", [self.n_iter]))
+        rows = shape.n_gallery + (shape.n_bank if self.__dehub_tags__().gallery_bank else 0)
+        run = pass_work(rows, shape.n_reference, shape.dim) + pass_work(
+            rows, shape.n_reference, 0, elem=6.0 * iters, exp=2.0 * iters
+        )
+        return run * runs + ranking_work(shape, grid_count(grid))
 
     # ------------------------------------------------------------------ persistence
     def _fitted_arrays(self) -> dict[str, np.ndarray]:

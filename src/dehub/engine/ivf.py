@@ -67,8 +67,8 @@ def train_coarse(
     rows; every database row assigned to its list in blocks, on ``assign_dim``
     coordinates (:meth:`~dehub.engine.kmeans.CoarseQuantizer.assign`). With
     ``assign_dim=None`` the window starts at ``d // 4`` (at least 128) and is doubled,
-    and the quantizer trained again, while fewer than :data:`~dehub.engine.ivf_auto.AGREEMENT_TARGET`
-    of up to 2,048 held-out rows get the same list on the window as in full
+    and the quantizer trained again, while fewer than
+    :data:`~dehub.engine.ivf_auto.AGREEMENT_TARGET` (0.9) of up to 2,048 held-out rows get the same list on the window as in full
     (:func:`~dehub.engine.ivf_auto.window_agreement`). ``stats`` (when given) gets
     ``nlist``, ``assign_dim``, the measured ``window_agreement`` of every width tried and
     the ``list_balance`` (:func:`~dehub.engine.ivf_auto.list_balance`).

@@ -191,8 +191,10 @@ def _settings(args) -> dict[str, tuple[str, dict]]:
     """``name -> (engine, engine_params)`` of every engine x nprobe x niter x assign_dim asked for."""
 
     def ints(text: str | None) -> list:
-        """A comma list of integers; ``[None]`` (the engine's default) when not given."""
-        return [int(x) for x in str(text).split(",") if x.strip()] if text else [None]
+        """A comma list of integers (``auto``: the engine's choice); ``[None]`` when not given."""
+        if not text:
+            return [None]
+        return [None if x.strip() == "auto" else int(x) for x in str(text).split(",") if x.strip()]
 
     nprobes, niters, dims = ints(args.nprobe), ints(args.niter), ints(args.assign_dim)
     out = {}
@@ -202,7 +204,7 @@ def _settings(args) -> dict[str, tuple[str, dict]]:
                 for dim in dims:
                     given = {"nprobe": nprobe, "nlist": args.nlist, "rerank": args.rerank}
                     params = {key: value for key, value in given.items() if value is not None}
-                    name = engine + (f" nprobe={nprobe}" if len(nprobes) > 1 else "")
+                    name = engine + (f" nprobe={nprobe or 'auto'}" if len(nprobes) > 1 else "")
                     if args.recall is not None and engine == "ivf":
                         params["recall"] = args.recall
                         name += f" recall={args.recall}"

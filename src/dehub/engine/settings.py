@@ -1,8 +1,10 @@
 """Settings of the approximate engines, and the one nlist/nprobe default of the project.
 
 :func:`default_nlist` and :data:`DEFAULT_NPROBE` are shared by the bias engines
-(:mod:`dehub.engine.ivf`, :mod:`dehub.engine.faiss_indexes`) and the FAISS export, so an
-exported index and the engine that computed its biases probe the same way by default.
+(:mod:`dehub.engine.ivf`, :mod:`dehub.engine.faiss_indexes`) and the FAISS export. Both
+the ``ivf`` engine (``nprobe=None``, ``recall=0.99``) and the ANN exports choose
+``nprobe`` by a recall check against the exact engine by default;
+:data:`DEFAULT_NPROBE` is what a search uses without one.
 """
 
 from __future__ import annotations

@@ -209,6 +209,6 @@ def test_evaluate_engine_lives_in_evaluation_only():
 def test_one_nlist_nprobe_default():
     from dehub.engine import DEFAULT_NPROBE, default_nlist
 
-    assert EngineParams().nprobe == DEFAULT_NPROBE
+    assert EngineParams().nprobe is None and EngineParams().resolved_nprobe() == DEFAULT_NPROBE
     for n in (1, 50, 1000, 10**6):
         assert EngineParams().resolved_nlist(n) == default_nlist(n)

@@ -129,7 +129,7 @@ class SQ8Index(ReferenceIndex):
     def _candidates(self, q: np.ndarray, k: int, params: EngineParams) -> tuple[np.ndarray, np.ndarray]:
         faiss = import_faiss()
         q = np.ascontiguousarray(q, dtype=np.float32)
-        nprobe = min(int(params.nprobe), self.centroids.shape[0])
+        nprobe = min(params.resolved_nprobe(), self.centroids.shape[0])
         dq, iq = probe_lists(q, self.centroids, nprobe)
         iq = np.ascontiguousarray(iq, dtype=np.int64)
         dq = np.ascontiguousarray(dq, dtype=np.float32)

@@ -32,7 +32,16 @@ from .._progress import progress_bar
 from ._rows import read_rows, row_blocks, take_rows
 from ._workers import SEQUENTIAL, Workers, parallel_scope
 from .exact import exact_search
-from .kmeans import spherical_kmeans, train_quantizer
+from .ivf_auto import (
+    AGREEMENT_TARGET,
+    HOLDOUT_ROWS,
+    list_balance,
+    neighbour_ranks,
+    nprobe_for_recall,
+    recall_sample_rows,
+    window_agreement,
+)
+from .kmeans import default_assign_dim, spherical_kmeans, train_quantizer
 from .reference import IndexSearch, ReferenceIndex
 from .settings import TRAIN_PER_LIST, EngineParams
 from .topk import KernelTopK, kernel_isa, select_topk, topk_mask
@@ -42,7 +51,6 @@ __all__ = ["IVFIndex", "spherical_kmeans", "train_coarse", "probe_lists", "BUILD
 BUILD_BLOCK_ROWS = 32768  # rows of the database read at a time while building
 _PROBE_BLOCK_BYTES = 32 * 2**20  # coarse scores of one block of queries
 _FEW_QUERIES = 128  # below this many queries a list's GEMM runs as rows @ queries.T
-_RECALL_SAMPLE = 256  # queries whose exact top-k checks the recall of nprobe
 
 
 def train_coarse(
@@ -52,14 +60,21 @@ def train_coarse(
     progress: bool | str = False,
     label: str = "ivf build",
     timings: dict[str, float] | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Coarse quantizer of an IVF: ``(centroids (nlist, d), assign (n,), sample)``.
 
     Centroids by :func:`~dehub.engine.kmeans.train_quantizer` on ``train_size`` sampled
     rows; every database row assigned to its list in blocks, on ``assign_dim``
-    coordinates (:meth:`~dehub.engine.kmeans.CoarseQuantizer.assign`).
+    coordinates (:meth:`~dehub.engine.kmeans.CoarseQuantizer.assign`). With
+    ``assign_dim=None`` the window starts at ``d // 4`` (at least 128) and is doubled,
+    and the quantizer trained again, while fewer than
+    :data:`~dehub.engine.ivf_auto.AGREEMENT_TARGET` (0.9) of up to 2,048 held-out rows get the same list on the window as in full
+    (:func:`~dehub.engine.ivf_auto.window_agreement`). ``stats`` (when given) gets
+    ``nlist``, ``assign_dim``, the measured ``window_agreement`` of every width tried and
+    the ``list_balance`` (:func:`~dehub.engine.ivf_auto.list_balance`).
     """
-    n = int(database.shape[0])
+    n, d = int(database.shape[0]), int(database.shape[1])
     nlist = params.resolved_nlist(n)
     train_n = int(min(n, params.train_size or TRAIN_PER_LIST * nlist))
     if train_n < nlist:
@@ -68,6 +83,14 @@ def train_coarse(
     rng = np.random.default_rng(params.seed)
     sample_rows = np.sort(rng.choice(n, size=train_n, replace=False))
     sample = _gather(database, sample_rows)
+    width = default_assign_dim(d) if params.assign_dim is None else int(params.assign_dim)
+    holdout = np.empty((0, d), dtype=np.float32)
+    if params.assign_dim is None and width < d:
+        rest = np.setdiff1d(np.arange(n), sample_rows, assume_unique=True)
+        if rest.size:
+            pick = np.sort(rng.choice(rest, size=min(HOLDOUT_ROWS, rest.size), replace=False))
+            holdout = _gather(database, pick)
+    agreement: dict[int, float] = {}
     assign = np.empty(n, dtype=np.int64)
     with (
         parallel_scope() as workers,
@@ -75,7 +98,12 @@ def train_coarse(
             total=-(-n // BUILD_BLOCK_ROWS), desc=f"{label}: assign", enable=bool(progress), unit="block"
         ) as bar,
     ):
-        quantizer = train_quantizer(sample, nlist, params.niter, params.seed, params.assign_dim, workers)
+        while True:
+            quantizer = train_quantizer(sample, nlist, params.niter, params.seed, width, workers)
+            agreement[width] = window_agreement(quantizer, holdout)
+            if params.assign_dim is not None or agreement[width] >= AGREEMENT_TARGET or width >= d:
+                break
+            width = min(d, 2 * width)
         t1 = time.perf_counter()
         for big in row_blocks(n, BUILD_BLOCK_ROWS):
             block = read_rows(database, big)
@@ -88,6 +116,16 @@ def train_coarse(
     if timings is not None:
         timings["train"] = t1 - t0
         timings["assign"] = time.perf_counter() - t1
+    if stats is not None:
+        sizes = np.bincount(assign, minlength=nlist)
+        stats.update(
+            nlist=nlist,
+            assign_dim=quantizer.hi - quantizer.lo,
+            window_agreement={int(w): round(a, 4) for w, a in agreement.items()},
+            list_balance=round(list_balance(sizes), 4),
+            list_size_median=float(np.median(sizes)),
+            list_size_max=int(sizes.max()),
+        )
     return quantizer.centroids, assign, sample
 
 
@@ -153,6 +191,7 @@ class IVFIndex(ReferenceIndex):
         self.list_rows = list_rows
         self.vectors = vectors
         self.build_timings: dict[str, float] = {}  # seconds per build phase (train, assign, lists)
+        self.build_stats: dict[str, Any] = {}  # what the build chose and measured (train_coarse)
 
     @classmethod
     def build(
@@ -169,8 +208,9 @@ class IVFIndex(ReferenceIndex):
         label = progress if isinstance(progress, str) else "ivf build"
         n, d = int(database.shape[0]), int(database.shape[1])
         timings: dict[str, float] = {}
+        stats: dict[str, Any] = {}
         centroids, assign, sample = train_coarse(
-            database, params, progress=progress, label=label, timings=timings
+            database, params, progress=progress, label=label, timings=timings, stats=stats
         )
         del sample  # not needed past training: keep it out of the index's peak memory
         t1 = time.perf_counter()
@@ -196,13 +236,14 @@ class IVFIndex(ReferenceIndex):
         index = cls(params, centroids, bounds, order, vectors, database if keep_database else None)
         index.build_seconds = time.perf_counter() - t0
         index.build_timings = dict(timings, lists=time.perf_counter() - t1)
+        index.build_stats = stats
         return index
 
-    def nprobe_for_recall(
-        self, queries: Any, k: int, recall: float, *, sample: int = _RECALL_SAMPLE
-    ) -> tuple[int, float]:
+    def nprobe_for_recall(self, queries: Any, k: int, recall: float) -> tuple[int, float]:
         """The fewest probed lists whose recall of the exact top-k reaches ``recall`` on a
-        sample of ``queries`` (up to 256 rows spread over them), and that recall.
+        sample of ``queries`` (:func:`~dehub.engine.ivf_auto.recall_sample_rows`: one in
+        40, 128 to 256, evenly spread), less one standard error over the sampled queries,
+        and the sampled recall there (:func:`~dehub.engine.ivf_auto.nprobe_for_recall`).
 
         The exact engine gives each sampled query's true top-k; a true neighbour is found
         with ``nprobe`` lists exactly when its list is among the query's ``nprobe``
@@ -211,24 +252,19 @@ class IVFIndex(ReferenceIndex):
         """
         if self.database is None:
             raise InputError("the recall check needs the database; build the index with keep_database=True")
-        nq = int(queries.shape[0])
         nlist = int(self.centroids.shape[0])
-        if nq == 0:
-            return min(int(self.params.nprobe), nlist), 1.0
-        rows = np.unique(np.linspace(0, nq - 1, min(nq, int(sample))).astype(np.int64))
+        rows = recall_sample_rows(int(queries.shape[0]))
+        if rows.size == 0:
+            return min(self.params.resolved_nprobe(), nlist), 1.0
         q = take_rows(queries, rows)
-        kk = min(int(k), self.n)
-        _, true_ids = exact_search(q, self.database, kk, memory_budget=self.params.memory_budget)
+        _, true_ids = exact_search(
+            q, self.database, min(int(k), self.n), memory_budget=self.params.memory_budget
+        )
         list_of = np.empty(self.n, dtype=np.int64)
         list_of[self.list_rows] = np.repeat(np.arange(nlist), np.diff(self.list_bounds))
-        _, order = probe_lists(q, self.centroids, nlist)
-        rank = np.empty_like(order)
-        rank[np.arange(order.shape[0])[:, None], order] = np.arange(nlist)
-        need = np.sort(rank[np.arange(order.shape[0])[:, None], list_of[true_ids]].ravel())
-        # recall(p) = share of true neighbours whose list ranks below p
-        at = max(0, int(np.ceil(float(recall) * need.size)) - 1)
-        nprobe = int(min(nlist, need[at] + 1))
-        return nprobe, float(np.mean(need < nprobe))
+        with parallel_scope() as workers:
+            _, order = probe_lists(q, self.centroids, nlist, workers=workers)
+        return nprobe_for_recall(neighbour_ranks(order, list_of, true_ids), nlist, float(recall))
 
     def search_detailed(
         self,
@@ -240,15 +276,23 @@ class IVFIndex(ReferenceIndex):
         rerank: int | None = None,
         progress: bool | str = False,
     ) -> IndexSearch:
-        """:meth:`ReferenceIndex.search_detailed`; with ``params.recall`` set and no
-        ``nprobe`` given, ``nprobe`` is :meth:`nprobe_for_recall` of these queries."""
-        if (
-            nprobe is None
-            and self.params.recall is not None
-            and queries.ndim == 2
-            and queries.shape[1] == self.d
-        ):
-            nprobe, _ = self.nprobe_for_recall(queries, int(k), float(self.params.recall))
+        """:meth:`ReferenceIndex.search_detailed`. ``nprobe``: the call's, else the
+        index's, else (``params.recall`` set, database kept) :meth:`nprobe_for_recall` of
+        these queries, else :data:`~dehub.engine.settings.DEFAULT_NPROBE`; the search's
+        ``params.nprobe`` says which."""
+        if nprobe is None and self.params.nprobe is None:
+            if (
+                self.params.recall is not None
+                and self.database is not None
+                and queries.ndim == 2
+                and queries.shape[1] == self.d
+                and isinstance(k, (int, np.integer))
+                and not isinstance(k, bool)
+                and k >= 1
+            ):
+                nprobe, _ = self.nprobe_for_recall(queries, int(k), float(self.params.recall))
+            else:
+                nprobe = self.params.resolved_nprobe()
         return super().search_detailed(
             queries, k, nprobe=nprobe, ef_search=ef_search, rerank=rerank, progress=progress
         )
@@ -279,7 +323,7 @@ class IVFIndex(ReferenceIndex):
         instead (:meth:`_scan_compiled`), and the candidates are the ``(nq, workers * k)``
         of the workers.
         """
-        nprobe = min(int(params.nprobe), self.centroids.shape[0])
+        nprobe = min(params.resolved_nprobe(), self.centroids.shape[0])
         nq = q.shape[0]
         compiled = kernel_isa() is not None  # q is float32 (read_rows)
         if not compiled:
@@ -359,6 +403,6 @@ class IVFIndex(ReferenceIndex):
     def _batch_rows(self, params: EngineParams) -> int:
         # Per query row: the row itself, its probed list ids and the candidate cells
         # (nprobe * k entries of 12 bytes; budget k = 64) plus the final selection's copy.
-        nprobe = min(int(params.nprobe), self.centroids.shape[0])
+        nprobe = min(params.resolved_nprobe(), self.centroids.shape[0])
         per_row = 4 * self.d + 24 * nprobe + 2 * 64 * 12 * nprobe
         return max(1, min(int(params.batch_size), int(params.memory_budget) // per_row))

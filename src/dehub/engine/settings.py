@@ -1,8 +1,10 @@
 """Settings of the approximate engines, and the one nlist/nprobe default of the project.
 
 :func:`default_nlist` and :data:`DEFAULT_NPROBE` are shared by the bias engines
-(:mod:`dehub.engine.ivf`, :mod:`dehub.engine.faiss_indexes`) and the FAISS export, so an
-exported index and the engine that computed its biases probe the same way by default.
+(:mod:`dehub.engine.ivf`, :mod:`dehub.engine.faiss_indexes`) and the FAISS export. Both
+the ``ivf`` engine (``nprobe=None``, ``recall=0.99``) and the ANN exports choose
+``nprobe`` by a recall check against the exact engine by default;
+:data:`DEFAULT_NPROBE` is what a search uses without one.
 """
 
 from __future__ import annotations
@@ -37,13 +39,18 @@ class EngineParams:
     """Knobs of the approximate engines (``None`` = derived from the sizes).
 
     nlist : number of inverted lists (IVF); default :func:`default_nlist`.
-    nprobe : lists scanned per query (IVF); default :data:`DEFAULT_NPROBE` (8).
+    nprobe : lists scanned per query (IVF); default ``None``: ``ivf`` chooses it for each
+        search by its recall check (``recall``), the others (and ``ivf`` without the
+        check) use :data:`DEFAULT_NPROBE` (8) (:meth:`resolved_nprobe`). A given
+        ``nprobe`` is used as given.
     niter : k-means iterations; default 5 (the first 2 on every other sample row).
     train_size : rows sampled to train the centroids; default ``min(n, 20 * nlist)``
         (:data:`TRAIN_PER_LIST`).
     assign_dim : coordinates (a window of consecutive ones) the k-means and the list
-        assignment score on (:mod:`dehub.engine.kmeans`); default ``d // 4``, at least
-        128 (all of ``d`` below 128).
+        assignment score on (:mod:`dehub.engine.kmeans`); default ``None``: ``ivf``
+        starts at ``d // 4`` (at least 128, all of ``d`` below 128) and widens it while
+        the measured window assignment disagrees with the full one
+        (:mod:`dehub.engine.ivf_auto`).
     M, ef_construction, ef_search : HNSW graph degree and beam widths (32, 80, 2k..64).
     rerank : search this many candidates approximately and re-score them exactly with
         the stored vectors (``rerank >= k``); ``None`` = no re-ranking. Useful for
@@ -53,17 +60,18 @@ class EngineParams:
         shrinks to fit); default 512 MiB.
     index_budget : bytes the ``auto`` choice allows for a float32 reference copy.
     seed : sampling seed for k-means.
-    recall : IVF: choose ``nprobe`` for each search as the fewest lists whose recall of the
-        exact engine's top-k reaches ``recall`` on a sample of that search's queries
-        (:meth:`~dehub.engine.ivf.IVFIndex.nprobe_for_recall`, the exact engine as the
-        oracle; needs the database kept); ``None`` (default): ``nprobe`` as given.
+    recall : IVF with ``nprobe=None``: choose ``nprobe`` for each search as the fewest
+        lists whose recall of the exact engine's top-k reaches ``recall`` on a sample of
+        that search's queries (:meth:`~dehub.engine.ivf.IVFIndex.nprobe_for_recall`, the
+        exact engine as the oracle; needs the database kept, else :data:`DEFAULT_NPROBE`);
+        default 0.99, as the exports; ``None``: no check.
 
     The search-time knobs (``nprobe``, ``ef_search``, ``rerank``) can also be passed to
     each ``search`` call; an index never changes them itself.
     """
 
     nlist: int | None = None
-    nprobe: int = DEFAULT_NPROBE
+    nprobe: int | None = None
     niter: int = 5
     train_size: int | None = None
     assign_dim: int | None = None
@@ -75,7 +83,7 @@ class EngineParams:
     memory_budget: int = 512 * 2**20
     index_budget: int = 8 * 2**30
     seed: int = 0
-    recall: float | None = None
+    recall: float | None = 0.99
 
     def __post_init__(self) -> None:
         if self.recall is not None and not (0.0 < float(self.recall) <= 1.0):
@@ -97,6 +105,10 @@ class EngineParams:
         if bad:
             raise InputError(f"unknown engine_params {bad}; expected a subset of {sorted(known)}")
         return cls(**params)
+
+    def resolved_nprobe(self) -> int:
+        """``nprobe`` if set, else :data:`DEFAULT_NPROBE` (a search without a recall check)."""
+        return DEFAULT_NPROBE if self.nprobe is None else int(self.nprobe)
 
     def resolved_nlist(self, n_database: int) -> int:
         """``nlist`` if set (checked against the database size), else :func:`default_nlist`."""

@@ -25,6 +25,7 @@ to stream instead).
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,11 @@ class ShardedArray:
             raise InputError(f"max_open must be a positive integer; received {max_open!r}")
         self.max_open = max_open
         self._open: OrderedDict[int, np.ndarray] = OrderedDict()
+        # Engine workers read blocks from several threads: the LRU and each read from a map
+        # happen under one lock, so no thread evicts (and unmaps) a shard another is copying
+        # from (the freed address range can be mapped again by the next shard opened, which
+        # turned such a race into silently wrong rows rather than a crash).
+        self._lock = threading.Lock()
         heads = [_npy_header(p) for p in self.paths]
         self._shapes = [h[0] for h in heads]
         first_shape, first_dtype = heads[0][0], heads[0][1]
@@ -137,8 +143,18 @@ class ShardedArray:
         self.dtype = first_dtype
         self.ndim = 2
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_open"] = OrderedDict()  # maps are reopened where the array is unpickled
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _shard(self, s: int) -> np.ndarray:
-        """Shard ``s`` memory-mapped, from the LRU of open shards."""
+        """Shard ``s`` memory-mapped, from the LRU of open shards (call with the lock held)."""
         m = self._open.get(s)
         if m is not None:
             self._open.move_to_end(s)
@@ -163,8 +179,9 @@ class ShardedArray:
 
     def close(self) -> None:
         """Unmap every open shard (they are reopened on the next read)."""
-        while self._open:
-            self._open.popitem(last=False)
+        with self._lock:
+            while self._open:
+                self._open.popitem(last=False)
 
     @property
     def nbytes(self) -> int:
@@ -187,7 +204,8 @@ class ShardedArray:
             if lo >= stop:
                 break
             a, b = max(pos, lo), min(stop, hi)
-            out[a - start : b - start] = self._shard(s)[a - lo : b - lo]
+            with self._lock:  # copied before any other thread may unmap the shard
+                out[a - start : b - start] = self._shard(s)[a - lo : b - lo]
             pos = b
         return out
 
@@ -201,7 +219,8 @@ class ShardedArray:
         shard = np.searchsorted(self._starts, rows, side="right") - 1
         for s in np.unique(shard):  # one fancy read per shard touched
             sel = np.flatnonzero(shard == s)
-            out[sel] = self._shard(int(s))[rows[sel] - self._starts[s]]
+            with self._lock:
+                out[sel] = self._shard(int(s))[rows[sel] - self._starts[s]]
         return out
 
     def __getitem__(self, key):

@@ -220,3 +220,38 @@ def test_object_and_broken_shards_are_refused(tmp_path):
     (tmp_path / "a_1.npy").write_bytes(b"not numpy")
     with pytest.raises(ValueError, match=r"a_1.npy is not a readable .npy shard"):
         ShardedArray(tmp_path)
+
+
+def test_threads_reading_shards_never_see_another_shards_rows(tmp_path):
+    """Engine workers read blocks of one ShardedArray from several threads. Before the lock,
+    one thread could evict and unmap a shard another was copying from; the freed address
+    range was mapped again by the next shard opened, so the copy held another shard's rows
+    (an NNN fit over 5,000 shards differed from the in-memory fit on a busy machine)."""
+    import threading
+
+    d = tmp_path / "emb"
+    d.mkdir()
+    n_shards, rows_per = 400, 2
+    full = np.arange(n_shards * rows_per * 4, dtype=np.float32).reshape(-1, 4)
+    for j in range(n_shards):
+        np.save(d / f"emb_{j:05d}.npy", full[rows_per * j : rows_per * (j + 1)])
+    x = ShardedArray(d, max_open=2)
+    wrong: list[tuple[int, int]] = []
+
+    def reader(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(300):
+            a = int(rng.integers(0, full.shape[0] - 8))
+            if not np.array_equal(x[a : a + 8], full[a : a + 8]):
+                wrong.append((seed, a))
+            rows = rng.integers(0, full.shape[0], 6)
+            if not np.array_equal(x[rows], full[rows]):
+                wrong.append((seed, -1))
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong, f"{len(wrong)} reads returned other rows, e.g. {wrong[:3]}"
+    assert len(x._open) <= 2

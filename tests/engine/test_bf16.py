@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from dehub.engine import exact_search, lowp
+from dehub.engine import exact_search, lowp, lowp_bound
 from dehub.engine.accel import check_precision, resolve_precision
 from dehub.engine.exact import scored_by_gemv
 from dehub.engine.lowp import LowpStats, bf16_search, bound_coefficients, pair_bound
@@ -134,8 +134,8 @@ def test_bound_holds_on_sampled_and_worst_case_pairs():
         # the worst-case pairs use a sizeable part of the bound: it is not vacuous
         assert (err[-4:, 512:516] / bound[-4:, 512:516]).max() > 0.5
         # Theorem 1': the measured residual norms in place of the worst-case input rounding
-        qn, qr = lowp._norm_bounds(q)
-        xn, xr = lowp._norm_bounds(x)
+        qn, qr = lowp_bound.norm_bounds(q)
+        xn, xr = lowp_bound.norm_bounds(x)
         assert (qn >= np.linalg.norm(q.astype(np.float64), axis=1)).all()
         exact_r = np.linalg.norm(
             torch.from_numpy(x).bfloat16().double().numpy() - x.astype(np.float64), axis=1
@@ -163,11 +163,11 @@ def test_bf16_bits_are_torch_rounding():
     )
     x = x[np.isfinite(x)]
     want = torch.from_numpy(x).bfloat16().view(torch.int16).numpy().view(np.uint16)
-    np.testing.assert_array_equal(lowp.bf16_bits(x), want)
+    np.testing.assert_array_equal(lowp_bound.bf16_bits(x), want)
     # the compiled pass: the same bits, and norm bounds at least the exact norms
     x2 = x[: (x.size // 64) * 64].reshape(-1, 64)
     bits = np.empty(x2.shape, np.uint16)
-    n1, r1 = lowp._norm_bounds(x2, bits)
+    n1, r1 = lowp_bound.norm_bounds(x2, bits)
     np.testing.assert_array_equal(bits, want[: x2.size].reshape(x2.shape))
     exact_n = np.sqrt((x2.astype(np.float64) ** 2).sum(1))
     b64 = torch.from_numpy(x2).bfloat16().double().numpy()

@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from dehub.engine import exact_search, lowp, lowp_bound
+from dehub.engine import exact_search, lowp, lowp_bound, lowp_rescore
+from dehub.engine._blas import single_threaded_blas
 from dehub.engine.accel import check_precision, resolve_precision
 from dehub.engine.exact import scored_by_gemv
 from dehub.engine.lowp import LowpStats, bf16_search, bound_coefficients, pair_bound
@@ -106,6 +107,51 @@ def test_rescore_groups_match_engine_gemm_entries():
     # one query on the blocked path: the engine's calls are GEMVs, and so are the re-score's
     assert scored_by_gemv(1)
     _same(q[:1], x, 16, database_block=2048)
+
+
+@pytest.mark.skipif(kernel_isa() is None, reason="the compiled kernel is not built")
+@pytest.mark.parametrize("d", [7, 64, 100, 384, 512, 1000])
+def test_compiled_chains_are_this_blas_gemm_entries(d):
+    """The panels found for d (one, two rounded halves, 448-wide then halves) give every
+    entry of an engine-sized GEMM bit for bit, zeros' signs and subnormal products included,
+    and a wrong panel end does not."""
+    ends = lowp_rescore.chain_panels(d)
+    assert ends is not None and ends[-1] == d
+    rng = np.random.default_rng(d)
+    q = rng.standard_normal((70, d)).astype(np.float32)
+    x = rng.standard_normal((2000, d)).astype(np.float32)
+    x[:5] = 0.0
+    q[:3] = np.where(np.arange(d) % 2 == 0, 1.0, -1.0)
+    off = rng.standard_normal(2000).astype(np.float32)
+    with single_threaded_blas():  # as the engine's workers (the threaded driver splits d=1000 differently)
+        want = q @ x.T - off
+    cols = rng.permutation(2000).astype(np.int64)
+    got = lowp_rescore.chain_scores(q, x, np.arange(70), cols, off, np.asarray(ends, np.int64))
+    np.testing.assert_array_equal(got.view(np.uint32), want[:, cols].view(np.uint32))
+    if d >= 64:
+        wrong = np.asarray([d // 2 - 1, d] if len(ends) == 1 else [d], np.int64)
+        bad = lowp_rescore.chain_scores(q, x, np.arange(70), cols, off, wrong)
+        assert (bad != want[:, cols]).mean() > 0.5
+
+
+@pytest.mark.parametrize("chains", [True, False], ids=["compiled-chains", "grouped-gemms"])
+def test_both_rescore_paths_on_the_adversarial_sets(chains, monkeypatch):
+    """The compiled chains and the grouped GEMMs (another BLAS, or no kernel) each give the
+    fp32 engine's bits: near ties, duplicates, +-1 scores, clustered, two K panels (d=512)."""
+    if not chains:
+        monkeypatch.setattr(lowp_rescore, "chain_panels", lambda d: None)
+    elif kernel_isa() is None:
+        pytest.skip("the compiled kernel is not built")
+    rng = np.random.default_rng(21)
+    base = _unit(rng.standard_normal((30, 512)).astype(np.float32))
+    q = _unit(rng.standard_normal((90, 512)).astype(np.float32))
+    near = np.repeat(base, 40, axis=0) * (1 + rng.standard_normal((1200, 512)).astype(np.float32) * 2.0**-14)
+    x = np.concatenate([near, q[:20], -q[20:40], np.repeat(base[:3], 10, axis=0)]).astype(np.float32)
+    x = x[rng.permutation(x.shape[0])]
+    st = _same(q, x, 24, offset=(np.round(rng.random(x.shape[0]) * 4) / 16).astype(np.float32))
+    assert st.n_rescore_pairs == st.n_candidates if chains else st.n_rescore_pairs >= st.n_candidates
+    q2, x2 = _data("clustered", 130, 5000, 1000, seed=5)
+    _same(q2, x2, 16)
 
 
 def test_bound_holds_on_sampled_and_worst_case_pairs():

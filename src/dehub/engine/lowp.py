@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +43,7 @@ import numpy as np
 
 from .._progress import progress_bar
 from ._rows import row_blocks, scored_by_gemv
+from ._workers import parallel_scope
 from .accel import import_torch, resolve_precision
 from .hardware import selection_workers
 from .lowp_bound import (
@@ -168,12 +167,11 @@ def bf16_search(
     width = first_width(kk)
     seen = np.empty(0, np.int64)  # candidates per row of the rows searched so far
     unresolved: list[np.ndarray] = []
-    workers = selection_workers() if kernel else 1
     with (
         progress_bar(total=n_qb * len(db_blocks), desc=label, enable=bool(progress), unit="block") as bar,
-        ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool,
+        parallel_scope(selection_workers()) as workers,
     ):
-        scan = Scan(torch, dev, database, x_bf_all, off32, db_blocks, pool, workers, bar, memory_budget // 3)
+        scan = Scan(torch, dev, database, x_bf_all, off32, db_blocks, workers, bar, memory_budget // 3)
         for qs in q_blocks:
             q_np = np.asarray(queries[qs], dtype=dt)
             q_bf = to_bf16(torch, q_np, dev)
@@ -191,7 +189,7 @@ def bf16_search(
                 else:
                     (rows, cols), lost = got, np.empty(0, np.int64)
             key = scan.best if kernel else None
-            v, i, n_gemm = rescore(q_np, database, rows, cols, off, kk, dt, gemv, key)
+            v, i, n_gemm = rescore(q_np, database, rows, cols, off, kk, dt, gemv, key, workers)
             if stats is not None:
                 stats.n_candidates += int(rows.size)
                 stats.n_rescore_pairs += n_gemm

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ._rows import even_blocks
+from ._workers import Workers
 from .accel import bf16_matmul
 from .lowp_bound import bf16_bits, round_down_f32
 from .topk import KernelTopK
@@ -120,13 +121,12 @@ class Scan:
         x_bf_all: Any,
         off32: np.ndarray | None,
         db_blocks: list[slice],
-        pool: Any,
-        workers: int,
+        workers: Workers,
         bar: Any,
         kept_bytes: int,
     ) -> None:
         self.torch, self.dev, self.database, self.x_bf_all = torch, dev, database, x_bf_all
-        self.off32, self.db_blocks, self.pool, self.workers, self.bar = off32, db_blocks, pool, workers, bar
+        self.off32, self.db_blocks, self.workers, self.bar = off32, db_blocks, workers, bar
         self.off_t = None if off32 is None else torch.from_numpy(off32.copy()).to(dev)
         self.kept_bytes = kept_bytes
         self.best = np.zeros(0, np.int64)  # each row's best bf16 candidate (last kernel pass)
@@ -181,7 +181,7 @@ class Scan:
         first = self.db_blocks[0].stop - self.db_blocks[0].start
         j = _bet_rank(width, first, nd) if bet else None
         tiles: dict[int, Any] = {}
-        parts = list(even_blocks(m, -(-m // self.workers))) if m >= 2 * self.workers else [slice(0, m)]
+        parts = list(even_blocks(m, -(-m // self.workers.n))) if m >= 2 * self.workers.n else [slice(0, m)]
         for ds in self.db_blocks:
             nb = ds.stop - ds.start
             if nb not in tiles:
@@ -196,10 +196,7 @@ class Scan:
             ) -> None:
                 top.push(bits[r], start, r.start, offset=off_b, floor_rank=j)
 
-            if self.pool is None or len(parts) == 1:
-                push(slice(0, m))
-            else:
-                list(self.pool.map(push, parts))
+            self.workers.map(push, parts)
             if self.bar is not None and bet:
                 self.bar.update(1)
         v, i = top.result()

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from dehub.engine import exact_search, lowp, lowp_bound, lowp_rescore
+from dehub.engine import exact_search, lowp_bound, lowp_rescore
 from dehub.engine._blas import single_threaded_blas
 from dehub.engine.accel import check_precision, resolve_precision
 from dehub.engine.exact import scored_by_gemv

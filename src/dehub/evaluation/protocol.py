@@ -43,6 +43,7 @@ import numpy as np
 from .._validation import NormalizeMode, check_normalization
 from ..datasets.base import Direction, PairedBenchmark, PairedSplit
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
+from ..engine.tuning import tuning_report
 from ..methods import METHODS, ExcludedIds, check_excluded, get_tags
 from .best import BEST, DEFAULT_BUDGET, SAME_WITHOUT_BANK, best_for_protocol  # issue 14: the 'best' hook
 from .hubness import _stats_of, hub_precision, hub_precision_text, k_occurrence, occurrence_histogram
@@ -727,5 +728,6 @@ def run_evaluation(
         },
         "directions": dir_data,
         "timings": timings,
+        "precision_auto": tuning_report(),  # what precision="auto" chose on this machine (report header)
     }
     return result

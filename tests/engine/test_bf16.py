@@ -193,6 +193,30 @@ def test_bound_holds_on_sampled_and_worst_case_pairs():
         assert (err[-4:, 512:516] / tight[-4:, 512:516]).max() > 0.5
         if d >= 256:  # random data: residuals far below the worst case, a tighter bound
             assert np.median(tight[:64, :512] / bound[:64, :512]) < 0.85
+        # Theorem 1'': the result's rounding per entry, from the entry's own bf16 value
+        rest = pair_bound(
+            lowp_bound.without_result_rounding(coef),
+            qn[:, None],
+            xn[None, :],
+            np.abs(off),
+            qr[:, None],
+            xr[None, :],
+        )
+        tb32 = tb.astype(np.float32)
+        per_entry = np.stack(
+            [
+                lowp_bound.entry_bounds(
+                    rest[:, j], tight[:, j], tb32[:, j : j + 1], np.full((q.shape[0], 1), off[j], np.float32)
+                )[:, 0]
+                for j in range(x.shape[0])
+            ],
+            axis=1,
+        )
+        assert (err <= per_entry).all(), float((err / per_entry).max())
+        assert (per_entry <= tight).all()
+        assert (err[-4:, 512:516] / per_entry[-4:, 512:516]).max() > 0.5
+        if d >= 256:  # scores far below the norms' product: the result's share shrinks
+            assert np.median(per_entry[:64, :512] / tight[:64, :512]) < 0.8
 
 
 def test_bf16_bits_are_torch_rounding():

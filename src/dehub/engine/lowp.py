@@ -53,6 +53,7 @@ from .lowp_bound import (
     norm_bounds,
     pair_bound,
     prepare_database,
+    without_result_rounding,
 )
 from .lowp_rescore import rescore, rescore_group_shapes
 from .lowp_scan import WIDTH_HISTORY, Scan, first_width, next_width, plan_scan, query_blocks, to_bf16
@@ -150,6 +151,8 @@ def bf16_search(
         return None
     # E_i bounds |t_b - t| for every pair of row i (docs/precision.md, Corollary 2)
     e_row = pair_bound(coef, qn, x_max, o_max, qr, xr_max)
+    # ... and less the bf16 result's rounding, which each entry adds back (Theorem 1'')
+    e_rest = pair_bound(without_result_rounding(coef), qn, x_max, o_max, qr, xr_max)
     gemv = scored_by_gemv(nq)
     dev = torch.device(device)
     kernel = dev.type == "cpu" and kernel_isa() is not None and compiled is not False
@@ -177,7 +180,7 @@ def bf16_search(
             q_bf = to_bf16(torch, q_np, dev)
             two_e = 2.0 * e_row[qs]
             if kernel:
-                rows, cols, lost, counts = scan.kernel_pass(q_bf, kk, width, two_e)
+                rows, cols, lost, counts = scan.kernel_pass(q_bf, kk, width, e_row[qs], e_rest[qs])
                 if counts.size:  # the next blocks keep what the rows so far needed, and some
                     seen = np.concatenate([seen, counts])[-WIDTH_HISTORY:]
                     width = next_width(kk, seen)

@@ -12,7 +12,7 @@ also rounds the rows to bf16 (the compiled ``bf16_prepare`` where built);
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,8 @@ __all__ = [
     "BoundCoefficients",
     "bound_coefficients",
     "pair_bound",
+    "without_result_rounding",
+    "entry_bounds",
     "norm_bounds",
     "sq_norm_upper",
     "round_down_f32",
@@ -64,6 +66,7 @@ class BoundCoefficients:
     c: float
     d: int
     a_input: float = 0.0
+    a_result: float = 0.0  # the share of ``a`` that bounds the bf16 rounding of the result
 
 
 def bound_coefficients(d: int, input_dtype: Any, compute_dtype: Any) -> BoundCoefficients:
@@ -83,7 +86,30 @@ def bound_coefficients(d: int, input_dtype: Any, compute_dtype: Any) -> BoundCoe
     a = (2 * rho + rho**2) + g_v * (1 + rho) ** 2 + u * grow + g_w + v * (1 + u) * grow + w * (1 + g_w)
     b = 2 * v + v * v + w  # the pass subtracts the float32 rounding of the offset
     c = 16.0 * ETA
-    return BoundCoefficients(a * SAFETY, b * SAFETY, c * SAFETY, int(d), (2 * rho + rho**2) * SAFETY)
+    return BoundCoefficients(
+        a * SAFETY, b * SAFETY, c * SAFETY, int(d), (2 * rho + rho**2) * SAFETY, u * grow * SAFETY
+    )
+
+
+def without_result_rounding(coef: BoundCoefficients) -> BoundCoefficients:
+    """The coefficients less the bf16 result's rounding (``u G N``): what
+    :func:`entry_bounds` adds back per entry as ``u |s_b|`` (Theorem 1'')."""
+    return replace(coef, a=coef.a - coef.a_result, a_result=0.0)
+
+
+def entry_bounds(
+    e_rest: np.ndarray, e_row: np.ndarray, v: np.ndarray, offset: np.ndarray | None
+) -> np.ndarray:
+    """Per-entry bounds (float64) of ``|t_b - t|`` for kept bf16 entries ``v`` (float32,
+    offset already subtracted; ``offset``: each entry's float32 offset, or None) of rows
+    with ``e_rest`` (:func:`without_result_rounding`'s row bound) and ``e_row`` (the row's
+    bound for every entry): ``min(e_row, e_rest + u |s_b| (1 + 2^-20))`` (Theorem 1'').
+    ``|s_b|``, the bf16 GEMM output, is recovered from ``v = fl32(s_b - o)`` as at most
+    ``|v + o| (1 + 2^-52) + 2^-24 |v|``."""
+    v64 = v.astype(np.float64)
+    raw = np.abs(v64) if offset is None else np.abs(v64 + offset) * (1.0 + 2.0**-52) + U_FP32 * np.abs(v64)
+    e = e_rest[:, None] + (U_BF16 * SAFETY) * raw
+    return np.minimum(e, e_row[:, None])
 
 
 def pair_bound(

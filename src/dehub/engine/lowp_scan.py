@@ -25,7 +25,7 @@ import numpy as np
 from ._rows import even_blocks
 from ._workers import Workers
 from .accel import bf16_matmul
-from .lowp_bound import bf16_bits, round_down_f32
+from .lowp_bound import bf16_bits, entry_bounds
 from .topk import KernelTopK
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 LANES = 512
+_MARGIN = 2.0**-40  # float64 evaluation of the per-entry thresholds (errors near 2^-52)
 
 
 @dataclass(frozen=True)
@@ -137,16 +138,19 @@ class Scan:
         return to_bf16(self.torch, self.database[ds], self.dev)
 
     def kernel_pass(
-        self, q_bf: Any, k: int, width: int, two_e: np.ndarray
+        self, q_bf: Any, k: int, width: int, e_row: np.ndarray, e_rest: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Candidates through the compiled selection, which reads the bf16 tiles the GEMM
         wrote: the ``width`` best bf16 scores of each row (offset subtracted in float32
-        inside the same pass, floor from the first tile), then the bound's filter on them.
+        inside the same pass, floor from the first tile), then the bound's filter on them:
+        per entry, ``e_j = min(E_i, e_rest_i + u |s_b|)`` (Theorem 1'', ``e_row`` = ``E_i``),
+        ``tau_i`` the k-th largest ``t_b - e_j`` of the kept entries, and the candidates the
+        kept entries with ``t_b + e_j >= tau_i`` (Corollary 2').
 
         Returns ``(rows, cols, unresolved rows, candidates per resolved row)``: a row is
         resolved when every entry that the bound keeps is among its kept ones (fewer than
-        ``width`` above the floor, or the ``width``-th below the threshold) and the floor
-        lies below the threshold; the others are searched again with four times the width
+        ``width`` above the floor, or the ``width``-th plus ``E_i`` below ``tau_i``) and the
+        floor plus ``E_i`` lies below ``tau_i``; the others are searched again with four times the width
         and a proven floor, and what still fails goes to the fp32 engine.
         """
         torch = self.torch
@@ -160,7 +164,7 @@ class Scan:
         bet = True
         while True:
             q_sub = q_bf if lost.size == m else q_bf[torch.from_numpy(lost)]
-            r, c, lost, counts = self._kernel_rows(q_sub, lost, k, width, two_e[lost], bet)
+            r, c, lost, counts = self._kernel_rows(q_sub, lost, k, width, e_row[lost], e_rest[lost], bet)
             found_r.append(r)
             found_c.append(c)
             found_n.append(counts)
@@ -171,7 +175,14 @@ class Scan:
         return np.concatenate(found_r), np.concatenate(found_c), lost, np.concatenate(found_n)
 
     def _kernel_rows(
-        self, q_bf: Any, row_ids: np.ndarray, k: int, width: int, two_e: np.ndarray, bet: bool
+        self,
+        q_bf: Any,
+        row_ids: np.ndarray,
+        k: int,
+        width: int,
+        e_row: np.ndarray,
+        e_rest: np.ndarray,
+        bet: bool,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         torch = self.torch
         m = q_bf.shape[0]
@@ -200,13 +211,19 @@ class Scan:
             if self.bar is not None and bet:
                 self.bar.update(1)
         v, i = top.result()
-        n_kept = (i >= 0).sum(axis=1)
-        kth = v[np.arange(m), np.minimum(k, n_kept.clip(1)) - 1].astype(np.float64)
-        thr = round_down_f32(kth - two_e)
-        flo = top.flo
-        ok = (n_kept >= k) & ((thr > flo) | ~np.isfinite(flo))
-        ok &= (n_kept < width) | (v[:, width - 1] < thr) | (n_kept == nd)
-        keep = (v >= thr[:, None]) & ok[:, None]
+        valid = i >= 0
+        n_kept = valid.sum(axis=1)
+        off = None if self.off32 is None else self.off32[np.where(valid, i, 0)]
+        e = entry_bounds(e_rest, e_row, v, off)
+        v64 = v.astype(np.float64)
+        lo = np.where(valid, v64 - e, -np.inf)
+        kq = min(k, width)
+        tau = -np.partition(-lo, kq - 1, axis=1)[:, kq - 1]  # the k-th largest lower bound
+        tau -= _MARGIN * (np.abs(tau) + 1.0)  # its float64 evaluation never moves it up
+        flo = top.flo.astype(np.float64)
+        ok = (n_kept >= k) & ((flo + e_row < tau) | ~np.isfinite(flo))
+        ok &= (n_kept < width) | (v64[:, width - 1] + e_row < tau) | (n_kept == nd)
+        keep = valid & (v64 + e >= tau[:, None]) & ok[:, None]
         r, c = np.nonzero(keep)
         counts = keep.sum(axis=1)[ok]
         self.best[row_ids] = i[:, 0]

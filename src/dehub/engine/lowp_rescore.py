@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ._blas import single_threaded_blas
+from ._blas import blas_controllable, single_threaded_blas
 from ._workers import SEQUENTIAL, Workers
 from .topk import kernel_isa, select_topk
 
@@ -132,12 +132,15 @@ def chain_scores(
 
 def _chain_ready(database: Any, dt: np.dtype, gemv: bool) -> tuple[int, ...] | None:
     """The panels when the compiled chains can re-score this search: float32 rows in one
-    C-contiguous array (an ndarray or memmap, read in place), not a one-row GEMV search."""
+    C-contiguous array (an ndarray or memmap, read in place), not a one-row GEMV search,
+    and BLAS limited to one thread in the engine's workers (``threadpoolctl``)."""
     if gemv or dt != np.float32:
         return None
     if not (
         isinstance(database, np.ndarray) and database.dtype == np.float32 and database.flags.c_contiguous
     ):
+        return None
+    if not blas_controllable():  # the engine then runs BLAS's own threads: its driver may split d otherwise
         return None
     return chain_panels(int(database.shape[1]))
 

@@ -140,66 +140,71 @@ def bf16_search(
     room = memory_budget // 3
     if torch.device(device).type == "cuda":
         room = max(room, int(torch.cuda.mem_get_info(torch.device(device))[0]) // 4)
-    if prepared is None:
-        prepared = prepare_database(database, with_bits=2 * nd * d <= room)
-    x_bits = prepared.bits
-    qn, qr = norm_bounds(queries)
-    x_max, xr_max = prepared.norm_max, prepared.residual_max
-    off = None if offset is None else np.asarray(offset).astype(dt, copy=False)
-    o_max = 0.0 if off is None else float(np.abs(off).max())
-    if not float(qn.max()) * x_max + o_max <= 1e37:  # bf16/fp32 range: leave it to the fp32 engine
-        return None
-    # E_i bounds |t_b - t| for every pair of row i (docs/precision.md, Corollary 2)
-    e_row = pair_bound(coef, qn, x_max, o_max, qr, xr_max)
-    # ... and less the bf16 result's rounding, which each entry adds back (Theorem 1'')
-    e_rest = pair_bound(without_result_rounding(coef), qn, x_max, o_max, qr, xr_max)
-    gemv = scored_by_gemv(nq)
-    dev = torch.device(device)
-    kernel = dev.type == "cpu" and kernel_isa() is not None and compiled is not False
-    plan = plan_scan(nq, nd, d, kk, memory_budget, kernel, query_block, database_block, dev.type == "cuda")
-    x_bf_all = (
-        None if x_bits is None else torch.from_numpy(x_bits.view(np.int16)).view(torch.bfloat16).to(dev)
-    )
-    off32 = None if off is None else np.ascontiguousarray(off, dtype=np.float32)
-    db_blocks = list(row_blocks(nd, plan.database_block))
-    if stats is not None:
-        stats.n_pairs += nq * nd
-    label = progress if isinstance(progress, str) else "search (bf16)"
-    q_blocks = query_blocks(nq, plan.query_block, kernel)
-    n_qb = len(q_blocks)
-    width = first_width(kk)
-    seen = np.empty(0, np.int64)  # candidates per row of the rows searched so far
-    unresolved: list[np.ndarray] = []
-    with (
-        progress_bar(total=n_qb * len(db_blocks), desc=label, enable=bool(progress), unit="block") as bar,
-        parallel_scope(selection_workers()) as workers,
-    ):
-        scan = Scan(torch, dev, database, x_bf_all, off32, db_blocks, workers, bar, memory_budget // 3)
-        for qs in q_blocks:
-            q_np = np.asarray(queries[qs], dtype=dt)
-            q_bf = to_bf16(torch, q_np, dev)
-            two_e = 2.0 * e_row[qs]
-            if kernel:
-                rows, cols, lost, counts = scan.kernel_pass(q_bf, kk, width, e_row[qs], e_rest[qs])
-                if counts.size:  # the next blocks keep what the rows so far needed, and some
-                    seen = np.concatenate([seen, counts])[-WIDTH_HISTORY:]
-                    width = next_width(kk, seen)
-            else:
-                got = scan.torch_pass(q_bf, kk, two_e, max(1, memory_budget // 3) // _KEPT_BYTES)
-                if got is None:
-                    lost = np.arange(qs.stop - qs.start)
-                    rows = cols = np.empty(0, np.int64)
+    # one scope of worker threads (one BLAS thread each) for the whole search: the
+    # once-per-search pass, the selection of the bf16 tiles and the re-score
+    with parallel_scope(selection_workers()) as workers:
+        if prepared is None:
+            prepared = prepare_database(database, with_bits=2 * nd * d <= room, workers=workers)
+        x_bits = prepared.bits
+        qn, qr = norm_bounds(queries, workers=workers)
+        x_max, xr_max = prepared.norm_max, prepared.residual_max
+        off = None if offset is None else np.asarray(offset).astype(dt, copy=False)
+        o_max = 0.0 if off is None else float(np.abs(off).max())
+        if not float(qn.max()) * x_max + o_max <= 1e37:  # bf16/fp32 range: leave it to the fp32 engine
+            return None
+        # E_i bounds |t_b - t| for every pair of row i (docs/precision.md, Corollary 2)
+        e_row = pair_bound(coef, qn, x_max, o_max, qr, xr_max)
+        # ... and less the bf16 result's rounding, which each entry adds back (Theorem 1'')
+        e_rest = pair_bound(without_result_rounding(coef), qn, x_max, o_max, qr, xr_max)
+        gemv = scored_by_gemv(nq)
+        dev = torch.device(device)
+        kernel = dev.type == "cpu" and kernel_isa() is not None and compiled is not False
+        plan = plan_scan(
+            nq, nd, d, kk, memory_budget, kernel, query_block, database_block, dev.type == "cuda"
+        )
+        x_bf_all = (
+            None if x_bits is None else torch.from_numpy(x_bits.view(np.int16)).view(torch.bfloat16).to(dev)
+        )
+        off32 = None if off is None else np.ascontiguousarray(off, dtype=np.float32)
+        db_blocks = list(row_blocks(nd, plan.database_block))
+        if stats is not None:
+            stats.n_pairs += nq * nd
+        label = progress if isinstance(progress, str) else "search (bf16)"
+        q_blocks = query_blocks(nq, plan.query_block, kernel)
+        n_qb = len(q_blocks)
+        width = first_width(kk)
+        seen = np.empty(0, np.int64)  # candidates per row of the rows searched so far
+        unresolved: list[np.ndarray] = []
+        with progress_bar(
+            total=n_qb * len(db_blocks), desc=label, enable=bool(progress), unit="block"
+        ) as bar:
+            scan = Scan(torch, dev, database, x_bf_all, off32, db_blocks, workers, bar, memory_budget // 3)
+            for qs in q_blocks:
+                q_np = np.asarray(queries[qs], dtype=dt)
+                q_bf = to_bf16(torch, q_np, dev)
+                two_e = 2.0 * e_row[qs]
+                if kernel:
+                    rows, cols, lost, counts = scan.kernel_pass(q_bf, kk, width, e_row[qs], e_rest[qs])
+                    if counts.size:  # the next blocks keep what the rows so far needed, and some
+                        seen = np.concatenate([seen, counts])[-WIDTH_HISTORY:]
+                        width = next_width(kk, seen)
                 else:
-                    (rows, cols), lost = got, np.empty(0, np.int64)
-            key = scan.best if kernel else None
-            v, i, n_gemm = rescore(q_np, database, rows, cols, off, kk, dt, gemv, key, workers)
-            if stats is not None:
-                stats.n_candidates += int(rows.size)
-                stats.n_rescore_pairs += n_gemm
-            out_v[qs, :kk] = v
-            out_i[qs, :kk] = i
-            if lost.size:
-                unresolved.append(lost + qs.start)
+                    got = scan.torch_pass(q_bf, kk, two_e, max(1, memory_budget // 3) // _KEPT_BYTES)
+                    if got is None:
+                        lost = np.arange(qs.stop - qs.start)
+                        rows = cols = np.empty(0, np.int64)
+                    else:
+                        (rows, cols), lost = got, np.empty(0, np.int64)
+                key = scan.best if kernel else None
+                v, i, n_gemm = rescore(q_np, database, rows, cols, off, kk, dt, gemv, key, workers)
+                if stats is not None:
+                    stats.n_candidates += int(rows.size)
+                    stats.n_rescore_pairs += n_gemm
+                out_v[qs, :kk] = v
+                out_i[qs, :kk] = i
+                if lost.size:
+                    unresolved.append(lost + qs.start)
+    # after the scope: the fp32 engine runs its own workers for the rows left
     if unresolved:
         lost = np.concatenate(unresolved)
         if stats is not None:

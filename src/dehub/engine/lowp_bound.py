@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ._rows import row_blocks
+from ._workers import SEQUENTIAL, Workers
 from .topk import kernel_isa
 
 try:  # the compiled bf16 preparation (rounding, norms, residual norms in one pass)
@@ -147,7 +148,9 @@ def sq_norm_upper(sq: np.ndarray, d: int) -> np.ndarray:
     return np.sqrt(sq / (1.0 - g) + d * 2.0 * ETA)
 
 
-def norm_bounds(a: Any, bits: np.ndarray | None = None, block: int = 32768) -> tuple[np.ndarray, np.ndarray]:
+def norm_bounds(
+    a: Any, bits: np.ndarray | None = None, block: int = 32768, *, workers: Workers = SEQUENTIAL
+) -> tuple[np.ndarray, np.ndarray]:
     """Upper bounds (float64) of each row's norm ``|x|`` and of its bf16 residual's norm
     ``|bf16(x) - x|``, in one pass over the rows (once per search, i.e. per fit).
 
@@ -161,15 +164,18 @@ def norm_bounds(a: Any, bits: np.ndarray | None = None, block: int = 32768) -> t
 
     With the compiled kernel (float32/float16 rows): one C pass per row that also writes
     the rows' bf16 ``bits`` (when given), sums of squares in double (exact products,
-    ``gamma_{d+1}(2^-53)`` for the sums).
+    ``gamma_{d+1}(2^-53)`` for the sums), its row blocks shared by the ``workers``.
     """
     if _kernel is not None and kernel_isa() is not None and np.dtype(a.dtype) != np.float64:
         n, d = a.shape
         sq = np.empty(n, np.float64)
         rsq = np.empty(n, np.float64)
-        for s in row_blocks(n, block):
+
+        def one(s: slice) -> None:
             x32 = np.ascontiguousarray(a[s], dtype=np.float32)
             _kernel.bf16_prepare(x32, None if bits is None else bits[s], sq[s], rsq[s])
+
+        workers.map(one, list(row_blocks(n, max(1, min(block, -(-n // workers.n))))))
         grow = 1.0 + gamma(d + 1, U_FP64)
         return np.sqrt(sq * grow), np.sqrt(rsq * grow) + math.sqrt(d) * 2.0 * ETA
     n, d = a.shape
@@ -218,10 +224,12 @@ class PreparedDatabase:
     bits: np.ndarray | None
 
 
-def prepare_database(database: Any, *, with_bits: bool = True) -> PreparedDatabase:
+def prepare_database(
+    database: Any, *, with_bits: bool = True, workers: Workers = SEQUENTIAL
+) -> PreparedDatabase:
     """:func:`norm_bounds` of the database (and its bf16 bits when ``with_bits``)."""
     bits = np.empty(database.shape, np.uint16) if with_bits else None
-    xn, xr = norm_bounds(database, bits)
+    xn, xr = norm_bounds(database, bits, workers=workers)
     if xn.size == 0:
         return PreparedDatabase(0.0, 0.0, bits)
     return PreparedDatabase(float(xn.max()), float(xr.max()), bits)

@@ -210,7 +210,8 @@ class Scan:
             self.workers.map(push, parts)
             if self.bar is not None and bet:
                 self.bar.update(1)
-        v, i = top.result()
+        self.workers.map(top.finish, parts)  # the rows' merges and sorts, on the workers
+        v, i = top.result(finished=True)
         valid = i >= 0
         n_kept = valid.sum(axis=1)
         off = None if self.off32 is None else self.off32[np.where(valid, i, 0)]

@@ -7,26 +7,26 @@ accumulation, bf16 result) and re-scores in the input precision only the candida
 that the error bound cannot rule out. The bound and the proof are in
 ``docs/precision.md``; :func:`pair_bound` is the bound as code.
 
-Steps:
+Steps (one module each):
 
-0. once per search (i.e. per fit): every row's norm and the norm of its bf16 residual
-   ``bf16(x) - x``, as upper bounds, in the pass that rounds the database to bf16
-   (:func:`_norm_bounds`, the compiled ``bf16_prepare`` where built); ``E_i`` bounds
-   ``|t_b - t|`` for every pair of row ``i`` (Theorem 1', :func:`pair_bound`);
-1. per block of query rows, bf16 scores ``t_b = fl(bf16(q) . bf16(x)) - o`` against
-   every database block (torch GEMM into a reused bf16 tile);
-2. CPU, compiled kernel built: the kernel reads each bf16 tile once, subtracts the offset
-   in float32 and keeps each row's ``w`` best (:class:`~dehub.engine.topk.KernelTopK`);
-   the k-th kept value ``L_i`` is the row's k-th bf16 score, and the entries with
-   ``t_b >= L_i - 2 E_i`` are the candidates when the kept ones provably hold them all
-   (else the row is searched again with ``4w``, then by the fp32 engine: ``fallback``).
-   Any device: torch ops (running lane maxima, threshold, ``nonzero``), the GPU's path;
-3. the candidates are re-scored with numpy GEMMs in the compute dtype of the fp32 engine
-   (float64 inputs: float64) on groups of rows against the union of their candidates,
-   shapes checked against this BLAS (:func:`rescore_group_shapes`), so every score is
-   the fp32 engine's own GEMM entry, and the offset is subtracted with the same numpy
-   operation;
-4. the final top-k of each row is :func:`~dehub.engine.topk.select_topk` over the
+0. :mod:`~dehub.engine.lowp_bound`, once per search (i.e. per fit): every row's norm and
+   the norm of its bf16 residual ``bf16(x) - x``, as upper bounds, in the pass that rounds
+   the database to bf16 (the compiled ``bf16_prepare`` where built, on the search's
+   workers); ``E_i`` bounds ``|t_b - t|`` for every pair of row ``i`` (Theorem 1',
+   :func:`pair_bound`), and per kept entry ``min(E_i, E_rest_i + u |s_b|)`` (Theorem 1'');
+1. :mod:`~dehub.engine.lowp_scan`, per block of query rows: bf16 scores
+   ``t_b = fl(bf16(q) . bf16(x)) - o`` against every database block (torch GEMM into a
+   reused bf16 tile); CPU, compiled kernel built: the kernel reads each bf16 tile once,
+   subtracts the offset in float32 and keeps each row's ``w`` best
+   (:class:`~dehub.engine.topk.KernelTopK`), the candidates being the kept entries whose
+   upper bound reaches the k-th largest lower bound (Corollary 2') when the kept ones
+   provably hold them all (else the row is searched again with ``4w``, then by the fp32
+   engine: ``fallback``). Any device: torch ops (running lane maxima, the row bound's
+   threshold, ``nonzero``), the GPU's path;
+2. :mod:`~dehub.engine.lowp_rescore`: every candidate's score formed as the fp32 engine's
+   GEMM forms it (compiled FMA chains in OpenBLAS's order, or grouped numpy GEMMs), the
+   offset subtracted by the same IEEE operation;
+3. the final top-k of each row is :func:`~dehub.engine.topk.select_topk` over the
    re-scored candidates (ties -> smaller id).
 
 ``precision="auto"``: :func:`auto_precision` (measured, cached by :mod:`dehub.engine.tuning`).

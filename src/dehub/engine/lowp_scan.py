@@ -1,17 +1,17 @@
 """The bf16 pass of :func:`~dehub.engine.lowp.bf16_search`: which pairs need an exact score.
 
 Per block of query rows, bf16 scores ``t_b = fl(bf16(q) . bf16(x)) - o`` against every
-database block (torch GEMM into a reused bf16 tile), then the candidates: the entries with
-``t_b >= L_i - 2 E_i`` (``L_i`` the row's k-th bf16 score, ``E_i`` the bound of
-:mod:`~dehub.engine.lowp_bound`).
+database block (torch GEMM into a reused bf16 tile), then the candidates (the bounds are
+those of :mod:`~dehub.engine.lowp_bound`, the rules docs/precision.md's Corollaries 2, 2'):
 
 - CPU, compiled kernel built (:meth:`Scan.kernel_pass`): the kernel reads each bf16 tile
   once, subtracts the offset in float32 and keeps each row's ``w`` best
-  (:class:`~dehub.engine.topk.KernelTopK`); the candidates are taken from the kept ones when
-  they provably hold them all (else the row is searched again with ``4w``, then by the
-  fp32 engine).
-- Any device (:meth:`Scan.torch_pass`): torch ops (running lane maxima, threshold,
-  ``nonzero``), the GPU's path.
+  (:class:`~dehub.engine.topk.KernelTopK`); the candidates are the kept entries with
+  ``t_b + e_j >= tau_i`` (``e_j`` the entry's bound, ``tau_i`` the k-th largest
+  ``t_b - e_j``), taken when the kept ones provably hold them all (else the row is searched
+  again with ``4w``, then by the fp32 engine).
+- Any device (:meth:`Scan.torch_pass`): torch ops (running lane maxima, the threshold
+  ``L_i - 2 E_i`` with the row bound, ``nonzero``), the GPU's path.
 """
 
 from __future__ import annotations

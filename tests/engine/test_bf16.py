@@ -128,6 +128,15 @@ def test_compiled_chains_are_this_blas_gemm_entries(d):
     cols = rng.permutation(2000).astype(np.int64)
     got = lowp_rescore.chain_scores(q, x, np.arange(70), cols, off, np.asarray(ends, np.int64))
     np.testing.assert_array_equal(got.view(np.uint32), want[:, cols].view(np.uint32))
+    # the other paths of the kernel (AVX2, plain C fmaf) where this CPU has them: the same bits
+    for isa in ("avx2", "scalar"):
+        try:
+            other = lowp_rescore.chain_scores(
+                q[:9], x, np.arange(9), cols, off, np.asarray(ends, np.int64), isa
+            )
+        except ValueError:
+            continue  # not on this CPU
+        np.testing.assert_array_equal(other.view(np.uint32), want[:9, cols].view(np.uint32))
     if d >= 64:
         wrong = np.asarray([d // 2 - 1, d] if len(ends) == 1 else [d], np.int64)
         bad = lowp_rescore.chain_scores(q, x, np.arange(70), cols, off, wrong)

@@ -844,13 +844,29 @@ static void choose_chain_isa(void) {
 }
 
 /* chain_scores(q (m, d) float32, x (n, d) float32, indptr (m + 1,) int64, cols (c,) int64,
-   offset (n,) float32 or None, ends (nb,) int64, out (c,) float32): see above */
+   offset (n,) float32 or None, ends (nb,) int64, out (c,) float32[, isa]): see above; isa
+   ("avx512f", "avx2", "scalar") runs another path than the one chosen, where the CPU has it */
 static PyObject *chain_scores(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *objs[7];
-    if (!PyArg_ParseTuple(args, "OOOOOOO", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5],
-                          &objs[6]))
+    const char *isa = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOOO|z", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5],
+                          &objs[6], &isa))
         return NULL;
+    chain_fn chain = CHAIN; /* isa: another path this CPU has, for the tests */
+    if (isa != NULL && strcmp(isa, CHAIN_ISA) != 0) {
+        chain = NULL;
+        if (strcmp(isa, "scalar") == 0) chain = chain_plain;
+#if defined(DEHUB_X86) && defined(__GNUC__) && !defined(__clang__)
+        else if (strcmp(isa, "avx2") == 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            chain = chain_avx2;
+#endif
+        if (chain == NULL) {
+            PyErr_Format(PyExc_ValueError, "chain_scores: isa %s is not available here (this CPU runs %s)",
+                         isa, CHAIN_ISA);
+            return NULL;
+        }
+    }
     Py_buffer b[7];
     int held[7] = {0, 0, 0, 0, 0, 0, 0};
     int ok = 1;
@@ -888,7 +904,7 @@ static PyObject *chain_scores(PyObject *self, PyObject *args) {
             Py_BEGIN_ALLOW_THREADS;
             for (Py_ssize_t a = 0; a < m; a++)
                 if (ip[a + 1] > ip[a])
-                    CHAIN(qp + a * d, xp, d, cp + ip[a], ip[a + 1] - ip[a], ep, nb, op, outp + ip[a]);
+                    chain(qp + a * d, xp, d, cp + ip[a], ip[a + 1] - ip[a], ep, nb, op, outp + ip[a]);
             Py_END_ALLOW_THREADS;
         }
     }

@@ -34,5 +34,6 @@ def chain_scores(
     offset: np.ndarray | None,
     ends: np.ndarray,
     out: np.ndarray,
+    isa: str | None = None,
     /,
 ) -> None: ...

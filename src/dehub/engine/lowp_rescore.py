@@ -118,15 +118,17 @@ def chain_scores(
     cols: np.ndarray,
     off: np.ndarray | None,
     ends: np.ndarray,
+    isa: str | None = None,
 ) -> np.ndarray:
     """``(len(rows), len(cols))`` scores ``q[rows] . x[cols] - off[cols]`` by the compiled
-    chains (every row against every column; for checks and tests)."""
+    chains (every row against every column; for checks and tests; ``isa``: ``"avx512f"``,
+    ``"avx2"`` or ``"scalar"`` instead of the path chosen for this CPU, where it has it)."""
     qs = np.ascontiguousarray(q[rows], dtype=np.float32)
     n = cols.size
     indptr = np.arange(0, (qs.shape[0] + 1) * n, n, dtype=np.int64)
     all_cols = np.tile(cols.astype(np.int64), qs.shape[0])
     out = np.empty(all_cols.size, np.float32)
-    _kernel.chain_scores(qs, np.ascontiguousarray(x, dtype=np.float32), indptr, all_cols, off, ends, out)
+    _kernel.chain_scores(qs, np.ascontiguousarray(x, dtype=np.float32), indptr, all_cols, off, ends, out, isa)
     return out.reshape(qs.shape[0], n)
 
 

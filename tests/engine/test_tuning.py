@@ -73,7 +73,9 @@ def test_auto_choices_and_lines_for_an_index(cache):
     tuning.record_choice(_shape(d=512, nd=118000), "bf16", {"bf16_over_fp32": 0.42})
     tuning.record_choice(_shape(d=512, nd=5000, k=10, offset=True), "fp32", {"bf16_over_fp32": 0.95})
     tuning.record_choice(_shape(d=384, nd=118000), "bf16", {"bf16_over_fp32": 0.5})
+    tuning.record_choice(_shape(d=512).replace("precision:", "other:", 1), "x", {})  # another kind of choice
     report = tuning.tuning_report()
+    assert len(report["choices"]) == 4
     assert len(tuning.auto_choices(report)) == 3
     mine = tuning.auto_choices(report, d=512, n_database=(5000,))
     assert [e["choice"] for e in mine.values()] == ["fp32"]

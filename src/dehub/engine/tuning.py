@@ -241,7 +241,9 @@ def auto_choices(
     out: dict[str, Any] = {}
     for shape, entry in report.get("choices", {}).items():
         f = parse_shape_class(shape)
-        if not f or (d is not None and f.get("d") != d) or (classes and f.get("nd") not in classes):
+        if not f or f["kind"] != "precision":
+            continue
+        if (d is not None and f.get("d") != d) or (classes and f.get("nd") not in classes):
             continue
         out[shape] = {
             "choice": entry.get("choice"),

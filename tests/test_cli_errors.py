@@ -161,8 +161,6 @@ def test_no_plain_value_or_type_error_is_raised_for_user_input():
         "methods/_shared.py": 1,  # a method asking SharedScores for a bank it does not hold
     }
     pending = {  # user-facing, in modules other changes own at the time of writing
-        "engine/exact.py": 7,
-        "engine/lowp.py": 4,
         "serve/backends.py": 3,
         "serve/loading.py": 1,
         "serve/state.py": 1,

@@ -37,6 +37,7 @@ from .datasets.pairs import load_ids
 from .distributed.cli import run_build
 from .embed.cli import SUBCOMMANDS as embed_cmds
 from .embed.provenance import build_records
+from .engine.tuning import describe_auto, tuning_report
 from .evaluation.cli import SUBCOMMANDS as evaluation_cmds
 from .export.cli import SUBCOMMANDS as export_cmds
 from .index import Index
@@ -317,6 +318,8 @@ def _run_info(args: argparse.Namespace) -> int:
             )
         if header.get("metadata"):
             print(f"metadata: {_safe(header['metadata'])}")
+        for line in _auto_lines(header):
+            print(f"engine:   {line}")
     if verified is not None:
         print(
             f"verified: every checksum and the content are valid ({verified['n_items']} items, "
@@ -325,6 +328,22 @@ def _run_info(args: argparse.Namespace) -> int:
             file=sys.stderr if args.json else sys.stdout,
         )
     return 0
+
+
+def _auto_lines(header: dict) -> list[str]:
+    """What precision="auto" chose on this machine for the index's shapes: its searches
+    (database: the gallery) and its fit (database: the reference), by dimension."""
+    gallery = next(
+        (a for a in header.get("arrays", []) if isinstance(a, dict) and a.get("name") == "gallery"), {}
+    )
+    shape = gallery.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(v) is int and v > 0 for v in shape)):
+        return []
+    sizes = tuple(n for n in (shape[0], header.get("n_reference")) if type(n) is int and n > 0)
+    params = header.get("params")
+    own = params.get("precision") if isinstance(params, dict) else None
+    lines = describe_auto(tuning_report(), d=shape[1], n_database=sizes)
+    return [f"this index: precision={_safe(own)}", *lines] if own is not None else lines
 
 
 def _setup_add(p: argparse.ArgumentParser) -> None:

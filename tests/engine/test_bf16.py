@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from dehub.engine import exact_search, lowp
+from dehub.engine import exact_search, lowp_bound, lowp_rescore
+from dehub.engine._blas import single_threaded_blas
 from dehub.engine.accel import check_precision, resolve_precision
 from dehub.engine.exact import scored_by_gemv
 from dehub.engine.lowp import LowpStats, bf16_search, bound_coefficients, pair_bound
@@ -108,6 +109,60 @@ def test_rescore_groups_match_engine_gemm_entries():
     _same(q[:1], x, 16, database_block=2048)
 
 
+@pytest.mark.skipif(kernel_isa() is None, reason="the compiled kernel is not built")
+@pytest.mark.parametrize("d", [7, 64, 100, 384, 512, 1000])
+def test_compiled_chains_are_this_blas_gemm_entries(d):
+    """The panels found for d (one, two rounded halves, 448-wide then halves) give every
+    entry of an engine-sized GEMM bit for bit, zeros' signs and subnormal products included,
+    and a wrong panel end does not."""
+    ends = lowp_rescore.chain_panels(d)
+    assert ends is not None and ends[-1] == d
+    rng = np.random.default_rng(d)
+    q = rng.standard_normal((70, d)).astype(np.float32)
+    x = rng.standard_normal((2000, d)).astype(np.float32)
+    x[:5] = 0.0
+    q[:3] = np.where(np.arange(d) % 2 == 0, 1.0, -1.0)
+    off = rng.standard_normal(2000).astype(np.float32)
+    with single_threaded_blas():  # as the engine's workers (the threaded driver splits d=1000 differently)
+        want = q @ x.T - off
+    cols = rng.permutation(2000).astype(np.int64)
+    got = lowp_rescore.chain_scores(q, x, np.arange(70), cols, off, np.asarray(ends, np.int64))
+    np.testing.assert_array_equal(got.view(np.uint32), want[:, cols].view(np.uint32))
+    # the other paths of the kernel (AVX2, plain C fmaf) where this CPU has them: the same bits
+    for isa in ("avx2", "scalar"):
+        try:
+            other = lowp_rescore.chain_scores(
+                q[:9], x, np.arange(9), cols, off, np.asarray(ends, np.int64), isa
+            )
+        except ValueError:
+            continue  # not on this CPU
+        np.testing.assert_array_equal(other.view(np.uint32), want[:9, cols].view(np.uint32))
+    if d >= 64:
+        wrong = np.asarray([d // 2 - 1, d] if len(ends) == 1 else [d], np.int64)
+        bad = lowp_rescore.chain_scores(q, x, np.arange(70), cols, off, wrong)
+        assert (bad != want[:, cols]).mean() > 0.5
+
+
+@pytest.mark.parametrize("chains", [True, False], ids=["compiled-chains", "grouped-gemms"])
+def test_both_rescore_paths_on_the_adversarial_sets(chains, monkeypatch):
+    """The compiled chains and the grouped GEMMs (another BLAS, or no kernel) each give the
+    fp32 engine's bits: near ties, duplicates, +-1 scores, clustered, two K panels (d=512)."""
+    if not chains:
+        monkeypatch.setattr(lowp_rescore, "chain_panels", lambda d: None)
+    elif kernel_isa() is None:
+        pytest.skip("the compiled kernel is not built")
+    rng = np.random.default_rng(21)
+    base = _unit(rng.standard_normal((30, 512)).astype(np.float32))
+    q = _unit(rng.standard_normal((90, 512)).astype(np.float32))
+    near = np.repeat(base, 40, axis=0) * (1 + rng.standard_normal((1200, 512)).astype(np.float32) * 2.0**-14)
+    x = np.concatenate([near, q[:20], -q[20:40], np.repeat(base[:3], 10, axis=0)]).astype(np.float32)
+    x = x[rng.permutation(x.shape[0])]
+    st = _same(q, x, 24, offset=(np.round(rng.random(x.shape[0]) * 4) / 16).astype(np.float32))
+    assert st.n_rescore_pairs == st.n_candidates if chains else st.n_rescore_pairs >= st.n_candidates
+    q2, x2 = _data("clustered", 130, 5000, 1000, seed=5)
+    _same(q2, x2, 16)
+
+
 def test_bound_holds_on_sampled_and_worst_case_pairs():
     rng = np.random.default_rng(0)
     for d in (16, 256, 512):
@@ -134,8 +189,8 @@ def test_bound_holds_on_sampled_and_worst_case_pairs():
         # the worst-case pairs use a sizeable part of the bound: it is not vacuous
         assert (err[-4:, 512:516] / bound[-4:, 512:516]).max() > 0.5
         # Theorem 1': the measured residual norms in place of the worst-case input rounding
-        qn, qr = lowp._norm_bounds(q)
-        xn, xr = lowp._norm_bounds(x)
+        qn, qr = lowp_bound.norm_bounds(q)
+        xn, xr = lowp_bound.norm_bounds(x)
         assert (qn >= np.linalg.norm(q.astype(np.float64), axis=1)).all()
         exact_r = np.linalg.norm(
             torch.from_numpy(x).bfloat16().double().numpy() - x.astype(np.float64), axis=1
@@ -147,6 +202,30 @@ def test_bound_holds_on_sampled_and_worst_case_pairs():
         assert (err[-4:, 512:516] / tight[-4:, 512:516]).max() > 0.5
         if d >= 256:  # random data: residuals far below the worst case, a tighter bound
             assert np.median(tight[:64, :512] / bound[:64, :512]) < 0.85
+        # Theorem 1'': the result's rounding per entry, from the entry's own bf16 value
+        rest = pair_bound(
+            lowp_bound.without_result_rounding(coef),
+            qn[:, None],
+            xn[None, :],
+            np.abs(off),
+            qr[:, None],
+            xr[None, :],
+        )
+        tb32 = tb.astype(np.float32)
+        per_entry = np.stack(
+            [
+                lowp_bound.entry_bounds(
+                    rest[:, j], tight[:, j], tb32[:, j : j + 1], np.full((q.shape[0], 1), off[j], np.float32)
+                )[:, 0]
+                for j in range(x.shape[0])
+            ],
+            axis=1,
+        )
+        assert (err <= per_entry).all(), float((err / per_entry).max())
+        assert (per_entry <= tight).all()
+        assert (err[-4:, 512:516] / per_entry[-4:, 512:516]).max() > 0.5
+        if d >= 256:  # scores far below the norms' product: the result's share shrinks
+            assert np.median(per_entry[:64, :512] / tight[:64, :512]) < 0.8
 
 
 def test_bf16_bits_are_torch_rounding():
@@ -163,11 +242,11 @@ def test_bf16_bits_are_torch_rounding():
     )
     x = x[np.isfinite(x)]
     want = torch.from_numpy(x).bfloat16().view(torch.int16).numpy().view(np.uint16)
-    np.testing.assert_array_equal(lowp.bf16_bits(x), want)
+    np.testing.assert_array_equal(lowp_bound.bf16_bits(x), want)
     # the compiled pass: the same bits, and norm bounds at least the exact norms
     x2 = x[: (x.size // 64) * 64].reshape(-1, 64)
     bits = np.empty(x2.shape, np.uint16)
-    n1, r1 = lowp._norm_bounds(x2, bits)
+    n1, r1 = lowp_bound.norm_bounds(x2, bits)
     np.testing.assert_array_equal(bits, want[: x2.size].reshape(x2.shape))
     exact_n = np.sqrt((x2.astype(np.float64) ** 2).sum(1))
     b64 = torch.from_numpy(x2).bfloat16().double().numpy()

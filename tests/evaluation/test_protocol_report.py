@@ -72,6 +72,12 @@ def test_report_files_and_html_parses(result, tmp_path):
     assert data["directions"]["a2b"]["methods"]["nnn"]["sweep"]["table"]
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| query->item | nnn |" in md
+    # the header says what precision="auto" does on the machine that ran it
+    assert data["precision_auto"]["auto_candidates"][0] == "fp32"
+    assert (
+        "\nEngine: precision auto" in md
+        and "<p>Engine: precision auto" in (tmp_path / "rep" / "report.html").read_text()
+    )
     checker = _Checker()
     checker.feed((tmp_path / "rep" / "report.html").read_text())
     checker.close()

@@ -100,6 +100,8 @@ def test_health_info_items(client, index):
     assert info["n_items"] == index.n_items and info["dim"] == DIM and info["method"] == "nnn"
     assert info["params"]["k"] == 8 and info["offset"] is True and info["version"] == 1
     assert info["k_occurrence"]["k"] == 10
+    auto = info["precision_auto"]  # what precision="auto" does on this machine, for this index
+    assert auto["candidates"][0] == "fp32" and isinstance(auto["choices"], dict) and auto["machine"]
     some = int(index.ids[5])
     item = client.get(f"/items/{some}").json()
     assert item["id"] == some and item["row"] == 5 and item["text"] == f"item {some}"

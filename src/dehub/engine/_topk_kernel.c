@@ -311,6 +311,7 @@ static void choose_isa(void) {
 #endif
 }
 
+
 /* ------------------------------------------------------------------ one row */
 
 #define MAX_LANES 4096
@@ -664,10 +665,269 @@ static PyObject *bf16_prepare(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ exact re-score */
+
+/* The exact re-score of the bf16 path: out[p] = q[a] . x[cols[p]] - offset[cols[p]] for
+   the pairs p of query row a (indptr[a] <= p < indptr[a + 1]), each dot product formed as
+   OpenBLAS's sgemm forms an entry of C (measured on 0.3.31, SkylakeX kernels): a chain of
+   single-precision FMAs over the dimension in order, started from +0 and restarted at the
+   end of each K panel (ends[0] < ends[1] < ... = d), the panels' sums added in order
+   (c = s_0; c = c + s_1; ...). The caller checks once per process and dimension that these
+   are the BLAS's bits (dehub.engine.lowp_rescore). Several pairs are formed at once, one
+   per SIMD lane: their database rows are read in blocks of 16 (8) floats and transposed
+   in registers, so no row is gathered into a copy. */
+
+typedef void (*chain_fn)(const float *q, const float *x, Py_ssize_t d, const int64_t *cols,
+                         Py_ssize_t c, const int64_t *ends, Py_ssize_t nb, const float *off,
+                         float *out);
+
+static void chain_plain(const float *q, const float *x, Py_ssize_t d, const int64_t *cols,
+                        Py_ssize_t c, const int64_t *ends, Py_ssize_t nb, const float *off,
+                        float *out) {
+    for (Py_ssize_t p = 0; p < c; p++) {
+        const float *xr = x + cols[p] * d;
+        float total = 0.0f;
+        Py_ssize_t s = 0;
+        for (Py_ssize_t b = 0; b < nb; b++) {
+            float acc = 0.0f;
+            for (Py_ssize_t k = s; k < ends[b]; k++) acc = fmaf(q[k], xr[k], acc);
+            total = b == 0 ? acc : total + acc;
+            s = ends[b];
+        }
+        out[p] = off ? total - off[cols[p]] : total;
+    }
+}
+
+#if defined(DEHUB_X86) && defined(__GNUC__) && !defined(__clang__)
+/* r[j] <- column j of the 16 x 16 block whose rows are r[0..16) */
+__attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        __m512d c2 = _mm512_castps_pd(t[i + 2]), d2 = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c2));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c2));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d2));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d2));
+    }
+    for (int i = 0; i < 16; i += 8)
+        for (int j = 0; j < 4; j++) {
+            t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
+            t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+        r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
+    }
+}
+
+__attribute__((target("avx512f"))) static void chain_avx512f(
+    const float *q, const float *x, Py_ssize_t d, const int64_t *cols, Py_ssize_t c,
+    const int64_t *ends, Py_ssize_t nb, const float *off, float *out) {
+    for (Py_ssize_t p = 0; p < c; p += 16) {
+        int lanes = c - p < 16 ? (int)(c - p) : 16;
+        const float *xr[16], *xn[16];
+        float o[16];
+        for (int l = 0; l < 16; l++) {
+            int64_t col = cols[p + (l < lanes ? l : lanes - 1)];
+            xr[l] = x + col * d;
+            o[l] = off ? off[col] : 0.0f;
+            /* the next group's rows, read ahead while this group is formed */
+            Py_ssize_t pn = p + 16 + l < c ? p + 16 + l : c - 1;
+            xn[l] = x + cols[pn] * d;
+        }
+        __m512 total = _mm512_setzero_ps();
+        Py_ssize_t s = 0;
+        for (Py_ssize_t b = 0; b < nb; b++) {
+            __m512 acc = _mm512_setzero_ps();
+            Py_ssize_t e = ends[b], k = s;
+            __m512 r[16];
+            for (; k + 16 <= e; k += 16) {
+                for (int l = 0; l < 16; l++) _mm_prefetch((const char *)(xn[l] + k), _MM_HINT_T0);
+                for (int l = 0; l < 16; l++) r[l] = _mm512_loadu_ps(xr[l] + k);
+                transpose16(r);
+                for (int t = 0; t < 16; t++) acc = _mm512_fmadd_ps(_mm512_set1_ps(q[k + t]), r[t], acc);
+            }
+            if (k < e) {
+                int L = (int)(e - k);
+                __mmask16 mk = (__mmask16)((1u << L) - 1u);
+                for (int l = 0; l < 16; l++) r[l] = _mm512_maskz_loadu_ps(mk, xr[l] + k);
+                transpose16(r);
+                for (int t = 0; t < L; t++) acc = _mm512_fmadd_ps(_mm512_set1_ps(q[k + t]), r[t], acc);
+            }
+            total = b == 0 ? acc : _mm512_add_ps(total, acc);
+            s = e;
+        }
+        if (off) total = _mm512_sub_ps(total, _mm512_loadu_ps(o));
+        _mm512_mask_storeu_ps(out + p, (__mmask16)((1u << lanes) - 1u), total);
+    }
+}
+
+/* r[j] <- column j of the 8 x 8 block whose rows are r[0..8) */
+__attribute__((target("avx2,fma"))) static inline void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x20);
+        r[j + 4] = _mm256_permute2f128_ps(u[j], u[j + 4], 0x31);
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void chain_avx2(
+    const float *q, const float *x, Py_ssize_t d, const int64_t *cols, Py_ssize_t c,
+    const int64_t *ends, Py_ssize_t nb, const float *off, float *out) {
+    for (Py_ssize_t p = 0; p < c; p += 8) {
+        int lanes = c - p < 8 ? (int)(c - p) : 8;
+        const float *xr[8];
+        float o[8];
+        for (int l = 0; l < 8; l++) {
+            int64_t col = cols[p + (l < lanes ? l : lanes - 1)];
+            xr[l] = x + col * d;
+            o[l] = off ? off[col] : 0.0f;
+        }
+        __m256 total = _mm256_setzero_ps();
+        Py_ssize_t s = 0;
+        for (Py_ssize_t b = 0; b < nb; b++) {
+            __m256 acc = _mm256_setzero_ps();
+            Py_ssize_t e = ends[b], k = s;
+            __m256 r[8];
+            for (; k + 8 <= e; k += 8) {
+                for (int l = 0; l < 8; l++) r[l] = _mm256_loadu_ps(xr[l] + k);
+                transpose8(r);
+                for (int t = 0; t < 8; t++) acc = _mm256_fmadd_ps(_mm256_set1_ps(q[k + t]), r[t], acc);
+            }
+            if (k < e) {
+                int L = (int)(e - k);
+                __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(L), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                for (int l = 0; l < 8; l++) r[l] = _mm256_maskload_ps(xr[l] + k, mk);
+                transpose8(r);
+                for (int t = 0; t < L; t++) acc = _mm256_fmadd_ps(_mm256_set1_ps(q[k + t]), r[t], acc);
+            }
+            total = b == 0 ? acc : _mm256_add_ps(total, acc);
+            s = e;
+        }
+        if (off) total = _mm256_sub_ps(total, _mm256_loadu_ps(o));
+        float res[8];
+        _mm256_storeu_ps(res, total);
+        for (int l = 0; l < lanes; l++) out[p + l] = res[l];
+    }
+}
+#endif
+
+static chain_fn CHAIN = chain_plain;
+static const char *CHAIN_ISA = "scalar";
+
+static void choose_chain_isa(void) {
+#if defined(DEHUB_X86) && defined(__GNUC__) && !defined(__clang__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) {
+        CHAIN = chain_avx512f;
+        CHAIN_ISA = "avx512f";
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        CHAIN = chain_avx2;
+        CHAIN_ISA = "avx2";
+    }
+#endif
+}
+
+/* chain_scores(q (m, d) float32, x (n, d) float32, indptr (m + 1,) int64, cols (c,) int64,
+   offset (n,) float32 or None, ends (nb,) int64, out (c,) float32[, isa]): see above; isa
+   ("avx512f", "avx2", "scalar") runs another path than the one chosen, where the CPU has it */
+static PyObject *chain_scores(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *objs[7];
+    const char *isa = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOOO|z", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4], &objs[5],
+                          &objs[6], &isa))
+        return NULL;
+    chain_fn chain = CHAIN; /* isa: another path this CPU has, for the tests */
+    if (isa != NULL && strcmp(isa, CHAIN_ISA) != 0) {
+        chain = NULL;
+        if (strcmp(isa, "scalar") == 0) chain = chain_plain;
+#if defined(DEHUB_X86) && defined(__GNUC__) && !defined(__clang__)
+        else if (strcmp(isa, "avx2") == 0 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+            chain = chain_avx2;
+#endif
+        if (chain == NULL) {
+            PyErr_Format(PyExc_ValueError, "chain_scores: isa %s is not available here (this CPU runs %s)",
+                         isa, CHAIN_ISA);
+            return NULL;
+        }
+    }
+    Py_buffer b[7];
+    int held[7] = {0, 0, 0, 0, 0, 0, 0};
+    int ok = 1;
+    for (int j = 0; j < 7 && ok; j++) {
+        if (j == 4 && objs[j] == Py_None) continue;
+        int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (j == 6 ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(objs[j], &b[j], flags) != 0) {
+            PyErr_Clear();
+            ok = 0;
+            break;
+        }
+        held[j] = 1;
+    }
+    char k0 = 0, k1 = 0, k4 = 'f', k6 = 0;
+    ok = ok && b[0].ndim == 2 && b[1].ndim == 2 && is_float(&b[0], &k0) && k0 == 'f' &&
+         is_float(&b[1], &k1) && k1 == 'f' && b[0].shape[1] == b[1].shape[1] && b[2].ndim == 1 &&
+         is_int64(&b[2]) && b[2].shape[0] == b[0].shape[0] + 1 && b[3].ndim == 1 && is_int64(&b[3]) &&
+         (!held[4] || (b[4].ndim == 1 && is_float(&b[4], &k4) && k4 == 'f' &&
+                       b[4].shape[0] == b[1].shape[0])) &&
+         b[5].ndim == 1 && is_int64(&b[5]) && b[5].shape[0] >= 1 && b[6].ndim == 1 &&
+         is_float(&b[6], &k6) && k6 == 'f' && b[6].shape[0] == b[3].shape[0];
+    if (ok) { /* indices and panel ends in range: nothing is read outside the arrays */
+        Py_ssize_t m = b[0].shape[0], n = b[1].shape[0], d = b[0].shape[1], c = b[3].shape[0];
+        const int64_t *ip = (const int64_t *)b[2].buf, *cp = (const int64_t *)b[3].buf;
+        const int64_t *ep = (const int64_t *)b[5].buf;
+        Py_ssize_t nb = b[5].shape[0];
+        ok = ip[0] == 0 && ip[m] == c && ep[nb - 1] == d;
+        for (Py_ssize_t a = 0; a < m && ok; a++) ok = ip[a] <= ip[a + 1];
+        for (Py_ssize_t p = 0; p < c && ok; p++) ok = cp[p] >= 0 && cp[p] < n;
+        for (Py_ssize_t j = 0; j < nb && ok; j++) ok = ep[j] > (j ? ep[j - 1] : 0);
+        if (ok) {
+            const float *qp = (const float *)b[0].buf, *xp = (const float *)b[1].buf;
+            const float *op = held[4] ? (const float *)b[4].buf : NULL;
+            float *outp = (float *)b[6].buf;
+            Py_BEGIN_ALLOW_THREADS;
+            for (Py_ssize_t a = 0; a < m; a++)
+                if (ip[a + 1] > ip[a])
+                    chain(qp + a * d, xp, d, cp + ip[a], ip[a + 1] - ip[a], ep, nb, op, outp + ip[a]);
+            Py_END_ALLOW_THREADS;
+        }
+    }
+    for (int j = 0; j < 7; j++)
+        if (held[j]) PyBuffer_Release(&b[j]);
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError,
+                        "chain_scores expects q (m, d) and x (n, d) float32, indptr (m + 1,) int64 "
+                        "from 0 to len(cols), non-decreasing, cols (c,) int64 in [0, n), offset (n,) "
+                        "float32 or None, ends (nb,) int64 increasing to d, out (c,) float32, "
+                        "C-contiguous");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"bf16_prepare", bf16_prepare, METH_VARARGS,
      "bf16_prepare(x, bits, sq, rsq): bf16 bits (or None), squared norms and squared bf16 "
      "residual norms of the rows of a float32 matrix."},
+    {"chain_scores", chain_scores, METH_VARARGS,
+     "chain_scores(q, x, indptr, cols, offset, ends, out): the dot products of the given pairs as "
+     "the BLAS's sgemm forms them (FMA chains restarted at the K panel ends), offset subtracted."},
     {"push", push, METH_VARARGS,
      "push(scores, offset, id_start, ids, rows, v, id, fill, thr, flo, k, floor_rank): offer a "
      "tile of scores to the running top-k (see the module comment)."},
@@ -682,9 +942,11 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__topk_kernel(void) {
     choose_isa();
+    choose_chain_isa();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
-    if (PyModule_AddStringConstant(m, "ISA", ISA) < 0) {
+    if (PyModule_AddStringConstant(m, "ISA", ISA) < 0 ||
+        PyModule_AddStringConstant(m, "CHAIN_ISA", CHAIN_ISA) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._progress import progress_bar
 from .._validation import compute_dtype
 from ._blas import blas_controllable, blas_limited_now
@@ -96,7 +97,7 @@ def plan_blocks(
     (k kept + 2k buffered entries of score and int64 id per query row).
     """
     if memory_budget <= 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes; received {memory_budget}")
+        raise InputError(f"memory_budget must be a positive number of bytes; received {memory_budget}")
     cap = max(2 * k, 64)
     db = database_block or min(n_database, max(search_block_rows(n_queries), k))
     if database_block is None and n_database * itemsize * _ONE_BLOCK_TILE_ROWS <= score_tile_bytes():
@@ -113,7 +114,7 @@ def plan_blocks(
     if query_block is None:
         qb = (memory_budget - fixed) // per_query_row
         if qb < 1:
-            raise ValueError(
+            raise InputError(
                 f"memory_budget={memory_budget} bytes is too small for one query row against a "
                 f"database block of {db} rows (needs about {fixed + per_query_row} bytes); "
                 "raise memory_budget or pass a smaller database_block"
@@ -122,7 +123,7 @@ def plan_blocks(
     else:
         qb = int(min(query_block, n_queries))
     if qb < 1 or db < 1:
-        raise ValueError(f"block sizes must be >= 1; received query_block={qb}, database_block={db}")
+        raise InputError(f"block sizes must be >= 1; received query_block={qb}, database_block={db}")
     return BlockPlan(qb, db, fixed + qb * per_query_row)
 
 
@@ -189,23 +190,23 @@ def exact_search(
     The inputs are not validated here (the public estimators do that); shapes are.
     """
     if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
-        raise ValueError(
+        raise InputError(
             "queries and database must be 2-D with the same dimension; received shapes "
             f"{queries.shape} and {database.shape}"
         )
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer; received {k!r}")
+        raise InputError(f"k must be a positive integer; received {k!r}")
     k = int(k)
     nq, d = queries.shape
     nd = database.shape[0]
     if offset is not None:
         offset = np.asarray(offset)
         if offset.shape != (nd,):
-            raise ValueError(
+            raise InputError(
                 f"offset must have one value per database row, shape ({nd},); received {offset.shape}"
             )
     if memory_budget <= 0:
-        raise ValueError(f"memory_budget must be a positive number of bytes; received {memory_budget}")
+        raise InputError(f"memory_budget must be a positive number of bytes; received {memory_budget}")
     dt = compute_dtype(queries, database)
     out_v = np.full((nq, k), -np.inf, dtype=np.float32)
     out_i = np.full((nq, k), -1, dtype=np.int64)

@@ -438,9 +438,18 @@ class KernelTopK:
         state = (self.v, self.i, self.fill, self.thr, self.flo)
         _kernel.push(scores, None, 0, ids, rows, *state, self.k, self.k)
 
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """Final ``(scores, ids)``, each (n_rows, k), best first; -inf/-1 padding."""
-        _kernel.finish(self.v, self.i, self.fill, self.thr, self.flo, self.k)
+    def finish(self, rows: slice | None = None) -> None:
+        """Merge the buffers of ``rows`` (every row by default) into their kept entries and
+        sort those best first. Rows are independent: disjoint slices may finish on
+        different threads (the kernel releases the GIL)."""
+        r = slice(None) if rows is None else rows
+        _kernel.finish(self.v[r], self.i[r], self.fill[r], self.thr[r], self.flo[r], self.k)
+
+    def result(self, *, finished: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Final ``(scores, ids)``, each (n_rows, k), best first; -inf/-1 padding
+        (``finished``: every row went through :meth:`finish` already)."""
+        if not finished:
+            self.finish()
         return self.v[:, : self.k].copy(), self.i[:, : self.k].copy()
 
     def floor_failed(self) -> np.ndarray:

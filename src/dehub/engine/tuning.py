@@ -18,6 +18,8 @@ info``, reports and the service's ``/info``).
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
 import os
@@ -42,6 +44,9 @@ __all__ = [
     "reset_tuning",
     "tuning_report",
     "tuning_enabled",
+    "parse_shape_class",
+    "auto_choices",
+    "describe_auto",
 ]
 
 _VERSION = 1
@@ -120,13 +125,32 @@ def _store(path: Path, data: dict[str, Any]) -> None:
         return
 
 
+@functools.lru_cache(maxsize=4)
+def _load_version(path: str, stamp: tuple[int, int, int]) -> dict[str, Any]:
+    """The parsed file as it was at ``stamp`` (inode, size, mtime in ns): read once per
+    process and version of the file (an atomic rewrite, :func:`reset_tuning` or another
+    process's measurement, makes a new version). Callers must not change it."""
+    return _load(Path(path))
+
+
+def _current() -> dict[str, Any]:
+    """The cache file's content, re-read only when the file changed (one ``stat`` a call)."""
+    path = tuning_path()
+    try:
+        st = path.stat()
+    except OSError:
+        return {"version": _VERSION, "machines": {}}
+    return _load_version(str(path), (st.st_ino, st.st_size, st.st_mtime_ns))
+
+
 def cached_choice(shape: str) -> dict[str, Any] | None:
     """The stored measurement of ``shape`` on this machine (``{"choice": ..., ...}``), or
-    None (never measured here, or tuning is off)."""
+    None (never measured here, or tuning is off). The file is parsed once per process and
+    version of it (:func:`_current`), not on every search."""
     if not tuning_enabled():
         return None
-    entry = _load(tuning_path())["machines"].get(machine_key(), {}).get(shape)
-    return entry if isinstance(entry, dict) and "choice" in entry else None
+    entry = _current()["machines"].get(machine_key(), {}).get(shape)
+    return copy.deepcopy(entry) if isinstance(entry, dict) and "choice" in entry else None
 
 
 def record_choice(shape: str, choice: str, timings: dict[str, Any]) -> dict[str, Any]:
@@ -177,7 +201,7 @@ def tuning_report() -> dict[str, Any]:
     timings (for ``dehub info``, the reports and ``/info``)."""
     torch = import_torch()
     flags = list(cpu_bf16_flags())
-    entries = _load(tuning_path())["machines"].get(machine_key(), {}) if tuning_enabled() else {}
+    entries = _current()["machines"].get(machine_key(), {}) if tuning_enabled() else {}
     return {
         "cache_file": str(tuning_path()),
         "enabled": tuning_enabled(),
@@ -185,5 +209,74 @@ def tuning_report() -> dict[str, Any]:
         "torch": getattr(torch, "__version__", None),
         "bf16_flags": flags,
         "auto_candidates": ["fp32", "bf16"] if torch is not None and flags else ["fp32"],
-        "choices": dict(sorted(entries.items())),
+        "choices": copy.deepcopy(dict(sorted(entries.items()))),
     }
+
+
+def parse_shape_class(shape: str) -> dict[str, Any]:
+    """The fields of a :func:`shape_class` string (``kind``, ``device``, ``dtype``, ``d``,
+    ``k``, ``nq``, ``nd`` as ints, ``offset`` as a bool); ``{}`` for a string of another form."""
+    parts = shape.split(":")
+    if len(parts) != 8:
+        return {}
+    out: dict[str, Any] = {"kind": parts[0], "device": parts[1], "dtype": parts[2]}
+    for part in parts[3:]:
+        key, _, value = part.partition("=")
+        if key == "offset":
+            out[key] = value == "True"
+        elif value.isdigit():
+            out[key] = int(value)
+        else:
+            return {}
+    return out
+
+
+def auto_choices(
+    report: dict[str, Any], *, d: int | None = None, n_database: tuple[int, ...] = ()
+) -> dict[str, Any]:
+    """The choices of a :func:`tuning_report` for searches of dimension ``d`` against
+    databases of the sizes ``n_database`` (their size classes), each as ``{"choice",
+    "bf16_over_fp32", "measured_at"}``; every choice when neither is given."""
+    classes = {_pow(n, 4) for n in n_database}
+    out: dict[str, Any] = {}
+    for shape, entry in report.get("choices", {}).items():
+        f = parse_shape_class(shape)
+        if not f or f["kind"] != "precision":
+            continue
+        if (d is not None and f.get("d") != d) or (classes and f.get("nd") not in classes):
+            continue
+        out[shape] = {
+            "choice": entry.get("choice"),
+            "bf16_over_fp32": entry.get("bf16_over_fp32"),
+            "measured_at": entry.get("measured_at"),
+        }
+    return out
+
+
+def describe_auto(
+    report: dict[str, Any], *, d: int | None = None, n_database: tuple[int, ...] = ()
+) -> list[str]:
+    """Lines that say what ``precision="auto"`` does on this machine: its candidates and
+    why, then each measured choice for ``d`` / ``n_database`` (:func:`auto_choices`)."""
+    cands = report.get("auto_candidates", ["fp32"])
+    if cands == ["fp32"]:
+        why = "torch is not installed" if report.get("torch") is None else "this CPU has no native bf16"
+        return [f"precision auto = fp32 on this machine ({why})"]
+    lines = [
+        f"precision auto: fp32 or bf16, whichever measures faster on this machine (torch {report.get('torch')}, "
+        f"{' '.join(report.get('bf16_flags', []))}; cache {report.get('cache_file')})"
+    ]
+    if not report.get("enabled", True):
+        return [*lines, "  measured again in every search (DEHUB_TUNING=off)"]
+    chosen = auto_choices(report, d=d, n_database=n_database)
+    if not chosen:
+        lines.append("  not measured yet for these shapes: the first large search measures (about a second)")
+    for shape, entry in chosen.items():
+        f = parse_shape_class(shape)
+        ratio = entry.get("bf16_over_fp32")
+        lines.append(
+            f"  d={f['d']} k<={f['k']} queries<={f['nq']} database<={f['nd']}"
+            f"{' offset' if f['offset'] else ''}: {entry.get('choice')}"
+            + (f" (bf16 measured {ratio:.2f}x fp32)" if isinstance(ratio, (int, float)) else "")
+        )
+    return lines

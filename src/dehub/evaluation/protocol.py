@@ -46,6 +46,7 @@ from .._version import __version__
 from ..datasets.base import Direction, PairedBenchmark, RetrievalTask
 from ..datasets.overlap import count_shared_rows
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
+from ..engine.tuning import tuning_report
 from ..methods import METHODS, ExcludedIds, ExcludedRows, check_excluded, get_tags
 from .best import BEST, DEFAULT_BUDGET, SAME_WITHOUT_BANK, best_for_protocol  # issue 14: the 'best' hook
 from .findings import duplicate_groups, hub_notes, identical_rankings, ranking_notes, top_hubs
@@ -261,6 +262,7 @@ def run_evaluation(
         },
         "directions": dir_data,
         "timings": timings,
+        "precision_auto": tuning_report(),  # what precision="auto" chose on this machine (report header)
     }
     return result
 

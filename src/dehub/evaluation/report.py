@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .._io import atomic_write_text
+from ..engine.tuning import describe_auto
 from .result import EvaluationResult
 
 __all__ = ["write_report", "to_json", "markdown_summary", "html_report", "ExtraSections"]
@@ -293,6 +294,15 @@ def _notes(result: EvaluationResult) -> list[str]:
     return out
 
 
+def _auto_lines(d: dict) -> list[str]:
+    """What precision="auto" chose on the machine that ran the evaluation (its header)."""
+    report = d.get("precision_auto")
+    if not isinstance(report, dict):
+        return []  # a result written before the report recorded it
+    dim = d.get("benchmark", {}).get("dim")
+    return describe_auto(report, d=dim if isinstance(dim, int) else None)
+
+
 def markdown_summary(result: EvaluationResult, *, sections: ExtraSections | None = None) -> str:
     d = result.data
     out = [f"# dehub evaluation: {d['benchmark']['name']}", ""]
@@ -303,6 +313,9 @@ def markdown_summary(result: EvaluationResult, *, sections: ExtraSections | None
     )
     if d.get("command"):
         out += ["", f"Made by: `{d['command']}`"]
+    auto = _auto_lines(d)
+    if auto:
+        out += ["", "Engine: " + "; ".join(line.strip() for line in auto) + "."]
     notes = _notes(result)
     if notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -494,6 +507,9 @@ def html_report(
     ]
     if d.get("command"):
         parts.append(f"<p>Made by: <code>{esc(d['command'])}</code></p>")
+    auto = _auto_lines(d)
+    if auto:
+        parts.append("<p>Engine: " + "<br>".join(esc(line.strip()) for line in auto) + "</p>")
     notes = _notes(result)
     if notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")

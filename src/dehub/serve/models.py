@@ -122,6 +122,11 @@ class InfoResponse(BaseModel):
     limits: dict[str, int]
     batching: bool
     metadata: dict[str, Any]
+    precision_auto: dict[str, Any] | None = Field(
+        default=None,
+        description='what precision="auto" does on this machine: its candidates (fp32, and bf16 where torch and '
+        "native bf16 are there), the machine key, and the measured choices for this index's dimension and size",
+    )
 
 
 class ItemResponse(BaseModel):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
+from ...engine.tuning import auto_choices, tuning_report
 from ..errors import ApiError, responses
 from ..loading import KOCC_K, IndexChanged, Served
 from ..metrics import CONTENT_TYPE
@@ -65,7 +68,19 @@ def info_response(ctx: ContextDep, s: Served) -> InfoResponse:
         },
         batching=ctx.settings.batching,
         metadata=s.metadata,
+        precision_auto=_precision_auto(s.dim, s.n_items),
     )
+
+
+def _precision_auto(dim: int, n_items: int) -> dict[str, Any]:
+    """``precision="auto"`` on this machine, its choices for searches of this index."""
+    report = tuning_report()
+    return {
+        "candidates": report["auto_candidates"],
+        "machine": report["machine"],
+        "enabled": report["enabled"],
+        "choices": auto_choices(report, d=dim, n_database=(n_items,)),
+    }
 
 
 @router.get("/info", response_model=InfoResponse, responses=responses())

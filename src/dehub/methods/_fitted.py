@@ -47,9 +47,6 @@ class KClampedWarning(UserWarning):
     """``k`` exceeded the number of gallery items and was lowered to it."""
 
 
-#: Largest magnitude a bias may have: scores ``q . r - bias`` then stay finite in float32
-
-
 def _sealed_fit(fit):
     """``fit`` that leaves the estimator unfitted on failure and sealed on success."""
 

@@ -82,6 +82,7 @@ def test_import_dehub_loads_only_the_core():
         "dehub.embed",
         "dehub.studies",
         "dehub.cli",
+        "dehub.distributed",  # dehub.load reads run directories with dehub.rundir, not the runner
     )
     assert [m for m in loaded if m.startswith(features)] == []
     assert [m for m in loaded if not m.startswith("dehub")] == []  # no heavy optional package either

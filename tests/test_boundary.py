@@ -9,6 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import dehub._index_cli as index_cli
 import dehub._validation as validation
 import dehub.cli as cli
 from dehub import NNN, Index
@@ -47,7 +48,7 @@ def test_build_reads_the_gallery_a_counted_number_of_times(tmp_path, monkeypatch
     np.save(tmp_path / "g" / "part-0.npy", g[:1700])
     np.save(tmp_path / "g" / "part-1.npy", g[1700:])
     np.save(tmp_path / "r.npy", _unit(rng, 400, 16))
-    load = cli.load_npy
+    load = index_cli.load_npy
     _CountingShards.rows_read = 0
 
     def counting(path, what, **kwargs):
@@ -55,7 +56,7 @@ def test_build_reads_the_gallery_a_counted_number_of_times(tmp_path, monkeypatch
             return _CountingShards(sorted((tmp_path / "g").glob("*.npy")))
         return load(path, what, **kwargs)
 
-    monkeypatch.setattr(cli, "load_npy", counting)
+    monkeypatch.setattr(index_cli, "load_npy", counting)
     out = tmp_path / "i.dehub"
     args = ["build", "--gallery", str(tmp_path / "g"), "--reference", str(tmp_path / "r.npy")]
     assert cli.main([*args, "-o", str(out), "--k", "5", "--quiet", "--normalize", normalize]) == 0

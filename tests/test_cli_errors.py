@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import dehub.cli as cli
+import dehub._index_cli as index_cli
 from dehub import Index
 from dehub._errors import InputError
 from dehub.cli import EXIT_BUG, main
@@ -44,7 +44,7 @@ def _numpy_refuses(*args, **kwargs):
 @pytest.mark.parametrize("bug", [_crash, _numpy_refuses])
 def test_an_internal_bug_shows_as_a_bug(files, capsys, monkeypatch, bug):
     index, _ = files
-    monkeypatch.setattr(cli, "describe", bug)
+    monkeypatch.setattr(index_cli, "describe", bug)
     assert main(["info", str(index)]) == EXIT_BUG
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err
@@ -68,7 +68,7 @@ def test_a_plain_value_error_inside_dehub_is_a_bug_not_a_user_error(files, capsy
     """Only structured user errors (dehub._errors.UserError) are one line; a ValueError
     raised by dehub's own code about its own arrays is a bug, shown with its traceback."""
     index, _ = files
-    monkeypatch.setattr(cli, "describe", _dehub_raises_a_bare_value_error)
+    monkeypatch.setattr(index_cli, "describe", _dehub_raises_a_bare_value_error)
     assert main(["info", str(index)]) == EXIT_BUG
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "merge_topk" in err
@@ -81,7 +81,7 @@ def _import_of_dehub_itself_fails(*args, **kwargs):
 
 def test_an_import_error_of_dehub_itself_is_a_bug(files, capsys, monkeypatch):
     index, _ = files
-    monkeypatch.setattr(cli, "describe", _import_of_dehub_itself_fails)
+    monkeypatch.setattr(index_cli, "describe", _import_of_dehub_itself_fails)
     assert main(["info", str(index)]) == EXIT_BUG
     assert "this is a bug in dehub" in capsys.readouterr().err
 
@@ -93,7 +93,7 @@ def test_a_missing_extra_is_one_line_in_each_surfaces_words(files, capsys, monke
         raise MissingExtraError("reading URLs", "fsspec", "io")
 
     index, _ = files
-    monkeypatch.setattr(cli, "describe", missing)
+    monkeypatch.setattr(index_cli, "describe", missing)
     assert main(["info", str(index)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -156,7 +156,7 @@ def test_no_plain_value_or_type_error_is_raised_for_user_input():
     internal = {  # checks of dehub's own calls: firing means a bug
         "engine/topk.py": 4,  # selection kernels' arguments, merge of engine results
         "methods/_tags.py": 3,  # a class registered as a method without the hooks
-        "methods/base.py": 1,  # a method class whose __init__ hides its parameters
+        "methods/_parameters.py": 1,  # a method class whose __init__ hides its parameters
         "methods/sinkhorn.py": 4,  # NaN log-sums after validation; fitted-state relations
         "methods/_shared.py": 1,  # a method asking SharedScores for a bank it does not hold
     }

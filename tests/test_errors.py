@@ -88,10 +88,10 @@ def test_every_user_facing_error_class_of_dehub_is_a_user_error():
     from dehub._format import IndexFormatError
     from dehub._json import JSONReadError, SealError
     from dehub.datasets.wordnet import DatasetIntegrityError
-    from dehub.distributed._manifest import ManifestError
     from dehub.item_metadata import ItemMetadataError
     from dehub.methods._params import InvalidParameterError
     from dehub.methods.base import StaleFitError
+    from dehub.rundir import ManifestError
 
     for cls in (
         IndexFormatError,

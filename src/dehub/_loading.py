@@ -2,9 +2,10 @@
 
 :class:`dehub.Index` reads and writes index *files*; a run directory of the distributed
 runner (``manifest.json`` + statistic parts, :mod:`dehub.distributed`) is read by
-:func:`dehub.distributed.load_index`. This module sits above both (``docs/architecture.md``),
-so the index layer never imports the distributed runner; every command and API that takes
-an index takes a run directory through here.
+:func:`dehub.rundir.load_index` (also :func:`dehub.distributed.load_index`). This module
+sits above both (``docs/architecture.md``), so the index layer never imports the run
+directory's reader, and ``import dehub`` never imports the runner; every command and API
+that takes an index takes a run directory through here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import InputError
-from .distributed import is_manifest_dir, load_index, read_manifest
 from .index import Index
+from .rundir import is_manifest_dir, load_index, read_manifest
 
 __all__ = ["load", "describe", "verify", "is_run_directory"]
 

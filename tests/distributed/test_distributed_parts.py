@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from dehub.distributed import ManifestError, load_index, read_manifest
-from dehub.distributed._inputs import list_sources, plan_parts, read_part
-from dehub.distributed._manifest import run_key, validate_part, write_manifest, write_part
+from dehub.rundir import (
+    list_sources,
+    plan_parts,
+    read_part,
+    run_key,
+    validate_part,
+    write_manifest,
+    write_part,
+)
 
 
 @pytest.fixture

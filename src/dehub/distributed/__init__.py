@@ -9,10 +9,13 @@ job naming the part. :func:`load_index` turns the output directory into a
 :class:`dehub.Index` (memory-mapped), which ``Index.load``, ``dehub search``,
 ``dehub export`` and ``dehub serve`` accept. See ``docs/distributed.md``.
 
-Ray is imported only when a run starts, so this package imports without it.
+Ray is imported only when a run starts, so this package imports without it. The run
+directory's format and its reader (:func:`load_index`, :func:`read_manifest`) live in
+:mod:`dehub.rundir`, which :func:`dehub.load` imports without this runner; they are
+re-exported here.
 """
 
-from ._manifest import ManifestError, is_manifest_dir, load_index, read_manifest
+from ..rundir import ManifestError, is_manifest_dir, load_index, read_manifest
 from ._methods import NotDistributableError, check_distributable
 from ._runner import DEFAULT_PART_ROWS, DistributedRunError, RunSummary, ShardError, fit
 

@@ -23,7 +23,6 @@ __all__ = [
     "NotDistributableError",
     "check_distributable",
     "part_statistics",
-    "fitted_from_statistics",
     "uses_engine",
 ]
 
@@ -100,8 +99,3 @@ def part_statistics(
         return {str(n): np.asarray(a) for n, a in stats.items()}
     scores, ids = index.search(rows, int(model.reference_topk()))
     return model.statistics_from_reference_topk(scores, ids)
-
-
-def fitted_from_statistics(model: Any, gallery: Any, statistics: dict[str, Any], *, n_reference: int) -> Any:
-    """A fitted estimator from the concatenated per-row statistics of every part."""
-    return model.from_statistics(gallery, statistics, n_reference=n_reference)

@@ -29,8 +29,7 @@ from .._errors import InputError, MissingExtraError
 from .._progress import progress_bar
 from .._validation import check_embeddings, check_normalization
 from ..engine import build_reference_index
-from ._inputs import Part, Source, open_matrix, read_part
-from ._manifest import claim, validate_part, write_part
+from ..rundir import Part, Source, claim, open_matrix, read_part, validate_part, write_part
 from ._methods import part_statistics
 
 __all__ = ["ShardError", "DistributedRunError", "PoolResult", "run_parts"]

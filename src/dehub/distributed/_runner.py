@@ -34,8 +34,18 @@ from .._validation import check_embeddings, check_normalization
 from ..engine import EngineParams, choose_engine
 from ..engine.exact import DEFAULT_MEMORY_BUDGET
 from ..methods import get_method
-from ._inputs import Part, Source, list_sources, open_matrix, plan_parts
-from ._manifest import _save_npy, count_claims, run_key, validate_part, write_manifest
+from ..rundir import (
+    Part,
+    Source,
+    count_claims,
+    list_sources,
+    open_matrix,
+    plan_parts,
+    run_key,
+    save_npy,
+    validate_part,
+    write_manifest,
+)
 from ._methods import check_distributable
 from ._pool import DistributedRunError, PoolResult, ShardError, run_parts
 
@@ -363,7 +373,7 @@ def _finish(
     if missing:  # cannot happen unless Ray dropped a block: refuse to write a short manifest
         raise RuntimeError(f"{len(missing)} parts produced no result: {missing[:5]}")
     attempts = count_claims(out_path)
-    ids_sha = None if plan.ids is None else _save_npy(out_path / "ids.npy", plan.ids)
+    ids_sha = None if plan.ids is None else save_npy(out_path / "ids.npy", plan.ids)
     summary = RunSummary(
         out=str(out_path),
         manifest=str(out_path / "manifest.json"),

@@ -38,10 +38,10 @@ from .._version import __version__
 from ..index import Index
 from ..methods import get_method
 from ._inputs import Part, Source, list_sources, open_matrix
-from ._methods import fitted_from_statistics
 
 __all__ = [
     "MANIFEST",
+    "save_npy",
     "FORMAT_VERSION",
     "ManifestError",
     "run_key",
@@ -79,7 +79,7 @@ def _parts_dir(out: Path) -> Path:
     return out / "parts"
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> str:
+def save_npy(path: Path, arr: np.ndarray) -> str:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(arr), allow_pickle=False)
@@ -98,7 +98,7 @@ def write_part(
                 f"{part.describe()}: statistic {name!r} has {arr.shape[0]} rows, expected {part.rows}"
             )
         fname = f"{part.name}.{name}.npy"
-        digest = _save_npy(pdir / fname, arr)
+        digest = save_npy(pdir / fname, arr)
         files[name] = {"file": fname, "sha256": digest, "shape": list(arr.shape), "dtype": arr.dtype.str}
     record = {
         "part": part.number,
@@ -257,9 +257,10 @@ def load_index(manifest_dir: str | os.PathLike, *, verify: bool = True) -> Any:
             )
     gallery = open_matrix(gallery_sources)
     stats = {n: _statistic_view(p) for n, p in files.items()}
-    model = get_method(manifest["method"], **manifest["params"])
+    # row_decomposable (the runner refused any other method): its from_statistics hook
+    model: Any = get_method(manifest["method"], **manifest["params"])
     try:
-        model = fitted_from_statistics(model, gallery, stats, n_reference=int(manifest["n_reference"]))
+        model = model.from_statistics(gallery, stats, n_reference=int(manifest["n_reference"]))
     except (KeyError, ValueError) as exc:
         raise ManifestError(
             f"{root}: stored statistics do not fit method {manifest['method']!r}: {exc}"

@@ -191,9 +191,13 @@ def _run_build(args: argparse.Namespace) -> int:
     bank_meta = gallery_bank_note(args.method, args.gallery_bank, bank, params)
     # a dehub embed folder's encoder, and a folder's metadata columns (url, caption...)
     provenance, items = build_records(args.gallery)
-    index = Index.build(
+    # one read validates the gallery and writes it into the (temporary) index file, one
+    # feeds the fit; the file is completed and renamed only if the fit succeeds
+    index = Index.build_to_file(
+        args.output,
         gallery,
         reference,
+        item_metadata=items,
         method=args.method,
         ids=ids,
         normalize=args.normalize,
@@ -209,8 +213,6 @@ def _run_build(args: argparse.Namespace) -> int:
         gallery_bank=bank,
         **params,
     )
-    index.set_item_metadata(items)
-    index.save(args.output)
     print(f"wrote {args.output}: {index.n_items} items, d={index.dim}, {index.model!r}")
     return 0
 

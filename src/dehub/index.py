@@ -12,6 +12,7 @@ ids in the id space of :mod:`dehub._ids`; statistics that fit the gallery).
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,16 +22,18 @@ import numpy as np
 from ._errors import InputError
 from ._format import (
     FileIdentity,
+    HeaderRoomError,
     IndexFormatError,
     read_container,
     read_header,
+    streamed_container,
     verify_container,
     write_container,
 )
 from ._ids import check_ids, check_new_ids, check_remove_ids, next_ids
 from ._io import resolve_target
 from ._json import jsonable
-from ._validation import NormalizeMode, check_embeddings, is_row_sliceable, l2_normalized
+from ._validation import NormalizeMode, RowPass, check_embeddings, is_row_sliceable, l2_normalized
 from ._version import __version__
 from .engine.exact import DEFAULT_MEMORY_BUDGET
 from .incremental import IncrementalMixin
@@ -42,6 +45,9 @@ __all__ = ["Index", "IndexFormatError", "KClampedWarning"]  # KClampedWarning: d
 
 _KIND = "dehub.index"
 _GALLERY_DTYPES = ("<f2", "<f4", "<f8")
+#: header bytes reserved by :meth:`Index.build_to_file` beyond the metadata's JSON
+#: (an index header takes a few kB; a longer one is written by :meth:`Index.save`)
+_HEADER_ROOM = 64 << 10
 _MAP_CHUNK = 1 << 18  # ids mapped per step in search (2 MiB of int64 scratch)
 
 
@@ -246,6 +252,13 @@ class Index(IncrementalMixin):
         """
         self._check_file()
         path = Path(path)
+        header, arrays = self._file_contents(path)
+        write_container(path, header, arrays)
+        self._forget_mapping(path)
+        return path
+
+    def _file_contents(self, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The header and the arrays of this index's file (writes the item metadata beside it)."""
         # the gallery as it is (a memmap or shards are streamed, never copied whole)
         arrays = {"gallery": self.model.gallery_, "ids": self.ids}
         for name, arr in self.model.persistence_arrays().items():
@@ -264,12 +277,54 @@ class Index(IncrementalMixin):
             "metadata": jsonable(metadata),
             "n_reference": self.n_reference,
         }
-        write_container(path, header, arrays)
+        return header, arrays
+
+    def _forget_mapping(self, path: Path) -> None:
         if self._mapped is not None and _same_file(resolve_target(path), self._mapped.path):
             # The mapping holds the old, now unlinked file: nobody can truncate it by
             # name any more, and the new file is not what this object reads.
             self._mapped = None
-        return path
+
+    @classmethod
+    def build_to_file(
+        cls,
+        path: str | os.PathLike,
+        gallery,
+        reference,
+        *,
+        normalize: NormalizeMode = "warn",
+        metadata: dict[str, Any] | None = None,
+        item_metadata=None,
+        **build_kwargs: Any,
+    ) -> Index:
+        """:meth:`build`, :meth:`set_item_metadata` and :meth:`save` with two reads of the gallery.
+
+        One pass validates the gallery (finiteness, norms; the L2 copy for
+        ``normalize="l2"``) and writes and hashes it into the temporary index file; the
+        fit reads it once more (the reference top-k). Only when the fit succeeds are the
+        statistics and the header written and the file renamed to ``path``; on any
+        failure (a bad row, a failed fit) no file is left and an existing ``path`` is
+        untouched. Other arguments as :meth:`build`. (:meth:`build` then :meth:`save`
+        reads the gallery three times: validation, fit, copy.)
+        """
+        path = Path(path)
+        rows = RowPass(gallery, "gallery", normalize)
+        room = _HEADER_ROOM + len(json.dumps(jsonable(metadata or {})))
+        try:
+            with streamed_container(path, room) as out:
+                out.write_first("gallery", rows.dtype, rows.shape, rows.blocks())
+                validated = rows.result()
+                index = cls.build(
+                    validated, reference, normalize=normalize, metadata=metadata, **build_kwargs
+                )
+                index.set_item_metadata(item_metadata)
+                header, arrays = index._file_contents(path)
+                if arrays.pop("gallery") is not validated.rows:  # pragma: no cover - a method's own gallery_
+                    raise HeaderRoomError("the fitted gallery is not the one streamed")
+                out.finish(header, arrays)
+        except HeaderRoomError:  # the fit succeeded; write the file the ordinary way (a third read)
+            index.save(path)
+        return index
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> Index:

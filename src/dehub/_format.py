@@ -230,7 +230,7 @@ class StreamedContainer:
         h = hashlib.sha256()
         written = 0
         for block in blocks:
-            buf = memoryview(np.ascontiguousarray(block, dtype=dt)).cast("B")
+            buf = np.ascontiguousarray(block, dtype=dt).reshape(-1).view(np.uint8).data
             h.update(buf)
             self._f.write(buf)
             written += buf.nbytes

@@ -47,7 +47,7 @@ _KIND = "dehub.index"
 _GALLERY_DTYPES = ("<f2", "<f4", "<f8")
 #: header bytes reserved by :meth:`Index.build_to_file` beyond the metadata's JSON
 #: (an index header takes a few kB; a longer one is written by :meth:`Index.save`)
-_HEADER_ROOM = 64 << 10
+_HEADER_ROOM = 16 << 10
 _MAP_CHUNK = 1 << 18  # ids mapped per step in search (2 MiB of int64 scratch)
 
 

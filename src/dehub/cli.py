@@ -233,7 +233,10 @@ def _setup_search(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--query-ids", help="ids of the queries (.npy or one per line) for the output; default row numbers"
     )
-    p.add_argument("--top", type=positive_int, default=10, help="results per query (default 10)")
+    # dest k: the library's k, so its KClampedWarning names --top (the one clamp: Index.search's)
+    p.add_argument(
+        "--top", dest="k", metavar="TOP", type=positive_int, default=10, help="results per query (default 10)"
+    )
     p.add_argument(
         "-o", "--output", help=".npz to write with arrays 'query_ids', 'scores' and 'ids'; default: print"
     )
@@ -259,17 +262,9 @@ def _run_search(args: argparse.Namespace) -> int:
         index = index.with_params(alpha=args.alpha)
     queries = load_npy(args.queries, "queries")
     qids = _query_ids(args, queries.shape[0])
-    top = args.top
-    if top > index.n_items:
-        warnings.warn(
-            f"--top {top} exceeds the {index.n_items} items of the index; returning {index.n_items} per query",
-            UserWarning,
-            stacklevel=2,
-        )
-        top = index.n_items
     if args.output:
         _check_output_file(args.output)
-    scores, ids = index.search(queries, top, normalize=args.normalize, progress=not args.quiet)
+    scores, ids = index.search(queries, args.k, normalize=args.normalize, progress=not args.quiet)
     if args.output:
         out = Path(args.output)
         with open(out, "wb") as f:

@@ -93,7 +93,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .._errors import InputError, InputTypeError
+from .._errors import InputError, InputTypeError, InputWarning, Param
 from .._validation import (
     NormalizeMode,
     check_same_dim,
@@ -136,8 +136,9 @@ class RefitRequiredError(InvalidParameterError):
     """:meth:`BaseCorrector.with_params` was asked for a change the fitted statistics cannot serve."""
 
 
-class KClampedWarning(UserWarning):
-    """``k`` exceeded the number of gallery items and was lowered to it."""
+class KClampedWarning(InputWarning):
+    """``k`` exceeded the number of gallery items and was lowered to it (each surface names
+    ``k`` its own way: ``k=`` in Python, ``--top`` for ``dehub search``)."""
 
 
 #: Largest magnitude a bias may have: scores ``q . r - bias`` then stay finite in float32
@@ -481,8 +482,10 @@ class BaseCorrector(ABC):
         n = int(self.gallery_.shape[0])
         if k > n:
             warnings.warn(
-                f"k={k} exceeds the {n} gallery items; returning {n} results per query",
-                KClampedWarning,
+                KClampedWarning(
+                    f"exceeds the {n} gallery items; returning {n} results per query",
+                    subject=Param("k", str(k)),
+                ),
                 stacklevel=user_stacklevel(),
             )
             k = n

@@ -29,6 +29,9 @@ naming the file, what was expected and what was found.
 Writes are atomic: the file is written under a temporary name in the same directory,
 flushed and fsynced, then renamed over the target (``os.replace``), so a crash at any
 point leaves either the old file or the new one, never a mix (see :mod:`dehub._io`).
+:func:`streamed_container` writes the first array before the others exist (``dehub
+build`` writes the gallery in its validation pass), with room for the header reserved
+in front of it.
 """
 
 from __future__ import annotations

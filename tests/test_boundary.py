@@ -100,6 +100,22 @@ def test_a_build_that_fails_leaves_no_file_and_no_temporary(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.npy", "i.dehub", "r.npy"]
 
 
+def test_build_checks_ids_and_method_before_reading_the_gallery(tmp_path):
+    """(The parameters' values are checked by the estimator's fit, its entry point.)"""
+    rng = np.random.default_rng(9)
+    (tmp_path / "g").mkdir()
+    np.save(tmp_path / "g" / "part-0.npy", _unit(rng, 200, 8))
+    r = _unit(rng, 50, 8)
+    gallery = _CountingShards(sorted((tmp_path / "g").glob("*.npy")))
+    _CountingShards.rows_read = 0
+    out = tmp_path / "i.dehub"
+    with pytest.raises(ValueError, match="199"):
+        Index.build_to_file(out, gallery, r, k=4, ids=np.arange(199))
+    with pytest.raises(ValueError, match="unknown method"):
+        Index.build_to_file(out, gallery, r, method="no-such-method")
+    assert _CountingShards.rows_read == 0 and not out.exists()
+
+
 def test_a_fit_that_crashes_leaves_no_file(tmp_path, monkeypatch):
     rng = np.random.default_rng(6)
     g, r = _unit(rng, 300, 8), _unit(rng, 50, 8)

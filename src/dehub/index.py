@@ -133,8 +133,28 @@ class Index(IncrementalMixin):
         any other method. The index stores what the fit computed from it (the method's
         fitted arrays), not the bank.
         """
-        if ids is not None:  # before the fit, once
-            ids = check_ids(ids, np.shape(gallery)[0] if not hasattr(gallery, "shape") else gallery.shape[0])
+        n = np.shape(gallery)[0] if not hasattr(gallery, "shape") else gallery.shape[0]
+        model, ids, fit_inputs = cls._build_parts(n, method, ids, gallery_bank, params)
+        return cls._fit_parts(
+            model,
+            gallery,
+            reference,
+            ids=ids,
+            fit_inputs=fit_inputs,
+            metadata=metadata,
+            normalize=normalize,
+            memory_budget=memory_budget,
+            progress=progress,
+            keep_reference=keep_reference,
+        )
+
+    @staticmethod
+    def _build_parts(n: int, method: str, ids, gallery_bank, params: dict[str, Any]):
+        """The checks :meth:`build` makes before any pass over the data: the ids (once),
+        the method's name, the bank's method; ``(model, ids, fit_inputs)`` (the
+        parameters' values are checked by the estimator's ``fit``)."""
+        if ids is not None:
+            ids = check_ids(ids, n)
         model = get_method(method, **params)
         fit_inputs = {}
         if gallery_bank is not None:
@@ -145,6 +165,23 @@ class Index(IncrementalMixin):
                     f"rows (methods that take one: {', '.join(takes)})"
                 )
             fit_inputs["gallery_bank"] = gallery_bank
+        return model, ids, fit_inputs
+
+    @classmethod
+    def _fit_parts(
+        cls,
+        model: BaseCorrector,
+        gallery,
+        reference,
+        *,
+        ids,
+        fit_inputs: dict[str, Any],
+        metadata: dict[str, Any] | None,
+        normalize: NormalizeMode,
+        memory_budget: int,
+        progress: bool,
+        keep_reference: bool,
+    ) -> Index:
         model.fit(
             gallery,
             reference,
@@ -292,35 +329,52 @@ class Index(IncrementalMixin):
         gallery,
         reference,
         *,
-        normalize: NormalizeMode = "warn",
+        method: str = "nnn",
+        ids=None,
         metadata: dict[str, Any] | None = None,
+        normalize: NormalizeMode = "warn",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        progress: bool = False,
+        keep_reference: bool = False,
+        gallery_bank=None,
         item_metadata=None,
-        **build_kwargs: Any,
+        **params,
     ) -> Index:
         """:meth:`build`, :meth:`set_item_metadata` and :meth:`save` with two reads of the gallery.
 
-        One pass validates the gallery (finiteness, norms; the L2 copy for
-        ``normalize="l2"``) and writes and hashes it into the temporary index file; the
-        fit reads it once more (the reference top-k). Only when the fit succeeds are the
-        statistics and the header written and the file renamed to ``path``; on any
-        failure (a bad row, a failed fit) no file is left and an existing ``path`` is
-        untouched. Other arguments as :meth:`build`. (:meth:`build` then :meth:`save`
-        reads the gallery three times: validation, fit, copy.)
+        The ids and the method are checked first; then one pass validates
+        the gallery (finiteness, norms; the L2 copy for ``normalize="l2"``) and writes and
+        hashes it into the temporary index file, and the fit reads it once more (the
+        reference top-k). Only when the fit succeeds are the statistics and the header
+        written and the file renamed to ``path``; on any failure (a bad row, a failed
+        fit) no file is left and an existing ``path`` is untouched. Arguments as
+        :meth:`build`; ``item_metadata`` as :meth:`set_item_metadata`. (:meth:`build`
+        then :meth:`save` reads the gallery three times: validation, fit, copy.)
         """
         path = Path(path)
         rows = RowPass(gallery, "gallery", normalize)
+        model, ids, fit_inputs = cls._build_parts(rows.shape[0], method, ids, gallery_bank, params)
         room = _HEADER_ROOM + len(json.dumps(jsonable(metadata or {})))
         try:
             with streamed_container(path, room) as out:
                 out.write_first("gallery", rows.dtype, rows.shape, rows.blocks())
                 validated = rows.result()
-                index = cls.build(
-                    validated, reference, normalize=normalize, metadata=metadata, **build_kwargs
+                index = cls._fit_parts(
+                    model,
+                    validated,
+                    reference,
+                    ids=ids,
+                    fit_inputs=fit_inputs,
+                    metadata=metadata,
+                    normalize=normalize,
+                    memory_budget=memory_budget,
+                    progress=progress,
+                    keep_reference=keep_reference,
                 )
                 index.set_item_metadata(item_metadata)
                 header, arrays = index._file_contents(path)
                 if arrays.pop("gallery") is not validated.rows:  # pragma: no cover - a method's own gallery_
-                    raise HeaderRoomError("the fitted gallery is not the one streamed")
+                    raise HeaderRoomError("the fitted gallery is not the rows streamed into the file")
                 out.finish(header, arrays)
         except HeaderRoomError:  # the fit succeeded; write the file the ordinary way (a third read)
             index.save(path)

@@ -245,3 +245,9 @@ def test_the_add_gate_sees_the_rows_add_validated(scans, tmp_path, capsys):
         "vectors contains NaN or infinite values (first at row 3, column 2)" in out.err
         and "gate" not in out.out
     )
+
+
+def test_the_gallery_pass_shows_progress(tmp_path, capsys):
+    rng = np.random.default_rng(10)
+    Index.build_to_file(tmp_path / "i.dehub", _unit(rng, 300, 8), _unit(rng, 50, 8), k=4, progress=True)
+    assert "check + write gallery" in capsys.readouterr().err

@@ -33,6 +33,7 @@ from ._format import (
 from ._ids import check_ids, check_new_ids, check_remove_ids, next_ids
 from ._io import resolve_target
 from ._json import jsonable
+from ._progress import progress_bar
 from ._validation import NormalizeMode, RowPass, check_embeddings, is_row_sliceable, l2_normalized
 from ._version import __version__
 from .engine.exact import DEFAULT_MEMORY_BUDGET
@@ -357,7 +358,8 @@ class Index(IncrementalMixin):
         room = _HEADER_ROOM + len(json.dumps(jsonable(metadata or {})))
         try:
             with streamed_container(path, room) as out:
-                out.write_first("gallery", rows.dtype, rows.shape, rows.blocks())
+                with progress_bar(rows.shape[0], "check + write gallery", progress, unit="rows") as bar:
+                    out.write_first("gallery", rows.dtype, rows.shape, _reporting(rows.blocks(), bar))
                 validated = rows.result()
                 index = cls._fit_parts(
                     model,
@@ -579,6 +581,13 @@ def _check_statistics(path: Path, fitted: dict[str, np.ndarray]) -> None:
                     raise IndexFormatError(
                         f"{path}: stored statistic 'model.{name}' holds NaN or infinite values; expected finite floats"
                     )
+
+
+def _reporting(blocks, bar):
+    """``blocks`` as they are, each counted on the progress ``bar`` by its rows."""
+    for block in blocks:
+        yield block
+        bar.update(int(block.shape[0]))
 
 
 def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -111,3 +111,12 @@ def test_a_warning_keeps_its_parts():
     w = InputWarning("rows are not unit-norm.", fix="Pass {normalize}", params={"normalize": "'l2'"})
     assert str(w) == "rows are not unit-norm. Pass normalize='l2'"
     assert w.render(_CLI) == "rows are not unit-norm. Pass --normalize l2"
+
+
+def test_a_subject_is_spelled_by_each_surface_in_front_of_what():
+    """The k clamp: one warning, the parameter in each surface's words (`dehub search`
+    calls k `--top`: tests/test_cli.py)."""
+    w = InputWarning("exceeds the 40 gallery items", subject=Param("k", "500"))
+    assert str(w) == "k=500 exceeds the 40 gallery items"
+    assert w.render(_CLI) == "--k 500 exceeds the 40 gallery items"
+    assert pickle.loads(pickle.dumps(w)).render(_CLI) == w.render(_CLI)

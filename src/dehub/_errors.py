@@ -91,7 +91,9 @@ class Message:
     parameters as ``{placeholder}``: ``params`` maps each placeholder to the value the fix
     suggests, to a :class:`Param` when one fix names a parameter twice, or to a
     :class:`Command` (an operation each surface names its own way);
-    ``{install}`` is the installation of the extra ``install``.
+    ``{install}`` is the installation of the extra ``install``. ``subject``: a parameter
+    the message is about, spelled by the surface in front of ``what`` (``k=500 exceeds
+    ...`` in Python, ``--top 500 exceeds ...`` where the command line calls ``k`` so).
     """
 
     what: str
@@ -100,9 +102,12 @@ class Message:
     fix: str | None = None
     params: Mapping[str, ParamValue | Param | Command] = field(default_factory=dict)
     install: str | None = None
+    subject: Param | None = None
 
     def render(self, surface: Surface = PYTHON) -> str:
         text = self.what
+        if self.subject is not None:
+            text = f"{surface.param(self.subject.name, self.subject.value)} {text}"
         if self.expected is not None:
             text += f"; expected {self.expected}"
         if self.received is not None:

@@ -29,6 +29,9 @@ naming the file, what was expected and what was found.
 Writes are atomic: the file is written under a temporary name in the same directory,
 flushed and fsynced, then renamed over the target (``os.replace``), so a crash at any
 point leaves either the old file or the new one, never a mix (see :mod:`dehub._io`).
+:func:`streamed_container` writes the first array before the others exist (``dehub
+build`` writes the gallery in its validation pass), with room for the header reserved
+in front of it.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import re
 import stat
 import struct
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BufferedReader
 from pathlib import Path
@@ -61,6 +65,9 @@ __all__ = [
     "IndexFormatError",
     "FileIdentity",
     "write_container",
+    "streamed_container",
+    "StreamedContainer",
+    "HeaderRoomError",
     "read_container",
     "read_header",
     "verify_container",
@@ -193,6 +200,116 @@ def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dic
         f.seek(0)
         f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(final), hashlib.sha256(final).digest()))
         f.write(final)
+
+
+class HeaderRoomError(RuntimeError):
+    """The header of a :class:`StreamedContainer` outgrew the room reserved for it (the
+    file is not written; write it with :func:`write_container` instead)."""
+
+
+class StreamedContainer:
+    """A container whose first array is written before the others exist.
+
+    ``dehub build`` writes (and hashes) the gallery in its validation pass, before the
+    fit; the statistics and the header follow only when the fit has succeeded. The first
+    array starts after ``header_room`` bytes reserved for the prefix and the header, which
+    is written last (a longer header raises :class:`HeaderRoomError` in :meth:`finish`).
+    Made by :func:`streamed_container`, which owns the temporary file.
+    """
+
+    def __init__(self, f: Any, path: Path, header_room: int) -> None:
+        self._f = f
+        self._path = path
+        self._start = _align(_PREFIX.size + header_room)
+        self._first: dict[str, Any] | None = None
+        self.finished = False
+        f.write(b"\0" * self._start)
+
+    def write_first(self, name: str, dtype: np.dtype, shape: tuple[int, ...], blocks: Iterable[Any]) -> None:
+        """Write and hash the first array from ``blocks`` (its rows in order, any float
+        dtype, stored as ``dtype``); an exception from ``blocks`` leaves no file."""
+        dts = _dtype_str(np.empty(0, dtype=dtype))
+        dt = np.dtype(dts)
+        h = hashlib.sha256()
+        written = 0
+        for block in blocks:
+            buf = np.ascontiguousarray(block, dtype=dt).reshape(-1).view(np.uint8).data
+            h.update(buf)
+            self._f.write(buf)
+            written += buf.nbytes
+        nbytes = math.prod(shape) * dt.itemsize
+        if written != nbytes:  # pragma: no cover - a caller's bug
+            raise RuntimeError(f"{name}: {written} bytes streamed for a shape {shape} of {dt} ({nbytes})")
+        self._first = {
+            "name": name,
+            "dtype": dts,
+            "shape": [int(x) for x in shape],
+            "offset": self._start,
+            "nbytes": nbytes,
+            "sha256": h.hexdigest(),
+        }
+
+    def finish(self, header: dict[str, Any], arrays: dict[str, Any]) -> None:
+        """Write the other ``arrays`` after the first one, then the header."""
+        if self._first is None:  # pragma: no cover - a caller's bug
+            raise RuntimeError("StreamedContainer.finish() before write_first()")
+        metas = [self._first]
+        prepared = []
+        offset = _align(self._start + self._first["nbytes"])
+        for name, arr in arrays.items():
+            if isinstance(arr, np.ndarray) or not is_row_sliceable(arr):
+                arr = np.asarray(arr)
+            dts = _dtype_str(arr)
+            nbytes = _nbytes(arr, np.dtype(dts))
+            metas.append(
+                {
+                    "name": name,
+                    "dtype": dts,
+                    "shape": [int(x) for x in arr.shape],
+                    "offset": offset,
+                    "nbytes": nbytes,
+                    "sha256": "0" * 64,
+                }
+            )
+            prepared.append(arr)
+            offset = _align(offset + nbytes)
+        if len(self._header_json(header, metas)) + _PREFIX.size > self._start:
+            raise HeaderRoomError(
+                f"the header of {self._path} needs more than the {self._start} bytes reserved for it"
+            )
+        pos = self._start + self._first["nbytes"]
+        for meta, arr in zip(metas[1:], prepared):
+            self._f.write(b"\0" * (meta["offset"] - pos))
+            h = hashlib.sha256()
+            for chunk in _byte_chunks(arr, np.dtype(meta["dtype"])):
+                h.update(chunk)
+                self._f.write(chunk)
+            meta["sha256"] = h.hexdigest()
+            pos = meta["offset"] + meta["nbytes"]
+        final = self._header_json(header, metas)  # the same length: digests are fixed-length
+        self._f.seek(0)
+        self._f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(final), hashlib.sha256(final).digest()))
+        self._f.write(final)
+        self.finished = True
+
+    @staticmethod
+    def _header_json(header: dict[str, Any], metas: list[dict[str, Any]]) -> bytes:
+        full = {**header, "format_version": FORMAT_VERSION, "arrays": metas}
+        return json.dumps(full, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+@contextmanager
+def streamed_container(path: str | os.PathLike, header_room: int) -> Iterator[StreamedContainer]:
+    """A :class:`StreamedContainer` written to a temporary file beside ``path`` and renamed
+    over it (atomically, :func:`dehub._io.atomic_path`) only when the block ends with the
+    container finished; on any exception, or unfinished, the temporary file is removed."""
+    path = Path(path)
+    room = min(int(header_room), MAX_HEADER_BYTES)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        out = StreamedContainer(f, path, room)
+        yield out
+        if not out.finished:
+            raise RuntimeError(f"{path}: the streamed container was left unfinished")
 
 
 # --------------------------------------------------------------------------- reading

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -153,9 +152,13 @@ def _run_build(args: argparse.Namespace) -> int:
     bank_meta = gallery_bank_note(args.method, args.gallery_bank, bank, params)
     # a dehub embed folder's encoder, and a folder's metadata columns (url, caption...)
     provenance, items = build_records(args.gallery)
-    index = Index.build(
+    # one read validates the gallery and writes it into the (temporary) index file, one
+    # feeds the fit; the file is completed and renamed only if the fit succeeds
+    index = Index.build_to_file(
+        args.output,
         gallery,
         reference,
+        item_metadata=items,
         method=args.method,
         ids=ids,
         normalize=args.normalize,
@@ -171,8 +174,6 @@ def _run_build(args: argparse.Namespace) -> int:
         gallery_bank=bank,
         **params,
     )
-    index.set_item_metadata(items)
-    index.save(args.output)
     print(f"wrote {args.output}: {index.n_items} items, d={index.dim}, {index.model!r}")
     return 0
 
@@ -194,7 +195,10 @@ def _setup_search(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--query-ids", help="ids of the queries (.npy or one per line) for the output; default row numbers"
     )
-    p.add_argument("--top", type=positive_int, default=10, help="results per query (default 10)")
+    # dest k: the library's k, so its KClampedWarning names --top (the one clamp: Index.search's)
+    p.add_argument(
+        "--top", dest="k", metavar="TOP", type=positive_int, default=10, help="results per query (default 10)"
+    )
     p.add_argument(
         "-o", "--output", help=".npz to write with arrays 'query_ids', 'scores' and 'ids'; default: print"
     )
@@ -220,17 +224,9 @@ def _run_search(args: argparse.Namespace) -> int:
         index = index.with_params(alpha=args.alpha)
     queries = load_npy(args.queries, "queries")
     qids = _query_ids(args, queries.shape[0])
-    top = args.top
-    if top > index.n_items:
-        warnings.warn(
-            f"--top {top} exceeds the {index.n_items} items of the index; returning {index.n_items} per query",
-            UserWarning,
-            stacklevel=2,
-        )
-        top = index.n_items
     if args.output:
         _check_output_file(args.output)
-    scores, ids = index.search(queries, top, normalize=args.normalize, progress=not args.quiet)
+    scores, ids = index.search(queries, args.k, normalize=args.normalize, progress=not args.quiet)
     if args.output:
         out = Path(args.output)
         with open(out, "wb") as f:

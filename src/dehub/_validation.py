@@ -29,6 +29,8 @@ __all__ = [
     "user_stacklevel",
     "is_row_sliceable",
     "l2_normalized",
+    "RowPass",
+    "ValidatedRows",
 ]
 
 NormalizeMode = Literal["warn", "l2", "none", "error"]
@@ -67,6 +69,8 @@ def check_embeddings(x, name: str, *, allow_empty: bool = False) -> np.ndarray:
     for NaN/inf in chunks so a memory-mapped or sharded input is never copied whole.
     To also check unit norms, use :func:`validate_embeddings` (one pass instead of two).
     """
+    if isinstance(x, ValidatedRows):  # one pass (RowPass) checked them already
+        return x.rows
     x = _check_structure(x, name, allow_empty)
     _scan_rows(x, name)
     return x
@@ -83,6 +87,10 @@ def validate_embeddings(
     """
     if normalize not in _MODES:
         raise InputError(f"normalize must be one of 'warn', 'l2', 'none', 'error'; received {normalize!r}")
+    if isinstance(x, ValidatedRows):
+        if x.normalize == normalize:  # validated (and normalized, reported) by one RowPass
+            return x.rows
+        x = x.rows
     x = _check_structure(x, name, allow_empty)
     lo, hi = _scan_rows(x, name)
     if normalize == "l2":
@@ -126,15 +134,79 @@ def _scan_rows(x, name: str) -> tuple[float, float]:
     """One chunked pass: raise on NaN/inf or overflowing rows; return the row-norm range."""
     lo, hi = np.inf, -np.inf
     for sl in _chunks(x.shape[0]):
-        block = x[sl]
-        # One fused pass: NaN/inf in a row make its sum of squares non-finite; only then
-        # is the block scanned element by element to name the first offending entry.
-        sq = _row_sq_norms(block)
-        if not np.isfinite(sq).all():
-            _raise_non_finite(block, sq, sl.start, name)
-        if sq.size:
-            lo, hi = min(lo, float(np.sqrt(sq.min()))), max(hi, float(np.sqrt(sq.max())))
+        lo, hi = _scan_block(x[sl], sl.start, name, lo, hi)
     return lo, hi
+
+
+def _scan_block(block: np.ndarray, start: int, name: str, lo: float, hi: float) -> tuple[float, float]:
+    """Raise on NaN/inf or overflowing rows of ``block`` (rows ``start...``); widen ``lo..hi``."""
+    # One fused pass: NaN/inf in a row make its sum of squares non-finite; only then
+    # is the block scanned element by element to name the first offending entry.
+    sq = _row_sq_norms(block)
+    if not np.isfinite(sq).all():
+        _raise_non_finite(block, sq, start, name)
+    if sq.size:
+        lo, hi = min(lo, float(np.sqrt(sq.min()))), max(hi, float(np.sqrt(sq.max())))
+    return lo, hi
+
+
+class ValidatedRows:
+    """Rows that one :class:`RowPass` validated (and, for ``normalize="l2"``, normalized):
+    :func:`validate_embeddings` with the same ``normalize`` returns ``rows`` without
+    scanning them again, and :func:`check_embeddings` returns them as they are."""
+
+    __slots__ = ("rows", "normalize")
+
+    def __init__(self, rows, normalize: NormalizeMode) -> None:
+        self.rows = rows
+        self.normalize = normalize
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.rows.shape)
+
+
+class RowPass:
+    """One pass over the rows of ``x`` that validates them as :func:`validate_embeddings`
+    does and yields each block as it is to be stored (normalized for ``normalize="l2"``),
+    so that a caller writes and hashes the rows in the same read (``dehub build``).
+
+    Iterate :meth:`blocks` to the end (an :class:`InputError` stops it at the first bad
+    row; the norms are reported after the last block), then take :meth:`result`.
+    """
+
+    def __init__(self, x, name: str, normalize: NormalizeMode = "warn", *, allow_empty: bool = False) -> None:
+        if normalize not in _MODES:
+            raise InputError(
+                f"normalize must be one of 'warn', 'l2', 'none', 'error'; received {normalize!r}"
+            )
+        self._x = _check_structure(x, name, allow_empty)
+        self.name = name
+        self.normalize = normalize
+        self.shape: tuple[int, ...] = tuple(self._x.shape)
+        #: the dtype of the yielded blocks (float32/float64 after an L2 normalization)
+        self.dtype = compute_dtype(self._x) if normalize == "l2" else np.dtype(self._x.dtype)
+        self._out = np.empty(self.shape, dtype=self.dtype) if normalize == "l2" else None
+        self._done = False
+
+    def blocks(self):
+        lo, hi = np.inf, -np.inf
+        for sl in _chunks(self.shape[0]):
+            block = np.asarray(self._x[sl])
+            lo, hi = _scan_block(block, sl.start, self.name, lo, hi)
+            if self._out is None:
+                yield block
+            else:
+                _l2_block(block, self._out[sl], sl.start, self.name)
+                yield self._out[sl]
+        if self.normalize in ("warn", "error"):
+            _report_norms(lo, hi, self.name, self.normalize)
+        self._done = True
+
+    def result(self) -> ValidatedRows:
+        if not self._done:  # pragma: no cover - a caller's bug
+            raise RuntimeError("RowPass.result() before its blocks were all read")
+        return ValidatedRows(self._x if self._out is None else self._out, self.normalize)
 
 
 def _raise_non_finite(block: np.ndarray, sq: np.ndarray, start: int, name: str) -> None:
@@ -235,18 +307,23 @@ def _l2_copy(x, name: str) -> np.ndarray:
     dt = compute_dtype(x)
     out = np.empty(x.shape, dtype=dt)
     for sl in _chunks(x.shape[0]):
-        block = np.asarray(x[sl], dtype=dt)
-        norms = np.linalg.norm(block, axis=1, keepdims=True)
-        if np.any(norms == 0):
-            row = sl.start + int(np.flatnonzero(norms.ravel() == 0)[0])
-            raise InputError(
-                f"{name} row {row} is all zeros and cannot be L2-normalized",
-                expected="rows with a non-zero norm",
-                fix="Remove that row (or pass {normalize})",
-                params={"normalize": "'none'"},
-            )
-        np.divide(block, norms, out=out[sl])
+        _l2_block(x[sl], out[sl], sl.start, name)
     return out
+
+
+def _l2_block(rows, out: np.ndarray, start: int, name: str) -> None:
+    """``rows`` divided by their L2 norms into ``out`` (rows ``start...`` of ``name``)."""
+    block = np.asarray(rows, dtype=out.dtype)
+    norms = np.linalg.norm(block, axis=1, keepdims=True)
+    if np.any(norms == 0):
+        row = start + int(np.flatnonzero(norms.ravel() == 0)[0])
+        raise InputError(
+            f"{name} row {row} is all zeros and cannot be L2-normalized",
+            expected="rows with a non-zero norm",
+            fix="Remove that row (or pass {normalize})",
+            params={"normalize": "'none'"},
+        )
+    np.divide(block, norms, out=out)
 
 
 def _report_norms(lo: float, hi: float, name: str, mode: str) -> None:

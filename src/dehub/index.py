@@ -12,6 +12,7 @@ ids in the id space of :mod:`dehub._ids`; statistics that fit the gallery).
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,16 +22,19 @@ import numpy as np
 from ._errors import InputError
 from ._format import (
     FileIdentity,
+    HeaderRoomError,
     IndexFormatError,
     read_container,
     read_header,
+    streamed_container,
     verify_container,
     write_container,
 )
 from ._ids import check_ids, check_new_ids, check_remove_ids, next_ids
 from ._io import resolve_target
 from ._json import jsonable
-from ._validation import NormalizeMode, check_embeddings, is_row_sliceable, l2_normalized
+from ._progress import progress_bar
+from ._validation import NormalizeMode, RowPass, check_embeddings, is_row_sliceable, l2_normalized
 from ._version import __version__
 from .engine.exact import DEFAULT_MEMORY_BUDGET
 from .incremental import IncrementalMixin
@@ -42,6 +46,9 @@ __all__ = ["Index", "IndexFormatError", "KClampedWarning"]  # KClampedWarning: d
 
 _KIND = "dehub.index"
 _GALLERY_DTYPES = ("<f2", "<f4", "<f8")
+#: header bytes reserved by :meth:`Index.build_to_file` beyond the metadata's JSON
+#: (an index header takes a few kB; a longer one is written by :meth:`Index.save`)
+_HEADER_ROOM = 16 << 10
 _MAP_CHUNK = 1 << 18  # ids mapped per step in search (2 MiB of int64 scratch)
 
 
@@ -127,8 +134,28 @@ class Index(IncrementalMixin):
         any other method. The index stores what the fit computed from it (the method's
         fitted arrays), not the bank.
         """
-        if ids is not None:  # before the fit, once
-            ids = check_ids(ids, np.shape(gallery)[0] if not hasattr(gallery, "shape") else gallery.shape[0])
+        n = np.shape(gallery)[0] if not hasattr(gallery, "shape") else gallery.shape[0]
+        model, ids, fit_inputs = cls._build_parts(n, method, ids, gallery_bank, params)
+        return cls._fit_parts(
+            model,
+            gallery,
+            reference,
+            ids=ids,
+            fit_inputs=fit_inputs,
+            metadata=metadata,
+            normalize=normalize,
+            memory_budget=memory_budget,
+            progress=progress,
+            keep_reference=keep_reference,
+        )
+
+    @staticmethod
+    def _build_parts(n: int, method: str, ids, gallery_bank, params: dict[str, Any]):
+        """The checks :meth:`build` makes before any pass over the data: the ids (once),
+        the method's name, the bank's method; ``(model, ids, fit_inputs)`` (the
+        parameters' values are checked by the estimator's ``fit``)."""
+        if ids is not None:
+            ids = check_ids(ids, n)
         model = get_method(method, **params)
         fit_inputs = {}
         if gallery_bank is not None:
@@ -139,6 +166,23 @@ class Index(IncrementalMixin):
                     f"rows (methods that take one: {', '.join(takes)})"
                 )
             fit_inputs["gallery_bank"] = gallery_bank
+        return model, ids, fit_inputs
+
+    @classmethod
+    def _fit_parts(
+        cls,
+        model: BaseCorrector,
+        gallery,
+        reference,
+        *,
+        ids,
+        fit_inputs: dict[str, Any],
+        metadata: dict[str, Any] | None,
+        normalize: NormalizeMode,
+        memory_budget: int,
+        progress: bool,
+        keep_reference: bool,
+    ) -> Index:
         model.fit(
             gallery,
             reference,
@@ -246,6 +290,13 @@ class Index(IncrementalMixin):
         """
         self._check_file()
         path = Path(path)
+        header, arrays = self._file_contents(path)
+        write_container(path, header, arrays)
+        self._forget_mapping(path)
+        return path
+
+    def _file_contents(self, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The header and the arrays of this index's file (writes the item metadata beside it)."""
         # the gallery as it is (a memmap or shards are streamed, never copied whole)
         arrays = {"gallery": self.model.gallery_, "ids": self.ids}
         for name, arr in self.model.persistence_arrays().items():
@@ -264,12 +315,72 @@ class Index(IncrementalMixin):
             "metadata": jsonable(metadata),
             "n_reference": self.n_reference,
         }
-        write_container(path, header, arrays)
+        return header, arrays
+
+    def _forget_mapping(self, path: Path) -> None:
         if self._mapped is not None and _same_file(resolve_target(path), self._mapped.path):
             # The mapping holds the old, now unlinked file: nobody can truncate it by
             # name any more, and the new file is not what this object reads.
             self._mapped = None
-        return path
+
+    @classmethod
+    def build_to_file(
+        cls,
+        path: str | os.PathLike,
+        gallery,
+        reference,
+        *,
+        method: str = "nnn",
+        ids=None,
+        metadata: dict[str, Any] | None = None,
+        normalize: NormalizeMode = "warn",
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        progress: bool = False,
+        keep_reference: bool = False,
+        gallery_bank=None,
+        item_metadata=None,
+        **params,
+    ) -> Index:
+        """:meth:`build`, :meth:`set_item_metadata` and :meth:`save` with two reads of the gallery.
+
+        The ids and the method are checked first; then one pass validates
+        the gallery (finiteness, norms; the L2 copy for ``normalize="l2"``) and writes and
+        hashes it into the temporary index file, and the fit reads it once more (the
+        reference top-k). Only when the fit succeeds are the statistics and the header
+        written and the file renamed to ``path``; on any failure (a bad row, a failed
+        fit) no file is left and an existing ``path`` is untouched. Arguments as
+        :meth:`build`; ``item_metadata`` as :meth:`set_item_metadata`. (:meth:`build`
+        then :meth:`save` reads the gallery three times: validation, fit, copy.)
+        """
+        path = Path(path)
+        rows = RowPass(gallery, "gallery", normalize)
+        model, ids, fit_inputs = cls._build_parts(rows.shape[0], method, ids, gallery_bank, params)
+        room = _HEADER_ROOM + len(json.dumps(jsonable(metadata or {})))
+        try:
+            with streamed_container(path, room) as out:
+                with progress_bar(rows.shape[0], "check + write gallery", progress, unit="rows") as bar:
+                    out.write_first("gallery", rows.dtype, rows.shape, _reporting(rows.blocks(), bar))
+                validated = rows.result()
+                index = cls._fit_parts(
+                    model,
+                    validated,
+                    reference,
+                    ids=ids,
+                    fit_inputs=fit_inputs,
+                    metadata=metadata,
+                    normalize=normalize,
+                    memory_budget=memory_budget,
+                    progress=progress,
+                    keep_reference=keep_reference,
+                )
+                index.set_item_metadata(item_metadata)
+                header, arrays = index._file_contents(path)
+                if arrays.pop("gallery") is not validated.rows:  # pragma: no cover - a method's own gallery_
+                    raise HeaderRoomError("the fitted gallery is not the rows streamed into the file")
+                out.finish(header, arrays)
+        except HeaderRoomError:  # the fit succeeded; write the file the ordinary way (a third read)
+            index.save(path)
+        return index
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> Index:
@@ -470,6 +581,13 @@ def _check_statistics(path: Path, fitted: dict[str, np.ndarray]) -> None:
                     raise IndexFormatError(
                         f"{path}: stored statistic 'model.{name}' holds NaN or infinite values; expected finite floats"
                     )
+
+
+def _reporting(blocks, bar):
+    """``blocks`` as they are, each counted on the progress ``bar`` by its rows."""
+    for block in blocks:
+        yield block
+        bar.update(int(block.shape[0]))
 
 
 def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from .._errors import InputError, InputTypeError
+from .._errors import InputError, InputTypeError, Param
 from .._validation import (
     NormalizeMode,
     check_same_dim,
@@ -58,8 +58,10 @@ class BaseCorrector(MethodHooks, Persistence):
         n = int(self.gallery_.shape[0])
         if k > n:
             warnings.warn(
-                f"k={k} exceeds the {n} gallery items; returning {n} results per query",
-                KClampedWarning,
+                KClampedWarning(
+                    f"exceeds the {n} gallery items; returning {n} results per query",
+                    subject=Param("k", str(k)),
+                ),
                 stacklevel=user_stacklevel(),
             )
             k = n

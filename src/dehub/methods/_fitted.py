@@ -15,7 +15,7 @@ import copy
 import functools
 from typing import Any, TypeVar
 
-from .._errors import InputError
+from .._errors import InputError, InputWarning
 from ._parameters import Parameterized, same_value
 from ._params import InvalidParameterError
 
@@ -43,8 +43,9 @@ class RefitRequiredError(InvalidParameterError):
     """:meth:`BaseCorrector.with_params` was asked for a change the fitted statistics cannot serve."""
 
 
-class KClampedWarning(UserWarning):
-    """``k`` exceeded the number of gallery items and was lowered to it."""
+class KClampedWarning(InputWarning):
+    """``k`` exceeded the number of gallery items and was lowered to it (each surface names
+    ``k`` its own way: ``k=`` in Python, ``--top`` for ``dehub search``)."""
 
 
 def _sealed_fit(fit):

@@ -248,7 +248,10 @@ def test_the_add_gate_sees_the_rows_add_validated(scans, tmp_path, capsys):
     )
 
 
-def test_the_gallery_pass_shows_progress(tmp_path, capsys):
+def test_the_gallery_pass_shows_progress(tmp_path, capsys, monkeypatch):
+    import dehub._progress
+
+    monkeypatch.setattr(dehub._progress, "SHOW_AFTER_S", 0.0)  # shown however quick the pass
     rng = np.random.default_rng(10)
     Index.build_to_file(tmp_path / "i.dehub", _unit(rng, 300, 8), _unit(rng, 50, 8), k=4, progress=True)
     assert "check + write gallery" in capsys.readouterr().err

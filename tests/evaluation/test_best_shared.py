@@ -192,6 +192,27 @@ def test_scores_from_similarity_equal_score(bench, name):
     assert plain.scores_from_similarity(queries @ np.asarray(task.gallery).T) is None
 
 
+@pytest.mark.parametrize("name", ["local_scaling", "mutual_proximity"])
+def test_scores_from_similarity_with_a_cache_are_the_same_bits(bench, name):
+    """One cache per block of similarities, kept over a whole grid (as the sweep does):
+    every setting's scores are bit-equal to the ones computed without it."""
+    task, ref = bench.validation.task("a2b"), bench.reference_for("a2b")
+    queries = np.asarray(task.queries)
+    similarity = queries @ np.asarray(task.gallery).T
+    grid = {"k": [3, 10, 5], "variant": ["nicdm", "standard"]} if name == "local_scaling" else {"k": [3, 10]}
+    cache: dict = {}
+    n = 0
+    for _, fitted in get_method(name).fit_grid(task.gallery, ref, grid, normalize="none"):
+        want = fitted.scores_from_similarity(similarity)
+        np.testing.assert_array_equal(fitted.scores_from_similarity(similarity, cache=cache), want)
+        np.testing.assert_allclose(want, fitted.score(queries, normalize="none"), rtol=1e-6, atol=1e-6)
+        n += 1
+    assert n == len(grid["k"]) * len(grid.get("variant", [0])) and "dist" in cache
+    # a cache handed another block starts over instead of serving the old distances
+    half = similarity[:5]
+    np.testing.assert_array_equal(fitted.scores_from_similarity(half, cache=cache), want[:5])
+
+
 def test_shared_logsumexp_with_doubled_temperatures_equals_the_streamed_one(bench):
     task, ref = bench.validation.task("a2b"), bench.reference_for("a2b")
     betas = [80.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0]  # doublings (squared terms) and others

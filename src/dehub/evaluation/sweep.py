@@ -236,13 +236,20 @@ def sweep(
                 **dict(fit_kwargs or {}),
             )
 
+        # One view and one cache per block of the validation similarities, kept for the
+        # whole grid: a method may keep per-query work there that no parameter changes.
+        similarity_blocks: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+
         def dense_ranks_of(fitted) -> np.ndarray:
             rank = np.empty(n_q, dtype=np.int64)
             for start in range(0, n_q, block):
                 rows = np.arange(start, min(start + block, n_q))
                 s = None
                 if fits_budget:  # the shared validation similarities, where the method can use them
-                    s = fitted.scores_from_similarity(shared_ranker().dense[start : start + rows.size])
+                    if start not in similarity_blocks:
+                        similarity_blocks[start] = (shared_ranker().dense[start : start + rows.size], {})
+                    view, cache = similarity_blocks[start]
+                    s = fitted.scores_from_similarity(view, cache=cache)
                 if s is None:
                     s = fitted.score(queries[rows], normalize="none")
                 rank[rows] = first_relevant_rank_dense(s, rel, rows)

@@ -277,8 +277,12 @@ def sweep(
 
         def plain_top1() -> np.ndarray:
             nonlocal top1
+            if top1 is None and ranker is not None:
+                top1 = ranker.plain_top1
             if top1 is None:  # the plain top-1 the estimators' own score() gates on
                 top1 = exact_search(queries, check_embeddings(task.gallery, "validation gallery"), 1)[1][:, 0]
+                if ranker is not None:  # the next sweep sharing the ranker reads it back
+                    ranker.plain_top1 = top1
             return top1
 
         # Offset settings (one bias) and gated ones (a bias per query group) are ranked in
@@ -429,6 +433,9 @@ class AdditiveRanker:
         self.buf = np.empty((min(self.block, dense.shape[0]), n_g), dtype=dense.dtype)
         self._memo: dict[bytes, np.ndarray] = {}  # bias bytes -> its ranks (read-only)
         self.reused = 0  # biases answered from the memo
+        #: Each query's plain top-1 gallery row by the exact engine (what the gated
+        #: estimators' own ``score`` gates on), set by the first sweep that needs it.
+        self.plain_top1: np.ndarray | None = None
 
     def ranks(self, bias: np.ndarray) -> np.ndarray:
         return self.ranks_many(bias[None, :])[0]

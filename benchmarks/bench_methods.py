@@ -328,7 +328,7 @@ def bench_best(args) -> None:
                 "member_seconds": sel.timings,
                 "member_cost_estimates": sel.estimates,
                 "shared_passes": sel.shared_passes,
-                "load_after": machine().get("load_average"),
+                "load_after": machine().get("load_avg"),
             }
             print(f"{name}: median best / NNN sweep = x{entry['median_ratio']:.2f}", flush=True)
             if args.full:

@@ -8,7 +8,7 @@ import pytest
 from dehub.engine.exact import exact_search
 from dehub.evaluation.best import select_best_member
 from dehub.evaluation.metrics import first_relevant_rank_dense
-from dehub.evaluation.sweep import _AdditiveRanker, _Eta, sweep
+from dehub.evaluation.sweep import AdditiveRanker, _Eta, sweep
 from dehub.methods import METHODS, SharedScores, SweepShape, Work, get_method, get_tags
 from dehub.methods._params import InvalidParameterError
 from dehub.methods._stats import streamed_logsumexp
@@ -82,7 +82,7 @@ def test_gated_offsets_rank_as_the_dense_scores(bench):
     task, ref = bench.validation.task("a2b"), bench.reference_for("a2b")
     queries = np.asarray(task.queries)
     dense = queries @ np.asarray(task.gallery).T
-    ranker = _AdditiveRanker(dense, task.relevance)
+    ranker = AdditiveRanker(dense, task.relevance)
     top1 = exact_search(queries, task.gallery, 1)[1][:, 0]
     rows = np.arange(queries.shape[0])
     n = 0
@@ -96,6 +96,20 @@ def test_gated_offsets_rank_as_the_dense_scores(bench):
             n += 1
     assert n == 8
     assert get_method("qbnorm").fit(task.gallery, ref, normalize="none").query_group_offsets(top1) is None
+
+
+def test_ranker_reads_back_a_bias_it_ranked_before(bench):
+    task = bench.validation.task("a2b")
+    dense = np.asarray(task.queries) @ np.asarray(task.gallery).T
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0, 0.05, size=(2, dense.shape[1])).astype(np.float32)
+    fresh = AdditiveRanker(dense, task.relevance)
+    want = np.stack([fresh.ranks(a), AdditiveRanker(dense, task.relevance).ranks(b)])
+    got = fresh.ranks_many(np.stack([b, a, b]))
+    np.testing.assert_array_equal(got, want[[1, 0, 1]])
+    assert fresh.reused == 2  # a from the first call, the second b from the same call
+    rows = np.arange(dense.shape[0])
+    np.testing.assert_array_equal(want[0], first_relevant_rank_dense(dense - a, task.relevance, rows))
 
 
 @pytest.mark.parametrize("which", ["bench", "popular"])
@@ -190,6 +204,27 @@ def test_scores_from_similarity_equal_score(bench, name):
     np.testing.assert_allclose(got, model.score(queries, normalize="none"), rtol=1e-6, atol=1e-6)
     plain = get_method("plain").fit(task.gallery, ref, normalize="none")
     assert plain.scores_from_similarity(queries @ np.asarray(task.gallery).T) is None
+
+
+@pytest.mark.parametrize("name", ["local_scaling", "mutual_proximity"])
+def test_scores_from_similarity_with_a_cache_are_the_same_bits(bench, name):
+    """One cache per block of similarities, kept over a whole grid (as the sweep does):
+    every setting's scores are bit-equal to the ones computed without it."""
+    task, ref = bench.validation.task("a2b"), bench.reference_for("a2b")
+    queries = np.asarray(task.queries)
+    similarity = queries @ np.asarray(task.gallery).T
+    grid = {"k": [3, 10, 5], "variant": ["nicdm", "standard"]} if name == "local_scaling" else {"k": [3, 10]}
+    cache: dict = {}
+    n = 0
+    for _, fitted in get_method(name).fit_grid(task.gallery, ref, grid, normalize="none"):
+        want = fitted.scores_from_similarity(similarity)
+        np.testing.assert_array_equal(fitted.scores_from_similarity(similarity, cache=cache), want)
+        np.testing.assert_allclose(want, fitted.score(queries, normalize="none"), rtol=1e-6, atol=1e-6)
+        n += 1
+    assert n == len(grid["k"]) * len(grid.get("variant", [0])) and "dist" in cache
+    # a cache handed another block starts over instead of serving the old distances
+    half = similarity[:5]
+    np.testing.assert_array_equal(fitted.scores_from_similarity(half, cache=cache), want[:5])
 
 
 def test_shared_logsumexp_with_doubled_temperatures_equals_the_streamed_one(bench):

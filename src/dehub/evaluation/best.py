@@ -44,7 +44,7 @@ from ..methods import METHODS, SharedScores, SweepShape, get_tags
 from .hubness import hub_precision, hub_precision_text
 from .metrics import NoPositivePolicy, check_ks
 from .statistics import resample_indices
-from .sweep import SweepResult, TimeLimitExceeded, sweep
+from .sweep import AdditiveRanker, SweepResult, TimeLimitExceeded, sweep
 
 __all__ = ["BestSelection", "select_best_member", "default_members", "BASELINE", "DEFAULT_BUDGET"]
 
@@ -220,10 +220,11 @@ def select_best_member(
     queries = check_embeddings(task.queries, "validation queries")
     gallery = check_embeddings(task.gallery, "validation gallery")
     n_q, n_g = rel.n_queries, rel.n_gallery
-    dense = None
+    dense = ranker = None
     if n_q * n_g * 4 <= memory_budget:  # shared by every offset member's sweep
         dt = compute_dtype(queries, gallery)
         dense = np.matmul(np.asarray(queries, dtype=dt), np.asarray(gallery, dtype=dt).T)
+        ranker = AdditiveRanker(dense, rel)  # a bias two members share is ranked once
 
     banks = [
         fit_inputs[m]["gallery_bank"]
@@ -289,6 +290,7 @@ def select_best_member(
                 normalize="none",
                 memory_budget=memory_budget,
                 similarity=dense,
+                ranker=ranker,
                 time_limit=limit,
                 fit_kwargs=extra_fit,
                 shared=shared,
@@ -387,7 +389,8 @@ def select_best_member(
         hubs=hubs,
         timings=seconds,
         estimates=estimates,
-        shared_passes=list(shared.passes),
+        shared_passes=list(shared.passes)
+        + ([f"offsets ranked once: {ranker.reused} repeated biases read back"] if ranker is not None else []),
     )
 
 

@@ -49,7 +49,15 @@ from .metrics import (
     outcomes_from_ranks,
 )
 
-__all__ = ["SweepResult", "sweep", "select_best", "fit_selected", "LOWER_IS_BETTER", "TimeLimitExceeded"]
+__all__ = [
+    "SweepResult",
+    "sweep",
+    "select_best",
+    "fit_selected",
+    "LOWER_IS_BETTER",
+    "TimeLimitExceeded",
+    "AdditiveRanker",
+]
 
 
 class TimeLimitExceeded(UserError, RuntimeError):
@@ -154,6 +162,7 @@ def sweep(
     time_limit: float | None = None,
     fit_kwargs: dict[str, Any] | None = None,
     shared: SharedScores | None = None,
+    ranker: AdditiveRanker | None = None,
 ) -> SweepResult:
     """Evaluate every setting of ``grid`` on the validation ``task``; choose by ``metric``.
 
@@ -183,6 +192,10 @@ def sweep(
         a method that can (``shared_scores_obstacle()`` is None, and whose bank, if it
         takes one, is ``shared``'s) is fitted with ``fit_grid_from_shared``, which equals
         its ``fit_grid``; others run ``fit_grid``.
+    ranker : :class:`AdditiveRanker`, optional
+        The offset ranker of this task's validation similarities, shared among sweeps
+        (``best``: a bias two members share is ranked once); its ``dense`` is then the
+        ``similarity``.
 
     ``extra["best_ranks"]`` of the result holds the chosen setting's first-relevant rank
     of every validation query.
@@ -195,20 +208,25 @@ def sweep(
     n_q, n_g = rel.n_queries, rel.n_gallery
     block = max(1, int(memory_budget // max(1, 12 * n_g)))
     fits_budget = n_q * n_g * 4 <= memory_budget
-    fast: _AdditiveRanker | None = None
+    fast: AdditiveRanker | None = None
 
+    if ranker is not None:
+        if ranker.rel is not rel:
+            raise InputError("the shared ranker was built for another task's relevance")
+        similarity = ranker.dense
+        fast = ranker
     if similarity is not None and similarity.shape != (n_q, n_g):
         raise InputError(f"similarity must have shape {(n_q, n_g)}; received {similarity.shape}")
 
-    def shared_ranker() -> _AdditiveRanker:
+    def shared_ranker() -> AdditiveRanker:
         nonlocal fast
         if fast is None:
             if similarity is not None:
-                fast = _AdditiveRanker(similarity, rel)
+                fast = AdditiveRanker(similarity, rel)
             else:
                 gal = check_embeddings(task.gallery, "validation gallery")
                 dt = compute_dtype(queries, gal)
-                fast = _AdditiveRanker(
+                fast = AdditiveRanker(
                     np.matmul(np.asarray(queries, dtype=dt), np.asarray(gal, dtype=dt).T), rel
                 )
         return fast
@@ -236,13 +254,20 @@ def sweep(
                 **dict(fit_kwargs or {}),
             )
 
+        # One view and one cache per block of the validation similarities, kept for the
+        # whole grid: a method may keep per-query work there that no parameter changes.
+        similarity_blocks: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+
         def dense_ranks_of(fitted) -> np.ndarray:
             rank = np.empty(n_q, dtype=np.int64)
             for start in range(0, n_q, block):
                 rows = np.arange(start, min(start + block, n_q))
                 s = None
                 if fits_budget:  # the shared validation similarities, where the method can use them
-                    s = fitted.scores_from_similarity(shared_ranker().dense[start : start + rows.size])
+                    if start not in similarity_blocks:
+                        similarity_blocks[start] = (shared_ranker().dense[start : start + rows.size], {})
+                    view, cache = similarity_blocks[start]
+                    s = fitted.scores_from_similarity(view, cache=cache)
                 if s is None:
                     s = fitted.score(queries[rows], normalize="none")
                 rank[rows] = first_relevant_rank_dense(s, rel, rows)
@@ -252,8 +277,12 @@ def sweep(
 
         def plain_top1() -> np.ndarray:
             nonlocal top1
+            if top1 is None and ranker is not None:
+                top1 = ranker.plain_top1
             if top1 is None:  # the plain top-1 the estimators' own score() gates on
                 top1 = exact_search(queries, check_embeddings(task.gallery, "validation gallery"), 1)[1][:, 0]
+                if ranker is not None:  # the next sweep sharing the ranker reads it back
+                    ranker.plain_top1 = top1
             return top1
 
         # Offset settings (one bias) and gated ones (a bias per query group) are ranked in
@@ -381,7 +410,7 @@ class _Eta:
         return elapsed + self.per_step() * (self.total - self.count)
 
 
-class _AdditiveRanker:
+class AdditiveRanker:
     """Exact first-relevant ranks of ``dense - bias`` for many biases, cache-friendly.
 
     The positives' raw scores are gathered once; per bias, the best positive of every
@@ -402,6 +431,11 @@ class _AdditiveRanker:
         n_g = dense.shape[1]
         self.block = max(1, self._CACHE_BYTES // (dense.itemsize * n_g))
         self.buf = np.empty((min(self.block, dense.shape[0]), n_g), dtype=dense.dtype)
+        self._memo: dict[bytes, np.ndarray] = {}  # bias bytes -> its ranks (read-only)
+        self.reused = 0  # biases answered from the memo
+        #: Each query's plain top-1 gallery row by the exact engine (what the gated
+        #: estimators' own ``score`` gates on), set by the first sweep that needs it.
+        self.plain_top1: np.ndarray | None = None
 
     def ranks(self, bias: np.ndarray) -> np.ndarray:
         return self.ranks_many(bias[None, :])[0]
@@ -410,11 +444,23 @@ class _AdditiveRanker:
         """Ranks for several biases at once, shape (n_biases, n_queries).
 
         Row blocks are the outer loop and biases the inner one, so every block of the
-        dense matrix is read from memory once for all settings.
+        dense matrix is read from memory once for all settings. A bias with the same
+        bytes as one ranked before (by this ranker: one sweep, or every member's sweep
+        in ``best``) is not ranked again: its ranks are the same by construction.
         """
+        biases = np.asarray(biases, dtype=self.dense.dtype)
+        keys = [row.tobytes() for row in biases]
+        todo = list(dict.fromkeys(key for key in keys if key not in self._memo))
+        if todo:
+            at = {key: i for i, key in enumerate(keys)}
+            fresh = self._rank(biases[[at[key] for key in todo]])
+            self._memo.update(zip(todo, fresh))
+        self.reused += len(keys) - len(todo)
+        return np.stack([self._memo[key] for key in keys]) if keys else self._rank(biases)
+
+    def _rank(self, biases: np.ndarray) -> np.ndarray:
         rel, dense = self.rel, self.dense
         n_q, n_g = dense.shape
-        biases = np.asarray(biases, dtype=dense.dtype)
         n_b = biases.shape[0]
         rank = np.full((n_b, n_q), n_g + 1, dtype=np.int64)
         if self.has.size == 0:

@@ -119,10 +119,18 @@ class MethodHooks(FittedState):
         (a caller then has to measure it)."""
         return None
 
-    def scores_from_similarity(self, similarity: np.ndarray) -> np.ndarray | None:
+    def scores_from_similarity(
+        self, similarity: np.ndarray, *, cache: dict[str, Any] | None = None
+    ) -> np.ndarray | None:
         """:meth:`score` of queries whose raw similarities to the fitted gallery are
         ``similarity`` ((n, n_gallery), ``queries @ gallery.T``), without recomputing them;
-        None when the method's scores need more than those similarities (call ``score``)."""
+        None when the method's scores need more than those similarities (call ``score``).
+
+        ``cache``: a dict the caller keeps for this one block of similarities while it
+        scores several settings of one fitted grid (a validation sweep); the method may
+        store there per-query work that no parameter changes (distances, sorted nearest
+        neighbours) and read it back for the next setting. The scores are the same with or
+        without it."""
         return None
 
     def query_group_offsets(self, top1: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

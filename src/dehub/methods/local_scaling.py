@@ -158,10 +158,27 @@ class NeighborStatsCorrector(DenseScoreCorrector):
     def _transform(self, dist: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def scores_from_similarity(self, similarity: np.ndarray) -> np.ndarray | None:
-        """The dense scores from the queries' raw similarities (the distances are theirs)."""
+    def scores_from_similarity(
+        self, similarity: np.ndarray, *, cache: dict[str, Any] | None = None
+    ) -> np.ndarray | None:
+        """The dense scores from the queries' raw similarities (the distances are theirs).
+
+        With ``cache`` (one block of similarities scored for several settings of a grid),
+        the float64 distances are computed once and kept there (:meth:`_cached_scores`).
+        """
         self._check_fitted()
-        return self._transform(similarity_to_distance(similarity)).astype(np.float32)
+        if cache is None:
+            return self._transform(similarity_to_distance(similarity)).astype(np.float32)
+        if cache.get("similarity") is not similarity:
+            cache.clear()
+            cache["similarity"] = similarity
+            cache["dist"] = similarity_to_distance(similarity)
+        return self._cached_scores(cache)
+
+    def _cached_scores(self, cache: dict[str, Any]) -> np.ndarray:
+        """Float32 scores of the current setting from ``cache["dist"]`` (and whatever else
+        the method keeps in ``cache``); equal to ``_transform(dist).astype(float32)``."""
+        return self._transform(cache["dist"]).astype(np.float32)
 
     def _block_scores(self, queries: np.ndarray, rows: slice) -> np.ndarray:
         return self._transform(self._query_distances(queries, rows))
@@ -204,6 +221,24 @@ def _query_knn(dist: np.ndarray, k: int) -> np.ndarray:
     if k >= dist.shape[1]:
         return dist
     return np.partition(dist, k - 1, axis=1)[:, :k]
+
+
+def _sorted_knn_sums(dist: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``min(k, n_gallery)`` smallest distances, ascending, and their running sums.
+
+    Any smaller ``k`` is a prefix of both (the same values in the same order), so one call
+    at a grid's largest ``k`` serves every ``k`` of it with the same bits.
+    """
+    nn = np.sort(_query_knn(dist, k), axis=1)
+    return nn, np.cumsum(nn, axis=1)
+
+
+def _query_scale(nn: np.ndarray, csum: np.ndarray, k: int, variant: str) -> np.ndarray:
+    """A query's scale from its sorted nearest distances: the mean of the ``k`` smallest
+    (NICDM's ``mu_x``) or the ``k``-th smallest (LS's ``sigma_x``); ``k`` is clipped to
+    the gallery size (all distances)."""
+    k = min(k, nn.shape[1])
+    return csum[:, k - 1] / k if variant == "nicdm" else nn[:, k - 1]
 
 
 class LocalScaling(NeighborStatsCorrector):
@@ -273,21 +308,49 @@ class LocalScaling(NeighborStatsCorrector):
         return nd.mean(axis=1) if self.variant == "nicdm" else nd[:, -1]
 
     def _transform(self, dist: np.ndarray) -> np.ndarray:
-        k = int(self.k)
+        nn, csum = _sorted_knn_sums(dist, int(self.k))
+        squared = None if self.variant == "nicdm" else np.square(dist)
+        return self._scaled(dist, squared, _query_scale(nn, csum, int(self.k), self.variant), np.float64)
+
+    def _cached_scores(self, cache: dict[str, Any]) -> np.ndarray:
+        """Every setting of a grid reads the block's distances, their squares (LS) and each
+        query's sorted nearest distances at the fitted (largest) ``k`` from ``cache``;
+        only the scale and the final division are per setting."""
+        dist = cache["dist"]
+        width = int(self.fitted_k_ if self.fitted_k_ is not None else self.k)
+        key = f"knn{width}"
+        if key not in cache:
+            cache[key] = _sorted_knn_sums(dist, width)
+        nn, csum = cache[key]
+        squared = None
+        if self.variant != "nicdm":
+            if "squared" not in cache:
+                cache["squared"] = np.square(dist)
+            squared = cache["squared"]
+        return self._scaled(dist, squared, _query_scale(nn, csum, int(self.k), self.variant), np.float32)
+
+    def _scaled(self, dist: np.ndarray, squared: np.ndarray | None, q: np.ndarray, dtype) -> np.ndarray:
+        """``-(dist / sqrt(max(q g, eps)))`` (NICDM) or ``-(1 - exp(-squared / max(q g, eps)))``
+        (LS, ``squared = dist ** 2``) in float64, in place (no (queries x gallery) temporaries),
+        rounded once to ``dtype`` at the last step (the bits of ``.astype(dtype)``)."""
         g = self.gallery_scale()
-        q_nn = _query_knn(dist, k)
-        # The same operations as -(dist / sqrt(max(q g, eps))) and
-        # -(1 - exp(-dist^2 / max(q g, eps))), in place (no (queries x gallery) temporaries).
-        q = q_nn.mean(axis=1) if self.variant == "nicdm" else q_nn.max(axis=1)
-        den = np.multiply.outer(q, g)
-        np.maximum(den, _EPS, out=den)
-        if self.variant == "nicdm":
-            np.sqrt(den, out=den)
-            np.divide(dist, den, out=den)
-            return np.negative(den, out=den)
-        t = np.square(dist)
-        np.divide(t, den, out=t)
-        np.negative(t, out=t)
-        np.exp(t, out=t)
-        np.subtract(1.0, t, out=t)
-        return np.negative(t, out=t)
+        out = np.empty(dist.shape, dtype=dtype)
+        # Row blocks of about 1 MiB: the five elementwise passes stay in the CPU cache.
+        step = max(1, (1 << 20) // max(1, 8 * dist.shape[1]))
+        buf = np.empty((min(step, dist.shape[0]), dist.shape[1]), dtype=np.float64)
+        for start in range(0, dist.shape[0], step):
+            rows = slice(start, start + step)
+            den = buf[: out[rows].shape[0]]
+            np.multiply.outer(q[rows], g, out=den)
+            np.maximum(den, _EPS, out=den)
+            if squared is None:
+                np.sqrt(den, out=den)
+                np.divide(dist[rows], den, out=den)
+                np.negative(den, out=out[rows], casting="same_kind")
+                continue
+            np.divide(squared[rows], den, out=den)
+            np.negative(den, out=den)
+            np.exp(den, out=den)
+            # -(1 - e) is e - 1 exactly (rounding to nearest is symmetric)
+            np.subtract(den, 1.0, out=out[rows], casting="same_kind")
+        return out

@@ -162,12 +162,17 @@ class Renorm(BaseCorrector):
         return np.maximum(qn, 1e-12)
 
     def _score(self, queries: np.ndarray) -> np.ndarray:
-        """Dense cosine scores of the renormalized embeddings, (n_queries, n_gallery) float32."""
+        """Dense cosine scores of the renormalized embeddings, (n_queries, n_gallery) float32.
+
+        The product in float32, as :meth:`_search`'s exact engine computes it (a float64
+        product ranked differently from the search only at float32 rounding, at twice the
+        time), then R2's division by ``|q'|`` in float64, as the search does."""
         q = self._queries(queries)
-        s = q.astype(np.float64) @ self.transformed_gallery_.T.astype(np.float64)
+        s = np.matmul(q, self.transformed_gallery_.T)
         if self.variant == "projection":
-            s /= self._query_norms(queries)[:, None]
-        return s.astype(np.float32)
+            norms = self._query_norms(queries)[:, None]
+            return np.divide(s, norms, dtype=np.float64).astype(np.float32)
+        return s
 
     def export_vectors(self) -> np.ndarray:
         """No ``d + 1`` offset export: R2 serves from ``transformed_gallery_`` (see the module docstring)."""

@@ -424,7 +424,7 @@ def compare_forms(workdir: Path, n: int, n_held_out: int = 500, data: str = "clu
     forms alternated in rounds (median of per-round ratios).
     """
     import dehub
-    from dehub.serve.hnsw import build_tuned, exact_rows_function, index_fingerprint, recall_at
+    from dehub.export.hnsw import build_tuned, exact_rows_function, index_fingerprint, recall_at
 
     files = build_indexes(workdir, n, data)
     index = dehub.Index.load(files["corrected"], mmap=True)
@@ -464,7 +464,7 @@ def prepare_graphs(
 ) -> dict:
     """The HNSW graphs of the ``kinds`` indexes, saved next to them (reused by the server)."""
     import dehub
-    from dehub.serve.hnsw import graph_backend
+    from dehub.export.hnsw import graph_backend
 
     files = build_indexes(workdir, n, data)
     out: dict = {"n_items": n, "d": D, "data": data, "machine": machine(), "graphs": {}}

@@ -18,7 +18,7 @@ import numpy as np
 from .._format import FileIdentity
 from .._json import JSONLimits, JSONReadError, jsonable, parse_json, read_json
 from .._loading import load
-from ..distributed import is_manifest_dir, read_manifest
+from ..distributed import is_manifest_dir
 from .backends import BackendName, ExactBackend, FaissBackend, IndexChanged, choose_backend, is_offset_method
 
 __all__ = [
@@ -239,13 +239,8 @@ def load_served(
                 files=files + _identity(sidecar_path),
             )
 
-    from ..index import Index
 
     index = load_index(path)
-    if is_manifest_dir(path):  # its manifest names every part with its checksum
-        header: dict[str, Any] = {"manifest": read_manifest(path)}
-    else:
-        header = Index.describe_file(path)
     offset = is_offset_method(index.model)
     kind = choose_backend(
         index.n_items, offset, backend, **({"hnsw_threshold": hnsw_threshold} if hnsw_threshold else {})
@@ -255,9 +250,9 @@ def load_served(
     if kind == "exact":
         be = ExactBackend(index)
     else:
-        from .hnsw import graph_backend, graph_paths
+        from ..export.hnsw import content_key, graph_backend, graph_paths
 
-        graph = graph_backend(index, path, header, target=recall, log=log)
+        graph = graph_backend(index, path, content_key(path), target=recall, log=log)
         hnsw_info = graph.info.to_json()
         hnsw_info.pop("fingerprint", None)
         if backend == "auto" and graph.info.recall < recall:

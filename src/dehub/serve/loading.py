@@ -239,7 +239,6 @@ def load_served(
                 files=files + _identity(sidecar_path),
             )
 
-
     index = load_index(path)
     offset = is_offset_method(index.model)
     kind = choose_backend(

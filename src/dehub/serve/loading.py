@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,13 @@ class Served:
         pos = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
         return np.where(self._sorted_ids[pos] == ids, self._order[pos], -1)
 
+    def rows_of_ints(self, ids: Sequence[int]) -> np.ndarray:
+        """Row numbers of ids given as Python integers of any size (a request's): -1 where an
+        id is outside int64 (it cannot be stored) or not in the index."""
+        inside = np.fromiter((_INT64_MIN <= i <= _INT64_MAX for i in ids), dtype=bool, count=len(ids))
+        safe = np.fromiter((i if ok else 0 for i, ok in zip(ids, inside)), dtype=np.int64, count=len(ids))
+        return np.where(inside, self.rows_of(safe), -1)
+
     def check_files(self) -> None:
         """Raise :class:`IndexChanged` if a file this version was loaded from was changed in place.
 
@@ -124,6 +132,9 @@ class Served:
         if self.kocc_plain is None:
             return None
         return int(max(2 * KOCC_K, np.percentile(self.kocc_plain, 99)))
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def k_occurrence(ids: np.ndarray, n_items: int) -> np.ndarray:

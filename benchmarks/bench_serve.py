@@ -484,6 +484,75 @@ def prepare_graphs(
     return out
 
 
+TEXTS = (
+    "a large body of salt water",
+    "a domesticated carnivorous mammal that barks",
+    "the act of moving quickly on foot",
+    "a building where books are kept for reading",
+    "an instrument for measuring temperature",
+    "a feeling of great happiness",
+    "the season after summer",
+    "a tool with a heavy head for driving nails",
+)
+
+
+def text_query_latency(workdir: Path, rounds: int = 5, per_round: int = 20) -> dict:
+    """The demo page's text query (``{"text": [t], "k": 10, "compare": true, "details": true}``,
+    one client, sequential) against the bundled WordNet demo, torch encoder vs ONNX encoder.
+
+    Two servers run at once (both warmed); the rounds alternate them, so a burst of load
+    hits both alike; p50 per round and the median of per-round ratios are reported.
+    """
+    import httpx
+
+    from dehub.embed.encoders import export_onnx
+
+    onnx_dir = workdir / "minilm-onnx"
+    if not (onnx_dir / "model.onnx").is_file():
+        export_onnx(onnx_dir)
+    servers = {
+        "torch": Server(["--text-encoder", "minilm"]),
+        "onnx": Server(["--onnx-encoder", str(onnx_dir)]),
+    }
+    out: dict = {"load_before": load(), "rounds": []}
+    try:
+        clients = {
+            name: httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=60)
+            for name, srv in servers.items()
+        }
+        for name, c in clients.items():  # warm: the first requests of each server
+            for t in TEXTS[:2]:
+                c.post(
+                    "/search", json={"text": [t], "k": 10, "compare": True, "details": True}
+                ).raise_for_status()
+        for r in range(rounds):
+            row: dict = {"load": load()}
+            for name, c in clients.items():
+                lat = []
+                for i in range(per_round):
+                    body = {"text": [TEXTS[(i + r) % len(TEXTS)]], "k": 10, "compare": True, "details": True}
+                    t0 = time.perf_counter()
+                    c.post("/search", json=body).raise_for_status()
+                    lat.append(time.perf_counter() - t0)
+                row[f"{name}_p50_ms"] = round(1e3 * float(np.median(lat)), 2)
+            row["ratio_torch_over_onnx"] = round(row["torch_p50_ms"] / row["onnx_p50_ms"], 3)
+            print(f"  {json.dumps(row)}", flush=True)
+            out["rounds"].append(row)
+        for c in clients.values():
+            c.close()
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    for name in servers:
+        out[f"{name}_p50_ms_median"] = float(np.median([x[f"{name}_p50_ms"] for x in out["rounds"]]))
+    out["ratio_torch_over_onnx_median"] = float(
+        np.median([x["ratio_torch_over_onnx"] for x in out["rounds"]])
+    )
+    out["load_after"] = load()
+    out["machine"] = machine()
+    return out
+
+
 def held_out_queries(m: int, data: str = "clustered") -> np.ndarray:
     """Queries from the gallery's distribution (same centers, fresh noise), never tuned on."""
     if data == "lowdim":
@@ -552,7 +621,18 @@ def main(argv: list[str] | None = None) -> int:
         help="clustered: 256 centers + noise in 384 dimensions (near isotropic); lowdim: the LowDim "
         "distribution (32 latent dimensions, Zipf clusters, planted hubs, reference queries kept)",
     )
+    p.add_argument(
+        "--text-query",
+        action="store_true",
+        help="the demo page's text query p50, torch vs ONNX encoder (alternated rounds), then exit",
+    )
     args = p.parse_args(argv)
+    if args.text_query:
+        res = text_query_latency(Path(args.workdir or tempfile.mkdtemp(prefix="bench_serve_")))
+        out = Path(args.out) / "bench_serve_text_query.json"
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {out}", flush=True)
+        return 0
     tag = "" if args.data == "clustered" else f"_{args.data}"
     if args.prepare_graph:
         n = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[args.prepare_graph]

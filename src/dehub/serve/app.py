@@ -218,7 +218,7 @@ def create_app(settings: Settings | None = None, served: Served | None = None) -
             max_rows=max(settings.max_batch, 256),
             on_batch=metrics.observe_batch,
         ),
-        encoder=TextEncoder(settings.onnx_encoder),
+        encoder=TextEncoder(settings.onnx_encoder, kind=settings.encoder),
         metrics=metrics,
     )
     app = FastAPI(

@@ -535,6 +535,7 @@ def text_query_latency(workdir: Path, rounds: int = 5, per_round: int = 20) -> d
                     c.post("/search", json=body).raise_for_status()
                     lat.append(time.perf_counter() - t0)
                 row[f"{name}_p50_ms"] = round(1e3 * float(np.median(lat)), 2)
+            row["runtimes"] = {n: srv.info.get("text_encoder_runtime") for n, srv in servers.items()}
             row["ratio_torch_over_onnx"] = round(row["torch_p50_ms"] / row["onnx_p50_ms"], 3)
             print(f"  {json.dumps(row)}", flush=True)
             out["rounds"].append(row)

@@ -511,7 +511,7 @@ def text_query_latency(workdir: Path, rounds: int = 5, per_round: int = 20) -> d
     if not (onnx_dir / "model.onnx").is_file():
         export_onnx(onnx_dir)
     servers = {
-        "torch": Server(["--text-encoder", "minilm"]),
+        "torch": Server(["--text-encoder", "minilm", "--encoder", "torch"]),
         "onnx": Server(["--onnx-encoder", str(onnx_dir)]),
     }
     out: dict = {"load_before": load(), "rounds": []}

@@ -23,10 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import dehub  # noqa: E402
-from bench_serve import held_out_queries  # noqa: E402
-from dehub.engine import import_faiss  # noqa: E402
-from dehub.export.hnsw import build_graph, recall_at  # noqa: E402
+import dehub
+from bench_serve import held_out_queries
+from dehub.engine import import_faiss
+from dehub.export.hnsw import build_graph, recall_at
 
 
 def main(path: str, data: str, M: int, efc: int) -> None:

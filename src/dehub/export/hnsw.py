@@ -65,7 +65,7 @@ __all__ = [
 DEFAULT_FORM = "d+2"
 DEFAULT_M = 32
 DEFAULT_EF_CONSTRUCTION = 80
-GRAPH_KIND = "dehub.serve.hnsw"
+GRAPH_KIND = "dehub.serve.hnsw"  # named when the module lived in dehub.serve: saved graphs stay valid
 GRAPH_VERSION = 1
 _ADD_ROWS = 16_384
 #: The rule :func:`tune_ef_search` applies; a graph tuned under another rule is re-tuned.

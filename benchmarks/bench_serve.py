@@ -82,12 +82,80 @@ def make_gallery(path: Path, n: int, seed: int) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def build_indexes(workdir: Path, n: int) -> dict[str, Path]:
-    """The NNN and the plain index over one synthetic gallery (reused when already there)."""
+class LowDim:
+    """A realistic embedding-like distribution with low intrinsic dimension and planted hubs.
+
+    Not tuned on: chosen once, before any graph was built on it. Real sentence
+    embeddings share a large common direction (a non-zero mean, the source of hubs), sit
+    near a low-dimensional subspace with a decaying spectrum and form clusters of very
+    unequal size. Here: ``LATENT`` = 32 latent dimensions, 2,000 clusters with Zipf
+    sizes, a random 384 x 32 map with singular values ``i ** -0.5``, a common mean
+    direction, isotropic noise of 0.03 per dimension, and 0.1 % of the items planted as
+    hubs (pulled halfway to the mean direction); rows normalized to unit length.
+    """
+
+    LATENT = 32
+    CLUSTERS = 2_000
+
+    def __init__(self, seed: int = 11) -> None:
+        rng = np.random.default_rng(seed)
+        basis, _ = np.linalg.qr(rng.standard_normal((D, self.LATENT)))
+        self.W = (basis * (np.arange(1, self.LATENT + 1) ** -0.5)).astype(np.float32)
+        self.mean = rng.standard_normal(D).astype(np.float32)
+        self.mean *= 0.35 / np.linalg.norm(self.mean)
+        self.centers = rng.standard_normal((self.CLUSTERS, self.LATENT)).astype(np.float32) * 1.2
+        w = 1.0 / np.arange(1, self.CLUSTERS + 1) ** 1.1
+        self.weights = w / w.sum()
+        self.spread = rng.uniform(0.2, 0.7, self.CLUSTERS).astype(np.float32)
+
+    def sample(self, rng: np.random.Generator, m: int, hubs: float = 0.0) -> np.ndarray:
+        c = rng.choice(self.CLUSTERS, size=m, p=self.weights)
+        z = self.centers[c] + self.spread[c, None] * rng.standard_normal((m, self.LATENT), dtype=np.float32)
+        x = z @ self.W.T + self.mean + 0.03 * rng.standard_normal((m, D), dtype=np.float32)
+        if hubs:
+            h = rng.random(m) < hubs
+            x[h] = (
+                0.5 * x[h]
+                + 0.5 * (self.mean / np.linalg.norm(self.mean)) * np.linalg.norm(x[h], axis=1)[:, None]
+            )
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return x.astype(np.float32)
+
+
+def make_lowdim_gallery(path: Path, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    dist = LowDim()
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, D))
+    for s in range(0, n, CHUNK):
+        m = min(CHUNK, n - s)
+        arr[s : s + m] = dist.sample(rng, m, hubs=0.001)
+    arr.flush()
+    return np.load(path, mmap_mode="r")
+
+
+def build_indexes(workdir: Path, n: int, data: str = "clustered") -> dict[str, Path]:
+    """The NNN and the plain index over one synthetic gallery (reused when already there).
+
+    ``data="clustered"``: 256 centers plus noise of the same size in 384 dimensions (near
+    isotropic: intrinsic dimension ~384), no reference kept. ``data="lowdim"``: the
+    :class:`LowDim` distribution, the reference queries kept in the index (``--keep-reference``),
+    so the server tunes efSearch on real queries. Files of ``lowdim`` go to ``workdir/lowdim``.
+    """
     import dehub
 
+    if data == "lowdim":
+        workdir = workdir / "lowdim"
+        workdir.mkdir(parents=True, exist_ok=True)
     out = {"corrected": workdir / f"nnn_{n}.dehub", "plain": workdir / f"plain_{n}.dehub"}
     if all(p.exists() for p in out.values()):
+        return out
+    if data == "lowdim":
+        gallery = make_lowdim_gallery(workdir / f"gallery_{n}.npy", n, seed=12)
+        reference = LowDim().sample(np.random.default_rng(13), N_REFERENCE)
+        nnn = dehub.NNN(k=16, alpha=0.75).fit(gallery, reference, normalize="none", progress=True)
+        dehub.Index(nnn, reference=reference).save(out["corrected"])
+        plain = dehub.Plain().fit(gallery, reference, normalize="none")
+        dehub.Index(plain).save(out["plain"])
         return out
     gallery = make_gallery(workdir / f"gallery_{n}.npy", n, seed=1)
     rng = np.random.default_rng(2)
@@ -280,18 +348,28 @@ def exact_truth(path: Path, queries: np.ndarray) -> np.ndarray:
     return np.asarray(index.search(queries, K)[1])
 
 
-def bench_size(size: str, workdir: Path, requests_1: int, requests_16: int, workers: int = 1) -> dict:
+def bench_size(
+    size: str,
+    workdir: Path,
+    requests_1: int,
+    requests_16: int,
+    workers: int = 1,
+    data: str = "clustered",
+    hnsw_only: bool = False,
+) -> dict:
     """Corrected (NNN) and plain indexes at ``size``: the exact engine at 100k; at 1M the
     HNSW backend at two recall targets (0.99, 0.9), with ``workers`` processes, and the
     exact engine, corrected and plain (the plain 1M index has no graph: building one
     takes ~36 min of the two busy cores)."""
     n = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[size]  # 10k: a quick check of the script
     print(f"[{size}] indexes ({n} items, d={D}) ...", flush=True)
-    files = build_indexes(workdir, n)
-    queries = held_out_queries(512)
+    files = build_indexes(workdir, n, data)
+    queries = held_out_queries(512, data)
     # (ranking, backend, recall target, batching, workers)
     configs: list[tuple[str, str, float, bool, int]]
-    if size == "1m":
+    if size == "1m" and hnsw_only:  # the saved graph at its stored target: no re-tuning, no exact runs
+        configs = [("corrected", "hnsw", 0.99, True, 1)]
+    elif size == "1m":
         configs = [("corrected", "hnsw", 0.99, True, 1), ("corrected", "hnsw", 0.9, True, 1)]
         if workers > 1:
             configs.append(("corrected", "hnsw", 0.9, True, workers))
@@ -338,12 +416,13 @@ def bench_size(size: str, workdir: Path, requests_1: int, requests_16: int, work
         "d": D,
         "k": K,
         "n_reference": N_REFERENCE,
+        "data": data,
         "queries": "held_out_queries(512): the gallery's distribution, fresh noise, never tuned on",
         "runs": runs,
     }
 
 
-def compare_forms(workdir: Path, n: int, n_held_out: int = 500) -> dict:
+def compare_forms(workdir: Path, n: int, n_held_out: int = 500, data: str = "clustered") -> dict:
     """d+1 (inner product) vs d+2 (equal norm, L2) HNSW graphs of one NNN index.
 
     Each graph is built with the same M / efConstruction, its efSearch tuned to recall@10
@@ -353,13 +432,13 @@ def compare_forms(workdir: Path, n: int, n_held_out: int = 500) -> dict:
     forms alternated in rounds (median of per-round ratios).
     """
     import dehub
-    from dehub.serve.hnsw import build_tuned, exact_rows_function, index_fingerprint, recall_at
+    from dehub.export.hnsw import build_tuned, exact_rows_function, index_fingerprint, recall_at
 
-    files = build_indexes(workdir, n)
+    files = build_indexes(workdir, n, data)
     index = dehub.Index.load(files["corrected"], mmap=True)
     header = dehub.Index.describe_file(files["corrected"])
     oracle = exact_rows_function(index)
-    held = held_out_queries(512)[:n_held_out]
+    held = held_out_queries(512, data)[:n_held_out]
     truth = oracle(held, K)
     out: dict = {"n_items": n, "d": D, "load_before": load(), "forms": {}}
     backends = {}
@@ -388,14 +467,16 @@ def compare_forms(workdir: Path, n: int, n_held_out: int = 500) -> dict:
     return out
 
 
-def prepare_graphs(workdir: Path, n: int) -> dict:
-    """The HNSW graphs of the corrected and plain indexes, saved next to them (reused by the server)."""
+def prepare_graphs(
+    workdir: Path, n: int, data: str = "clustered", kinds: tuple[str, ...] = ("corrected",)
+) -> dict:
+    """The HNSW graphs of the ``kinds`` indexes, saved next to them (reused by the server)."""
     import dehub
-    from dehub.serve.hnsw import graph_backend
+    from dehub.export.hnsw import graph_backend
 
-    files = build_indexes(workdir, n)
-    out: dict = {"n_items": n, "d": D, "machine": machine(), "graphs": {}}
-    for kind in ("corrected", "plain"):
+    files = build_indexes(workdir, n, data)
+    out: dict = {"n_items": n, "d": D, "data": data, "machine": machine(), "graphs": {}}
+    for kind in kinds:
         started = load()
         t0 = time.perf_counter()
         index = dehub.Index.load(files[kind], mmap=True)
@@ -411,8 +492,80 @@ def prepare_graphs(workdir: Path, n: int) -> dict:
     return out
 
 
-def held_out_queries(m: int) -> np.ndarray:
+TEXTS = (
+    "a large body of salt water",
+    "a domesticated carnivorous mammal that barks",
+    "the act of moving quickly on foot",
+    "a building where books are kept for reading",
+    "an instrument for measuring temperature",
+    "a feeling of great happiness",
+    "the season after summer",
+    "a tool with a heavy head for driving nails",
+)
+
+
+def text_query_latency(workdir: Path, rounds: int = 5, per_round: int = 20) -> dict:
+    """The demo page's text query (``{"text": [t], "k": 10, "compare": true, "details": true}``,
+    one client, sequential) against the bundled WordNet demo, torch encoder vs ONNX encoder.
+
+    Two servers run at once (both warmed); the rounds alternate them, so a burst of load
+    hits both alike; p50 per round and the median of per-round ratios are reported.
+    """
+    import httpx
+
+    from dehub.embed.encoders import export_onnx
+
+    onnx_dir = workdir / "minilm-onnx"
+    if not (onnx_dir / "model.onnx").is_file():
+        export_onnx(onnx_dir)
+    servers = {
+        "torch": Server(["--text-encoder", "minilm", "--encoder", "torch"]),
+        "onnx": Server(["--onnx-encoder", str(onnx_dir)]),
+    }
+    out: dict = {"load_before": load(), "rounds": []}
+    try:
+        clients = {
+            name: httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=60)
+            for name, srv in servers.items()
+        }
+        for name, c in clients.items():  # warm: the first requests of each server
+            for t in TEXTS[:2]:
+                c.post(
+                    "/search", json={"text": [t], "k": 10, "compare": True, "details": True}
+                ).raise_for_status()
+        for r in range(rounds):
+            row: dict = {"load": load()}
+            for name, c in clients.items():
+                lat = []
+                for i in range(per_round):
+                    body = {"text": [TEXTS[(i + r) % len(TEXTS)]], "k": 10, "compare": True, "details": True}
+                    t0 = time.perf_counter()
+                    c.post("/search", json=body).raise_for_status()
+                    lat.append(time.perf_counter() - t0)
+                row[f"{name}_p50_ms"] = round(1e3 * float(np.median(lat)), 2)
+            row["runtimes"] = {n: srv.info.get("text_encoder_runtime") for n, srv in servers.items()}
+            row["ratio_torch_over_onnx"] = round(row["torch_p50_ms"] / row["onnx_p50_ms"], 3)
+            print(f"  {json.dumps(row)}", flush=True)
+            out["rounds"].append(row)
+        for c in clients.values():
+            c.close()
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    for name in servers:
+        out[f"{name}_p50_ms_median"] = float(np.median([x[f"{name}_p50_ms"] for x in out["rounds"]]))
+    out["ratio_torch_over_onnx_median"] = float(
+        np.median([x["ratio_torch_over_onnx"] for x in out["rounds"]])
+    )
+    out["load_after"] = load()
+    out["machine"] = machine()
+    return out
+
+
+def held_out_queries(m: int, data: str = "clustered") -> np.ndarray:
     """Queries from the gallery's distribution (same centers, fresh noise), never tuned on."""
+    if data == "lowdim":
+        return LowDim().sample(np.random.default_rng(14), m)
     rng = np.random.default_rng(3)
     centers = unit_chunk(np.random.default_rng(1), 256)
     q = centers[rng.integers(0, 256, m)] + 0.9 * unit_chunk(rng, m)
@@ -470,18 +623,42 @@ def main(argv: list[str] | None = None) -> int:
         help="build, tune and save the HNSW graph of the NNN and plain indexes at SIZE (untimed; what "
         "the server would do at its first start), then exit",
     )
+    p.add_argument(
+        "--data",
+        choices=("clustered", "lowdim"),
+        default="clustered",
+        help="clustered: 256 centers + noise in 384 dimensions (near isotropic); lowdim: the LowDim "
+        "distribution (32 latent dimensions, Zipf clusters, planted hubs, reference queries kept)",
+    )
+    p.add_argument(
+        "--hnsw-only",
+        action="store_true",
+        help="1m: only the corrected index on its saved HNSW graph at recall target 0.99",
+    )
+    p.add_argument(
+        "--text-query",
+        action="store_true",
+        help="the demo page's text query p50, torch vs ONNX encoder (alternated rounds), then exit",
+    )
     args = p.parse_args(argv)
+    if args.text_query:
+        res = text_query_latency(Path(args.workdir or tempfile.mkdtemp(prefix="bench_serve_")))
+        out = Path(args.out) / "bench_serve_text_query.json"
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {out}", flush=True)
+        return 0
+    tag = "" if args.data == "clustered" else f"_{args.data}"
     if args.prepare_graph:
         n = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[args.prepare_graph]
-        res = prepare_graphs(Path(args.workdir), n)
-        out = Path(args.out) / f"bench_serve_graph_{args.prepare_graph}.json"
+        res = prepare_graphs(Path(args.workdir), n, args.data)
+        out = Path(args.out) / f"bench_serve_graph_{args.prepare_graph}{tag}.json"
         out.write_text(json.dumps(res, indent=1) + "\n")
         print(f"wrote {out}", flush=True)
         return 0
     if args.compare_forms:
         n = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[args.compare_forms]
-        res = compare_forms(Path(args.workdir or tempfile.mkdtemp(prefix="bench_serve_")), n)
-        out = Path(args.out) / f"bench_serve_forms_{args.compare_forms}.json"
+        res = compare_forms(Path(args.workdir or tempfile.mkdtemp(prefix="bench_serve_")), n, data=args.data)
+        out = Path(args.out) / f"bench_serve_forms_{args.compare_forms}{tag}.json"
         out.write_text(json.dumps(res, indent=1) + "\n")
         print(f"wrote {out}", flush=True)
         return 0
@@ -498,15 +675,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.build_only:
             for size in args.sizes.split(","):
-                build_indexes(workdir, {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[size])
+                build_indexes(workdir, {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}[size], args.data)
             return 0
         for size in args.sizes.split(","):
             started = load()
             t0 = time.perf_counter()
-            res = bench_size(size, workdir, args.requests_1, args.requests_16, workers=args.workers)
+            res = bench_size(
+                size,
+                workdir,
+                args.requests_1,
+                args.requests_16,
+                workers=args.workers,
+                data=args.data,
+                hnsw_only=args.hnsw_only,
+            )
             res.update({"machine": machine(), "load_before": started, "load_after": load()})
             res["wall_s"] = round(time.perf_counter() - t0, 1)
-            out = Path(args.out) / f"bench_serve_{size}.json"
+            out = Path(args.out) / f"bench_serve_{size}{tag}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(res, indent=1) + "\n")
             print(f"wrote {out}", flush=True)

@@ -400,8 +400,9 @@ def test_text_queries_use_the_bundled_encoder(demo_served):
     from dehub.datasets.encoder import embed_texts
 
     texts = ["a large body of salt water", "a domesticated carnivorous mammal that barks"]
-    with TestClient(create_app(Settings(), served=demo_served)) as c:
+    with TestClient(create_app(Settings(encoder="torch"), served=demo_served)) as c:
         res = c.post("/search", json={"text": texts, "k": 5}).json()["results"]
+        assert c.get("/info").json()["text_encoder_runtime"] == "torch"
         knn = c.post("/knn-service", json=_clip_body(text=texts[0], indice_name="wordnet-demo")).json()
     q = embed_texts(texts, progress=False)
     scores, ids = demo_served.backend.search(q, 5)
@@ -468,20 +469,30 @@ def test_auto_backend_takes_hnsw_above_the_threshold(tmp_path, queries):
 
 
 @pytest.mark.slow
-def test_onnx_encoder_answers_text_queries_like_torch(demo_served, tmp_path):
+def test_onnx_encoder_answers_text_queries_like_torch(demo_served, tmp_path, monkeypatch):
+    """The default encoder (auto) runs the ONNX export cached in dehub's cache directory,
+    with the same answers as torch."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("onnx")
     from dehub.embed.encoders import export_onnx
+    from dehub.serve.encoder import onnx_cache_dir
 
-    onnx_dir = export_onnx(tmp_path / "minilm-onnx")
+    monkeypatch.setenv("DEHUB_CACHE_DIR", str(tmp_path))
+    onnx_dir = export_onnx(onnx_cache_dir())  # what auto writes at its first start
     texts = ["a large body of salt water", "a domesticated carnivorous mammal that barks"]
     answers = []
-    for onnx in (None, str(onnx_dir)):
-        with TestClient(
-            create_app(Settings(onnx_encoder=onnx, preload_encoder=True), served=demo_served)
-        ) as c:
+    for settings in (
+        Settings(encoder="torch", preload_encoder=True),
+        Settings(onnx_encoder=str(onnx_dir), preload_encoder=True),
+        Settings(preload_encoder=True),  # auto: the cached export
+    ):
+        with TestClient(create_app(settings, served=demo_served)) as c:
+            assert c.get("/info").json()["text_encoder_runtime"] == (
+                "torch" if settings.encoder == "torch" else "onnx"
+            )
             answers.append(c.post("/search", json={"text": texts, "k": 10}).json()["results"])
+    assert [e["ids"] for e in answers[2]] == [e["ids"] for e in answers[1]]
     assert [e["ids"] for e in answers[0]] == [e["ids"] for e in answers[1]]
     np.testing.assert_allclose(
         [e["scores"] for e in answers[0]], [e["scores"] for e in answers[1]], atol=1e-5

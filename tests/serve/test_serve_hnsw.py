@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 
 pytest.importorskip("faiss")
 
+from dehub.export.hnsw import graph_paths, recall_at
 from dehub.serve.app import Settings, create_app
-from dehub.serve.hnsw import graph_paths, recall_at
 from dehub.serve.loading import load_served
 
 D, N, N_HUBS = 32, 6000, 60
@@ -122,7 +122,7 @@ def test_auto_does_not_take_a_graph_below_the_recall_floor(planted, tmp_path, mo
     """--backend auto serves exact where the tuned graph misses the target; --backend hnsw obeys."""
     import shutil
 
-    import dehub.serve.hnsw as hnsw
+    import dehub.export.hnsw as hnsw
 
     path, _, _ = planted
     copy = tmp_path / "floor.dehub"
@@ -176,3 +176,37 @@ def test_bounded_load_on_the_hnsw_backend_has_zero_errors(planted):
     assert info["backend"] == "hnsw" and "Traceback" not in log
     _, exact = index.search(held_out[:n_requests], 10)
     assert recall_at(np.asarray([ids for _, ids in out]), exact) >= 0.98
+
+
+def test_dehub_export_to_hnsw_builds_the_graph_that_serve_reuses(planted, tmp_path, monkeypatch, capsys):
+    """``dehub export INDEX --to hnsw`` builds the serving graph ahead; the server reuses it."""
+    import shutil
+
+    import dehub.export.hnsw as hnsw
+    from dehub.cli import main
+
+    path, _, held_out = planted
+    copy = tmp_path / "ahead.dehub"
+    shutil.copy(path, copy)
+    gpath, jpath = graph_paths(copy)
+    assert (
+        main(["export", str(copy), "--to", "hnsw", str(gpath), "--hnsw-m", "16", "--ef-construction", "40"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert f"wrote {gpath}" in out and "reuses it" in out
+    stamp = (gpath.stat().st_mtime_ns, jpath.stat().st_mtime_ns)
+
+    def no_build(*_args, **_kwargs):
+        raise AssertionError("the server rebuilt a graph that dehub export had built")
+
+    monkeypatch.setattr(hnsw, "build_graph", no_build)
+    served = load_served(copy, backend="hnsw", recall=0.99)
+    assert served.backend.name == "hnsw"
+    assert (served.hnsw["M"], served.hnsw["ef_construction"]) == (16, 40)  # export's construction
+    assert (gpath.stat().st_mtime_ns, jpath.stat().st_mtime_ns) == stamp  # not rewritten
+    assert served.hnsw["recall"] >= 0.99
+    # another PATH is refused with a clear message (the graph must sit where the server looks)
+    assert main(["export", str(copy), "--to", "hnsw", str(tmp_path / "elsewhere.hnsw")]) != 0
+    err = capsys.readouterr()
+    assert "next to the index" in err.out + err.err and "Traceback" not in err.out + err.err

@@ -1,14 +1,17 @@
-"""``dehub export INDEX --to faiss|lancedb|qdrant|pgvector PATH``: the SUBCOMMANDS entry merged by dehub.cli."""
+"""``dehub export INDEX --to faiss|lancedb|qdrant|pgvector PATH`` and ``dehub export INDEX --to hnsw``
+(the serving graph of ``dehub serve``, written next to the index): the SUBCOMMANDS entry merged by dehub.cli."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from .._errors import InputError
 from .._loading import load
 from ..datasets.layouts import read_metadata
 from .faiss import export_faiss
+from .hnsw import export_hnsw, graph_paths
 from .lancedb import export_lancedb, lancedb_description
 from .pgvector import export_pgvector
 from .qdrant import export_qdrant
@@ -17,25 +20,36 @@ from .update import update_store, verify_store
 
 __all__ = ["SUBCOMMANDS", "add_store_update_options", "update_store_from_args"]
 
-_HELP = "export a corrected index to FAISS, LanceDB, Qdrant or Postgres/pgvector (d+1 or d+2 vectors)"
+_HELP = (
+    "export a corrected index to FAISS, LanceDB, Qdrant or Postgres/pgvector (d+1 or d+2 vectors), "
+    "or build the HNSW graph 'dehub serve' uses (--to hnsw)"
+)
 _STORES = ("faiss", "lancedb", "qdrant", "pgvector")
 
 
 def _setup(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", help="index file written by 'dehub build'")
-    p.add_argument("--to", required=True, choices=list(_STORES), help="the store")
+    p.add_argument(
+        "--to",
+        required=True,
+        choices=[*_STORES, "hnsw"],
+        help="the store; hnsw: the serving graph of 'dehub serve' (INDEX.hnsw + INDEX.hnsw.json next to "
+        "the index, efSearch tuned to --recall), reused by the server with no rebuild",
+    )
     p.add_argument(
         "path",
         help="faiss: the index file to write (+ PATH.json); lancedb: the database directory; "
         "qdrant: a local directory, :memory: or an http(s):// server URL; "
-        "pgvector: a postgresql:// connection string",
+        "pgvector: a postgresql:// connection string; hnsw: INDEX.hnsw (next to the index, where "
+        "'dehub serve INDEX' finds it; + INDEX.hnsw.json)",
     )
     p.add_argument(
         "--form",
         choices=["d+1", "d+2"],
-        default="d+1",
-        help="d+1: inner product; d+2: equal norm for L2/cosine",
+        help="d+1: inner product; d+2: equal norm for L2/cosine (default d+1; d+2 for --to hnsw)",
     )
+    p.add_argument("--hnsw-m", type=int, default=32, help="--to hnsw: graph degree M (default 32)")
+    p.add_argument("--ef-construction", type=int, default=80, help="--to hnsw: efConstruction (default 80)")
     p.add_argument(
         "--name", default="dehub", help="LanceDB / Postgres table, Qdrant collection name (default dehub)"
     )
@@ -105,6 +119,9 @@ def _print_recall(desc: dict) -> None:
 def _run(args: argparse.Namespace) -> int:
     if not 0.0 < args.recall <= 1.0:
         raise InputError(f"--recall must be in (0, 1]; received {args.recall}")
+    if args.to == "hnsw":
+        return _serving_graph(args)
+    args.form = args.form or "d+1"
     if args.verify:
         diff = verify_store(load(args.index), args.to, args.path, name=args.name)
         print(f"{args.to} store {args.path}: " + ("matches the index" if diff.clean else diff.summary()))
@@ -206,6 +223,39 @@ def _run(args: argparse.Namespace) -> int:
         )
         client.close()
         print(f"wrote Qdrant collection {args.name!r} at {args.path}: {index.n_items} points, {args.form}")
+    return 0
+
+
+def _serving_graph(args: argparse.Namespace) -> int:
+    """``--to hnsw``: build (or reuse), tune and save the graph ``dehub serve`` will reuse."""
+    where = graph_paths(args.index)[0]
+    if Path(args.path).absolute() != where.absolute():
+        raise InputError(
+            f"--to hnsw: the graph goes next to the index, where 'dehub serve' finds it; expected PATH "
+            f"{where}, received {args.path}"
+        )
+    if args.update or args.verify or args.metadata:
+        raise InputError("--to hnsw takes no --update, --verify or --metadata")
+    if args.hnsw_m < 4 or args.ef_construction < 8:
+        raise InputError(
+            f"--hnsw-m must be >= 4 and --ef-construction >= 8; received {args.hnsw_m}, {args.ef_construction}"
+        )
+    path, info = export_hnsw(
+        args.index,
+        recall=args.recall,
+        form=args.form or "d+2",
+        M=args.hnsw_m,
+        ef_construction=args.ef_construction,
+        progress=True,
+        log=print,
+    )
+    reached = "" if info.recall >= info.target_recall else ": NOT reached"
+    print(
+        f"wrote {path} and {path}.json: {info.n_items} items, {info.form}, M {info.M}, efConstruction "
+        f"{info.ef_construction}, built in {info.build_seconds} s; efSearch {info.ef_search} gives recall@10 "
+        f"{info.recall} on {info.probe_source} (target {info.target_recall}{reached}); "
+        f"'dehub serve {args.index} --backend hnsw' reuses it"
+    )
     return 0
 
 

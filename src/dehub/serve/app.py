@@ -217,9 +217,8 @@ def create_app(settings: Settings | None = None, served: Served | None = None) -
             enabled=settings.batching,
             max_rows=max(settings.max_batch, 256),
             on_batch=metrics.observe_batch,
-            before_call=lambda _backend: state.check(),
         ),
-        encoder=TextEncoder(settings.onnx_encoder),
+        encoder=TextEncoder(settings.onnx_encoder, kind=settings.encoder),
         metrics=metrics,
     )
     app = FastAPI(

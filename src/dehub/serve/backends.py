@@ -9,7 +9,7 @@ Each answers ``search(queries, k, corrected=...) -> (scores, ids)`` with the ind
   the plain one). Any method works. It replaced the FAISS flat ``d + 1`` backend, which
   measured 170 ms per 1M query against the engine's 59 ms, and 1,352 ms per batch of 16
   against 248 ms (issue 22).
-* :class:`~dehub.serve.hnsw.HNSWBackend`: a FAISS HNSW graph over the augmented items,
+* :class:`~dehub.export.hnsw.HNSWBackend`: a FAISS HNSW graph over the augmented items,
   efSearch tuned to a recall target (offset methods only).
 * :class:`FaissBackend`: a FAISS file written by :func:`dehub.export.export_faiss`
   (served as exported: ``[q, -1]`` corrected, ``[q, 0]`` plain).

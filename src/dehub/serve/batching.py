@@ -12,6 +12,12 @@ Jobs are grouped by (backend, corrected): a request keeps the backend (index ver
 it started with, so a hot swap never mixes versions inside a batch. ``k`` of a merged
 call is the largest asked; each request gets the prefix it asked for.
 
+File check: each request passes ``check`` (its index version's
+:meth:`~dehub.serve.loading.Served.check_files`); it runs once per engine call, on the
+engine thread just before the scan, for the version the batch was made of (not the
+version served now: a reload between queueing and running must not skip the check of
+the old version's files, nor blame them for the new one's).
+
 Isolation: requests are validated completely before they are queued
 (:mod:`dehub.serve.validation`), so a merged call should never fail. If one does, its
 members are re-run one by one, so only a request that fails alone gets an error.
@@ -40,14 +46,15 @@ class _Job:
     k: int
     corrected: bool
     future: asyncio.Future[tuple[np.ndarray, np.ndarray]]
+    check: Callable[[], None] | None = None
 
 
 class Batcher:
     """Runs backend searches on one engine thread, merging concurrent requests if enabled.
 
-    ``before_call(backend)`` runs on the engine thread before every engine call (the
-    app checks there that the index file is unchanged); what it raises is delivered to
-    every request of that call.
+    A request's ``check`` (e.g. its index version's file check) runs on the engine thread
+    before the engine call that serves it, once per call; what it raises is delivered to
+    every request of that call (they share the backend, hence the version).
     """
 
     def __init__(
@@ -56,12 +63,10 @@ class Batcher:
         enabled: bool = True,
         max_rows: int = 256,
         on_batch: Callable[[int], None] | None = None,
-        before_call: Callable[[Any], None] | None = None,
     ) -> None:
         self.enabled = enabled
         self.max_rows = max_rows
         self.on_batch = on_batch
-        self.before_call = before_call
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dehub-engine")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[_Job] | None = None
@@ -72,13 +77,21 @@ class Batcher:
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def search(
-        self, backend: Any, queries: np.ndarray, k: int, corrected: bool
+        self,
+        backend: Any,
+        queries: np.ndarray,
+        k: int,
+        corrected: bool,
+        *,
+        check: Callable[[], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         loop = asyncio.get_running_loop()
         if not self.enabled:
             if self.on_batch:
                 self.on_batch(queries.shape[0])
-            return await loop.run_in_executor(self._executor, self._call, backend, queries, k, corrected)
+            return await loop.run_in_executor(
+                self._executor, self._call, check, backend, queries, k, corrected
+            )
         queue = self._queue
         if self._loop is not loop or queue is None or self._task is None or self._task.done():
             # first use in this event loop (the test client may run several loops)
@@ -86,14 +99,15 @@ class Batcher:
             self._queue = queue = asyncio.Queue()
             self._task = loop.create_task(self._worker(queue))
         fut: asyncio.Future[tuple[np.ndarray, np.ndarray]] = loop.create_future()
-        queue.put_nowait(_Job(backend, queries, k, corrected, fut))
+        queue.put_nowait(_Job(backend, queries, k, corrected, fut, check))
         return await fut
 
+    @staticmethod
     def _call(
-        self, backend: Any, queries: np.ndarray, k: int, corrected: bool
+        check: Callable[[], None] | None, backend: Any, queries: np.ndarray, k: int, corrected: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        if self.before_call is not None:
-            self.before_call(backend)
+        if check is not None:
+            check()
         return backend.search(queries, k, corrected=corrected)
 
     async def _worker(self, queue: asyncio.Queue[_Job]) -> None:
@@ -127,7 +141,7 @@ class Batcher:
         backend, corrected = live[0].backend, live[0].corrected
         try:
             scores, ids = await loop.run_in_executor(
-                self._executor, self._call, backend, queries, k, corrected
+                self._executor, self._call, live[0].check, backend, queries, k, corrected
             )
         except Exception as exc:
             if len(live) == 1 or getattr(exc, "whole_batch", False):

@@ -103,8 +103,16 @@ def _setup(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--onnx-encoder",
         metavar="DIR",
-        help="embed text queries with an ONNX export of the bundled MiniLM (dehub.embed.encoders.export_onnx; "
-        "needs onnxruntime): measured 2.3x faster per text than torch, same vectors; implies --text-encoder minilm",
+        help="embed text queries with this ONNX export of the bundled MiniLM (dehub.embed.encoders.export_onnx; "
+        "needs onnxruntime); implies --text-encoder minilm",
+    )
+    p.add_argument(
+        "--encoder",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="the text encoder's runtime: auto (default) = ONNX Runtime where installed (the MiniLM exported "
+        "once into dehub's cache, or --onnx-encoder DIR), else torch; ONNX measured faster per text query "
+        "(docs/serve.md), same vectors",
     )
     p.add_argument("--name", help="index name for /indices-list and clip-retrieval's indice_name")
     p.add_argument(
@@ -183,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
         texts_file=args.texts,
         text_encoder=ENCODER_NAME if args.text_encoder == "minilm" or args.onnx_encoder else None,
         onnx_encoder=args.onnx_encoder,
+        encoder=args.encoder,
         name=args.name,
         watch_seconds=args.watch,
         handle_sighup=True,

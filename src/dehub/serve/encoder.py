@@ -1,4 +1,4 @@
-"""The text encoder of ``dehub serve``: loaded and warmed at start, one thread, one torch thread.
+"""The text encoder of ``dehub serve``: loaded and warmed at start, one thread, ONNX where available.
 
 A 2-thread torch encode of one text took 5.6 s against 0.33 s with one thread on the
 2-core machine under load (issue 22): torch's intra-op pool fights the engine and the
@@ -13,35 +13,79 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from ..datasets.encoder import embed_texts
-from ..embed.encoders import OnnxEncoder
+from ..embed.encoders import OnnxEncoder, export_onnx
+from ..engine.tuning import tuning_path
 
-__all__ = ["TextEncoder"]
+__all__ = ["TextEncoder", "EncoderKind", "onnx_cache_dir"]
 
 _log = logging.getLogger("dehub.serve")
 
 
-class TextEncoder:
-    """The bundled MiniLM on one thread of its own: torch (``dehub.datasets.encoder``), or its
-    ONNX export (``onnx_dir``, written by :func:`dehub.embed.encoders.export_onnx`) run by
-    ONNX Runtime with one intra-op thread — measured 2.3x faster per text than torch with
-    one thread (16 ms vs 39 ms, median of 7 paired rounds, load 15-21 on 2 cores), same
-    vectors to 1.3e-7."""
+EncoderKind = Literal["auto", "torch", "onnx"]
 
-    def __init__(self, onnx_dir: str | None = None) -> None:
+
+def onnx_cache_dir() -> Path:
+    """Where ``kind="auto"`` keeps its ONNX export of the bundled MiniLM (next to dehub's
+    other cached measurements: ``$DEHUB_CACHE_DIR``, else ``$XDG_CACHE_HOME/dehub``, else
+    ``~/.cache/dehub``)."""
+    return tuning_path().parent / "minilm-onnx"
+
+
+class TextEncoder:
+    """The bundled MiniLM on one thread of its own: its ONNX export run by ONNX Runtime with
+    one intra-op thread, or torch (``dehub.datasets.encoder``) with one thread.
+
+    ONNX measured faster per text than torch (16 ms vs 39 ms, median of 7 paired rounds,
+    load 15-21 on 2 cores; the page's whole text query: docs/serve.md), same vectors to
+    1.3e-7. ``onnx_dir``: an export written by :func:`dehub.embed.encoders.export_onnx`.
+    ``kind="auto"`` (default) uses ``onnx_dir``, else the export cached in
+    :func:`onnx_cache_dir` (written there at the first start where onnxruntime, onnx and
+    torch are installed), else torch; ``"onnx"`` insists (an error says what is missing);
+    ``"torch"`` never uses ONNX. :attr:`backend` says which one runs.
+    """
+
+    def __init__(self, onnx_dir: str | None = None, *, kind: EncoderKind = "auto") -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dehub-encoder")
         self.onnx_dir = onnx_dir
+        self.kind = kind
         self._onnx: object | None = None
+        self.backend: str | None = None  # "onnx" or "torch" once loaded
         self.loaded = False
         self.warm_seconds: float | None = None
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def _onnx_encoder(self) -> object:
         if self.onnx_dir is not None:
-            if self._onnx is None:
-                self._onnx = OnnxEncoder(self.onnx_dir, threads=1)
+            return OnnxEncoder(self.onnx_dir, threads=1)
+        cached = onnx_cache_dir()
+        if not (cached / "model.onnx").is_file():
+            import onnxruntime  # noqa: F401  (no export where it could not run)
+
+            _log.warning("dehub serve: exporting the MiniLM encoder to ONNX once, into %s", cached)
+            export_onnx(cached)
+        return OnnxEncoder(cached, threads=1)
+
+    def _choose(self) -> None:
+        if self.kind == "onnx" or (self.kind == "auto" and self.onnx_dir is not None):
+            self._onnx, self.backend = self._onnx_encoder(), "onnx"
+        elif self.kind == "auto":
+            try:
+                self._onnx, self.backend = self._onnx_encoder(), "onnx"
+            except (ImportError, OSError, RuntimeError, ValueError) as exc:
+                _log.warning("dehub serve: the ONNX encoder is not available (%s); using torch", exc)
+                self.backend = "torch"
+        else:
+            self.backend = "torch"
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if self.backend is None:
+            self._choose()
+        if self._onnx is not None:
             self.loaded = True
             return np.asarray(self._onnx.encode_texts(list(texts)), dtype=np.float32)  # type: ignore[attr-defined]
         if not self.loaded:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,11 @@ from .._json import JSONLimits, JSONReadError, jsonable, parse_json, read_json
 from .._loading import load
 from ..datasets import load_wordnet_benchmark
 from ..datasets.encoder import EMBEDDING_DIM, ENCODER_NAME
-from ..distributed import is_manifest_dir, read_manifest
+from ..export.hnsw import content_key, graph_backend, graph_paths
 from ..export.sidecar import load_sidecar
 from ..index import Index
+from ..rundir import is_manifest_dir
 from .backends import BackendName, ExactBackend, FaissBackend, IndexChanged, choose_backend, is_offset_method
-from .hnsw import graph_backend, graph_paths
 
 __all__ = [
     "Served",
@@ -98,6 +99,13 @@ class Served:
         pos = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self._sorted_ids) - 1)
         return np.where(self._sorted_ids[pos] == ids, self._order[pos], -1)
 
+    def rows_of_ints(self, ids: Sequence[int]) -> np.ndarray:
+        """Row numbers of ids given as Python integers of any size (a request's): -1 where an
+        id is outside int64 (it cannot be stored) or not in the index."""
+        inside = np.fromiter((_INT64_MIN <= i <= _INT64_MAX for i in ids), dtype=bool, count=len(ids))
+        safe = np.fromiter((i if ok else 0 for i, ok in zip(ids, inside)), dtype=np.int64, count=len(ids))
+        return np.where(inside, self.rows_of(safe), -1)
+
     def check_files(self) -> None:
         """Raise :class:`IndexChanged` if a file this version was loaded from was changed in place.
 
@@ -129,6 +137,9 @@ class Served:
         if self.kocc_plain is None:
             return None
         return int(max(2 * KOCC_K, np.percentile(self.kocc_plain, 99)))
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def k_occurrence(ids: np.ndarray, n_items: int) -> np.ndarray:
@@ -241,10 +252,6 @@ def load_served(
             )
 
     index = load_index(path)
-    if is_manifest_dir(path):  # its manifest names every part with its checksum
-        header: dict[str, Any] = {"manifest": read_manifest(path)}
-    else:
-        header = Index.describe_file(path)
     offset = is_offset_method(index.model)
     kind = choose_backend(
         index.n_items, offset, backend, **({"hnsw_threshold": hnsw_threshold} if hnsw_threshold else {})
@@ -254,7 +261,7 @@ def load_served(
     if kind == "exact":
         be = ExactBackend(index)
     else:
-        graph = graph_backend(index, path, header, target=recall, log=log)
+        graph = graph_backend(index, path, content_key(path), target=recall, log=log)
         hnsw_info = graph.info.to_json()
         hnsw_info.pop("fingerprint", None)
         if backend == "auto" and graph.info.recall < recall:

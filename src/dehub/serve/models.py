@@ -116,6 +116,9 @@ class InfoResponse(BaseModel):
     source: str
     loaded_at: float
     text_encoder: str | None
+    text_encoder_runtime: str | None = Field(
+        default=None, description="onnx or torch: what embeds text queries (null before the encoder loads)"
+    )
     has_texts: bool
     examples: int
     k_occurrence: dict[str, Any] | None

@@ -17,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from .models import SearchRequest
 from .validation import VALUE_BOUND
 
 __all__ = ["install_bounded_openapi"]
@@ -45,7 +46,12 @@ def bound_schema(
     schema: dict[str, Any], *, dim: int, has_text: bool, max_batch: int, max_k: int, max_text_chars: int
 ) -> dict[str, Any]:
     """``schema`` (FastAPI's) with this server's bounds written into its request bodies."""
-    comp = schema.get("components", {}).get("schemas", {})
+    comp = schema.setdefault("components", {}).setdefault("schemas", {})
+    # /search parses its body itself (dehub.serve.responses.parse_body) and names the
+    # model by reference: its schema goes into the components here
+    comp.setdefault(
+        "SearchRequest", SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    )
     search = comp.get("SearchRequest")
     if search is not None:
         props = search["properties"]

@@ -38,6 +38,8 @@ class Settings:
     texts_file: str | None = None
     text_encoder: str | None = None
     onnx_encoder: str | None = None
+    #: the text encoder's runtime: auto (ONNX where available, else torch), torch, onnx
+    encoder: Literal["auto", "torch", "onnx"] = "auto"
     name: str | None = None
     demo_params: dict[str, Any] = field(default_factory=dict)
     watch_seconds: float = 0.0

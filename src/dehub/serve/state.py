@@ -92,10 +92,6 @@ class ServeState:
             self.stamp = stamp
             return old, new
 
-    def check(self) -> None:
-        """Raise :class:`IndexChanged` if the served files changed since they were loaded."""
-        self.served.check_files()
-
 
 def file_stamp(source: str | None) -> tuple[int, int, int, int] | None:
     if source is None:
@@ -134,15 +130,20 @@ class Context:
     async def search(
         self, served: Served, queries, k: int, *, compare: bool
     ):  # -> (corrected (scores, ids), plain or None)
-        """Corrected (and with ``compare`` plain) top-k on the engine thread; 503 if the file changed."""
+        """Corrected (and with ``compare`` plain) top-k on the engine thread; 503 if the file changed.
+
+        ``served``'s files are checked once per engine call, on the engine thread, just
+        before the scan that reads them (:class:`~dehub.serve.batching.Batcher`).
+        """
         self.metrics.count_queries("corrected", queries.shape[0])
+        check = served.check_files
         try:
             if not compare:
-                return await self.batcher.search(served.backend, queries, k, True), None
+                return await self.batcher.search(served.backend, queries, k, True, check=check), None
             self.metrics.count_queries("plain", queries.shape[0])
             corrected, plain = await asyncio.gather(
-                self.batcher.search(served.backend, queries, k, True),
-                self.batcher.search(served.backend, queries, k, False),
+                self.batcher.search(served.backend, queries, k, True, check=check),
+                self.batcher.search(served.backend, queries, k, False, check=check),
             )
         except IndexChanged as exc:
             raise index_unavailable(exc) from None
@@ -158,7 +159,10 @@ class Context:
             ) from None
 
 
-def get_context(request: Request) -> Context:
+# The dependencies are coroutines: FastAPI runs a plain ``def`` dependency on its thread
+# pool, a thread hop per dependency per request (profiled at load 6 on 2 cores: 4.1 s of
+# the 10.6 s the event loop spent handling 1,268 /search requests; docs/serve.md).
+async def get_context(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
 
@@ -166,8 +170,11 @@ def get_context(request: Request) -> Context:
 ContextDep = Annotated[Context, Depends(get_context)]
 
 
-def current_index(ctx: ContextDep) -> Served:
-    """The index version this request uses (kept to its end); 503 while its file changed."""
+async def current_index(ctx: ContextDep) -> Served:
+    """The index version this request uses (kept to its end); 503 while its file changed.
+
+    ``/search`` does not use it: its file check runs on the engine thread, once per
+    engine call (:meth:`Context.search`)."""
     served = ctx.state.served
     try:
         served.check_files()
@@ -179,7 +186,7 @@ def current_index(ctx: ContextDep) -> Served:
 IndexDep = Annotated[Served, Depends(current_index)]
 
 
-def require_token(request: Request, ctx: ContextDep) -> None:
+async def require_token(request: Request, ctx: ContextDep) -> None:
     token = ctx.settings.token
     if token is None:
         return

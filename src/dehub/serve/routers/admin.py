@@ -57,6 +57,7 @@ def info_response(ctx: ContextDep, s: Served) -> InfoResponse:
         source=s.source,
         loaded_at=s.loaded_at,
         text_encoder=s.text_encoder,
+        text_encoder_runtime=ctx.encoder.backend if s.text_encoder is not None else None,
         has_texts=s.texts is not None,
         examples=len(s.examples.texts) if s.examples else 0,
         k_occurrence=kocc,

@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
 
 from ..errors import ApiError, responses
 from ..loading import Served
 from ..models import KnnRequest, KnnResult, MetadataEntry, MetadataRequest
+from ..responses import FastJSONResponse
 from ..state import ContextDep, IndexDep
 from ..validation import check_k
 from .search import queries_of
@@ -38,7 +38,6 @@ from .search import queries_of
 __all__ = ["router", "knn_entries", "metadata_of"]
 
 router = APIRouter(tags=["clip-retrieval"])
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _check_indice(served: Served, name: str | None) -> None:
@@ -79,7 +78,7 @@ def knn_entries(served: Served, scores: np.ndarray, ids: np.ndarray, num_images:
 
 
 @router.post("/knn-service", response_model=list[KnnResult], responses=responses(404))
-async def knn_service(req: KnnRequest, ctx: ContextDep, served: IndexDep) -> JSONResponse:
+async def knn_service(req: KnnRequest, ctx: ContextDep, served: IndexDep) -> FastJSONResponse:
     """clip-retrieval's search: corrected top ``num_result_ids`` for one query."""
     _check_indice(served, req.indice_name)
     check_k(req.num_images, ctx.limits, "num_images")
@@ -95,7 +94,7 @@ async def knn_service(req: KnnRequest, ctx: ContextDep, served: IndexDep) -> JSO
     texts = None if req.text is None else [req.text]
     queries = await queries_of(ctx, served, vectors, texts, ("embedding_input", "text"))
     (scores, ids), _ = await ctx.search(served, queries, n_ids, compare=False)
-    return JSONResponse(knn_entries(served, scores[0], ids[0], req.num_images))
+    return FastJSONResponse(knn_entries(served, scores[0], ids[0], req.num_images))
 
 
 @router.get("/indices-list", response_model=list[str], responses=responses())
@@ -111,10 +110,7 @@ async def metadata(req: MetadataRequest, ctx: ContextDep, served: IndexDep) -> l
     _check_indice(served, req.indice_name)
     if len(req.ids) > ctx.settings.max_k:
         raise ApiError(413, "too many ids", f"at most {ctx.settings.max_k}", f"{len(req.ids)} ids")
-    lo, hi = _INT64
-    safe = [i if lo <= i <= hi else -1 for i in req.ids]
-    rows = served.rows_of(np.asarray(safe, dtype=np.int64)) if safe else np.zeros(0, np.int64)
+    rows = served.rows_of_ints(req.ids)
     return [
-        MetadataEntry(id=i, metadata=meta if lo <= i <= hi else {})
-        for i, meta in zip(req.ids, metadata_of(served, rows), strict=True)
+        MetadataEntry(id=i, metadata=meta) for i, meta in zip(req.ids, metadata_of(served, rows), strict=True)
     ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from fastapi import APIRouter, Query
 
 from ..errors import ApiError, responses
@@ -13,13 +12,6 @@ from ..state import IndexDep
 __all__ = ["router", "item_response"]
 
 router = APIRouter(tags=["items"])
-_INT64 = (-(2**63), 2**63 - 1)
-
-
-def _row_of(served: Served, item_id: int) -> int:
-    if not _INT64[0] <= item_id <= _INT64[1]:
-        return -1
-    return int(served.rows_of(np.asarray([item_id]))[0])
 
 
 def _ids_of(served: Served, rows: tuple[int, ...]) -> list[int]:
@@ -48,7 +40,7 @@ def item_response(served: Served, item_id: int, row: int) -> ItemResponse:
 @router.get("/items/{item_id}", response_model=ItemResponse, responses=responses(404))
 async def item(item_id: int, served: IndexDep) -> ItemResponse:
     """Stored text, bias and k-occurrence of one item (by its id in the index)."""
-    row = _row_of(served, item_id)
+    row = int(served.rows_of_ints([item_id])[0])
     if row < 0:
         raise ApiError(
             404, "no item with this id", f"an id stored in the index ({served.n_items} items)", str(item_id)

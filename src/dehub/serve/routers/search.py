@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
 
 from ..errors import ERRORS, ApiError
 from ..loading import Served
 from ..models import SearchRequest, SearchResponse
-from ..state import Context, ContextDep, IndexDep
+from ..responses import FastJSONResponse, json_body, parse_body
+from ..state import Context, ContextDep
 from ..validation import check_k, check_texts, normalize_rows, query_array
 
 __all__ = ["router", "queries_of", "ranking"]
@@ -58,9 +58,18 @@ def ranking(
     return out
 
 
-@router.post("/search", response_model=SearchResponse, responses=ERRORS)
-async def search(req: SearchRequest, ctx: ContextDep, served: IndexDep) -> JSONResponse:
-    """Corrected top-k for each query (vectors or text); ``compare`` adds the plain ranking."""
+@router.post(
+    "/search", response_model=SearchResponse, responses=ERRORS, openapi_extra=json_body(SearchRequest)
+)
+async def search(request: Request, ctx: ContextDep) -> FastJSONResponse:
+    """Corrected top-k for each query (vectors or text); ``compare`` adds the plain ranking.
+
+    The hot route: the body (a :class:`SearchRequest`) is parsed once from bytes, the
+    index version read once (its files are checked on the engine thread, once per
+    engine call) and the answer encoded by pydantic-core.
+    """
+    req = parse_body(SearchRequest, await request.body())
+    served = ctx.state.served
     check_k(req.k, ctx.limits)
     queries = await queries_of(ctx, served, req.vectors, req.text, ("vectors", "text"))
     (scores, ids), plain = await ctx.search(served, queries, req.k, compare=req.compare)
@@ -70,4 +79,4 @@ async def search(req: SearchRequest, ctx: ContextDep, served: IndexDep) -> JSONR
         if plain is not None:
             entry["plain"] = ranking(served, plain[0][qi], plain[1][qi], req.details, corrected=False)
         results.append(entry)
-    return JSONResponse({"results": results, "version": served.version})
+    return FastJSONResponse({"results": results, "version": served.version})

@@ -1,4 +1,6 @@
-"""The approximate backend of ``dehub serve``: a FAISS HNSW graph that keeps the correction.
+"""The serving graph: a FAISS HNSW graph that keeps the correction (``dehub serve``'s
+approximate backend), built at the server's first start or ahead of it by
+``dehub export INDEX --to hnsw`` (:func:`export_hnsw`).
 
 An offset correction scores ``q . r - b(r)``. The graph is built over the augmented item
 vectors of :mod:`dehub.export.vectors`:
@@ -35,15 +37,21 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
+from .._loading import is_run_directory, load
 from .._progress import progress_bar
+from ..distributed import read_manifest
 from ..engine import import_faiss
 from ..engine.faiss_indexes import search_with_params
-from ..export.vectors import LazyItemVectors, query_vectors
+from ..index import Index
+from .vectors import LazyItemVectors, is_offset, query_vectors
 
 __all__ = [
     "GraphInfo",
     "HNSWBackend",
     "build_graph",
+    "content_key",
+    "export_hnsw",
     "graph_paths",
     "index_fingerprint",
     "load_graph",
@@ -58,7 +66,7 @@ __all__ = [
 DEFAULT_FORM = "d+2"
 DEFAULT_M = 32
 DEFAULT_EF_CONSTRUCTION = 80
-GRAPH_KIND = "dehub.serve.hnsw"
+GRAPH_KIND = "dehub.serve.hnsw"  # named when the module lived in dehub.serve: saved graphs stay valid
 GRAPH_VERSION = 1
 _ADD_ROWS = 16_384
 #: The rule :func:`tune_ef_search` applies; a graph tuned under another rule is re-tuned.
@@ -126,6 +134,15 @@ class GraphInfo:
 def index_fingerprint(header: dict[str, Any]) -> str:
     """A key of a saved index's content: its header (arrays' checksums, method, parameters)."""
     return hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def content_key(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What a graph is keyed by (:func:`index_fingerprint`): an index file's header (its
+    arrays' checksums, method, parameters) or a run directory's manifest."""
+    p = Path(path)
+    if is_run_directory(p):
+        return {"manifest": read_manifest(p)}
+    return Index.describe_file(p)
 
 
 def graph_paths(index_path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -496,3 +513,46 @@ def _warn_if_short(info: GraphInfo, log: Callable[[str], None] | None) -> None:
             log(msg)
         else:
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def export_hnsw(
+    source: str | os.PathLike[str],
+    *,
+    recall: float = 0.99,
+    form: str = DEFAULT_FORM,
+    M: int = DEFAULT_M,
+    ef_construction: int = DEFAULT_EF_CONSTRUCTION,
+    n_probes: int = 500,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> tuple[Path, GraphInfo]:
+    """Build, tune and save the serving graph of the index at ``source`` ahead of ``dehub serve``.
+
+    What ``dehub serve --backend hnsw`` (or ``auto`` above its threshold) does at its
+    first start, done once beforehand: the graph and its :class:`GraphInfo` are written
+    next to the index (:func:`graph_paths`), keyed by the index's content, and the
+    server reuses them (no rebuild; efSearch re-tuned only for another ``--recall``).
+    A graph already saved for this content is reused here too (re-tuned when ``recall``
+    differs). Offset methods only (``q . r - b(r)``). Returns the graph's path and info.
+    """
+    if not 0.0 < recall <= 1.0:
+        raise InputError(f"recall must be in (0, 1]; received {recall}")
+    index = load(source, mmap=True)
+    if not is_offset(index.model):
+        raise InputError(
+            f"{source}: method {index.model.name!r} has no per-item offset (score q . r - b(r)); "
+            "an HNSW serving graph keeps offset methods only (NNN and family): serve it with --backend exact"
+        )
+    backend = graph_backend(
+        index,
+        source,
+        content_key(source),
+        target=recall,
+        form=form,
+        M=M,
+        ef_construction=ef_construction,
+        n_probes=n_probes,
+        progress=progress,
+        log=log,
+    )
+    return graph_paths(source)[0], backend.info

@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from .._errors import InputError
 from ..engine import import_faiss
 from ..engine.exact import exact_search
 from ..methods import get_tags
@@ -109,7 +110,7 @@ class FaissBackend:
         self.dim = int(d)
         self.n_items = int(faiss_index.ntotal)
         if int(faiss_index.d) != self.dim + 1:
-            raise ValueError(
+            raise InputError(
                 f"the FAISS index has dimension {faiss_index.d}; expected d + 1 = {self.dim + 1} "
                 "(gallery vectors with the bias appended)"
             )
@@ -150,13 +151,13 @@ def choose_backend(
         return "exact"
     if requested == "hnsw":
         if not offset:
-            raise ValueError(
+            raise InputError(
                 "--backend hnsw serves offset methods only (score q . r - b(r)); this index's method "
                 "is not one: use --backend exact"
             )
         return "hnsw"
     if requested != "auto":
-        raise ValueError(f"backend must be 'auto', 'exact' or 'hnsw'; received {requested!r}")
+        raise InputError(f"backend must be 'auto', 'exact' or 'hnsw'; received {requested!r}")
     if offset and n_items > hnsw_threshold:
         try:
             import faiss  # noqa: F401

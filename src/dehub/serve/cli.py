@@ -15,6 +15,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from .._errors import UserError
 from .._extras import load_feature, require
 from ..datasets.encoder import ENCODER_NAME
 
@@ -203,7 +204,7 @@ def _run(args: argparse.Namespace) -> int:
         served = app_module.load_from_settings(
             settings
         )  # builds and saves an HNSW graph once, before any worker
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, UserError) as exc:  # anything else is a bug: the CLI shows it as one
         raise SystemExit(f"dehub: cannot serve {what}: {exc}") from None
     shown = f"[{args.host}]" if ":" in args.host else args.host
     extra = ""

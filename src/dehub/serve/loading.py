@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._errors import InputError
 from .._format import FileIdentity
 from .._json import JSONLimits, JSONReadError, jsonable, parse_json, read_json
 from .._loading import load
@@ -175,7 +176,7 @@ def _texts_from(metadata: dict[str, Any], texts_file: str | None, n: int) -> tup
     if texts is None:
         return None
     if not isinstance(texts, list) or len(texts) != n or not all(isinstance(t, str) for t in texts):
-        raise ValueError(
+        raise InputError(
             f"item texts must be a list of {n} strings (one per gallery row); "
             f"received {type(texts).__name__} of length {len(texts) if hasattr(texts, '__len__') else '?'}"
         )

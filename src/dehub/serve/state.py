@@ -18,6 +18,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from .._errors import InputError
 from .batching import Batcher
 from .encoder import TextEncoder
 from .errors import ApiError
@@ -83,7 +84,7 @@ class ServeState:
             stamp = file_stamp(self.settings.source)
             new = load_from_settings(self.settings, version=old.version + 1)
             if new.dim != old.dim or (new.text_encoder is None) != (old.text_encoder is None):
-                raise ValueError(
+                raise InputError(
                     f"the new index has d={new.dim}, text encoder {new.text_encoder!r}; the API of this "
                     f"server (its OpenAPI schema) was made for d={old.dim}, text encoder "
                     f"{old.text_encoder!r}: restart the server to change them"

@@ -26,6 +26,7 @@ from .methods._cli import method_params_from_args
 
 __all__ = [
     "NORMALIZE_CHOICES",
+    "add_normalize_option",
     "positive_int",
     "nonnegative_int",
     "json_object",
@@ -37,6 +38,17 @@ __all__ = [
 ]
 
 NORMALIZE_CHOICES = ["warn", "l2", "none", "error"]
+
+
+def add_normalize_option(p: argparse.ArgumentParser) -> None:
+    """``--normalize`` for commands that read embeddings (one wording everywhere)."""
+    p.add_argument(
+        "--normalize",
+        choices=NORMALIZE_CHOICES,
+        default="warn",
+        help="rows that are not unit-norm: warn (default), l2-normalize, accept, or fail",
+    )
+
 
 #: A comma/space separated list of integers, e.g. ``17,42, 99`` (never a file name).
 _ID_LIST = re.compile(r"[\s,]*[+-]?\d+(?:[\s,]+[+-]?\d+)*[\s,]*")

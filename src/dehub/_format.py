@@ -147,17 +147,11 @@ def _header_bytes(header: dict[str, Any], metas: list[dict[str, Any]]) -> tuple[
     return hbytes, base
 
 
-def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str, Any]) -> None:
-    """Write ``arrays`` and a JSON-serializable ``header`` to ``path`` atomically.
-
-    Every array is read once: its SHA-256 is taken over the bytes as they are written,
-    and the header (whose checksums have a fixed length) is written last, in the space
-    reserved for it. Arrays are ndarrays (memmaps) or 2-D row-sliceable array-likes.
-    """
-    path = Path(path)
+def _lay_out(arrays: dict[str, Any], offset: int) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Each array's header entry (placed from ``offset`` on, aligned; a zero digest of the
+    final length, filled in as it is written) and the array itself as it will be read."""
     metas: list[dict[str, Any]] = []
     prepared = []
-    offset_data = 0
     for name, arr in arrays.items():
         if isinstance(arr, np.ndarray) or not is_row_sliceable(arr):
             arr = np.asarray(arr)
@@ -168,13 +162,39 @@ def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dic
                 "name": name,
                 "dtype": dts,
                 "shape": [int(x) for x in arr.shape],
-                "offset": offset_data,  # relative for now
+                "offset": offset,
                 "nbytes": nbytes,
                 "sha256": "0" * 64,  # the same length as the digest written at the end
             }
         )
         prepared.append(arr)
-        offset_data = _align(offset_data + nbytes)
+        offset = _align(offset + nbytes)
+    return metas, prepared
+
+
+def _write_hashed(f: Any, metas: list[dict[str, Any]], arrays: list[Any], *, pos: int, base: int) -> None:
+    """Write ``arrays`` at ``base + meta["offset"]`` (the file is at ``pos``), each read once:
+    its SHA-256 is taken over the bytes as they are written and stored in its entry."""
+    for meta, arr in zip(metas, arrays, strict=True):
+        start = base + meta["offset"]
+        f.write(b"\0" * (start - pos))
+        h = hashlib.sha256()
+        for chunk in _byte_chunks(arr, np.dtype(meta["dtype"])):
+            h.update(chunk)
+            f.write(chunk)
+        meta["sha256"] = h.hexdigest()
+        pos = start + meta["nbytes"]
+
+
+def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dict[str, Any]) -> None:
+    """Write ``arrays`` and a JSON-serializable ``header`` to ``path`` atomically.
+
+    Every array is read once: its SHA-256 is taken over the bytes as they are written,
+    and the header (whose checksums have a fixed length) is written last, in the space
+    reserved for it. Arrays are ndarrays (memmaps) or 2-D row-sliceable array-likes.
+    """
+    path = Path(path)
+    metas, prepared = _lay_out(arrays, 0)  # offsets relative to the data start for now
     hbytes, base = _header_bytes(header, metas)
     if len(hbytes) > MAX_HEADER_BYTES:
         raise InputError(
@@ -184,16 +204,7 @@ def write_container(path: str | os.PathLike, header: dict[str, Any], arrays: dic
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         f.write(b"\0" * base)  # prefix and header, written last
-        pos = base
-        for meta, arr in zip(metas, prepared):
-            start = base + meta["offset"]
-            f.write(b"\0" * (start - pos))
-            h = hashlib.sha256()
-            for chunk in _byte_chunks(arr, np.dtype(meta["dtype"])):
-                h.update(chunk)
-                f.write(chunk)
-            meta["sha256"] = h.hexdigest()
-            pos = start + meta["nbytes"]
+        _write_hashed(f, metas, prepared, pos=base, base=base)
         final, final_base = _header_bytes(header, metas)
         if final_base != base or len(final) != len(hbytes):  # pragma: no cover - digests are fixed-length
             raise RuntimeError("the header changed length when its checksums were filled in")
@@ -253,39 +264,13 @@ class StreamedContainer:
         """Write the other ``arrays`` after the first one, then the header."""
         if self._first is None:  # pragma: no cover - a caller's bug
             raise RuntimeError("StreamedContainer.finish() before write_first()")
-        metas = [self._first]
-        prepared = []
-        offset = _align(self._start + self._first["nbytes"])
-        for name, arr in arrays.items():
-            if isinstance(arr, np.ndarray) or not is_row_sliceable(arr):
-                arr = np.asarray(arr)
-            dts = _dtype_str(arr)
-            nbytes = _nbytes(arr, np.dtype(dts))
-            metas.append(
-                {
-                    "name": name,
-                    "dtype": dts,
-                    "shape": [int(x) for x in arr.shape],
-                    "offset": offset,
-                    "nbytes": nbytes,
-                    "sha256": "0" * 64,
-                }
-            )
-            prepared.append(arr)
-            offset = _align(offset + nbytes)
+        rest, prepared = _lay_out(arrays, _align(self._start + self._first["nbytes"]))
+        metas = [self._first, *rest]
         if len(self._header_json(header, metas)) + _PREFIX.size > self._start:
             raise HeaderRoomError(
                 f"the header of {self._path} needs more than the {self._start} bytes reserved for it"
             )
-        pos = self._start + self._first["nbytes"]
-        for meta, arr in zip(metas[1:], prepared):
-            self._f.write(b"\0" * (meta["offset"] - pos))
-            h = hashlib.sha256()
-            for chunk in _byte_chunks(arr, np.dtype(meta["dtype"])):
-                h.update(chunk)
-                self._f.write(chunk)
-            meta["sha256"] = h.hexdigest()
-            pos = meta["offset"] + meta["nbytes"]
+        _write_hashed(self._f, rest, prepared, pos=self._start + self._first["nbytes"], base=0)
         final = self._header_json(header, metas)  # the same length: digests are fixed-length
         self._f.seek(0)
         self._f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(final), hashlib.sha256(final).digest()))

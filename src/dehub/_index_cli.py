@@ -18,6 +18,7 @@ import numpy as np
 
 from ._cli_support import (
     NORMALIZE_CHOICES,
+    add_normalize_option,
     bank_methods,
     gallery_bank_note,
     json_object,
@@ -92,12 +93,7 @@ def _setup_build(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-o", "--output", required=True, help="index file to write (atomically)")
     p.add_argument("--method", default="nnn", help="correction method, a dehub.METHODS name (default: nnn)")
-    p.add_argument(
-        "--normalize",
-        choices=["warn", "l2", "none", "error"],
-        default="warn",
-        help="rows that are not unit-norm: warn (default), l2-normalize, accept, or fail",
-    )
+    add_normalize_option(p)
     p.add_argument(
         "--memory-budget-mb", type=positive_int, default=512, help="working memory for the engine (MiB)"
     )

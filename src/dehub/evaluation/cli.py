@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._cli_support import json_object, nonnegative_int, positive_int
+from .._cli_support import add_normalize_option, json_object, nonnegative_int, positive_int
 from .._errors import InputError
 from ..datasets import loaders
 from ..datasets.wordnet import load_wordnet_benchmark
@@ -113,12 +113,7 @@ def _setup(p: argparse.ArgumentParser) -> None:
         help='a fixed setting instead of the sweep: \'{"k": 16, "alpha": 0.75}\' (for every method) or '
         '\'{"nnn": {"k": 16}}\' (per method); keys must be the method\'s parameters',
     )
-    p.add_argument(
-        "--normalize",
-        choices=["warn", "l2", "none", "error"],
-        default="warn",
-        help="rows that are not unit-norm: warn (default), l2-normalize, accept, or fail",
-    )
+    add_normalize_option(p)
     p.add_argument(
         "--allow-overlap",
         action="store_true",

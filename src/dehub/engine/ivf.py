@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,19 +38,29 @@ from .ivf_auto import (
     list_balance,
     neighbour_ranks,
     nprobe_for_recall,
-    recall_sample_rows,
+    recall_sample_stages,
     window_agreement,
+    worth_sampling_more,
 )
 from .kmeans import default_assign_dim, spherical_kmeans, train_quantizer
 from .reference import IndexSearch, ReferenceIndex
 from .settings import TRAIN_PER_LIST, EngineParams
 from .topk import KernelTopK, kernel_isa, select_topk, topk_mask
 
-__all__ = ["IVFIndex", "spherical_kmeans", "train_coarse", "probe_lists", "BUILD_BLOCK_ROWS"]
+__all__ = ["IVFIndex", "RecallCheck", "spherical_kmeans", "train_coarse", "probe_lists", "BUILD_BLOCK_ROWS"]
 
 BUILD_BLOCK_ROWS = 32768  # rows of the database read at a time while building
 _PROBE_BLOCK_BYTES = 32 * 2**20  # coarse scores of one block of queries
 _FEW_QUERIES = 128  # below this many queries a list's GEMM runs as rows @ queries.T
+
+
+class RecallCheck(NamedTuple):
+    """What a recall check chose (:meth:`IVFIndex.recall_check`): the ``nprobe``, the
+    sampled recall there, and the query rows it searched exactly, in the order searched."""
+
+    nprobe: int
+    recall: float
+    rows: np.ndarray
 
 
 def train_coarse(
@@ -240,10 +250,19 @@ class IVFIndex(ReferenceIndex):
         return index
 
     def nprobe_for_recall(self, queries: Any, k: int, recall: float) -> tuple[int, float]:
+        """``(nprobe, sampled recall)`` of :meth:`recall_check`."""
+        check = self.recall_check(queries, k, recall)
+        return check.nprobe, check.recall
+
+    def recall_check(self, queries: Any, k: int, recall: float) -> RecallCheck:
         """The fewest probed lists whose recall of the exact top-k reaches ``recall`` on a
         sample of ``queries`` (:func:`~dehub.engine.ivf_auto.recall_sample_rows`: one in
-        40, 128 to 256, evenly spread), less one standard error over the sampled queries,
-        and the sampled recall there (:func:`~dehub.engine.ivf_auto.nprobe_for_recall`).
+        40, 128 to 256, evenly spread), less one standard error over the sampled queries
+        (:func:`~dehub.engine.ivf_auto.nprobe_for_recall`), searched sequentially: the
+        first 64 sampled queries, then twice as many, ... while the choice is uncertain
+        (two standard errors would probe more lists than one) or the lists the margin
+        adds would cost more scanning than the next sampled queries' exact search
+        (:func:`~dehub.engine.ivf_auto.worth_sampling_more`).
 
         The exact engine gives each sampled query's true top-k; a true neighbour is found
         with ``nprobe`` lists exactly when its list is among the query's ``nprobe``
@@ -253,18 +272,36 @@ class IVFIndex(ReferenceIndex):
         if self.database is None:
             raise InputError("the recall check needs the database; build the index with keep_database=True")
         nlist = int(self.centroids.shape[0])
-        rows = recall_sample_rows(int(queries.shape[0]))
-        if rows.size == 0:
-            return min(self.params.resolved_nprobe(), nlist), 1.0
-        q = take_rows(queries, rows)
-        _, true_ids = exact_search(
-            q, self.database, min(int(k), self.n), memory_budget=self.params.memory_budget
-        )
+        nq = int(queries.shape[0])
+        stages = recall_sample_stages(nq)
+        if not stages:
+            return RecallCheck(min(self.params.resolved_nprobe(), nlist), 1.0, np.empty(0, dtype=np.int64))
+        sizes = np.diff(self.list_bounds)
         list_of = np.empty(self.n, dtype=np.int64)
-        list_of[self.list_rows] = np.repeat(np.arange(nlist), np.diff(self.list_bounds))
-        with parallel_scope() as workers:
-            _, order = probe_lists(q, self.centroids, nlist, workers=workers)
-        return nprobe_for_recall(neighbour_ranks(order, list_of, true_ids), nlist, float(recall))
+        list_of[self.list_rows] = np.repeat(np.arange(nlist), sizes)
+        rows_per_probe = self.n / nlist * list_balance(sizes)
+        parts: list[np.ndarray] = []
+        for j, rows in enumerate(stages):
+            q = take_rows(queries, rows)
+            _, true_ids = exact_search(
+                q, self.database, min(int(k), self.n), memory_budget=self.params.memory_budget
+            )
+            with parallel_scope() as workers:
+                _, order = probe_lists(q, self.centroids, nlist, workers=workers)
+            parts.append(neighbour_ranks(order, list_of, true_ids))
+            ranks = np.vstack(parts)
+            nprobe, sampled = nprobe_for_recall(ranks, nlist, float(recall))
+            if j + 1 == len(stages):
+                break
+            # uncertain: twice the margin would probe more lists; or the margin's lists
+            # cost more scanning than the next sampled queries' exact search
+            wider, _ = nprobe_for_recall(ranks, nlist, float(recall), margin=2.0)
+            plain, _ = nprobe_for_recall(ranks, nlist, float(recall), margin=0.0)
+            if wider == nprobe and not worth_sampling_more(
+                nprobe, plain, nq, rows_per_probe, stages[j + 1].size, self.n
+            ):
+                break
+        return RecallCheck(nprobe, sampled, np.concatenate(stages[: len(parts)]))
 
     def search_detailed(
         self,

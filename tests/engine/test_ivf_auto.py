@@ -12,14 +12,11 @@ from dehub.engine import ivf as ivf_module
 from dehub.engine.ivf import IVFIndex
 from dehub.engine.ivf_auto import (
     AGREEMENT_TARGET,
-    FIRST_STAGE,
     list_balance,
     neighbour_ranks,
     nprobe_for_recall,
     recall_sample_rows,
-    recall_sample_stages,
     window_agreement,
-    worth_sampling_more,
 )
 from dehub.engine.kmeans import default_assign_dim, train_quantizer
 from dehub.engine.settings import DEFAULT_NPROBE
@@ -67,7 +64,7 @@ def data(request):
 def test_default_search_reaches_the_recall_target(data):
     """No knob given: the check is on by default (recall 0.99) and the whole search reaches
     it, with fewer lists than all; the nprobe chosen is the fewest whose sampled recall,
-    less one standard error over the queries the check searched, reaches 0.99 (checked
+    less one standard error over the sampled queries, reaches 0.99 (checked
     against searches at that nprobe and one fewer, straight from the definition)."""
     q, x, true_ids = data["queries"], data["database"], data["true_ids"]
     index = IVFIndex.build(x, EngineParams(seed=1))
@@ -81,7 +78,7 @@ def test_default_search_reaches_the_recall_target(data):
     check = index.recall_check(q, 10, 0.99)
     assert check.nprobe == nprobe
     rows = check.rows
-    assert FIRST_STAGE <= rows.size <= recall_sample_rows(q.shape[0]).size
+    np.testing.assert_array_equal(rows, recall_sample_rows(q.shape[0]))
 
     def lower_bound(p: int) -> float:
         r = _per_query_recall(index.search(q[rows], 10, nprobe=p)[1], true_ids[rows])
@@ -98,58 +95,6 @@ def test_recall_sample_is_deterministic():
     assert a.size == 128 and a[0] == 0 and a[-1] == 4999 and np.all(np.diff(a) > 0)
     assert recall_sample_rows(100).size == 100 and recall_sample_rows(0).size == 0
     assert recall_sample_rows(8000).size == 200 and recall_sample_rows(10**6).size == 256
-
-
-def test_sample_stages_are_nested_spread_and_cover_the_sample():
-    for nq in (0, 50, 1200, 5000, 8000, 10**6):
-        stages = recall_sample_stages(nq)
-        whole = recall_sample_rows(nq)
-        if whole.size == 0:
-            assert stages == []
-            continue
-        joined = np.concatenate(stages)
-        np.testing.assert_array_equal(np.sort(joined), whole)  # disjoint, all of the sample
-        assert stages[0].size == min(FIRST_STAGE, whole.size)
-        assert stages[0][0] == 0 and stages[0][-1] >= nq - nq // 32  # spans the queries
-        for j in range(1, len(stages)):  # each prefix twice the one before (or the rest)
-            before = sum(s.size for s in stages[:j])
-            assert before + stages[j].size == min(2 * before, whole.size)
-    assert [s.size for s in recall_sample_stages(10**6)] == [64, 64, 128]
-
-
-def test_sampling_more_only_when_the_margin_costs_more():
-    # margin adds 2 lists for 5,000 queries of 300 rows: 3.0M rows vs 64 x 118,000 = 7.55M
-    assert not worth_sampling_more(5, 3, 5000, 300.0, 64, 118_000)
-    assert worth_sampling_more(9, 3, 5000, 300.0, 64, 118_000)  # 9.0M > 7.55M
-    assert not worth_sampling_more(3, 3, 10**6, 300.0, 1, 1)  # no margin: nothing to gain
-
-
-def test_the_check_grows_its_sample_only_while_uncertain_or_worth_it(monkeypatch):
-    """The first 64 sampled queries settle it when one and two standard errors choose the
-    same lists and more queries would cost more than the margin's lists; an uncertain
-    choice, or a margin that costs more, searches the next stage (here: the whole
-    sample of 256)."""
-    rng = np.random.default_rng(5)
-    q, x = _clustered_uneven(rng, 6000, 12000, d=32)
-    index = IVFIndex.build(x, EngineParams(nlist=64, seed=1))
-    whole = recall_sample_rows(q.shape[0])
-
-    def sure(ranks, nlist, recall, *, margin=1.0):
-        return 3, 1.0
-
-    def unsure(ranks, nlist, recall, *, margin=1.0):
-        return 3 + int(margin), 1.0
-
-    for rule, worth, searched in [
-        (sure, False, FIRST_STAGE),
-        (sure, True, whole.size),
-        (unsure, False, whole.size),
-    ]:
-        monkeypatch.setattr(ivf_module, "nprobe_for_recall", rule)
-        monkeypatch.setattr(ivf_module, "worth_sampling_more", lambda *a, w=worth: w)
-        check = index.recall_check(q, 10, 0.99)
-        assert check.rows.size == searched and check.nprobe == 4 - (rule is sure)
-    np.testing.assert_array_equal(np.sort(check.rows), whole)
 
 
 def test_the_check_gives_the_same_nprobe_every_time(data):

@@ -22,16 +22,12 @@ Three measurements, each a small function over arrays:
   recall, less one standard error of its mean over the sampled queries, reaches the
   target are taken: queries of one cluster miss together, so the error is measured over
   queries, not neighbours.
-* **sequential sample** (:func:`recall_sample_stages`, :func:`worth_sampling_more`): the
-  check starts with 64 of the sampled queries and searches the next ones exactly only
-  while the choice is uncertain (two standard errors of margin would probe more lists
-  than one) or the margin costs more scanning than they would (the lists the margin
-  adds, times the rows a probe scans, ``n / nlist`` times the list balance, times the
-  queries, against the added sampled queries times ``n``). Resampled on the benchmark
-  sets (5,000 queries, 400 random samples of 128): the sequential rule searched 88
-  (planted hubs) and 107 (Zipf clusters) queries on average, chose nprobe 3.55 / 13.29,
-  and left the true recall under 0.99 in 1.3% / 18.5% of samples, against 0.7% / 18.2%
-  for all 128 (64 alone: 2.2% / 24.7%).
+* **one pass for the sample**: the sampled queries are searched in one exact pass. A
+  sequential check (64 sampled queries first, the next 64 only while one and two
+  standard errors chose different lists) was measured and dropped: 64 queries cost
+  0.70x the exact pass of 128 (a pass over the database dominates), so a second stage
+  made the check 1.56x slower on Zipf clusters, and 64 alone chose one list more on
+  planted hubs (nprobe 4, not 3) for a check only 0.92x as long.
 """
 
 from __future__ import annotations
@@ -48,16 +44,12 @@ __all__ = [
     "recall_sample_rows",
     "neighbour_ranks",
     "nprobe_for_recall",
-    "recall_sample_stages",
-    "worth_sampling_more",
-    "FIRST_STAGE",
 ]
 
 AGREEMENT_TARGET = 0.9  # window lists that must equal the full-dimensional nearest centroid
 HOLDOUT_ROWS = 2048  # rows (not trained on) on which the agreement is measured
 _SAMPLE_SHARE = 40  # one sampled query in this many ...
 _SAMPLE_MIN, _SAMPLE_MAX = 128, 256  # ... within these bounds (all queries below the minimum)
-FIRST_STAGE = 64  # sampled queries the sequential check starts with (doubled while worth it)
 
 
 def window_agreement(quantizer: CoarseQuantizer, rows: np.ndarray) -> float:
@@ -85,39 +77,6 @@ def recall_sample_rows(n_queries: int) -> np.ndarray:
     if size <= 0:
         return np.empty(0, dtype=np.int64)
     return np.unique(np.linspace(0, nq - 1, size).astype(np.int64))
-
-
-def recall_sample_stages(n_queries: int) -> list[np.ndarray]:
-    """The rows of :func:`recall_sample_rows` in stages: the first :data:`FIRST_STAGE`
-    evenly spread over the sample (positions ``i * s // 64``), then the rows that make
-    2x, 4x, ... as many (the positions ``i * s // (2 * 64)``, ... that are new); the
-    stages are disjoint, their union is the whole sample, and every prefix of stages is
-    spread evenly over all the queries."""
-    rows = recall_sample_rows(n_queries)
-    s = rows.size
-    stages: list[np.ndarray] = []
-    taken = np.zeros(s, dtype=bool)
-    size = FIRST_STAGE
-    while not taken.all():
-        pick = np.arange(size) * s // size if size < s else np.arange(s)  # nested as size doubles
-        new = pick[~taken[pick]]
-        taken[new] = True
-        if new.size:
-            stages.append(rows[new])
-        size *= 2
-    return stages
-
-
-def worth_sampling_more(
-    nprobe_margin: int, nprobe_mean: int, n_queries: int, rows_per_probe: float, added: int, n_database: int
-) -> bool:
-    """Whether searching ``added`` more sampled queries exactly (``added * n_database``
-    rows scored) costs less than the scanning the standard-error margin adds now
-    (``nprobe_margin - nprobe_mean`` lists for each of ``n_queries``, ``rows_per_probe``
-    rows each); the standard error, so the margin, shrinks as one over the square root
-    of the sample's size."""
-    extra_scan = max(0, int(nprobe_margin) - int(nprobe_mean)) * int(n_queries) * float(rows_per_probe)
-    return extra_scan > int(added) * int(n_database)
 
 
 def neighbour_ranks(probe_order: np.ndarray, list_of: np.ndarray, true_ids: np.ndarray) -> np.ndarray:

@@ -1,11 +1,12 @@
-"""The IVF recall check, sequential (the default) against the whole sample at once.
+"""What the IVF recall check costs and chooses with samples of 64, 128 and 256 queries.
 
-One process, one index per data set, alternating in every round: the sequential check
-(:meth:`dehub.engine.ivf.IVFIndex.recall_check`: 64 sampled queries first, more only
-while uncertain or worth it) and the whole sample (:func:`recall_sample_rows`, one
-standard error: the check before the sequential one), each followed by the search at
-the nprobe it chose; medians of the per-round ratios of check time and of check + scan
-time. Prints the machine (CPU, flags, load) with the figures.
+One process, one index per data set; in every round each sample size runs once,
+alternating: the check (:meth:`dehub.engine.ivf.IVFIndex.recall_check` does the default
+size, one in 40 of the queries, 128 to 256; the others run the same steps on their own
+evenly spread sample: the exact top-k, every list ranked, the fewest lists whose mean
+recall less one standard error reaches 0.99), then the search at the nprobe it chose,
+with its top-k recall over all the queries. Medians of the per-round ratios to the
+default size; the machine (CPU, flags, load) printed with the figures.
 
     python benchmarks/bench_ivf_check.py --data paired --repeat 5
 """
@@ -24,10 +25,9 @@ from dehub.engine.ivf import probe_lists
 from dehub.engine.ivf_auto import neighbour_ranks, nprobe_for_recall, recall_sample_rows
 
 
-def whole_sample_check(index, queries: np.ndarray, k: int, recall: float) -> int:
-    """The nprobe of the whole sample at once (the check as it was before the stages)."""
+def check_on(index, queries: np.ndarray, rows: np.ndarray, k: int, recall: float) -> int:
+    """The check's nprobe on the given sample rows (the steps of ``recall_check``)."""
     nlist = index.centroids.shape[0]
-    rows = recall_sample_rows(queries.shape[0])
     q = queries[rows]
     _, true_ids = exact_search(q, index.database, k)
     list_of = np.empty(index.n, dtype=np.int64)
@@ -47,33 +47,37 @@ def main() -> int:
     print(f"machine: {machine()}")
     index = build_reference_index(r, engine="ivf")
     _, true_ids = exact_search(g, r, args.k)
-    ratios_check, ratios_total = [], []
+    default = recall_sample_rows(g.shape[0]).size
+    sizes = sorted({64, 128, 256, default})
+    check = {s: [] for s in sizes}
+    total = {s: [] for s in sizes}
     for rnd in range(args.repeat):
-        t = time.perf_counter()
-        seq = index.recall_check(g, args.k, 0.99)
-        t_seq = time.perf_counter() - t
-        t = time.perf_counter()
-        ids_seq = index.search(g, args.k, nprobe=seq.nprobe)[1]
-        s_seq = time.perf_counter() - t
-        t = time.perf_counter()
-        p_all = whole_sample_check(index, g, args.k, 0.99)
-        t_all = time.perf_counter() - t
-        t = time.perf_counter()
-        ids_all = index.search(g, args.k, nprobe=p_all)[1]
-        s_all = time.perf_counter() - t
-        ratios_check.append(t_seq / t_all)
-        ratios_total.append((t_seq + s_seq) / (t_all + s_all))
+        line = []
+        for s in sizes:
+            t = time.perf_counter()
+            if s == default:
+                nprobe = index.recall_check(g, args.k, 0.99).nprobe
+            else:
+                nprobe = check_on(
+                    index, g, np.unique(np.linspace(0, g.shape[0] - 1, s).astype(np.int64)), args.k, 0.99
+                )
+            t_check = time.perf_counter() - t
+            t = time.perf_counter()
+            ids = index.search(g, args.k, nprobe=nprobe)[1]
+            t_scan = time.perf_counter() - t
+            check[s].append(t_check)
+            total[s].append(t_check + t_scan)
+            line.append(
+                f"{s} queries: nprobe {nprobe}, check {t_check:.3f} s, scan {t_scan:.3f} s, "
+                f"recall {topk_recall(ids, true_ids):.4f}"
+            )
+        print(f"round {rnd + 1} (load {os.getloadavg()[0]:.1f}): " + " | ".join(line), flush=True)
+    for s in sizes:
+        rc = np.median(np.array(check[s]) / np.array(check[default]))
+        rt = np.median(np.array(total[s]) / np.array(total[default]))
         print(
-            f"round {rnd + 1}: sequential {seq.rows.size} queries, nprobe {seq.nprobe}, check {t_seq:.3f} s, "
-            f"scan {s_seq:.3f} s, recall {topk_recall(ids_seq, true_ids):.4f} | whole sample nprobe {p_all}, "
-            f"check {t_all:.3f} s, scan {s_all:.3f} s, recall {topk_recall(ids_all, true_ids):.4f} "
-            f"(load {os.getloadavg()[0]:.1f})",
-            flush=True,
+            f"{args.data}: {s} sampled queries: check {rc:.2f}x, check + scan {rt:.2f}x the default ({default})"
         )
-    print(
-        f"{args.data}: sequential / whole-sample check time, median of rounds {np.median(ratios_check):.2f}; "
-        f"check + scan {np.median(ratios_total):.2f}"
-    )
     return 0
 
 

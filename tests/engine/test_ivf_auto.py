@@ -64,8 +64,8 @@ def data(request):
 def test_default_search_reaches_the_recall_target(data):
     """No knob given: the check is on by default (recall 0.99) and the whole search reaches
     it, with fewer lists than all; the nprobe chosen is the fewest whose sampled recall,
-    less one standard error over the sampled queries, reaches 0.99 (checked against
-    searches at that nprobe and one fewer, straight from the definition)."""
+    less one standard error over the sampled queries, reaches 0.99 (checked
+    against searches at that nprobe and one fewer, straight from the definition)."""
     q, x, true_ids = data["queries"], data["database"], data["true_ids"]
     index = IVFIndex.build(x, EngineParams(seed=1))
     assert index.params.recall == 0.99 and index.params.nprobe is None
@@ -75,7 +75,10 @@ def test_default_search_reaches_the_recall_target(data):
     assert nprobe is not None and 1 <= nprobe < nlist
     assert np.mean(_per_query_recall(res.ids, true_ids)) >= 0.99
 
-    rows = recall_sample_rows(q.shape[0])
+    check = index.recall_check(q, 10, 0.99)
+    assert check.nprobe == nprobe
+    rows = check.rows
+    np.testing.assert_array_equal(rows, recall_sample_rows(q.shape[0]))
 
     def lower_bound(p: int) -> float:
         r = _per_query_recall(index.search(q[rows], 10, nprobe=p)[1], true_ids[rows])

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -46,11 +46,20 @@ from .reference import IndexSearch, ReferenceIndex
 from .settings import TRAIN_PER_LIST, EngineParams
 from .topk import KernelTopK, kernel_isa, select_topk, topk_mask
 
-__all__ = ["IVFIndex", "spherical_kmeans", "train_coarse", "probe_lists", "BUILD_BLOCK_ROWS"]
+__all__ = ["IVFIndex", "RecallCheck", "spherical_kmeans", "train_coarse", "probe_lists", "BUILD_BLOCK_ROWS"]
 
 BUILD_BLOCK_ROWS = 32768  # rows of the database read at a time while building
 _PROBE_BLOCK_BYTES = 32 * 2**20  # coarse scores of one block of queries
 _FEW_QUERIES = 128  # below this many queries a list's GEMM runs as rows @ queries.T
+
+
+class RecallCheck(NamedTuple):
+    """What a recall check chose (:meth:`IVFIndex.recall_check`): the ``nprobe``, the
+    sampled recall there, and the query rows it searched exactly, in the order searched."""
+
+    nprobe: int
+    recall: float
+    rows: np.ndarray
 
 
 def train_coarse(
@@ -240,10 +249,17 @@ class IVFIndex(ReferenceIndex):
         return index
 
     def nprobe_for_recall(self, queries: Any, k: int, recall: float) -> tuple[int, float]:
+        """``(nprobe, sampled recall)`` of :meth:`recall_check`."""
+        check = self.recall_check(queries, k, recall)
+        return check.nprobe, check.recall
+
+    def recall_check(self, queries: Any, k: int, recall: float) -> RecallCheck:
         """The fewest probed lists whose recall of the exact top-k reaches ``recall`` on a
         sample of ``queries`` (:func:`~dehub.engine.ivf_auto.recall_sample_rows`: one in
-        40, 128 to 256, evenly spread), less one standard error over the sampled queries,
-        and the sampled recall there (:func:`~dehub.engine.ivf_auto.nprobe_for_recall`).
+        40, 128 to 256, evenly spread), less one standard error over the sampled queries
+        (:func:`~dehub.engine.ivf_auto.nprobe_for_recall`); the sample is searched in one
+        exact pass (a pass over the database costs about the same for 64 queries as for
+        128: 0.70x, measured; searching it in growing stages cost more, see docs/scale.md).
 
         The exact engine gives each sampled query's true top-k; a true neighbour is found
         with ``nprobe`` lists exactly when its list is among the query's ``nprobe``
@@ -255,7 +271,7 @@ class IVFIndex(ReferenceIndex):
         nlist = int(self.centroids.shape[0])
         rows = recall_sample_rows(int(queries.shape[0]))
         if rows.size == 0:
-            return min(self.params.resolved_nprobe(), nlist), 1.0
+            return RecallCheck(min(self.params.resolved_nprobe(), nlist), 1.0, rows)
         q = take_rows(queries, rows)
         _, true_ids = exact_search(
             q, self.database, min(int(k), self.n), memory_budget=self.params.memory_budget
@@ -264,7 +280,8 @@ class IVFIndex(ReferenceIndex):
         list_of[self.list_rows] = np.repeat(np.arange(nlist), np.diff(self.list_bounds))
         with parallel_scope() as workers:
             _, order = probe_lists(q, self.centroids, nlist, workers=workers)
-        return nprobe_for_recall(neighbour_ranks(order, list_of, true_ids), nlist, float(recall))
+        nprobe, sampled = nprobe_for_recall(neighbour_ranks(order, list_of, true_ids), nlist, float(recall))
+        return RecallCheck(nprobe, sampled, rows)
 
     def search_detailed(
         self,

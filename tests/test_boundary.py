@@ -43,7 +43,7 @@ class _CountingShards(ShardedArray):
 @pytest.mark.parametrize(("normalize", "passes"), [("warn", 2), ("l2", 1)])
 def test_build_reads_the_gallery_a_counted_number_of_times(tmp_path, monkeypatch, normalize, passes):
     """`dehub build`: one pass validates the rows and writes and hashes them into the
-    temporary index file, one feeds the GEMM (docs/architecture.md, "One boundary"). With
+    temporary index file, one feeds the GEMM (docs/boundary.md, "One boundary"). With
     --normalize l2 the first pass also makes the normalized copy, which the GEMM reads."""
     rng = np.random.default_rng(0)
     n = 3000

@@ -94,40 +94,38 @@ def _expected(model, desc: dict):
 
 
 def _diff(ids: np.ndarray, want: np.ndarray, store_ids: np.ndarray, store_vecs, *, normalized: bool) -> dict:
-    """Compare the store's (ids, vectors) rows with the index's (ids, expected vectors)."""
+    """Compare the store's (ids, vectors) rows with the index's (ids, expected vectors).
+
+    ``ids`` are the index's (unique, checked at its boundary); array operations throughout
+    (a store holds millions of rows)."""
+    store_ids = np.asarray(store_ids, dtype=np.int64)
     uniq, counts = np.unique(store_ids, return_counts=True)
     duplicates = uniq[counts > 1]
-    index_set = set(ids.tolist())
-    store_set = set(uniq.tolist())
-    missing = [int(i) for i in ids.tolist() if i not in store_set]
-    extra = [int(i) for i in uniq.tolist() if i not in index_set]
-    changed: list[int] = []
-    if store_vecs is not None and len(store_ids):
-        row_of = {int(i): r for r, i in enumerate(ids.tolist())}
-        dup = set(duplicates.tolist())
-        take = [
-            (s, row_of[int(i)])
-            for s, i in enumerate(store_ids.tolist())
-            if int(i) in row_of and int(i) not in dup
-        ]
-        if take:
-            s_rows = np.fromiter((t[0] for t in take), np.int64, len(take))
-            i_rows = np.fromiter((t[1] for t in take), np.int64, len(take))
+    missing = ids[~np.isin(ids, uniq)]  # in the index's order
+    extra = uniq[~np.isin(uniq, ids)]
+    changed = np.empty(0, dtype=np.int64)
+    if store_vecs is not None and store_ids.size and ids.size:
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        pos = np.minimum(np.searchsorted(sorted_ids, store_ids), ids.size - 1)
+        s_rows = np.flatnonzero((sorted_ids[pos] == store_ids) & ~np.isin(store_ids, duplicates))
+        if s_rows.size:
+            i_rows = order[pos[s_rows]]
             got = np.asarray(store_vecs, dtype=np.float64)[s_rows]
             exp = want[i_rows].astype(np.float64)
             if normalized:  # cosine collections store unit vectors
                 exp = exp / np.maximum(np.linalg.norm(exp, axis=1, keepdims=True), 1e-30)
             if got.shape[1] != exp.shape[1]:
-                bad: np.ndarray = np.ones(len(take), bool)
+                bad: np.ndarray = np.ones(s_rows.size, bool)
             else:
                 tol = _RTOL * np.maximum(1.0, np.abs(exp)) + 1e-6
                 bad = np.asarray((np.abs(got - exp) > tol).any(axis=1))
-            changed = sorted(int(store_ids[s]) for s in s_rows[bad])
+            changed = np.sort(store_ids[s_rows[bad]])
     return {
-        "missing": missing,
-        "extra": extra,
-        "duplicates": [int(i) for i in duplicates.tolist()],
-        "changed": changed,
+        "missing": missing.tolist(),
+        "extra": extra.tolist(),
+        "duplicates": duplicates.tolist(),
+        "changed": changed.tolist(),
     }
 
 
@@ -153,8 +151,8 @@ def _stats(diff: StoreDiff, write: np.ndarray, grew: bool, metric_fixed: bool) -
 def _rows_to_write(ids: np.ndarray, diff: dict, grew: bool) -> np.ndarray:
     if grew:
         return np.arange(ids.shape[0])
-    need = set(diff["missing"]) | set(diff["duplicates"]) | set(diff["changed"])
-    return np.asarray([r for r, i in enumerate(ids.tolist()) if i in need], dtype=np.int64)
+    need = np.asarray(diff["missing"] + diff["duplicates"] + diff["changed"], dtype=np.int64)
+    return np.flatnonzero(np.isin(ids, need)).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------ FAISS

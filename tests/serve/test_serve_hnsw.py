@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 
 pytest.importorskip("faiss")
 
-from dehub.export.hnsw import graph_paths, recall_at
+from dehub.export.hnsw import graph_paths
+from dehub.export.recall import recall_at
 from dehub.serve.app import Settings, create_app
 from dehub.serve.loading import load_served
 

@@ -40,10 +40,11 @@ import numpy as np
 from .._errors import InputError
 from .._loading import is_run_directory, load
 from .._progress import progress_bar
-from ..distributed import read_manifest
 from ..engine import import_faiss
 from ..engine.faiss_indexes import search_with_params
 from ..index import Index
+from ..rundir import read_manifest
+from .recall import recall_at
 from .vectors import LazyItemVectors, is_offset, query_vectors
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
     "graph_paths",
     "index_fingerprint",
     "load_graph",
-    "recall_at",
     "save_graph",
     "tune_ef_search",
     "DEFAULT_FORM",
@@ -181,17 +181,6 @@ def build_graph(
     return graph, items.M
 
 
-def recall_at(approx_rows: np.ndarray, exact_rows: np.ndarray) -> float:
-    """Mean over queries of |approx top-k & exact top-k| / |exact top-k| (padding ignored)."""
-    hits = 0
-    total = 0
-    for a, e in zip(approx_rows, exact_rows, strict=True):
-        e = e[e >= 0]
-        total += len(e)
-        hits += len(np.intersect1d(a[a >= 0], e))
-    return hits / total if total else 1.0
-
-
 def tune_ef_search(
     search_rows: Callable[[np.ndarray, int, int], np.ndarray],
     probes: np.ndarray,
@@ -213,7 +202,7 @@ def tune_ef_search(
     for ef in _EF_LADDER:
         if ef < k:
             continue
-        r = recall_at(search_rows(probes, k, ef), exact_rows)
+        r = recall_at(search_rows(probes, k, ef), exact_rows, k)
         table.append((ef, round(r, 5)))
         if r - 2.0 * float(np.sqrt(r * (1.0 - r) / total)) >= target or r >= 1.0:
             return ef, r, tuple(table)

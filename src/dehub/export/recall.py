@@ -124,15 +124,16 @@ def exact_top_ids(source: Any, queries: np.ndarray, k: int = 10) -> np.ndarray:
 
 
 def recall_at(found: Iterable[Iterable[int]], exact: np.ndarray, k: int = 10) -> float:
-    """Mean over queries of ``|found[:k] & exact[:k]| / |exact[:k]|`` (padding -1 ignored)."""
-    scores = []
-    for got, ref in zip(found, exact):
-        want = {int(i) for i in ref[:k] if int(i) >= 0}
-        if not want:
-            continue
-        have = {int(i) for i in list(got)[:k]}
-        scores.append(len(want & have) / len(want))
-    return float(np.mean(scores)) if scores else 1.0
+    """Mean over queries of ``|found[:k] & exact[:k]| / |exact[:k]|`` (padding -1 ignored;
+    a query with no exact result is left out). The one recall rule of the exports and the
+    serving graph's tuning."""
+    per_query = []
+    for got, ref in zip(found, np.asarray(exact, dtype=np.int64), strict=True):
+        want = ref[:k][ref[:k] >= 0]
+        if want.size:
+            have = np.fromiter(got, dtype=np.int64)[:k]
+            per_query.append(np.isin(want, have).sum() / want.size)
+    return float(np.mean(per_query)) if per_query else 1.0
 
 
 def check_recall(

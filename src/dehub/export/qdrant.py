@@ -45,13 +45,21 @@ from ._common import (
 )
 from .vectors import augment_items
 
-__all__ = ["export_qdrant", "qdrant_client_for", "qdrant_description", "QDRANT_DISTANCES"]
+__all__ = ["export_qdrant", "qdrant_client_for", "qdrant_description", "qdrant_distance", "QDRANT_DISTANCES"]
 
 QDRANT_DISTANCES = {"d+1": ("dot",), "d+2": ("cosine", "euclid"), "plain": ("dot",)}
 
 
 def _models():
     return require("qdrant_client.models", "exporting to Qdrant")
+
+
+def qdrant_distance(metric: str):
+    """Qdrant's ``Distance`` for dehub's metric name (``dot``, ``cosine``, ``euclid``)."""
+    models = _models()
+    return {"dot": models.Distance.DOT, "cosine": models.Distance.COSINE, "euclid": models.Distance.EUCLID}[
+        metric
+    ]
 
 
 def qdrant_client_for(location):
@@ -147,9 +155,7 @@ def export_qdrant(
     item_ids = export_ids(source, ids, n)
     meta = metadata_table(source_metadata(source, metadata), n)
     client = qdrant_client_for(location)
-    dist = {"dot": models.Distance.DOT, "cosine": models.Distance.COSINE, "euclid": models.Distance.EUCLID}[
-        distance
-    ]
+    dist = qdrant_distance(distance)
     description = describe(
         source,
         items,

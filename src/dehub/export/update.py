@@ -47,7 +47,7 @@ from .pgvector import (
     pgvector_rows,
     pgvector_write,
 )
-from .qdrant import qdrant_client_for, qdrant_description, upsert_points
+from .qdrant import qdrant_client_for, qdrant_description, qdrant_distance, upsert_points
 from .sidecar import SidecarError, load_sidecar
 from .vectors import augment_items, item_vectors
 
@@ -286,15 +286,10 @@ def _qdrant(index, location, name: str, metadata, repair: bool) -> dict[str, Any
     meta = metadata_table(source_metadata(index, metadata), ids.shape[0])
     if metric_note:  # the distance cannot change in place: recreate, keep the payloads
         client.delete_collection(name)
-        dist = {
-            "dot": models.Distance.DOT,
-            "cosine": models.Distance.COSINE,
-            "euclid": models.Distance.EUCLID,
-        }
         hnsw = info.config.hnsw_config
         client.create_collection(
             collection_name=name,
-            vectors_config=models.VectorParams(size=int(desc["dim"]), distance=dist[want_metric]),
+            vectors_config=models.VectorParams(size=int(desc["dim"]), distance=qdrant_distance(want_metric)),
             hnsw_config=models.HnswConfigDiff(m=hnsw.m, ef_construct=hnsw.ef_construct),
             metadata=seal_description(desc),
         )
